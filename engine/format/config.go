@@ -1,0 +1,140 @@
+package format
+
+import (
+	"fmt"
+
+	"github.com/wick-run/wick/engine/format/manifestpb"
+	"github.com/wick-run/wick/engine/model"
+)
+
+// ConfigToProto converts cfg to its manifest form. It does not validate cfg:
+// values that have no manifest form (an unknown enum) become UNSPECIFIED,
+// which ConfigFromProto rejects.
+func ConfigToProto(cfg *model.Config) *manifestpb.Config {
+	p := &manifestpb.Config{
+		Vocab:           uint32(cfg.Vocab),
+		Hidden:          uint32(cfg.Hidden),
+		Heads:           uint32(cfg.Heads),
+		KvHeads:         uint32(cfg.KVHeads),
+		HeadDim:         uint32(cfg.HeadDim),
+		FfnHidden:       uint32(cfg.FFNHidden),
+		ContextLen:      uint32(cfg.ContextLen),
+		RopeThetaGlobal: cfg.RopeThetaGlobal,
+		RopeThetaLocal:  cfg.RopeThetaLocal,
+		NormEps:         cfg.NormEps,
+		NormOnePlus:     cfg.NormOnePlus,
+		QkNorm:          cfg.QKNorm,
+		PostAttnNorm:    cfg.PostAttnNorm,
+		PostFfnNorm:     cfg.PostFFNNorm,
+		TiedEmbedding:   cfg.TiedEmbedding,
+		EmbedScale:      cfg.EmbedScale,
+		AttnScale:       cfg.AttnScale,
+		FinalSoftcap:    cfg.FinalSoftcap,
+	}
+	for _, l := range cfg.Layers {
+		kind := manifestpb.AttnKind_ATTN_KIND_UNSPECIFIED
+		switch l.Kind {
+		case model.Global:
+			kind = manifestpb.AttnKind_ATTN_KIND_GLOBAL
+		case model.Local:
+			kind = manifestpb.AttnKind_ATTN_KIND_LOCAL
+		}
+		p.Layers = append(p.Layers, &manifestpb.Layer{Kind: kind, Window: uint32(l.Window), KvSource: uint32(l.KVSource)})
+	}
+	if rs := cfg.RopeScaling; rs != (model.RopeScaling{}) {
+		p.RopeScaling = &manifestpb.RopeScaling{
+			Factor:          rs.Factor,
+			LowFreqFactor:   rs.LowFreqFactor,
+			HighFreqFactor:  rs.HighFreqFactor,
+			OriginalContext: uint32(rs.OriginalContext),
+		}
+	}
+	switch cfg.Activation {
+	case model.GeGLUTanh:
+		p.Activation = manifestpb.Activation_ACTIVATION_GEGLU_TANH
+	case model.SwiGLU:
+		p.Activation = manifestpb.Activation_ACTIVATION_SWIGLU
+	}
+	switch cfg.DType {
+	case model.Int8:
+		p.Dtype = manifestpb.DType_DTYPE_INT8
+	case model.F32:
+		p.Dtype = manifestpb.DType_DTYPE_F32
+	}
+	return p
+}
+
+// ConfigFromProto converts a manifest config to a model.Config and validates
+// it. Enums must be set explicitly: proto3 decodes a missing field as 0
+// (UNSPECIFIED), and guessing a default there would hide a broken writer.
+func ConfigFromProto(p *manifestpb.Config) (*model.Config, error) {
+	if p == nil {
+		return nil, fmt.Errorf("config: missing")
+	}
+	cfg := &model.Config{
+		Vocab:           int(p.Vocab),
+		Hidden:          int(p.Hidden),
+		Heads:           int(p.Heads),
+		KVHeads:         int(p.KvHeads),
+		HeadDim:         int(p.HeadDim),
+		FFNHidden:       int(p.FfnHidden),
+		ContextLen:      int(p.ContextLen),
+		RopeThetaGlobal: p.RopeThetaGlobal,
+		RopeThetaLocal:  p.RopeThetaLocal,
+		NormEps:         p.NormEps,
+		NormOnePlus:     p.NormOnePlus,
+		QKNorm:          p.QkNorm,
+		PostAttnNorm:    p.PostAttnNorm,
+		PostFFNNorm:     p.PostFfnNorm,
+		TiedEmbedding:   p.TiedEmbedding,
+		EmbedScale:      p.EmbedScale,
+		AttnScale:       p.AttnScale,
+		FinalSoftcap:    p.FinalSoftcap,
+	}
+	// Validate bounds the layer count too, but only after this loop has run
+	// over whatever the input holds; a cheap early check keeps that bounded.
+	if len(p.Layers) > 1<<16 {
+		return nil, fmt.Errorf("config: layers has %d entries, far above any model", len(p.Layers))
+	}
+	cfg.Layers = make([]model.Layer, len(p.Layers))
+	for i, l := range p.Layers {
+		switch l.GetKind() {
+		case manifestpb.AttnKind_ATTN_KIND_GLOBAL:
+			cfg.Layers[i].Kind = model.Global
+		case manifestpb.AttnKind_ATTN_KIND_LOCAL:
+			cfg.Layers[i].Kind = model.Local
+		default:
+			return nil, fmt.Errorf("config: layers[%d].kind is %v, want ATTN_KIND_GLOBAL or ATTN_KIND_LOCAL", i, l.GetKind())
+		}
+		cfg.Layers[i].Window = int(l.GetWindow())
+		cfg.Layers[i].KVSource = int(l.GetKvSource())
+	}
+	if rs := p.RopeScaling; rs != nil {
+		cfg.RopeScaling = model.RopeScaling{
+			Factor:          rs.Factor,
+			LowFreqFactor:   rs.LowFreqFactor,
+			HighFreqFactor:  rs.HighFreqFactor,
+			OriginalContext: int(rs.OriginalContext),
+		}
+	}
+	switch p.Activation {
+	case manifestpb.Activation_ACTIVATION_GEGLU_TANH:
+		cfg.Activation = model.GeGLUTanh
+	case manifestpb.Activation_ACTIVATION_SWIGLU:
+		cfg.Activation = model.SwiGLU
+	default:
+		return nil, fmt.Errorf("config: activation is %v, want ACTIVATION_GEGLU_TANH or ACTIVATION_SWIGLU", p.Activation)
+	}
+	switch p.Dtype {
+	case manifestpb.DType_DTYPE_INT8:
+		cfg.DType = model.Int8
+	case manifestpb.DType_DTYPE_F32:
+		cfg.DType = model.F32
+	default:
+		return nil, fmt.Errorf("config: dtype is %v, want DTYPE_INT8 or DTYPE_F32", p.Dtype)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}

@@ -2,6 +2,7 @@ package format
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/wick-run/wick/engine/format/manifestpb"
 	"github.com/wick-run/wick/engine/model"
@@ -132,6 +133,27 @@ func ConfigFromProto(p *manifestpb.Config) (*model.Config, error) {
 		cfg.DType = model.F32
 	default:
 		return nil, fmt.Errorf("config: dtype is %v, want DTYPE_INT8 or DTYPE_F32", p.Dtype)
+	}
+	// Validate lets some NaNs through (a NaN rope_theta_local on a model
+	// without local layers, a NaN rope_scaling factor); a manifest has no
+	// reason to hold any.
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{
+		{"rope_theta_global", cfg.RopeThetaGlobal},
+		{"rope_theta_local", cfg.RopeThetaLocal},
+		{"rope_scaling.factor", cfg.RopeScaling.Factor},
+		{"rope_scaling.low_freq_factor", cfg.RopeScaling.LowFreqFactor},
+		{"rope_scaling.high_freq_factor", cfg.RopeScaling.HighFreqFactor},
+		{"norm_eps", cfg.NormEps},
+		{"embed_scale", cfg.EmbedScale},
+		{"attn_scale", cfg.AttnScale},
+		{"final_softcap", cfg.FinalSoftcap},
+	} {
+		if math.IsNaN(f.v) || math.IsInf(f.v, 0) {
+			return nil, fmt.Errorf("config: %s is %v, must be finite", f.name, f.v)
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err

@@ -250,11 +250,11 @@ func checkRequired(cfg *model.Config, byName map[string]*manifestpb.Tensor) erro
 		if !ok {
 			return fmt.Errorf("tensor %q: missing; the config needs it as %v %v", spec.Name, dtype, want)
 		}
-		if !slices.Equal(t.Shape, want) {
-			return fmt.Errorf("tensor %q: shape %v, the config needs %v", spec.Name, t.Shape, want)
-		}
 		if t.Dtype != dtype {
 			return fmt.Errorf("tensor %q: dtype %v, the config needs %v", spec.Name, t.Dtype, dtype)
+		}
+		if !slices.Equal(t.Shape, want) {
+			return fmt.Errorf("tensor %q: shape %v, the config needs %v", spec.Name, t.Shape, want)
 		}
 	}
 	return nil

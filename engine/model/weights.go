@@ -189,3 +189,33 @@ func (w *Weights) Tie(c *Config) {
 		w.LMHead = w.Embed
 	}
 }
+
+// ToF32 returns the float32 mode of an int8 model: the same config with
+// DType F32 and every matrix dequantised (q * scale). Running it computes
+// the model without activation or KV quantisation.
+func ToF32(c *Config, w *Weights) (*Config, *Weights) {
+	if c.DType == F32 {
+		return c, w
+	}
+	fc := *c
+	fc.Layers = append([]Layer(nil), c.Layers...)
+	fc.DType = F32
+	fw := NewWeights(&fc)
+	for _, s := range c.TensorSpecs() {
+		src, srcNorm := w.Find(s)
+		dst, dstNorm := fw.Find(s)
+		if srcNorm != nil {
+			*dstNorm = *srcNorm
+			continue
+		}
+		f := make([]float32, len(src.I8))
+		for r := 0; r < src.Rows; r++ {
+			for i, q := range src.I8[r*src.Cols : (r+1)*src.Cols] {
+				f[r*src.Cols+i] = float32(q) * src.Scale[r]
+			}
+		}
+		*dst = Mat{Rows: src.Rows, Cols: src.Cols, F32: f}
+	}
+	fw.Tie(&fc)
+	return &fc, fw
+}

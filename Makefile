@@ -1,0 +1,57 @@
+# wick: `make run` starts the main job, `make test` runs every test.
+# Both install what they need on a fresh Debian machine (see scripts/install-deps.sh).
+
+GO ?= go
+BIN := bin
+PROTOC_GEN_GO_VERSION := v1.36.12
+FUZZTIME ?= 60s
+export CGO_ENABLED := 1
+
+.PHONY: all run test deps build vet unit crossbuild proto testdata fuzz clean
+
+all: build
+
+deps:
+	scripts/install-deps.sh
+
+build: deps
+	$(GO) build -o $(BIN)/wick ./cmd/wick
+
+# Until the browser runtime lands, the main job is a terminal chat with the
+# bundled Character.AI-shaped test model.
+run: build
+	$(BIN)/wick chat -model testdata/cai-tiny
+
+test: deps vet crossbuild unit
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -count=1 -timeout 20m ./...
+
+# The CPU backend and everything a browser needs must build without cgo for
+# js and wasip1.
+crossbuild:
+	CGO_ENABLED=0 GOOS=js GOARCH=wasm $(GO) build ./engine/...
+	CGO_ENABLED=0 GOOS=wasip1 GOARCH=wasm $(GO) build ./engine/...
+
+# Regenerates engine/format/manifestpb/manifest.pb.go with Debian's protoc
+# and the pinned protoc-gen-go.
+proto:
+	scripts/install-deps.sh protobuf-compiler
+	GOBIN=$(CURDIR)/$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	cd engine/format/manifestpb && protoc --plugin=$(CURDIR)/$(BIN)/protoc-gen-go --go_out=. --go_opt=paths=source_relative manifest.proto
+
+# Regenerates the tiny random test models in testdata/ (seeded: the same
+# bytes every time).
+testdata:
+	$(GO) run ./internal/testmodel/gen -out testdata
+
+# A bounded fuzzing run of the manifest decoder (make test runs its seeds).
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecodeManifest -fuzztime $(FUZZTIME) ./engine/format/
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,167 @@
+package engine
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/wick-run/wick/engine/chat"
+	"github.com/wick-run/wick/engine/cpu"
+	"github.com/wick-run/wick/engine/format"
+	"github.com/wick-run/wick/engine/kv"
+	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/engine/tokenizer"
+)
+
+// Options choose how a model is run.
+type Options struct {
+	// Backend is "cpu", "webgpu", or "" for webgpu where an adapter exists,
+	// else cpu (with a notice through Notice).
+	Backend string
+	// Float32 runs an int8 model in the float32 mode: weights dequantised,
+	// no activation or KV quantisation.
+	Float32 bool
+	// Context is the most positions one session holds; 0 means the model's
+	// context_len, capped at DefaultContext.
+	Context int
+	// Notice receives one-line notices (a backend fallback, say); nil drops them.
+	Notice func(string)
+}
+
+// DefaultContext caps a session's KV cache when Options.Context is 0, so a
+// model with a long context_len does not allocate it all up front.
+const DefaultContext = 4096
+
+// BackendFactory builds a backend for a loaded model. Backends that need cgo
+// or a GPU register themselves from their own package (see Register), so
+// that this package builds everywhere the CPU backend does.
+type BackendFactory func(cfg *model.Config, w *model.Weights) (Backend, error)
+
+var (
+	registryMu sync.Mutex
+	registry   = map[string]BackendFactory{}
+)
+
+// Register makes a backend available under name. It is called from the init
+// of a backend's package; importing the package enables it.
+func Register(name string, f BackendFactory) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	registry[name] = f
+}
+
+// Backends lists the names usable in Options.Backend.
+func Backends() []string {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	names := []string{"cpu"}
+	for n := range registry {
+		names = append(names, n)
+	}
+	sort.Strings(names[1:])
+	return names
+}
+
+// Model is a loaded model: its config, tokenizer, chat template and backend.
+type Model struct {
+	Dir       string
+	Name      string
+	Config    *model.Config
+	Tokenizer *tokenizer.Tokenizer
+	Template  *chat.Template
+	Backend   Backend
+	context   int
+	layout    *kv.Layout // the KV layout of one session, for rewinds
+}
+
+// Load opens the model directory dir, verifies its files, and prepares the
+// backend opts ask for.
+func Load(dir string, opts Options) (*Model, error) {
+	f, err := format.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	w, err := f.LoadWeights()
+	if err != nil {
+		return nil, err
+	}
+	tok, err := tokenizer.Load(f.TokenizerPath())
+	if err != nil {
+		return nil, fmt.Errorf("load model %s: %w", dir, err)
+	}
+	tmpl, err := chat.New(f.Manifest().GetChat(), tok)
+	if err != nil {
+		return nil, fmt.Errorf("load model %s: chat template: %w", dir, err)
+	}
+	cfg := f.Config()
+	if opts.Float32 {
+		cfg, w = model.ToF32(cfg, w)
+	}
+	b, err := newBackend(cfg, w, opts)
+	if err != nil {
+		return nil, fmt.Errorf("load model %s: %w", dir, err)
+	}
+	ctx := opts.Context
+	if ctx == 0 {
+		ctx = min(cfg.ContextLen, DefaultContext)
+	}
+	if ctx < 1 || ctx > cfg.ContextLen {
+		b.Close()
+		return nil, fmt.Errorf("load model %s: context %d outside 1..%d (the model's context_len)", dir, ctx, cfg.ContextLen)
+	}
+	lay, err := kv.NewLayout(cfg, ctx)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("load model %s: %w", dir, err)
+	}
+	return &Model{Dir: dir, Name: f.Manifest().GetName(), Config: cfg, Tokenizer: tok, Template: tmpl, Backend: b, context: ctx, layout: lay}, nil
+}
+
+func newBackend(cfg *model.Config, w *model.Weights, opts Options) (Backend, error) {
+	name := opts.Backend
+	if name == "cpu" {
+		return newCPU(cfg, w)
+	}
+	registryMu.Lock()
+	gpu, ok := registry["webgpu"]
+	if name != "" {
+		gpu, ok = registry[name]
+	}
+	registryMu.Unlock()
+	if !ok {
+		if name != "" {
+			return nil, fmt.Errorf("unknown backend %q (have %s)", name, strings.Join(Backends(), ", "))
+		}
+		return newCPU(cfg, w)
+	}
+	b, err := gpu(cfg, w)
+	if err != nil && name == "" {
+		if opts.Notice != nil {
+			opts.Notice(fmt.Sprintf("webgpu unavailable (%v); using the cpu backend", err))
+		}
+		return newCPU(cfg, w)
+	}
+	return b, err
+}
+
+// cpuBackend adapts engine/cpu to the Backend interface.
+type cpuBackend struct{ *cpu.Model }
+
+func newCPU(cfg *model.Config, w *model.Weights) (Backend, error) {
+	m, err := cpu.New(cfg, w)
+	if err != nil {
+		return nil, err
+	}
+	return cpuBackend{m}, nil
+}
+
+func (b cpuBackend) NewSequence(context int) (Sequence, error) { return b.Model.NewSequence(context) }
+
+// Close releases the backend.
+func (m *Model) Close() error { return m.Backend.Close() }
+
+// Context is the number of positions a session of m holds.
+func (m *Model) Context() int { return m.context }
+
+func (m *Model) layoutCanRewind(from, to int) bool { return m.layout.CanRewind(from, to) }

@@ -1,0 +1,235 @@
+package webgpu
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/wick-run/wick/engine/gpu"
+	"github.com/wick-run/wick/engine/kv"
+	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/shaders"
+)
+
+// Sequence is one sequence's KV arena on the GPU, with the scratch buffers,
+// bind groups and kernel parameters of its forward pass, all made once.
+// A Forward call records one command list per chunk of at most
+// Options.Chunk tokens and replays it as one command buffer.
+type Sequence struct {
+	m   *Model
+	lay *kv.Layout
+	C   int // tokens per step
+
+	arena   gpu.Buffer
+	chunk   gpu.Buffer    // the chunk KV of every producer: regions of C slots
+	chunkAt []chunkRegion // by arena region
+
+	// Run state, shapes per step of C tokens: x residual [C][Hidden];
+	// h normed [C][Hidden]; q [C][QDim]; att [C][QDim]; kf, vf [C][KVDim];
+	// out [C][Hidden]; gate, up [C][FFNHidden]; logits [C][Vocab]. The *q
+	// buffers hold int8 forms: values, then a scale per token at qScale.
+	step, params, ids, rope                     gpu.Buffer
+	x, h, hq, q, att, attq, kf, vf, out, gate   gpu.Buffer
+	up, gateq, logits, staging                  gpu.Buffer
+	qScale                                      map[gpu.Buffer]int // word offset of the scales in an int8 buffer
+	buffers                                     []gpu.Buffer
+	groups                                      []gpu.BindGroup
+
+	body, head []site // dispatches of every step; of steps that compute logits
+	paramData  []byte
+	enc        gpu.Encoder
+	ropeTab    []float32
+}
+
+// chunkRegion is where one producer's chunk KV lives in Sequence.chunk:
+// byte offsets of its K, V, K scales and V scales, and its end.
+type chunkRegion struct{ k, v, ks, vs, end int64 }
+
+// site is one dispatch of a step: its kernel and bind group are fixed; the
+// workgroup grid follows the step's token count n and first logits token.
+type site struct {
+	kernel gpu.Kernel
+	group  gpu.BindGroup
+	grid   func(n, first int) (x, y, z int)
+}
+
+// NewSequence allocates a KV arena for context positions and prepares the
+// forward pass over it.
+func (m *Model) NewSequence(context int) (*Sequence, error) {
+	lay, err := kv.NewLayout(m.cfg, context)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sequence{m: m, lay: lay, C: min(m.opt.Chunk, context), qScale: map[gpu.Buffer]int{}}
+	if err := s.build(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("webgpu sequence of %d positions: %w", context, err)
+	}
+	return s, nil
+}
+
+// Context is the most positions the sequence holds.
+func (s *Sequence) Context() int { return s.lay.Context }
+
+// Close frees the sequence's buffers and bind groups.
+func (s *Sequence) Close() error {
+	for _, g := range s.groups {
+		s.m.dev.FreeBindGroup(g)
+	}
+	for _, b := range s.buffers {
+		s.m.dev.FreeBuffer(b)
+	}
+	s.groups, s.buffers = nil, nil
+	return nil
+}
+
+func (s *Sequence) buffer(size int64, usage gpu.Usage, label string) (gpu.Buffer, error) {
+	b, err := s.m.newBuffer(size, usage, label)
+	if err == nil {
+		s.buffers = append(s.buffers, b)
+	}
+	return b, err
+}
+
+func align(n int64) int64 { return (n + kv.Align - 1) / kv.Align * kv.Align }
+
+// grid2 spreads count workgroups over x and y (each at most 65535).
+func grid2(count int) (int, int) {
+	x := min(count, 65535)
+	return x, (count + x - 1) / x
+}
+
+func (s *Sequence) build() error {
+	m, c, C := s.m, s.m.cfg, s.C
+	int8Mode := c.DType == model.Int8
+	var err error
+	mk := func(dst *gpu.Buffer, size int64, usage gpu.Usage, label string) {
+		if err == nil {
+			*dst, err = s.buffer(size, usage, label)
+		}
+	}
+	// A float32 activation buffer and, in int8 mode, its quantised twin.
+	act := func(dst, dstQ *gpu.Buffer, cols int, label string) {
+		mk(dst, int64(C*cols)*4, gpu.Storage, label)
+		if int8Mode && dstQ != nil {
+			mk(dstQ, int64(C*cols)+int64(C)*4, gpu.Storage, label+"_q")
+			s.qScale[*dstQ] = C * cols / 4
+		}
+	}
+	mk(&s.arena, s.lay.Bytes, gpu.Storage, "kv_arena")
+	mk(&s.step, 256, gpu.Uniform, "step")
+	mk(&s.ids, int64(C)*4, gpu.Storage, "ids")
+	mk(&s.rope, int64(2*C*c.HeadDim)*4, gpu.Storage, "rope")
+	act(&s.x, nil, c.Hidden, "x")
+	act(&s.h, &s.hq, c.Hidden, "h")
+	act(&s.q, nil, c.QDim(), "q")
+	act(&s.att, &s.attq, c.QDim(), "att")
+	act(&s.kf, nil, c.KVDim(), "k")
+	act(&s.vf, nil, c.KVDim(), "v")
+	act(&s.out, nil, c.Hidden, "out")
+	act(&s.gate, &s.gateq, c.FFNHidden, "gate")
+	act(&s.up, nil, c.FFNHidden, "up")
+	mk(&s.logits, int64(C*c.Vocab)*4, gpu.Storage, "logits")
+	mk(&s.staging, int64(C*c.Vocab)*4, gpu.MapRead, "logits_readback")
+	// Chunk KV: every producer's region mirrors the arena's, with C slots.
+	var off int64
+	rows := int64(C * c.KVHeads)
+	for range s.lay.Regions {
+		var r chunkRegion
+		r.k = off
+		r.v = align(r.k + rows*s.lay.RowBytes)
+		r.end = r.v + rows*s.lay.RowBytes
+		if int8Mode {
+			r.ks = align(r.end)
+			r.vs = align(r.ks + rows*4)
+			r.end = r.vs + rows*4
+		}
+		off = align(r.end)
+		s.chunkAt = append(s.chunkAt, r)
+	}
+	mk(&s.chunk, max(off, 4), gpu.Storage, "chunk_kv")
+	if err != nil {
+		return err
+	}
+	s.ropeTab = make([]float32, C*c.HeadDim)
+	if err := s.plan(); err != nil {
+		return err
+	}
+	mk(&s.params, int64(len(s.paramData)), gpu.Uniform, "params")
+	if err != nil {
+		return err
+	}
+	// Bind groups name the params buffer, so they are made after it.
+	return s.bindAll()
+}
+
+// Planned dispatches are collected first (their params need a buffer of
+// known size), then bound.
+type pending struct {
+	key      shaders.Key
+	slot     int64
+	bindings []gpu.Binding
+	grid     func(n, first int) (x, y, z int)
+	logits   bool
+}
+
+func (s *Sequence) bindAll() error {
+	if err := s.m.dev.Write(s.params, 0, s.paramData); err != nil {
+		return err
+	}
+	for _, p := range s.plans {
+		kern, err := s.m.kernel(p.key)
+		if err != nil {
+			return err
+		}
+		binds := append([]gpu.Binding{{Slot: 0, Buffer: s.step, Size: 16}, {Slot: 1, Buffer: s.params, Offset: p.slot, Size: 256}}, p.bindings...)
+		for i := range binds[2:] {
+			binds[2+i].Slot = uint32(2 + i)
+		}
+		g, err := s.m.dev.NewBindGroup(kern, binds)
+		if err != nil {
+			return fmt.Errorf("bind %s: %w", p.key.Label(), err)
+		}
+		s.groups = append(s.groups, g)
+		st := site{kernel: kern, group: g, grid: p.grid}
+		if p.logits {
+			s.head = append(s.head, st)
+		} else {
+			s.body = append(s.body, st)
+		}
+	}
+	s.plans = nil
+	return nil
+}
+
+// add plans one dispatch of the kernel family/entry with its params and
+// its buffers at @binding(2)...
+func (s *Sequence) add(family, entry string, params any, grid func(n, first int) (x, y, z int), bufs ...gpu.Binding) {
+	slot := int64(len(s.paramData))
+	b := shaders.Bytes(params)
+	s.paramData = append(s.paramData, b...)
+	s.paramData = append(s.paramData, make([]byte, 256-len(b))...)
+	s.plans = append(s.plans, pending{key: s.m.key(family, entry), slot: slot, bindings: bufs, grid: grid, logits: s.inHead})
+}
+
+func whole(b gpu.Buffer) gpu.Binding { return gpu.Binding{Buffer: b} }
+
+func at(b gpu.Buffer, off, size int64) gpu.Binding {
+	return gpu.Binding{Buffer: b, Offset: off, Size: size}
+}
+
+func b2u(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+var bits = math.Float32bits
+
+func putU32(b []byte, v ...uint32) []byte {
+	for _, x := range v {
+		b = binary.LittleEndian.AppendUint32(b, x)
+	}
+	return b
+}

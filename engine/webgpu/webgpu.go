@@ -1,0 +1,277 @@
+// Package webgpu is wick's GPU backend: the forward pass of engine/cpu,
+// step for step, as WGSL kernels (package shaders) recorded into one
+// command list per step and run through the compute interface of
+// engine/gpu. Weights are uploaded once; pipelines, bind groups and kernel
+// parameters are made when a model or sequence is created, so a step only
+// writes its Step block, token ids and RoPE table, then dispatches.
+package webgpu
+
+import (
+	"fmt"
+	"unsafe"
+
+	"github.com/wick-run/wick/engine/gpu"
+	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/shaders"
+)
+
+// Options tune a Model; the zero value is the default.
+type Options struct {
+	// Chunk is the most tokens one step runs (default 64). Longer Forward
+	// calls are split into steps; the arithmetic per token is the same.
+	Chunk int
+	// SplitBytes caps the bytes of one weight buffer below the device's
+	// binding limit (tests use it to split small tensors by rows).
+	SplitBytes int64
+	// WG is the workgroup size of every kernel (default 64).
+	WG int
+}
+
+// Model is a model loaded onto a GPU device.
+type Model struct {
+	dev   gpu.Device
+	cfg   *model.Config
+	opt   Options
+	freqs [2][]float64 // RoPE inverse frequencies by model.AttnKind
+
+	kernels map[shaders.Key]gpu.Kernel
+	owned   []gpu.Buffer // weight buffers, freed by Close
+
+	embed, lmHead *matrix
+	layers        []layerWeights
+	norms         gpu.Buffer // every norm vector, each at a 256-byte aligned offset
+	finalNorm     int64
+}
+
+// layerWeights are one block's tensors on the GPU. Norms are byte offsets
+// into Model.norms; -1 where the config has none.
+type layerWeights struct {
+	wq, wk, wv, wo, gate, up, down            *matrix
+	attnNorm, qNorm, kNorm, postAttn, ffnNorm int64
+	postFFN                                   int64
+}
+
+// matrix is a weight matrix split by rows into parts that each fit one
+// storage binding. A part holds its rows' values (int8 packed four to a
+// word, or float32) and then, in int8 mode, their scales at scaleWord.
+type matrix struct {
+	rows, cols int
+	parts      []part
+}
+
+type part struct {
+	buf       gpu.Buffer
+	rowLo     int
+	rows      int
+	scaleWord int
+}
+
+// New uploads w to dev and makes the kernels cfg needs.
+func New(dev gpu.Device, cfg *model.Config, w *model.Weights, opt Options) (*Model, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("webgpu model: %w", err)
+	}
+	if opt.Chunk <= 0 {
+		opt.Chunk = 64
+	}
+	if opt.WG <= 0 {
+		opt.WG = 64
+	}
+	m := &Model{dev: dev, cfg: cfg, opt: opt, kernels: map[shaders.Key]gpu.Kernel{}}
+	m.freqs[model.Global] = cfg.RopeFreqs(model.Global)
+	m.freqs[model.Local] = cfg.RopeFreqs(model.Local)
+	if err := m.upload(w); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("webgpu model: %w", err)
+	}
+	return m, nil
+}
+
+// Name says which backend and adapter this is.
+func (m *Model) Name() string { return "webgpu (" + m.dev.Info().Adapter + ")" }
+
+// Close frees the weights. Sequences must be closed first.
+func (m *Model) Close() error {
+	for _, b := range m.owned {
+		m.dev.FreeBuffer(b)
+	}
+	for _, k := range m.kernels {
+		m.dev.FreeKernel(k)
+	}
+	m.owned, m.kernels = nil, nil
+	return nil
+}
+
+func (m *Model) newBuffer(size int64, usage gpu.Usage, label string) (gpu.Buffer, error) {
+	size = (size + 3) &^ 3
+	if size == 0 {
+		size = 4
+	}
+	lim := m.dev.Info()
+	if usage&gpu.Storage != 0 && size > lim.Limits.MaxStorageBufferBindingSize {
+		return 0, fmt.Errorf("buffer %s: %w", label, &gpu.LimitError{Adapter: lim.Adapter, Limit: "maxStorageBufferBindingSize",
+			Have: lim.Limits.MaxStorageBufferBindingSize, Need: size})
+	}
+	return m.dev.NewBuffer(size, usage, label)
+}
+
+// kernel returns the compiled variant k, compiling it on first use.
+func (m *Model) kernel(k shaders.Key) (gpu.Kernel, error) {
+	if kern, ok := m.kernels[k]; ok {
+		return kern, nil
+	}
+	kern, err := shaders.Compile(m.dev, k)
+	if err != nil {
+		return 0, err
+	}
+	m.kernels[k] = kern
+	return kern, nil
+}
+
+func (m *Model) key(family, entry string) shaders.Key {
+	k := shaders.Key{Family: family, Entry: entry, Int8: m.cfg.DType == model.Int8, WG: m.opt.WG}
+	switch family {
+	case "act":
+		k.SiLU = m.cfg.Activation == model.SwiGLU
+	case "attn":
+		k.HD = m.cfg.HeadDim
+	}
+	return k
+}
+
+func (m *Model) upload(w *model.Weights) error {
+	c := m.cfg
+	if len(w.Layers) != len(c.Layers) {
+		return fmt.Errorf("weights have %d layers, config %d", len(w.Layers), len(c.Layers))
+	}
+	for _, s := range c.TensorSpecs() {
+		mat, norm := w.Find(s)
+		switch {
+		case norm != nil && len(*norm) != s.Cols:
+			return fmt.Errorf("tensor %q has %d values, want %d", s.Name, len(*norm), s.Cols)
+		case mat != nil && (mat.Rows != s.Rows || mat.Cols != s.Cols):
+			return fmt.Errorf("tensor %q is %dx%d, want %dx%d", s.Name, mat.Rows, mat.Cols, s.Rows, s.Cols)
+		case mat != nil && c.DType == model.Int8 && (len(mat.I8) != s.Rows*s.Cols || len(mat.Scale) != s.Rows):
+			return fmt.Errorf("int8 tensor %q has %d values and %d scales, want %d and %d", s.Name, len(mat.I8), len(mat.Scale), s.Rows*s.Cols, s.Rows)
+		case mat != nil && c.DType == model.F32 && len(mat.F32) != s.Rows*s.Cols:
+			return fmt.Errorf("f32 tensor %q has %d values, want %d", s.Name, len(mat.F32), s.Rows*s.Cols)
+		}
+	}
+	// Norm vectors: one buffer, each vector at an aligned offset so that it
+	// can be bound on its own.
+	var normData []byte
+	addNorm := func(v []float32) int64 {
+		if v == nil {
+			return -1
+		}
+		for len(normData)%256 != 0 {
+			normData = append(normData, 0)
+		}
+		at := int64(len(normData))
+		normData = append(normData, f32bytes(v)...)
+		return at
+	}
+	var err error
+	mat := func(name string, mm *model.Mat) *matrix {
+		if err != nil || mm.Rows == 0 {
+			return nil
+		}
+		var g *matrix
+		g, err = m.uploadMatrix(name, mm)
+		return g
+	}
+	m.embed = mat("embed", &w.Embed)
+	if c.TiedEmbedding {
+		m.lmHead = m.embed
+	} else {
+		m.lmHead = mat("lm_head", &w.LMHead)
+	}
+	m.layers = make([]layerWeights, len(c.Layers))
+	for i := range c.Layers {
+		lw, gw := &w.Layers[i], &m.layers[i]
+		name := func(s string) string { return model.LayerTensor(i, s) }
+		gw.wq = mat(name(model.NameWQ), &lw.WQ)
+		if c.Producer(i) {
+			gw.wk = mat(name(model.NameWK), &lw.WK)
+			gw.wv = mat(name(model.NameWV), &lw.WV)
+		}
+		gw.wo = mat(name(model.NameWO), &lw.WO)
+		gw.gate = mat(name(model.NameWGate), &lw.WGate)
+		gw.up = mat(name(model.NameWUp), &lw.WUp)
+		gw.down = mat(name(model.NameWDown), &lw.WDown)
+		gw.attnNorm = addNorm(lw.AttnNorm)
+		gw.qNorm, gw.kNorm = addNorm(lw.QNorm), addNorm(lw.KNorm)
+		gw.postAttn = addNorm(lw.PostAttnNorm)
+		gw.ffnNorm = addNorm(lw.FFNNorm)
+		gw.postFFN = addNorm(lw.PostFFNNorm)
+	}
+	if err != nil {
+		return err
+	}
+	m.finalNorm = addNorm(w.FinalNorm)
+	if m.norms, err = m.newBuffer(int64(len(normData)), gpu.Storage, "norms"); err != nil {
+		return err
+	}
+	m.owned = append(m.owned, m.norms)
+	return m.dev.Write(m.norms, 0, normData)
+}
+
+// uploadMatrix splits mm by rows into parts no larger than the binding
+// limit (or Options.SplitBytes) and uploads them.
+func (m *Model) uploadMatrix(name string, mm *model.Mat) (*matrix, error) {
+	int8Mode := m.cfg.DType == model.Int8
+	rowBytes := int64(mm.Cols) * 4
+	if int8Mode {
+		rowBytes = int64(mm.Cols) + 4 // values and the scale
+	}
+	limit := m.dev.Info().Limits.MaxStorageBufferBindingSize
+	if m.opt.SplitBytes > 0 {
+		limit = min(limit, m.opt.SplitBytes)
+	}
+	perPart := int(limit / rowBytes)
+	if perPart < 1 {
+		lim := m.dev.Info()
+		return nil, fmt.Errorf("tensor %s: one row is %d bytes: %w", name, rowBytes,
+			&gpu.LimitError{Adapter: lim.Adapter, Limit: "maxStorageBufferBindingSize", Have: limit, Need: rowBytes})
+	}
+	g := &matrix{rows: mm.Rows, cols: mm.Cols}
+	for lo := 0; lo < mm.Rows; lo += perPart {
+		hi := min(lo+perPart, mm.Rows)
+		var data []byte
+		p := part{rowLo: lo, rows: hi - lo}
+		if int8Mode {
+			data = append(data, i8bytes(mm.I8[lo*mm.Cols:hi*mm.Cols])...)
+			p.scaleWord = len(data) / 4
+			data = append(data, f32bytes(mm.Scale[lo:hi])...)
+		} else {
+			data = f32bytes(mm.F32[lo*mm.Cols : hi*mm.Cols])
+		}
+		b, err := m.newBuffer(int64(len(data)), gpu.Storage, fmt.Sprintf("%s[%d:%d]", name, lo, hi))
+		if err != nil {
+			return nil, fmt.Errorf("tensor %s: %w", name, err)
+		}
+		m.owned = append(m.owned, b)
+		if err := m.dev.Write(b, 0, data); err != nil {
+			return nil, fmt.Errorf("tensor %s: %w", name, err)
+		}
+		p.buf = b
+		g.parts = append(g.parts, p)
+	}
+	return g, nil
+}
+
+// f32bytes and i8bytes view values as their little-endian bytes (every
+// target wick builds for is little-endian) without a copy.
+func f32bytes(v []float32) []byte {
+	if len(v) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))
+}
+
+func i8bytes(v []int8) []byte {
+	if len(v) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), len(v))
+}

@@ -1,0 +1,167 @@
+// attn: causal attention of the step's query tokens over the KV of earlier
+// positions (read from the layer's region of the KV arena, a ring for local
+// layers) and of the chunk's own positions (read from the chunk KV, which is
+// committed to the arena only after the last layer: engine/cpu's scheme).
+// One workgroup per (query head, token); keys are taken in tiles of WG with
+// an online softmax, so no scores buffer is needed. HD is the head width.
+#include "common.wgsl"
+
+struct AttnParams {
+  heads: u32,    // query heads
+  kv_heads: u32, // K/V heads: query head h reads K/V head h / (heads / kv_heads)
+  window: u32,   // positions attended to, its own included; 0 for global
+  slots: u32,    // slots of the arena region
+  ring: u32,     // 1: position p lives in slot p % slots
+  scale: f32,    // scores are q.k * scale
+  pad0: u32,
+  pad1: u32,
+  k_word: u32,   // arena region, words from its binding's start: K values
+  v_word: u32,   // V values
+  ks_word: u32,  // K scales (int8)
+  vs_word: u32,  // V scales (int8)
+  ck_word: u32,  // chunk KV, the same four arrays
+  cv_word: u32,
+  cks_word: u32,
+  cvs_word: u32,
+}
+@group(0) @binding(1) var<uniform> p: AttnParams;
+@group(0) @binding(2) var<storage, read> q: array<f32>;
+@group(0) @binding(3) var<storage, read_write> o: array<f32>;
+@group(0) @binding(4) var<storage, read> kv: array<u32>;
+@group(0) @binding(5) var<storage, read> ck: array<u32>;
+
+const HD = {{HD}}u;
+const HPT = {{HPT}}u; // head dims per invocation: ceil(HD / WG)
+#if INT8
+const ROW_WORDS = {{HD}}u / 4u;
+#else
+const ROW_WORDS = {{HD}}u;
+#endif
+
+var<workgroup> qs: array<f32, {{HD}}>;
+var<workgroup> es: array<f32, {{WG}}>; // exp(score - max) of the tile's keys
+var<workgroup> ev: array<f32, {{WG}}>; // the same times the value row's scale
+
+// Where key/value position j of KV head g lives: .x is the row index in
+// its array, .y is 1 when the row is in the chunk.
+fn locate(j: u32, g: u32) -> vec2<u32> {
+  if (j < step.start) {
+    let slot = select(j, j % p.slots, p.ring == 1u);
+    return vec2<u32>(slot * p.kv_heads + g, 0u);
+  }
+  return vec2<u32>((j - step.start) * p.kv_heads + g, 1u);
+}
+
+fn load(chunk: bool, i: u32) -> u32 {
+  if (chunk) {
+    return ck[i];
+  }
+  return kv[i];
+}
+
+fn score(j: u32, g: u32) -> f32 {
+  let at = locate(j, g);
+  let chunk = at.y == 1u;
+  var s = 0.0;
+#if INT8
+  let base = select(p.k_word, p.ck_word, chunk) + at.x * ROW_WORDS;
+  for (var w = 0u; w < ROW_WORDS; w++) {
+    let k = unpack_i8(load(chunk, base + w));
+    s += qs[4u * w] * f32(k.x);
+    s += qs[4u * w + 1u] * f32(k.y);
+    s += qs[4u * w + 2u] * f32(k.z);
+    s += qs[4u * w + 3u] * f32(k.w);
+  }
+  s = s * bitcast<f32>(load(chunk, select(p.ks_word, p.cks_word, chunk) + at.x));
+#else
+  let base = select(p.k_word, p.ck_word, chunk) + at.x * ROW_WORDS;
+  for (var d = 0u; d < HD; d++) {
+    s += qs[d] * bitcast<f32>(load(chunk, base + d));
+  }
+#endif
+  return s * p.scale;
+}
+
+fn value(at: vec2<u32>, d: u32) -> f32 {
+  let chunk = at.y == 1u;
+#if INT8
+  return f32(i8_at(load(chunk, select(p.v_word, p.cv_word, chunk) + at.x * ROW_WORDS + d / 4u), d % 4u));
+#else
+  return bitcast<f32>(load(chunk, select(p.v_word, p.cv_word, chunk) + at.x * ROW_WORDS + d));
+#endif
+}
+
+fn value_scale(at: vec2<u32>) -> f32 {
+#if INT8
+  let chunk = at.y == 1u;
+  return bitcast<f32>(load(chunk, select(p.vs_word, p.cvs_word, chunk) + at.x));
+#else
+  return 1.0;
+#endif
+}
+
+@compute @workgroup_size({{WG}})
+fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let head = wg.x;
+  let t = wg.y;
+  if (t >= step.n) {
+    return;
+  }
+  let g = head / (p.heads / p.kv_heads);
+  let pos = step.start + t;
+  var first = 0u;
+  if (p.window > 0u && pos + 1u > p.window) {
+    first = pos + 1u - p.window;
+  }
+  let count = pos + 1u - first;
+  let qbase = (t * p.heads + head) * HD;
+  for (var d = li; d < HD; d += {{WG}}u) {
+    qs[d] = q[qbase + d];
+  }
+  workgroupBarrier();
+
+  var m = -3.0e38; // running max; exp(m - new max) is 0 before the first tile
+  var l = 0.0;     // running sum of exp(score - m)
+  var acc: array<f32, HPT>;
+  for (var k = 0u; k < HPT; k++) {
+    acc[k] = 0.0;
+  }
+  for (var tile = 0u; tile < count; tile += {{WG}}u) {
+    let tn = min({{WG}}u, count - tile);
+    var s = -3.0e38;
+    if (li < tn) {
+      s = score(first + tile + li, g);
+    }
+    let nm = max(m, wg_max(s, li));
+    let corr = exp(m - nm);
+    if (li < tn) {
+      let e = exp(s - nm);
+      es[li] = e;
+      ev[li] = e * value_scale(locate(first + tile + li, g));
+    }
+    workgroupBarrier();
+    var sum = 0.0;
+    for (var j = 0u; j < tn; j++) {
+      sum += es[j];
+    }
+    l = l * corr + sum;
+    for (var k = 0u; k < HPT; k++) {
+      let d = li + k * {{WG}}u;
+      if (d < HD) {
+        var a = acc[k] * corr;
+        for (var j = 0u; j < tn; j++) {
+          a += ev[j] * value(locate(first + tile + j, g), d);
+        }
+        acc[k] = a;
+      }
+    }
+    m = nm;
+    workgroupBarrier();
+  }
+  for (var k = 0u; k < HPT; k++) {
+    let d = li + k * {{WG}}u;
+    if (d < HD) {
+      o[qbase + d] = acc[k] / l;
+    }
+  }
+}

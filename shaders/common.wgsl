@@ -1,0 +1,106 @@
+// Shared by every kernel family (each family file includes it first).
+
+// Step is what changes from one forward step to the next: every kernel
+// binds it at @binding(0) and reads it, so one write per step serves all.
+struct Step {
+  start: u32, // absolute position of the chunk's first token
+  n: u32,     // tokens in the chunk
+  first: u32, // first token whose logits are computed (n: none)
+  pad: u32,
+}
+@group(0) @binding(0) var<uniform> step: Step;
+
+// wg_linear numbers workgroups of a 2D grid: the host spreads counts above
+// 65535 (maxComputeWorkgroupsPerDimension) over y.
+fn wg_linear(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return wg.x + wg.y * nwg.x;
+}
+
+// int8 values are packed four to a u32, element 0 in the low byte. This
+// naga has no unpack4xI8: shift each byte to the top, then arithmetic-shift
+// it back down to sign-extend.
+fn unpack_i8(w: u32) -> vec4<i32> {
+  let v = bitcast<i32>(w);
+  return vec4<i32>((v << 24u) >> 24u, (v << 16u) >> 24u, (v << 8u) >> 24u, v >> 24u);
+}
+
+fn i8_at(w: u32, k: u32) -> i32 {
+  return (bitcast<i32>(w) << (24u - 8u * k)) >> 24u;
+}
+
+fn pack_i8(q: vec4<i32>) -> u32 {
+  let u = bitcast<vec4<u32>>(q) & vec4<u32>(0xffu);
+  return u.x | (u.y << 8u) | (u.z << 16u) | (u.w << 24u);
+}
+
+// dot_i8 is the int32 dot product of two packed int8 quads.
+fn dot_i8(a: u32, b: u32) -> i32 {
+#if DOT4
+  return dot4I8Packed(a, b);
+#else
+  let x = unpack_i8(a);
+  let y = unpack_i8(b);
+  return x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
+#endif
+}
+
+// quant_i8 is package quant's rule: round half to even (WGSL round), clamp
+// to [-127, 127]; a zero scale gives 0.
+fn quant_i8(v: f32, scale: f32) -> i32 {
+  if (scale == 0.0) {
+    return 0;
+  }
+  return i32(clamp(round(v / scale), -127.0, 127.0));
+}
+
+// inv_rms is RMSNorm's 1/sqrt(mean(x^2) + eps) from the sum of squares.
+fn inv_rms(ss: f32, n: u32, eps: f32) -> f32 {
+  return 1.0 / sqrt(ss / f32(n) + eps);
+}
+
+var<workgroup> red_f: array<f32, {{WG}}>;
+var<workgroup> red_i: array<i32, {{WG}}>;
+
+// wg_sum, wg_max and wg_sum_i reduce one value per invocation over the
+// workgroup; every invocation gets the result. Call in uniform control flow.
+fn wg_sum(v: f32, li: u32) -> f32 {
+  red_f[li] = v;
+  workgroupBarrier();
+  for (var s = {{WG}}u / 2u; s > 0u; s = s / 2u) {
+    if (li < s) {
+      red_f[li] = red_f[li] + red_f[li + s];
+    }
+    workgroupBarrier();
+  }
+  let r = red_f[0];
+  workgroupBarrier();
+  return r;
+}
+
+fn wg_max(v: f32, li: u32) -> f32 {
+  red_f[li] = v;
+  workgroupBarrier();
+  for (var s = {{WG}}u / 2u; s > 0u; s = s / 2u) {
+    if (li < s) {
+      red_f[li] = max(red_f[li], red_f[li + s]);
+    }
+    workgroupBarrier();
+  }
+  let r = red_f[0];
+  workgroupBarrier();
+  return r;
+}
+
+fn wg_sum_i(v: i32, li: u32) -> i32 {
+  red_i[li] = v;
+  workgroupBarrier();
+  for (var s = {{WG}}u / 2u; s > 0u; s = s / 2u) {
+    if (li < s) {
+      red_i[li] = red_i[li] + red_i[li + s];
+    }
+    workgroupBarrier();
+  }
+  let r = red_i[0];
+  workgroupBarrier();
+  return r;
+}

@@ -1,0 +1,442 @@
+//go:build !js && !wasip1
+
+package shaders
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/wick-run/wick/engine/cpu"
+	"github.com/wick-run/wick/engine/kv"
+	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/engine/quant"
+	"github.com/wick-run/wick/internal/testmodel"
+)
+
+// Every kernel runs on fresh random inputs of odd sizes (not multiples of
+// the workgroup) into poisoned outputs, against the engine/cpu op: int8
+// results must be identical, float32 ones within 1e-4 relative.
+
+const rel = 1e-4
+
+func randF32(r *rand.Rand, n int, std float64) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.NormFloat64() * std)
+	}
+	return v
+}
+
+func newRand(t *testing.T) *rand.Rand {
+	seed := uint64(len(t.Name())) * 0x9e3779b97f4a7c15
+	return rand.New(rand.NewPCG(seed, 42))
+}
+
+func TestQuantize(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		int8       bool
+		rows, cols int // rows per token, values per row
+		n          int
+	}{
+		{"int8-activations", true, 1, 4 * 37, 3},
+		{"int8-kv-heads", true, 3, 12, 5},
+		{"f32-copy", false, 2, 4 * 19, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRand(t)
+			total := tc.n * tc.rows
+			src := randF32(r, total*tc.cols, 2)
+			src[5] = 0 // a zero among values
+			words, scaleWord := total*tc.cols/4, 0
+			if !tc.int8 {
+				words = total * tc.cols
+			}
+			scaleWord = words + 3 // not aligned on purpose
+			out := buffer(t, nil, scaleWord+total)
+			dispatch(t, Key{Family: "quant", Entry: "quantize", Int8: tc.int8, WG: 32}, Step{N: uint32(tc.n)},
+				QuantParams{Cols: uint32(tc.cols), RowsPerToken: uint32(tc.rows), ScaleWord: uint32(scaleWord)},
+				[3]int{total, 1, 1}, buffer(t, f32bytes(src), 0), out)
+			got := bytesU32(read(t, out, scaleWord+total))
+			if !tc.int8 {
+				for i, v := range src {
+					if math.Float32frombits(got[i]) != v {
+						t.Fatalf("copy[%d] = %v, want %v", i, math.Float32frombits(got[i]), v)
+					}
+				}
+				return
+			}
+			q := unpackI8(got, total*tc.cols)
+			want := make([]int8, tc.cols)
+			for row := 0; row < total; row++ {
+				s := quant.Quantize(want, src[row*tc.cols:(row+1)*tc.cols])
+				if gs := math.Float32frombits(got[scaleWord+row]); gs != s {
+					t.Fatalf("row %d: scale %v, want %v", row, gs, s)
+				}
+				for i, w := range want {
+					if g := q[row*tc.cols+i]; g != w {
+						t.Fatalf("row %d value %d: %d, want %d (x=%v)", row, i, g, w, src[row*tc.cols+i])
+					}
+				}
+			}
+		})
+	}
+}
+
+// packMat lays a matrix out as the webgpu backend does: values (int8
+// packed, or float32 bits), then the per-row scales at scaleWord.
+func packMat(m *model.Mat) (data []uint32, scaleWord int) {
+	if m.I8 == nil {
+		return bytesU32(f32bytes(m.F32)), 0
+	}
+	data = packI8(m.I8)
+	scaleWord = len(data) + 1
+	data = append(data, poison)
+	return append(data, bytesU32(f32bytes(m.Scale))...), scaleWord
+}
+
+func TestMatmul(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		dtype            model.DType
+		rows, cols, n    int
+		fromFirst, first int
+		softcap          float32
+		outRow, stride   int
+	}{
+		{"int8-decode", model.Int8, 67, 4 * 37, 1, 0, 0, 0, 0, 67},
+		{"int8-prefill", model.Int8, 131, 4 * 53, 5, 0, 0, 0, 0, 131},
+		{"int8-logits-part", model.Int8, 45, 4 * 9, 4, 1, 2, 30, 7, 59},
+		{"f32-decode", model.F32, 67, 4 * 37, 1, 0, 0, 0, 0, 67},
+		{"f32-prefill-softcap", model.F32, 29, 4 * 71, 3, 0, 0, 5, 0, 29},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRand(t)
+			m := testmodel.FromF32(tc.dtype, tc.rows, tc.cols, randF32(r, tc.rows*tc.cols, 0.3))
+			a := &cpu.Act{N: tc.n, Cols: tc.cols, X: randF32(r, tc.n*tc.cols, 1)}
+			var xw []uint32
+			xScaleWord := 0
+			if tc.dtype == model.Int8 {
+				a.Q, a.Scale = make([]int8, tc.n*tc.cols), make([]float32, tc.n)
+				a.Quantize()
+				xw = packI8(a.Q)
+				xScaleWord = len(xw) + 2
+				xw = append(xw, 0, 0)
+				xw = append(xw, bytesU32(f32bytes(a.Scale))...)
+			} else {
+				xw = bytesU32(f32bytes(a.X))
+			}
+			want := make([]float32, tc.n*tc.rows)
+			cpu.MatMul(want, &m, a)
+			if tc.softcap != 0 {
+				cpu.Softcap(want, tc.softcap)
+			}
+			wdata, wScaleWord := packMat(&m)
+			tokens := tc.n - tc.first
+			outWords := tokens * tc.stride
+			out := buffer(t, nil, outWords)
+			dispatch(t, Key{Family: "matmul", Entry: "matmul", Int8: tc.dtype == model.Int8, WG: 64},
+				Step{N: uint32(tc.n), First: uint32(tc.first)},
+				MatmulParams{Rows: uint32(tc.rows), Cols: uint32(tc.cols), WScaleWord: uint32(wScaleWord), XScaleWord: uint32(xScaleWord),
+					OutRow: uint32(tc.outRow), OutStride: uint32(tc.stride), FromFirst: uint32(tc.fromFirst), Softcap: tc.softcap},
+				[3]int{tc.rows, 1, tokens}, buffer(t, u32bytes(wdata), 0), buffer(t, u32bytes(xw), 0), out)
+			got := bytesF32(read(t, out, outWords))
+			for tt := 0; tt < tokens; tt++ {
+				row := got[tt*tc.stride+tc.outRow : tt*tc.stride+tc.outRow+tc.rows]
+				ref := want[(tc.first+tt)*tc.rows : (tc.first+tt+1)*tc.rows]
+				if tc.dtype == model.Int8 && tc.softcap == 0 {
+					for i := range ref {
+						if row[i] != ref[i] {
+							t.Fatalf("token %d row %d: %v, want %v (int32 accumulators differ)", tt, i, row[i], ref[i])
+						}
+					}
+				} else {
+					closeTo(t, "y", row, ref, rel)
+				}
+			}
+		})
+	}
+}
+
+func TestRMSNormAndResidual(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		entry   string
+		cols, n int
+		onePlus bool
+		norm    bool
+	}{
+		{"rmsnorm", "rmsnorm", 4 * 37, 3, false, false},
+		{"rmsnorm-one-plus", "rmsnorm", 4 * 53, 2, true, false},
+		{"residual", "residual", 4 * 37, 3, false, false},
+		{"residual-post-norm", "residual", 4 * 29, 3, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRand(t)
+			a := randF32(r, tc.n*tc.cols, 3)
+			b := randF32(r, tc.n*tc.cols, 2)
+			g := randF32(r, tc.cols, 0.5)
+			const eps = 1e-6
+			want := make([]float32, tc.n*tc.cols)
+			for i := 0; i < tc.n; i++ {
+				row := want[i*tc.cols : (i+1)*tc.cols]
+				switch tc.entry {
+				case "rmsnorm":
+					cpu.RMSNorm(row, a[i*tc.cols:(i+1)*tc.cols], g, eps, tc.onePlus)
+				default:
+					copy(row, b[i*tc.cols:(i+1)*tc.cols])
+					if tc.norm {
+						cpu.RMSNorm(row, row, g, eps, tc.onePlus)
+					}
+					for j := range row {
+						row[j] += a[i*tc.cols+j]
+					}
+				}
+			}
+			var ab, bb = buffer(t, f32bytes(a), 0), buffer(t, nil, len(b))
+			if tc.entry == "residual" {
+				bb = buffer(t, f32bytes(b), 0)
+			}
+			dispatch(t, Key{Family: "norm", Entry: tc.entry, WG: 64}, Step{N: uint32(tc.n)},
+				NormParams{Cols: uint32(tc.cols), OnePlus: b2u(tc.onePlus), Eps: eps, Norm: b2u(tc.norm)},
+				[3]int{tc.n, 1, 1}, ab, buffer(t, f32bytes(g), 0), bb)
+			out := bb
+			if tc.entry == "residual" {
+				out = ab
+			}
+			closeTo(t, tc.entry, bytesF32(read(t, out, len(want))), want, rel)
+		})
+	}
+}
+
+func b2u(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func TestHeadPrep(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		heads, hd, n    int
+		norm, onePlus   bool
+		kind, chunkSize int
+	}{
+		{"rope", 3, 12, 5, false, false, 0, 7},
+		{"qk-norm-rope", 5, 16, 3, true, true, 1, 4},
+		{"wide-head", 1, 136, 2, true, false, 1, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRand(t)
+			c := &model.Config{HeadDim: tc.hd, RopeThetaGlobal: 1e4, RopeThetaLocal: 1e6}
+			x := randF32(r, tc.n*tc.heads*tc.hd, 1)
+			g := randF32(r, tc.hd, 0.3)
+			const start = 1000 // large angles: the table, not GPU trig, must carry them
+			table := make([]float32, 2*tc.chunkSize*tc.hd)
+			for kind := 0; kind < 2; kind++ {
+				freqs := c.RopeFreqs(model.AttnKind(kind))
+				for tt := 0; tt < tc.chunkSize; tt++ {
+					model.RopeCosSin(table[(kind*tc.chunkSize+tt)*tc.hd:][:tc.hd], freqs, start+tt)
+				}
+			}
+			want := append([]float32(nil), x...)
+			for tt := 0; tt < tc.n; tt++ {
+				row := want[tt*tc.heads*tc.hd : (tt+1)*tc.heads*tc.hd]
+				if tc.norm {
+					for h := 0; h < tc.heads; h++ {
+						cpu.RMSNorm(row[h*tc.hd:(h+1)*tc.hd], row[h*tc.hd:(h+1)*tc.hd], g, 1e-6, tc.onePlus)
+					}
+				}
+				cpu.Rope(row, tc.heads, tc.hd, table[(tc.kind*tc.chunkSize+tt)*tc.hd:][:tc.hd])
+			}
+			xb := buffer(t, f32bytes(x), 0)
+			dispatch(t, Key{Family: "rope", Entry: "headprep", WG: 32}, Step{Start: start, N: uint32(tc.n)},
+				RopeParams{Heads: uint32(tc.heads), HeadDim: uint32(tc.hd), Norm: b2u(tc.norm), OnePlus: b2u(tc.onePlus), Eps: 1e-6,
+					Table: uint32(tc.kind * tc.chunkSize * tc.hd)},
+				[3]int{tc.heads, tc.n, 1}, xb, buffer(t, f32bytes(g), 0), buffer(t, f32bytes(table), 0))
+			closeTo(t, "x", bytesF32(read(t, xb, len(want))), want, rel)
+		})
+	}
+}
+
+func TestGatedAct(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		act     model.Activation
+		cols, n int
+	}{
+		{"geglu", model.GeGLUTanh, 4 * 37, 3},
+		{"swiglu", model.SwiGLU, 4 * 91, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRand(t)
+			gate := randF32(r, tc.n*tc.cols, 4)
+			gate[0], gate[1] = 40, -40 // saturated ends
+			up := randF32(r, tc.n*tc.cols, 1)
+			want := make([]float32, len(gate))
+			cpu.GatedAct(want, gate, up, tc.act)
+			gb := buffer(t, f32bytes(gate), 0)
+			total := tc.n * tc.cols
+			dispatch(t, Key{Family: "act", Entry: "gated", WG: 64, SiLU: tc.act == model.SwiGLU}, Step{N: uint32(tc.n)},
+				ActParams{Cols: uint32(tc.cols)}, [3]int{(total + 63) / 64, 1, 1}, gb, buffer(t, f32bytes(up), 0))
+			closeTo(t, "gate", bytesF32(read(t, gb, total)), want, rel)
+		})
+	}
+}
+
+func TestEmbed(t *testing.T) {
+	for _, dtype := range []model.DType{model.Int8, model.F32} {
+		t.Run(dtype.String(), func(t *testing.T) {
+			r := newRand(t)
+			const vocab, cols, split = 23, 4 * 13, 9 // rows 0..8 in one part, 9..22 in the other
+			m := testmodel.FromF32(dtype, vocab, cols, randF32(r, vocab*cols, 0.5))
+			ids := []uint32{3, 22, 9, 8, 3}
+			out := buffer(t, nil, len(ids)*cols)
+			idb := buffer(t, u32bytes(ids), 0)
+			for _, part := range [][2]int{{0, split}, {split, vocab}} {
+				pm := model.Mat{Rows: part[1] - part[0], Cols: cols}
+				if dtype == model.Int8 {
+					pm.I8, pm.Scale = m.I8[part[0]*cols:part[1]*cols], m.Scale[part[0]:part[1]]
+				} else {
+					pm.F32 = m.F32[part[0]*cols : part[1]*cols]
+				}
+				data, sw := packMat(&pm)
+				dispatch(t, Key{Family: "embed", Entry: "embed", Int8: dtype == model.Int8, WG: 32}, Step{N: uint32(len(ids))},
+					EmbedParams{Cols: cols, RowLo: uint32(part[0]), Rows: uint32(pm.Rows), ScaleWord: uint32(sw), Scale: 8},
+					[3]int{len(ids), 1, 1}, idb, buffer(t, u32bytes(data), 0), out)
+			}
+			got := bytesF32(read(t, out, len(ids)*cols))
+			want := make([]float32, cols)
+			for i, id := range ids {
+				cpu.EmbedRow(want, &m, int(id), 8)
+				for j, w := range want {
+					if g := got[i*cols+j]; g != w {
+						t.Fatalf("token %d (id %d) [%d] = %v, want %v", i, id, j, g, w)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestArgmax(t *testing.T) {
+	r := newRand(t)
+	const vocab, n, first = 1031, 3, 1
+	logits := randF32(r, (n-first)*vocab, 1)
+	last := logits[(n-1-first)*vocab:]
+	last[700], last[77] = 9, 9 // a tie: the first index wins
+	out := buffer(t, nil, 4)
+	dispatch(t, Key{Family: "sample", Entry: "argmax", WG: 64}, Step{N: n, First: first},
+		ArgmaxParams{Cols: vocab, OutWord: 2}, [3]int{1, 1, 1}, buffer(t, f32bytes(logits), 0), out)
+	if got := bytesU32(read(t, out, 4))[2]; got != 77 {
+		t.Fatalf("argmax = %d, want 77", got)
+	}
+}
+
+// TestAttention fills a KV arena with random history and a chunk with
+// random K/V, then compares every query head of every chunk token with
+// engine/cpu's attention: local (ring) and global layers, MQA and GQA,
+// chunks that wrap the ring and chunks longer than the window.
+func TestAttention(t *testing.T) {
+	type tcase struct {
+		name     string
+		cfg      *model.Config
+		layer    int
+		start, n int
+	}
+	var cases []tcase
+	for _, dtype := range []model.DType{model.Int8, model.F32} {
+		cai := testmodel.CAIShaped(97, dtype)
+		plain := testmodel.Plain(97, dtype)
+		cases = append(cases,
+			tcase{"local-decode-" + dtype.String(), cai, 1, 21, 1},
+			tcase{"local-chunk-wider-than-window-" + dtype.String(), cai, 0, 13, 11},
+			tcase{"global-prefill-" + dtype.String(), cai, 11, 0, 7},
+			tcase{"global-long-" + dtype.String(), cai, 5, 150, 3},
+			tcase{"gqa-" + dtype.String(), plain, 2, 40, 5},
+		)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRand(t)
+			c := tc.cfg
+			m, err := cpu.New(c, testmodel.Random(c, 1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			lay, err := kv.NewLayout(c, 256)
+			if err != nil {
+				t.Fatal(err)
+			}
+			arena := kv.NewArena(lay)
+			reg := arena.Region(tc.layer)
+			int8Mode := c.DType == model.Int8
+			hd, kvh, qd, kvd := c.HeadDim, c.KVHeads, c.QDim(), c.KVDim()
+			// History: every position before start that the region holds.
+			for pos := 0; pos < tc.start; pos++ {
+				for g := 0; g < kvh; g++ {
+					for _, row := range []kv.Row{arena.K(reg, pos, g), arena.V(reg, pos, g)} {
+						f := randF32(r, hd, 1)
+						if int8Mode {
+							*row.Scale = quant.Quantize(row.I8, f)
+						} else {
+							copy(row.F32, f)
+						}
+					}
+				}
+			}
+			// The chunk, in the layout the backend gives it: a region of n slots.
+			kf, vf := randF32(r, tc.n*kvd, 1), randF32(r, tc.n*kvd, 1)
+			var kq, vq []int8
+			var ks, vs []float32
+			rows := tc.n * kvh
+			var chunk []uint32
+			var ckw, cvw, cksw, cvsw int
+			if int8Mode {
+				kq, vq, ks, vs = make([]int8, tc.n*kvd), make([]int8, tc.n*kvd), make([]float32, rows), make([]float32, rows)
+				for i := 0; i < rows; i++ {
+					ks[i] = quant.Quantize(kq[i*hd:(i+1)*hd], kf[i*hd:(i+1)*hd])
+					vs[i] = quant.Quantize(vq[i*hd:(i+1)*hd], vf[i*hd:(i+1)*hd])
+				}
+				chunk = append(chunk, poison)
+				ckw = len(chunk)
+				chunk = append(chunk, packI8(kq)...)
+				cvw = len(chunk)
+				chunk = append(chunk, packI8(vq)...)
+				cksw = len(chunk)
+				chunk = append(chunk, bytesU32(f32bytes(ks))...)
+				cvsw = len(chunk)
+				chunk = append(chunk, bytesU32(f32bytes(vs))...)
+			} else {
+				ckw = 1
+				chunk = append(append([]uint32{poison}, bytesU32(f32bytes(kf))...), bytesU32(f32bytes(vf))...)
+				cvw = ckw + len(kf)
+			}
+			q := randF32(r, tc.n*qd, 1)
+			want := make([]float32, tc.n*qd)
+			if int8Mode {
+				m.AttendChunk(want, q, arena, tc.layer, tc.start, tc.n, nil, nil, kq, vq, ks, vs)
+			} else {
+				m.AttendChunk(want, q, arena, tc.layer, tc.start, tc.n, kf, vf, nil, nil, nil, nil)
+			}
+			// The arena region is bound from its K array to its end.
+			end := reg.V + int64(reg.Slots*kvh)*lay.RowBytes
+			if int8Mode {
+				end = reg.VScale + int64(reg.Slots*kvh)*4
+			}
+			word := func(off int64) uint32 { return uint32((off - reg.K) / 4) }
+			p := AttnParams{Heads: uint32(c.Heads), KVHeads: uint32(kvh), Window: uint32(c.Layers[tc.layer].Window),
+				Slots: uint32(reg.Slots), Ring: b2u(reg.Ring), Scale: c.Scale(),
+				KWord: 0, VWord: word(reg.V), CKWord: uint32(ckw), CVWord: uint32(cvw), CKSWord: uint32(cksw), CVSWord: uint32(cvsw)}
+			if int8Mode {
+				p.KSWord, p.VSWord = word(reg.KScale), word(reg.VScale)
+			}
+			out := buffer(t, nil, len(want))
+			dispatch(t, Key{Family: "attn", Entry: "attend", Int8: int8Mode, WG: 32, HD: hd}, Step{Start: uint32(tc.start), N: uint32(tc.n)},
+				p, [3]int{c.Heads, tc.n, 1}, buffer(t, f32bytes(q), 0), out, buffer(t, arena.Buf[reg.K:end], 0), buffer(t, u32bytes(chunk), 0))
+			closeTo(t, "attention", bytesF32(read(t, out, len(want))), want, rel)
+		})
+	}
+}

@@ -1,0 +1,75 @@
+package shaders
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// The Go side of every uniform block: one struct per WGSL struct of the
+// same name, field for field (TestParamsMatchWGSL checks sizes and
+// offsets). Only 4-byte scalars, so the layout is the order of the fields.
+
+// Step mirrors common.wgsl's Step.
+type Step struct {
+	Start, N, First, Pad uint32
+}
+
+// QuantParams mirrors quant.wgsl.
+type QuantParams struct {
+	Cols, RowsPerToken, DstWord, ScaleWord uint32
+}
+
+// MatmulParams mirrors matmul.wgsl.
+type MatmulParams struct {
+	Rows, Cols, WScaleWord, XScaleWord, OutRow, OutStride, FromFirst uint32
+	Softcap                                                          float32
+}
+
+// NormParams mirrors norm.wgsl.
+type NormParams struct {
+	Cols, OnePlus uint32
+	Eps           float32
+	Norm          uint32
+}
+
+// RopeParams mirrors rope.wgsl.
+type RopeParams struct {
+	Heads, HeadDim, Norm, OnePlus uint32
+	Eps                           float32
+	Table, Pad0, Pad1             uint32
+}
+
+// ActParams mirrors act.wgsl.
+type ActParams struct {
+	Cols, Pad0, Pad1, Pad2 uint32
+}
+
+// EmbedParams mirrors embed.wgsl.
+type EmbedParams struct {
+	Cols, RowLo, Rows, ScaleWord uint32
+	Scale                        float32
+	Pad0, Pad1, Pad2             uint32
+}
+
+// AttnParams mirrors attn.wgsl.
+type AttnParams struct {
+	Heads, KVHeads, Window, Slots, Ring uint32
+	Scale                               float32
+	Pad0, Pad1                          uint32
+	KWord, VWord, KSWord, VSWord        uint32
+	CKWord, CVWord, CKSWord, CVSWord    uint32
+}
+
+// ArgmaxParams mirrors sample.wgsl.
+type ArgmaxParams struct {
+	Cols, OutWord, Pad0, Pad1 uint32
+}
+
+// Bytes encodes a params struct as its uniform buffer bytes.
+func Bytes(v any) []byte {
+	b, err := binary.Append(nil, binary.LittleEndian, v)
+	if err != nil {
+		panic(fmt.Sprintf("shaders: %T is not a fixed-size params struct: %v", v, err))
+	}
+	return b
+}

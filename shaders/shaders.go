@@ -1,0 +1,205 @@
+// Package shaders holds wick's WGSL kernels, embedded into the binary, and
+// the small preprocessor that specialises them. There is one source per
+// kernel family (matmul, norm, rope, attn, ...); a Key names a variant
+// (dtype, workgroup size, activation, head width, packed-dot support) and
+// expands to the WGSL of exactly that variant, so dispatch code and shader
+// cannot disagree on the parameters a variant was compiled with.
+//
+// Preprocessor: `#include "file"` pastes a file; `#if NAME`, `#if !NAME`,
+// `#else`, `#endif` keep or drop lines by a flag; `{{NAME}}` is replaced by
+// a value. Dropped lines stay as empty lines, and every output line
+// remembers its file and line, so compile errors point at the source.
+package shaders
+
+import (
+	"embed"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/wick-run/wick/engine/gpu"
+)
+
+//go:embed *.wgsl
+var files embed.FS
+
+// Key names one kernel variant. It is comparable: backends key their
+// pipeline caches with it.
+type Key struct {
+	Family string // source file without .wgsl
+	Entry  string // entry point
+	Int8   bool   // int8 (W8A8, int8 KV) rather than float32
+	WG     int    // workgroup size, a power of two
+	SiLU   bool   // act: SwiGLU rather than GeGLU
+	HD     int    // attn: head width
+	Dot4   bool   // use dot4I8Packed (front ends with packed_4x8_integer_dot_product)
+}
+
+// Label names the variant in errors and debuggers.
+func (k Key) Label() string {
+	s := fmt.Sprintf("%s.%s/wg%d", k.Family, k.Entry, k.WG)
+	if k.Int8 {
+		s += "/int8"
+	} else {
+		s += "/f32"
+	}
+	if k.SiLU {
+		s += "/silu"
+	}
+	if k.HD != 0 {
+		s += fmt.Sprintf("/hd%d", k.HD)
+	}
+	if k.Dot4 {
+		s += "/dot4"
+	}
+	return s
+}
+
+func (k Key) defines() (map[string]bool, map[string]string, error) {
+	if k.WG <= 0 || k.WG&(k.WG-1) != 0 || k.WG > 256 {
+		return nil, nil, fmt.Errorf("shader %s: workgroup size %d is not a power of two up to 256", k.Label(), k.WG)
+	}
+	flags := map[string]bool{"INT8": k.Int8, "SILU": k.SiLU, "DOT4": k.Dot4}
+	vals := map[string]string{"WG": strconv.Itoa(k.WG)}
+	if k.HD > 0 {
+		vals["HD"] = strconv.Itoa(k.HD)
+		vals["HPT"] = strconv.Itoa((k.HD + k.WG - 1) / k.WG)
+	}
+	return flags, vals, nil
+}
+
+// Source is an expanded variant: its WGSL and, for each of its lines, the
+// file and line it came from.
+type Source struct {
+	WGSL  string
+	Lines []string // Lines[i] is "file.wgsl:N" of output line i+1
+}
+
+// Expand returns the WGSL of variant k.
+func Expand(k Key) (*Source, error) {
+	flags, vals, err := k.defines()
+	if err != nil {
+		return nil, err
+	}
+	src := &Source{}
+	var b strings.Builder
+	if err := expand(&b, src, k.Family+".wgsl", flags, vals, 0); err != nil {
+		return nil, fmt.Errorf("shader %s: %w", k.Label(), err)
+	}
+	src.WGSL = b.String()
+	return src, nil
+}
+
+var valueRef = regexp.MustCompile(`\{\{([A-Z0-9_]+)\}\}`)
+
+func expand(b *strings.Builder, src *Source, file string, flags map[string]bool, vals map[string]string, depth int) error {
+	if depth > 4 {
+		return fmt.Errorf("%s: includes nest too deep", file)
+	}
+	text, err := files.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", file, err)
+	}
+	type cond struct{ keep, parentKeep, sawElse bool }
+	var stack []cond
+	keep := true
+	for i, line := range strings.Split(strings.TrimSuffix(string(text), "\n"), "\n") {
+		where := fmt.Sprintf("%s:%d", file, i+1)
+		trim := strings.TrimSpace(line)
+		emit := func(s string) {
+			b.WriteString(s)
+			b.WriteByte('\n')
+			src.Lines = append(src.Lines, where)
+		}
+		switch {
+		case strings.HasPrefix(trim, "#include "):
+			if keep {
+				name, err := strconv.Unquote(strings.TrimSpace(strings.TrimPrefix(trim, "#include")))
+				if err != nil {
+					return fmt.Errorf("%s: bad #include: %v", where, err)
+				}
+				if err := expand(b, src, name, flags, vals, depth+1); err != nil {
+					return err
+				}
+			}
+			continue
+		case strings.HasPrefix(trim, "#if "):
+			name := strings.TrimSpace(strings.TrimPrefix(trim, "#if"))
+			want := true
+			if strings.HasPrefix(name, "!") {
+				name, want = name[1:], false
+			}
+			v, ok := flags[name]
+			if !ok {
+				return fmt.Errorf("%s: #if on unknown flag %q", where, name)
+			}
+			stack = append(stack, cond{keep: v == want, parentKeep: keep})
+			keep = keep && v == want
+			emit("")
+			continue
+		case trim == "#else":
+			if len(stack) == 0 || stack[len(stack)-1].sawElse {
+				return fmt.Errorf("%s: #else without #if", where)
+			}
+			c := &stack[len(stack)-1]
+			c.sawElse = true
+			keep = c.parentKeep && !c.keep
+			emit("")
+			continue
+		case trim == "#endif":
+			if len(stack) == 0 {
+				return fmt.Errorf("%s: #endif without #if", where)
+			}
+			keep = stack[len(stack)-1].parentKeep
+			stack = stack[:len(stack)-1]
+			emit("")
+			continue
+		case strings.HasPrefix(trim, "#"):
+			return fmt.Errorf("%s: unknown directive %q", where, trim)
+		}
+		if !keep {
+			emit("")
+			continue
+		}
+		var missing string
+		line = valueRef.ReplaceAllStringFunc(line, func(m string) string {
+			name := m[2 : len(m)-2]
+			v, ok := vals[name]
+			if !ok {
+				missing = name
+			}
+			return v
+		})
+		if missing != "" {
+			return fmt.Errorf("%s: {{%s}} has no value in this variant", where, missing)
+		}
+		emit(line)
+	}
+	if len(stack) != 0 {
+		return fmt.Errorf("%s: #if without #endif", file)
+	}
+	return nil
+}
+
+var errLine = regexp.MustCompile(`:(\d+):(\d+)`)
+
+// Compile expands variant k and makes its kernel on d. A compile error is
+// returned with the source file and line of the WGSL line it names.
+func Compile(d gpu.Device, k Key) (gpu.Kernel, error) {
+	src, err := Expand(k)
+	if err != nil {
+		return 0, err
+	}
+	kern, err := d.NewKernel(gpu.KernelSource{Label: k.Label(), WGSL: src.WGSL, Entry: k.Entry})
+	if err != nil {
+		if m := errLine.FindStringSubmatch(err.Error()); m != nil {
+			if n, _ := strconv.Atoi(m[1]); n >= 1 && n <= len(src.Lines) {
+				line := strings.Split(src.WGSL, "\n")[n-1]
+				return 0, fmt.Errorf("%w\n(WGSL line %d is %s: %s)", err, n, src.Lines[n-1], strings.TrimSpace(line))
+			}
+		}
+		return 0, err
+	}
+	return kern, nil
+}

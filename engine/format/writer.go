@@ -322,7 +322,9 @@ func newTempFile(dir string) (*tempFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &tempFile{f: f, buf: bufio.NewWriterSize(f, 1<<20), hash: sha256.New()}, nil
+	// Tensors larger than the buffer bypass it; it only gathers padding and
+	// small tensors into fewer writes.
+	return &tempFile{f: f, buf: bufio.NewWriterSize(f, 64<<10), hash: sha256.New()}, nil
 }
 
 func (t *tempFile) Write(p []byte) (int, error) {

@@ -3,6 +3,7 @@ package format
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -189,5 +190,33 @@ func TestAbortKeepsSharedShards(t *testing.T) {
 	}
 	if err := m2.Verify(); err != nil {
 		t.Errorf("abort damaged the earlier model: %v", err)
+	}
+}
+
+// TestWriterStreams checks that writing does not copy tensors: a tensor many
+// shards long costs the writer far less memory than the tensor itself.
+func TestWriterStreams(t *testing.T) {
+	const size = 16 << 20
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	dir := t.TempDir()
+	w, err := NewWriter(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if err := w.AddTensor("big", manifestpb.DType_DTYPE_F32, []int{size / 4}, data, ""); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > size/8 {
+		t.Errorf("writing a %d-byte tensor allocated %d bytes", size, alloc)
+	}
+	if n := len(w.tensors[0].Pieces); n != 16 {
+		t.Errorf("%d pieces, want 16", n)
 	}
 }

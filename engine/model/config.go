@@ -219,6 +219,15 @@ func (c *Config) Validate() error {
 	if c.DType != Int8 && c.DType != F32 {
 		return fmt.Errorf("config: unknown dtype %v", c.DType)
 	}
+	for _, t := range []struct {
+		name string
+		v    float64
+	}{{"rope_theta_local", c.RopeThetaLocal}, {"rope_scaling.factor", c.RopeScaling.Factor},
+		{"rope_scaling.low_freq_factor", c.RopeScaling.LowFreqFactor}, {"rope_scaling.high_freq_factor", c.RopeScaling.HighFreqFactor}} {
+		if math.IsNaN(t.v) || math.IsInf(t.v, 0) || t.v < 0 {
+			return fmt.Errorf("config: %s is %v, must be zero or positive and finite", t.name, t.v)
+		}
+	}
 	if rs := c.RopeScaling; rs.Factor != 0 {
 		if rs.Factor < 1 || rs.LowFreqFactor <= 0 || rs.HighFreqFactor <= rs.LowFreqFactor || rs.OriginalContext <= 0 {
 			return fmt.Errorf("config: rope_scaling %+v: need factor >= 1, 0 < low_freq_factor < high_freq_factor, original_context > 0", rs)

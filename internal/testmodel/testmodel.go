@@ -115,3 +115,18 @@ func FromF32(dtype model.DType, rows, cols int, f []float32) model.Mat {
 	}
 	return m
 }
+
+// Margin is the gap between the largest and second-largest logit: how far
+// a greedy choice is from flipping. Tests that compare tokens across
+// backends report it for any mismatch.
+func Margin(logits []float32) float32 {
+	a, b := float32(math.Inf(-1)), float32(math.Inf(-1))
+	for _, v := range logits {
+		if v > a {
+			a, b = v, a
+		} else if v > b {
+			b = v
+		}
+	}
+	return a - b
+}

@@ -33,8 +33,12 @@ func TestValidate(t *testing.T) {
 		{"missing local theta", func(c *model.Config) { c.RopeThetaLocal = 0 }, "rope_theta_local"},
 		{"negative softcap", func(c *model.Config) { c.FinalSoftcap = -1 }, "final_softcap"},
 		{"nan rope scaling", func(c *model.Config) { c.RopeScaling.Factor = math.NaN() }, "rope_scaling.factor"},
-		{"bad rope scaling", func(c *model.Config) { c.RopeScaling = model.RopeScaling{Factor: 8, LowFreqFactor: 4, HighFreqFactor: 1, OriginalContext: 8192} }, "rope_scaling"},
-		{"llama3 rope scaling", func(c *model.Config) { c.RopeScaling = model.RopeScaling{Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalContext: 8192} }, ""},
+		{"bad rope scaling", func(c *model.Config) {
+			c.RopeScaling = model.RopeScaling{Factor: 8, LowFreqFactor: 4, HighFreqFactor: 1, OriginalContext: 8192}
+		}, "rope_scaling"},
+		{"llama3 rope scaling", func(c *model.Config) {
+			c.RopeScaling = model.RopeScaling{Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalContext: 8192}
+		}, ""},
 		{"unknown dtype", func(c *model.Config) { c.DType = 7 }, "unknown dtype"},
 		{"huge vocab", func(c *model.Config) { c.Vocab = 1 << 30 }, "above the limit"},
 	} {

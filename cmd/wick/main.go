@@ -17,6 +17,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	_ "github.com/wick-run/wick/engine/webgpu" // registers the native WebGPU backend
 )
 
 type command struct {

@@ -85,14 +85,14 @@ func TestRunDispatchCopyRead(t *testing.T) {
 func TestKernelErrorsNameTheLine(t *testing.T) {
 	d := openTest(t)
 	for _, tc := range []struct {
-		name, src, want string
+		name, src, entry, want string
 	}{
-		{"parse", "fn main() {\n  let x = ;\n}\n", ":2:"},
-		{"unknown identifier", "@compute @workgroup_size(1)\nfn main() {\n\n  let x = nope;\n}\n", ":4:"},
-		{"bad entry point", addOne, "entry point"},
+		{"parse", "fn main() {\n  let x = ;\n}\n", "main", ":2:"},
+		{"unknown identifier", "@compute @workgroup_size(1)\nfn main() {\n\n  let x = nope;\n}\n", "main", ":4:"},
+		{"bad entry point", addOne, "main_missing", "entry point"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := d.NewKernel(KernelSource{Label: tc.name, WGSL: tc.src, Entry: "main_missing"[:len("main")+map[bool]int{true: 8, false: 0}[tc.name == "bad entry point"]]})
+			_, err := d.NewKernel(KernelSource{Label: tc.name, WGSL: tc.src, Entry: tc.entry})
 			if err == nil {
 				t.Fatal("no error")
 			}

@@ -137,19 +137,17 @@ func (a *Arena) V(r *Region, pos, h int) Row { return a.row(r.V, r.VScale, r.Slo
 func (a *Arena) Region(layer int) *Region { return &a.Regions[a.OfLayer[layer]] }
 
 // CanRewind reports whether a sequence whose KV holds positions [0, from)
-// can be cut back to [0, to) in place. Global regions always can; a ring
-// can only while the positions that attention at `to` still needs have not
-// been overwritten, which holds when at most one position past `to` was
-// written or when the ring never wrapped over a needed position.
+// can be cut back to [0, to) in place. Global regions always can. A ring of
+// W slots can while the positions attention at `to` still needs,
+// max(0, to-W+1) .. to-1, have not been overwritten: position j is
+// overwritten once j+W has been written, and the first needed position to
+// be hit is the smallest j+W, max(W, to+1).
 func (l *Layout) CanRewind(from, to int) bool {
-	if to >= from {
+	if to >= from || to == 0 {
 		return true
 	}
 	for _, r := range l.Regions {
-		// Writing position q overwrote q-Slots; attention at `to` needs
-		// positions to-Slots+1 .. to-1, and position to+1 is the first
-		// whose write hit one of them.
-		if r.Ring && from >= to+2 && to+1-r.Slots >= 0 {
+		if r.Ring && from > max(r.Slots, to+1) {
 			return false
 		}
 	}

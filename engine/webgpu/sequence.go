@@ -1,9 +1,7 @@
 package webgpu
 
 import (
-	"encoding/binary"
 	"fmt"
-	"math"
 
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/kv"
@@ -28,15 +26,18 @@ type Sequence struct {
 	// h normed [C][Hidden]; q [C][QDim]; att [C][QDim]; kf, vf [C][KVDim];
 	// out [C][Hidden]; gate, up [C][FFNHidden]; logits [C][Vocab]. The *q
 	// buffers hold int8 forms: values, then a scale per token at qScale.
-	step, params, ids, rope                     gpu.Buffer
-	x, h, hq, q, att, attq, kf, vf, out, gate   gpu.Buffer
-	up, gateq, logits, staging                  gpu.Buffer
-	qScale                                      map[gpu.Buffer]int // word offset of the scales in an int8 buffer
-	buffers                                     []gpu.Buffer
-	groups                                      []gpu.BindGroup
+	stepBuf, params, ids, rope                gpu.Buffer
+	x, h, hq, q, att, attq, kf, vf, out, gate gpu.Buffer
+	up, gateq, logits, staging                gpu.Buffer
+	qScale                                    map[gpu.Buffer]int // word offset of the scales in an int8 buffer
+	buffers                                   []gpu.Buffer
+	groups                                    []gpu.BindGroup
 
 	body, head []site // dispatches of every step; of steps that compute logits
+	argmax     site   // the greedy pick of the last token, into ids[0]
 	paramData  []byte
+	plans      []pending // while building
+	inHead     bool      // while building: sites being added compute logits
 	enc        gpu.Encoder
 	ropeTab    []float32
 }
@@ -100,7 +101,7 @@ func grid2(count int) (int, int) {
 }
 
 func (s *Sequence) build() error {
-	m, c, C := s.m, s.m.cfg, s.C
+	c, C := s.m.cfg, s.C
 	int8Mode := c.DType == model.Int8
 	var err error
 	mk := func(dst *gpu.Buffer, size int64, usage gpu.Usage, label string) {
@@ -117,7 +118,7 @@ func (s *Sequence) build() error {
 		}
 	}
 	mk(&s.arena, s.lay.Bytes, gpu.Storage, "kv_arena")
-	mk(&s.step, 256, gpu.Uniform, "step")
+	mk(&s.stepBuf, 256, gpu.Uniform, "step")
 	mk(&s.ids, int64(C)*4, gpu.Storage, "ids")
 	mk(&s.rope, int64(2*C*c.HeadDim)*4, gpu.Storage, "rope")
 	act(&s.x, nil, c.Hidden, "x")
@@ -171,6 +172,7 @@ type pending struct {
 	bindings []gpu.Binding
 	grid     func(n, first int) (x, y, z int)
 	logits   bool
+	argmax   bool
 }
 
 func (s *Sequence) bindAll() error {
@@ -182,7 +184,7 @@ func (s *Sequence) bindAll() error {
 		if err != nil {
 			return err
 		}
-		binds := append([]gpu.Binding{{Slot: 0, Buffer: s.step, Size: 16}, {Slot: 1, Buffer: s.params, Offset: p.slot, Size: 256}}, p.bindings...)
+		binds := append([]gpu.Binding{{Slot: 0, Buffer: s.stepBuf, Size: 16}, {Slot: 1, Buffer: s.params, Offset: p.slot, Size: 256}}, p.bindings...)
 		for i := range binds[2:] {
 			binds[2+i].Slot = uint32(2 + i)
 		}
@@ -192,7 +194,9 @@ func (s *Sequence) bindAll() error {
 		}
 		s.groups = append(s.groups, g)
 		st := site{kernel: kern, group: g, grid: p.grid}
-		if p.logits {
+		if p.argmax {
+			s.argmax = st
+		} else if p.logits {
 			s.head = append(s.head, st)
 		} else {
 			s.body = append(s.body, st)
@@ -223,13 +227,4 @@ func b2u(b bool) uint32 {
 		return 1
 	}
 	return 0
-}
-
-var bits = math.Float32bits
-
-func putU32(b []byte, v ...uint32) []byte {
-	for _, x := range v {
-		b = binary.LittleEndian.AppendUint32(b, x)
-	}
-	return b
 }

@@ -24,7 +24,7 @@ func CAIShaped(vocab int, dtype model.DType) *model.Config {
 		Vocab: vocab, Hidden: 64, Heads: 4, KVHeads: 1, HeadDim: 16, FFNHidden: 128, ContextLen: 512,
 		RopeThetaGlobal: 1e6, RopeThetaLocal: 1e4,
 		NormEps: 1e-6, NormOnePlus: true, QKNorm: true, PostAttnNorm: true, PostFFNNorm: true,
-		Activation: model.GeGLUTanh, TiedEmbedding: true, EmbedScale: 8, FinalSoftcap: 30,
+		Activation: model.GeGLUTanh, TiedEmbedding: true, EmbedScale: 2, FinalSoftcap: 50,
 		DType: dtype,
 	}
 	const window = 8
@@ -79,9 +79,11 @@ func Random(c *model.Config, seed uint64) *model.Weights {
 				v[i] = neutral + float32(r.NormFloat64()*0.1)
 			}
 			if s.Name == model.NameFinalNorm {
-				// A large final gain spreads the logits: clear greedy margins.
+				// Large gains of random sign spread the logits (clear greedy
+				// margins) and turn the residual away from the current token's
+				// own embedding, which a tied head would otherwise echo forever.
 				for i := range v {
-					v[i] += 2
+					v[i] = neutral + float32(r.NormFloat64()*4)
 				}
 			}
 			*norm = v

@@ -42,6 +42,22 @@ func TestPeaked(t *testing.T) {
 		if median < 0.5 {
 			t.Errorf("%v model: median top-2 margin %.3f, want at least 0.5", c.DType, median)
 		}
+		// Greedy decoding must wander: a model that repeats one token makes
+		// every token comparison between backends trivially equal.
+		seen := map[int32]bool{}
+		next := ids[len(ids)-1]
+		last := make([]float32, c.Vocab)
+		for p := len(ids); p < 64; p++ {
+			if err := seq.Forward([]int32{next}, p, last); err != nil {
+				t.Fatal(err)
+			}
+			next = int32(slices.Index(last, slices.Max(last)))
+			seen[next] = true
+		}
+		t.Logf("%v: %d distinct greedy tokens in 16 steps", c.DType, len(seen))
+		if len(seen) < 5 {
+			t.Errorf("%v model: greedy decoding visits only %d distinct tokens in 16 steps", c.DType, len(seen))
+		}
 	}
 }
 

@@ -1,0 +1,141 @@
+package webgpu
+
+import (
+	"fmt"
+	"math"
+	"unsafe"
+
+	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/shaders"
+)
+
+// Forward runs tokens at positions start.. like engine/cpu's Forward: it
+// reads the KV of earlier positions from the arena, writes the KV of these
+// tokens into it, and fills logits with the last token's logits (len Vocab)
+// or every token's (len(tokens)*Vocab). Each chunk of at most C tokens is
+// one command buffer; logits are read back once, at the end of the chunk
+// that produces them.
+func (s *Sequence) Forward(tokens []int32, start int, logits []float32) error {
+	c := s.m.cfg
+	n := len(tokens)
+	if n == 0 {
+		return fmt.Errorf("forward: no tokens")
+	}
+	if start < 0 || start+n > s.lay.Context {
+		return fmt.Errorf("forward: positions %d..%d outside the KV arena's context of %d", start, start+n-1, s.lay.Context)
+	}
+	all := len(logits) == n*c.Vocab
+	if !all && len(logits) != c.Vocab {
+		return fmt.Errorf("forward: logits buffer has %d values, want %d or %d", len(logits), c.Vocab, n*c.Vocab)
+	}
+	for i, t := range tokens {
+		if t < 0 || int(t) >= c.Vocab {
+			return fmt.Errorf("forward: token %d at index %d outside the vocabulary of %d", t, i, c.Vocab)
+		}
+	}
+	for lo := 0; lo < n; lo += s.C {
+		hi := min(lo+s.C, n)
+		k := hi - lo
+		first := k // no logits from this chunk
+		var dst []float32
+		switch {
+		case all:
+			first, dst = 0, logits[lo*c.Vocab:hi*c.Vocab]
+		case hi == n:
+			first, dst = k-1, logits
+		}
+		if err := s.step(tokens[lo:hi], start+lo, first, dst); err != nil {
+			return fmt.Errorf("forward: positions %d..%d: %w", start+lo, start+hi-1, err)
+		}
+	}
+	return nil
+}
+
+// step records and runs one chunk of n <= C tokens.
+func (s *Sequence) step(tokens []int32, start, first int, logits []float32) error {
+	m, c := s.m, s.m.cfg
+	n, hd := len(tokens), c.HeadDim
+	e := &s.enc
+	e.Reset()
+	// Writes: the Step block, token ids and the RoPE table of both kinds.
+	e.Write(s.stepBuf, 0, shaders.Bytes(shaders.Step{Start: uint32(start), N: uint32(n), First: uint32(first)}))
+	e.Write(s.ids, 0, unsafe.Slice((*byte)(unsafe.Pointer(&tokens[0])), 4*n))
+	for kind := range m.freqs {
+		for t := 0; t < n; t++ {
+			model.RopeCosSin(s.ropeTab[t*hd:(t+1)*hd], m.freqs[kind], start+t)
+		}
+		e.Write(s.rope, int64(kind*s.C*hd)*4, f32bytes(s.ropeTab[:n*hd]))
+	}
+	sites := s.body
+	if first < n {
+		sites = append(sites[:len(sites):len(sites)], s.head...)
+	}
+	for _, st := range sites {
+		x, y, z := st.grid(n, first)
+		e.Dispatch(st.kernel, st.group, x, y, z)
+	}
+	s.commit(start, n)
+	if first < n {
+		e.Copy(s.logits, 0, s.staging, 0, int64((n-first)*c.Vocab)*4)
+	}
+	if err := e.Err(); err != nil {
+		return err
+	}
+	if err := m.dev.Run(e.Bytes()); err != nil {
+		return err
+	}
+	if first >= n {
+		return nil
+	}
+	var mapErr error
+	done := false
+	if err := m.dev.Map(s.staging, 0, int64(len(logits))*4, func(data []byte, err error) {
+		done, mapErr = true, err
+		if err == nil {
+			for i := range logits {
+				logits[i] = math.Float32frombits(uint32(data[4*i]) | uint32(data[4*i+1])<<8 | uint32(data[4*i+2])<<16 | uint32(data[4*i+3])<<24)
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	if err := m.dev.Poll(true); err != nil {
+		return err
+	}
+	if !done {
+		return fmt.Errorf("logits readback did not complete")
+	}
+	return mapErr
+}
+
+// commit records the copies that move the chunk's K/V into the arena, after
+// the last layer has read them: positions start..start+n-1, each into its
+// slot; a ring only keeps the last Slots of them. Consecutive positions are
+// consecutive slots up to the ring's wrap, so each array takes at most two
+// copies.
+func (s *Sequence) commit(start, n int) {
+	kvh := int64(s.m.cfg.KVHeads)
+	int8Mode := s.m.cfg.DType == model.Int8
+	for ri := range s.lay.Regions {
+		r, cr := &s.lay.Regions[ri], s.chunkAt[ri]
+		t0 := 0
+		if r.Ring && n > r.Slots {
+			t0 = n - r.Slots
+		}
+		for t := t0; t < n; {
+			slot := r.Slot(start + t)
+			run := n - t
+			if r.Ring {
+				run = min(run, r.Slots-slot)
+			}
+			rows, from, to := int64(run)*kvh, int64(t)*kvh, int64(slot)*kvh
+			s.enc.Copy(s.chunk, cr.k+from*s.lay.RowBytes, s.arena, r.K+to*s.lay.RowBytes, rows*s.lay.RowBytes)
+			s.enc.Copy(s.chunk, cr.v+from*s.lay.RowBytes, s.arena, r.V+to*s.lay.RowBytes, rows*s.lay.RowBytes)
+			if int8Mode {
+				s.enc.Copy(s.chunk, cr.ks+from*4, s.arena, r.KScale+to*4, rows*4)
+				s.enc.Copy(s.chunk, cr.vs+from*4, s.arena, r.VScale+to*4, rows*4)
+			}
+			t += run
+		}
+	}
+}

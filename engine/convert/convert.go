@@ -1,0 +1,316 @@
+// Package convert turns Hugging Face checkpoints (config.json, safetensors,
+// tokenizer.model) into wick model directories, float32 or quantised to int8.
+//
+// Each architecture family is one file holding a family value: how the
+// checkpoint's config.json maps onto model.Config (refusing, by name, any
+// option wick does not implement), which checkpoint tensor each of wick's
+// tensors comes from, and the chat template. The rest is shared: reading
+// safetensors (bf16, f16, f32), quantising per output row with package
+// quant, and streaming tensors one at a time into format.Writer, so that
+// memory holds at most one output tensor and a few MiB of input, never the
+// checkpoint.
+package convert
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/wick-run/wick/engine/format"
+	"github.com/wick-run/wick/engine/format/manifestpb"
+	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/engine/quant"
+	"github.com/wick-run/wick/engine/tokenizer"
+)
+
+// Options choose how a checkpoint is converted.
+type Options struct {
+	// DType of the matrices: model.Int8 (the zero value; quantised per
+	// output row) or model.F32.
+	DType model.DType
+	// ShardSize caps a shard's bytes; 0 means format.DefaultShardSize.
+	ShardSize int64
+	// Name is the model's name in the manifest; "" means the base name of
+	// the input directory.
+	Name string
+}
+
+// Result describes a finished conversion.
+type Result struct {
+	Arch      string        // the checkpoint's architecture, e.g. "Gemma3ForCausalLM"
+	Config    *model.Config // the converted model's config
+	Tokenizer string        // path of the tokenizer file that was copied
+}
+
+// family maps one architecture family's checkpoints onto wick.
+type family struct {
+	// config reads config.json into a wick config (DType left to the caller).
+	config func(c *hfConfig) (*model.Config, error)
+	// layerTensors names, for each of wick's per-layer tensor names, the
+	// checkpoint tensor under "model.layers.N.".
+	layerTensors map[string]string
+	// chat builds the chat template for tok.
+	chat func(c *hfConfig, tok *tokenizer.Tokenizer) (*manifestpb.ChatTemplate, error)
+}
+
+// families are the supported architectures, by config.json's "architectures".
+var families = map[string]*family{
+	"Gemma3ForCausalLM": &gemma3,
+	"LlamaForCausalLM":  &llama,
+}
+
+// Architectures lists the architectures Convert accepts.
+func Architectures() []string {
+	names := make([]string, 0, len(families))
+	for n := range families {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Convert reads the Hugging Face checkpoint in directory in and writes a wick
+// model directory at out. Files appear in out only complete; on an error
+// nothing new is left there.
+func Convert(in, out string, opts Options) (*Result, error) {
+	res, err := convert(in, out, opts)
+	if err != nil {
+		return nil, fmt.Errorf("convert %s: %w", in, err)
+	}
+	return res, nil
+}
+
+func convert(in, out string, opts Options) (*Result, error) {
+	if opts.DType != model.Int8 && opts.DType != model.F32 {
+		return nil, fmt.Errorf("unknown dtype %v: want int8 or f32", opts.DType)
+	}
+	hc, err := readHFConfig(filepath.Join(in, "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	arch, fam, err := pickFamily(hc)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := fam.config(hc)
+	if err != nil {
+		return nil, err
+	}
+	cfg.DType = opts.DType
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%s maps to a config wick cannot run: %w", hc.path, err)
+	}
+	tokPath, tok, err := findTokenizer(in)
+	if err != nil {
+		return nil, err
+	}
+	if tok.Vocab() > cfg.Vocab {
+		return nil, fmt.Errorf("tokenizer %s has %d pieces, more than vocab_size %d", tokPath, tok.Vocab(), cfg.Vocab)
+	}
+	chat, err := fam.chat(hc, tok)
+	if err != nil {
+		return nil, err
+	}
+	ck, err := openCheckpoint(in)
+	if err != nil {
+		return nil, err
+	}
+	defer ck.Close()
+	names, err := checkpointNames(ck, cfg, fam)
+	if err != nil {
+		return nil, err
+	}
+
+	name := opts.Name
+	if name == "" {
+		name = filepath.Base(filepath.Clean(in))
+	}
+	w, err := format.NewWriter(out, opts.ShardSize)
+	if err != nil {
+		return nil, err
+	}
+	defer w.Abort()
+	for _, spec := range cfg.TensorSpecs() {
+		if err := writeTensor(w, ck, names[spec.Name], spec, cfg.DType); err != nil {
+			return nil, err
+		}
+	}
+	if err := w.Finish(name, cfg, tokPath, chat); err != nil {
+		return nil, err
+	}
+	return &Result{Arch: arch, Config: cfg, Tokenizer: tokPath}, nil
+}
+
+// pickFamily finds the family of the checkpoint's one architecture.
+func pickFamily(hc *hfConfig) (string, *family, error) {
+	archs, err := hc.strings("architectures")
+	if err != nil {
+		return "", nil, err
+	}
+	if len(archs) != 1 {
+		return "", nil, fmt.Errorf("%s: \"architectures\" is %q; want exactly one of %s", hc.path, archs, strings.Join(Architectures(), ", "))
+	}
+	fam, ok := families[archs[0]]
+	if !ok {
+		return "", nil, fmt.Errorf("%s: unsupported architecture %q (wick converts %s)", hc.path, archs[0], strings.Join(Architectures(), ", "))
+	}
+	return archs[0], fam, nil
+}
+
+// checkpointNames maps each of wick's tensors to its checkpoint tensor, and
+// refuses checkpoints holding tensors the mapping does not use: such a
+// tensor (a bias, an extra norm) means the model computes something wick
+// would silently leave out.
+func checkpointNames(ck *checkpoint, cfg *model.Config, fam *family) (map[string]string, error) {
+	names := make(map[string]string)
+	for _, spec := range cfg.TensorSpecs() {
+		var hf string
+		switch spec.Name {
+		case model.NameEmbed:
+			hf = "model.embed_tokens.weight"
+		case model.NameFinalNorm:
+			hf = "model.norm.weight"
+		case model.NameLMHead:
+			hf = "lm_head.weight"
+		default:
+			suffix := strings.TrimPrefix(spec.Name, model.LayerTensor(spec.Layer, ""))
+			t, ok := fam.layerTensors[suffix]
+			if !ok {
+				return nil, fmt.Errorf("no checkpoint tensor is known for wick's %q", spec.Name)
+			}
+			hf = fmt.Sprintf("model.layers.%d.%s", spec.Layer, t)
+		}
+		names[spec.Name] = hf
+	}
+	used := make(map[string]bool, len(names))
+	for _, hf := range names {
+		used[hf] = true
+	}
+	var extra []string
+	for name := range ck.tensors {
+		switch {
+		case used[name]:
+		case name == "lm_head.weight" && cfg.TiedEmbedding:
+			// Some writers store the tied head anyway; the embedding is used.
+		case strings.HasSuffix(name, ".rotary_emb.inv_freq"):
+			// Older checkpoints carry RoPE tables; wick computes its own.
+		default:
+			extra = append(extra, name)
+		}
+	}
+	if len(extra) > 0 {
+		sort.Strings(extra)
+		if len(extra) > 5 {
+			extra = append(extra[:5], fmt.Sprintf("and %d more", len(extra)-5))
+		}
+		return nil, fmt.Errorf("checkpoint %s has tensors the conversion would drop: %s", ck.dir, strings.Join(extra, ", "))
+	}
+	return names, nil
+}
+
+// scaleSuffix names an int8 matrix's per-row scale tensor, as format does.
+const scaleSuffix = ".scale"
+
+// writeTensor reads one checkpoint tensor and adds it to w: norms as
+// float32, matrices as float32 or int8 with a per-row scale.
+func writeTensor(w *format.Writer, ck *checkpoint, hfName string, spec model.TensorSpec, dtype model.DType) error {
+	rows := spec.Rows
+	if spec.Role == model.RoleNorm {
+		rows = 0
+	}
+	t, err := ck.tensor(hfName, rows, spec.Cols)
+	if err != nil {
+		return err
+	}
+	rows = max(rows, 1)
+	cols := spec.Cols
+	if spec.Role == model.RoleNorm || dtype == model.F32 {
+		out := make([]byte, 4*rows*cols)
+		err := t.rows(cols, func(r int, vals []float32) error {
+			b := out[4*r*cols:]
+			for i, v := range vals {
+				binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+			}
+			return checkFinite(hfName, r, cols, vals)
+		})
+		if err != nil {
+			return err
+		}
+		shape := []int{rows, cols}
+		if spec.Role == model.RoleNorm {
+			shape = shape[1:]
+		}
+		return w.AddTensor(spec.Name, manifestpb.DType_DTYPE_F32, shape, out, "")
+	}
+	// Quantise row by row straight into the bytes the writer takes.
+	q := make([]byte, rows*cols)
+	rowQ := make([]int8, cols)
+	scales := make([]float32, rows)
+	err = t.rows(cols, func(r int, vals []float32) error {
+		if err := checkFinite(hfName, r, cols, vals); err != nil {
+			return err
+		}
+		for i := 0; i < len(vals)/cols; i++ {
+			scales[r+i] = quant.Quantize(rowQ, vals[i*cols:(i+1)*cols])
+			dst := q[(r+i)*cols:]
+			for j, v := range rowQ {
+				dst[j] = byte(v)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	scale := spec.Name + scaleSuffix
+	if err := w.AddTensor(spec.Name, manifestpb.DType_DTYPE_INT8, []int{rows, cols}, q, scale); err != nil {
+		return err
+	}
+	sb := make([]byte, 4*rows)
+	for i, s := range scales {
+		binary.LittleEndian.PutUint32(sb[4*i:], math.Float32bits(s))
+	}
+	return w.AddTensor(scale, manifestpb.DType_DTYPE_F32, []int{rows}, sb, "")
+}
+
+// checkFinite refuses NaN and infinite weights, which would quantise to
+// garbage without a word.
+func checkFinite(name string, row, cols int, vals []float32) error {
+	for i, v := range vals {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("tensor %q: value %v at row %d, column %d", name, v, row+i/cols, i%cols)
+		}
+	}
+	return nil
+}
+
+// findTokenizer picks the checkpoint's tokenizer: a SentencePiece
+// tokenizer.model. A checkpoint with only a tokenizer.json is refused:
+// engine/tokenizer, which the runtime (the browser's wasm module too) loads
+// models with, reads SentencePiece models only, and the pure-Go
+// github.com/sugarme/tokenizer would not serve Llama 3's byte-level BPE
+// either: its pre-tokenizer regexes go through Go's RE2 regexp, which
+// cannot compile the negative lookahead (\s+(?!\S)) of Llama 3's split
+// pattern.
+func findTokenizer(dir string) (string, *tokenizer.Tokenizer, error) {
+	path := filepath.Join(dir, "tokenizer.model")
+	if _, err := os.Stat(path); err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			return "", nil, err
+		}
+		if _, jerr := os.Stat(filepath.Join(dir, "tokenizer.json")); jerr == nil {
+			return "", nil, fmt.Errorf("%s has a tokenizer.json but no tokenizer.model: wick reads SentencePiece tokenizers only, not Hugging Face tokenizer.json (byte-level BPE, as Llama 3's)", dir)
+		}
+		return "", nil, fmt.Errorf("%s has no tokenizer.model (a SentencePiece model is needed)", dir)
+	}
+	tok, err := tokenizer.Load(path)
+	if err != nil {
+		return "", nil, err
+	}
+	return path, tok, nil
+}

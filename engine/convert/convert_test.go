@@ -1,0 +1,320 @@
+package convert
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/wick-run/wick/engine/format"
+	"github.com/wick-run/wick/engine/model"
+)
+
+const fixtureDir = "../../testdata/hf"
+
+// copyFixture copies a fixture checkpoint (config, safetensors, tokenizer)
+// into a temporary directory that a test may change.
+func copyFixture(t *testing.T, name string) string {
+	t.Helper()
+	dst := t.TempDir()
+	for _, f := range []string{"config.json", "model.safetensors", "tokenizer.model"} {
+		data, err := os.ReadFile(filepath.Join(fixtureDir, name, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, f), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+// editConfig rewrites dir's config.json through edit.
+func editConfig(t *testing.T, dir string, edit func(m map[string]any)) {
+	t.Helper()
+	path := filepath.Join(dir, "config.json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	edit(m)
+	if data, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rawTensor is a tensor's safetensors entry and bytes.
+type rawTensor struct {
+	dtype string
+	shape []int64
+	data  []byte
+}
+
+// readTensors reads every tensor of the checkpoint in dir.
+func readTensors(t *testing.T, dir string) map[string]rawTensor {
+	t.Helper()
+	ck, err := openCheckpoint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	out := make(map[string]rawTensor)
+	for name, st := range ck.tensors {
+		b := make([]byte, st.size)
+		if _, err := st.file.f.ReadAt(b, st.offset); err != nil {
+			t.Fatal(err)
+		}
+		out[name] = rawTensor{st.dtype, st.shape, b}
+	}
+	return out
+}
+
+// writeSafetensors writes tensors as one safetensors file at path.
+func writeSafetensors(t *testing.T, path string, tensors map[string]rawTensor) {
+	t.Helper()
+	names := make([]string, 0, len(tensors))
+	for n := range tensors {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	header := map[string]any{"__metadata__": map[string]string{"format": "pt"}}
+	var data bytes.Buffer
+	for _, n := range names {
+		rt := tensors[n]
+		header[n] = map[string]any{"dtype": rt.dtype, "shape": rt.shape, "data_offsets": []int{data.Len(), data.Len() + len(rt.data)}}
+		data.Write(rt.data)
+	}
+	h, err := json.Marshal(header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	binary.Write(&out, binary.LittleEndian, uint64(len(h)))
+	out.Write(h)
+	out.Write(data.Bytes())
+	if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestConvertErrors checks that bad checkpoints fail with an error naming
+// what is wrong, and leave nothing in the output directory.
+func TestConvertErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		fixture string
+		change  func(t *testing.T, dir string)
+		want    string
+	}{
+		{"unknown architecture", "llama", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(m map[string]any) { m["architectures"] = []string{"MistralForCausalLM"} })
+		}, `unsupported architecture "MistralForCausalLM"`},
+		{"vision gemma", "gemma3", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(m map[string]any) { m["architectures"] = []string{"Gemma3ForConditionalGeneration"} })
+		}, `unsupported architecture "Gemma3ForConditionalGeneration"`},
+		{"no config", "llama", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, "config.json"))
+		}, "config.json"},
+		{"llama activation", "llama", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(m map[string]any) { m["hidden_act"] = "gelu" })
+		}, `unsupported option "hidden_act" = "gelu"`},
+		{"llama bias", "llama", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(m map[string]any) { m["attention_bias"] = true })
+		}, `unsupported option "attention_bias" = true`},
+		{"llama yarn", "llama", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(m map[string]any) {
+				m["rope_parameters"] = map[string]any{"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0}
+			})
+		}, `unsupported option rope_type "yarn"`},
+		{"gemma attention softcap", "gemma3", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(m map[string]any) { m["attn_logit_softcapping"] = 50.0 })
+		}, `unsupported option "attn_logit_softcapping" = 50`},
+		{"gemma linear rope", "gemma3", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(m map[string]any) {
+				m["rope_parameters"].(map[string]any)["full_attention"] = map[string]any{"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6}
+			})
+		}, `unsupported option rope_type "linear"`},
+		{"gemma layer type", "gemma3", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(m map[string]any) {
+				m["layer_types"] = []string{"sliding_attention", "chunked_attention", "full_attention", "sliding_attention"}
+			})
+		}, `layer 1 is "chunked_attention"`},
+		{"bad number", "llama", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(m map[string]any) { m["hidden_size"] = "48" })
+		}, `"hidden_size": want a number`},
+		{"truncated safetensors", "llama", func(t *testing.T, dir string) {
+			path := filepath.Join(dir, "model.safetensors")
+			data, _ := os.ReadFile(path)
+			os.WriteFile(path, data[:len(data)-100], 0o644)
+		}, "truncated"},
+		{"truncated header", "llama", func(t *testing.T, dir string) {
+			path := filepath.Join(dir, "model.safetensors")
+			data, _ := os.ReadFile(path)
+			os.WriteFile(path, data[:50], 0o644)
+		}, "truncated"},
+		{"missing tensor", "llama", func(t *testing.T, dir string) {
+			ts := readTensors(t, dir)
+			delete(ts, "model.layers.1.mlp.up_proj.weight")
+			writeSafetensors(t, filepath.Join(dir, "model.safetensors"), ts)
+		}, `tensor "model.layers.1.mlp.up_proj.weight" is missing`},
+		{"wrong shape", "llama", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(m map[string]any) { m["intermediate_size"] = 100 })
+		}, `"model.layers.0.mlp.gate_proj.weight" has shape [96 48], the config needs [100 48]`},
+		{"extra tensor", "llama", func(t *testing.T, dir string) {
+			ts := readTensors(t, dir)
+			ts["model.layers.0.self_attn.q_proj.bias"] = rawTensor{"F32", []int64{48}, make([]byte, 4*48)}
+			writeSafetensors(t, filepath.Join(dir, "model.safetensors"), ts)
+		}, "would drop: model.layers.0.self_attn.q_proj.bias"},
+		{"integer tensor", "llama", func(t *testing.T, dir string) {
+			ts := readTensors(t, dir)
+			ts["model.norm.weight"] = rawTensor{"I32", []int64{48}, make([]byte, 4*48)}
+			writeSafetensors(t, filepath.Join(dir, "model.safetensors"), ts)
+		}, `"model.norm.weight" has dtype I32`},
+		{"nan weight", "gemma3", func(t *testing.T, dir string) {
+			ts := readTensors(t, dir)
+			w := ts["model.layers.2.mlp.down_proj.weight"]
+			binary.LittleEndian.PutUint32(w.data[4*50:], math.Float32bits(float32(math.NaN())))
+			writeSafetensors(t, filepath.Join(dir, "model.safetensors"), ts)
+		}, `"model.layers.2.mlp.down_proj.weight": value NaN at row 0, column 50`},
+		{"tokenizer.json only", "llama", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, "tokenizer.model"))
+			os.WriteFile(filepath.Join(dir, "tokenizer.json"), []byte(`{"model": {"type": "BPE"}}`), 0o644)
+		}, "not Hugging Face tokenizer.json"},
+		{"no tokenizer", "llama", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, "tokenizer.model"))
+		}, "no tokenizer.model"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := copyFixture(t, tc.fixture)
+			tc.change(t, in)
+			out := t.TempDir()
+			_, err := Convert(in, out, Options{DType: model.Int8})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got error %v, want one containing %q", err, tc.want)
+			}
+			t.Log(err)
+			if left, _ := os.ReadDir(out); len(left) != 0 {
+				t.Errorf("a failed conversion left %d files in the output directory", len(left))
+			}
+		})
+	}
+}
+
+// TestShardedCheckpoint splits a checkpoint over two files with an index,
+// as large checkpoints come, and checks that it converts to the same
+// tensors as the single file.
+func TestShardedCheckpoint(t *testing.T) {
+	single := copyFixture(t, "llama")
+	sharded := copyFixture(t, "llama")
+	os.Remove(filepath.Join(sharded, "model.safetensors"))
+	ts := readTensors(t, single)
+	parts := [2]map[string]rawTensor{{}, {}}
+	weightMap := map[string]string{}
+	files := [2]string{"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}
+	for name, rt := range ts {
+		i := 0
+		if strings.Contains(name, "layers.2.") || strings.HasPrefix(name, "lm_head") {
+			i = 1
+		}
+		parts[i][name] = rt
+		weightMap[name] = files[i]
+	}
+	for i, f := range files {
+		writeSafetensors(t, filepath.Join(sharded, f), parts[i])
+	}
+	idx, _ := json.Marshal(map[string]any{"metadata": map[string]any{}, "weight_map": weightMap})
+	os.WriteFile(filepath.Join(sharded, "model.safetensors.index.json"), idx, 0o644)
+
+	outs := [2]string{t.TempDir(), t.TempDir()}
+	for i, in := range []string{single, sharded} {
+		if _, err := Convert(in, outs[i], Options{DType: model.F32, Name: "llama"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := format.Open(outs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := format.Open(outs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, spec := range a.Config().TensorSpecs() {
+		x, err1 := a.ReadTensor(spec.Name)
+		y, err2 := b.ReadTensor(spec.Name)
+		if err1 != nil || err2 != nil || !bytes.Equal(x, y) {
+			t.Fatalf("tensor %s differs between the single-file and the sharded checkpoint (%v, %v)", spec.Name, err1, err2)
+		}
+	}
+}
+
+// TestShardSize checks that the shard size option reaches the writer.
+func TestShardSize(t *testing.T) {
+	out := t.TempDir()
+	if _, err := Convert(copyFixture(t, "gemma3"), out, Options{DType: model.Int8, ShardSize: 16 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := format.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	shards := f.Manifest().GetShards()
+	for _, s := range shards {
+		if s.GetSize() > 16<<10 {
+			t.Errorf("shard %s has %d bytes, above 16 KiB", s.GetFile(), s.GetSize())
+		}
+	}
+	if len(shards) < 5 {
+		t.Errorf("%d shards for a 150 KB model in 16 KiB shards", len(shards))
+	}
+}
+
+func TestHalfFloats(t *testing.T) {
+	for _, tc := range []struct {
+		dtype string
+		bits  uint16
+		want  float32
+	}{
+		{"F16", 0x3c00, 1},
+		{"F16", 0xc000, -2},
+		{"F16", 0x3800, 0.5},
+		{"F16", 0x7bff, 65504},
+		{"F16", 0x0001, 1.0 / (1 << 24)},
+		{"F16", 0x8200, -1.0 / (1 << 15)},
+		{"F16", 0x7c00, float32(math.Inf(1))},
+		{"F16", 0x8000, float32(math.Copysign(0, -1))},
+		{"BF16", 0x3f80, 1},
+		{"BF16", 0xc040, -3},
+		{"BF16", 0x7f80, float32(math.Inf(1))},
+	} {
+		var b [2]byte
+		binary.LittleEndian.PutUint16(b[:], tc.bits)
+		var got [1]float32
+		decode(got[:], b[:], tc.dtype)
+		if math.Float32bits(got[0]) != math.Float32bits(tc.want) {
+			t.Errorf("%s %#04x = %v, want %v", tc.dtype, tc.bits, got[0], tc.want)
+		}
+	}
+	var b [2]byte
+	binary.LittleEndian.PutUint16(b[:], 0x7e00)
+	var got [1]float32
+	decode(got[:], b[:], "F16")
+	if !math.IsNaN(float64(got[0])) {
+		t.Errorf("F16 0x7e00 = %v, want NaN", got[0])
+	}
+}

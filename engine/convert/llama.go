@@ -1,0 +1,140 @@
+package convert
+
+import (
+	"fmt"
+
+	"github.com/wick-run/wick/engine/chat"
+	"github.com/wick-run/wick/engine/format/manifestpb"
+	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/engine/tokenizer"
+)
+
+// llama converts LlamaForCausalLM checkpoints: grouped-query attention,
+// SwiGLU, a tied or untied head, and Llama 3's RoPE scaling. transformers'
+// Llama checkpoints already permute q and k for the rotate-half RoPE pairs
+// (i, i+head_dim/2) that wick uses, so weights are copied as they are.
+var llama = family{
+	config: llamaConfig,
+	layerTensors: map[string]string{
+		model.NameAttnNorm: "input_layernorm.weight",
+		model.NameWQ:       "self_attn.q_proj.weight",
+		model.NameWK:       "self_attn.k_proj.weight",
+		model.NameWV:       "self_attn.v_proj.weight",
+		model.NameWO:       "self_attn.o_proj.weight",
+		// Llama's post_attention_layernorm is the norm before the FFN.
+		model.NameFFNNorm: "post_attention_layernorm.weight",
+		model.NameWGate:   "mlp.gate_proj.weight",
+		model.NameWUp:     "mlp.up_proj.weight",
+		model.NameWDown:   "mlp.down_proj.weight",
+	},
+	chat: llamaChat,
+}
+
+// llamaConfig maps a LlamaConfig. Defaults are LlamaConfig's.
+func llamaConfig(c *hfConfig) (*model.Config, error) {
+	for _, r := range []struct {
+		key     string
+		allowed []string
+	}{
+		{"hidden_act", []string{`"silu"`}},
+		{"attention_bias", []string{"false"}},
+		{"mlp_bias", []string{"false"}},
+	} {
+		if err := c.refuse(r.key, r.allowed...); err != nil {
+			return nil, err
+		}
+	}
+	cfg := &model.Config{Activation: model.SwiGLU}
+	var err error
+	ints := []struct {
+		dst *int
+		key string
+		def int
+	}{
+		{&cfg.Vocab, "vocab_size", 32000},
+		{&cfg.Hidden, "hidden_size", 4096},
+		{&cfg.FFNHidden, "intermediate_size", 11008},
+		{&cfg.Heads, "num_attention_heads", 32},
+		{&cfg.ContextLen, "max_position_embeddings", 2048},
+	}
+	for _, f := range ints {
+		if *f.dst, err = c.intOr(f.key, f.def); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.KVHeads, err = c.intOr("num_key_value_heads", cfg.Heads); err != nil {
+		return nil, err
+	}
+	if cfg.Heads == 0 || cfg.Hidden%cfg.Heads != 0 && !c.set("head_dim") {
+		return nil, c.errf("num_attention_heads", "%d does not divide hidden_size %d, and there is no head_dim", cfg.Heads, cfg.Hidden)
+	}
+	if cfg.HeadDim, err = c.intOr("head_dim", cfg.Hidden/cfg.Heads); err != nil {
+		return nil, err
+	}
+	if cfg.NormEps, err = c.floatOr("rms_norm_eps", 1e-6); err != nil {
+		return nil, err
+	}
+	if cfg.TiedEmbedding, err = c.boolOr("tie_word_embeddings", false); err != nil {
+		return nil, err
+	}
+	layers, err := c.intOr("num_hidden_layers", 32)
+	if err != nil {
+		return nil, err
+	}
+	for i := 0; i < layers; i++ {
+		cfg.Layers = append(cfg.Layers, model.Layer{Kind: model.Global, KVSource: i})
+	}
+
+	// transformers 5 writes rope_parameters (rope_theta inside); older
+	// configs have rope_theta beside rope_scaling.
+	theta, err := c.floatOr("rope_theta", 10000)
+	if err != nil {
+		return nil, err
+	}
+	rp, err := c.sub("rope_parameters")
+	if err != nil {
+		return nil, err
+	}
+	if rp == nil {
+		if rp, err = c.sub("rope_scaling"); err != nil {
+			return nil, err
+		}
+	}
+	p, err := parseRope(rp, theta)
+	if err != nil {
+		return nil, err
+	}
+	cfg.RopeThetaGlobal = p.theta
+	s := p.scaling
+	cfg.RopeScaling = model.RopeScaling{Factor: s.factor, LowFreqFactor: s.low, HighFreqFactor: s.high, OriginalContext: s.original}
+	return cfg, nil
+}
+
+// llamaChat is Llama 2's [INST] template, built from config.json's bos and
+// eos ids: the SentencePiece checkpoints wick reads are of that kind (Llama
+// 3's header-token template needs its tokenizer.json, which is refused).
+func llamaChat(c *hfConfig, tok *tokenizer.Tokenizer) (*manifestpb.ChatTemplate, error) {
+	id := func(key, piece string) (int32, error) {
+		ids, err := c.ints(key)
+		if err != nil {
+			return 0, err
+		}
+		if len(ids) > 0 {
+			return int32(ids[0]), nil
+		}
+		v, ok := tok.ID(piece)
+		if !ok {
+			return 0, fmt.Errorf("%s: no %q, and tokenizer %s has no %s piece", c.path, key, tok.Name(), piece)
+		}
+		return v, nil
+	}
+	bos, err := id("bos_token_id", "<s>")
+	if err != nil {
+		return nil, err
+	}
+	eos, err := id("eos_token_id", "</s>")
+	if err != nil {
+		return nil, err
+	}
+	return chat.Llama2ChatTemplate(tok, bos, eos)
+}

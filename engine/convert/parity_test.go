@@ -1,0 +1,168 @@
+package convert_test
+
+import (
+	"math"
+	"path/filepath"
+	"testing"
+
+	"github.com/wick-run/wick/engine"
+	"github.com/wick-run/wick/engine/convert/parity"
+	"github.com/wick-run/wick/engine/cpu"
+	"github.com/wick-run/wick/engine/format"
+	"github.com/wick-run/wick/engine/model"
+	_ "github.com/wick-run/wick/engine/webgpu" // the webgpu backend, checked against the same fixtures
+)
+
+// The fixtures are made by scripts/make_hf_fixtures.py with transformers
+// (see its doc comment); they are tiny random models, float32 weights for
+// Gemma 3 and bfloat16 for Llama.
+var fixtures = []string{"gemma3", "llama"}
+
+func loadFixture(t *testing.T, name string) *parity.Fixture {
+	t.Helper()
+	fx, err := parity.LoadFixture(filepath.Join("..", "..", "testdata", "hf", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fx
+}
+
+// TestParity converts each fixture in float32 and in int8 and checks
+// wick's logits on each backend against transformers':
+//   - float32: within 1e-4, relative to the largest |logit| of each
+//     position, and identical greedy tokens;
+//   - int8 (W8A8, int8 KV): every position's cosine similarity at least
+//     0.99; greedy agreement is reported, not required.
+func TestParity(t *testing.T) {
+	for _, name := range fixtures {
+		fx := loadFixture(t, name)
+		for _, dtype := range []model.DType{model.F32, model.Int8} {
+			dir := t.TempDir()
+			if err := fx.Convert(dir, dtype); err != nil {
+				t.Fatal(err)
+			}
+			for _, backend := range []string{"cpu", "webgpu"} {
+				t.Run(name+"/"+dtype.String()+"/"+backend, func(t *testing.T) {
+					r, err := fx.Compare(dir, engine.Options{Backend: backend})
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Logf("max relative error %.3g, min cosine %.6f, greedy: first %d identical, %d/%d at equal steps",
+						r.MaxRelErr, r.MinCosine, r.GreedyPrefix, r.GreedySame, len(fx.Greedy))
+					if dtype == model.Int8 {
+						if r.MinCosine < 0.99 {
+							t.Errorf("min cosine similarity %.5f < 0.99", r.MinCosine)
+						}
+						return
+					}
+					if r.MaxRelErr > 1e-4 {
+						t.Errorf("max relative logit error %.3g > 1e-4", r.MaxRelErr)
+					}
+					if r.GreedySame != len(fx.Greedy) {
+						t.Errorf("greedy tokens differ from step %d (transformers' margin there %.3f):\nwick         %v\ntransformers %v",
+							r.GreedyPrefix, fx.Margins[r.GreedyPrefix], r.Greedy, fx.Greedy)
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestRopeFreqs checks the converted configs' RoPE frequencies (Gemma's two
+// thetas, Llama 3's scaling) against the inverse frequencies transformers
+// computed, which it holds in float32.
+func TestRopeFreqs(t *testing.T) {
+	for _, tc := range []struct {
+		fixture string
+		buffers map[string]model.AttnKind
+	}{
+		{"gemma3", map[string]model.AttnKind{
+			"model.rotary_emb.full_attention_inv_freq":    model.Global,
+			"model.rotary_emb.sliding_attention_inv_freq": model.Local,
+		}},
+		{"llama", map[string]model.AttnKind{"model.rotary_emb.inv_freq": model.Global}},
+	} {
+		t.Run(tc.fixture, func(t *testing.T) {
+			fx := loadFixture(t, tc.fixture)
+			dir := t.TempDir()
+			if err := fx.Convert(dir, model.F32); err != nil {
+				t.Fatal(err)
+			}
+			f, err := format.Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for buf, kind := range tc.buffers {
+				want, ok := fx.InvFreq[buf]
+				if !ok {
+					t.Fatalf("fixture has no %s (has %v)", buf, fx.InvFreq)
+				}
+				got := f.Config().RopeFreqs(kind)
+				if len(got) != len(want) {
+					t.Fatalf("%s: %d frequencies, transformers %d", buf, len(got), len(want))
+				}
+				for i := range got {
+					if math.Abs(got[i]-want[i]) > 1e-6*want[i] {
+						t.Errorf("%s[%d] = %.9g, transformers %.9g", buf, i, got[i], want[i])
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestSlidingWindowSemantics shows that the fixture pins the window: wick's
+// Window W (a query at p sees p-W+1..p) matches transformers' sliding_window
+// W, and W-1 or W+1 would not.
+func TestSlidingWindowSemantics(t *testing.T) {
+	fx := loadFixture(t, "gemma3")
+	dir := t.TempDir()
+	if err := fx.Convert(dir, model.F32); err != nil {
+		t.Fatal(err)
+	}
+	f, err := format.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := f.LoadWeights()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, delta := range []int{-1, 0, 1} {
+		cfg := *f.Config()
+		cfg.Layers = append([]model.Layer(nil), cfg.Layers...)
+		window := 0
+		for i := range cfg.Layers {
+			if cfg.Layers[i].Kind == model.Local {
+				cfg.Layers[i].Window += delta
+				window = cfg.Layers[i].Window
+			}
+		}
+		m, err := cpu.New(&cfg, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq, err := m.NewSequence(len(fx.Prompt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		V := fx.Vocab
+		logits := make([]float32, len(fx.Prompt)*V)
+		if err := seq.Forward(fx.Prompt, 0, logits); err != nil {
+			t.Fatal(err)
+		}
+		var worst float64
+		for p := range fx.Prompt {
+			var d, m float64
+			for i := p * V; i < (p+1)*V; i++ {
+				d = max(d, math.Abs(float64(logits[i]-fx.Logits[i])))
+				m = max(m, math.Abs(float64(fx.Logits[i])))
+			}
+			worst = max(worst, d/m)
+		}
+		t.Logf("window %d: max relative error %.3g", window, worst)
+		if match := worst <= 1e-4; match != (delta == 0) {
+			t.Errorf("window %d (transformers' sliding_window%+d): max relative error %.3g", window, -delta, worst)
+		}
+	}
+}

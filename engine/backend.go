@@ -3,6 +3,8 @@
 // whose KV cache lives between turns.
 package engine
 
+import "github.com/wick-run/wick/engine/kv"
+
 // Sequence is one sequence's KV cache on a backend, and the forward pass
 // over it. Positions are absolute: Forward(tokens, start, ...) reads the KV
 // of positions before start and writes the KV of start..start+len(tokens)-1.
@@ -24,4 +26,33 @@ type Backend interface {
 	// NewSequence allocates a KV cache for context positions.
 	NewSequence(context int) (Sequence, error)
 	Close() error
+}
+
+// Snapshotter is a Sequence whose KV can be copied out and loaded back: what
+// the prefix cache (engine/prefix) and saved conversations need. It is
+// optional: a sequence without it still runs, and its sessions neither use
+// the cache nor save their KV (they re-prefill instead).
+//
+// Snapshots are host memory in the backend-independent form of kv.Snapshot,
+// so a backend whose arena lives elsewhere (a GPU buffer) reads back the
+// regions' bytes into a kv.Arena of the same kv.Layout and calls its Capture,
+// and for Restore calls the kv.Arena's Restore and writes the bytes back. A
+// snapshot is small: each global producer's positions, each local
+// producer's last window of them, nothing for consumers. Sessions call
+// these between Forward calls, never during one. engine/cpu.Sequence
+// implements it; engine/kv's tests state what any implementation must
+// give: restoring a prefix and forwarding the rest yields the logits of
+// prefilling everything.
+type Snapshotter interface {
+	// Snapshot copies the KV of positions [from, to) out of the sequence.
+	// to is the end of the last Forward or Restore: a local layer's ring
+	// holds only the last window positions written, so an earlier `to`
+	// may be refused with an error.
+	Snapshot(from, to int) (*kv.Snapshot, error)
+	// Restore loads the KV of positions [0, n) from parts, which cover
+	// [0, n) contiguously in order (one snapshot from 0, or a chain of
+	// prefix cache blocks); the next Forward starts at n. Parts that do
+	// not fit the sequence (another model's, or more than its context) are
+	// refused with an error before anything is written.
+	Restore(parts []*kv.Snapshot) error
 }

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"sort"
 	"strings"
@@ -11,7 +12,9 @@ import (
 	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/kv"
 	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/engine/prefix"
 	"github.com/wick-run/wick/engine/tokenizer"
+	"google.golang.org/protobuf/proto"
 )
 
 // Options choose how a model is run.
@@ -27,7 +30,16 @@ type Options struct {
 	Context int
 	// Notice receives one-line notices (a backend fallback, say); nil drops them.
 	Notice func(string)
+	// CacheBytes is the budget of the model's prefix cache, which all its
+	// sessions share; 0 means DefaultCacheBytes, a negative value turns the
+	// cache off.
+	CacheBytes int64
 }
+
+// DefaultCacheBytes is the prefix cache budget when Options.CacheBytes is 0:
+// thanks to MQA, windows and sharing it holds thousands of positions even
+// of a large model, and it stays small beside the weights.
+const DefaultCacheBytes = 64 << 20
 
 // DefaultContext caps a session's KV cache when Options.Context is 0, so a
 // model with a long context_len does not allocate it all up front.
@@ -71,8 +83,12 @@ type Model struct {
 	Tokenizer *tokenizer.Tokenizer
 	Template  *chat.Template
 	Backend   Backend
-	context   int
-	layout    *kv.Layout // the KV layout of one session, for rewinds
+	// Cache holds KV of token prefixes for all sessions of the model (nil
+	// when Options.CacheBytes turned it off). It is safe for concurrent use.
+	Cache    *prefix.Cache
+	context  int
+	layout   *kv.Layout  // the KV layout of one session, for rewinds
+	identity kv.Identity // what saved conversations must match
 }
 
 // Load opens the model directory dir, verifies its files, and prepares the
@@ -115,7 +131,40 @@ func Load(dir string, opts Options) (*Model, error) {
 		b.Close()
 		return nil, fmt.Errorf("load model %s: %w", dir, err)
 	}
-	return &Model{Dir: dir, Name: f.Manifest().GetName(), Config: cfg, Tokenizer: tok, Template: tmpl, Backend: b, context: ctx, layout: lay}, nil
+	m := &Model{Dir: dir, Name: f.Manifest().GetName(), Config: cfg, Tokenizer: tok, Template: tmpl, Backend: b, context: ctx, layout: lay}
+	if m.identity, err = identify(f, cfg); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("load model %s: %w", dir, err)
+	}
+	if opts.CacheBytes >= 0 {
+		budget := opts.CacheBytes
+		if budget == 0 {
+			budget = DefaultCacheBytes
+		}
+		if m.Cache, err = prefix.New(prefix.Options{Budget: budget}); err != nil {
+			b.Close()
+			return nil, fmt.Errorf("load model %s: %w", dir, err)
+		}
+	}
+	return m, nil
+}
+
+// identify hashes what a saved conversation's KV depends on: the manifest
+// (which names every shard by its sha256, so the weights) and the config as
+// run (the int8 or float32 mode included).
+func identify(f *format.Model, cfg *model.Config) (kv.Identity, error) {
+	var id kv.Identity
+	det := proto.MarshalOptions{Deterministic: true}
+	man, err := det.Marshal(f.Manifest())
+	if err != nil {
+		return id, fmt.Errorf("hash manifest: %w", err)
+	}
+	c, err := det.Marshal(format.ConfigToProto(cfg))
+	if err != nil {
+		return id, fmt.Errorf("hash config: %w", err)
+	}
+	id.Model, id.Config = sha256.Sum256(man), sha256.Sum256(c)
+	return id, nil
 }
 
 func newBackend(cfg *model.Config, w *model.Weights, opts Options) (Backend, error) {

@@ -2,10 +2,15 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/wick-run/wick/engine/chat"
+	"github.com/wick-run/wick/engine/kv"
+	"github.com/wick-run/wick/engine/prefix"
 	"github.com/wick-run/wick/engine/sample"
 )
 
@@ -37,11 +42,17 @@ type Reply struct {
 	Tokens       []int32 // generated ids, the stop token excluded
 	Finish       Finish
 	PromptTokens int // tokens of the turn prefilled (new to the KV cache)
-	CachedTokens int // tokens of the conversation whose KV was reused
+	CachedTokens int // tokens whose KV was reused: the session's own, or restored from the prefix cache
 }
 
 // Session is one conversation. Its KV cache lives between turns, so each
-// turn prefills only the tokens the cache does not hold.
+// turn prefills only the tokens the cache does not hold. With the model's
+// prefix cache (Model.Cache), a turn first restores the longest prefix of
+// the conversation that any session has computed (the same character
+// card, the messages before a regenerated or edited one), and the session
+// offers every completed block of its own to the cache, which sessions
+// may share concurrently. A session itself is used by one goroutine at a
+// time.
 //
 // The conversation is kept as tokens, exactly as the model saw and produced
 // them: re-encoding generated text could tokenise it differently and
@@ -49,6 +60,8 @@ type Reply struct {
 type Session struct {
 	m     *Model
 	seq   Sequence
+	snap  Snapshotter   // seq, when its KV can be copied out (nil otherwise)
+	cache *prefix.Cache // the model's prefix cache, when on and seq can use it
 	msgs  []chat.Message
 	toks  []int32 // the conversation so far
 	start []int   // toks offset where each message's rendering begins
@@ -66,11 +79,20 @@ func (m *Model) NewSession(system string) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new session: %w", err)
 	}
-	s := &Session{m: m, seq: seq, logits: make([]float32, m.Config.Vocab)}
+	s := m.newSession(seq)
 	if system != "" {
 		s.msgs = append(s.msgs, chat.Message{Role: chat.System, Content: system})
 	}
 	return s, nil
+}
+
+func (m *Model) newSession(seq Sequence) *Session {
+	s := &Session{m: m, seq: seq, logits: make([]float32, m.Config.Vocab)}
+	s.snap, _ = seq.(Snapshotter)
+	if s.snap != nil {
+		s.cache = m.Cache
+	}
+	return s
 }
 
 // Close frees the session's KV cache.
@@ -166,11 +188,11 @@ func (s *Session) reply(ctx context.Context, p GenParams, onText func(string)) (
 		s.toks, s.start, s.open, s.msgs = s.toks[:mark], s.start[:startMark], openMark, s.msgs[:startMark]
 		return nil, fmt.Errorf("%w: %d tokens with the new message, the context holds %d", ErrContextFull, n, limit)
 	}
+	s.restoreCached()
 	r := &Reply{CachedTokens: s.kvLen, PromptTokens: len(s.toks) - s.kvLen}
-	if err := s.seq.Forward(s.toks[s.kvLen:], s.kvLen, s.logits); err != nil {
+	if err := s.advance(); err != nil {
 		return nil, err
 	}
-	s.kvLen = len(s.toks)
 	s.msgs = append(s.msgs, chat.Message{Role: chat.Assistant})
 	s.open = true
 	sampler := sample.NewSampler(p.Sample)
@@ -211,9 +233,238 @@ func (s *Session) reply(ctx context.Context, p GenParams, onText func(string)) (
 			r.Finish = FinishLength
 			return r, nil
 		}
-		if err := s.seq.Forward(s.toks[s.kvLen:], s.kvLen, s.logits); err != nil {
+		if err := s.advance(); err != nil {
 			return r, err
 		}
-		s.kvLen = len(s.toks)
 	}
+}
+
+// restoreCached restores the longest prefix of the conversation that the
+// prefix cache holds, when it is longer than the KV the session has. The
+// last token is always left to prefill: its logits start the reply, and
+// snapshots hold KV, not logits.
+func (s *Session) restoreCached() {
+	if s.cache == nil {
+		return
+	}
+	B := s.cache.Block()
+	if s.kvLen >= (len(s.toks)-1)/B*B {
+		return // the cache cannot hold more of it than the session has
+	}
+	n, parts := s.cache.Lookup(s.toks[:len(s.toks)-1])
+	if n <= s.kvLen {
+		return
+	}
+	if err := s.snap.Restore(parts); err != nil {
+		return // the cache is an optimisation: prefill instead
+	}
+	s.kvLen = n
+}
+
+// advance computes the KV of s.toks[s.kvLen:] and leaves the logits of the
+// last token in s.logits. With a prefix cache it forwards in chunks that end
+// on block boundaries and offers each completed block to the cache: a local
+// layer's ring holds only the last window positions, so a block must be
+// captured when the sequence reaches its end, not later. The per-token
+// arithmetic does not depend on the chunking, so neither do the logits.
+func (s *Session) advance() error {
+	end := len(s.toks)
+	for s.kvLen < end {
+		stop := end
+		if s.cache != nil {
+			B := s.cache.Block()
+			stop = min(end, (s.kvLen/B+1)*B)
+		}
+		if err := s.seq.Forward(s.toks[s.kvLen:stop], s.kvLen, s.logits); err != nil {
+			return err
+		}
+		s.kvLen = stop
+		if s.cache != nil && stop%s.cache.Block() == 0 {
+			s.remember()
+		}
+	}
+	return nil
+}
+
+// remember offers the block ending at s.kvLen to the prefix cache. Failures
+// only cost future reuse, so they are not errors of the turn.
+func (s *Session) remember() {
+	prefixToks := s.toks[:s.kvLen]
+	if !s.cache.Wants(prefixToks) {
+		return
+	}
+	snap, err := s.snap.Snapshot(s.kvLen-s.cache.Block(), s.kvLen)
+	if err != nil {
+		return
+	}
+	_ = s.cache.Insert(prefixToks, snap)
+}
+
+// KVLen is how many of the conversation's tokens have their KV in the
+// session: the rest are prefilled by the next turn.
+func (s *Session) KVLen() int { return s.kvLen }
+
+// savedChat is what a saved conversation keeps besides tokens and KV, as
+// the snapshot file's meta (JSON: small, and readable when debugging).
+type savedChat struct {
+	Messages []savedMessage `json:"messages"`
+	Start    []int          `json:"start"` // token offset of each rendered message
+	Open     bool           `json:"open"`  // the last reply's suffix is not yet appended
+}
+
+type savedMessage struct {
+	Role    string  `json:"role"`
+	Content string  `json:"content"`
+	Tokens  []int32 `json:"tokens,omitempty"`
+}
+
+var roles = map[string]chat.Role{"system": chat.System, "user": chat.User, "assistant": chat.Assistant}
+
+// MarshalBinary saves the conversation: its messages, its tokens and the
+// KV of those the session holds, in the kv snapshot file format, stamped
+// with the model's identity. The browser stores the bytes in OPFS; natively,
+// Save writes them to a file. When the sequence cannot copy its KV out (a
+// backend without Snapshotter, or a ring cut back past what it holds), the
+// file holds no KV and the restored session re-prefills.
+func (s *Session) MarshalBinary() ([]byte, error) {
+	meta := savedChat{Start: s.start, Open: s.open}
+	for _, m := range s.msgs {
+		meta.Messages = append(meta.Messages, savedMessage{Role: m.Role.String(), Content: m.Content, Tokens: m.Tokens})
+	}
+	mb, err := json.Marshal(meta)
+	if err != nil {
+		return nil, fmt.Errorf("save session: %w", err)
+	}
+	lay := s.m.layout
+	snap := &kv.Snapshot{DType: lay.DType, KVHeads: lay.KVHeads, HeadDim: lay.HeadDim}
+	if s.snap != nil && s.kvLen > 0 {
+		if x, err := s.snap.Snapshot(0, s.kvLen); err == nil {
+			snap = x
+		}
+	}
+	return (&kv.File{Identity: s.m.identity, Tokens: s.toks, Meta: mb, KV: snap}).Encode()
+}
+
+// Save writes the conversation to path (see MarshalBinary) atomically: a
+// temporary file in the same directory, synced, then renamed over path, so
+// a crash leaves the old file or the new one, never a mix.
+func (s *Session) Save(path string) error {
+	data, err := s.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".wick-chat-*.tmp")
+	if err != nil {
+		return fmt.Errorf("save session: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save session to %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save session to %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("save session to %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("save session to %s: %w", path, err)
+	}
+	return nil
+}
+
+// RestoreSession continues a conversation saved by MarshalBinary: its
+// messages and tokens come back, and its KV is loaded into a new sequence,
+// so the next turn prefills only its own new tokens. Data saved by another
+// model or mode gives an error wrapping kv.ErrSnapshotModel (ReplaySession
+// still recovers its messages); a damaged, truncated or unknown-version
+// file an error wrapping kv.ErrSnapshotCorrupt or kv.ErrSnapshotVersion.
+func (m *Model) RestoreSession(data []byte) (*Session, error) {
+	f, err := kv.DecodeFile(data, m.identity)
+	if err != nil {
+		return nil, fmt.Errorf("restore session: %w", err)
+	}
+	meta, err := m.decodeChat(f)
+	if err != nil {
+		return nil, err
+	}
+	if len(f.Tokens) >= m.context {
+		return nil, fmt.Errorf("restore session: %w: %d tokens, the context holds %d", ErrContextFull, len(f.Tokens), m.context)
+	}
+	for i, t := range f.Tokens {
+		if t < 0 || int(t) >= m.Config.Vocab {
+			return nil, fmt.Errorf("restore session: %w: token %d at %d outside the vocabulary of %d", kv.ErrSnapshotCorrupt, t, i, m.Config.Vocab)
+		}
+	}
+	seq, err := m.Backend.NewSequence(m.context)
+	if err != nil {
+		return nil, fmt.Errorf("restore session: %w", err)
+	}
+	s := m.newSession(seq)
+	s.msgs, s.toks, s.start, s.open = meta.msgs, f.Tokens, meta.Start, meta.Open
+	if f.KV.End > 0 && s.snap != nil {
+		if err := s.snap.Restore([]*kv.Snapshot{f.KV}); err != nil {
+			seq.Close()
+			return nil, fmt.Errorf("restore session: %w", err)
+		}
+		s.kvLen = f.KV.End
+	}
+	return s, nil
+}
+
+// ReplaySession recovers only the messages of a saved conversation, from
+// any model: the next turn renders and prefills them all. It is the
+// fallback when RestoreSession refuses a file of another model or mode.
+// Replies are re-encoded from their text, since their saved tokens may
+// belong to another tokenizer.
+func (m *Model) ReplaySession(data []byte) (*Session, error) {
+	f, err := kv.DecodeFile(data, m.identity)
+	if err != nil && !errors.Is(err, kv.ErrSnapshotModel) {
+		return nil, fmt.Errorf("replay session: %w", err)
+	}
+	meta, err := m.decodeChat(f)
+	if err != nil {
+		return nil, err
+	}
+	seq, err := m.Backend.NewSequence(m.context)
+	if err != nil {
+		return nil, fmt.Errorf("replay session: %w", err)
+	}
+	s := m.newSession(seq)
+	for _, msg := range meta.msgs {
+		msg.Tokens = nil
+		s.msgs = append(s.msgs, msg)
+	}
+	return s, nil
+}
+
+// restoredChat is a saved conversation's meta, checked.
+type restoredChat struct {
+	savedChat
+	msgs []chat.Message
+}
+
+func (m *Model) decodeChat(f *kv.File) (*restoredChat, error) {
+	var c restoredChat
+	if err := json.Unmarshal(f.Meta, &c.savedChat); err != nil {
+		return nil, fmt.Errorf("restore session: %w: messages: %v", kv.ErrSnapshotCorrupt, err)
+	}
+	for i, sm := range c.Messages {
+		role, ok := roles[sm.Role]
+		if !ok {
+			return nil, fmt.Errorf("restore session: %w: message %d has unknown role %q", kv.ErrSnapshotCorrupt, i, sm.Role)
+		}
+		c.msgs = append(c.msgs, chat.Message{Role: role, Content: sm.Content, Tokens: sm.Tokens})
+	}
+	if len(c.Start) > len(c.msgs) || (c.Open && (len(c.msgs) == 0 || c.msgs[len(c.msgs)-1].Role != chat.Assistant)) {
+		return nil, fmt.Errorf("restore session: %w: %d message offsets for %d messages (open reply %v)", kv.ErrSnapshotCorrupt, len(c.Start), len(c.msgs), c.Open)
+	}
+	for i, at := range c.Start {
+		if at < 0 || at > len(f.Tokens) || (i > 0 && at < c.Start[i-1]) {
+			return nil, fmt.Errorf("restore session: %w: message %d starts at token %d of %d", kv.ErrSnapshotCorrupt, i, at, len(f.Tokens))
+		}
+	}
+	return &c, nil
 }

@@ -1,13 +1,21 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/wick-run/wick/engine/chat"
+	"github.com/wick-run/wick/engine/cpu"
+	"github.com/wick-run/wick/engine/kv"
 	"github.com/wick-run/wick/engine/sample"
 )
 
@@ -40,42 +48,50 @@ var greedy = GenParams{MaxTokens: 12}
 
 // TestTurnsReuseKV checks that a second turn prefills only its new tokens
 // and still gives exactly the reply a fresh session gives when it prefills
-// the whole conversation at once.
+// the whole conversation at once (or, with the prefix cache, restores its
+// cached blocks and prefills the rest).
 func TestTurnsReuseKV(t *testing.T) {
 	for _, dir := range testModels {
-		t.Run(dir, func(t *testing.T) {
-			m := load(t, dir, Options{})
-			s := newSession(t, m, "You are Ada. You like maps.")
-			r1, err := s.Send(context.Background(), "Hello, who are you?", greedy, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r1.CachedTokens != 0 || r1.PromptTokens == 0 {
-				t.Fatalf("first turn: %d cached, %d prompt tokens", r1.CachedTokens, r1.PromptTokens)
-			}
-			before := len(s.Tokens())
-			r2, err := s.Send(context.Background(), "Tell me about the sea.", greedy, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r2.CachedTokens != before {
-				t.Errorf("second turn reused %d tokens of KV, want all %d of the first turn", r2.CachedTokens, before)
-			}
-			// A fresh session given the same history in one go.
-			f := newSession(t, m, "")
-			f.msgs = s.Messages()[:len(s.msgs)-1]
-			f.msgs[len(f.msgs)-2].Content = "" // rendered from its tokens, not its text
-			r3, err := f.reply(context.Background(), greedy, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r3.PromptTokens != r2.CachedTokens+r2.PromptTokens {
-				t.Errorf("fresh session prefilled %d tokens, the cached one %d+%d", r3.PromptTokens, r2.CachedTokens, r2.PromptTokens)
-			}
-			if !slices.Equal(r2.Tokens, r3.Tokens) {
-				t.Errorf("reply with cached KV %v, recomputed %v", r2.Tokens, r3.Tokens)
-			}
-		})
+		for _, cache := range []int64{-1, 0} {
+			t.Run(fmt.Sprintf("%s/cache%d", dir, cache), func(t *testing.T) {
+				m := load(t, dir, Options{CacheBytes: cache})
+				s := newSession(t, m, "You are Ada. You like maps.")
+				r1, err := s.Send(context.Background(), "Hello, who are you?", greedy, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r1.CachedTokens != 0 || r1.PromptTokens == 0 {
+					t.Fatalf("first turn: %d cached, %d prompt tokens", r1.CachedTokens, r1.PromptTokens)
+				}
+				before := len(s.Tokens())
+				r2, err := s.Send(context.Background(), "Tell me about the sea.", greedy, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r2.CachedTokens != before {
+					t.Errorf("second turn reused %d tokens of KV, want all %d of the first turn", r2.CachedTokens, before)
+				}
+				// A fresh session given the same history in one go.
+				f := newSession(t, m, "")
+				f.msgs = s.Messages()[:len(s.msgs)-1]
+				f.msgs[len(f.msgs)-2].Content = "" // rendered from its tokens, not its text
+				r3, err := f.reply(context.Background(), greedy, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				total := r2.CachedTokens + r2.PromptTokens
+				wantCached := 0
+				if m.Cache != nil {
+					wantCached = (total - 1) / m.Cache.Block() * m.Cache.Block()
+				}
+				if r3.CachedTokens != wantCached || r3.PromptTokens != total-wantCached {
+					t.Errorf("fresh session restored %d and prefilled %d tokens, want %d and %d", r3.CachedTokens, r3.PromptTokens, wantCached, total-wantCached)
+				}
+				if !slices.Equal(r2.Tokens, r3.Tokens) {
+					t.Errorf("reply with cached KV %v, recomputed %v", r2.Tokens, r3.Tokens)
+				}
+			})
+		}
 	}
 }
 
@@ -199,6 +215,279 @@ func TestLoadErrors(t *testing.T) {
 			_, err := Load(tc.dir, tc.opts)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// countingSeq counts the tokens that go through the forward pass, to
+// check that restored KV is not computed again.
+type countingSeq struct {
+	*cpu.Sequence
+	n *atomic.Int64
+}
+
+func (s countingSeq) Forward(tokens []int32, start int, logits []float32) error {
+	s.n.Add(int64(len(tokens)))
+	return s.Sequence.Forward(tokens, start, logits)
+}
+
+type countingBackend struct {
+	Backend
+	n *atomic.Int64
+}
+
+func (b countingBackend) NewSequence(context int) (Sequence, error) {
+	s, err := b.Backend.NewSequence(context)
+	if err != nil {
+		return nil, err
+	}
+	return countingSeq{s.(*cpu.Sequence), b.n}, nil
+}
+
+// counted loads dir with a backend that counts forwarded tokens.
+func counted(t *testing.T, dir string, opts Options) (*Model, *atomic.Int64) {
+	m := load(t, dir, opts)
+	n := new(atomic.Int64)
+	m.Backend = countingBackend{m.Backend, n}
+	return m, n
+}
+
+// forwards is the number of tokens a reply r forwarded, away from the
+// context limit: its prompt and every generated token (each is fed back
+// before the next is sampled, or before MaxTokens is checked).
+func forwards(r *Reply) int64 { return int64(r.PromptTokens + len(r.Tokens)) }
+
+const card = "You are Ada, a cartographer of the northern seas. You speak briefly, you love old maps, and you never lie about the weather."
+
+// TestPrefixCacheAcrossSessions checks that a new conversation with the
+// same character card, and a regenerated reply, restore the cached prefix,
+// forward only the rest, and reply exactly as without the cache.
+func TestPrefixCacheAcrossSessions(t *testing.T) {
+	for _, dir := range testModels {
+		t.Run(dir, func(t *testing.T) {
+			ref := load(t, dir, Options{CacheBytes: -1})
+			m, count := counted(t, dir, Options{})
+			B := m.Cache.Block()
+			want := func(msg string) []int32 {
+				r, err := newSession(t, ref, card).Send(context.Background(), msg, greedy, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return r.Tokens
+			}
+			first := newSession(t, m, card)
+			r1, err := first.Send(context.Background(), "Where is the nearest harbour?", greedy, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tc := range []struct {
+				name string
+				msg  string
+			}{
+				{"same card, same message", "Where is the nearest harbour?"},
+				{"same card, another message", "What is your favourite map?"},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					s := newSession(t, m, card)
+					before := count.Load()
+					r, err := s.Send(context.Background(), tc.msg, greedy, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					cardToks := len(m.Template.Encode([]chat.Message{{Role: chat.System, Content: card}}, false))
+					if r.CachedTokens < cardToks/B*B || r.CachedTokens%B != 0 || r.CachedTokens == 0 {
+						t.Errorf("restored %d tokens; the card alone renders to %d (blocks of %d)", r.CachedTokens, cardToks, B)
+					}
+					if got := count.Load() - before; got != forwards(r) {
+						t.Errorf("forwarded %d tokens, want %d (prompt %d, cached %d, generated %d)", got, forwards(r), r.PromptTokens, r.CachedTokens, len(r.Tokens))
+					}
+					if w := want(tc.msg); !slices.Equal(r.Tokens, w) {
+						t.Errorf("reply %v, without the cache %v", r.Tokens, w)
+					}
+				})
+			}
+			t.Run("regenerate", func(t *testing.T) {
+				before := count.Load()
+				r, err := first.Regenerate(context.Background(), greedy, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if total := r1.CachedTokens + r1.PromptTokens; r.CachedTokens < (total-1)/B*B {
+					t.Errorf("regenerate reused %d tokens of %d", r.CachedTokens, total)
+				}
+				if got := count.Load() - before; got != forwards(r) {
+					t.Errorf("forwarded %d tokens, want %d", got, forwards(r))
+				}
+				if !slices.Equal(r.Tokens, r1.Tokens) {
+					t.Errorf("regenerated %v, first reply %v", r.Tokens, r1.Tokens)
+				}
+			})
+		})
+	}
+}
+
+// TestConcurrentSessionsShareCache runs conversations on one model from
+// several goroutines: each reply must equal the same conversation run alone.
+func TestConcurrentSessionsShareCache(t *testing.T) {
+	m := load(t, testModels[0], Options{})
+	ref := load(t, testModels[0], Options{CacheBytes: -1})
+	msgs := []string{"Hello!", "Where are the maps?", "Hello!", "Tell me of storms."}
+	want := make([][]int32, len(msgs))
+	for i, msg := range msgs {
+		r, err := newSession(t, ref, card).Send(context.Background(), msg, greedy, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = r.Tokens
+	}
+	var wg sync.WaitGroup
+	for round := 0; round < 3; round++ {
+		for i, msg := range msgs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s, err := m.NewSession(card)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer s.Close()
+				r, err := s.Send(context.Background(), msg, greedy, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !slices.Equal(r.Tokens, want[i]) {
+					t.Errorf("round %d, %q: reply %v, alone %v", round, msg, r.Tokens, want[i])
+				}
+			}()
+		}
+	}
+	wg.Wait()
+}
+
+// TestSaveRestoreContinues saves a conversation, loads the model again (as
+// a new process would) with no prefix cache, restores the file and
+// continues: the reply must be the uninterrupted chat's, and only the new
+// turn's tokens may be forwarded.
+func TestSaveRestoreContinues(t *testing.T) {
+	for _, tc := range []struct {
+		dir  string
+		opts Options
+	}{
+		{testModels[0], Options{}},
+		{testModels[0], Options{Float32: true}},
+		{testModels[1], Options{}},
+	} {
+		t.Run(fmt.Sprintf("%s/f32=%v", tc.dir, tc.opts.Float32), func(t *testing.T) {
+			ctx := context.Background()
+			m := load(t, tc.dir, tc.opts)
+			s := newSession(t, m, card)
+			for _, msg := range []string{"Hello, Ada.", "Which map is oldest?"} {
+				if _, err := s.Send(ctx, msg, greedy, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			path := filepath.Join(t.TempDir(), "chat.wick")
+			if err := s.Save(path); err != nil {
+				t.Fatal(err)
+			}
+			saved := len(s.Tokens())
+			uninterrupted, err := s.Send(ctx, "And the newest?", greedy, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			opts := tc.opts
+			opts.CacheBytes = -1
+			m2, count := counted(t, tc.dir, opts)
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s2, err := m2.RestoreSession(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s2.Close() })
+			if s2.KVLen() != saved || len(s2.Messages()) != 5 {
+				t.Fatalf("restored %d tokens of KV and %d messages, want %d and 5", s2.KVLen(), len(s2.Messages()), saved)
+			}
+			r, err := s2.Send(ctx, "And the newest?", greedy, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.CachedTokens != saved || r.PromptTokens != uninterrupted.PromptTokens {
+				t.Errorf("restored chat reused %d and prefilled %d tokens, the uninterrupted one %d and %d", r.CachedTokens, r.PromptTokens, uninterrupted.CachedTokens, uninterrupted.PromptTokens)
+			}
+			if got := count.Load(); got != forwards(r) {
+				t.Errorf("forwarded %d tokens after restoring, want %d (the new turn only)", got, forwards(r))
+			}
+			if !slices.Equal(r.Tokens, uninterrupted.Tokens) {
+				t.Errorf("restored chat replied %v, the uninterrupted one %v", r.Tokens, uninterrupted.Tokens)
+			}
+		})
+	}
+}
+
+// TestRestoreRefusesBadFiles checks that damaged and foreign files are
+// refused with the right error, and that a file of another model still
+// gives its messages back through ReplaySession.
+func TestRestoreRefusesBadFiles(t *testing.T) {
+	ctx := context.Background()
+	m := load(t, testModels[0], Options{})
+	s := newSession(t, m, card)
+	if _, err := s.Send(ctx, "Hello, Ada.", greedy, nil); err != nil {
+		t.Fatal(err)
+	}
+	good, err := s.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipped := bytes.Clone(good)
+	flipped[len(flipped)/2] ^= 0x40
+	future := bytes.Clone(good)
+	future[8] = 9
+	other := load(t, testModels[1], Options{})
+	f32 := load(t, testModels[0], Options{Float32: true})
+	for _, tc := range []struct {
+		name string
+		m    *Model
+		data []byte
+		want error
+	}{
+		{"truncated", m, good[:len(good)-7], kv.ErrSnapshotCorrupt},
+		{"corrupted", m, flipped, kv.ErrSnapshotCorrupt},
+		{"future version", m, future, kv.ErrSnapshotVersion},
+		{"another model", other, good, kv.ErrSnapshotModel},
+		{"another mode", f32, good, kv.ErrSnapshotModel},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := tc.m.RestoreSession(tc.data)
+			if !errors.Is(err, tc.want) || s != nil {
+				t.Fatalf("got %v, %v; want %v", s, err, tc.want)
+			}
+			r, err := tc.m.ReplaySession(tc.data)
+			if tc.want != kv.ErrSnapshotModel {
+				if err == nil {
+					t.Fatal("replay accepted a damaged file")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			if len(r.Messages()) != 3 || r.KVLen() != 0 {
+				t.Fatalf("replay gave %d messages and %d tokens of KV, want 3 and 0", len(r.Messages()), r.KVLen())
+			}
+			reply, err := r.Send(ctx, "Go on.", greedy, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if reply.CachedTokens != 0 || reply.PromptTokens == 0 {
+				t.Errorf("replayed chat reused %d tokens", reply.CachedTokens)
 			}
 		})
 	}

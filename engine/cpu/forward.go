@@ -321,6 +321,7 @@ func (m *Model) Close() error { return nil }
 type Sequence struct {
 	m     *Model
 	Arena *kv.Arena
+	end   int // the position after the last one written by Forward or Restore
 }
 
 // NewSequence allocates a KV arena for context positions.
@@ -332,8 +333,38 @@ func (m *Model) NewSequence(context int) (*Sequence, error) {
 	return &Sequence{m: m, Arena: kv.NewArena(lay)}, nil
 }
 
+// Forward runs tokens at positions start.. over the sequence's arena (see Model.Forward).
 func (s *Sequence) Forward(tokens []int32, start int, logits []float32) error {
-	return s.m.Forward(s.Arena, tokens, start, logits)
+	if err := s.m.Forward(s.Arena, tokens, start, logits); err != nil {
+		return err
+	}
+	s.end = start + len(tokens)
+	return nil
 }
+
+// Snapshot copies the KV of positions [from, to) out of the arena. to must
+// be the end of the last Forward or Restore, unless no ring has wrapped:
+// a ring keeps only the last window positions written.
+func (s *Sequence) Snapshot(from, to int) (*kv.Snapshot, error) {
+	if !s.Arena.CanCapture(s.end, to) {
+		return nil, fmt.Errorf("snapshot of positions [%d, %d): the KV holds positions up to %d, and its rings no longer hold those before %d", from, to, s.end, s.end)
+	}
+	return s.Arena.Capture(from, to)
+}
+
+// Restore loads the KV of positions [0, n) from parts (see kv.Arena.Restore);
+// the next Forward continues at n.
+func (s *Sequence) Restore(parts []*kv.Snapshot) error {
+	n, err := s.Arena.Restore(parts)
+	if err != nil {
+		return err
+	}
+	s.end = n
+	return nil
+}
+
+// Context is the most positions the sequence holds.
 func (s *Sequence) Context() int { return s.Arena.Context }
+
+// Close drops the arena.
 func (s *Sequence) Close() error { s.Arena = nil; return nil }

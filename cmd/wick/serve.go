@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/wick-run/wick/engine"
+	"github.com/wick-run/wick/server"
+)
+
+func init() {
+	commands["serve"] = command{"serve the chat page and models over HTTP (and an OpenAI-compatible API with -api)", runServe}
+}
+
+// dirList is a flag that may be given several times.
+type dirList []string
+
+func (d *dirList) String() string { return strings.Join(*d, ",") }
+
+func (d *dirList) Set(v string) error {
+	*d = append(*d, v)
+	return nil
+}
+
+func runServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var models dirList
+	fs.Var(&models, "model", "model directory, served at /models/NAME/ with NAME its base name (repeat for several; default testdata/cai-tiny)")
+	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
+	shardBase := fs.String("shard-base", "", "URL where the shards are also served (a CDN); manifests point there ({model} stands for NAME)")
+	api := fs.Bool("api", false, "also run the models natively and serve an OpenAI-compatible API at /v1/")
+	backend := fs.String("backend", "", "API backend: cpu or webgpu (default: webgpu where an adapter exists, else cpu)")
+	f32 := fs.Bool("f32", false, "API: run an int8 model in the float32 mode")
+	ctxLen := fs.Int("context", 0, "API: positions of KV cache per conversation (default: the model's context_len, at most 4096)")
+	queue := fs.Int("queue", 0, "API: most requests waiting per model before 429 (default 64)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (models are given with -model DIR)", fs.Arg(0))
+	}
+	if len(models) == 0 {
+		models = dirList{"testdata/cai-tiny"}
+	}
+	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
+	srv, err := server.New(server.Config{
+		Models: models, ShardBase: *shardBase, API: *api, MaxQueue: *queue, Logf: logf,
+		Engine: engine.Options{Backend: *backend, Float32: *f32, Context: *ctxLen},
+	})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	url := "http://" + ln.Addr().String() + "/"
+	fmt.Printf("wick serve: %s\n", url)
+	for _, name := range srv.Models() {
+		fmt.Printf("  model %s at %smodels/%s/\n", name, url, name)
+	}
+	if *api {
+		fmt.Printf("  API at %sv1/ (POST chat/completions, GET models)\n", url)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := srv.Run(ctx, ln); err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "wick serve: stopped")
+	return nil
+}

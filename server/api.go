@@ -1,0 +1,372 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/wick-run/wick/engine"
+	"github.com/wick-run/wick/engine/chat"
+)
+
+// The native API: an OpenAI-compatible chat completions endpoint over the
+// engine. Each model runs one session at a time; requests wait their turn
+// in arrival order (Go's channel semantics), so sessions never share KV and
+// a reply does not depend on what else is being served. A request whose
+// client goes away stops waiting, or stops generating, at once.
+
+const (
+	defaultMaxBody  = 1 << 20
+	defaultMaxQueue = 64
+)
+
+type api struct {
+	models  map[string]*apiModel
+	order   []*apiModel
+	maxBody int64
+	created int64 // when the models were loaded, for /v1/models
+	logf    func(string, ...any)
+
+	// Test hooks: onText runs before each streamed piece is sent, onFinish
+	// after each generation with why it ended.
+	onText   func(ctx context.Context)
+	onFinish func(model string, f engine.Finish)
+}
+
+// apiModel is a model the API runs, with its queue.
+type apiModel struct {
+	name       string
+	m          *engine.Model
+	turn       chan struct{} // holds a token while a session runs
+	pending    atomic.Int64  // requests waiting or running
+	maxPending int64
+}
+
+func newAPI(models []*servedModel, cfg Config) (a *api, err error) {
+	a = &api{models: make(map[string]*apiModel), maxBody: cfg.MaxBodyBytes, created: time.Now().Unix(), logf: cfg.Logf}
+	if a.maxBody <= 0 {
+		a.maxBody = defaultMaxBody
+	}
+	maxQueue := cfg.MaxQueue
+	if maxQueue <= 0 {
+		maxQueue = defaultMaxQueue
+	}
+	if a.logf == nil {
+		a.logf = func(string, ...any) {}
+	}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	opts := cfg.Engine
+	if opts.Notice == nil {
+		opts.Notice = func(s string) { a.logf("wick serve: %s", s) }
+	}
+	for _, sm := range models {
+		m, err := engine.Load(sm.dir, opts)
+		if err != nil {
+			return nil, fmt.Errorf("api: %w", err)
+		}
+		am := &apiModel{name: sm.name, m: m, turn: make(chan struct{}, 1), maxPending: int64(maxQueue) + 1}
+		a.models[sm.name] = am
+		a.order = append(a.order, am)
+	}
+	return a, nil
+}
+
+func (a *api) close() error {
+	var errs []error
+	for _, am := range a.order {
+		errs = append(errs, am.m.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (a *api) routes(mux *http.ServeMux) {
+	mux.HandleFunc("/v1/chat/completions", a.chatCompletions)
+	mux.HandleFunc("/v1/models", a.listModels)
+	mux.HandleFunc("/v1/models/{id}", a.getModel)
+	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, apiErr{Message: "no endpoint " + r.URL.Path + ": wick serves /v1/chat/completions and /v1/models", Type: "invalid_request_error"})
+	})
+}
+
+// allow answers 405 unless the request's method is one of methods.
+func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
+	for _, m := range methods {
+		if r.Method == m || m == http.MethodGet && r.Method == http.MethodHead {
+			return true
+		}
+	}
+	allowed := methods[0]
+	for _, m := range methods[1:] {
+		allowed += ", " + m
+	}
+	w.Header().Set("Allow", allowed)
+	writeError(w, http.StatusMethodNotAllowed, apiErr{Message: fmt.Sprintf("method %s not allowed here; use %s", r.Method, allowed), Type: "invalid_request_error"})
+	return false
+}
+
+func (a *api) modelObject(am *apiModel) modelObject {
+	return modelObject{ID: am.name, Object: "model", Created: a.created, OwnedBy: "wick", ContextLength: am.m.Context()}
+}
+
+func (a *api) listModels(w http.ResponseWriter, r *http.Request) {
+	if !allow(w, r, http.MethodGet) {
+		return
+	}
+	data := make([]modelObject, len(a.order))
+	for i, am := range a.order {
+		data[i] = a.modelObject(am)
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Object string        `json:"object"`
+		Data   []modelObject `json:"data"`
+	}{"list", data})
+}
+
+func (a *api) getModel(w http.ResponseWriter, r *http.Request) {
+	if !allow(w, r, http.MethodGet) {
+		return
+	}
+	am := a.models[r.PathValue("id")]
+	if am == nil {
+		newAPIError(http.StatusNotFound, "invalid_request_error", "model", "model_not_found", fmt.Sprintf("no model %q", r.PathValue("id"))).write(w)
+		return
+	}
+	writeJSON(w, http.StatusOK, a.modelObject(am))
+}
+
+func (a *api) chatCompletions(w http.ResponseWriter, r *http.Request) {
+	if !allow(w, r, http.MethodPost) {
+		return
+	}
+	req, am, aerr := a.readRequest(w, r)
+	if aerr != nil {
+		aerr.write(w)
+		return
+	}
+	history, last, aerr := req.conversation()
+	if aerr != nil {
+		aerr.write(w)
+		return
+	}
+	params, aerr := req.genParams()
+	if aerr != nil {
+		aerr.write(w)
+		return
+	}
+	// Refuse a conversation too long for the context before it queues. The
+	// engine checks again, but by then a stream may have begun.
+	prompt := am.m.Template.Encode(append(slices.Clip(history), chat.Message{Role: chat.User, Content: last}), true)
+	if n, limit := len(prompt), am.m.Context(); n >= limit {
+		invalid("messages", "context_length_exceeded", "the messages take %d tokens; model %s holds %d per conversation (prompt and reply): shorten the conversation", n, am.name, limit).write(w)
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	release, aerr := am.wait(ctx)
+	if aerr != nil {
+		w.Header().Set("Retry-After", "1")
+		aerr.write(w)
+		return
+	}
+	if release == nil {
+		return // the client went away while waiting
+	}
+	defer release()
+
+	sess, err := am.m.NewSession("")
+	if err != nil {
+		a.serverError(w, am, err)
+		return
+	}
+	defer sess.Close()
+	if err := sess.SetHistory(history); err != nil {
+		invalid("messages", "", "%v", err).write(w)
+		return
+	}
+	out := &replyWriter{w: w, stream: req.Stream, usage: req.StreamOptions != nil && req.StreamOptions.IncludeUsage, cancel: cancel,
+		head: chatCompletion{ID: newCompletionID(), Created: time.Now().Unix(), Model: am.name}}
+	onText := out.text
+	if a.onText != nil {
+		onText = func(s string) { a.onText(ctx); out.text(s) }
+	}
+	if req.Stream {
+		out.start()
+	}
+	reply, err := sess.Send(ctx, last, params, onText)
+	if a.onFinish != nil && reply != nil {
+		a.onFinish(am.name, reply.Finish)
+	}
+	switch {
+	case ctx.Err() != nil:
+		return // the client went away; nobody reads what would be written
+	case errors.Is(err, engine.ErrContextFull):
+		out.fail(invalid("messages", "context_length_exceeded", "%v", err))
+	case err != nil:
+		a.logf("wick serve: model %s: %v", am.name, err)
+		out.fail(newAPIError(http.StatusInternalServerError, "server_error", "", "", "generation failed"))
+	default:
+		out.finish(reply)
+	}
+}
+
+// readRequest reads and parses the body and finds the model it names.
+func (a *api) readRequest(w http.ResponseWriter, r *http.Request) (*chatRequest, *apiModel, *apiError) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, nil, newAPIError(http.StatusRequestEntityTooLarge, "invalid_request_error", "", "", fmt.Sprintf("the body is larger than the limit of %d bytes", tooBig.Limit))
+		}
+		return nil, nil, invalid("", "", "reading the body: %v", err)
+	}
+	req, aerr := decodeChatRequest(body)
+	if aerr != nil {
+		return nil, nil, aerr
+	}
+	if req.Model == "" {
+		return nil, nil, invalid("model", "", "model is missing: name one of %v (see /v1/models)", a.names())
+	}
+	am := a.models[req.Model]
+	if am == nil {
+		return nil, nil, invalid("model", "model_not_found", "no model %q: this server runs %v", req.Model, a.names())
+	}
+	return req, am, nil
+}
+
+func (a *api) names() []string {
+	names := make([]string, len(a.order))
+	for i, am := range a.order {
+		names[i] = am.name
+	}
+	return names
+}
+
+func (a *api) serverError(w http.ResponseWriter, am *apiModel, err error) {
+	a.logf("wick serve: model %s: %v", am.name, err)
+	newAPIError(http.StatusInternalServerError, "server_error", "", "", "the model could not start a session").write(w)
+}
+
+// wait queues for the model's turn. It returns a release func, or nil when
+// ctx ended first, or a 429 when too many requests are already queued.
+func (am *apiModel) wait(ctx context.Context) (release func(), aerr *apiError) {
+	if am.pending.Add(1) > am.maxPending {
+		am.pending.Add(-1)
+		return nil, newAPIError(http.StatusTooManyRequests, "rate_limit_error", "", "", fmt.Sprintf("model %s has %d requests queued; retry later", am.name, am.maxPending-1))
+	}
+	select {
+	case am.turn <- struct{}{}:
+		return func() { <-am.turn; am.pending.Add(-1) }, nil
+	case <-ctx.Done():
+		am.pending.Add(-1)
+		return nil, nil
+	}
+}
+
+func newCompletionID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return "chatcmpl-" + hex.EncodeToString(b[:])
+}
+
+// replyWriter sends a reply whole, or as server-sent events while it is
+// generated.
+type replyWriter struct {
+	w       http.ResponseWriter
+	stream  bool
+	usage   bool // stream: send a last chunk with the usage
+	head    chatCompletion
+	started bool
+	cancel  context.CancelFunc // stops the generation when the client is gone
+}
+
+// start sends the stream's headers and its first chunk, which names the role.
+func (o *replyWriter) start() {
+	h := o.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no") // tell proxies not to hold the events back
+	o.w.WriteHeader(http.StatusOK)
+	o.started = true
+	empty := ""
+	o.event(o.chunk(&chatReply{Role: "assistant", Content: &empty}, nil))
+}
+
+func (o *replyWriter) chunk(delta *chatReply, finish *string) chatCompletion {
+	c := o.head
+	c.Object = "chat.completion.chunk"
+	c.Choices = []choice{{Delta: delta, FinishReason: finish}}
+	return c
+}
+
+func (o *replyWriter) text(piece string) {
+	if !o.stream {
+		return
+	}
+	o.event(o.chunk(&chatReply{Content: &piece}, nil))
+}
+
+// event writes one server-sent event and flushes it to the client.
+func (o *replyWriter) event(v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		o.cancel()
+		return
+	}
+	o.writeEvent(data)
+}
+
+func (o *replyWriter) writeEvent(data []byte) {
+	buf := make([]byte, 0, len(data)+8)
+	buf = append(append(append(buf, "data: "...), data...), "\n\n"...)
+	if _, err := o.w.Write(buf); err != nil {
+		o.cancel()
+		return
+	}
+	if err := http.NewResponseController(o.w).Flush(); err != nil {
+		o.cancel()
+	}
+}
+
+func (o *replyWriter) finish(r *engine.Reply) {
+	if !o.stream {
+		c := o.head
+		c.Object = "chat.completion"
+		c.Choices = []choice{{Message: &chatReply{Role: "assistant", Content: &r.Text}, FinishReason: finishReason(r.Finish)}}
+		c.Usage = replyUsage(r)
+		writeJSON(o.w, http.StatusOK, c)
+		return
+	}
+	o.event(o.chunk(&chatReply{}, finishReason(r.Finish)))
+	if o.usage {
+		c := o.head
+		c.Object = "chat.completion.chunk"
+		c.Choices = []choice{}
+		c.Usage = replyUsage(r)
+		o.event(c)
+	}
+	o.writeEvent([]byte("[DONE]"))
+}
+
+// fail reports an error: as the response when nothing was sent yet, else as
+// a last event, as OpenAI does mid-stream.
+func (o *replyWriter) fail(e *apiError) {
+	if !o.started {
+		e.write(o.w)
+		return
+	}
+	o.event(struct {
+		Error apiErr `json:"error"`
+	}{e.body})
+}

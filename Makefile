@@ -7,26 +7,35 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 FUZZTIME ?= 60s
 export CGO_ENABLED := 1
 
-.PHONY: all run test deps build vet unit crossbuild proto testdata fuzz clean
+.PHONY: all run test deps build vet unit crossbuild wasm proto testdata fuzz clean
+
+# The engine module browsers run; wasm/host's tests check that this exact file
+# is what these flags build (keep them identical to buildModule in
+# wasm/host/host_test.go).
+WASM := web/wick.wasm
 
 all: build
 
 deps:
 	scripts/install-deps.sh
 
-build: deps
+build: deps wasm
 	$(GO) build -o $(BIN)/wick ./cmd/wick
+
+wasm:
+	CGO_ENABLED=0 GOOS=wasip1 GOARCH=wasm $(GO) build -trimpath -buildmode=c-shared -o $(WASM) ./wasm/module
 
 # Until the browser runtime lands, the main job is a terminal chat with the
 # bundled Character.AI-shaped test model.
 run: build
 	$(BIN)/wick chat -model testdata/cai-tiny
 
-test: deps vet crossbuild unit
+test: deps vet crossbuild wasm unit
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
+	GOOS=wasip1 GOARCH=wasm $(GO) vet ./wasm/module
 
 unit:
 	$(GO) test -count=1 -timeout 20m ./...

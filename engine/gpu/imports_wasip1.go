@@ -1,0 +1,298 @@
+//go:build wasip1
+
+package gpu
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"unsafe"
+)
+
+// The wick_gpu imports: the GPU boundary as a wasm module sees it. The host
+// (JS on navigator.gpu in a browser, wasm/host's Go functions under wazero)
+// implements them; wasm/ABI.md is their contract. Every import that can fail
+// returns a negative number and keeps a message for last_error. Pointers are
+// offsets into the module's memory, valid only during the call.
+
+//go:wasmimport wick_gpu info
+func gpuInfo(ptr unsafe.Pointer, cap uint32) int32
+
+//go:wasmimport wick_gpu create_buffer
+func gpuCreateBuffer(size int64, usage uint32, label unsafe.Pointer, labelLen uint32) int32
+
+//go:wasmimport wick_gpu write_buffer
+func gpuWriteBuffer(buf uint32, offset int64, data unsafe.Pointer, n uint32) int32
+
+//go:wasmimport wick_gpu create_kernel
+func gpuCreateKernel(wgsl unsafe.Pointer, wgslLen uint32, entry unsafe.Pointer, entryLen uint32, label unsafe.Pointer, labelLen uint32) int32
+
+//go:wasmimport wick_gpu create_bind_group
+func gpuCreateBindGroup(kernel uint32, entries unsafe.Pointer, count uint32) int32
+
+//go:wasmimport wick_gpu run
+func gpuRun(cmds unsafe.Pointer, n uint32) int32
+
+//go:wasmimport wick_gpu map
+func gpuMap(buf uint32, offset, size int64, req uint32) int32
+
+//go:wasmimport wick_gpu fill
+func gpuFill(buf uint32, offset int64, shard unsafe.Pointer, shardLen uint32, shardOffset, length int64) int32
+
+//go:wasmimport wick_gpu free
+func gpuFree(kind, handle uint32)
+
+//go:wasmimport wick_gpu status
+func gpuStatus() int32
+
+//go:wasmimport wick_gpu last_error
+func gpuLastError(ptr unsafe.Pointer, cap uint32) int32
+
+// Kinds of object for the free import.
+const (
+	freeBuffer    = 1
+	freeKernel    = 2
+	freeBindGroup = 3
+)
+
+// BindingBytes is the size of one bind group entry as create_bind_group
+// reads it: slot u32, buffer u32, offset u64, size u64, little-endian.
+const BindingBytes = 24
+
+// Imported is the Device of a wasm module: every call crosses into the
+// host through the wick_gpu imports. Readbacks complete asynchronously:
+// Map only asks the host to start one; the host hands the bytes back with
+// Deliver (from an export) while the module waits in Poll(true), which
+// calls the wait function given to OpenImported. That function returns
+// control to the host (see wasm/module), so nothing in the module blocks
+// on the GPU.
+type Imported struct {
+	info    Info
+	wait    func() error
+	nextReq uint32
+	maps    []*importedMap // outstanding and delivered readbacks, in request order
+	filled  bool           // fills were issued since the last wait
+	scratch []byte
+}
+
+type importedMap struct {
+	req       uint32
+	done      func([]byte, error)
+	delivered bool
+	data      []byte
+	err       error
+}
+
+// OpenImported returns the host's device, or an error wrapping ErrNoAdapter
+// when the host has none. wait is called by Poll(true) while readbacks or
+// fills are outstanding; it must return once the host has delivered every
+// readback it was asked for and written every fill.
+func OpenImported(wait func() error) (*Imported, error) {
+	buf := make([]byte, 256)
+	for {
+		n := gpuInfo(unsafe.Pointer(&buf[0]), uint32(len(buf)))
+		if n < 0 {
+			return nil, fmt.Errorf("open gpu: %w", ErrNoAdapter)
+		}
+		if int(n) > len(buf) {
+			buf = make([]byte, n)
+			continue
+		}
+		if n < 16 {
+			return nil, fmt.Errorf("open gpu: the host's info is %d bytes, want at least 16", n)
+		}
+		d := &Imported{wait: wait}
+		d.info.Limits.MaxStorageBufferBindingSize = int64(binary.LittleEndian.Uint64(buf))
+		d.info.Limits.MaxBufferSize = int64(binary.LittleEndian.Uint64(buf[8:]))
+		d.info.Adapter = string(buf[16:n])
+		return d, nil
+	}
+}
+
+// hostError fetches the message of the host's last failure.
+func hostError(code int32) error {
+	buf := make([]byte, 512)
+	n := gpuLastError(unsafe.Pointer(&buf[0]), uint32(len(buf)))
+	if int(n) > len(buf) {
+		buf = make([]byte, n)
+		n = gpuLastError(unsafe.Pointer(&buf[0]), uint32(len(buf)))
+	}
+	if n <= 0 {
+		return fmt.Errorf("host gpu error %d", code)
+	}
+	return errors.New(string(buf[:min(int(n), len(buf))]))
+}
+
+// ptr returns a pointer to b's bytes, or nil for an empty slice.
+func ptr(b []byte) unsafe.Pointer {
+	if len(b) == 0 {
+		return nil
+	}
+	return unsafe.Pointer(&b[0])
+}
+
+func strPtr(s string) unsafe.Pointer {
+	if s == "" {
+		return nil
+	}
+	return unsafe.Pointer(unsafe.StringData(s))
+}
+
+func (d *Imported) Info() Info { return d.info }
+
+func (d *Imported) NewBuffer(size int64, usage Usage, label string) (Buffer, error) {
+	if size <= 0 || size%4 != 0 {
+		return 0, fmt.Errorf("new buffer %q: size %d is not a positive multiple of 4", label, size)
+	}
+	h := gpuCreateBuffer(size, uint32(usage), strPtr(label), uint32(len(label)))
+	if h <= 0 {
+		return 0, fmt.Errorf("new buffer %q of %d bytes: %w", label, size, hostError(h))
+	}
+	return Buffer(h), nil
+}
+
+func (d *Imported) Write(b Buffer, offset int64, data []byte) error {
+	if offset%4 != 0 || len(data)%4 != 0 {
+		return fmt.Errorf("write to buffer %d: offset %d and length %d must be multiples of 4", b, offset, len(data))
+	}
+	if len(data) == 0 {
+		return nil
+	}
+	if r := gpuWriteBuffer(uint32(b), offset, ptr(data), uint32(len(data))); r < 0 {
+		return fmt.Errorf("write to buffer %d: %w", b, hostError(r))
+	}
+	return nil
+}
+
+func (d *Imported) NewKernel(src KernelSource) (Kernel, error) {
+	h := gpuCreateKernel(strPtr(src.WGSL), uint32(len(src.WGSL)), strPtr(src.Entry), uint32(len(src.Entry)),
+		strPtr(src.Label), uint32(len(src.Label)))
+	if h <= 0 {
+		return 0, fmt.Errorf("kernel %s: %w", src.Label, hostError(h))
+	}
+	return Kernel(h), nil
+}
+
+func (d *Imported) NewBindGroup(k Kernel, bindings []Binding) (BindGroup, error) {
+	d.scratch = d.scratch[:0]
+	for _, b := range bindings {
+		if b.Offset < 0 || b.Size < 0 {
+			return 0, fmt.Errorf("new bind group for kernel %d, binding %d: negative offset or size", k, b.Slot)
+		}
+		d.scratch = binary.LittleEndian.AppendUint32(d.scratch, b.Slot)
+		d.scratch = binary.LittleEndian.AppendUint32(d.scratch, uint32(b.Buffer))
+		d.scratch = binary.LittleEndian.AppendUint64(d.scratch, uint64(b.Offset))
+		d.scratch = binary.LittleEndian.AppendUint64(d.scratch, uint64(b.Size))
+	}
+	h := gpuCreateBindGroup(uint32(k), ptr(d.scratch), uint32(len(bindings)))
+	if h <= 0 {
+		return 0, fmt.Errorf("new bind group for kernel %d: %w", k, hostError(h))
+	}
+	return BindGroup(h), nil
+}
+
+func (d *Imported) Run(cmds []byte) error {
+	if len(cmds) == 0 {
+		return nil
+	}
+	if r := gpuRun(ptr(cmds), uint32(len(cmds))); r < 0 {
+		return fmt.Errorf("run command list: %w", hostError(r))
+	}
+	return nil
+}
+
+func (d *Imported) Map(b Buffer, offset, size int64, done func([]byte, error)) error {
+	d.nextReq++
+	req := d.nextReq
+	if r := gpuMap(uint32(b), offset, size, req); r < 0 {
+		return fmt.Errorf("map buffer %d: %w", b, hostError(r))
+	}
+	d.maps = append(d.maps, &importedMap{req: req, done: done})
+	return nil
+}
+
+// Fill asks the host to write length bytes of the shard file named shard,
+// from shardOffset on, into b at offset: weights go from the host's storage
+// to the GPU without passing through the module's memory. The host may
+// complete it later; it is written before any Run after the next Poll(true).
+func (d *Imported) Fill(b Buffer, offset int64, shard string, shardOffset, length int64) error {
+	if r := gpuFill(uint32(b), offset, strPtr(shard), uint32(len(shard)), shardOffset, length); r < 0 {
+		return fmt.Errorf("fill buffer %d at %d from %s [%d, +%d): %w", b, offset, shard, shardOffset, length, hostError(r))
+	}
+	d.filled = true
+	return nil
+}
+
+// Deliver hands the bytes of readback req to the device; failure, when not
+// empty, is the host's reason the readback failed. The callback runs in the
+// next Poll. data is copied.
+func (d *Imported) Deliver(req uint32, data []byte, failure string) error {
+	var m *importedMap
+	for _, c := range d.maps {
+		if c.req == req {
+			m = c
+		}
+	}
+	if m == nil || m.delivered {
+		return fmt.Errorf("deliver readback %d: no such readback is outstanding", req)
+	}
+	m.delivered = true
+	if failure != "" {
+		m.err = fmt.Errorf("map buffer: %s", failure)
+	} else {
+		m.data = append([]byte(nil), data...)
+	}
+	return nil
+}
+
+func (d *Imported) outstanding() bool {
+	for _, m := range d.maps {
+		if !m.delivered {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Imported) Poll(wait bool) error {
+	if wait && (d.filled || d.outstanding()) {
+		if d.wait == nil {
+			return errors.New("poll: waiting for the host is not possible here")
+		}
+		if err := d.wait(); err != nil {
+			return fmt.Errorf("poll: %w", err)
+		}
+		if r := gpuStatus(); r < 0 {
+			return fmt.Errorf("poll: %w", hostError(r))
+		}
+		d.filled = false
+		if d.outstanding() {
+			return errors.New("poll: the host resumed before delivering every readback")
+		}
+	}
+	var ready []*importedMap
+	rest := d.maps[:0]
+	for _, m := range d.maps {
+		if m.delivered {
+			ready = append(ready, m)
+		} else {
+			rest = append(rest, m)
+		}
+	}
+	d.maps = rest
+	for _, m := range ready {
+		m.done(m.data, m.err)
+	}
+	return nil
+}
+
+func (d *Imported) FreeBuffer(b Buffer)       { gpuFree(freeBuffer, uint32(b)) }
+func (d *Imported) FreeKernel(k Kernel)       { gpuFree(freeKernel, uint32(k)) }
+func (d *Imported) FreeBindGroup(g BindGroup) { gpuFree(freeBindGroup, uint32(g)) }
+
+// Close forgets outstanding readbacks; the host owns the device and frees
+// what the module made when the instance goes.
+func (d *Imported) Close() error {
+	d.maps = nil
+	return nil
+}

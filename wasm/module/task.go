@@ -1,0 +1,105 @@
+//go:build wasip1
+
+package main
+
+import (
+	"errors"
+	"fmt"
+	"runtime/debug"
+)
+
+// Status codes every driving export returns (see wasm/ABI.md).
+const (
+	statusDone  = 0  // the call finished; wick_output holds its result
+	statusToken = 1  // a token was generated; wick_output holds it; call wick_resume
+	statusWait  = 2  // the module waits for the host's readbacks and fills; deliver them, then call wick_resume
+	statusError = -1 // the call failed; wick_error holds the message; the module is still usable
+)
+
+// A task is one engine call that may have to give control back to the host
+// before it finishes: to wait for GPU readbacks (which a browser delivers
+// asynchronously, so the module may never block on them), or to hand over a
+// generated token. It runs on its own goroutine; the export that started it,
+// and every wick_resume after, runs it until its next pause. Goroutines only
+// run while an export runs, so between exports the task is simply parked.
+type task struct {
+	wake   chan struct{}
+	yield  chan int32
+	done   bool
+	cancel bool // the host asked to stop; the task ends at its next pause
+}
+
+// current is the task in flight, or nil.
+var current *task
+
+var errBusy = errors.New("a call is in flight: finish it with wick_resume (or wick_cancel) first")
+
+// start runs f as the current task until it pauses or ends, and returns the
+// status to hand to the host. A panic in f becomes an error: a panic must
+// never reach the export, where it would trap and kill the instance.
+func start(f func(t *task) error) int32 {
+	if current != nil {
+		setError(errBusy)
+		return statusError
+	}
+	t := &task{wake: make(chan struct{}), yield: make(chan int32)}
+	current = t
+	go func() {
+		var err error
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("internal error: %v\n%s", r, debug.Stack())
+			}
+			t.done = true
+			if err != nil {
+				setError(err)
+				t.yield <- statusError
+				return
+			}
+			t.yield <- statusDone
+		}()
+		err = f(t)
+	}()
+	return t.next()
+}
+
+// next waits for the task's next pause or its end.
+func (t *task) next() int32 {
+	st := <-t.yield
+	if t.done {
+		current = nil
+	}
+	return st
+}
+
+// pause hands status to the host and waits, parked, for wick_resume.
+func (t *task) pause(status int32) error {
+	t.yield <- status
+	<-t.wake
+	if t.cancel {
+		return errCancelled
+	}
+	return nil
+}
+
+var errCancelled = errors.New("cancelled by the host")
+
+// resume continues the current task.
+func resume() int32 {
+	if current == nil {
+		setError(errors.New("resume: no call is in flight"))
+		return statusError
+	}
+	t := current
+	t.wake <- struct{}{}
+	return t.next()
+}
+
+// waitHost is the GPU device's wait: it pauses the current task until the
+// host has delivered readbacks and written fills.
+func waitHost() error {
+	if current == nil {
+		return errors.New("the module must wait for the host outside any call")
+	}
+	return current.pause(statusWait)
+}

@@ -4,12 +4,13 @@
 #                                   WebGPU backend's tests run WGSL without a GPU
 #   protobuf-compiler               `make proto` (the generated code is committed)
 #   sentencepiece                   spm_train, to rebuild testdata tokenizers
+#   chromium                        the browser end-to-end tests (headless, WebGPU on SwiftShader)
 #   gcc                             cgo for the native WebGPU backend
 # Usage: scripts/install-deps.sh [package ...]   (default: all of the above)
 set -euo pipefail
 pkgs=("$@")
 if [ ${#pkgs[@]} -eq 0 ]; then
-	pkgs=(mesa-vulkan-drivers libvulkan1 protobuf-compiler sentencepiece gcc)
+	pkgs=(mesa-vulkan-drivers libvulkan1 chromium protobuf-compiler sentencepiece gcc)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

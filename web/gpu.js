@@ -1,0 +1,357 @@
+// The wick_gpu imports (wasm/ABI.md) on navigator.gpu: the browser's side of
+// the engine's GPU boundary. wasm/host/gpu.go is the same contract in Go.
+//
+// Imports are synchronous, WebGPU's answers are not, so everything that
+// completes later (readbacks, fills from the Cache API, WGSL compile results,
+// validation errors) is collected and finished in settle(), which the worker
+// awaits whenever the module returns status 2; status() then reports any
+// asynchronous failure to the module. Every import catches its own
+// exceptions and returns -1: a JS exception must never unwind through Go.
+
+const USAGE_STORAGE = 1, USAGE_UNIFORM = 2, USAGE_MAP_READ = 4;
+const OP_WRITE = 1, OP_DISPATCH = 2, OP_COPY = 3;
+
+// ErrorText turns a thrown value into one line for last_error.
+const errorText = (e) => (e && e.message) ? e.message : String(e);
+
+// openDevice asks for an adapter and a device with the limits the model
+// needs. It throws an Error whose message says in plain words what is
+// missing; err.kind is 'no-webgpu', 'no-adapter' or 'too-small'.
+export async function openDevice({ needBinding = 0 } = {}) {
+  const fail = (kind, msg) => Object.assign(new Error(msg), { kind });
+  if (!('gpu' in navigator) || !navigator.gpu) {
+    throw fail('no-webgpu', 'This browser does not offer WebGPU (navigator.gpu is missing). ' +
+      'Use a browser with WebGPU enabled, or run the model on the CPU: slow, but it works.');
+  }
+  let adapter = null;
+  try { adapter = await navigator.gpu.requestAdapter(); } catch (e) { /* reported below */ }
+  if (!adapter) {
+    throw fail('no-adapter', 'WebGPU is present but found no usable GPU adapter (it may be disabled or blocklisted). ' +
+      'You can run the model on the CPU instead: slow, but it works.');
+  }
+  const al = adapter.limits;
+  if (needBinding > al.maxStorageBufferBindingSize || needBinding > al.maxBufferSize) {
+    const mib = (n) => `${(n / 1048576).toFixed(0)} MiB`;
+    throw fail('too-small', `This GPU cannot hold the model: its largest tensor needs ${mib(needBinding)} in one buffer, ` +
+      `the adapter allows ${mib(Math.min(al.maxStorageBufferBindingSize, al.maxBufferSize))}. Pick a smaller model or use the CPU.`);
+  }
+  // The engine sizes its buffers (stacked weights, the KV arena) from the
+  // limits the device reports through info, so ask for the adapter's
+  // largest binding and buffer rather than guess; everything else keeps
+  // WebGPU's defaults, as the native device does.
+  const requiredLimits = {
+    maxStorageBufferBindingSize: al.maxStorageBufferBindingSize,
+    maxBufferSize: al.maxBufferSize,
+  };
+  let device;
+  try {
+    device = await adapter.requestDevice({ label: 'wick', requiredLimits });
+  } catch (e) {
+    throw fail('no-adapter', `The GPU adapter refused a device with maxStorageBufferBindingSize ${requiredLimits.maxStorageBufferBindingSize}: ${errorText(e)}`);
+  }
+  const info = adapter.info || {};
+  const name = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ') || 'WebGPU adapter';
+  return { adapter, device, name: name + (info.isFallbackAdapter || adapter.isFallbackAdapter ? ' (fallback)' : '') };
+}
+
+// Counters count the boundary's traffic, for the per-token benchmark.
+export function newCounters() {
+  return { imports: 0, gpuCalls: 0, runs: 0, runMs: 0, commands: 0 };
+}
+
+// GPUBridge implements the wick_gpu imports for one module instance.
+export class GPUBridge {
+  // dev is openDevice's result or null (then info reports no adapter);
+  // readShard(file) resolves to the shard's bytes, already checked.
+  constructor(dev, { readShard, counters = newCounters() }) {
+    this.dev = dev;
+    this.device = dev ? dev.device : null;
+    this.readShard = readShard;
+    this.counters = counters;
+    this.memory = null;
+    this.objects = [null]; // handle -> {kind, obj, ...}; 0 is never valid
+    this.lastError = '';
+    this.asyncErrors = [];
+    this.pending = [];     // promises settle() awaits
+    this.fills = [];       // fills to do in settle()
+    this.mapped = [];      // finished readbacks: {req, data} or {req, error}
+    this.edges = new Map(); // buffer handle -> Map(word offset -> Uint8Array(4)): partial words of unaligned fills
+    if (this.device) {
+      this.device.addEventListener('uncapturederror', (ev) => this.asyncErrors.push(`WebGPU: ${ev.error.message}`));
+      this.device.lost.then((info) => {
+        if (info.reason !== 'destroyed') this.asyncErrors.push(`the GPU device was lost (${info.message}); reload the page`);
+      });
+    }
+    this.imports = this.#bind();
+  }
+
+  bytes(ptr, len) { return new Uint8Array(this.memory.buffer, ptr, len); }
+  string(ptr, len) { return len ? new TextDecoder().decode(this.bytes(ptr, len).slice()) : ''; }
+
+  #add(kind, obj, extra = {}) {
+    this.objects.push({ kind, obj, ...extra });
+    return this.objects.length - 1;
+  }
+
+  #get(kind, h) {
+    const o = this.objects[h];
+    if (!o || o.kind !== kind) throw new Error(`no ${kind} ${h}`);
+    return o;
+  }
+
+  // #scope wraps a create call in a validation error scope and collects
+  // its message later: browsers report these only asynchronously.
+  #scope(what, f) {
+    this.device.pushErrorScope('validation');
+    let result;
+    try { result = f(); } finally {
+      this.pending.push(this.device.popErrorScope().then((err) => {
+        if (err) this.asyncErrors.push(`${what}: ${err.message}`);
+      }));
+    }
+    return result;
+  }
+
+  #bind() {
+    const c = this.counters;
+    const imp = {
+      info: (ptr, cap) => {
+        if (!this.device) return -1;
+        const name = new TextEncoder().encode(this.dev.name);
+        const n = 16 + name.length;
+        if (n <= cap) {
+          const v = new DataView(this.memory.buffer, ptr, n);
+          v.setBigUint64(0, BigInt(this.device.limits.maxStorageBufferBindingSize), true);
+          v.setBigUint64(8, BigInt(this.device.limits.maxBufferSize), true);
+          this.bytes(ptr + 16, name.length).set(name);
+        }
+        return n;
+      },
+      create_buffer: (size, usage, lp, ln) => {
+        const label = this.string(lp, ln);
+        let u;
+        if (usage & USAGE_MAP_READ) u = GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
+        else {
+          u = GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+          if (usage & USAGE_STORAGE) u |= GPUBufferUsage.STORAGE;
+          if (usage & USAGE_UNIFORM) u |= GPUBufferUsage.UNIFORM;
+        }
+        const n = Number(size);
+        const lim = this.device.limits.maxBufferSize;
+        if (n > lim) throw new Error(`buffer ${label} of ${n} bytes exceeds the device's maxBufferSize ${lim}`);
+        c.gpuCalls++;
+        const buf = this.#scope(`buffer ${label}`, () => this.device.createBuffer({ label, size: n, usage: u }));
+        return this.#add('buffer', buf, { size: n });
+      },
+      write_buffer: (h, off, ptr, len) => {
+        const b = this.#get('buffer', h);
+        c.gpuCalls++;
+        this.device.queue.writeBuffer(b.obj, Number(off), this.memory.buffer, ptr, len);
+        return 0;
+      },
+      create_kernel: (wp, wn, ep, en, lp, ln) => {
+        const code = this.string(wp, wn), entryPoint = this.string(ep, en), label = this.string(lp, ln);
+        c.gpuCalls += 2;
+        const module = this.device.createShaderModule({ label, code });
+        // Two phases: the pipeline is usable at once, its errors come later.
+        this.pending.push(module.getCompilationInfo().then((ci) => {
+          const errs = ci.messages.filter((m) => m.type === 'error');
+          if (errs.length) this.asyncErrors.push(`kernel ${label}: WGSL: ` + errs.map((m) => `${m.lineNum}:${m.linePos}: ${m.message}`).join('; '));
+        }));
+        const pipeline = this.#scope(`kernel ${label}`, () => this.device.createComputePipeline({
+          label, layout: 'auto', compute: { module, entryPoint },
+        }));
+        return this.#add('kernel', pipeline, { label, layout: pipeline.getBindGroupLayout(0) });
+      },
+      create_bind_group: (k, ptr, count) => {
+        const kernel = this.#get('kernel', k);
+        const v = new DataView(this.memory.buffer, ptr, count * 24);
+        const entries = [];
+        for (let i = 0; i < count; i++) {
+          const o = i * 24;
+          const b = this.#get('buffer', v.getUint32(o + 4, true));
+          const offset = Number(v.getBigUint64(o + 8, true));
+          const size = Number(v.getBigUint64(o + 16, true)) || b.size - offset;
+          entries.push({ binding: v.getUint32(o, true), resource: { buffer: b.obj, offset, size } });
+        }
+        c.gpuCalls++;
+        const g = this.#scope(`bind group for kernel ${kernel.label}`, () => this.device.createBindGroup({ layout: kernel.layout, entries }));
+        return this.#add('group', g);
+      },
+      run: (ptr, len) => {
+        const t0 = performance.now();
+        this.#run(ptr, len);
+        c.runs++;
+        c.runMs += performance.now() - t0;
+        return 0;
+      },
+      map: (h, off, size, req) => {
+        const b = this.#get('buffer', h);
+        const o = Number(off), n = Number(size);
+        c.gpuCalls++;
+        this.pending.push(b.obj.mapAsync(GPUMapMode.READ, o, n).then(() => {
+          c.gpuCalls += 2;
+          const data = new Uint8Array(b.obj.getMappedRange(o, n)).slice();
+          b.obj.unmap();
+          this.mapped.push({ req, data });
+        }, (e) => this.mapped.push({ req, error: errorText(e) })));
+        return 0;
+      },
+      fill: (h, off, sp, sn, shardOff, length) => {
+        this.#get('buffer', h);
+        const file = this.string(sp, sn);
+        if (!/^shard-[0-9a-f]{64}\.bin$/.test(file)) throw new Error(`fill: ${JSON.stringify(file)} is not a shard file name`);
+        this.fills.push({ h, off: Number(off), file, from: Number(shardOff), length: Number(length) });
+        return 0;
+      },
+      free: (kind, h) => {
+        const o = this.objects[h];
+        if (!o) return;
+        if (kind === 1 && o.kind === 'buffer') { o.obj.destroy(); this.edges.delete(h); }
+        this.objects[h] = null;
+      },
+      status: () => {
+        if (!this.asyncErrors.length) return 0;
+        this.lastError = this.asyncErrors.join('\n');
+        this.asyncErrors = [];
+        return -1;
+      },
+      last_error: (ptr, cap) => {
+        const msg = new TextEncoder().encode(this.lastError);
+        if (msg.length <= cap) this.bytes(ptr, msg.length).set(msg);
+        return msg.length;
+      },
+    };
+    for (const [name, f] of Object.entries(imp)) {
+      imp[name] = (...args) => {
+        c.imports++;
+        try {
+          const r = f(...args);
+          return r === undefined ? undefined : r;
+        } catch (e) {
+          this.lastError = `${name}: ${errorText(e)}`;
+          return name === 'free' ? undefined : -1;
+        }
+      };
+    }
+    return imp;
+  }
+
+  // #run replays one command list (engine/gpu/encoding.go) into one
+  // command buffer: writes first, then dispatches and copies in order,
+  // consecutive dispatches sharing a compute pass.
+  #run(ptr, len) {
+    const c = this.counters;
+    if (len % 4) throw new Error(`command list of ${len} bytes is not whole words`);
+    const words = new Uint32Array(this.memory.buffer, ptr, len / 4);
+    const q = this.device.queue;
+    let enc = null, pass = null;
+    // A pass keeps its pipeline and bind group between dispatches; setting
+    // them only when they change saves WebGPU calls (each one is a call
+    // into the browser's GPU process machinery).
+    let pipeline = null, group = null;
+    const endPass = () => { if (pass) { pass.end(); c.gpuCalls++; pass = null; pipeline = group = null; } };
+    for (let i = 0; i < words.length;) {
+      const op = words[i];
+      c.commands++;
+      if (op === OP_WRITE) {
+        const b = this.#get('buffer', words[i + 1]);
+        const n = words[i + 3];
+        if (n % 4) throw new Error(`command list: write of ${n} bytes to buffer ${words[i + 1]} is not whole words`);
+        q.writeBuffer(b.obj, words[i + 2], this.memory.buffer, ptr + 4 * (i + 4), n);
+        c.gpuCalls++;
+        i += 4 + ((n + 3) >>> 2);
+      } else if (op === OP_DISPATCH) {
+        if (!enc) { enc = this.device.createCommandEncoder(); c.gpuCalls++; }
+        if (!pass) { pass = enc.beginComputePass(); c.gpuCalls++; }
+        const p = this.#get('kernel', words[i + 1]).obj, g = this.#get('group', words[i + 2]).obj;
+        if (p !== pipeline) { pass.setPipeline(p); pipeline = p; c.gpuCalls++; }
+        if (g !== group) { pass.setBindGroup(0, g); group = g; c.gpuCalls++; }
+        pass.dispatchWorkgroups(words[i + 3], words[i + 4], words[i + 5]);
+        c.gpuCalls++;
+        i += 6;
+      } else if (op === OP_COPY) {
+        if (!enc) { enc = this.device.createCommandEncoder(); c.gpuCalls++; }
+        endPass();
+        enc.copyBufferToBuffer(this.#get('buffer', words[i + 1]).obj, words[i + 2],
+          this.#get('buffer', words[i + 3]).obj, words[i + 4], words[i + 5]);
+        c.gpuCalls++;
+        i += 6;
+      } else {
+        throw new Error(`command list: unknown opcode ${op} at word ${i}`);
+      }
+    }
+    if (enc) {
+      endPass();
+      q.submit([enc.finish()]);
+      c.gpuCalls += 2;
+    }
+  }
+
+  // settle finishes everything asynchronous the module asked for: fills
+  // (grouped by shard, so each shard is read once), readbacks, and the
+  // outcomes of create calls. It returns the readbacks to deliver.
+  async settle() {
+    const fills = this.fills;
+    this.fills = [];
+    const byShard = new Map();
+    for (const f of fills) {
+      if (!byShard.has(f.file)) byShard.set(f.file, []);
+      byShard.get(f.file).push(f);
+    }
+    for (const [file, list] of byShard) {
+      let data;
+      try { data = await this.readShard(file); } catch (e) {
+        this.asyncErrors.push(`fill from ${file}: ${errorText(e)}`);
+        continue;
+      }
+      for (const f of list) {
+        if (f.from + f.length > data.length) {
+          this.asyncErrors.push(`fill from ${file}: bytes ${f.from}..${f.from + f.length} beyond its ${data.length}`);
+          continue;
+        }
+        this.#fill(f.h, f.off, data.subarray(f.from, f.from + f.length));
+      }
+    }
+    while (this.pending.length) {
+      const p = this.pending;
+      this.pending = [];
+      await Promise.all(p);
+    }
+    const done = this.mapped;
+    this.mapped = [];
+    return done;
+  }
+
+  // #fill writes src into buffer h at off. writeBuffer takes only whole
+  // words, so the partial words at either end are kept per buffer and
+  // written whole: neighbouring fills complete them, and the bytes no fill
+  // covers stay zero, as the buffer was created.
+  #fill(h, off, src) {
+    const b = this.#get('buffer', h);
+    const q = this.device.queue;
+    const start = (off + 3) & ~3, end = Math.max(start, (off + src.length) & ~3);
+    if (end > start) {
+      q.writeBuffer(b.obj, start, src, start - off, end - start);
+      this.counters.gpuCalls++;
+    }
+    const partial = (lo, hi) => { // bytes [lo, hi) of the buffer, inside one word
+      if (hi <= lo) return;
+      const w = lo & ~3;
+      let edges = this.edges.get(h);
+      if (!edges) this.edges.set(h, edges = new Map());
+      let word = edges.get(w);
+      if (!word) edges.set(w, word = new Uint8Array(4));
+      word.set(src.subarray(lo - off, hi - off), lo - w);
+      q.writeBuffer(b.obj, w, word);
+      this.counters.gpuCalls++;
+    };
+    if (end > start) {
+      partial(off, start);
+      partial(end, off + src.length);
+    } else { // the fill lies within at most two words and no whole one
+      partial(off, Math.min(off + src.length, (off & ~3) + 4));
+      partial(Math.max(off, (off & ~3) + 4), off + src.length);
+    }
+  }
+}

@@ -7,7 +7,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 FUZZTIME ?= 60s
 export CGO_ENABLED := 1
 
-.PHONY: all run test deps build vet unit crossbuild wasm proto testdata fuzz clean
+.PHONY: all run test deps build vet unit crossbuild wasm train-test proto testdata fuzz clean
 
 # The engine module browsers run; wasm/host's tests check that this exact file
 # is what these flags build (keep them identical to buildModule in
@@ -25,12 +25,13 @@ build: deps wasm
 wasm:
 	CGO_ENABLED=0 GOOS=wasip1 GOARCH=wasm $(GO) build -trimpath -buildmode=c-shared -o $(WASM) ./wasm/module
 
-# Until the browser runtime lands, the main job is a terminal chat with the
-# bundled Character.AI-shaped test model.
+# The main job: the chat page served with the bundled default model
+# (models/wick-cai-21m, trained by train/); open the printed URL.
+ADDR ?= 127.0.0.1:8080
 run: build
-	$(BIN)/wick chat -model testdata/cai-tiny
+	$(BIN)/wick serve -model models/wick-cai-21m -addr $(ADDR)
 
-test: deps vet crossbuild wasm unit
+test: deps vet crossbuild wasm unit train-test
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
@@ -45,6 +46,12 @@ unit:
 crossbuild:
 	CGO_ENABLED=0 GOOS=js GOARCH=wasm $(GO) build ./engine/...
 	CGO_ENABLED=0 GOOS=wasip1 GOARCH=wasm $(GO) build ./engine/...
+
+# The trainer's tests on the CPU with Debian's python3-torch (installed where
+# missing): Python unit tests, then a tiny model trained for 3 steps, exported
+# through train/export and checked against wick (internal/trainparity).
+train-test:
+	GO=$(GO) sh train/test.sh
 
 # Regenerates engine/format/manifestpb/manifest.pb.go with Debian's protoc
 # and the pinned protoc-gen-go.

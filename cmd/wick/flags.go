@@ -18,7 +18,7 @@ type modelFlags struct {
 }
 
 func (m *modelFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&m.dir, "model", "testdata/cai-tiny", "model directory")
+	fs.StringVar(&m.dir, "model", "models/wick-cai-21m", "model directory")
 	fs.StringVar(&m.backend, "backend", "", "cpu or webgpu (default: webgpu where an adapter exists, else cpu)")
 	fs.BoolVar(&m.float32, "f32", false, "run an int8 model in the float32 mode (dequantised weights, no activation or KV quantisation)")
 	fs.IntVar(&m.context, "context", 0, "positions of KV cache per session (default: the model's context_len, at most 4096)")

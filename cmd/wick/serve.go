@@ -31,7 +31,7 @@ func (d *dirList) Set(v string) error {
 func runServe(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var models dirList
-	fs.Var(&models, "model", "model directory, served at /models/NAME/ with NAME its base name (repeat for several; default testdata/cai-tiny)")
+	fs.Var(&models, "model", "model directory, served at /models/NAME/ with NAME its base name (repeat for several; default models/wick-cai-21m)")
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
 	shardBase := fs.String("shard-base", "", "URL where the shards are also served (a CDN); manifests point there ({model} stands for NAME)")
 	api := fs.Bool("api", false, "also run the models natively and serve an OpenAI-compatible API at /v1/")
@@ -46,7 +46,7 @@ func runServe(args []string) error {
 		return fmt.Errorf("unexpected argument %q (models are given with -model DIR)", fs.Arg(0))
 	}
 	if len(models) == 0 {
-		models = dirList{"testdata/cai-tiny"}
+		models = dirList{"models/wick-cai-21m"}
 	}
 	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
 	srv, err := server.New(server.Config{

@@ -1,5 +1,8 @@
 // act: the gated FFN activation, gate = act(gate) * up in place. The
-// activation is a variant: GeGLU (tanh gelu) or SwiGLU (silu).
+// activation is a variant: GeGLU (tanh gelu) or SwiGLU (silu). gated_quant
+// reads gate and up from one row (the fused gate|up product) and writes the
+// result straight in the down projection's input form: int8 per token
+// (package quant's rule) or float32.
 #include "common.wgsl"
 
 struct ActParams {
@@ -30,4 +33,50 @@ fn gated(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
     return;
   }
   gate[i] = act(gate[i]) * up[i];
+}
+
+struct GatedParams {
+  cols: u32,       // FFN width; a row of gu holds gate then up, 2*cols values
+  scale_word: u32, // int8: word offset of the per-token scales in dst
+  pad0: u32,
+  pad1: u32,
+}
+@group(0) @binding(1) var<uniform> gp: GatedParams;
+@group(0) @binding(2) var<storage, read> gu: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dst: array<u32>;
+
+fn gated_at(base: u32, i: u32) -> f32 {
+  return act(gu[base + i]) * gu[base + gp.cols + i];
+}
+
+// gated_quant runs one workgroup per token row.
+@compute @workgroup_size({{WG}})
+fn gated_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) li: u32) {
+  let row = wg_linear(wg, nwg);
+  if (row >= step.n) {
+    return;
+  }
+  let base = row * 2u * gp.cols;
+#if INT8
+  var m = 0.0;
+  for (var i = li; i < gp.cols; i += {{WG}}u) {
+    m = max(m, abs(gated_at(base, i)));
+  }
+  let scale = quant_scale(wg_max(m, li));
+  let words = gp.cols / 4u;
+  for (var i = li; i < words; i += {{WG}}u) {
+    let c = 4u * i;
+    let q = vec4<i32>(quant_i8(gated_at(base, c), scale), quant_i8(gated_at(base, c + 1u), scale),
+                      quant_i8(gated_at(base, c + 2u), scale), quant_i8(gated_at(base, c + 3u), scale));
+    dst[row * words + i] = pack_i8(q);
+  }
+  if (li == 0u) {
+    dst[gp.scale_word + row] = bitcast<u32>(scale);
+  }
+#else
+  for (var i = li; i < gp.cols; i += {{WG}}u) {
+    dst[row * gp.cols + i] = bitcast<u32>(gated_at(base, i));
+  }
+#endif
 }

@@ -2,8 +2,11 @@
 // positions (read from the layer's region of the KV arena, a ring for local
 // layers) and of the chunk's own positions (read from the chunk KV, which is
 // committed to the arena only after the last layer: engine/cpu's scheme).
-// One workgroup per (query head, token); keys are taken in tiles of WG with
-// an online softmax, so no scores buffer is needed. HD is the head width.
+// attend: one workgroup per (query head, token); keys are taken in tiles of
+// WG with an online softmax, so no scores buffer is needed. HD is the head
+// width. For decode, where a token's few heads would leave the GPU idle,
+// attend_split gives each tile of WG keys its own workgroup (flash-decoding)
+// and writes its partial softmax state; combine merges them.
 #include "common.wgsl"
 
 struct AttnParams {
@@ -13,7 +16,7 @@ struct AttnParams {
   slots: u32,    // slots of the arena region
   ring: u32,     // 1: position p lives in slot p % slots
   scale: f32,    // scores are q.k * scale
-  pad0: u32,
+  splits: u32,   // attend_split/combine: partial states per (token, head)
   pad1: u32,
   k_word: u32,   // arena region, words from its binding's start: K values
   v_word: u32,   // V values
@@ -163,5 +166,93 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     if (d < HD) {
       o[qbase + d] = acc[k] / l;
     }
+  }
+}
+
+// The partial state of one tile: its running max, its sum of exp(score -
+// max), then HD sums of exp(score - max) * v. attend_split writes them into
+// o, at ((t * heads + head) * splits + split) * (HD + 2).
+const PART = HD + 2u;
+
+// keys returns the first key position and the count a token attends to.
+fn keys(t: u32) -> vec2<u32> {
+  let pos = step.start + t;
+  var first = 0u;
+  if (p.window > 0u && pos + 1u > p.window) {
+    first = pos + 1u - p.window;
+  }
+  return vec2<u32>(first, pos + 1u - first);
+}
+
+@compute @workgroup_size({{WG}})
+fn attend_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let split = wg.x;
+  let head = wg.y;
+  let t = wg.z;
+  let kr = keys(t);
+  let tile = split * {{WG}}u;
+  if (t >= step.n || tile >= kr.y) {
+    return; // the whole workgroup
+  }
+  let g = head / (p.heads / p.kv_heads);
+  let qbase = (t * p.heads + head) * HD;
+  for (var d = li; d < HD; d += {{WG}}u) {
+    qs[d] = q[qbase + d];
+  }
+  workgroupBarrier();
+  let tn = min({{WG}}u, kr.y - tile);
+  var s = -3.0e38;
+  if (li < tn) {
+    s = score(kr.x + tile + li, g);
+  }
+  let m = wg_max(s, li);
+  if (li < tn) {
+    let e = exp(s - m);
+    es[li] = e;
+    ev[li] = e * value_scale(locate(kr.x + tile + li, g));
+  }
+  workgroupBarrier();
+  let out = ((t * p.heads + head) * p.splits + split) * PART;
+  if (li == 0u) {
+    var sum = 0.0;
+    for (var j = 0u; j < tn; j++) {
+      sum += es[j];
+    }
+    o[out] = m;
+    o[out + 1u] = sum;
+  }
+  for (var d = li; d < HD; d += {{WG}}u) {
+    var a = 0.0;
+    for (var j = 0u; j < tn; j++) {
+      a += ev[j] * value(locate(kr.x + tile + j, g), d);
+    }
+    o[out + 2u + d] = a;
+  }
+}
+
+// combine merges a (token, head)'s partial states, bound as q, into o.
+@compute @workgroup_size({{WG}})
+fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let head = wg.x;
+  let t = wg.y;
+  if (t >= step.n) {
+    return;
+  }
+  let n = (keys(t).y + {{WG}}u - 1u) / {{WG}}u;
+  let base = (t * p.heads + head) * p.splits * PART;
+  var m = -3.0e38;
+  for (var i = 0u; i < n; i++) {
+    m = max(m, q[base + i * PART]);
+  }
+  var l = 0.0;
+  for (var i = 0u; i < n; i++) {
+    l += q[base + i * PART + 1u] * exp(q[base + i * PART] - m);
+  }
+  for (var d = li; d < HD; d += {{WG}}u) {
+    var a = 0.0;
+    for (var i = 0u; i < n; i++) {
+      a += q[base + i * PART + 2u + d] * exp(q[base + i * PART] - m);
+    }
+    o[(t * p.heads + head) * HD + d] = a / l;
   }
 }

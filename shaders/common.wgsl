@@ -44,13 +44,29 @@ fn dot_i8(a: u32, b: u32) -> i32 {
 #endif
 }
 
+// div_rn is a / b rounded as the CPU rounds it, where the compiler keeps
+// IEEE semantics: WGSL lets division be 2.5 ULP off, which moves
+// quantisation scales by an ULP and values across rounding ties, and one
+// FMA-computed remainder corrects that. NVIDIA's Vulkan compiler still
+// gives scales 1 ULP off (seen on the H100: it likely folds the correction
+// away), a 6e-8 relative difference from engine/cpu.
+fn div_rn(a: f32, b: f32) -> f32 {
+  let q = a / b;
+  return q + fma(-q, b, a) / b;
+}
+
+// quant_scale is package quant's per-row scale from the row's max |x|.
+fn quant_scale(m: f32) -> f32 {
+  return div_rn(m, 127.0);
+}
+
 // quant_i8 is package quant's rule: round half to even (WGSL round), clamp
 // to [-127, 127]; a zero scale gives 0.
 fn quant_i8(v: f32, scale: f32) -> i32 {
   if (scale == 0.0) {
     return 0;
   }
-  return i32(clamp(round(v / scale), -127.0, 127.0));
+  return i32(clamp(round(div_rn(v, scale)), -127.0, 127.0));
 }
 
 // inv_rms is RMSNorm's 1/sqrt(mean(x^2) + eps) from the sum of squares.

@@ -433,10 +433,23 @@ func TestAttention(t *testing.T) {
 			if int8Mode {
 				p.KSWord, p.VSWord = word(reg.KScale), word(reg.VScale)
 			}
+			step := Step{Start: uint32(tc.start), N: uint32(tc.n)}
+			qb, kvb, ckb := buffer(t, f32bytes(q), 0), buffer(t, arena.Buf[reg.K:end], 0), buffer(t, u32bytes(chunk), 0)
 			out := buffer(t, nil, len(want))
-			dispatch(t, Key{Family: "attn", Entry: "attend", Int8: int8Mode, WG: 32, HD: hd}, Step{Start: uint32(tc.start), N: uint32(tc.n)},
-				p, [3]int{c.Heads, tc.n, 1}, buffer(t, f32bytes(q), 0), out, buffer(t, arena.Buf[reg.K:end], 0), buffer(t, u32bytes(chunk), 0))
+			dispatch(t, Key{Family: "attn", Entry: "attend", Int8: int8Mode, WG: 32, HD: hd}, step,
+				p, [3]int{c.Heads, tc.n, 1}, qb, out, kvb, ckb)
 			closeTo(t, "attention", bytesF32(read(t, out, len(want))), want, rel)
+
+			// Flash-decoding: a workgroup per tile of 16 keys, then the merge.
+			const wg = 16
+			p.Splits = uint32((tc.start + tc.n + wg - 1) / wg)
+			parts := buffer(t, nil, tc.n*c.Heads*int(p.Splits)*(hd+2))
+			out = buffer(t, nil, len(want))
+			dispatch(t, Key{Family: "attn", Entry: "attend_split", Int8: int8Mode, WG: wg, HD: hd}, step,
+				p, [3]int{int(p.Splits), c.Heads, tc.n}, qb, parts, kvb, ckb)
+			dispatch(t, Key{Family: "attn", Entry: "combine", Int8: int8Mode, WG: wg, HD: hd}, step,
+				p, [3]int{c.Heads, tc.n, 1}, parts, out)
+			closeTo(t, "split attention", bytesF32(read(t, out, len(want))), want, rel)
 		})
 	}
 }

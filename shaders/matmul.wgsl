@@ -3,16 +3,7 @@
 // plain dot. One workgroup per output row and token: the matvec of decode.
 #include "common.wgsl"
 
-struct MatmulParams {
-  rows: u32,         // output rows of this part of W
-  cols: u32,         // input width
-  w_scale_word: u32, // word offset of W's per-row scales in w (int8)
-  x_scale_word: u32, // word offset of the per-token scales in x (int8)
-  out_row: u32,      // row of y that this part's row 0 lands in
-  out_stride: u32,   // floats per token in y
-  from_first: u32,   // 1: tokens step.first.. into y's rows 0..; 0: tokens 0..
-  softcap: f32,      // c of c*tanh(y/c); 0 is off
-}
+#include "matmul_params.wgsl"
 @group(0) @binding(1) var<uniform> p: MatmulParams;
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read> x: array<u32>;

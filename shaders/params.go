@@ -44,6 +44,20 @@ type ActParams struct {
 	Cols, Pad0, Pad1, Pad2 uint32
 }
 
+// GatedParams mirrors act.wgsl's gated_quant parameters.
+type GatedParams struct {
+	Cols, ScaleWord, Pad0, Pad1 uint32
+}
+
+// PrenormParams mirrors prenorm.wgsl.
+type PrenormParams struct {
+	Cols, OnePlus uint32
+	Eps           float32
+	Add, PostNorm uint32
+	ScaleWord     uint32
+	Pad0, Pad1    uint32
+}
+
 // EmbedParams mirrors embed.wgsl.
 type EmbedParams struct {
 	Cols, RowLo, Rows, ScaleWord uint32
@@ -55,9 +69,14 @@ type EmbedParams struct {
 type AttnParams struct {
 	Heads, KVHeads, Window, Slots, Ring uint32
 	Scale                               float32
-	Pad0, Pad1                          uint32
+	Splits, Pad1                        uint32
 	KWord, VWord, KSWord, VSWord        uint32
 	CKWord, CVWord, CKSWord, CVSWord    uint32
+}
+
+// StreamParams mirrors stream.wgsl.
+type StreamParams struct {
+	Vecs, Magic, Pad0, Pad1 uint32
 }
 
 // ArgmaxParams mirrors sample.wgsl.

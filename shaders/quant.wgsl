@@ -26,7 +26,7 @@ fn quantize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
   for (var i = li; i < p.cols; i += {{WG}}u) {
     m = max(m, abs(src[base + i]));
   }
-  let scale = wg_max(m, li) / 127.0;
+  let scale = quant_scale(wg_max(m, li));
   let words = p.cols / 4u;
   for (var i = li; i < words; i += {{WG}}u) {
     let b = base + 4u * i;

@@ -34,6 +34,8 @@ type Key struct {
 	SiLU   bool   // act: SwiGLU rather than GeGLU
 	HD     int    // attn: head width
 	Dot4   bool   // use dot4I8Packed (front ends with packed_4x8_integer_dot_product)
+	TPR    int    // gemv: invocations per row; stream: loads per invocation
+	FMA    bool   // gemv: int8 products through exact float32 FMA
 }
 
 // Label names the variant in errors and debuggers.
@@ -53,6 +55,12 @@ func (k Key) Label() string {
 	if k.Dot4 {
 		s += "/dot4"
 	}
+	if k.TPR != 0 {
+		s += fmt.Sprintf("/tpr%d", k.TPR)
+	}
+	if k.FMA {
+		s += "/fma"
+	}
 	return s
 }
 
@@ -60,8 +68,14 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	if k.WG <= 0 || k.WG&(k.WG-1) != 0 || k.WG > 256 {
 		return nil, nil, fmt.Errorf("shader %s: workgroup size %d is not a power of two up to 256", k.Label(), k.WG)
 	}
-	flags := map[string]bool{"INT8": k.Int8, "SILU": k.SiLU, "DOT4": k.Dot4}
+	if k.TPR < 0 || k.TPR&(k.TPR-1) != 0 || k.TPR > k.WG {
+		return nil, nil, fmt.Errorf("shader %s: %d invocations per row is not a power of two up to the workgroup size", k.Label(), k.TPR)
+	}
+	flags := map[string]bool{"INT8": k.Int8, "SILU": k.SiLU, "DOT4": k.Dot4, "FMA": k.FMA}
 	vals := map[string]string{"WG": strconv.Itoa(k.WG)}
+	if k.TPR > 0 {
+		vals["TPR"] = strconv.Itoa(k.TPR)
+	}
 	if k.HD > 0 {
 		vals["HD"] = strconv.Itoa(k.HD)
 		vals["HPT"] = strconv.Itoa((k.HD + k.WG - 1) / k.WG)

@@ -5,6 +5,7 @@ package gpu
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/cogentcore/webgpu/wgpu"
 )
@@ -59,7 +60,10 @@ func Open(opts Options) (Device, error) {
 	ai := adapter.GetInfo()
 	name := fmt.Sprintf("%s (%s)", ai.Name, ai.BackendType)
 	al := adapter.GetLimits().Limits
-	have := Limits{MaxStorageBufferBindingSize: int64(al.MaxStorageBufferBindingSize), MaxBufferSize: int64(al.MaxBufferSize)}
+	// Drivers may report "no limit" as the largest uint64 (NVIDIA's
+	// maxBufferSize does): clamp, so that it does not read as negative.
+	clamp := func(v uint64) int64 { return int64(min(v, math.MaxInt64)) }
+	have := Limits{MaxStorageBufferBindingSize: clamp(al.MaxStorageBufferBindingSize), MaxBufferSize: clamp(al.MaxBufferSize)}
 	if err := have.Check(name, opts.Need); err != nil {
 		adapter.Release()
 		inst.Release()

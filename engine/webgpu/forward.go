@@ -71,8 +71,9 @@ func (s *Sequence) step(tokens []int32, start, first int, logits []float32) erro
 		sites = append(sites[:len(sites):len(sites)], s.head...)
 	}
 	for _, st := range sites {
-		x, y, z := st.grid(n, first)
-		e.Dispatch(st.kernel, st.group, x, y, z)
+		if x, y, z := st.grid(n, first, start); x > 0 {
+			e.Dispatch(st.kernel, st.group, x, y, z)
+		}
 	}
 	s.commit(start, n)
 	if first < n {

@@ -50,8 +50,9 @@ func (s *Sequence) Greedy(token int32, start, steps int) ([]int32, error) {
 			e.Write(s.rope, int64(kind*s.C*hd)*4, f32bytes(s.ropeTab[:hd]))
 		}
 		for _, st := range append(s.body[:len(s.body):len(s.body)], s.head...) {
-			x, y, z := st.grid(1, 0)
-			e.Dispatch(st.kernel, st.group, x, y, z)
+			if x, y, z := st.grid(1, 0, pos); x > 0 {
+				e.Dispatch(st.kernel, st.group, x, y, z)
+			}
 		}
 		e.Dispatch(s.argmax.kernel, s.argmax.group, 1, 1, 1)
 		s.commit(pos, 1)

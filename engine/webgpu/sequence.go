@@ -24,11 +24,13 @@ type Sequence struct {
 
 	// Run state, shapes per step of C tokens: x residual [C][Hidden];
 	// h normed [C][Hidden]; q [C][QDim]; att [C][QDim]; kf, vf [C][KVDim];
-	// out [C][Hidden]; gate, up [C][FFNHidden]; logits [C][Vocab]. The *q
-	// buffers hold int8 forms: values, then a scale per token at qScale.
+	// out [C][Hidden]; gu [C][2*FFNHidden] (gate then up); gate
+	// [C][FFNHidden]; logits [C][Vocab]; parts holds decode attention's
+	// partial softmax states. The *q buffers hold int8 forms: values, then
+	// a scale per token at qScale.
 	stepBuf, params, ids, rope                gpu.Buffer
 	x, h, hq, q, att, attq, kf, vf, out, gate gpu.Buffer
-	up, gateq, logits, staging                gpu.Buffer
+	gu, gateq, logits, staging, parts         gpu.Buffer
 	qScale                                    map[gpu.Buffer]int // word offset of the scales in an int8 buffer
 	buffers                                   []gpu.Buffer
 	groups                                    []gpu.BindGroup
@@ -47,12 +49,18 @@ type Sequence struct {
 type chunkRegion struct{ k, v, ks, vs, end int64 }
 
 // site is one dispatch of a step: its kernel and bind group are fixed; the
-// workgroup grid follows the step's token count n and first logits token.
+// workgroup grid follows the step.
 type site struct {
 	kernel gpu.Kernel
 	group  gpu.BindGroup
-	grid   func(n, first int) (x, y, z int)
+	grid   gridFunc
 }
+
+// gridFunc gives a site's workgroup grid for a step of n tokens at
+// positions start.., whose logits are computed from token first on. A zero
+// x skips the site: kernels with variants for decode and prefill plan both,
+// and each step runs the one that fits it.
+type gridFunc func(n, first, start int) (x, y, z int)
 
 // NewSequence allocates a KV arena for context positions and prepares the
 // forward pass over it.
@@ -129,7 +137,8 @@ func (s *Sequence) build() error {
 	act(&s.vf, nil, c.KVDim(), "v")
 	act(&s.out, nil, c.Hidden, "out")
 	act(&s.gate, &s.gateq, c.FFNHidden, "gate")
-	act(&s.up, nil, c.FFNHidden, "up")
+	act(&s.gu, nil, 2*c.FFNHidden, "gate_up")
+	mk(&s.parts, int64(c.Heads*s.maxSplits()*(c.HeadDim+2))*4, gpu.Storage, "attn_parts")
 	mk(&s.logits, int64(C*c.Vocab)*4, gpu.Storage, "logits")
 	mk(&s.staging, int64(C*c.Vocab)*4, gpu.MapRead, "logits_readback")
 	// Chunk KV: every producer's region mirrors the arena's, with C slots.
@@ -170,7 +179,7 @@ type pending struct {
 	key      shaders.Key
 	slot     int64
 	bindings []gpu.Binding
-	grid     func(n, first int) (x, y, z int)
+	grid     gridFunc
 	logits   bool
 	argmax   bool
 }
@@ -208,12 +217,17 @@ func (s *Sequence) bindAll() error {
 
 // add plans one dispatch of the kernel family/entry with its params and
 // its buffers at @binding(2)...
-func (s *Sequence) add(family, entry string, params any, grid func(n, first int) (x, y, z int), bufs ...gpu.Binding) {
+func (s *Sequence) add(family, entry string, params any, grid gridFunc, bufs ...gpu.Binding) {
+	s.addKey(s.m.key(family, entry), params, grid, bufs...)
+}
+
+// addKey is add for a variant other than the model's default one.
+func (s *Sequence) addKey(key shaders.Key, params any, grid gridFunc, bufs ...gpu.Binding) {
 	slot := int64(len(s.paramData))
 	b := shaders.Bytes(params)
 	s.paramData = append(s.paramData, b...)
 	s.paramData = append(s.paramData, make([]byte, 256-len(b))...)
-	s.plans = append(s.plans, pending{key: s.m.key(family, entry), slot: slot, bindings: bufs, grid: grid, logits: s.inHead})
+	s.plans = append(s.plans, pending{key: key, slot: slot, bindings: bufs, grid: grid, logits: s.inHead})
 }
 
 func whole(b gpu.Buffer) gpu.Binding { return gpu.Binding{Buffer: b} }
@@ -227,4 +241,17 @@ func b2u(b bool) uint32 {
 		return 1
 	}
 	return 0
+}
+
+// Dispatches counts the kernel runs of a step of n tokens at position
+// start that computes the last token's logits and picks its successor:
+// what a decode step costs in dispatches.
+func (s *Sequence) Dispatches(n, start int) int {
+	count := 1 // the argmax
+	for _, st := range append(s.body[:len(s.body):len(s.body)], s.head...) {
+		if x, _, _ := st.grid(n, n-1, start); x > 0 {
+			count++
+		}
+	}
+	return count
 }

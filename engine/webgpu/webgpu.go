@@ -23,9 +23,31 @@ type Options struct {
 	// SplitBytes caps the bytes of one weight buffer below the device's
 	// binding limit (tests use it to split small tensors by rows).
 	SplitBytes int64
-	// WG is the workgroup size of every kernel (default 64).
+	// WG is the workgroup size of the kernels that have no size of their
+	// own below (default 64).
 	WG int
+	// Gemv is the decode matrix-vector kernel's variant (default: 256
+	// invocations, 8 per row, integer products: the fastest on the H100,
+	// bench/RESULTS.md).
+	Gemv Gemv
 }
+
+// Gemv chooses a variant of the decode matrix-vector product (see
+// shaders/gemv.wgsl); wick bench measures them.
+type Gemv struct {
+	WG  int  // invocations per workgroup
+	TPR int  // invocations per row
+	FMA bool // int8 products through exact float32 FMA
+}
+
+// gemvMaxTokens is the most tokens a step runs through the matrix-vector
+// kernels; longer steps use the tiled product, which reads W once for up
+// to 64 tokens.
+const gemvMaxTokens = 4
+
+// rowWG is the workgroup size of the kernels that give one workgroup to a
+// whole token row (norms, quantisation, activation) or to the vocabulary.
+const rowWG = 256
 
 // Model is a model loaded onto a GPU device.
 type Model struct {
@@ -46,7 +68,7 @@ type Model struct {
 // layerWeights are one block's tensors on the GPU. Norms are byte offsets
 // into Model.norms; -1 where the config has none.
 type layerWeights struct {
-	wq, wk, wv, wo, gate, up, down            *matrix
+	wq, wk, wv, wo, gateUp, down              *matrix // gateUp: gate's rows, then up's
 	attnNorm, qNorm, kNorm, postAttn, ffnNorm int64
 	postFFN                                   int64
 }
@@ -77,6 +99,15 @@ func New(dev gpu.Device, cfg *model.Config, w *model.Weights, opt Options) (*Mod
 	if opt.WG <= 0 {
 		opt.WG = 64
 	}
+	if opt.Gemv.WG <= 0 {
+		opt.Gemv.WG = 256
+	}
+	if opt.Gemv.TPR <= 0 {
+		opt.Gemv.TPR = 8
+	}
+	if opt.Gemv.TPR > opt.Gemv.WG {
+		return nil, fmt.Errorf("webgpu model: gemv with %d invocations per row in workgroups of %d", opt.Gemv.TPR, opt.Gemv.WG)
+	}
 	m := &Model{dev: dev, cfg: cfg, opt: opt, kernels: map[shaders.Key]gpu.Kernel{}}
 	m.freqs[model.Global] = cfg.RopeFreqs(model.Global)
 	m.freqs[model.Local] = cfg.RopeFreqs(model.Local)
@@ -103,9 +134,10 @@ func (m *Model) Close() error {
 }
 
 func (m *Model) newBuffer(size int64, usage gpu.Usage, label string) (gpu.Buffer, error) {
-	size = (size + 3) &^ 3
+	// Whole 16-byte vectors: the vector kernels read them.
+	size = (size + 15) &^ 15
 	if size == 0 {
-		size = 4
+		size = 16
 	}
 	lim := m.dev.Info()
 	if usage&gpu.Storage != 0 && size > lim.Limits.MaxStorageBufferBindingSize {
@@ -131,8 +163,13 @@ func (m *Model) kernel(k shaders.Key) (gpu.Kernel, error) {
 func (m *Model) key(family, entry string) shaders.Key {
 	k := shaders.Key{Family: family, Entry: entry, Int8: m.cfg.DType == model.Int8, WG: m.opt.WG}
 	switch family {
+	case "prenorm", "quant", "sample":
+		// One workgroup per row (per step, for the argmax): a wide one
+		// keeps these latency-bound kernels short.
+		k.WG = rowWG
 	case "act":
 		k.SiLU = m.cfg.Activation == model.SwiGLU
+		k.WG = rowWG
 	case "attn":
 		k.HD = m.cfg.HeadDim
 	}
@@ -172,12 +209,12 @@ func (m *Model) upload(w *model.Weights) error {
 		return at
 	}
 	var err error
-	mat := func(name string, mm *model.Mat) *matrix {
-		if err != nil || mm.Rows == 0 {
+	mat := func(name string, mm ...*model.Mat) *matrix {
+		if err != nil || mm[0].Rows == 0 {
 			return nil
 		}
 		var g *matrix
-		g, err = m.uploadMatrix(name, mm)
+		g, err = m.uploadMatrix(name, mm...)
 		return g
 	}
 	m.embed = mat("embed", &w.Embed)
@@ -196,8 +233,7 @@ func (m *Model) upload(w *model.Weights) error {
 			gw.wv = mat(name(model.NameWV), &lw.WV)
 		}
 		gw.wo = mat(name(model.NameWO), &lw.WO)
-		gw.gate = mat(name(model.NameWGate), &lw.WGate)
-		gw.up = mat(name(model.NameWUp), &lw.WUp)
+		gw.gateUp = mat(name(model.NameWGate)+"+up", &lw.WGate, &lw.WUp)
 		gw.down = mat(name(model.NameWDown), &lw.WDown)
 		gw.attnNorm = addNorm(lw.AttnNorm)
 		gw.qNorm, gw.kNorm = addNorm(lw.QNorm), addNorm(lw.KNorm)
@@ -216,15 +252,23 @@ func (m *Model) upload(w *model.Weights) error {
 	return m.dev.Write(m.norms, 0, normData)
 }
 
-// uploadMatrix splits mm by rows into parts no larger than the binding
-// limit (or Options.SplitBytes) and uploads them.
-func (m *Model) uploadMatrix(name string, mm *model.Mat) (*matrix, error) {
+// uploadMatrix stacks the rows of mats (one matrix, or several of the same
+// width computed by one product), splits them by rows into parts no larger
+// than the binding limit (or Options.SplitBytes) and uploads them.
+func (m *Model) uploadMatrix(name string, mats ...*model.Mat) (*matrix, error) {
 	int8Mode := m.cfg.DType == model.Int8
-	rowBytes := int64(mm.Cols) * 4
-	if int8Mode {
-		rowBytes = int64(mm.Cols) + 4 // values and the scale
+	cols, rows := mats[0].Cols, 0
+	for _, mm := range mats {
+		if mm.Cols != cols {
+			return nil, fmt.Errorf("tensor %s: stacked matrices of %d and %d columns", name, cols, mm.Cols)
+		}
+		rows += mm.Rows
 	}
-	limit := m.dev.Info().Limits.MaxStorageBufferBindingSize
+	rowBytes := int64(cols) * 4
+	if int8Mode {
+		rowBytes = int64(cols) + 4 // values and the scale
+	}
+	limit := m.dev.Info().Limits.MaxStorageBufferBindingSize - 64 // room for padding to whole vectors
 	if m.opt.SplitBytes > 0 {
 		limit = min(limit, m.opt.SplitBytes)
 	}
@@ -234,17 +278,40 @@ func (m *Model) uploadMatrix(name string, mm *model.Mat) (*matrix, error) {
 		return nil, fmt.Errorf("tensor %s: one row is %d bytes: %w", name, rowBytes,
 			&gpu.LimitError{Adapter: lim.Adapter, Limit: "maxStorageBufferBindingSize", Have: limit, Need: rowBytes})
 	}
-	g := &matrix{rows: mm.Rows, cols: mm.Cols}
-	for lo := 0; lo < mm.Rows; lo += perPart {
-		hi := min(lo+perPart, mm.Rows)
-		var data []byte
+	// rowsOf appends the values (or scales) of stacked rows lo..hi.
+	rowsOf := func(data []byte, lo, hi int, scales bool) []byte {
+		base := 0
+		for _, mm := range mats {
+			a, b := max(lo-base, 0), min(hi-base, mm.Rows)
+			if a < b {
+				switch {
+				case scales:
+					data = append(data, f32bytes(mm.Scale[a:b])...)
+				case int8Mode:
+					data = append(data, i8bytes(mm.I8[a*cols:b*cols])...)
+				default:
+					data = append(data, f32bytes(mm.F32[a*cols:b*cols])...)
+				}
+			}
+			base += mm.Rows
+		}
+		return data
+	}
+	g := &matrix{rows: rows, cols: cols}
+	var data []byte
+	for lo := 0; lo < rows; lo += perPart {
+		hi := min(lo+perPart, rows)
 		p := part{rowLo: lo, rows: hi - lo}
+		data = rowsOf(data[:0], lo, hi, false)
 		if int8Mode {
-			data = append(data, i8bytes(mm.I8[lo*mm.Cols:hi*mm.Cols])...)
+			for len(data)%16 != 0 {
+				data = append(data, 0)
+			}
 			p.scaleWord = len(data) / 4
-			data = append(data, f32bytes(mm.Scale[lo:hi])...)
-		} else {
-			data = f32bytes(mm.F32[lo*mm.Cols : hi*mm.Cols])
+			data = rowsOf(data, lo, hi, true)
+		}
+		for len(data)%16 != 0 {
+			data = append(data, 0)
 		}
 		b, err := m.newBuffer(int64(len(data)), gpu.Storage, fmt.Sprintf("%s[%d:%d]", name, lo, hi))
 		if err != nil {

@@ -1,0 +1,491 @@
+//go:build !js && !wasip1
+
+package main
+
+import (
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/wick-run/wick/engine/format"
+	"github.com/wick-run/wick/engine/gpu"
+	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/engine/webgpu"
+	"github.com/wick-run/wick/shaders"
+)
+
+func init() {
+	commands["bench"] = command{"measure GPU bandwidth, the int8 GEMV, decode and prefill speed", runBench}
+}
+
+// wick bench measures, on one device in one run: the bandwidth of a buffer
+// copy and of a streaming-read kernel (the ceilings), the int8 GEMV
+// variants against them, then decode and prefill speed of the testdata
+// model and of Gemma-3-270M- and 1B-shaped models with random int8
+// weights. Times are wall-clock over many dispatches or steps, after a
+// warm-up (GPU clocks ramp under load); each figure is the median of runs.
+func runBench(args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	dir := fs.String("model", "testdata/cai-tiny", "the testdata model measured beside the Gemma shapes (empty: none)")
+	shapes := fs.String("shapes", "270m,1b", "Gemma 3 shapes with random int8 weights: 270m, 1b (empty: none)")
+	mib := fs.Int("mib", 512, "MiB read by the bandwidth and GEMV measurements (capped by the device's limits)")
+	decode := fs.Int("decode", 128, "decode steps timed (tg)")
+	prompt := fs.Int("prompt", 512, "prefill tokens timed (pp)")
+	longAt := fs.Int("long", 4096, "also time decode from this position (0: no)")
+	variants := fs.String("gemv", "256x8,256x16,256x32,128x16,256x16f,256x32f,128x16f,64x8f",
+		"GEMV variants WGxTPR, f for float32 FMA products; the fastest runs the models")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	// Ask for 1 GiB bindings where the adapter has them; else the defaults.
+	dev, err := gpu.Open(gpu.Options{Need: gpu.Limits{MaxStorageBufferBindingSize: 1 << 30, MaxBufferSize: 1 << 30}})
+	var le *gpu.LimitError
+	if errors.As(err, &le) {
+		dev, err = gpu.Open(gpu.Options{})
+	}
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	info := dev.Info()
+	fmt.Printf("adapter: %s; maxStorageBufferBindingSize %d MiB, maxBufferSize %d MiB; %s\n\n",
+		info.Adapter, info.Limits.MaxStorageBufferBindingSize>>20, info.Limits.MaxBufferSize>>20, time.Now().UTC().Format("2006-01-02"))
+
+	b := &bencher{dev: dev}
+	size := min(int64(*mib)<<20, info.Limits.MaxStorageBufferBindingSize&^(1<<20-1), info.Limits.MaxBufferSize&^(1<<20-1))
+	copyBW, err := b.copyBandwidth(size)
+	if err != nil {
+		return fmt.Errorf("copy: %w", err)
+	}
+	fmt.Printf("| bandwidth (%d MiB) | GB/s | of copy |\n| --- | --- | --- |\n", size>>20)
+	fmt.Printf("| buffer copy (read+write bytes) | %.0f | 100%% |\n", copyBW/1e9)
+	var readBW float64
+	for _, unroll := range []int{4, 8, 16} {
+		bw, err := b.streamBandwidth(size, unroll)
+		if err != nil {
+			return fmt.Errorf("stream: %w", err)
+		}
+		readBW = max(readBW, bw)
+		fmt.Printf("| streaming read, WGSL, 16-byte loads, %d in flight | %.0f | %.0f%% |\n", unroll, bw/1e9, 100*bw/copyBW)
+	}
+
+	fmt.Printf("\n| int8 GEMV (%d MiB of weights) | cols | GB/s | of streaming read | of copy |\n| --- | --- | --- | --- | --- |\n", size>>20)
+	best, bestBW := webgpu.Gemv{}, 0.0
+	for _, v := range strings.Split(*variants, ",") {
+		g, err := parseGemv(v)
+		if err != nil {
+			return err
+		}
+		var worst float64
+		for _, cols := range []int{1152, 6912} {
+			bw, err := b.gemvBandwidth(size, cols, g)
+			if err != nil {
+				return fmt.Errorf("gemv %s: %w", v, err)
+			}
+			if worst == 0 || bw < worst {
+				worst = bw
+			}
+			fmt.Printf("| %s | %d | %.0f | %.0f%% | %.0f%% |\n", gemvName(g), cols, bw/1e9, 100*bw/readBW, 100*bw/copyBW)
+		}
+		if worst > bestBW {
+			best, bestBW = g, worst
+		}
+	}
+	// The roofline takes the larger of the two measured bandwidths: where
+	// a kernel reads faster than the copy engine copies, reading is the
+	// bound a decode step meets.
+	roofBW := max(copyBW, readBW)
+	fmt.Printf("\nmodels run with GEMV %s; roofline = (weight bytes + KV bytes read per token) / %.0f GB/s (the larger of copy and streaming read)\n\n",
+		gemvName(best), roofBW/1e9)
+	fmt.Printf("| model | weights | dispatches/token | decode tg%d tok/s | of roofline | decode from %d tok/s | of roofline | prefill pp%d tok/s |\n", *decode, *longAt, *prompt)
+	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- |")
+	var runs []namedModel
+	if *dir != "" {
+		runs = append(runs, namedModel{name: *dir, load: func() (*model.Config, *model.Weights, error) {
+			f, err := format.Open(*dir)
+			if err != nil {
+				return nil, nil, err
+			}
+			w, err := f.LoadWeights()
+			return f.Config(), w, err
+		}})
+	}
+	for _, s := range strings.Split(*shapes, ",") {
+		if s == "" {
+			continue
+		}
+		c, err := gemmaShape(s)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, namedModel{name: "gemma-3-" + s + " shape, random int8", load: func() (*model.Config, *model.Weights, error) {
+			return c, randomInt8(c, 1), nil
+		}})
+	}
+	for _, r := range runs {
+		row, err := b.model(r, best, *decode, *prompt, *longAt, roofBW)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.name, err)
+		}
+		fmt.Println(row)
+	}
+	return nil
+}
+
+type namedModel struct {
+	name string
+	load func() (*model.Config, *model.Weights, error)
+}
+
+// parseGemv reads a GEMV variant "WGxTPR", with a trailing f for FMA.
+func parseGemv(s string) (webgpu.Gemv, error) {
+	var g webgpu.Gemv
+	s = strings.TrimSpace(s)
+	if strings.HasSuffix(s, "f") {
+		g.FMA, s = true, strings.TrimSuffix(s, "f")
+	}
+	if _, err := fmt.Sscanf(s, "%dx%d", &g.WG, &g.TPR); err != nil || g.WG <= 0 || g.TPR <= 0 || g.TPR > g.WG {
+		return g, fmt.Errorf("-gemv: variant %q is not WGxTPR[f] with TPR <= WG", s)
+	}
+	return g, nil
+}
+
+func gemvName(g webgpu.Gemv) string {
+	s := fmt.Sprintf("wg%d, %d per row", g.WG, g.TPR)
+	if g.FMA {
+		return s + ", fma"
+	}
+	return s + ", int"
+}
+
+// gemmaShape is the architecture of a Gemma 3 model: 5 local layers
+// (window 512) to 1 global, MQA with head_dim 256, tied 262k embedding.
+func gemmaShape(name string) (*model.Config, error) {
+	c := &model.Config{Vocab: 262144, Heads: 4, KVHeads: 1, HeadDim: 256, ContextLen: 32768,
+		RopeThetaGlobal: 1e6, RopeThetaLocal: 1e4, NormEps: 1e-6, NormOnePlus: true, QKNorm: true,
+		PostAttnNorm: true, PostFFNNorm: true, Activation: model.GeGLUTanh, TiedEmbedding: true, DType: model.Int8}
+	layers := 0
+	switch name {
+	case "270m":
+		c.Hidden, c.FFNHidden, layers = 640, 2048, 18
+	case "1b":
+		c.Hidden, c.FFNHidden, layers = 1152, 6912, 26
+	default:
+		return nil, fmt.Errorf("-shapes: unknown shape %q (270m, 1b)", name)
+	}
+	c.EmbedScale = math.Sqrt(float64(c.Hidden))
+	for i := 0; i < layers; i++ {
+		if i%6 == 5 {
+			c.Layers = append(c.Layers, model.Layer{Kind: model.Global, KVSource: i})
+		} else {
+			c.Layers = append(c.Layers, model.Layer{Kind: model.Local, Window: 512, KVSource: i})
+		}
+	}
+	return c, c.Validate()
+}
+
+// randomInt8 builds int8 weights for c straight from random bytes (values
+// in -127..127, scales that keep activations near unit size): quantising
+// float32 draws would take minutes for a billion parameters.
+func randomInt8(c *model.Config, seed uint64) *model.Weights {
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	r := rand.NewChaCha8(key)
+	w := model.NewWeights(c)
+	for _, s := range c.TensorSpecs() {
+		mat, norm := w.Find(s)
+		if norm != nil {
+			*norm = make([]float32, s.Cols) // 0 is neutral for 1+w gains
+			if !c.NormOnePlus {
+				for i := range *norm {
+					(*norm)[i] = 1
+				}
+			}
+			continue
+		}
+		raw := make([]byte, s.Rows*s.Cols)
+		r.Read(raw)
+		q := make([]int8, len(raw))
+		for i, v := range raw {
+			q[i] = max(int8(v), -127)
+		}
+		scale := make([]float32, s.Rows)
+		for i := range scale {
+			scale[i] = float32(1 / (73 * math.Sqrt(float64(s.Cols))))
+		}
+		*mat = model.Mat{Rows: s.Rows, Cols: s.Cols, I8: q, Scale: scale}
+	}
+	w.Tie(c)
+	return w
+}
+
+// bencher times work on one device.
+type bencher struct {
+	dev gpu.Device
+	enc gpu.Encoder
+}
+
+// timeRuns runs cmds warm times, then reps times, waiting for the GPU after
+// each, and returns the median seconds of the timed runs.
+func (b *bencher) timeRuns(cmds []byte, warm, reps int) (float64, error) {
+	var times []float64
+	for i := 0; i < warm+reps; i++ {
+		t0 := time.Now()
+		if err := b.dev.Run(cmds); err != nil {
+			return 0, err
+		}
+		if err := b.dev.Poll(true); err != nil {
+			return 0, err
+		}
+		if i >= warm {
+			times = append(times, time.Since(t0).Seconds())
+		}
+	}
+	slices.Sort(times)
+	return times[len(times)/2], nil
+}
+
+func (b *bencher) copyBandwidth(size int64) (float64, error) {
+	src, err := b.dev.NewBuffer(size, gpu.Storage, "bench_src")
+	if err != nil {
+		return 0, err
+	}
+	defer b.dev.FreeBuffer(src)
+	dst, err := b.dev.NewBuffer(size, gpu.Storage, "bench_dst")
+	if err != nil {
+		return 0, err
+	}
+	defer b.dev.FreeBuffer(dst)
+	const copies = 10
+	b.enc.Reset()
+	for i := 0; i < copies; i++ {
+		b.enc.Copy(src, 0, dst, 0, size)
+	}
+	t, err := b.timeRuns(b.enc.Bytes(), 3, 5)
+	return 2 * float64(size) * copies / t, err
+}
+
+// dispatchTimed binds bufs after step and params (as the model does),
+// dispatches k reps times in one command list, and returns the median
+// seconds per dispatch.
+func (b *bencher) dispatchTimed(k shaders.Key, params any, grid [3]int, reps int, bufs ...gpu.Buffer) (float64, error) {
+	kern, err := shaders.Compile(b.dev, k)
+	if err != nil {
+		return 0, err
+	}
+	defer b.dev.FreeKernel(kern)
+	uni := make([]gpu.Buffer, 2)
+	for i, v := range []any{shaders.Step{N: 1}, params} {
+		if uni[i], err = b.dev.NewBuffer(256, gpu.Uniform, "bench_params"); err != nil {
+			return 0, err
+		}
+		defer b.dev.FreeBuffer(uni[i])
+		if err := b.dev.Write(uni[i], 0, shaders.Bytes(v)); err != nil {
+			return 0, err
+		}
+	}
+	binds := []gpu.Binding{{Slot: 0, Buffer: uni[0]}, {Slot: 1, Buffer: uni[1]}}
+	for i, buf := range bufs {
+		binds = append(binds, gpu.Binding{Slot: uint32(2 + i), Buffer: buf})
+	}
+	g, err := b.dev.NewBindGroup(kern, binds)
+	if err != nil {
+		return 0, err
+	}
+	defer b.dev.FreeBindGroup(g)
+	b.enc.Reset()
+	for i := 0; i < reps; i++ {
+		b.enc.Dispatch(kern, g, grid[0], grid[1], grid[2])
+	}
+	if err := b.enc.Err(); err != nil {
+		return 0, err
+	}
+	t, err := b.timeRuns(b.enc.Bytes(), 3, 5)
+	return t / float64(reps), err
+}
+
+// randomBuffer makes a storage buffer of size bytes of random data.
+func (b *bencher) randomBuffer(size int64, label string) (gpu.Buffer, error) {
+	buf, err := b.dev.NewBuffer(size, gpu.Storage, label)
+	if err != nil {
+		return 0, err
+	}
+	r := rand.NewChaCha8([32]byte{1})
+	chunk := make([]byte, 16<<20)
+	for off := int64(0); off < size; off += int64(len(chunk)) {
+		n := min(int64(len(chunk)), size-off)
+		r.Read(chunk[:n])
+		if err := b.dev.Write(buf, off, chunk[:n]); err != nil {
+			b.dev.FreeBuffer(buf)
+			return 0, err
+		}
+	}
+	return buf, nil
+}
+
+func (b *bencher) streamBandwidth(size int64, unroll int) (float64, error) {
+	src, err := b.randomBuffer(size, "bench_stream")
+	if err != nil {
+		return 0, err
+	}
+	defer b.dev.FreeBuffer(src)
+	sink, err := b.dev.NewBuffer(1024, gpu.Storage, "bench_sink")
+	if err != nil {
+		return 0, err
+	}
+	defer b.dev.FreeBuffer(sink)
+	const wg = 256
+	vecs := size / 16
+	groups := int((vecs + wg*int64(unroll) - 1) / (wg * int64(unroll)))
+	x := min(groups, 65535)
+	t, err := b.dispatchTimed(shaders.Key{Family: "stream", Entry: "stream", WG: wg, TPR: unroll},
+		shaders.StreamParams{Vecs: uint32(vecs), Magic: 0x9e3779b9}, [3]int{x, (groups + x - 1) / x, 1}, 10, src, sink)
+	return float64(size) / t, err
+}
+
+// gemvBandwidth times the GEMV of a random int8 matrix of about size bytes
+// and cols columns (rows = size/cols) with the model's layout.
+func (b *bencher) gemvBandwidth(size int64, cols int, g webgpu.Gemv) (float64, error) {
+	rows := int((size - 64) / int64(cols+4))
+	scaleWord := (rows*cols + 15) / 16 * 4
+	wbytes := int64(scaleWord+rows)*4 + 16
+	w, err := b.randomBuffer(wbytes&^15, "bench_gemv_w")
+	if err != nil {
+		return 0, err
+	}
+	defer b.dev.FreeBuffer(w)
+	// Scales of 1, so that sums stay finite.
+	ones := make([]byte, 4*rows)
+	for i := 0; i < rows; i++ {
+		binary.LittleEndian.PutUint32(ones[4*i:], math.Float32bits(1))
+	}
+	if err := b.dev.Write(w, int64(scaleWord)*4, ones); err != nil {
+		return 0, err
+	}
+	x, err := b.randomBuffer(int64(cols+16), "bench_gemv_x")
+	if err != nil {
+		return 0, err
+	}
+	defer b.dev.FreeBuffer(x)
+	if err := b.dev.Write(x, int64(cols), binary.LittleEndian.AppendUint32(nil, math.Float32bits(1))); err != nil {
+		return 0, err
+	}
+	y, err := b.dev.NewBuffer(int64(rows)*4, gpu.Storage, "bench_gemv_y")
+	if err != nil {
+		return 0, err
+	}
+	defer b.dev.FreeBuffer(y)
+	rpw := g.WG / g.TPR
+	groups := (rows + rpw - 1) / rpw
+	gx := min(groups, 65535)
+	t, err := b.dispatchTimed(shaders.Key{Family: "gemv", Entry: "gemv", Int8: true, WG: g.WG, TPR: g.TPR, FMA: g.FMA},
+		shaders.MatmulParams{Rows: uint32(rows), Cols: uint32(cols), WScaleWord: uint32(scaleWord), XScaleWord: uint32(cols / 4),
+			OutStride: uint32(rows)}, [3]int{gx, (groups + gx - 1) / gx, 1}, 10, w, x, y)
+	return float64(int64(rows)*int64(cols+4)) / t, err
+}
+
+// model loads one model, times prefill and decode, and returns its table row.
+func (b *bencher) model(nm namedModel, g webgpu.Gemv, decode, prompt, longAt int, bw float64) (string, error) {
+	c, w, err := nm.load()
+	if err != nil {
+		return "", err
+	}
+	lim := b.dev.Info().Limits
+	// Steps as long as the prompt, where the logits of a whole step fit one binding.
+	chunk := max(1, min(prompt, int(lim.MaxStorageBufferBindingSize/(4*int64(c.Vocab)))))
+	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g})
+	if err != nil {
+		return "", err
+	}
+	defer m.Close()
+	ctx := min(c.ContextLen, max(prompt, decode, longAt+decode))
+	longAt = min(longAt, ctx-decode)
+	s, err := m.NewSequence(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer s.Close()
+	r := rand.New(rand.NewPCG(7, 7))
+	tokens := make([]int32, prompt)
+	for i := range tokens {
+		tokens[i] = int32(r.IntN(c.Vocab))
+	}
+	logits := make([]float32, c.Vocab)
+	median := func(f func() error) (float64, error) {
+		var ts []float64
+		for i := 0; i < 4; i++ { // one warm-up, three timed
+			t0 := time.Now()
+			if err := f(); err != nil {
+				return 0, err
+			}
+			if i > 0 {
+				ts = append(ts, time.Since(t0).Seconds())
+			}
+		}
+		slices.Sort(ts)
+		return ts[1], nil
+	}
+	tPrefill, err := median(func() error { return s.Forward(tokens, 0, logits) })
+	if err != nil {
+		return "", fmt.Errorf("prefill: %w", err)
+	}
+	tDecode, err := median(func() error { _, err := s.Greedy(tokens[0], 0, decode); return err })
+	if err != nil {
+		return "", fmt.Errorf("decode: %w", err)
+	}
+	tLong, err := median(func() error { _, err := s.Greedy(tokens[0], longAt, decode); return err })
+	if err != nil {
+		return "", fmt.Errorf("decode from %d: %w", longAt, err)
+	}
+	wb := weightBytes(c)
+	roof := func(from int) float64 {
+		bytes := float64(wb) + kvBytesRead(c, from, decode)
+		return bw / bytes
+	}
+	dec, long := float64(decode)/tDecode, float64(decode)/tLong
+	return fmt.Sprintf("| %s | %.1f MB | %d | %.0f | %.1f%% | %.0f | %.1f%% | %.0f |", nm.name, float64(wb)/1e6, s.Dispatches(1, longAt),
+		dec, 100*dec/roof(0), long, 100*long/roof(longAt), float64(prompt)/tPrefill), nil
+}
+
+// weightBytes is what a decode step reads of the weights: every matrix
+// once (a tied embedding once, as the output head), int8 values and
+// float32 row scales, and the norm vectors.
+func weightBytes(c *model.Config) int64 {
+	var n int64
+	for _, s := range c.TensorSpecs() {
+		if s.Name == model.NameEmbed && !c.TiedEmbedding {
+			continue // one row is gathered
+		}
+		if s.Rows <= 1 {
+			n += int64(s.Cols) * 4
+			continue
+		}
+		n += int64(s.Rows) * int64(s.Cols+4)
+	}
+	return n
+}
+
+// kvBytesRead is the mean KV bytes one decode step reads over steps
+// decoded from position from: every layer's keys and values of the
+// positions it attends to (int8 rows and their scales), layers that share a
+// producer's cache included, since each reads it.
+func kvBytesRead(c *model.Config, from, steps int) float64 {
+	row := float64(c.KVHeads) * float64(c.HeadDim+4) * 2
+	var total float64
+	for p := from; p < from+steps; p++ {
+		for _, l := range c.Layers {
+			keys := p + 1
+			if l.Window > 0 {
+				keys = min(keys, l.Window)
+			}
+			total += float64(keys) * row
+		}
+	}
+	return total / float64(steps)
+}

@@ -1,0 +1,262 @@
+//go:build !js && !wasip1
+
+package shaders
+
+import (
+	"math"
+	"testing"
+
+	"github.com/wick-run/wick/engine/cpu"
+	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/engine/quant"
+	"github.com/wick-run/wick/internal/testmodel"
+)
+
+// pad16 pads words to whole 16-byte vectors, as the vector kernels need.
+func pad16(w []uint32) []uint32 {
+	for len(w)%4 != 0 {
+		w = append(w, poison)
+	}
+	return w
+}
+
+// TestMatrixProducts runs the decode (gemv, both int8 forms) and prefill
+// (tiled) products against engine/cpu's MatMul, with the shapes they meet:
+// rows that fill no whole workgroup, more than 1024 columns (the float32
+// sums of int8 products move to int32 in chunks), token counts across tile
+// edges, logits tokens from first, a soft-cap, and a part of a split W.
+func TestMatrixProducts(t *testing.T) {
+	type tcase struct {
+		name             string
+		key              Key
+		dtype            model.DType
+		rows, cols, n    int
+		fromFirst, first int
+		softcap          float32
+		outRow, stride   int
+	}
+	var cases []tcase
+	for _, g := range []struct {
+		name string
+		key  Key
+	}{
+		{"gemv-int", Key{Family: "gemv", Entry: "gemv", WG: 64, TPR: 16}},
+		{"gemv-fma", Key{Family: "gemv", Entry: "gemv", WG: 128, TPR: 32, FMA: true}},
+		{"tiled", Key{Family: "tiled", Entry: "tiled", WG: 256}},
+	} {
+		cases = append(cases,
+			tcase{g.name + "-int8", g.key, model.Int8, 67, 16 * 71, 1, 0, 0, 0, 0, 67},
+			tcase{g.name + "-int8-two-tokens", g.key, model.Int8, 131, 16 * 3, 2, 0, 0, 0, 0, 131},
+			tcase{g.name + "-int8-logits-part", g.key, model.Int8, 45, 16 * 5, 4, 1, 2, 30, 7, 59},
+			tcase{g.name + "-f32", g.key, model.F32, 29, 4 * 71, 3, 0, 0, 5, 0, 29},
+		)
+	}
+	tiled := Key{Family: "tiled", Entry: "tiled", WG: 256}
+	cases = append(cases,
+		tcase{"tiled-int8-wide", tiled, model.Int8, 70, 4 * 601, 5, 0, 0, 0, 0, 70},
+		tcase{"tiled-int8-many-tokens", tiled, model.Int8, 131, 4 * 37, 71, 0, 0, 0, 0, 131},
+		tcase{"tiled-f32-many-tokens", tiled, model.F32, 65, 4 * 19, 67, 1, 3, 0, 2, 70},
+	)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRand(t)
+			tc.key.Int8 = tc.dtype == model.Int8
+			m := testmodel.FromF32(tc.dtype, tc.rows, tc.cols, randF32(r, tc.rows*tc.cols, 0.3))
+			a := &cpu.Act{N: tc.n, Cols: tc.cols, X: randF32(r, tc.n*tc.cols, 1)}
+			var xw []uint32
+			xScaleWord := 0
+			if tc.dtype == model.Int8 {
+				a.Q, a.Scale = make([]int8, tc.n*tc.cols), make([]float32, tc.n)
+				a.Quantize()
+				xw = packI8(a.Q)
+				xScaleWord = len(xw) + 2
+				xw = append(xw, 0, 0)
+				xw = append(xw, bytesU32(f32bytes(a.Scale))...)
+			} else {
+				xw = bytesU32(f32bytes(a.X))
+			}
+			want := make([]float32, tc.n*tc.rows)
+			cpu.MatMul(want, &m, a)
+			if tc.softcap != 0 {
+				cpu.Softcap(want, tc.softcap)
+			}
+			wdata, wScaleWord := packMat(&m)
+			tokens := tc.n - tc.first
+			outWords := tokens * tc.stride
+			out := buffer(t, nil, outWords)
+			var grid [3]int
+			switch tc.key.Family {
+			case "gemv":
+				rpw := tc.key.WG / tc.key.TPR
+				grid = [3]int{(tc.rows + rpw - 1) / rpw, 1, tokens}
+			default:
+				grid = [3]int{(tc.rows + 63) / 64, (tokens + 63) / 64, 1}
+			}
+			dispatch(t, tc.key, Step{N: uint32(tc.n), First: uint32(tc.first)},
+				MatmulParams{Rows: uint32(tc.rows), Cols: uint32(tc.cols), WScaleWord: uint32(wScaleWord), XScaleWord: uint32(xScaleWord),
+					OutRow: uint32(tc.outRow), OutStride: uint32(tc.stride), FromFirst: uint32(tc.fromFirst), Softcap: tc.softcap},
+				grid, buffer(t, u32bytes(pad16(wdata)), 0), buffer(t, u32bytes(pad16(xw)), 0), out)
+			got := bytesF32(read(t, out, outWords))
+			for tt := 0; tt < tokens; tt++ {
+				row := got[tt*tc.stride+tc.outRow : tt*tc.stride+tc.outRow+tc.rows]
+				ref := want[(tc.first+tt)*tc.rows : (tc.first+tt+1)*tc.rows]
+				if tc.dtype == model.Int8 && tc.softcap == 0 {
+					for i := range ref {
+						if row[i] != ref[i] {
+							t.Fatalf("token %d row %d: %v, want %v (int32 accumulators differ)", tt, i, row[i], ref[i])
+						}
+					}
+				} else {
+					closeTo(t, "y", row, ref, rel)
+				}
+			}
+		})
+	}
+}
+
+// checkQuantised compares an int8 row and its scale with quant.Quantize of
+// the reference values: the scale within rel, each value within one step
+// where the reference sits this close to a rounding boundary.
+func checkQuantised(t *testing.T, what string, q []int8, scale float32, ref []float32) {
+	t.Helper()
+	want := make([]int8, len(ref))
+	ws := quant.Quantize(want, ref)
+	if math.Abs(float64(scale-ws)) > rel*float64(ws) {
+		t.Fatalf("%s: scale %v, want %v", what, scale, ws)
+	}
+	for i := range want {
+		if q[i] == want[i] {
+			continue
+		}
+		v := float64(ref[i] / ws)
+		if math.Abs(math.Abs(v-math.Floor(v))-0.5) > 1e-3 || math.Abs(float64(q[i])-float64(want[i])) > 1 {
+			t.Fatalf("%s[%d] = %d, want %d (x/scale = %v)", what, i, q[i], want[i], v)
+		}
+	}
+}
+
+func TestPrenorm(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		int8            bool
+		cols, n         int
+		add, post, plus bool
+	}{
+		{"int8-first-layer", true, 4 * 37, 3, false, false, true},
+		{"int8-residual-post-norm", true, 4 * 53, 2, true, true, true},
+		{"int8-residual", true, 4 * 29, 5, true, false, false},
+		{"f32-residual-post-norm", false, 71, 3, true, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRand(t)
+			a := randF32(r, tc.n*tc.cols, 3)
+			b := randF32(r, tc.n*tc.cols, 2)
+			g1, g2 := randF32(r, tc.cols, 0.5), randF32(r, tc.cols, 0.5)
+			const eps = 1e-6
+			wantA := append([]float32(nil), a...)
+			wantH := make([]float32, len(a))
+			for i := 0; i < tc.n; i++ {
+				ra := wantA[i*tc.cols : (i+1)*tc.cols]
+				if tc.add {
+					rb := append([]float32(nil), b[i*tc.cols:(i+1)*tc.cols]...)
+					if tc.post {
+						cpu.RMSNorm(rb, rb, g1, eps, tc.plus)
+					}
+					for j := range ra {
+						ra[j] += rb[j]
+					}
+				}
+				cpu.RMSNorm(wantH[i*tc.cols:(i+1)*tc.cols], ra, g2, eps, tc.plus)
+			}
+			words, scaleWord := tc.n*tc.cols, 0
+			if tc.int8 {
+				words = tc.n * tc.cols / 4
+				scaleWord = words + 1
+			}
+			size := words
+			if tc.int8 {
+				size = scaleWord + tc.n
+			}
+			ab, hb := buffer(t, f32bytes(a), 0), buffer(t, nil, size)
+			dispatch(t, Key{Family: "prenorm", Entry: "prenorm", Int8: tc.int8, WG: 32}, Step{N: uint32(tc.n)},
+				PrenormParams{Cols: uint32(tc.cols), OnePlus: b2u(tc.plus), Eps: eps, Add: b2u(tc.add), PostNorm: b2u(tc.post), ScaleWord: uint32(scaleWord)},
+				[3]int{tc.n, 1, 1}, ab, buffer(t, f32bytes(g1), 0), buffer(t, f32bytes(b), 0), buffer(t, f32bytes(g2), 0), hb)
+			closeTo(t, "a", bytesF32(read(t, ab, len(a))), wantA, rel)
+			got := read(t, hb, size)
+			if !tc.int8 {
+				closeTo(t, "h", bytesF32(got), wantH, rel)
+				return
+			}
+			w := bytesU32(got)
+			q := unpackI8(w, tc.n*tc.cols)
+			for i := 0; i < tc.n; i++ {
+				checkQuantised(t, "h", q[i*tc.cols:(i+1)*tc.cols], math.Float32frombits(w[scaleWord+i]), wantH[i*tc.cols:(i+1)*tc.cols])
+			}
+		})
+	}
+}
+
+func TestGatedQuant(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		int8    bool
+		act     model.Activation
+		cols, n int
+	}{
+		{"int8-geglu", true, model.GeGLUTanh, 4 * 37, 3},
+		{"int8-swiglu", true, model.SwiGLU, 4 * 91, 2},
+		{"f32-geglu", false, model.GeGLUTanh, 75, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRand(t)
+			gu := randF32(r, tc.n*2*tc.cols, 3)
+			gu[0], gu[1] = 40, -40 // saturated ends
+			want := make([]float32, tc.n*tc.cols)
+			for i := 0; i < tc.n; i++ {
+				row := gu[2*i*tc.cols : 2*(i+1)*tc.cols]
+				cpu.GatedAct(want[i*tc.cols:(i+1)*tc.cols], row[:tc.cols], row[tc.cols:], tc.act)
+			}
+			words, scaleWord := tc.n*tc.cols, 0
+			if tc.int8 {
+				words = tc.n * tc.cols / 4
+				scaleWord = words + 3
+			}
+			size := words
+			if tc.int8 {
+				size = scaleWord + tc.n
+			}
+			out := buffer(t, nil, size)
+			dispatch(t, Key{Family: "act", Entry: "gated_quant", Int8: tc.int8, WG: 64, SiLU: tc.act == model.SwiGLU}, Step{N: uint32(tc.n)},
+				GatedParams{Cols: uint32(tc.cols), ScaleWord: uint32(scaleWord)}, [3]int{tc.n, 1, 1}, buffer(t, f32bytes(gu), 0), out)
+			got := read(t, out, size)
+			if !tc.int8 {
+				closeTo(t, "act", bytesF32(got), want, rel)
+				return
+			}
+			w := bytesU32(got)
+			q := unpackI8(w, tc.n*tc.cols)
+			for i := 0; i < tc.n; i++ {
+				checkQuantised(t, "act", q[i*tc.cols:(i+1)*tc.cols], math.Float32frombits(w[scaleWord+i]), want[i*tc.cols:(i+1)*tc.cols])
+			}
+		})
+	}
+}
+
+// TestStream checks that the bandwidth kernel reads every vector: fed data
+// whose fold is the magic value, it must write it.
+func TestStream(t *testing.T) {
+	const vecs = 1000 // not a multiple of WG*UNROLL
+	data := make([]uint32, 4*vecs)
+	data[4*(vecs-1)] = 0xabcd // only the last vector is not zero: its fold is 0xabcd
+	sink := buffer(t, nil, 64)
+	dispatch(t, Key{Family: "stream", Entry: "stream", WG: 64, TPR: 4}, Step{}, StreamParams{Vecs: vecs, Magic: 0xabcd},
+		[3]int{(vecs + 255) / 256, 1, 1}, buffer(t, u32bytes(data), 0), sink)
+	got := bytesU32(read(t, sink, 64))
+	found := false
+	for _, v := range got {
+		found = found || v == 0xabcd
+	}
+	if !found {
+		t.Fatalf("the kernel did not fold the last vector")
+	}
+}

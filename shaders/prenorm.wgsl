@@ -1,0 +1,88 @@
+// prenorm: the residual add that closes one block and the pre-norm that
+// opens the next, in one pass over each token row: a += b (b normalised by
+// g1 first when post_norm is 1; no add when add is 0), then h = RMSNorm(a)
+// * g2, quantised per token (int8, package quant's rule; the scale at
+// scale_word) or written as float32. It replaces a residual, an rmsnorm
+// and a quantize dispatch.
+#include "common.wgsl"
+
+struct PrenormParams {
+  cols: u32,       // row width
+  one_plus: u32,   // 1: norm weights are used as 1+w (Gemma)
+  eps: f32,
+  add: u32,        // 1: add b into a first
+  post_norm: u32,  // 1: normalise b by g1 before adding it
+  scale_word: u32, // int8: word offset of the per-token scales in h
+  pad0: u32,
+  pad1: u32,
+}
+@group(0) @binding(1) var<uniform> p: PrenormParams;
+@group(0) @binding(2) var<storage, read_write> a: array<f32>;
+@group(0) @binding(3) var<storage, read> g1: array<f32>;
+@group(0) @binding(4) var<storage, read> b: array<f32>;
+@group(0) @binding(5) var<storage, read> g2: array<f32>;
+@group(0) @binding(6) var<storage, read_write> h: array<u32>;
+
+fn gain1(i: u32) -> f32 {
+  return select(g1[i], g1[i] + 1.0, p.one_plus == 1u);
+}
+
+fn gain2(i: u32) -> f32 {
+  return select(g2[i], g2[i] + 1.0, p.one_plus == 1u);
+}
+
+// Each invocation owns the same columns in every pass (it rereads what it
+// wrote itself, so no barrier is needed between passes beyond the
+// reductions').
+@compute @workgroup_size({{WG}})
+fn prenorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) li: u32) {
+  let row = wg_linear(wg, nwg);
+  if (row >= step.n) {
+    return;
+  }
+  let base = row * p.cols;
+  if (p.add == 1u) {
+    var inv = 1.0;
+    if (p.post_norm == 1u) {
+      var ss = 0.0;
+      for (var i = li; i < p.cols; i += {{WG}}u) {
+        ss += b[base + i] * b[base + i];
+      }
+      inv = inv_rms(wg_sum(ss, li), p.cols, p.eps);
+    }
+    for (var i = li; i < p.cols; i += {{WG}}u) {
+      var v = b[base + i];
+      if (p.post_norm == 1u) {
+        v = v * inv * gain1(i);
+      }
+      a[base + i] = a[base + i] + v;
+    }
+  }
+  var ss = 0.0;
+  for (var i = li; i < p.cols; i += {{WG}}u) {
+    ss += a[base + i] * a[base + i];
+  }
+  let inv = inv_rms(wg_sum(ss, li), p.cols, p.eps);
+#if INT8
+  var m = 0.0;
+  for (var i = li; i < p.cols; i += {{WG}}u) {
+    m = max(m, abs(a[base + i] * inv * gain2(i)));
+  }
+  let scale = quant_scale(wg_max(m, li));
+  let words = p.cols / 4u;
+  for (var i = li; i < words; i += {{WG}}u) {
+    let c = 4u * i;
+    let q = vec4<i32>(quant_i8(a[base + c] * inv * gain2(c), scale), quant_i8(a[base + c + 1u] * inv * gain2(c + 1u), scale),
+                      quant_i8(a[base + c + 2u] * inv * gain2(c + 2u), scale), quant_i8(a[base + c + 3u] * inv * gain2(c + 3u), scale));
+    h[row * words + i] = pack_i8(q);
+  }
+  if (li == 0u) {
+    h[p.scale_word + row] = bitcast<u32>(scale);
+  }
+#else
+  for (var i = li; i < p.cols; i += {{WG}}u) {
+    h[base + i] = bitcast<u32>(a[base + i] * inv * gain2(i));
+  }
+#endif
+}

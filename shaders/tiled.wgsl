@@ -1,0 +1,141 @@
+// tiled: y = W x for the many tokens of a prefill step. A workgroup of 256
+// computes a tile of 64 rows by 64 tokens; W and x pass through workgroup
+// memory 32 columns at a time, as float32, and each invocation keeps a 4x4
+// block of sums in registers, so every weight read from memory serves 64
+// tokens. int8 (W8A8): the values are unpacked to exact floats and the
+// products summed with float32 FMA, which is exact for up to 1024 products
+// (their sums stay below 2^24); the sums move into int32 every 1024
+// columns, so the result equals the int32 accumulation of matmul.wgsl.
+#include "common.wgsl"
+
+#include "matmul_params.wgsl"
+@group(0) @binding(1) var<uniform> p: MatmulParams;
+@group(0) @binding(2) var<storage, read> w: array<u32>;
+@group(0) @binding(3) var<storage, read> x: array<u32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+const BM = 64u; // rows per tile
+const BN = 64u; // tokens per tile
+const BK = 32u; // columns per pass through workgroup memory
+
+// ws[k * 16 + r / 4][r % 4] is W[row0 + r][k0 + k]; xs likewise for tokens.
+var<workgroup> ws: array<vec4<f32>, 512>;
+var<workgroup> xs: array<vec4<f32>, 512>;
+
+#if INT8
+// stage unpacks word kw (4 columns) of tile row r of src into dst.
+fn stage_w(r: u32, kw: u32, v: u32) {
+  let q = unpack_i8(v);
+  for (var e = 0u; e < 4u; e++) {
+    ws[(4u * kw + e) * 16u + r / 4u][r % 4u] = f32(q[e]);
+  }
+}
+
+fn stage_x(r: u32, kw: u32, v: u32) {
+  let q = unpack_i8(v);
+  for (var e = 0u; e < 4u; e++) {
+    xs[(4u * kw + e) * 16u + r / 4u][r % 4u] = f32(q[e]);
+  }
+}
+#endif
+
+@compute @workgroup_size(256)
+fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let t0 = select(0u, step.first, p.from_first == 1u);
+  let row0 = wg.x * BM;
+  let tok0 = t0 + wg.y * BN;
+  if (tok0 >= step.n) {
+    return; // the whole workgroup
+  }
+  let ty = li / 16u; // rows 4*ty..
+  let tx = li % 16u; // tokens 4*tx..
+  var acc: array<vec4<f32>, 4>; // acc[j][i]: token 4*tx+j, row 4*ty+i
+#if INT8
+  var iacc: array<vec4<i32>, 4>;
+  let words = p.cols / 4u;
+  let passes = (words + 7u) / 8u;
+#else
+  let passes = (p.cols + BK - 1u) / BK;
+#endif
+  for (var kt = 0u; kt < passes; kt++) {
+#if INT8
+    // 64 rows x 8 words of W and of x: two words of each per invocation.
+    for (var j = 0u; j < 2u; j++) {
+      let idx = li + j * 256u;
+      let r = idx / 8u;
+      let kw = idx % 8u;
+      let word = kt * 8u + kw;
+      var wv = 0u;
+      if (row0 + r < p.rows && word < words) {
+        wv = w[(row0 + r) * words + word];
+      }
+      stage_w(r, kw, wv);
+      var xv = 0u;
+      if (tok0 + r < step.n && word < words) {
+        xv = x[(tok0 + r) * words + word];
+      }
+      stage_x(r, kw, xv);
+    }
+#else
+    // 64 rows x 32 columns of W and of x: eight values of each per invocation.
+    for (var j = 0u; j < 8u; j++) {
+      let idx = li + j * 256u;
+      let r = idx / BK;
+      let k = idx % BK;
+      let col = kt * BK + k;
+      var wv = 0.0;
+      if (row0 + r < p.rows && col < p.cols) {
+        wv = bitcast<f32>(w[(row0 + r) * p.cols + col]);
+      }
+      ws[k * 16u + r / 4u][r % 4u] = wv;
+      var xv = 0.0;
+      if (tok0 + r < step.n && col < p.cols) {
+        xv = bitcast<f32>(x[(tok0 + r) * p.cols + col]);
+      }
+      xs[k * 16u + r / 4u][r % 4u] = xv;
+    }
+#endif
+    workgroupBarrier();
+    for (var k = 0u; k < BK; k++) {
+      let a = ws[k * 16u + ty];
+      let b = xs[k * 16u + tx];
+      acc[0] += a * b.x;
+      acc[1] += a * b.y;
+      acc[2] += a * b.z;
+      acc[3] += a * b.w;
+    }
+    workgroupBarrier();
+#if INT8
+    if (kt % 32u == 31u || kt + 1u == passes) {
+      for (var j = 0u; j < 4u; j++) {
+        iacc[j] += vec4<i32>(acc[j]);
+        acc[j] = vec4<f32>(0.0);
+      }
+    }
+#endif
+  }
+  for (var j = 0u; j < 4u; j++) {
+    let t = tok0 + 4u * tx + j;
+    if (t >= step.n) {
+      continue;
+    }
+#if INT8
+    let xsc = bitcast<f32>(x[p.x_scale_word + t]);
+#endif
+    for (var i = 0u; i < 4u; i++) {
+      let row = row0 + 4u * ty + i;
+      if (row >= p.rows) {
+        continue;
+      }
+#if INT8
+      var v = f32(iacc[j][i]) * (xsc * bitcast<f32>(w[p.w_scale_word + row]));
+#else
+      var v = acc[j][i];
+#endif
+      if (p.softcap > 0.0) {
+        v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
+      }
+      y[(t - t0) * p.out_stride + p.out_row + row] = v;
+    }
+  }
+}

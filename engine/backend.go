@@ -56,3 +56,28 @@ type Snapshotter interface {
 	// refused with an error before anything is written.
 	Restore(parts []*kv.Snapshot) error
 }
+
+// GreedyDecoder is a Sequence that takes the argmax of each step's logits
+// on its device, where they are: what greedy decoding (sample.Params with
+// Temperature 0 and no repetition penalty) needs instead of a readback of
+// the whole logits per token. Each pick stays on the device and feeds the
+// next step's embedding, so steps are submitted back to back and the ids
+// come back in one readback at the end. It is optional, like Snapshotter:
+// sessions use it when it is there and the reply is greedy, and decode
+// through Forward otherwise. engine/webgpu.Sequence implements it.
+//
+// A session runs a few steps per call and checks the picks for a stop
+// token afterwards, so it may run up to steps-1 positions past the end of
+// the reply. Those positions are then not counted as the sequence's KV:
+// the next Forward rewrites them. The session keeps that within what
+// kv.Layout.CanRewind allows, and never runs past a prefix cache block
+// boundary before that block's snapshot is taken (see kv.Layout.CanCapture).
+type GreedyDecoder interface {
+	// Greedy runs token at position start, then each of its own picks at
+	// the positions after it, steps forwards in all, and returns the steps
+	// picks: ids[i] is the argmax of the logits of position start+i, the
+	// lowest id among equals (as sample.Greedy picks). The last pick has
+	// not run. The KV of positions start..start+steps-1 is written, and
+	// the positions before start are read as in Forward.
+	Greedy(token int32, start, steps int) ([]int32, error)
+}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -92,7 +93,8 @@ type Model struct {
 }
 
 // Load opens the model directory dir, verifies its files, and prepares the
-// backend opts ask for.
+// backend opts ask for: format.Open, LoadWeights, the backend, then
+// Assemble.
 func Load(dir string, opts Options) (*Model, error) {
 	f, err := format.Open(dir)
 	if err != nil {
@@ -102,14 +104,6 @@ func Load(dir string, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	tok, err := tokenizer.Load(f.TokenizerPath())
-	if err != nil {
-		return nil, fmt.Errorf("load model %s: %w", dir, err)
-	}
-	tmpl, err := chat.New(f.Manifest().GetChat(), tok)
-	if err != nil {
-		return nil, fmt.Errorf("load model %s: chat template: %w", dir, err)
-	}
 	cfg := f.Config()
 	if opts.Float32 {
 		cfg, w = model.ToF32(cfg, w)
@@ -118,22 +112,58 @@ func Load(dir string, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load model %s: %w", dir, err)
 	}
+	m, err := Assemble(f, cfg, b, opts)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Assemble makes a Model of the opened model f from a backend b that
+// already holds its weights: what Load does once the weights are on the
+// backend, and what a host uses that puts them there some other way (the
+// wasm module has the browser stream them from its cache straight into GPU
+// buffers). cfg is the config as b runs it: f.Config(), or its float32 form
+// (model.ToF32) for the float32 mode of an int8 model; saved conversations
+// are tied to it. Assemble reads the tokenizer through f (which checks its
+// sha256) and builds the chat template, the sessions' KV layout, the
+// identity saved conversations must match and the prefix cache; of opts it
+// uses Context and CacheBytes. It closes nothing: on error the caller still
+// owns b, and on success the Model does (Model.Close closes it).
+func Assemble(f *format.Model, cfg *model.Config, b Backend, opts Options) (*Model, error) {
+	if f == nil || cfg == nil || b == nil {
+		return nil, errors.New("assemble model: an opened model, a config and a backend are required")
+	}
+	dir := f.Dir()
+	if base := f.Config(); cfg.Vocab != base.Vocab || cfg.ContextLen != base.ContextLen {
+		return nil, fmt.Errorf("assemble model %s: the config as run (vocab %d, context_len %d) is not the manifest's (vocab %d, context_len %d)", dir, cfg.Vocab, cfg.ContextLen, base.Vocab, base.ContextLen)
+	}
+	tokData, err := f.ReadTokenizer()
+	if err != nil {
+		return nil, err
+	}
+	tok, err := tokenizer.FromBytes(f.TokenizerPath(), tokData)
+	if err != nil {
+		return nil, fmt.Errorf("load model %s: %w", dir, err)
+	}
+	tmpl, err := chat.New(f.Manifest().GetChat(), tok)
+	if err != nil {
+		return nil, fmt.Errorf("load model %s: chat template: %w", dir, err)
+	}
 	ctx := opts.Context
 	if ctx == 0 {
 		ctx = min(cfg.ContextLen, DefaultContext)
 	}
 	if ctx < 1 || ctx > cfg.ContextLen {
-		b.Close()
 		return nil, fmt.Errorf("load model %s: context %d outside 1..%d (the model's context_len)", dir, ctx, cfg.ContextLen)
 	}
 	lay, err := kv.NewLayout(cfg, ctx)
 	if err != nil {
-		b.Close()
 		return nil, fmt.Errorf("load model %s: %w", dir, err)
 	}
 	m := &Model{Dir: dir, Name: f.Manifest().GetName(), Config: cfg, Tokenizer: tok, Template: tmpl, Backend: b, context: ctx, layout: lay}
 	if m.identity, err = identify(f, cfg); err != nil {
-		b.Close()
 		return nil, fmt.Errorf("load model %s: %w", dir, err)
 	}
 	if opts.CacheBytes >= 0 {
@@ -142,7 +172,6 @@ func Load(dir string, opts Options) (*Model, error) {
 			budget = DefaultCacheBytes
 		}
 		if m.Cache, err = prefix.New(prefix.Options{Budget: budget}); err != nil {
-			b.Close()
 			return nil, fmt.Errorf("load model %s: %w", dir, err)
 		}
 	}
@@ -212,5 +241,3 @@ func (m *Model) Close() error { return m.Backend.Close() }
 
 // Context is the number of positions a session of m holds.
 func (m *Model) Context() int { return m.context }
-
-func (m *Model) layoutCanRewind(from, to int) bool { return m.layout.CanRewind(from, to) }

@@ -34,6 +34,12 @@ const (
 type GenParams struct {
 	Sample    sample.Params
 	MaxTokens int // 0 means until a stop token or the context limit
+	// OnToken, when set, is called with every token the reply takes (a
+	// stop token is not taken) and the text that token completed: whole
+	// UTF-8 characters, often none. The text alone also goes to the
+	// onText of Send and its kin; OnToken is for hosts that hand the
+	// reply over token by token (the wasm module).
+	OnToken func(id int32, text string)
 }
 
 // Reply is what one turn produced.
@@ -58,14 +64,20 @@ type Reply struct {
 // them: re-encoding generated text could tokenise it differently and
 // needlessly break the cached prefix.
 type Session struct {
-	m     *Model
-	seq   Sequence
-	snap  Snapshotter   // seq, when its KV can be copied out (nil otherwise)
-	cache *prefix.Cache // the model's prefix cache, when on and seq can use it
-	msgs  []chat.Message
-	toks  []int32 // the conversation so far
-	start []int   // toks offset where each message's rendering begins
-	kvLen int     // positions of toks whose KV is in seq
+	m      *Model
+	seq    Sequence
+	snap   Snapshotter   // seq, when its KV can be copied out (nil otherwise)
+	greedy GreedyDecoder // seq, when it takes the argmax on its device (nil otherwise)
+	cache  *prefix.Cache // the model's prefix cache, when on and seq can use it
+	msgs   []chat.Message
+	toks   []int32 // the conversation so far
+	start  []int   // toks offset where each message's rendering begins
+	kvLen  int     // positions of toks whose KV is in seq
+	// written is one past the highest position seq has written since its
+	// KV was last replaced (Restore, or a forward from 0). A greedy batch
+	// may run past the reply's end, so it can exceed kvLen; rewinds are
+	// judged from it, since those positions overwrote ring slots.
+	written int
 	// open is true while the last message is an assistant reply whose
 	// closing suffix has not been appended yet.
 	open   bool
@@ -89,6 +101,7 @@ func (m *Model) NewSession(system string) (*Session, error) {
 func (m *Model) newSession(seq Sequence) *Session {
 	s := &Session{m: m, seq: seq, logits: make([]float32, m.Config.Vocab)}
 	s.snap, _ = seq.(Snapshotter)
+	s.greedy, _ = seq.(GreedyDecoder)
 	if s.snap != nil {
 		s.cache = m.Cache
 	}
@@ -146,10 +159,16 @@ func (s *Session) truncate(i int) {
 	}
 	s.msgs = s.msgs[:i]
 	s.open = false
-	s.toks = s.toks[:cut]
-	if s.kvLen > cut {
-		if s.m.layoutCanRewind(s.kvLen, cut) {
-			s.kvLen = cut
+	s.cut(cut)
+}
+
+// cut drops the tokens from n on, and their KV: in place where the layout
+// allows the rewind, else all of it, to be refilled from the start.
+func (s *Session) cut(n int) {
+	s.toks = s.toks[:n]
+	if s.kvLen > n {
+		if s.m.layout.CanRewind(s.written, n) {
+			s.kvLen = n
 		} else {
 			s.kvLen = 0
 		}
@@ -188,13 +207,70 @@ func (s *Session) reply(ctx context.Context, p GenParams, onText func(string)) (
 		s.toks, s.start, s.open, s.msgs = s.toks[:mark], s.start[:startMark], openMark, s.msgs[:startMark]
 		return nil, fmt.Errorf("%w: %d tokens with the new message, the context holds %d", ErrContextFull, n, limit)
 	}
-	s.restoreCached()
-	r := &Reply{CachedTokens: s.kvLen, PromptTokens: len(s.toks) - s.kvLen}
-	if err := s.advance(); err != nil {
+	r, err := s.prefill()
+	if err != nil {
 		return nil, err
 	}
 	s.msgs = append(s.msgs, chat.Message{Role: chat.Assistant})
 	s.open = true
+	err = s.generate(ctx, r, p, onText)
+	last := &s.msgs[len(s.msgs)-1]
+	last.Content, last.Tokens = r.Text, r.Tokens
+	return r, err
+}
+
+// Complete continues the conversation's tokens with raw token ids, without
+// the chat template, and generates after them: for checks against other
+// implementations and for debugging. The ids and the reply stay in the
+// conversation's tokens (see Tokens) but belong to no message; a later
+// Send renders its messages after them.
+func (s *Session) Complete(ctx context.Context, ids []int32, p GenParams, onText func(string)) (*Reply, error) {
+	if err := p.Sample.Validate(); err != nil {
+		return nil, err
+	}
+	if len(ids) == 0 {
+		return nil, errors.New("complete: no token ids")
+	}
+	for i, id := range ids {
+		if id < 0 || int(id) >= s.m.Config.Vocab {
+			return nil, fmt.Errorf("complete: token %d at index %d outside the vocabulary of %d", id, i, s.m.Config.Vocab)
+		}
+	}
+	if n, limit := len(s.toks)+len(ids), s.seq.Context(); n >= limit {
+		return nil, fmt.Errorf("complete: %w: %d tokens, the context holds %d", ErrContextFull, n, limit)
+	}
+	mark := len(s.toks)
+	s.toks = append(s.toks, ids...)
+	r, err := s.prefill()
+	if err != nil {
+		s.cut(mark)
+		return nil, err
+	}
+	return r, s.generate(ctx, r, p, onText)
+}
+
+// prefill computes the KV of the tokens the session lacks, restoring what
+// the prefix cache holds first, and leaves the last token's logits in
+// s.logits. The reply it returns counts them.
+func (s *Session) prefill() (*Reply, error) {
+	s.restoreCached()
+	r := &Reply{CachedTokens: s.kvLen, PromptTokens: len(s.toks) - s.kvLen}
+	return r, s.advance()
+}
+
+// generate decodes after s.toks, whose last token's logits are in s.logits,
+// until a stop token, p.MaxTokens, the context limit or ctx ends it,
+// appending the reply to s.toks and r.
+//
+// Greedy replies on a GreedyDecoder take the argmax on the device, in
+// batches (see maxGreedySteps): tokens the batch has already run are taken
+// from its picks, and a stop token among them is noticed after the
+// positions behind it have run. Those positions are simply not counted in
+// kvLen. Everything else, the tokens, the finish, kvLen and what is
+// streamed, is exactly what decoding through Forward and the sampler
+// gives; only the timing differs (a batch's tokens arrive together).
+func (s *Session) generate(ctx context.Context, r *Reply, p GenParams, onText func(string)) error {
+	limit := s.seq.Context()
 	sampler := sample.NewSampler(p.Sample)
 	dec := s.m.Tokenizer.NewStreamDecoder()
 	var text []byte
@@ -207,36 +283,147 @@ func (s *Session) reply(ctx context.Context, p GenParams, onText func(string)) (
 	defer func() {
 		emit(dec.Flush())
 		r.Text = string(text)
-		s.msgs[len(s.msgs)-1].Content = r.Text
-		s.msgs[len(s.msgs)-1].Tokens = r.Tokens
 	}()
+	gd := s.greedyOnDevice(p.Sample)
+	// ahead holds the picks of the last greedy batch not yet taken; all
+	// but the last have run.
+	var ahead []int32
 	for {
 		if err := ctx.Err(); err != nil {
 			r.Finish = FinishCancelled
-			return r, err
+			return err
 		}
 		if p.MaxTokens > 0 && len(r.Tokens) >= p.MaxTokens {
 			r.Finish = FinishLength
-			return r, nil
+			return nil
 		}
-		id := sampler.Sample(s.logits, s.toks)
+		var id int32
+		if len(ahead) > 0 {
+			id, ahead = ahead[0], ahead[1:]
+		} else {
+			id = sampler.Sample(s.logits, s.toks)
+		}
 		if s.m.Template.IsStop(id) {
 			r.Finish = FinishStop
-			return r, nil
+			return nil
 		}
 		r.Tokens = append(r.Tokens, id)
 		s.toks = append(s.toks, id)
-		emit(dec.Push(id))
+		piece := dec.Push(id)
+		emit(piece)
+		if p.OnToken != nil {
+			p.OnToken(id, piece)
+		}
 		// The next position must leave room for the assistant suffix to close
 		// the turn; stop one short of the limit.
 		if len(s.toks)+1 >= limit {
 			r.Finish = FinishLength
-			return r, nil
+			return nil
 		}
-		if err := s.advance(); err != nil {
-			return r, err
+		var err error
+		switch {
+		case len(ahead) > 0: // id has run in the last batch
+			s.took()
+		case gd != nil:
+			ahead, err = s.greedyBatch(gd, len(r.Tokens), p.MaxTokens)
+		default:
+			err = s.advance()
+		}
+		if err != nil {
+			return err
 		}
 	}
+}
+
+// greedyOnDevice returns the session's GreedyDecoder when p picks the
+// argmax of the logits as they are: temperature 0, no repetition penalty.
+func (s *Session) greedyOnDevice(p sample.Params) GreedyDecoder {
+	if s.greedy == nil || p.Temperature != 0 || (p.RepetitionPenalty != 0 && p.RepetitionPenalty != 1) {
+		return nil
+	}
+	return s.greedy
+}
+
+// maxGreedySteps is the most steps one GreedyDecoder call runs, so the most
+// tokens per readback. A browser's readback round trip (mapAsync, back to
+// the event loop, into the module again) costs milliseconds, more than a
+// decode step of a small model on a real GPU, and the GPU idles through it;
+// four steps per readback cut that to a quarter. The price is at most
+// three steps run past a stop token, once per reply, and tokens streamed
+// in bursts of four, which at tens of tokens per second reads as smooth.
+// Beyond four the gain shrinks (1/steps) while both costs grow. Natively
+// the round trip is short and still counts: 128-token replies of
+// models/wick-cai-21m on an H200 (BenchmarkSessionDecode in engine/webgpu)
+// ran at 570 tokens/s through the logits, 585 with the argmax on the GPU
+// and a readback per step, 725 at two steps and 840 at four. A ring
+// that has wrapped allows only one position past the reply (see
+// batchSteps), so long chats on models with local layers run two.
+const maxGreedySteps = 4
+
+// greedyBatch runs the token just taken (the last of s.toks, at position
+// s.kvLen; n is the reply's length with it) and the device's picks after
+// it, and returns the picks.
+func (s *Session) greedyBatch(gd GreedyDecoder, n, maxTokens int) ([]int32, error) {
+	pos := s.kvLen
+	steps := s.batchSteps(pos, n, maxTokens)
+	ids, err := gd.Greedy(s.toks[pos], pos, steps)
+	s.wrote(pos, pos+steps)
+	if err == nil && len(ids) != steps {
+		err = fmt.Errorf("%d ids for %d steps", len(ids), steps)
+	}
+	for i, id := range ids {
+		if err == nil && (id < 0 || int(id) >= s.m.Config.Vocab) {
+			err = fmt.Errorf("pick %d is token %d, outside the vocabulary of %d", i, id, s.m.Config.Vocab)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("greedy decode at position %d: %w", pos, err)
+	}
+	s.took()
+	return ids, nil
+}
+
+// batchSteps is how many steps a greedy batch from position pos runs.
+// Pick j of the batch is the reply's token n+j+1 at position pos+1+j, and
+// the batch runs it (j < steps-1) only where decoding through Forward would
+// run it too: when MaxTokens takes it and it leaves room for the closing
+// suffix. So only a stop token (or a cancel) leaves positions past the
+// reply, and batchSteps keeps the worst case, every pick after the first
+// discarded, a rewind the layout allows. With the prefix cache on, a batch
+// ends at the next block boundary at the latest: the block is captured when
+// the sequence's last write ends there, before anything past it runs.
+func (s *Session) batchSteps(pos, n, maxTokens int) int {
+	steps := min(maxGreedySteps, s.seq.Context()-pos-2)
+	if maxTokens > 0 {
+		steps = min(steps, maxTokens-n+1)
+	}
+	if s.cache != nil {
+		B := s.cache.Block()
+		steps = min(steps, (pos/B+1)*B-pos)
+	}
+	for steps > 2 && !s.m.layout.CanRewind(max(s.written, pos+steps), pos+1) {
+		steps--
+	}
+	return max(steps, 1)
+}
+
+// took counts the KV of the token at s.kvLen, which a greedy batch has
+// run, and offers a block it completes to the prefix cache.
+func (s *Session) took() {
+	s.kvLen++
+	if s.cache != nil && s.kvLen%s.cache.Block() == 0 {
+		s.remember()
+	}
+}
+
+// wrote records that seq has just written positions [from, to).
+func (s *Session) wrote(from, to int) {
+	if from == 0 {
+		// Every position the rings hold is fresh again.
+		s.written = to
+		return
+	}
+	s.written = max(s.written, to)
 }
 
 // restoreCached restores the longest prefix of the conversation that the
@@ -258,7 +445,7 @@ func (s *Session) restoreCached() {
 	if err := s.snap.Restore(parts); err != nil {
 		return // the cache is an optimisation: prefill instead
 	}
-	s.kvLen = n
+	s.kvLen, s.written = n, n
 }
 
 // advance computes the KV of s.toks[s.kvLen:] and leaves the logits of the
@@ -275,7 +462,9 @@ func (s *Session) advance() error {
 			B := s.cache.Block()
 			stop = min(end, (s.kvLen/B+1)*B)
 		}
-		if err := s.seq.Forward(s.toks[s.kvLen:stop], s.kvLen, s.logits); err != nil {
+		err := s.seq.Forward(s.toks[s.kvLen:stop], s.kvLen, s.logits)
+		s.wrote(s.kvLen, stop)
+		if err != nil {
 			return err
 		}
 		s.kvLen = stop
@@ -290,8 +479,8 @@ func (s *Session) advance() error {
 // only cost future reuse, so they are not errors of the turn.
 func (s *Session) remember() {
 	prefixToks := s.toks[:s.kvLen]
-	if !s.cache.Wants(prefixToks) {
-		return
+	if s.written != s.kvLen || !s.cache.Wants(prefixToks) {
+		return // a block must never hold positions run past the reply
 	}
 	snap, err := s.snap.Snapshot(s.kvLen-s.cache.Block(), s.kvLen)
 	if err != nil {
@@ -325,7 +514,9 @@ var roles = map[string]chat.Role{"system": chat.System, "user": chat.User, "assi
 // with the model's identity. The browser stores the bytes in OPFS; natively,
 // Save writes them to a file. When the sequence cannot copy its KV out (a
 // backend without Snapshotter, or a ring cut back past what it holds), the
-// file holds no KV and the restored session re-prefills.
+// file holds no KV and the restored session re-prefills. A greedy batch
+// that ran past a stop token (see GreedyDecoder) is such a cut once a
+// ring has wrapped, under kv.Layout.CanCapture's rule.
 func (s *Session) MarshalBinary() ([]byte, error) {
 	meta := savedChat{Start: s.start, Open: s.open}
 	for _, m := range s.msgs {
@@ -409,7 +600,7 @@ func (m *Model) RestoreSession(data []byte) (*Session, error) {
 			seq.Close()
 			return nil, fmt.Errorf("restore session: %w", err)
 		}
-		s.kvLen = f.KV.End
+		s.kvLen, s.written = f.KV.End, f.KV.End
 	}
 	return s, nil
 }

@@ -56,7 +56,13 @@ func (i *Instance) run(ctx context.Context, onToken func([]byte) bool, export st
 	if err := i.put(ctx, input); err != nil {
 		return nil, err
 	}
-	v, err := i.call(ctx, export, append(args, uint64(len(input)))...)
+	return i.drive(ctx, onToken, export, append(args, uint64(len(input)))...)
+}
+
+// drive calls export with args (no input) and drives the call to its end,
+// as run does.
+func (i *Instance) drive(ctx context.Context, onToken func([]byte) bool, export string, args ...uint64) ([]byte, error) {
+	v, err := i.call(ctx, export, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -198,6 +204,74 @@ func (s *Session) Send(ctx context.Context, t Turn, onToken func(Token) bool) (*
 // template, and generates after them.
 func (s *Session) Complete(ctx context.Context, t Turn, onToken func(Token) bool) (*Reply, error) {
 	return s.turn(ctx, "wick_complete", t, onToken)
+}
+
+// Regenerate drops the last reply and generates a new one for the same
+// user message (t's text is not used).
+func (s *Session) Regenerate(ctx context.Context, t Turn, onToken func(Token) bool) (*Reply, error) {
+	t.Text = ""
+	return s.turn(ctx, "wick_regenerate", t, onToken)
+}
+
+// EditLast replaces the last user message by t.Text, dropping any reply to
+// it, and generates a new reply.
+func (s *Session) EditLast(ctx context.Context, t Turn, onToken func(Token) bool) (*Reply, error) {
+	return s.turn(ctx, "wick_edit_last", t, onToken)
+}
+
+// Message is a conversation message as the module takes and gives it.
+type Message struct {
+	Role    string  `json:"role"` // system, user or assistant
+	Content string  `json:"content"`
+	Tokens  []int32 `json:"tokens,omitempty"` // an assistant reply's tokens, as Reply.Tokens
+}
+
+// SetHistory replaces the conversation by msgs without generating; the
+// module keeps the KV of the leading messages it already holds.
+func (s *Session) SetHistory(ctx context.Context, msgs []Message) error {
+	in, err := json.Marshal(map[string][]Message{"messages": msgs})
+	if err != nil {
+		return err
+	}
+	if _, err := s.i.run(ctx, nil, "wick_set_history", in, uint64(uint32(s.id))); err != nil {
+		return fmt.Errorf("wasm set history: %w", err)
+	}
+	return nil
+}
+
+// Save returns the conversation with its KV, for Instance.Restore (in this
+// instance or another of the same model).
+func (s *Session) Save(ctx context.Context) ([]byte, error) {
+	out, err := s.i.drive(ctx, nil, "wick_save", uint64(uint32(s.id)))
+	if err != nil {
+		return nil, fmt.Errorf("wasm save: %w", err)
+	}
+	return out, nil
+}
+
+// Restored is what the module reports about a restored conversation.
+type Restored struct {
+	KVTokens int       `json:"kv_tokens"` // tokens whose KV came back: the next turn does not prefill them
+	Replayed bool      `json:"replayed"`  // the KV was another model's or mode's: only the messages came back
+	Reason   string    `json:"reason"`    // why the KV was refused, when Replayed
+	Messages []Message `json:"messages"`
+}
+
+// Restore continues a conversation that Session.Save returned, as a new
+// session.
+func (i *Instance) Restore(ctx context.Context, data []byte) (*Session, *Restored, error) {
+	out, err := i.run(ctx, nil, "wick_restore", data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("wasm restore: %w", err)
+	}
+	var r struct {
+		Session int32 `json:"session"`
+		Restored
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return nil, nil, fmt.Errorf("wasm restore: result: %w", err)
+	}
+	return &Session{i: i, id: r.Session}, &r.Restored, nil
 }
 
 func (s *Session) turn(ctx context.Context, export string, t Turn, onToken func(Token) bool) (*Reply, error) {

@@ -21,13 +21,15 @@ import (
 	"fmt"
 	"runtime/debug"
 	"unsafe"
+
+	"github.com/wick-run/wick/engine"
 )
 
 func main() {}
 
 var (
-	loadedModel *loaded
-	sessions    = map[int32]*session{}
+	loadedModel *engine.Model
+	sessions    = map[int32]*engine.Session{}
 	nextSess    int32
 	input       []byte // the host writes each call's input here (wick_buf)
 	output      []byte // the last result (wick_output)
@@ -114,19 +116,19 @@ func wickLoad(n uint32) int32 {
 			return fail(fmt.Errorf("load: options: %w", err))
 		}
 		return start(func(t *task) error {
-			ld, err := load(o)
+			m, err := load(o)
 			if err != nil {
 				return err
 			}
 			if loadedModel != nil {
 				for id, s := range sessions {
-					s.seq.Close()
+					s.Close()
 					delete(sessions, id)
 				}
-				loadedModel.close()
+				loadedModel.Close()
 			}
-			loadedModel = ld
-			out, _ := json.Marshal(loadInfo{Name: ld.f.Manifest().GetName(), Backend: ld.name, Vocab: ld.cfg.Vocab, Context: ld.context})
+			loadedModel = m
+			out, _ := json.Marshal(loadInfo{Name: m.Name, Backend: m.Backend.Name(), Vocab: m.Config.Vocab, Context: m.Context()})
 			setOutput(out)
 			return nil
 		})
@@ -134,6 +136,13 @@ func wickLoad(n uint32) int32 {
 }
 
 var errNoModel = errors.New("no model is loaded: call wick_load first")
+
+// add registers a new session and returns its id.
+func add(s *engine.Session) int32 {
+	nextSess++
+	sessions[nextSess] = s
+	return nextSess
+}
 
 // wick_session starts a conversation; input: the system prompt (UTF-8,
 // may be empty). Output: {"session": id}.
@@ -150,13 +159,11 @@ func wickSession(n uint32) int32 {
 			if loadedModel == nil {
 				return errNoModel
 			}
-			s, err := newSession(loadedModel, system)
+			s, err := loadedModel.NewSession(system)
 			if err != nil {
 				return err
 			}
-			nextSess++
-			sessions[nextSess] = s
-			setOutput(fmt.Appendf(nil, `{"session":%d}`, nextSess))
+			setOutput(fmt.Appendf(nil, `{"session":%d}`, add(s)))
 			return nil
 		})
 	})
@@ -175,22 +182,24 @@ func wickClose(id int32) int32 {
 			return fail(fmt.Errorf("close: no session %d", id))
 		}
 		delete(sessions, id)
-		if err := s.seq.Close(); err != nil {
+		if err := s.Close(); err != nil {
 			return fail(err)
 		}
 		return statusDone
 	})
 }
 
-// turn runs a turn of session id with input n (turnInput as JSON).
-func turn(what string, id int32, n uint32, f func(*session, *task, *turnInput) (*reply, error)) int32 {
-	data, err := in(n)
-	if err != nil {
-		return fail(fmt.Errorf("%s: %w", what, err))
-	}
-	var ti turnInput
-	if err := json.Unmarshal(data, &ti); err != nil {
-		return fail(fmt.Errorf("%s: input: %w", what, err))
+// onSession runs f on session id as a task, after decoding input n as
+// JSON into v (when v is not nil).
+func onSession(what string, id int32, n uint32, v any, f func(*task, *engine.Session) error) int32 {
+	if v != nil {
+		data, err := in(n)
+		if err != nil {
+			return fail(fmt.Errorf("%s: %w", what, err))
+		}
+		if err := json.Unmarshal(data, v); err != nil {
+			return fail(fmt.Errorf("%s: input: %w", what, err))
+		}
 	}
 	return start(func(t *task) error {
 		if loadedModel == nil {
@@ -200,9 +209,20 @@ func turn(what string, id int32, n uint32, f func(*session, *task, *turnInput) (
 		if !ok {
 			return fmt.Errorf("%s: no session %d", what, id)
 		}
-		r, err := f(s, t, &ti)
-		if err != nil {
+		if err := f(t, s); err != nil {
 			return fmt.Errorf("%s: %w", what, err)
+		}
+		return nil
+	})
+}
+
+// turn runs turn g of session id with input n (turnInput as JSON).
+func turn(what string, id int32, n uint32, g generator) int32 {
+	var ti turnInput
+	return onSession(what, id, n, &ti, func(t *task, s *engine.Session) error {
+		r, err := generate(t, s, g, &ti)
+		if err != nil {
+			return err
 		}
 		out, _ := json.Marshal(r)
 		setOutput(out)
@@ -215,7 +235,7 @@ func turn(what string, id int32, n uint32, f func(*session, *task, *turnInput) (
 //
 //go:wasmexport wick_send
 func wickSend(id int32, n uint32) int32 {
-	return guard(func() int32 { return turn("send", id, n, (*session).send) })
+	return guard(func() int32 { return turn("send", id, n, sendTurn) })
 }
 
 // wick_complete continues session id with raw token ids and generates;
@@ -223,7 +243,90 @@ func wickSend(id int32, n uint32) int32 {
 //
 //go:wasmexport wick_complete
 func wickComplete(id int32, n uint32) int32 {
-	return guard(func() int32 { return turn("complete", id, n, (*session).complete) })
+	return guard(func() int32 { return turn("complete", id, n, completeTurn) })
+}
+
+// wick_regenerate drops session id's last reply and generates a new one
+// for the same user message; input: {"max_tokens": ..., sampling fields}.
+//
+//go:wasmexport wick_regenerate
+func wickRegenerate(id int32, n uint32) int32 {
+	return guard(func() int32 { return turn("regenerate", id, n, regenerateTurn) })
+}
+
+// wick_edit_last replaces session id's last user message (dropping the
+// reply to it) and generates a new reply; input as wick_send's.
+//
+//go:wasmexport wick_edit_last
+func wickEditLast(id int32, n uint32) int32 {
+	return guard(func() int32 { return turn("edit last", id, n, editTurn) })
+}
+
+// wick_set_history replaces session id's conversation without generating;
+// input: {"messages": [{"role", "content", "tokens"}, ...]}. Output:
+// {"messages": count}.
+//
+//go:wasmexport wick_set_history
+func wickSetHistory(id int32, n uint32) int32 {
+	return guard(func() int32 {
+		var h historyInput
+		return onSession("set history", id, n, &h, func(_ *task, s *engine.Session) error {
+			msgs, err := h.messages(loadedModel.Config.Vocab)
+			if err != nil {
+				return err
+			}
+			if err := s.SetHistory(msgs); err != nil {
+				return err
+			}
+			setOutput(fmt.Appendf(nil, `{"messages":%d}`, len(msgs)))
+			return nil
+		})
+	})
+}
+
+// wick_save saves session id: its output is the conversation with its KV,
+// bytes for the host to keep (OPFS) and hand to wick_restore later.
+//
+//go:wasmexport wick_save
+func wickSave(id int32) int32 {
+	return guard(func() int32 {
+		return onSession("save", id, 0, nil, func(_ *task, s *engine.Session) error {
+			data, err := s.MarshalBinary()
+			if err != nil {
+				return err
+			}
+			setOutput(data)
+			return nil
+		})
+	})
+}
+
+// wick_restore starts a session from bytes wick_save made; input: the
+// bytes. Output: restored as JSON.
+//
+//go:wasmexport wick_restore
+func wickRestore(n uint32) int32 {
+	return guard(func() int32 {
+		data, err := in(n)
+		if err != nil {
+			return fail(fmt.Errorf("restore: %w", err))
+		}
+		// The input buffer is the host's to reuse once the call pauses.
+		data = append([]byte(nil), data...)
+		return start(func(t *task) error {
+			if loadedModel == nil {
+				return errNoModel
+			}
+			s, r, err := restore(loadedModel, data)
+			if err != nil {
+				return err
+			}
+			r.Session = add(s)
+			out, _ := json.Marshal(r)
+			setOutput(out)
+			return nil
+		})
+	})
 }
 
 // wick_resume continues the call in flight after statusToken or statusWait.

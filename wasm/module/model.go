@@ -7,13 +7,8 @@ import (
 	"fmt"
 
 	"github.com/wick-run/wick/engine"
-	"github.com/wick-run/wick/engine/chat"
-	"github.com/wick-run/wick/engine/cpu"
 	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/gpu"
-	"github.com/wick-run/wick/engine/kv"
-	"github.com/wick-run/wick/engine/model"
-	"github.com/wick-run/wick/engine/tokenizer"
 	"github.com/wick-run/wick/engine/webgpu"
 )
 
@@ -23,23 +18,13 @@ type loadOptions struct {
 	Backend string `json:"backend"` // "webgpu", "cpu", or "" for webgpu where the host has a GPU
 	Context int    `json:"context"` // positions per session; 0: the model's, at most engine.DefaultContext
 	Float32 bool   `json:"f32"`     // run an int8 model in the float32 mode (cpu backend only)
+	// CacheBytes is the prefix cache's budget in the module's memory: 0
+	// for engine.DefaultCacheBytes, negative for none (see engine.Options).
+	CacheBytes int64 `json:"cache_bytes"`
 }
 
 // gpuDev is the host's GPU as the module reaches it, once a load found one.
 var gpuDev *gpu.Imported
-
-// loaded is a model ready for sessions.
-type loaded struct {
-	f       *format.Model
-	cfg     *model.Config
-	tok     *tokenizer.Tokenizer
-	tmpl    *chat.Template
-	name    string // backend, for the host's notices
-	context int
-	lay     *kv.Layout
-	newSeq  func(context int) (engine.Sequence, error)
-	close   func()
-}
 
 // loadInfo is wick_load's output.
 type loadInfo struct {
@@ -50,37 +35,14 @@ type loadInfo struct {
 }
 
 // load opens the model at o.Dir: the manifest and tokenizer always, the
-// weights only on the cpu backend. On webgpu the host streams them into the
-// GPU buffers the module makes.
-func load(o loadOptions) (*loaded, error) {
+// weights only on the cpu backend (engine.Load). On webgpu the host streams
+// them into the GPU buffers the module makes, and engine.Assemble makes the
+// model around that backend.
+func load(o loadOptions) (*engine.Model, error) {
 	if o.Dir == "" {
 		return nil, errors.New("load: no model directory (field \"dir\")")
 	}
-	f, err := format.Open(o.Dir)
-	if err != nil {
-		return nil, err
-	}
-	tokData, err := f.ReadTokenizer()
-	if err != nil {
-		return nil, err
-	}
-	tok, err := tokenizer.FromBytes(f.Manifest().GetTokenizer().GetFile(), tokData)
-	if err != nil {
-		return nil, fmt.Errorf("load model %s: %w", o.Dir, err)
-	}
-	tmpl, err := chat.New(f.Manifest().GetChat(), tok)
-	if err != nil {
-		return nil, fmt.Errorf("load model %s: chat template: %w", o.Dir, err)
-	}
-	cfg := f.Config()
-	ctx := o.Context
-	if ctx == 0 {
-		ctx = min(cfg.ContextLen, engine.DefaultContext)
-	}
-	if ctx < 1 || ctx > cfg.ContextLen {
-		return nil, fmt.Errorf("load model %s: context %d outside 1..%d (the model's context_len)", o.Dir, ctx, cfg.ContextLen)
-	}
-	ld := &loaded{f: f, cfg: cfg, tok: tok, tmpl: tmpl, context: ctx}
+	opts := engine.Options{Backend: "cpu", Context: o.Context, Float32: o.Float32, CacheBytes: o.CacheBytes}
 	switch o.Backend {
 	case "", "webgpu":
 		if o.Float32 {
@@ -89,6 +51,10 @@ func load(o loadOptions) (*loaded, error) {
 			}
 			break
 		}
+		f, err := format.Open(o.Dir)
+		if err != nil {
+			return nil, err
+		}
 		dev, err := gpu.OpenImported(waitHost)
 		if errors.Is(err, gpu.ErrNoAdapter) && o.Backend == "" {
 			break
@@ -96,66 +62,68 @@ func load(o loadOptions) (*loaded, error) {
 		if err != nil {
 			return nil, fmt.Errorf("load model %s: %w", o.Dir, err)
 		}
-		gpuDev = dev
-		if err := ld.onGPU(dev); err != nil {
-			return nil, fmt.Errorf("load model %s: %w", o.Dir, err)
-		}
+		return loadOnGPU(f, dev, opts)
 	case "cpu":
 	default:
 		return nil, fmt.Errorf("load: unknown backend %q (want webgpu or cpu)", o.Backend)
 	}
-	if ld.newSeq == nil {
-		if err := ld.onCPU(o.Float32); err != nil {
-			return nil, fmt.Errorf("load model %s: %w", o.Dir, err)
+	return engine.Load(o.Dir, opts)
+}
+
+// loadOnGPU makes the webgpu backend on the host's device, its weights
+// streamed by the host (see streamDevice), and the model around it.
+func loadOnGPU(f *format.Model, dev *gpu.Imported, opts engine.Options) (*engine.Model, error) {
+	// The device must take deliveries (wick_mapped) while the load runs;
+	// the model loaded before keeps its own until this one replaces it.
+	prev := gpuDev
+	gpuDev = dev
+	b, err := gpuBackend(f, dev)
+	if err == nil {
+		var m *engine.Model
+		if m, err = engine.Assemble(f, f.Config(), b, opts); err == nil {
+			return m, nil
 		}
+		b.Close()
 	}
-	if ld.lay, err = kv.NewLayout(ld.cfg, ctx); err != nil {
-		ld.close()
-		return nil, fmt.Errorf("load model %s: %w", o.Dir, err)
-	}
-	return ld, nil
+	dev.Close()
+	gpuDev = prev
+	return nil, fmt.Errorf("load model %s: %w", f.Dir(), err)
 }
 
-func (ld *loaded) onCPU(float32Mode bool) error {
-	w, err := ld.f.LoadWeights()
-	if err != nil {
-		return err
-	}
-	if float32Mode {
-		ld.cfg, w = model.ToF32(ld.cfg, w)
-	}
-	m, err := cpu.New(ld.cfg, w)
-	if err != nil {
-		return err
-	}
-	ld.name = m.Name()
-	ld.newSeq = func(n int) (engine.Sequence, error) { return m.NewSequence(n) }
-	ld.close = func() {}
-	return nil
-}
-
-func (ld *loaded) onGPU(dev *gpu.Imported) error {
-	sd := &streamDevice{Imported: dev, f: ld.f, cfg: ld.cfg, loading: true}
+func gpuBackend(f *format.Model, dev *gpu.Imported) (engine.Backend, error) {
+	sd := &streamDevice{Imported: dev, f: f, cfg: f.Config(), loading: true}
 	w, err := sd.placeholders()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	m, err := webgpu.New(sd, ld.cfg, w, webgpu.Options{})
+	m, err := webgpu.New(sd, sd.cfg, w, webgpu.Options{})
 	sd.loading = false
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := sd.check(); err != nil {
 		m.Close()
-		return err
+		return nil, err
 	}
 	// The fills must land before the first step runs.
 	if err := dev.Poll(true); err != nil {
 		m.Close()
-		return err
+		return nil, err
 	}
-	ld.name = m.Name()
-	ld.newSeq = func(n int) (engine.Sequence, error) { return m.NewSequence(n) }
-	ld.close = func() { m.Close(); dev.Close() }
-	return nil
+	return gpuModel{m, dev}, nil
+}
+
+// gpuModel adapts *webgpu.Model to engine.Backend; its sequences are
+// engine.GreedyDecoders, so greedy replies take the argmax on the GPU.
+type gpuModel struct {
+	*webgpu.Model
+	dev *gpu.Imported
+}
+
+func (b gpuModel) NewSequence(n int) (engine.Sequence, error) { return b.Model.NewSequence(n) }
+
+func (b gpuModel) Close() error {
+	err := b.Model.Close()
+	b.dev.Close()
+	return err
 }

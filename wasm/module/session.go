@@ -3,34 +3,25 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 
 	"github.com/wick-run/wick/engine"
 	"github.com/wick-run/wick/engine/chat"
+	"github.com/wick-run/wick/engine/kv"
 	"github.com/wick-run/wick/engine/sample"
 )
 
-// session is one conversation, kept as tokens exactly as the model saw and
-// produced them, with the KV of the first kvLen of them on the backend: a
-// turn prefills only what the cache does not hold. It follows
-// engine.Session's turn semantics token for token, so the module and the
-// native engine give the same replies.
-type session struct {
-	ld       *loaded
-	seq      engine.Sequence
-	msgs     []chat.Message
-	rendered int // messages whose tokens are in toks
-	toks     []int32
-	kvLen    int
-	open     bool // the last message is a reply whose closing suffix is not in toks yet
-	logits   []float32
-}
+// Sessions are engine.Sessions: the module adds only the boundary, JSON in
+// and out and a pause after every token, so its replies are the native
+// engine's token for token (prefix cache, greedy decoding on the GPU and
+// saved conversations included).
 
-// turnInput is wick_send's and wick_complete's input (JSON).
+// turnInput is the input of the exports that generate (JSON).
 type turnInput struct {
-	Text        string  `json:"text"` // wick_send: the user message
+	Text        string  `json:"text"` // wick_send, wick_edit_last: the user message
 	IDs         []int32 `json:"ids"`  // wick_complete: raw token ids, no chat template
 	MaxTokens   int     `json:"max_tokens"`
 	Temperature float32 `json:"temperature"`
@@ -38,10 +29,6 @@ type turnInput struct {
 	TopK        int     `json:"top_k"`
 	RepPenalty  float32 `json:"rep_penalty"`
 	Seed        uint64  `json:"seed"`
-}
-
-func (in *turnInput) params() sample.Params {
-	return sample.Params{Temperature: in.Temperature, TopP: in.TopP, TopK: in.TopK, RepetitionPenalty: in.RepPenalty, Seed: in.Seed}
 }
 
 // reply is a turn's result (wick_output after the final statusDone).
@@ -59,158 +46,129 @@ type tokenOut struct {
 	Text  string `json:"text"` // whole UTF-8 characters completed by this token
 }
 
-// greedySequence is a backend that takes the argmax on its device:
-// Greedy(token, start, steps) runs token at start and steps-1 of its own
-// picks after it, and returns the steps picked ids.
-type greedySequence interface {
-	Greedy(token int32, start, steps int) ([]int32, error)
+// generator is one of engine.Session's turns, given the input.
+type generator func(ctx context.Context, s *engine.Session, in *turnInput, p engine.GenParams) (*engine.Reply, error)
+
+func sendTurn(ctx context.Context, s *engine.Session, in *turnInput, p engine.GenParams) (*engine.Reply, error) {
+	return s.Send(ctx, in.Text, p, nil)
 }
 
-// lookahead is how many steps one device greedy call runs. Each call runs
-// the accepted token and then the device's own pick before the host has
-// seen it, so a stop (or the token limit) is noticed one step late. One
-// discarded step is always safe for the KV cache, even for rings: it writes
-// only the position the next turn rewrites first.
-const lookahead = 2
-
-func newSession(ld *loaded, system string) (*session, error) {
-	seq, err := ld.newSeq(ld.context)
-	if err != nil {
-		return nil, fmt.Errorf("new session: %w", err)
+func completeTurn(ctx context.Context, s *engine.Session, in *turnInput, p engine.GenParams) (*engine.Reply, error) {
+	if len(in.IDs) == 0 {
+		return nil, errors.New("no token ids (field \"ids\")")
 	}
-	s := &session{ld: ld, seq: seq, logits: make([]float32, ld.cfg.Vocab)}
-	if system != "" {
-		s.msgs = append(s.msgs, chat.Message{Role: chat.System, Content: system})
-	}
-	return s, nil
+	return s.Complete(ctx, in.IDs, p, nil)
 }
 
-// send adds a user message and generates the reply.
-func (s *session) send(t *task, in *turnInput) (*reply, error) {
-	if err := in.params().Validate(); err != nil {
-		return nil, err
-	}
+func regenerateTurn(ctx context.Context, s *engine.Session, _ *turnInput, p engine.GenParams) (*engine.Reply, error) {
+	return s.Regenerate(ctx, p, nil)
+}
+
+func editTurn(ctx context.Context, s *engine.Session, in *turnInput, p engine.GenParams) (*engine.Reply, error) {
+	return s.EditLast(ctx, in.Text, p, nil)
+}
+
+// generate runs turn g of s inside task t: every token the reply takes is
+// handed to the host with statusToken, and a wick_cancel there ends the
+// reply (finish "cancelled", the tokens so far kept), which is a result,
+// not an error.
+func generate(t *task, s *engine.Session, g generator, in *turnInput) (*reply, error) {
 	if in.MaxTokens < 0 {
 		return nil, fmt.Errorf("max_tokens %d: want 0 (no limit) or more", in.MaxTokens)
 	}
-	mark, open, nmsg, rendered := len(s.toks), s.open, len(s.msgs), s.rendered
-	s.msgs = append(s.msgs, chat.Message{Role: chat.User, Content: in.Text})
-	tm := s.ld.tmpl
-	if len(s.toks) == 0 {
-		s.toks = append(s.toks, tm.Begin()...)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := engine.GenParams{
+		Sample:    sample.Params{Temperature: in.Temperature, TopP: in.TopP, TopK: in.TopK, RepetitionPenalty: in.RepPenalty, Seed: in.Seed},
+		MaxTokens: in.MaxTokens,
+		OnToken: func(id int32, text string) {
+			out, _ := json.Marshal(tokenOut{Token: id, Text: text})
+			setOutput(out)
+			if t.pause(statusToken) != nil {
+				cancel()
+			}
+		},
 	}
-	if s.open {
-		s.toks = append(s.toks, tm.AssistantSuffix()...)
-		s.open = false
-	}
-	for ; s.rendered < len(s.msgs); s.rendered++ {
-		s.toks = append(s.toks, tm.EncodeMessage(s.msgs, s.rendered)...)
-	}
-	s.toks = append(s.toks, tm.GenerationPrompt()...)
-	if n := len(s.toks); n >= s.seq.Context() {
-		// The turn is not taken: the conversation is left as it was.
-		s.toks, s.open, s.msgs, s.rendered = s.toks[:mark], open, s.msgs[:nmsg], rendered
-		return nil, fmt.Errorf("%w: %d tokens with the new message, the context holds %d", engine.ErrContextFull, n, s.seq.Context())
-	}
-	s.msgs = append(s.msgs, chat.Message{Role: chat.Assistant})
-	s.rendered++
-	r, err := s.generate(t, in)
-	if r != nil {
-		s.msgs[len(s.msgs)-1].Content, s.msgs[len(s.msgs)-1].Tokens = r.Text, r.Tokens
-		s.open = true
-	}
-	return r, err
-}
-
-// complete continues the session's tokens with raw ids (no chat template)
-// and generates after them: for debugging and for checks against other
-// implementations.
-func (s *session) complete(t *task, in *turnInput) (*reply, error) {
-	if err := in.params().Validate(); err != nil {
+	r, err := g(ctx, s, in, p)
+	if err != nil && !(r != nil && r.Finish == engine.FinishCancelled && errors.Is(err, context.Canceled)) {
 		return nil, err
 	}
-	if len(in.IDs) == 0 {
-		return nil, errors.New("complete: no token ids (field \"ids\")")
-	}
-	for i, id := range in.IDs {
-		if id < 0 || int(id) >= s.ld.cfg.Vocab {
-			return nil, fmt.Errorf("complete: token %d at index %d outside the vocabulary of %d", id, i, s.ld.cfg.Vocab)
-		}
-	}
-	if n := len(s.toks) + len(in.IDs); n >= s.seq.Context() {
-		return nil, fmt.Errorf("%w: %d tokens, the context holds %d", engine.ErrContextFull, n, s.seq.Context())
-	}
-	s.toks = append(s.toks, in.IDs...)
-	return s.generate(t, in)
+	return &reply{Tokens: r.Tokens, Text: r.Text, Finish: string(r.Finish), Prompt: r.PromptTokens, Cached: r.CachedTokens}, nil
 }
 
-// generate prefills the tokens the cache lacks, then decodes until a stop
-// token, MaxTokens or the context limit, pausing with statusToken after
-// every token. Greedy decoding on a GPU keeps the picks on the device (see
-// lookahead); otherwise each step reads the logits back and samples here.
-func (s *session) generate(t *task, in *turnInput) (*reply, error) {
-	r := &reply{Cached: s.kvLen, Prompt: len(s.toks) - s.kvLen}
-	if err := s.seq.Forward(s.toks[s.kvLen:], s.kvLen, s.logits); err != nil {
-		s.toks = s.toks[:s.kvLen]
-		return nil, err
+// message is a conversation message as JSON: wick_set_history's input and
+// wick_restore's output. An assistant message's tokens are the reply's, as
+// wick_send returned them: with them the session keeps the KV of a
+// conversation it already holds; without them the text is encoded again.
+type message struct {
+	Role    string  `json:"role"` // system, user or assistant
+	Content string  `json:"content"`
+	Tokens  []int32 `json:"tokens,omitempty"`
+}
+
+var roles = map[string]chat.Role{"system": chat.System, "user": chat.User, "assistant": chat.Assistant}
+
+// historyInput is wick_set_history's input.
+type historyInput struct {
+	Messages []message `json:"messages"`
+}
+
+func (h *historyInput) messages(vocab int) ([]chat.Message, error) {
+	msgs := make([]chat.Message, len(h.Messages))
+	for i, m := range h.Messages {
+		role, ok := roles[m.Role]
+		if !ok {
+			return nil, fmt.Errorf("message %d: unknown role %q (want system, user or assistant)", i, m.Role)
+		}
+		if len(m.Tokens) > 0 && role != chat.Assistant {
+			return nil, fmt.Errorf("message %d: only assistant messages carry tokens", i)
+		}
+		for j, id := range m.Tokens {
+			if id < 0 || int(id) >= vocab {
+				return nil, fmt.Errorf("message %d: token %d at index %d outside the vocabulary of %d", i, id, j, vocab)
+			}
+		}
+		msgs[i] = chat.Message{Role: role, Content: m.Content, Tokens: m.Tokens}
 	}
-	s.kvLen = len(s.toks)
-	p := in.params()
-	sampler := sample.NewSampler(p)
-	gs, onDevice := s.seq.(greedySequence)
-	onDevice = onDevice && p.Temperature == 0 && (p.RepetitionPenalty == 0 || p.RepetitionPenalty == 1)
-	dec := s.ld.tok.NewStreamDecoder()
-	var text []byte
-	defer func() { r.Text = string(append(text, dec.Flush()...)) }()
-	limit := s.seq.Context()
-	next := sampler.Sample(s.logits, s.toks)
-	var ahead []int32 // device picks whose tokens already ran
-	for {
-		if in.MaxTokens > 0 && len(r.Tokens) >= in.MaxTokens {
-			r.Finish = string(engine.FinishLength)
-			return r, nil
-		}
-		id := next
-		if s.ld.tmpl.IsStop(id) {
-			r.Finish = string(engine.FinishStop)
-			return r, nil
-		}
-		r.Tokens = append(r.Tokens, id)
-		s.toks = append(s.toks, id)
-		piece := dec.Push(id)
-		text = append(text, piece...)
-		out, _ := json.Marshal(tokenOut{Token: id, Text: piece})
-		setOutput(out)
-		if err := t.pause(statusToken); err != nil {
-			r.Finish = string(engine.FinishCancelled)
-			s.kvLen = min(s.kvLen, len(s.toks))
-			return r, nil
-		}
-		// The next position must leave room for the assistant suffix to
-		// close the turn; stop one short of the limit.
-		if len(s.toks)+1 >= limit {
-			r.Finish = string(engine.FinishLength)
-			return r, nil
-		}
-		switch {
-		case len(ahead) > 0: // id already ran on the device
-			next, ahead = ahead[0], ahead[1:]
-		case onDevice:
-			steps := 1
-			if (in.MaxTokens == 0 || len(r.Tokens) < in.MaxTokens) && len(s.toks)+2 < limit {
-				steps = lookahead
-			}
-			ids, err := gs.Greedy(id, s.kvLen, steps)
-			if err != nil {
-				return r, err
-			}
-			next, ahead = ids[0], ids[1:]
-		default:
-			if err := s.seq.Forward(s.toks[s.kvLen:], s.kvLen, s.logits); err != nil {
-				return r, err
-			}
-			next = sampler.Sample(s.logits, s.toks)
-		}
-		s.kvLen = len(s.toks)
+	return msgs, nil
+}
+
+func messagesOut(msgs []chat.Message) []message {
+	out := make([]message, len(msgs))
+	for i, m := range msgs {
+		out[i] = message{Role: m.Role.String(), Content: m.Content, Tokens: m.Tokens}
 	}
+	return out
+}
+
+// restored is wick_restore's output.
+type restored struct {
+	Session int32 `json:"session"`
+	// KVTokens is how many of the conversation's tokens came back with
+	// their KV: the next turn prefills only what follows them.
+	KVTokens int `json:"kv_tokens"`
+	// Replayed is true when the saved KV was another model's or mode's:
+	// only the messages came back, and the next turn prefills them all.
+	// Reason then says why the KV was refused.
+	Replayed bool      `json:"replayed"`
+	Reason   string    `json:"reason,omitempty"`
+	Messages []message `json:"messages"`
+}
+
+// restore continues a saved conversation in a new session of m: with its
+// KV when the file is m's (engine.Model.RestoreSession), else from its
+// messages alone (ReplaySession). A damaged file is an error.
+func restore(m *engine.Model, data []byte) (*engine.Session, *restored, error) {
+	s, err := m.RestoreSession(data)
+	if err == nil {
+		return s, &restored{KVTokens: s.KVLen(), Messages: messagesOut(s.Messages())}, nil
+	}
+	if !errors.Is(err, kv.ErrSnapshotModel) {
+		return nil, nil, err
+	}
+	s, rerr := m.ReplaySession(data)
+	if rerr != nil {
+		return nil, nil, rerr
+	}
+	return s, &restored{Replayed: true, Reason: err.Error(), Messages: messagesOut(s.Messages())}, nil
 }

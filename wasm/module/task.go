@@ -72,11 +72,15 @@ func (t *task) next() int32 {
 	return st
 }
 
-// pause hands status to the host and waits, parked, for wick_resume.
+// pause hands status to the host and waits, parked, for wick_resume. It
+// returns errCancelled when the host answered with wick_cancel instead;
+// the request is consumed, so the engine work that winds the call down
+// (a last forward, a readback) can still wait for the host.
 func (t *task) pause(status int32) error {
 	t.yield <- status
 	<-t.wake
 	if t.cancel {
+		t.cancel = false
 		return errCancelled
 	}
 	return nil

@@ -1,0 +1,353 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/wick-run/wick/engine/chat"
+	"github.com/wick-run/wick/engine/cpu"
+	"github.com/wick-run/wick/engine/format"
+	"github.com/wick-run/wick/engine/format/manifestpb"
+	"github.com/wick-run/wick/engine/kv"
+	"github.com/wick-run/wick/engine/sample"
+)
+
+// deviceSeq is a cpu.Sequence that also decodes greedily as a GPU does
+// (GreedyDecoder): each step forwards the previous pick and takes the
+// argmax, with no logits handed to the session. It records the batches it
+// runs and every snapshot the prefix cache takes that its KV could not
+// give, so tests can check the rules sessions keep around batches.
+type deviceSeq struct {
+	*cpu.Sequence
+	logits []float32
+	log    *deviceLog
+}
+
+type deviceLog struct {
+	batches    []int // steps of each Greedy call
+	badSnaps   int   // Snapshot calls refused by the KV
+	deviceToks int   // positions Greedy ran
+}
+
+func (s deviceSeq) Greedy(token int32, start, steps int) ([]int32, error) {
+	s.log.batches = append(s.log.batches, steps)
+	ids := make([]int32, steps)
+	for i := range ids {
+		if err := s.Forward([]int32{token}, start+i, s.logits); err != nil {
+			return nil, err
+		}
+		s.log.deviceToks++
+		token = sample.Greedy(s.logits)
+		ids[i] = token
+	}
+	return ids, nil
+}
+
+func (s deviceSeq) Snapshot(from, to int) (*kv.Snapshot, error) {
+	snap, err := s.Sequence.Snapshot(from, to)
+	if err != nil {
+		s.log.badSnaps++
+	}
+	return snap, err
+}
+
+type deviceBackend struct {
+	Backend
+	vocab int
+	log   *deviceLog
+}
+
+func (b deviceBackend) NewSequence(context int) (Sequence, error) {
+	s, err := b.Backend.NewSequence(context)
+	if err != nil {
+		return nil, err
+	}
+	return deviceSeq{s.(*cpu.Sequence), make([]float32, b.vocab), b.log}, nil
+}
+
+// withStops replaces m's template by one that also stops at extra: the
+// tiny random models rarely pick a real stop token, and the batches'
+// handling of stops is what is under test.
+func withStops(t *testing.T, m *Model, extra ...int32) {
+	t.Helper()
+	f, err := format.Open(m.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := proto.Clone(f.Manifest().GetChat()).(*manifestpb.ChatTemplate)
+	ct.StopIds = append(ct.StopIds, extra...)
+	if m.Template, err = chat.New(ct, m.Tokenizer); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// turnLog is everything a turn shows its caller.
+type turnLog struct {
+	reply   *Reply
+	err     error
+	pieces  []string
+	tokens  []int32
+	kvLen   int
+	convo   []int32
+	history []chat.Message
+}
+
+func (a *turnLog) diff(b *turnLog) string {
+	switch {
+	case (a.err == nil) != (b.err == nil):
+		return fmt.Sprintf("error %v, %v", a.err, b.err)
+	case a.reply == nil || b.reply == nil:
+		if (a.reply == nil) != (b.reply == nil) {
+			return fmt.Sprintf("reply %v, %v", a.reply, b.reply)
+		}
+	case !slices.Equal(a.reply.Tokens, b.reply.Tokens) || a.reply.Text != b.reply.Text || a.reply.Finish != b.reply.Finish:
+		return fmt.Sprintf("reply %v %q (%s), %v %q (%s)", a.reply.Tokens, a.reply.Text, a.reply.Finish, b.reply.Tokens, b.reply.Text, b.reply.Finish)
+	case a.reply.PromptTokens != b.reply.PromptTokens || a.reply.CachedTokens != b.reply.CachedTokens:
+		return fmt.Sprintf("prompt/cached tokens %d/%d, %d/%d", a.reply.PromptTokens, a.reply.CachedTokens, b.reply.PromptTokens, b.reply.CachedTokens)
+	}
+	switch {
+	case !slices.Equal(a.pieces, b.pieces):
+		return fmt.Sprintf("streamed %q, %q", a.pieces, b.pieces)
+	case !slices.Equal(a.tokens, b.tokens):
+		return fmt.Sprintf("OnToken saw %v, %v", a.tokens, b.tokens)
+	case a.kvLen != b.kvLen:
+		return fmt.Sprintf("KV of %d tokens, %d", a.kvLen, b.kvLen)
+	case !slices.Equal(a.convo, b.convo):
+		return fmt.Sprintf("conversation %v, %v", a.convo, b.convo)
+	case !slices.EqualFunc(a.history, b.history, sameMessage):
+		return fmt.Sprintf("messages %v, %v", a.history, b.history)
+	}
+	return ""
+}
+
+// step is one call on a session, given what to stream to.
+type step struct {
+	name string
+	run  func(s *Session, p GenParams, onText func(string)) (*Reply, error)
+}
+
+func send(text string) step {
+	return step{"send " + text, func(s *Session, p GenParams, f func(string)) (*Reply, error) {
+		return s.Send(context.Background(), text, p, f)
+	}}
+}
+
+var (
+	regenerate = step{"regenerate", func(s *Session, p GenParams, f func(string)) (*Reply, error) {
+		return s.Regenerate(context.Background(), p, f)
+	}}
+	complete = step{"complete", func(s *Session, p GenParams, f func(string)) (*Reply, error) {
+		return s.Complete(context.Background(), []int32{5, 6}, p, f)
+	}}
+)
+
+func edit(text string) step {
+	return step{"edit " + text, func(s *Session, p GenParams, f func(string)) (*Reply, error) {
+		return s.EditLast(context.Background(), text, p, f)
+	}}
+}
+
+// cancelAfter cancels the reply once it has streamed n tokens.
+func cancelAfter(n int, text string) step {
+	return step{fmt.Sprintf("cancel after %d", n), func(s *Session, p GenParams, f func(string)) (*Reply, error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		seen, on := 0, p.OnToken
+		p.OnToken = func(id int32, piece string) {
+			on(id, piece)
+			if seen++; seen == n {
+				cancel()
+			}
+		}
+		return s.Send(ctx, text, p, f)
+	}}
+}
+
+func runStep(s *Session, st step, p GenParams) *turnLog {
+	l := &turnLog{}
+	p.OnToken = func(id int32, piece string) { l.tokens = append(l.tokens, id) }
+	l.reply, l.err = st.run(s, p, func(piece string) { l.pieces = append(l.pieces, piece) })
+	l.kvLen, l.convo, l.history = s.KVLen(), s.Tokens(), s.Messages()
+	return l
+}
+
+var conversation = []step{
+	send("Hello there, who are you?"),
+	send("Tell me about the sea."),
+	regenerate,
+	complete,
+	edit("Tell me about the mountains."),
+	cancelAfter(3, "And the rivers?"),
+	send("Go on."),
+	regenerate,
+}
+
+// TestGreedyOnDeviceMatchesLogits runs conversations on a backend that
+// decodes greedily on its "device" and on the plain one, and checks that
+// every turn is the same: replies, finish, streamed pieces and tokens,
+// prompt and cached counts, the KV kept and the conversation. Stops fall
+// at every offset within a batch, replies end at MaxTokens and at the
+// context limit, cai-tiny's rings (window 8) wrap, and the prefix cache is
+// on and off. Afterwards the prefix caches of both models must hold the
+// same blocks: a new session restores as much from either.
+func TestGreedyOnDeviceMatchesLogits(t *testing.T) {
+	for _, dir := range testModels {
+		for _, tc := range []struct {
+			name      string
+			context   int
+			cache     int64
+			maxTokens int
+			stopAt    int // the reply's token at this index of a first reply also stops replies; -1: none
+		}{
+			{"no extra stop", 0, -1, 24, -1},
+			{"stop at 0", 0, -1, 24, 0},
+			{"stop at 1", 0, 0, 24, 1},
+			{"stop at 2", 0, -1, 24, 2},
+			{"stop at 3", 0, 0, 24, 3},
+			{"stop at 5", 0, 0, 40, 5},
+			{"max tokens 1", 0, 0, 1, -1},
+			{"max tokens 2", 0, -1, 2, -1},
+			{"max tokens 5", 0, 0, 5, -1},
+			{"context limit", 160, 0, 0, -1},
+			{"context limit, stops", 160, -1, 0, 4},
+		} {
+			t.Run(fmt.Sprintf("%s/%s/cache%d", dir, tc.name, tc.cache), func(t *testing.T) {
+				opts := Options{Context: tc.context, CacheBytes: tc.cache}
+				ref := load(t, dir, opts)
+				dev := load(t, dir, opts)
+				log := &deviceLog{}
+				dev.Backend = deviceBackend{dev.Backend, dev.Config.Vocab, log}
+				p := GenParams{MaxTokens: tc.maxTokens}
+				if tc.stopAt >= 0 {
+					pick := load(t, dir, Options{CacheBytes: -1}) // leaves ref's cache empty
+					r, err := newSession(t, pick, card).Send(context.Background(), "Hello there, who are you?", GenParams{MaxTokens: 12}, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					withStops(t, ref, r.Tokens[tc.stopAt])
+					withStops(t, dev, r.Tokens[tc.stopAt])
+				}
+				sr, sd := newSession(t, ref, card), newSession(t, dev, card)
+				for _, st := range conversation {
+					want, got := runStep(sr, st, p), runStep(sd, st, p)
+					if d := got.diff(want); d != "" {
+						t.Fatalf("%s: on the device, then through the logits: %s", st.name, d)
+					}
+				}
+				if len(log.batches) == 0 {
+					t.Fatal("no reply decoded on the device")
+				}
+				if log.badSnaps != 0 {
+					t.Errorf("%d prefix cache snapshots refused: a block held positions run past a reply", log.badSnaps)
+				}
+				// A new chat with the same card restores as much from the
+				// cache either way.
+				want := runStep(newSession(t, ref, card), send("Hello there, who are you?"), p)
+				got := runStep(newSession(t, dev, card), send("Hello there, who are you?"), p)
+				if d := got.diff(want); d != "" {
+					t.Errorf("a new session: on the device, then through the logits: %s", d)
+				}
+				t.Logf("%d batches, %d steps on the device (%.2f per readback)", len(log.batches), log.deviceToks, float64(log.deviceToks)/float64(len(log.batches)))
+			})
+		}
+	}
+}
+
+// TestGreedyBatches checks the batch sizes: up to four steps per readback
+// where nothing limits them (an all-global model, no cache), and only two
+// once a ring has wrapped (cai-tiny's window of 8).
+func TestGreedyBatches(t *testing.T) {
+	for _, tc := range []struct {
+		dir       string
+		wantLarge int // batches of the longest size expected
+		most      int
+	}{
+		{testModels[1], 4, 4},
+		{testModels[0], 2, 4},
+	} {
+		t.Run(tc.dir, func(t *testing.T) {
+			m := load(t, tc.dir, Options{CacheBytes: -1})
+			log := &deviceLog{}
+			m.Backend = deviceBackend{m.Backend, m.Config.Vocab, log}
+			s := newSession(t, m, "")
+			if _, err := s.Send(context.Background(), "Hello.", GenParams{MaxTokens: 40}, nil); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(log.batches); n == 0 || slices.Max(log.batches) > tc.most {
+				t.Fatalf("batches %v: want some, of at most %d steps", log.batches, tc.most)
+			}
+			// The steady state, away from the reply's start and end.
+			mid := log.batches[len(log.batches)/2]
+			if mid != tc.wantLarge {
+				t.Errorf("batches %v: want %d steps mid-reply", log.batches, tc.wantLarge)
+			}
+		})
+	}
+}
+
+// TestGreedyOnDeviceOnlyWhenGreedy checks that sampled replies, and greedy
+// ones with a repetition penalty, never use the device's argmax.
+func TestGreedyOnDeviceOnlyWhenGreedy(t *testing.T) {
+	for _, sp := range []sample.Params{
+		{Temperature: 0.8, Seed: 1},
+		{RepetitionPenalty: 1.3},
+	} {
+		t.Run(fmt.Sprintf("%+v", sp), func(t *testing.T) {
+			m := load(t, testModels[1], Options{})
+			log := &deviceLog{}
+			m.Backend = deviceBackend{m.Backend, m.Config.Vocab, log}
+			if _, err := newSession(t, m, "").Send(context.Background(), "Hello.", GenParams{MaxTokens: 8, Sample: sp}, nil); err != nil {
+				t.Fatal(err)
+			}
+			if len(log.batches) != 0 {
+				t.Errorf("%d batches decoded on the device", len(log.batches))
+			}
+		})
+	}
+}
+
+// TestSaveRestoreAfterDeviceReply saves a conversation whose replies were
+// decoded on the device and continues it in a new model: the reply is the
+// uninterrupted chat's, and the saved KV is all reused.
+func TestSaveRestoreAfterDeviceReply(t *testing.T) {
+	for _, dir := range testModels {
+		t.Run(dir, func(t *testing.T) {
+			ctx := context.Background()
+			m := load(t, dir, Options{})
+			m.Backend = deviceBackend{m.Backend, m.Config.Vocab, &deviceLog{}}
+			s := newSession(t, m, card)
+			for _, msg := range []string{"Hello, Ada.", "Which map is oldest?"} {
+				if _, err := s.Send(ctx, msg, greedy, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			data, err := s.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			saved := len(s.Tokens())
+			uninterrupted, err := s.Send(ctx, "And the newest?", greedy, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m2 := load(t, dir, Options{CacheBytes: -1})
+			m2.Backend = deviceBackend{m2.Backend, m2.Config.Vocab, &deviceLog{}}
+			s2, err := m2.RestoreSession(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s2.Close() })
+			r, err := s2.Send(ctx, "And the newest?", greedy, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.CachedTokens != saved || r.PromptTokens != uninterrupted.PromptTokens || !slices.Equal(r.Tokens, uninterrupted.Tokens) {
+				t.Errorf("restored chat: %v, %d cached, %d prompt; uninterrupted %v, %d, %d", r.Tokens, r.CachedTokens, r.PromptTokens, uninterrupted.Tokens, saved, uninterrupted.PromptTokens)
+			}
+		})
+	}
+}

@@ -35,9 +35,12 @@ type site struct {
 	corrupt atomic.Value // string: a shard file name served with one byte flipped
 }
 
-func startSite(t *testing.T, corrupt string) *site {
+func startSite(t testing.TB, corrupt string) *site { return startSiteWith(t, corrupt, modelDir) }
+
+// startSiteWith is startSite serving the models in dirs.
+func startSiteWith(t testing.TB, corrupt string, dirs ...string) *site {
 	t.Helper()
-	srv, err := server.New(server.Config{Models: []string{modelDir}, Logf: t.Logf})
+	srv, err := server.New(server.Config{Models: dirs, Logf: t.Logf})
 	if err != nil {
 		t.Fatalf("server: %v", err)
 	}
@@ -75,7 +78,7 @@ func startSite(t *testing.T, corrupt string) *site {
 
 // needBrowser fails the test (skips it under -short) when Chromium or the
 // wasm module is missing.
-func needBrowser(t *testing.T) string {
+func needBrowser(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("browser end-to-end test: skipped under -short")
@@ -99,7 +102,7 @@ type browser struct {
 // newBrowser starts Chromium with the flags these machines need (see
 // FINDINGS.md); webgpu false leaves out --enable-unsafe-webgpu, without which
 // Chromium on Linux offers no WebGPU adapter.
-func newBrowser(t *testing.T, webgpu bool) *browser {
+func newBrowser(t testing.TB, webgpu bool) *browser {
 	t.Helper()
 	path := needBrowser(t)
 	opts := []chromedp.ExecAllocatorOption{
@@ -132,7 +135,7 @@ func newBrowser(t *testing.T, webgpu bool) *browser {
 }
 
 // tab opens a new tab in the browser whose console goes to the same log.
-func (b *browser) tab(t *testing.T) *browser {
+func (b *browser) tab(t testing.TB) *browser {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(b.ctx)
 	t.Cleanup(cancel)
@@ -176,7 +179,7 @@ func (l *logBuffer) String() string {
 
 // do runs actions with a deadline and fails the test with the page's
 // console on error.
-func (b *browser) do(t *testing.T, timeout time.Duration, what string, actions ...chromedp.Action[chromedp.Void]) {
+func (b *browser) do(t testing.TB, timeout time.Duration, what string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, timeout)
 	defer cancel()
@@ -186,7 +189,7 @@ func (b *browser) do(t *testing.T, timeout time.Duration, what string, actions .
 }
 
 // eval evaluates a JS expression (awaiting a promise) into T.
-func eval[T any](t *testing.T, b *browser, expr string) T {
+func eval[T any](t testing.TB, b *browser, expr string) T {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
@@ -199,7 +202,7 @@ func eval[T any](t *testing.T, b *browser, expr string) T {
 
 // waitState waits until the page's window.wick.state is want, failing
 // early when it reaches another end state.
-func (b *browser) waitState(t *testing.T, want string, timeout time.Duration) {
+func (b *browser) waitState(t testing.TB, want string, timeout time.Duration) {
 	t.Helper()
 	expr := fmt.Sprintf(`window.wick && (window.wick.state === %q || ['ready','error','no-webgpu'].includes(window.wick.state)) && window.wick.state`, want)
 	ctx, cancel := context.WithTimeout(b.ctx, timeout)
@@ -221,7 +224,7 @@ func (b *browser) pageStatus() string {
 
 // artifactDir is where screenshots and measurements go: $WICK_ARTIFACTS,
 // or the test's temporary directory.
-func artifactDir(t *testing.T) string {
+func artifactDir(t testing.TB) string {
 	if d := os.Getenv("WICK_ARTIFACTS"); d != "" {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatalf("artifacts: %v", err)
@@ -232,7 +235,7 @@ func artifactDir(t *testing.T) string {
 }
 
 // writeArtifact writes data atomically (temp file + rename).
-func writeArtifact(t *testing.T, name string, data []byte) string {
+func writeArtifact(t testing.TB, name string, data []byte) string {
 	t.Helper()
 	dir := artifactDir(t)
 	f, err := os.CreateTemp(dir, "."+name+".tmp*")

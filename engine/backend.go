@@ -3,7 +3,10 @@
 // whose KV cache lives between turns.
 package engine
 
-import "github.com/wick-run/wick/engine/kv"
+import (
+	"github.com/wick-run/wick/engine/kv"
+	"github.com/wick-run/wick/engine/sample"
+)
 
 // Sequence is one sequence's KV cache on a backend, and the forward pass
 // over it. Positions are absolute: Forward(tokens, start, ...) reads the KV
@@ -80,4 +83,22 @@ type GreedyDecoder interface {
 	// not run. The KV of positions start..start+steps-1 is written, and
 	// the positions before start are read as in Forward.
 	Greedy(token int32, start, steps int) ([]int32, error)
+}
+
+// SampleDecoder is GreedyDecoder for sampled replies: the device draws each
+// step's token as a sample.Sampler draws it from the same logits, so
+// replies with a temperature, top-k, top-p or a repetition penalty also
+// decode in batches with one readback. Sessions use it as they use
+// GreedyDecoder, under the same rules for positions run past the reply.
+// engine/webgpu.Sequence implements it.
+//
+// Devices compute in float32 where engine/sample computes in float64: a
+// pick may differ where a draw falls within float32 rounding of the
+// boundary between two tokens (engine/webgpu measures how rarely).
+type SampleDecoder interface {
+	// Sample runs token at position start, then each of its own picks,
+	// steps forwards in all, like Greedy. Pick i is drawn with p at step
+	// step+i of p.Seed's random stream, with history (the tokens before
+	// the pick's position) and the picks before i as the history.
+	Sample(token int32, start, steps int, p sample.Params, step uint32, history []int32) ([]int32, error)
 }

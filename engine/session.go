@@ -64,15 +64,16 @@ type Reply struct {
 // them: re-encoding generated text could tokenise it differently and
 // needlessly break the cached prefix.
 type Session struct {
-	m      *Model
-	seq    Sequence
-	snap   Snapshotter   // seq, when its KV can be copied out (nil otherwise)
-	greedy GreedyDecoder // seq, when it takes the argmax on its device (nil otherwise)
-	cache  *prefix.Cache // the model's prefix cache, when on and seq can use it
-	msgs   []chat.Message
-	toks   []int32 // the conversation so far
-	start  []int   // toks offset where each message's rendering begins
-	kvLen  int     // positions of toks whose KV is in seq
+	m       *Model
+	seq     Sequence
+	snap    Snapshotter   // seq, when its KV can be copied out (nil otherwise)
+	greedy  GreedyDecoder // seq, when it takes the argmax on its device (nil otherwise)
+	sampler SampleDecoder // seq, when it samples on its device (nil otherwise)
+	cache   *prefix.Cache // the model's prefix cache, when on and seq can use it
+	msgs    []chat.Message
+	toks    []int32 // the conversation so far
+	start   []int   // toks offset where each message's rendering begins
+	kvLen   int     // positions of toks whose KV is in seq
 	// written is one past the highest position seq has written since its
 	// KV was last replaced (Restore, or a forward from 0). A greedy batch
 	// may run past the reply's end, so it can exceed kvLen; rewinds are
@@ -102,6 +103,7 @@ func (m *Model) newSession(seq Sequence) *Session {
 	s := &Session{m: m, seq: seq, logits: make([]float32, m.Config.Vocab)}
 	s.snap, _ = seq.(Snapshotter)
 	s.greedy, _ = seq.(GreedyDecoder)
+	s.sampler, _ = seq.(SampleDecoder)
 	if s.snap != nil {
 		s.cache = m.Cache
 	}
@@ -284,7 +286,7 @@ func (s *Session) generate(ctx context.Context, r *Reply, p GenParams, onText fu
 		emit(dec.Flush())
 		r.Text = string(text)
 	}()
-	gd := s.greedyOnDevice(p.Sample)
+	gd := s.onDevice(p.Sample, r)
 	// ahead holds the picks of the last greedy batch not yet taken; all
 	// but the last have run.
 	var ahead []int32
@@ -335,13 +337,33 @@ func (s *Session) generate(ctx context.Context, r *Reply, p GenParams, onText fu
 	}
 }
 
-// greedyOnDevice returns the session's GreedyDecoder when p picks the
-// argmax of the logits as they are: temperature 0, no repetition penalty.
-func (s *Session) greedyOnDevice(p sample.Params) GreedyDecoder {
-	if s.greedy == nil || p.Temperature != 0 || (p.RepetitionPenalty != 0 && p.RepetitionPenalty != 1) {
-		return nil
+// onDevice returns how the reply r decodes on the device: the session's
+// GreedyDecoder when p picks the argmax of the logits as they are
+// (temperature 0, no repetition penalty), its SampleDecoder for any other
+// p, or nil.
+func (s *Session) onDevice(p sample.Params, r *Reply) GreedyDecoder {
+	greedy := p.Temperature == 0 && (p.RepetitionPenalty == 0 || p.RepetitionPenalty == 1)
+	switch {
+	case greedy && s.greedy != nil:
+		return s.greedy
+	case !greedy && s.sampler != nil:
+		return sampledBatch{s, p, r}
 	}
-	return s.greedy
+	return nil
+}
+
+// sampledBatch runs a SampleDecoder as a GreedyDecoder batch of reply r:
+// the reply's first token took the sampler's step 0 on the host, so pick
+// i of a batch after n tokens takes step n+i, and its history is the
+// conversation up to the batch's first position, as sample.Sampler sees it.
+type sampledBatch struct {
+	s *Session
+	p sample.Params
+	r *Reply
+}
+
+func (b sampledBatch) Greedy(token int32, start, steps int) ([]int32, error) {
+	return b.s.sampler.Sample(token, start, steps, b.p, uint32(len(b.r.Tokens)), b.s.toks[:start+1])
 }
 
 // maxGreedySteps is the most steps one GreedyDecoder call runs, so the most

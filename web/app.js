@@ -1,12 +1,14 @@
 // The chat page: model picker and download, characters and their chats,
 // the message list with streamed replies, and the engine worker behind it.
 //
-// The module keeps each conversation's KV cache in a session between turns.
-// Its ABI has no way to put a message into a session without generating it,
-// nor to drop the last reply, so a chat whose session is missing (after a
-// reload) or out of step (after regenerate or edit) is rebuilt by replaying
-// its user turns with the seed, settings and token count each reply was
-// made with: the same replies come back, at the cost of recomputing them.
+// The module keeps each conversation's KV cache in a session between turns,
+// and the worker saves the session after every turn (saves.js). A chat
+// without a session (after a reload, or after an error) gets one from its
+// save, KV included, so it goes on without recomputing anything; where the
+// save is missing or refused, from the page's own copy of its messages
+// (wick_set_history), which the next turn prefills. Regenerate and edit are
+// the engine's own (wick_regenerate, wick_edit_last): they keep the KV of
+// everything before the replaced message.
 
 import { Store } from './store.js';
 import { listModels, download, stored, remove } from './models.js';
@@ -17,7 +19,9 @@ const store = new Store();
 const mib = (n) => `${(n / 1048576).toFixed(1)} MiB`;
 
 // Test and benchmark hooks: what the last turn streamed and measured.
-const hooks = window.wick = { streamed: [], lastReply: null, lastStats: null, loaded: null, state: 'starting' };
+const hooks = window.wick = {
+  streamed: [], lastReply: null, lastStats: null, lastRestore: null, lastSave: null, loaded: null, state: 'starting', note: '', saved: {},
+};
 
 // ---- the worker ----
 
@@ -52,6 +56,8 @@ function ask(op, args = {}, onToken) {
 
 function status(text) { $('status').textContent = text; }
 function showError(text) { const e = $('error'); e.textContent = text; e.hidden = !text; }
+// note tells what happened to a chat's saved session (restored, refused).
+function note(text) { $('note').textContent = text; $('note').hidden = !text; hooks.note = text; }
 function notice(text, offerCPU) {
   $('notice').hidden = !text;
   $('notice-text').textContent = text || '';
@@ -62,7 +68,9 @@ function notice(text, offerCPU) {
 
 let models = [];
 let loaded = null;       // {model, backend, ...} once the worker has one
-let sessions = new Map(); // chat id -> {sid, count}: the worker session and how many of the chat's messages it holds
+let sessions = new Map(); // chat id -> {ready}: a promise of the worker session that holds the chat's messages
+let saved = new Map();    // chat id -> bytes of its save for the loaded model
+let editing = '';         // the chat whose last user message is being edited
 let busy = false;
 
 async function webgpuProblem() {
@@ -96,9 +104,11 @@ async function openModel(name) {
   store.save();
   loaded = null;
   sessions = new Map();
+  saved = new Map();
   hooks.loaded = null;
   setBusy(false);
   showError('');
+  note('');
   const info = currentModelInfo();
   $('model-size').textContent = info ? `${mib(info.sizes.download_bytes)} in ${info.sizes.shards} shards, ${info.config.dtype}, context ${info.config.context_len}` : '';
   const backend = store.settings.backend;
@@ -140,7 +150,9 @@ async function downloadAndLoad(name, backend) {
     hooks.state = 'ready';
     if (info.gpuNote) notice(`${info.gpuNote} Running on the CPU.`, false);
     status(`${info.name} ready on ${info.backend}, context ${info.context} tokens, loaded in ${(info.loadMs / 1000).toFixed(1)} s.`);
+    await refreshSaved();
     setBusy(false);
+    render();
   } catch (e) {
     hooks.state = 'error';
     bar.hidden = true;
@@ -152,6 +164,18 @@ async function downloadAndLoad(name, backend) {
 }
 
 // ---- characters and chats ----
+
+const kib = (n) => `${(n / 1024).toFixed(n < 10240 ? 1 : 0)} KiB`;
+
+// refreshSaved asks the worker which chats have a save for the loaded model.
+async function refreshSaved() {
+  try {
+    const list = await ask('saved');
+    saved = new Map(list.map((s) => [s.chat, s.bytes]));
+  } catch { saved = new Map(); }
+  hooks.saved = Object.fromEntries(saved);
+  renderChats();
+}
 
 function renderCharacters() {
   const ul = $('characters');
@@ -181,12 +205,29 @@ function renderChats() {
     li.dataset.id = c.id;
     const title = document.createElement('span');
     title.textContent = c.title;
+    li.append(title);
+    if (saved.has(c.id)) {
+      // Saved with its KV for this model: reopening it recomputes nothing.
+      const badge = document.createElement('span');
+      badge.className = 'saved dim';
+      badge.textContent = kib(saved.get(c.id));
+      badge.title = 'Saved session: it continues without recomputing the conversation';
+      li.append(badge);
+    }
     const del = document.createElement('button');
     del.textContent = '×';
     del.type = 'button';
     del.title = 'Delete this chat';
-    del.onclick = (ev) => { ev.stopPropagation(); dropSession(c.id); store.deleteChat(c.id); if (store.open.chat === c.id) store.open.chat = ''; render(); };
-    li.append(title, del);
+    del.onclick = (ev) => {
+      ev.stopPropagation();
+      dropSession(c.id);
+      if (worker) ask('forget', { chat: c.id }).catch(() => {});
+      saved.delete(c.id);
+      store.deleteChat(c.id);
+      if (store.open.chat === c.id) store.open.chat = '';
+      render();
+    };
+    li.append(del);
     li.onclick = () => { store.open.chat = c.id; store.save(); render(); };
     return li;
   }));
@@ -222,19 +263,30 @@ function messageNode(m, charName) {
   return div;
 }
 
-function renderMessages() {
+// renderMessages shows msgs (by default the open chat's).
+function renderMessages(msgs) {
   const chat = currentChat();
   const ch = store.character(store.open.character);
-  $('messages').replaceChildren(...(chat ? chat.messages.map((m) => messageNode(m, ch ? ch.name : '')) : []));
+  if (!msgs) msgs = chat ? chat.messages : [];
+  const nodes = msgs.map((m) => messageNode(m, ch ? ch.name : ''));
+  if (chat && editing === chat.id && msgs === chat.messages) {
+    const i = lastUser(chat);
+    if (i >= 0) nodes[i].classList.add('editing');
+  }
+  $('messages').replaceChildren(...nodes);
   $('messages').scrollTop = $('messages').scrollHeight;
 }
 
 function render() {
-  currentChat(); // opens (or starts) a chat with the character first
+  const chat = currentChat(); // opens (or starts) a chat with the character first
+  if (editing && (!chat || chat.id !== editing)) setEditing('');
   renderCharacters();
   renderChats();
   renderMessages();
   setBusy(busy);
+  // The open chat gets its session now, so that a refused save is
+  // reported when the chat is shown, not when the user next writes.
+  if (chat && loaded && !sessions.has(chat.id)) ensureSession(chat).catch((e) => showError(e.message));
 }
 
 function editCharacter(card) {
@@ -248,12 +300,16 @@ function editCharacter(card) {
   dlg.onclose = () => {
     if (dlg.returnValue === 'save') {
       const next = { ...card, name: $('card-name').value.trim() || 'Unnamed', persona: $('card-persona').value, greeting: $('card-greeting').value };
-      // A changed card changes the system prompt: its chats' sessions are stale.
+      // A changed card changes the system prompt: its chats' sessions are
+      // rebuilt (from their saves, then brought up to the new prompt).
       for (const c of store.chatsOf(card.id)) dropSession(c.id);
       store.putCharacter(next);
       store.open.character = next.id;
     } else if (dlg.returnValue === 'delete') {
-      for (const c of store.chatsOf(card.id)) dropSession(c.id);
+      for (const c of store.chatsOf(card.id)) {
+        dropSession(c.id);
+        if (worker) ask('forget', { chat: c.id }).catch(() => {});
+      }
       store.deleteCharacter(card.id);
       if (store.open.character === card.id) store.open.character = store.characters[0] ? store.characters[0].id : '';
     }
@@ -264,7 +320,73 @@ function editCharacter(card) {
   dlg.showModal();
 }
 
+// ---- sessions ----
+
+// engineMessages is chat's conversation as the engine takes it: the card's
+// system prompt, then the messages (the greeting as the character's first
+// one, as engine/chat's Card.Messages has it). A reply carries its token
+// ids when they are the loaded model's, so the engine keeps them exactly.
+function engineMessages(chat) {
+  const ch = store.character(chat.character) || {};
+  return [{ role: 'system', content: systemPrompt(ch) }, ...chat.messages.map((m) => {
+    const e = { role: m.role, content: m.text };
+    if (m.role === 'assistant' && Array.isArray(m.ids) && m.idsOf === loaded.key) e.tokens = m.ids;
+    return e;
+  })];
+}
+
+// ensureSession returns the worker session that holds chat's messages,
+// opening it (from the chat's save where one is usable) the first time.
+async function ensureSession(chat) {
+  let s = sessions.get(chat.id);
+  if (!s) {
+    s = { ready: openSession(chat) };
+    sessions.set(chat.id, s);
+  }
+  try {
+    return await s.ready;
+  } catch (e) {
+    if (sessions.get(chat.id) === s) sessions.delete(chat.id);
+    throw e;
+  }
+}
+
+async function openSession(chat) {
+  const r = await ask('open', { chat: chat.id, messages: engineMessages(chat) });
+  hooks.lastRestore = r;
+  if (store.open.chat !== chat.id) return r.session;
+  if (r.refused) {
+    note(`The saved session of this chat was refused: ${r.refused}. Nothing is lost: the chat goes on from its messages, which the next reply recomputes.`);
+  } else if (r.replayed) {
+    note(`The saved session of this chat was made by another model (${r.reason}). Its messages were kept; the next reply recomputes them for this model.`);
+  } else {
+    note('');
+  }
+  if (r.kv_tokens > 0) {
+    status(`Chat restored from its save (${kib(r.bytes)}): ${r.kv_tokens} tokens with their KV in ${r.ms.toFixed(0)} ms; nothing is recomputed.`);
+  }
+  return r.session;
+}
+
+function dropSession(chatID) {
+  const s = sessions.get(chatID);
+  sessions.delete(chatID);
+  if (s && loaded) s.ready.then((sid) => ask('close', { session: sid })).catch(() => {});
+}
+
 // ---- turns ----
+
+function lastUser(chat) {
+  let i = chat.messages.length - 1;
+  while (i >= 0 && chat.messages[i].role !== 'user') i--;
+  return i;
+}
+
+function setEditing(chatID) {
+  editing = chatID;
+  $('edit').textContent = editing ? 'Cancel edit' : 'Edit last';
+  $('send').textContent = editing ? 'Send edit' : 'Send';
+}
 
 function setBusy(b) {
   busy = b;
@@ -274,54 +396,27 @@ function setBusy(b) {
   $('input').disabled = !ready;
   $('send').disabled = !ready;
   $('stop').hidden = !b;
-  $('regen').disabled = !ready || !last || last.role !== 'assistant' || last.greeting;
-  $('edit').disabled = !ready || !chat || !chat.messages.some((m) => m.role === 'user');
+  $('regen').disabled = !ready || !last || last.role !== 'assistant' || !!last.greeting || !!editing;
+  $('edit').disabled = !ready || !chat || lastUser(chat) < 0;
 }
 
-function dropSession(chatID) {
-  const s = sessions.get(chatID);
-  sessions.delete(chatID);
-  if (s && loaded) ask('close', { session: s.sid }).catch(() => {});
-}
-
-function turnParams(m) {
-  return { temperature: m.temperature, top_p: m.topP, seed: m.seed };
-}
-
-// ensureSession returns a worker session that holds exactly the first n
-// messages of chat, rebuilding it by replay when needed.
-async function ensureSession(chat, n) {
-  const s = sessions.get(chat.id);
-  if (s && s.count === n) return s.sid;
-  if (s) dropSession(chat.id);
-  const ch = store.character(chat.character);
-  const { session } = await ask('session', { system: systemPrompt(ch || {}) });
-  const msgs = chat.messages.slice(0, n);
-  const turns = msgs.filter((m) => m.role === 'user').length;
-  let done = 0;
-  for (let i = 0; i < msgs.length; i++) {
-    const m = msgs[i];
-    if (m.role !== 'user') continue;
-    const r = msgs[i + 1];
-    if (!r || r.role !== 'assistant') break;
-    status(`Restoring the conversation: turn ${++done} of ${turns}…`);
-    await ask('send', { session, quiet: true, turn: { text: m.text, max_tokens: r.tokens, ...turnParams(r) } });
-  }
-  sessions.set(chat.id, { sid: session, count: n });
-  return session;
-}
-
-async function sendTurn(chat, text) {
+// runTurn runs one turn of chat: kind 'send' (a new user message text),
+// 'regenerate' (a new reply to the last user message) or 'edit' (text
+// replaces the last user message, and gets a new reply). The chat's
+// messages change only when the turn succeeds.
+async function runTurn(chat, kind, text) {
   const st = store.settings;
   const greedy = !(st.temperature > 0);
   const reply = { role: 'assistant', text: '', temperature: st.temperature, topP: st.topP, seed: greedy ? 0 : 1 + Math.floor(Math.random() * 0x7ffffffe) };
+  // from: where the turn's messages start; they replace what follows.
+  const from = kind === 'send' ? chat.messages.length : kind === 'regenerate' ? chat.messages.length - 1 : lastUser(chat);
+  const added = kind === 'regenerate' ? [] : [{ role: 'user', text }];
   setBusy(true);
   showError('');
   try {
-    const sid = await ensureSession(chat, chat.messages.length);
-    chat.messages.push({ role: 'user', text });
-    renderMessages();
+    const sid = await ensureSession(chat);
     const ch = store.character(chat.character);
+    renderMessages([...chat.messages.slice(0, from), ...added]);
     const node = messageNode(reply, ch ? ch.name : '');
     node.classList.add('streaming');
     $('messages').append(node);
@@ -330,29 +425,36 @@ async function sendTurn(chat, text) {
     status('Thinking…');
     const t0 = performance.now();
     let n = 0;
-    const r = await ask('send', { session: sid, turn: { text, max_tokens: st.maxTokens, ...turnParams(reply) } }, (tok) => {
+    const input = { max_tokens: st.maxTokens, temperature: reply.temperature, top_p: reply.topP, seed: reply.seed };
+    if (kind !== 'regenerate') input.text = text;
+    const r = await ask('turn', { session: sid, chat: chat.id, kind, turn: input }, (tok) => {
       hooks.streamed.push(tok.token);
       textNode.textContent += tok.text;
       n++;
       if (n % 4 === 0) status(`${n} tokens, ${(n / ((performance.now() - t0) / 1000)).toFixed(1)} tokens/s`);
       $('messages').scrollTop = $('messages').scrollHeight;
     });
-    Object.assign(reply, { text: r.text, tokens: r.tokens.length, finish: r.finish });
-    chat.messages.push(reply);
-    sessions.set(chat.id, { sid, count: chat.messages.length });
+    Object.assign(reply, { text: r.text, ids: r.tokens, idsOf: loaded.key, finish: r.finish });
+    chat.messages.splice(from, Infinity, ...added, reply);
+    if (kind === 'edit') setEditing('');
     store.touch(chat);
-    renderChats();
     hooks.lastReply = r;
     hooks.lastStats = r.stats;
+    hooks.lastSave = r.save || null;
+    if (r.save && !r.save.error) saved.set(chat.id, r.save.bytes);
+    hooks.saved = Object.fromEntries(saved);
+    renderChats();
     const s = r.stats;
     status(`${r.tokens.length} tokens in ${(s.ms / 1000).toFixed(2)} s: ${s.decodeTokensPerSec.toFixed(1)} tokens/s decoding, ` +
       `first token after ${(s.firstMs / 1000).toFixed(2)} s; prompt ${r.prompt_tokens} tokens new, ${r.cached_tokens} cached` +
-      (r.finish === 'length' ? '; stopped at the token limit' : r.finish === 'cancelled' ? '; stopped' : ''));
+      (r.finish === 'length' ? '; stopped at the token limit' : r.finish === 'cancelled' ? '; stopped' : '') +
+      (r.save && !r.save.error ? `; saved (${kib(r.save.bytes)})` : ''));
+    if (r.save && r.save.error) showError(`${r.save.error}. The chat is kept on this page; after a reload it is recomputed from its messages.`);
   } catch (e) {
-    // The turn is not taken: the chat is left as it was.
-    if (chat.messages.length && chat.messages[chat.messages.length - 1].role === 'user' && chat.messages[chat.messages.length - 1].text === text) chat.messages.pop();
-    sessions.delete(chat.id);
-    $('input').value = text;
+    // The turn is not taken: the chat is left as it was, and its session,
+    // which may have moved on, is rebuilt (from its save) for the next one.
+    dropSession(chat.id);
+    if (kind !== 'regenerate') $('input').value = text;
     if (/does not fit the context/.test(e.message)) {
       showError(`This message does not fit the model's context (${e.message}). The chat is left as it was; start a new chat with this character to go on.`);
     } else {
@@ -412,34 +514,36 @@ function wire() {
     const chat = currentChat();
     if (!text || !chat || busy || !loaded) return;
     $('input').value = '';
-    sendTurn(chat, text);
+    runTurn(chat, editing === chat.id ? 'edit' : 'send', text);
   };
   $('input').onkeydown = (ev) => {
     if (ev.key === 'Enter' && !ev.shiftKey) { ev.preventDefault(); $('composer').requestSubmit(); }
+    if (ev.key === 'Escape' && editing) { setEditing(''); $('input').value = ''; renderMessages(); setBusy(busy); }
   };
   $('stop').onclick = () => worker && worker.postMessage({ op: 'cancel' });
   $('regen').onclick = () => {
     const chat = currentChat();
     const last = chat.messages[chat.messages.length - 1];
-    if (!last || last.role !== 'assistant' || last.greeting) return;
+    if (busy || !last || last.role !== 'assistant' || last.greeting) return;
     readSettings();
-    chat.messages.pop();
-    const user = chat.messages.pop();
-    renderMessages();
-    sendTurn(chat, user.text);
+    runTurn(chat, 'regenerate', null);
   };
   $('edit').onclick = () => {
     const chat = currentChat();
-    let i = chat.messages.length - 1;
-    while (i >= 0 && chat.messages[i].role !== 'user') i--;
-    if (i < 0) return;
-    // The last user message goes back into the box; sending it replaces it.
-    $('input').value = chat.messages[i].text;
-    chat.messages.splice(i);
-    store.touch(chat);
+    if (editing) {
+      setEditing('');
+      $('input').value = '';
+    } else {
+      const i = lastUser(chat);
+      if (i < 0) return;
+      // The last user message goes into the box; sending replaces it (and
+      // its reply) through the engine's edit, which keeps the KV before it.
+      setEditing(chat.id);
+      $('input').value = chat.messages[i].text;
+      $('input').focus();
+    }
     renderMessages();
-    setBusy(false);
-    $('input').focus();
+    setBusy(busy);
   };
 }
 

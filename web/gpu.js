@@ -54,7 +54,9 @@ export async function openDevice({ needBinding = 0 } = {}) {
   return { adapter, device, name: name + (info.isFallbackAdapter || adapter.isFallbackAdapter ? ' (fallback)' : '') };
 }
 
-// Counters count the boundary's traffic, for the per-token benchmark.
+// Counters count the boundary's traffic, for the per-token benchmark:
+// totals, and per import ("import:run") and per export ("export:wick_resume")
+// counts, which the worker adds.
 export function newCounters() {
   return { imports: 0, gpuCalls: 0, runs: 0, runMs: 0, commands: 0 };
 }
@@ -223,8 +225,10 @@ export class GPUBridge {
       },
     };
     for (const [name, f] of Object.entries(imp)) {
+      const key = `import:${name}`;
       imp[name] = (...args) => {
         c.imports++;
+        c[key] = (c[key] || 0) + 1;
         try {
           const r = f(...args);
           return r === undefined ? undefined : r;

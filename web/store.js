@@ -1,8 +1,9 @@
 // The page's own data, kept in localStorage so that it survives reloads:
-// character cards, chats (their messages, and for each reply the sampling
-// settings, seed and token count that let the worker rebuild the
-// conversation exactly), settings and what was last open. It is small
-// (text only); the models live in the Cache API (models.js).
+// character cards, chats (their messages; each reply with its token ids and
+// the model they belong to, so that a chat whose saved session is missing or
+// refused is rebuilt from its messages exactly), settings and what was last
+// open. It is small (text and ids); the models live in the Cache API
+// (models.js), the saved sessions with their KV in OPFS (saves.js).
 
 const KEY = 'wick.v1';
 

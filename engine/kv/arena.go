@@ -21,9 +21,10 @@ const Align = 256
 // [Slots][KVHeads][HeadDim] (int8 or float32); in int8 mode each (slot,
 // head) row has a float32 scale, laid out [Slots][KVHeads].
 type Region struct {
-	Layer int  // the producer layer
-	Slots int  // positions held: the window (ring) or the context limit
-	Ring  bool // local layer: position p lives in slot p % Slots
+	Layer  int  // the producer layer
+	Slots  int  // positions held: the window (ring) or the context limit
+	Ring   bool // local layer: position p lives in slot p % Slots
+	Window int  // local layer: its window (Slots is smaller when the context is)
 	// Byte offsets into the arena.
 	K, V           int64
 	KScale, VScale int64 // int8 mode only
@@ -72,7 +73,7 @@ func NewLayout(c *model.Config, context int) (*Layout, error) {
 			lay.OfLayer[i] = regionOf[l.KVSource]
 			continue
 		}
-		r := Region{Layer: i, Slots: context}
+		r := Region{Layer: i, Slots: context, Window: l.Window}
 		if l.Kind == model.Local && l.Window < context {
 			r.Slots, r.Ring = l.Window, true
 		} else if l.Kind == model.Local {

@@ -12,8 +12,8 @@ import (
 // Snapshot is the live KV of positions [Start, End) copied out of an arena:
 // what the prefix cache keeps per block and what a saved conversation holds.
 // Only what attention can still read is kept: a global producer's every
-// position in the range, a local producer's last Slots of them (its ring
-// holds no more), a consumer nothing (it reads its producer's region). A
+// position in the range, a local producer's last Window-1 of them (all that
+// attention at the next position reads), a consumer nothing (it reads its producer's region). A
 // snapshot does not depend on the arena's context, so it restores into a
 // session of any context that holds End positions.
 //
@@ -51,19 +51,31 @@ func slotBytes(dtype model.DType, kvHeads, headDim int) int64 {
 
 // CanCapture reports whether positions up to `to` can be copied out of an
 // arena whose last write (Forward or Restore) ended at position end. A global
-// region keeps every position; a ring keeps only [end-Slots, end), which
-// covers the last Slots positions before `to` only when to == end or when
-// the ring never wrapped.
+// region keeps every position. A snapshot of a ring holds only what a
+// continuation at `to` attends to, the Window-1 positions before it (see
+// Region.Live); writing position q overwrote q-Slots, so they are intact
+// unless a write reached past to+1 after the ring wrapped. That lets a
+// session save after a decode batch that ran one step past a stop token.
 func (l *Layout) CanCapture(end, to int) bool {
 	if to > end || to < 0 {
 		return false
 	}
 	for _, r := range l.Regions {
-		if r.Ring && to < end && end > r.Slots {
+		if r.Ring && end > to+1 && end > r.Slots {
 			return false
 		}
 	}
 	return true
+}
+
+// Live is the first position of [from, to) that a snapshot keeps of r: all
+// of them for a global region, and for a ring only the last Window-1, since
+// attention at `to` (the next position) reads no further back.
+func (r *Region) Live(from, to int) int {
+	if r.Ring {
+		return max(from, to-(r.Window-1))
+	}
+	return from
 }
 
 // Capture copies the KV of positions [from, to) out of a. The caller makes
@@ -75,10 +87,7 @@ func (a *Arena) Capture(from, to int) (*Snapshot, error) {
 	s := &Snapshot{Start: from, End: to, DType: a.DType, KVHeads: a.KVHeads, HeadDim: a.HeadDim}
 	var size int64
 	for _, r := range a.Regions {
-		sr := SnapRegion{Layer: r.Layer, Ring: r.Ring, From: from}
-		if r.Ring {
-			sr.From = max(from, to-r.Slots)
-		}
+		sr := SnapRegion{Layer: r.Layer, Ring: r.Ring, From: r.Live(from, to)}
 		s.Regions = append(s.Regions, sr)
 		size += int64(to-sr.From) * slotBytes(a.DType, a.KVHeads, a.HeadDim)
 	}
@@ -160,14 +169,8 @@ func (a *Arena) Restore(parts []*Snapshot) (int, error) {
 }
 
 // needFrom is the first position of a part starting at start that region r
-// needs when the restored sequence ends at n: every position for a global
-// region, the last Slots before n for a ring.
-func (a *Arena) needFrom(r *Region, start, n int) int {
-	if r.Ring {
-		return max(start, n-r.Slots)
-	}
-	return start
-}
+// needs when the restored sequence ends at n (see Region.Live).
+func (a *Arena) needFrom(r *Region, start, n int) int { return r.Live(start, n) }
 
 // checkShape reports whether s was captured from an arena of this layout's
 // shape and is internally consistent.

@@ -115,6 +115,7 @@ func (s *Sequence) step(tokens []int32, start, first int, logits []float32) erro
 // consecutive slots up to the ring's wrap, so each array takes at most two
 // copies.
 func (s *Sequence) commit(start, n int) {
+	s.end = start + n
 	kvh := int64(s.m.cfg.KVHeads)
 	int8Mode := s.m.cfg.DType == model.Int8
 	for ri := range s.lay.Regions {

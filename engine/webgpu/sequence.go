@@ -17,6 +17,7 @@ type Sequence struct {
 	m   *Model
 	lay *kv.Layout
 	C   int // tokens per step
+	end int // one past the last position written (Forward, Greedy, Restore): what Snapshot can still read
 
 	arena   gpu.Buffer
 	chunk   gpu.Buffer    // the chunk KV of every producer: regions of C slots

@@ -2,11 +2,14 @@
 // positions (read from the layer's region of the KV arena, a ring for local
 // layers) and of the chunk's own positions (read from the chunk KV, which is
 // committed to the arena only after the last layer: engine/cpu's scheme).
-// attend: one workgroup per (query head, token); keys are taken in tiles of
-// WG with an online softmax, so no scores buffer is needed. HD is the head
+// attend: one workgroup per (query head, token); keys are taken in tiles
+// with an online softmax, so no scores buffer is needed. HD is the head
 // width. For decode, where a token's few heads would leave the GPU idle,
-// attend_split gives each tile of WG keys its own workgroup (flash-decoding)
-// and writes its partial softmax state; combine merges them.
+// attend_split gives each tile of KT keys its own workgroup (flash-decoding)
+// and writes its partial softmax state; combine merges them. attend_split
+// stages its tile's K rows and then its V rows through workgroup memory:
+// every invocation loads a few words of them at once, instead of walking
+// rows one load at a time.
 #include "common.wgsl"
 
 struct AttnParams {
@@ -41,9 +44,15 @@ const ROW_WORDS = {{HD}}u / 4u;
 const ROW_WORDS = {{HD}}u;
 #endif
 
+const KT = {{KT}}u; // keys per tile: at most WG, and KT rows fit the tile buffer
+const STRIDE = ROW_WORDS + 1u; // words per staged row: the odd stride spreads rows over banks
+
 var<workgroup> qs: array<f32, {{HD}}>;
 var<workgroup> es: array<f32, {{WG}}>; // exp(score - max) of the tile's keys
 var<workgroup> ev: array<f32, {{WG}}>; // the same times the value row's scale
+var<workgroup> tile: array<u32, {{TILE}}>; // KT staged K or V rows, STRIDE apart
+var<workgroup> rows: array<u32, {{KT}}>;   // each tile key's row index in its array
+var<workgroup> chunks: array<u32, {{KT}}>; // 1 where that row is in the chunk
 
 // Where key/value position j of KV head g lives: .x is the row index in
 // its array, .y is 1 when the row is in the chunk.
@@ -62,22 +71,81 @@ fn load(chunk: bool, i: u32) -> u32 {
   return kv[i];
 }
 
-fn score(j: u32, g: u32) -> f32 {
+// locate_tile fills rows and chunks for the tn keys from position first.
+fn locate_tile(first: u32, tn: u32, g: u32, li: u32) {
+  for (var j = li; j < tn; j += {{WG}}u) {
+    let at = locate(first + j, g);
+    rows[j] = at.x;
+    chunks[j] = at.y;
+  }
+}
+
+// stage copies the tile's tn K rows (values false) or V rows into tile.
+// Call after locate_tile and a barrier.
+fn stage(tn: u32, values: bool, li: u32) {
+  for (var i = li; i < tn * ROW_WORDS; i += {{WG}}u) {
+    let j = i / ROW_WORDS;
+    let chunk = chunks[j] == 1u;
+    var base = select(p.k_word, p.ck_word, chunk);
+    if (values) {
+      base = select(p.v_word, p.cv_word, chunk);
+    }
+    tile[j * STRIDE + i % ROW_WORDS] = load(chunk, base + rows[j] * ROW_WORDS + i % ROW_WORDS);
+  }
+}
+
+// score is q.k * scale of staged K row j.
+fn score(j: u32) -> f32 {
+  var s = 0.0;
+  let b = j * STRIDE;
+#if INT8
+  for (var w = 0u; w < ROW_WORDS; w++) {
+    let k = unpack_i8(tile[b + w]);
+    s += dot(vec4<f32>(qs[4u * w], qs[4u * w + 1u], qs[4u * w + 2u], qs[4u * w + 3u]), vec4<f32>(k));
+  }
+  let chunk = chunks[j] == 1u;
+  s = s * bitcast<f32>(load(chunk, select(p.ks_word, p.cks_word, chunk) + rows[j]));
+#else
+  for (var d = 0u; d < HD; d++) {
+    s += qs[d] * bitcast<f32>(tile[b + d]);
+  }
+#endif
+  return s * p.scale;
+}
+
+// value is dimension d of staged V row j, unscaled.
+fn value(j: u32, d: u32) -> f32 {
+#if INT8
+  return f32(i8_at(tile[j * STRIDE + d / 4u], d % 4u));
+#else
+  return bitcast<f32>(tile[j * STRIDE + d]);
+#endif
+}
+
+fn value_scale(j: u32) -> f32 {
+#if INT8
+  let chunk = chunks[j] == 1u;
+  return bitcast<f32>(load(chunk, select(p.vs_word, p.cvs_word, chunk) + rows[j]));
+#else
+  return 1.0;
+#endif
+}
+
+// The prefill kernel reads K and V rows straight from memory: a step's
+// many (head, token) workgroups hide the latency of its loads, and staging
+// tiles through workgroup memory measured slower there (bench/RESULTS.md).
+fn score_direct(j: u32, g: u32) -> f32 {
   let at = locate(j, g);
   let chunk = at.y == 1u;
   var s = 0.0;
-#if INT8
   let base = select(p.k_word, p.ck_word, chunk) + at.x * ROW_WORDS;
+#if INT8
   for (var w = 0u; w < ROW_WORDS; w++) {
     let k = unpack_i8(load(chunk, base + w));
-    s += qs[4u * w] * f32(k.x);
-    s += qs[4u * w + 1u] * f32(k.y);
-    s += qs[4u * w + 2u] * f32(k.z);
-    s += qs[4u * w + 3u] * f32(k.w);
+    s += dot(vec4<f32>(qs[4u * w], qs[4u * w + 1u], qs[4u * w + 2u], qs[4u * w + 3u]), vec4<f32>(k));
   }
   s = s * bitcast<f32>(load(chunk, select(p.ks_word, p.cks_word, chunk) + at.x));
 #else
-  let base = select(p.k_word, p.ck_word, chunk) + at.x * ROW_WORDS;
   for (var d = 0u; d < HD; d++) {
     s += qs[d] * bitcast<f32>(load(chunk, base + d));
   }
@@ -85,7 +153,7 @@ fn score(j: u32, g: u32) -> f32 {
   return s * p.scale;
 }
 
-fn value(at: vec2<u32>, d: u32) -> f32 {
+fn value_direct(at: vec2<u32>, d: u32) -> f32 {
   let chunk = at.y == 1u;
 #if INT8
   return f32(i8_at(load(chunk, select(p.v_word, p.cv_word, chunk) + at.x * ROW_WORDS + d / 4u), d % 4u));
@@ -94,7 +162,7 @@ fn value(at: vec2<u32>, d: u32) -> f32 {
 #endif
 }
 
-fn value_scale(at: vec2<u32>) -> f32 {
+fn value_scale_direct(at: vec2<u32>) -> f32 {
 #if INT8
   let chunk = at.y == 1u;
   return bitcast<f32>(load(chunk, select(p.vs_word, p.cvs_word, chunk) + at.x));
@@ -103,6 +171,7 @@ fn value_scale(at: vec2<u32>) -> f32 {
 #endif
 }
 
+// attend takes keys in tiles of WG.
 @compute @workgroup_size({{WG}})
 fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let head = wg.x;
@@ -129,18 +198,18 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
   for (var k = 0u; k < HPT; k++) {
     acc[k] = 0.0;
   }
-  for (var tile = 0u; tile < count; tile += {{WG}}u) {
-    let tn = min({{WG}}u, count - tile);
+  for (var tile0 = 0u; tile0 < count; tile0 += {{WG}}u) {
+    let tn = min({{WG}}u, count - tile0);
     var s = -3.0e38;
     if (li < tn) {
-      s = score(first + tile + li, g);
+      s = score_direct(first + tile0 + li, g);
     }
     let nm = max(m, wg_max(s, li));
     let corr = exp(m - nm);
     if (li < tn) {
       let e = exp(s - nm);
       es[li] = e;
-      ev[li] = e * value_scale(locate(first + tile + li, g));
+      ev[li] = e * value_scale_direct(locate(first + tile0 + li, g));
     }
     workgroupBarrier();
     var sum = 0.0;
@@ -153,7 +222,7 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
       if (d < HD) {
         var a = acc[k] * corr;
         for (var j = 0u; j < tn; j++) {
-          a += ev[j] * value(locate(first + tile + j, g), d);
+          a += ev[j] * value_direct(locate(first + tile0 + j, g), d);
         }
         acc[k] = a;
       }
@@ -190,8 +259,8 @@ fn attend_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
   let head = wg.y;
   let t = wg.z;
   let kr = keys(t);
-  let tile = split * {{WG}}u;
-  if (t >= step.n || tile >= kr.y) {
+  let tile0 = split * KT;
+  if (t >= step.n || tile0 >= kr.y) {
     return; // the whole workgroup
   }
   let g = head / (p.heads / p.kv_heads);
@@ -199,18 +268,22 @@ fn attend_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
   for (var d = li; d < HD; d += {{WG}}u) {
     qs[d] = q[qbase + d];
   }
+  let tn = min(KT, kr.y - tile0);
+  locate_tile(kr.x + tile0, tn, g, li);
   workgroupBarrier();
-  let tn = min({{WG}}u, kr.y - tile);
+  stage(tn, false, li);
+  workgroupBarrier();
   var s = -3.0e38;
   if (li < tn) {
-    s = score(kr.x + tile + li, g);
+    s = score(li);
   }
   let m = wg_max(s, li);
   if (li < tn) {
     let e = exp(s - m);
     es[li] = e;
-    ev[li] = e * value_scale(locate(kr.x + tile + li, g));
+    ev[li] = e * value_scale(li);
   }
+  stage(tn, true, li); // wg_max's barriers ended every read of the K rows
   workgroupBarrier();
   let out = ((t * p.heads + head) * p.splits + split) * PART;
   if (li == 0u) {
@@ -224,7 +297,7 @@ fn attend_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
   for (var d = li; d < HD; d += {{WG}}u) {
     var a = 0.0;
     for (var j = 0u; j < tn; j++) {
-      a += ev[j] * value(locate(kr.x + tile + j, g), d);
+      a += ev[j] * value(j, d);
     }
     o[out + 2u + d] = a;
   }
@@ -238,7 +311,7 @@ fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
   if (t >= step.n) {
     return;
   }
-  let n = (keys(t).y + {{WG}}u - 1u) / {{WG}}u;
+  let n = (keys(t).y + KT - 1u) / KT;
   let base = (t * p.heads + head) * p.splits * PART;
   var m = -3.0e38;
   for (var i = 0u; i < n; i++) {

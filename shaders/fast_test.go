@@ -41,6 +41,8 @@ func TestMatrixProducts(t *testing.T) {
 		key  Key
 	}{
 		{"gemv-int", Key{Family: "gemv", Entry: "gemv", WG: 64, TPR: 16}},
+		{"gemv-int-tpr8", Key{Family: "gemv", Entry: "gemv", WG: 256, TPR: 8}},
+		{"gemv-int-tpr128", Key{Family: "gemv", Entry: "gemv", WG: 256, TPR: 128}},
 		{"gemv-fma", Key{Family: "gemv", Entry: "gemv", WG: 128, TPR: 32, FMA: true}},
 		{"tiled", Key{Family: "tiled", Entry: "tiled", WG: 256}},
 	} {

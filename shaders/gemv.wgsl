@@ -29,6 +29,10 @@ fn word(a: vec4<u32>, i: u32) -> u32 {
   return a[i % 4u];
 }
 
+fn dot16_i8(a: vec4<u32>, b: vec4<u32>) -> i32 {
+  return dot_i8(a.x, b.x) + dot_i8(a.y, b.y) + dot_i8(a.z, b.z) + dot_i8(a.w, b.w);
+}
+
 #if FMA
 // i8f unpacks four int8 (packed, element 0 low) into exact floats.
 fn i8f(packed: u32) -> vec4<f32> {
@@ -69,11 +73,21 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       acc += i32(f);
     }
 #else
-    for (var i = lane; i < vecs; i += TPR) {
-      let a = w[wb + i];
-      let b = x[xb + i];
-      acc += dot_i8(a.x, b.x) + dot_i8(a.y, b.y) + dot_i8(a.z, b.z) + dot_i8(a.w, b.w);
+    // Two vectors per iteration: two loads in flight per invocation.
+    var acc1 = 0;
+    var i = lane;
+    for (; i + TPR < vecs; i += 2u * TPR) {
+      let a0 = w[wb + i];
+      let b0 = x[xb + i];
+      let a1 = w[wb + i + TPR];
+      let b1 = x[xb + i + TPR];
+      acc += dot16_i8(a0, b0);
+      acc1 += dot16_i8(a1, b1);
     }
+    if (i < vecs) {
+      acc += dot16_i8(w[wb + i], x[xb + i]);
+    }
+    acc += acc1;
 #endif
   }
   red_i[li] = acc;

@@ -3,6 +3,7 @@
 package shaders
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -261,6 +262,90 @@ func TestHeadPrep(t *testing.T) {
 	}
 }
 
+// TestQKVPrep runs qkv_prep over token rows of query, K and V heads (with
+// padding between rows): query heads normed and roped into qo, K heads
+// normed, roped and quantised, V heads quantised, into the chunk arrays at
+// their offsets; and a layer without K/V (only the query heads run).
+func TestQKVPrep(t *testing.T) {
+	for _, tc := range []struct {
+		name                  string
+		int8                  bool
+		heads, kvHeads, hd, n int
+		norm, onePlus         bool
+	}{
+		{"int8-mqa-qk-norm", true, 3, 1, 20, 3, true, true},
+		{"int8-gqa-rope", true, 4, 2, 12, 5, false, false},
+		{"int8-query-only", true, 3, 0, 20, 2, true, false},
+		{"f32-gqa-qk-norm", false, 4, 2, 12, 3, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRand(t)
+			hd, n := tc.hd, tc.n
+			stride := (tc.heads+2*tc.kvHeads)*hd + 5
+			x := randF32(r, n*stride, 1)
+			// Norm weights at word offsets 3 (query) and 3+hd+1 (K) of g.
+			g := randF32(r, 2*hd+4, 0.3)
+			qn, kn := 3, 3+hd+1
+			c := &model.Config{HeadDim: hd, RopeThetaGlobal: 1e4, RopeThetaLocal: 1e6}
+			const start, kind, chunkSize = 500, 1, 6
+			table := make([]float32, 2*chunkSize*hd)
+			for k := 0; k < 2; k++ {
+				for tt := 0; tt < chunkSize; tt++ {
+					model.RopeCosSin(table[(k*chunkSize+tt)*hd:][:hd], c.RopeFreqs(model.AttnKind(k)), start+tt)
+				}
+			}
+			prep := func(row []float32, heads int, w []float32, tt int) {
+				if tc.norm {
+					for h := 0; h < heads; h++ {
+						cpu.RMSNorm(row[h*hd:(h+1)*hd], row[h*hd:(h+1)*hd], w, 1e-6, tc.onePlus)
+					}
+				}
+				cpu.Rope(row, heads, hd, table[(kind*chunkSize+tt)*hd:][:hd])
+			}
+			rows := n * tc.kvHeads
+			rowWords := hd
+			if tc.int8 {
+				rowWords = hd / 4
+			}
+			// Chunk arrays at odd offsets: K, K scales, V, V scales.
+			kw := 1
+			ksw := kw + rows*rowWords + 1
+			vw := ksw + rows + 2
+			vsw := vw + rows*rowWords + 3
+			qo, dst := buffer(t, nil, n*tc.heads*hd), buffer(t, nil, vsw+rows)
+			dispatch(t, Key{Family: "rope", Entry: "qkv_prep", Int8: tc.int8, WG: 8}, Step{Start: start, N: uint32(n)},
+				QKVParams{Heads: uint32(tc.heads), KVHeads: uint32(tc.kvHeads), HeadDim: uint32(hd), Stride: uint32(stride),
+					Norm: b2u(tc.norm), OnePlus: b2u(tc.onePlus), Eps: 1e-6, Table: uint32(kind * chunkSize * hd),
+					QNorm: uint32(qn), KNorm: uint32(kn), KWord: uint32(kw), KSWord: uint32(ksw), VWord: uint32(vw), VSWord: uint32(vsw)},
+				[3]int{tc.heads + 2*tc.kvHeads, n, 1}, buffer(t, f32bytes(x), 0), buffer(t, f32bytes(g), 0),
+				buffer(t, f32bytes(table), 0), qo, dst)
+			gotQ := bytesF32(read(t, qo, n*tc.heads*hd))
+			got := bytesU32(read(t, dst, vsw+rows))
+			for tt := 0; tt < n; tt++ {
+				row := append([]float32(nil), x[tt*stride:(tt+1)*stride]...)
+				prep(row, tc.heads, g[qn:qn+hd], tt)
+				prep(row[tc.heads*hd:], tc.kvHeads, g[kn:kn+hd], tt)
+				closeTo(t, "q", gotQ[tt*tc.heads*hd:(tt+1)*tc.heads*hd], row[:tc.heads*hd], rel)
+				for h := 0; h < 2*tc.kvHeads; h++ {
+					ref := row[(tc.heads+h)*hd : (tc.heads+h+1)*hd]
+					vals, scales, kvRow := kw, ksw, tt*tc.kvHeads+h
+					what := fmt.Sprintf("token %d K head %d", tt, h)
+					if h >= tc.kvHeads {
+						vals, scales, kvRow = vw, vsw, tt*tc.kvHeads+h-tc.kvHeads
+						what = fmt.Sprintf("token %d V head %d", tt, h-tc.kvHeads)
+					}
+					words := got[vals+kvRow*rowWords : vals+(kvRow+1)*rowWords]
+					if tc.int8 {
+						checkQuantised(t, what, unpackI8(words, hd), math.Float32frombits(got[scales+kvRow]), ref)
+					} else {
+						closeTo(t, what, bytesF32(u32bytes(words)), ref, rel)
+					}
+				}
+			}
+		})
+	}
+}
+
 func TestGatedAct(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -321,17 +406,46 @@ func TestEmbed(t *testing.T) {
 	}
 }
 
+// TestArgmax checks the greedy pick by one workgroup and in two passes
+// (blocks, then their merge), with ties inside a block and across blocks:
+// the first index wins.
 func TestArgmax(t *testing.T) {
-	r := newRand(t)
-	const vocab, n, first = 1031, 3, 1
-	logits := randF32(r, (n-first)*vocab, 1)
-	last := logits[(n-1-first)*vocab:]
-	last[700], last[77] = 9, 9 // a tie: the first index wins
-	out := buffer(t, nil, 4)
-	dispatch(t, Key{Family: "sample", Entry: "argmax", WG: 64}, Step{N: n, First: first},
-		ArgmaxParams{Cols: vocab, OutWord: 2}, [3]int{1, 1, 1}, buffer(t, f32bytes(logits), 0), out)
-	if got := bytesU32(read(t, out, 4))[2]; got != 77 {
-		t.Fatalf("argmax = %d, want 77", got)
+	const vocab, n, first, block = 1031, 3, 1, 100
+	for _, tc := range []struct {
+		name  string
+		ties  []int // indices given the largest value; the first is the pick
+		split bool
+	}{
+		{"one workgroup", []int{77, 700}, false},
+		{"blocks, tie across blocks", []int{77, 700}, true},
+		{"blocks, tie inside a block", []int{1003, 1030}, true},
+		{"blocks, first index", []int{0, 5}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRand(t)
+			logits := randF32(r, (n-first)*vocab, 1)
+			last := logits[(n-1-first)*vocab:]
+			for _, i := range tc.ties {
+				last[i] = 9
+			}
+			in := buffer(t, f32bytes(logits), 0)
+			out := buffer(t, nil, 4)
+			k := Key{Family: "sample", Entry: "argmax", WG: 64}
+			p := ArgmaxParams{Cols: vocab, OutWord: 2, Block: block}
+			if tc.split {
+				parts := (vocab + block - 1) / block
+				mid := buffer(t, nil, 2*parts)
+				k.Entry = "argmax_part"
+				dispatch(t, k, Step{N: n, First: first}, p, [3]int{parts, 1, 1}, in, mid)
+				k.Entry = "argmax_merge"
+				dispatch(t, k, Step{N: n, First: first}, p, [3]int{1, 1, 1}, mid, out)
+			} else {
+				dispatch(t, k, Step{N: n, First: first}, p, [3]int{1, 1, 1}, in, out)
+			}
+			if got := bytesU32(read(t, out, 4))[2]; got != uint32(tc.ties[0]) {
+				t.Fatalf("argmax = %d, want %d", got, tc.ties[0])
+			}
+		})
 	}
 }
 
@@ -357,6 +471,11 @@ func TestAttention(t *testing.T) {
 			tcase{"global-long-" + dtype.String(), cai, 5, 150, 3},
 			tcase{"gqa-" + dtype.String(), plain, 2, 40, 5},
 		)
+		// Heads too wide for a tile of WG keys in workgroup memory.
+		wide := testmodel.CAIShaped(97, dtype)
+		wide.HeadDim = 520
+		cases = append(cases, tcase{"wide-heads-decode-" + dtype.String(), wide, 5, 37, 1},
+			tcase{"wide-heads-prefill-" + dtype.String(), wide, 0, 9, 5})
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -440,12 +559,14 @@ func TestAttention(t *testing.T) {
 				p, [3]int{c.Heads, tc.n, 1}, qb, out, kvb, ckb)
 			closeTo(t, "attention", bytesF32(read(t, out, len(want))), want, rel)
 
-			// Flash-decoding: a workgroup per tile of 16 keys, then the merge.
+			// Flash-decoding: a workgroup per tile of keys, then the merge.
 			const wg = 16
-			p.Splits = uint32((tc.start + tc.n + wg - 1) / wg)
+			split := Key{Family: "attn", Entry: "attend_split", Int8: int8Mode, WG: wg, HD: hd}
+			kt := AttnTile(split)
+			p.Splits = uint32((tc.start + tc.n + kt - 1) / kt)
 			parts := buffer(t, nil, tc.n*c.Heads*int(p.Splits)*(hd+2))
 			out = buffer(t, nil, len(want))
-			dispatch(t, Key{Family: "attn", Entry: "attend_split", Int8: int8Mode, WG: wg, HD: hd}, step,
+			dispatch(t, split, step,
 				p, [3]int{int(p.Splits), c.Heads, tc.n}, qb, parts, kvb, ckb)
 			dispatch(t, Key{Family: "attn", Entry: "combine", Int8: int8Mode, WG: wg, HD: hd}, step,
 				p, [3]int{c.Heads, tc.n, 1}, parts, out)

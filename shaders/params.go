@@ -39,6 +39,16 @@ type RopeParams struct {
 	Table, Pad0, Pad1             uint32
 }
 
+// QKVParams mirrors rope.wgsl's qkv_prep parameters.
+type QKVParams struct {
+	Heads, KVHeads, HeadDim, Stride uint32
+	Norm, OnePlus                   uint32
+	Eps                             float32
+	Table, QNorm, KNorm             uint32
+	KWord, KSWord, VWord, VSWord    uint32
+	Pad0, Pad1                      uint32
+}
+
 // ActParams mirrors act.wgsl.
 type ActParams struct {
 	Cols, Pad0, Pad1, Pad2 uint32
@@ -81,7 +91,7 @@ type StreamParams struct {
 
 // ArgmaxParams mirrors sample.wgsl.
 type ArgmaxParams struct {
-	Cols, OutWord, Pad0, Pad1 uint32
+	Cols, OutWord, Block, Pad1 uint32
 }
 
 // Bytes encodes a params struct as its uniform buffer bytes.

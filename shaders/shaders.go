@@ -79,8 +79,29 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	if k.HD > 0 {
 		vals["HD"] = strconv.Itoa(k.HD)
 		vals["HPT"] = strconv.Itoa((k.HD + k.WG - 1) / k.WG)
+		kt := AttnTile(k)
+		vals["KT"] = strconv.Itoa(kt)
+		vals["TILE"] = strconv.Itoa(kt * (attnRowWords(k) + 1))
 	}
 	return flags, vals, nil
+}
+
+// attnTileWords is the most words of K or V rows that attention stages in
+// workgroup memory at once (8 KiB: with the rest, within WebGPU's default
+// 16 KiB of workgroup storage).
+const attnTileWords = 2048
+
+func attnRowWords(k Key) int {
+	if k.Int8 {
+		return (k.HD + 3) / 4
+	}
+	return k.HD
+}
+
+// AttnTile is how many keys a tile of attention variant k holds (attn.wgsl's
+// KT): what a decode step's attention splits the keys by.
+func AttnTile(k Key) int {
+	return max(1, min(k.WG, attnTileWords/attnRowWords(k)))
 }
 
 // Source is an expanded variant: its WGSL and, for each of its lines, the

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -17,6 +18,7 @@ import (
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/engine/webgpu"
+	"github.com/wick-run/wick/internal/testmodel"
 	"github.com/wick-run/wick/shaders"
 )
 
@@ -40,6 +42,9 @@ func runBench(args []string) error {
 	longAt := fs.Int("long", 4096, "also time decode from this position (0: no)")
 	variants := fs.String("gemv", "256x8,256x16,256x32,128x16,256x16f,256x32f,128x16f,64x8f",
 		"GEMV variants WGxTPR, f for float32 FMA products; the fastest runs the models")
+	configs := fs.String("configs", "", "also the architecture table's variants (bench/ARCHITECTURE.md) with random weights: "+
+		strings.Join(archVariants, ",")+", or all")
+	profile := fs.Bool("profile", false, "also print each model's decode step by kernel: the time of each dispatch run on its own")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -128,14 +133,89 @@ func runBench(args []string) error {
 			return c, randomInt8(c, 1), nil
 		}})
 	}
+	if *configs == "all" {
+		*configs = strings.Join(archVariants, ",")
+	}
+	for _, v := range strings.Split(*configs, ",") {
+		if v == "" {
+			continue
+		}
+		c, err := archConfig(v)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, namedModel{name: "architecture table: " + v, load: func() (*model.Config, *model.Weights, error) {
+			return c, testmodel.Random(c, 1), nil
+		}})
+	}
+	var profiles []string
 	for _, r := range runs {
-		row, err := b.model(r, best, *decode, *prompt, *longAt, roofBW)
+		row, prof, err := b.model(r, best, *decode, *prompt, *longAt, roofBW, *profile)
 		if err != nil {
 			return fmt.Errorf("%s: %w", r.name, err)
 		}
 		fmt.Println(row)
+		profiles = append(profiles, prof)
+	}
+	if *profile {
+		for _, p := range profiles {
+			fmt.Print(p)
+		}
 	}
 	return nil
+}
+
+// archVariants are the rows of bench/ARCHITECTURE.md's table, as
+// train/wicktrain/model.py's variant_config defines them.
+var archVariants = []string{"baseline", "mqa", "hybrid", "share", "int8"}
+
+// archConfig is train/wicktrain/model.py's variant_config: the default
+// model's size (hidden 384, 12 layers, FFN 1024, 6 heads of 64, 8k
+// vocabulary, context 1024) with the table's techniques up to and
+// including name: MQA, 5 local (window 128) : 1 global layers, cross-layer
+// KV sharing, int8.
+func archConfig(name string) (*model.Config, error) {
+	k := slices.Index(archVariants, name)
+	if k < 0 {
+		return nil, fmt.Errorf("-configs: unknown variant %q (%s)", name, strings.Join(archVariants, ", "))
+	}
+	c := &model.Config{Vocab: 8192, Hidden: 384, Heads: 6, KVHeads: 1, HeadDim: 64, FFNHidden: 1024, ContextLen: 1024,
+		RopeThetaGlobal: 1e6, RopeThetaLocal: 1e4, NormEps: 1e-6, NormOnePlus: true, QKNorm: true,
+		PostAttnNorm: true, PostFFNNorm: true, Activation: model.GeGLUTanh, TiedEmbedding: true,
+		EmbedScale: math.Sqrt(384), FinalSoftcap: 30, DType: model.F32}
+	if k < 1 {
+		c.KVHeads = c.Heads
+	}
+	if k >= 4 {
+		c.DType = model.Int8
+	}
+	hybrid, share := k >= 2, k >= 3
+	firstGlobal := -1
+	for range 2 { // cai_layers(2, 128, hybrid, share)
+		base := len(c.Layers)
+		for i := range 5 {
+			src := base + i
+			if share && i%2 == 1 {
+				src--
+			}
+			c.Layers = append(c.Layers, model.Layer{Kind: model.Local, Window: 128, KVSource: src})
+		}
+		g := len(c.Layers)
+		if firstGlobal < 0 {
+			firstGlobal = g
+		}
+		src := g
+		if share {
+			src = firstGlobal
+		}
+		c.Layers = append(c.Layers, model.Layer{Kind: model.Global, KVSource: src})
+	}
+	if !hybrid {
+		for i := range c.Layers {
+			c.Layers[i] = model.Layer{Kind: model.Global, KVSource: i}
+		}
+	}
+	return c, c.Validate()
 }
 
 type namedModel struct {
@@ -390,25 +470,26 @@ func (b *bencher) gemvBandwidth(size int64, cols int, g webgpu.Gemv) (float64, e
 	return float64(int64(rows)*int64(cols+4)) / t, err
 }
 
-// model loads one model, times prefill and decode, and returns its table row.
-func (b *bencher) model(nm namedModel, g webgpu.Gemv, decode, prompt, longAt int, bw float64) (string, error) {
+// model loads one model, times prefill and decode, and returns its table
+// row and, with profile, the table of its decode step by kernel.
+func (b *bencher) model(nm namedModel, g webgpu.Gemv, decode, prompt, longAt int, bw float64, profile bool) (row, prof string, err error) {
 	c, w, err := nm.load()
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	lim := b.dev.Info().Limits
 	// Steps as long as the prompt, where the logits of a whole step fit one binding.
 	chunk := max(1, min(prompt, int(lim.MaxStorageBufferBindingSize/(4*int64(c.Vocab)))))
 	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g})
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer m.Close()
 	ctx := min(c.ContextLen, max(prompt, decode, longAt+decode))
 	longAt = min(longAt, ctx-decode)
 	s, err := m.NewSequence(ctx)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer s.Close()
 	r := rand.New(rand.NewPCG(7, 7))
@@ -433,15 +514,15 @@ func (b *bencher) model(nm namedModel, g webgpu.Gemv, decode, prompt, longAt int
 	}
 	tPrefill, err := median(func() error { return s.Forward(tokens, 0, logits) })
 	if err != nil {
-		return "", fmt.Errorf("prefill: %w", err)
+		return "", "", fmt.Errorf("prefill: %w", err)
 	}
 	tDecode, err := median(func() error { _, err := s.Greedy(tokens[0], 0, decode); return err })
 	if err != nil {
-		return "", fmt.Errorf("decode: %w", err)
+		return "", "", fmt.Errorf("decode: %w", err)
 	}
 	tLong, err := median(func() error { _, err := s.Greedy(tokens[0], longAt, decode); return err })
 	if err != nil {
-		return "", fmt.Errorf("decode from %d: %w", longAt, err)
+		return "", "", fmt.Errorf("decode from %d: %w", longAt, err)
 	}
 	wb := weightBytes(c)
 	roof := func(from int) float64 {
@@ -449,8 +530,57 @@ func (b *bencher) model(nm namedModel, g webgpu.Gemv, decode, prompt, longAt int
 		return bw / bytes
 	}
 	dec, long := float64(decode)/tDecode, float64(decode)/tLong
-	return fmt.Sprintf("| %s | %.1f MB | %d | %.0f | %.1f%% | %.0f | %.1f%% | %.0f |", nm.name, float64(wb)/1e6, s.Dispatches(1, longAt),
-		dec, 100*dec/roof(0), long, 100*long/roof(longAt), float64(prompt)/tPrefill), nil
+	row = fmt.Sprintf("| %s | %.1f MB | %d | %.0f | %.1f%% | %.0f | %.1f%% | %.0f |", nm.name, float64(wb)/1e6, s.Dispatches(1, longAt),
+		dec, 100*dec/roof(0), long, 100*long/roof(longAt), float64(prompt)/tPrefill)
+	if profile {
+		times, err := s.ProfileDecode(decode, 50)
+		if err != nil {
+			return "", "", fmt.Errorf("profile: %w", err)
+		}
+		prof = profileTable(nm.name, decode, times)
+	}
+	return row, prof, nil
+}
+
+// profileTable sums a decode step's dispatch times by kernel variant,
+// largest first.
+func profileTable(name string, pos int, times []webgpu.KernelTime) string {
+	type sum struct {
+		label   string
+		count   int
+		seconds float64
+		grids   []string
+	}
+	var sums []*sum
+	byLabel := map[string]*sum{}
+	var total float64
+	for _, t := range times {
+		x := byLabel[t.Label]
+		if x == nil {
+			x = &sum{label: t.Label}
+			byLabel[t.Label] = x
+			sums = append(sums, x)
+		}
+		x.count++
+		x.seconds += t.Seconds
+		total += t.Seconds
+		if g := fmt.Sprintf("%dx%dx%d", t.Grid[0], t.Grid[1], t.Grid[2]); !slices.Contains(x.grids, g) {
+			x.grids = append(x.grids, g)
+		}
+	}
+	slices.SortFunc(sums, func(a, b *sum) int { return cmp.Compare(b.seconds, a.seconds) })
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\n%s: decode step at position %d, each dispatch timed alone: %d dispatches, %.0f us (%.0f tok/s if nothing else cost)\n",
+		name, pos, len(times), total*1e6, 1/total)
+	sb.WriteString("| kernel | dispatches | us per step | us each | share | grids |\n| --- | --- | --- | --- | --- | --- |\n")
+	for _, x := range sums {
+		grids := strings.Join(x.grids, " ")
+		if len(x.grids) > 3 {
+			grids = strings.Join(x.grids[:3], " ") + " ..."
+		}
+		fmt.Fprintf(&sb, "| %s | %d | %.1f | %.2f | %.0f%% | %s |\n", x.label, x.count, x.seconds*1e6, x.seconds*1e6/float64(x.count), 100*x.seconds/total, grids)
+	}
+	return sb.String()
 }
 
 // weightBytes is what a decode step reads of the weights: every matrix

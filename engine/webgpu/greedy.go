@@ -3,6 +3,7 @@ package webgpu
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/model"
@@ -12,7 +13,8 @@ import (
 // Greedy decodes steps tokens after token (at position start) with the
 // argmax taken on the GPU: each step's id stays in the ids buffer for the
 // next step's embedding gather, so steps are submitted back to back with
-// no readback between them. The ids are read back once, at the end.
+// no readback between them. The ids are copied out by the last step's
+// command buffer and read back once, at the end.
 // It is DESIGN.md's decode loop in its simplest form (greedy, no stop token).
 func (s *Sequence) Greedy(token int32, start, steps int) ([]int32, error) {
 	m, c := s.m, s.m.cfg
@@ -36,38 +38,25 @@ func (s *Sequence) Greedy(token int32, start, steps int) ([]int32, error) {
 		return nil, fmt.Errorf("greedy: %w", err)
 	}
 	defer m.dev.FreeBuffer(back)
-	hd := c.HeadDim
 	for i := 0; i < steps; i++ {
 		e := &s.enc
 		e.Reset()
 		pos := start + i
-		e.Write(s.stepBuf, 0, shaders.Bytes(shaders.Step{Start: uint32(pos), N: 1, First: 0}))
 		if i == 0 {
 			e.Write(s.ids, 0, binary.LittleEndian.AppendUint32(nil, uint32(token)))
 		}
-		for kind := range m.freqs {
-			model.RopeCosSin(s.ropeTab[:hd], m.freqs[kind], pos)
-			e.Write(s.rope, int64(kind*s.C*hd)*4, f32bytes(s.ropeTab[:hd]))
-		}
-		for _, st := range append(s.body[:len(s.body):len(s.body)], s.head...) {
-			if x, y, z := st.grid(1, 0, pos); x > 0 {
-				e.Dispatch(st.kernel, st.group, x, y, z)
-			}
-		}
-		e.Dispatch(s.argmax.kernel, s.argmax.group, 1, 1, 1)
+		s.recordDecode(pos)
 		s.commit(pos, 1)
 		e.Copy(s.ids, 0, out, int64(i)*4, 4)
+		if i == steps-1 {
+			e.Copy(out, 0, back, 0, size)
+		}
 		if err := e.Err(); err != nil {
 			return nil, fmt.Errorf("greedy: step %d: %w", i, err)
 		}
 		if err := m.dev.Run(e.Bytes()); err != nil {
 			return nil, fmt.Errorf("greedy: step %d: %w", i, err)
 		}
-	}
-	s.enc.Reset()
-	s.enc.Copy(out, 0, back, 0, size)
-	if err := m.dev.Run(s.enc.Bytes()); err != nil {
-		return nil, fmt.Errorf("greedy: read ids: %w", err)
 	}
 	ids := make([]int32, steps)
 	var mapErr error
@@ -85,4 +74,87 @@ func (s *Sequence) Greedy(token int32, start, steps int) ([]int32, error) {
 		return nil, fmt.Errorf("greedy: read ids: %w", err)
 	}
 	return ids, mapErr
+}
+
+// recordDecode records into s.enc one decode step of the token in ids[0]
+// at position pos, up to its argmax into ids[0]: the Step block, the RoPE
+// rows and every dispatch. The caller adds the KV commit.
+func (s *Sequence) recordDecode(pos int) {
+	m, hd := s.m, s.m.cfg.HeadDim
+	e := &s.enc
+	e.Write(s.stepBuf, 0, shaders.Bytes(shaders.Step{Start: uint32(pos), N: 1, First: 0}))
+	for kind := range m.freqs {
+		model.RopeCosSin(s.ropeTab[:hd], m.freqs[kind], pos)
+		e.Write(s.rope, int64(kind*s.C*hd)*4, f32bytes(s.ropeTab[:hd]))
+	}
+	for _, st := range s.decodeSites() {
+		if x, y, z := st.grid(1, 0, pos); x > 0 {
+			e.Dispatch(st.kernel, st.group, x, y, z)
+		}
+	}
+}
+
+// decodeSites are the sites of a step that computes logits and picks the
+// next token.
+func (s *Sequence) decodeSites() []site {
+	all := append(s.body[:len(s.body):len(s.body)], s.head...)
+	return append(all, s.pick...)
+}
+
+// KernelTime is the time of one dispatch of a decode step.
+type KernelTime struct {
+	Label   string  // the kernel variant (shaders.Key.Label)
+	Grid    [3]int  // its workgroups
+	Seconds float64 // wall-clock per dispatch, over back-to-back repeats
+}
+
+// ProfileDecode times each dispatch of a decode step at position start on
+// its own: reps dispatches of it in one command buffer (each waiting for
+// the one before, as in a step), after a warm-up, divided by reps. The sum
+// is what a step costs on the GPU. It overwrites the run state and the KV
+// of position start: it is for benchmarks.
+func (s *Sequence) ProfileDecode(start, reps int) ([]KernelTime, error) {
+	if start < 0 || start >= s.lay.Context || reps <= 0 {
+		return nil, fmt.Errorf("profile: position %d outside the context of %d, or %d repeats", start, s.lay.Context, reps)
+	}
+	e := &s.enc
+	e.Reset()
+	s.recordDecode(start)
+	if err := s.run(); err != nil {
+		return nil, fmt.Errorf("profile: %w", err)
+	}
+	var out []KernelTime
+	for _, st := range s.decodeSites() {
+		x, y, z := st.grid(1, 0, start)
+		if x == 0 {
+			continue
+		}
+		var best float64
+		for try := 0; try < 3; try++ {
+			e.Reset()
+			for range reps {
+				e.Dispatch(st.kernel, st.group, x, y, z)
+			}
+			t0 := time.Now()
+			if err := s.run(); err != nil {
+				return nil, fmt.Errorf("profile %s: %w", st.label, err)
+			}
+			if t := time.Since(t0).Seconds() / float64(reps); try == 0 || t < best {
+				best = t
+			}
+		}
+		out = append(out, KernelTime{Label: st.label, Grid: [3]int{x, y, z}, Seconds: best})
+	}
+	return out, nil
+}
+
+// run submits s.enc and waits for the GPU.
+func (s *Sequence) run() error {
+	if err := s.enc.Err(); err != nil {
+		return err
+	}
+	if err := s.m.dev.Run(s.enc.Bytes()); err != nil {
+		return err
+	}
+	return s.m.dev.Poll(true)
 }

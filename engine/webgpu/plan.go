@@ -43,14 +43,6 @@ func (s *Sequence) plan() error {
 			Add: b2u(add), PostNorm: b2u(post >= 0), ScaleWord: uint32(s.qScale[h])},
 			tokens, whole(s.x), norm(post, c.Hidden), whole(s.out), norm(weight, c.Hidden), whole(h))
 	}
-	// headprep plans QK-norm (when weight >= 0) and RoPE over heads rows per token.
-	headprep := func(buf gpu.Buffer, heads int, weight int64, kind model.AttnKind) {
-		s.add("rope", "headprep", shaders.RopeParams{Heads: uint32(heads), HeadDim: uint32(hd), Norm: b2u(weight >= 0),
-			OnePlus: b2u(c.NormOnePlus), Eps: eps, Table: uint32(int(kind) * s.C * hd)},
-			func(n, _, _ int) (int, int, int) { return heads, n, 1 },
-			whole(buf), norm(weight, hd), whole(s.rope))
-	}
-
 	// 1. Embedding gather, scaled: one dispatch per part of the matrix.
 	for _, p := range m.embed.parts {
 		s.add("embed", "embed", shaders.EmbedParams{Cols: uint32(c.Hidden), RowLo: uint32(p.rowLo), Rows: uint32(p.rows),
@@ -62,24 +54,24 @@ func (s *Sequence) plan() error {
 		ri := s.lay.OfLayer[l]
 		// 2. The previous block's residual, pre-norm, projections, QK-norm, RoPE.
 		prenorm(l > 0, post, lw.attnNorm)
-		s.project(s.q, lw.wq, input(s.h, s.hq), false, 0)
-		headprep(s.q, c.Heads, lw.qNorm, kind)
+		// Q|K|V in one product, then QK-norm and RoPE of the query and K
+		// heads, and the K/V quantised per (token, KV head) into the chunk
+		// region, in one dispatch.
+		s.project(s.qkv, lw.wq, input(s.h, s.hq), false, 0)
 		cr := s.chunkAt[ri]
+		rowHeads, kvh := c.Heads, 0
 		if c.Producer(l) {
-			s.project(s.kf, lw.wk, input(s.h, s.hq), false, 0)
-			s.project(s.vf, lw.wv, input(s.h, s.hq), false, 0)
-			headprep(s.kf, c.KVHeads, lw.kNorm, kind)
-			// The chunk's K/V, quantised per (token, KV head) into its chunk region.
-			for _, kv := range []struct {
-				src        gpu.Buffer
-				vals, scal int64
-			}{{s.kf, cr.k, cr.ks}, {s.vf, cr.v, cr.vs}} {
-				s.add("quant", "quantize", shaders.QuantParams{Cols: uint32(hd), RowsPerToken: uint32(c.KVHeads),
-					DstWord: uint32((kv.vals - cr.k) / 4), ScaleWord: uint32((kv.scal - cr.k) / 4)},
-					func(n, _, _ int) (int, int, int) { return grid3(n * c.KVHeads) },
-					whole(kv.src), at(s.chunk, cr.k, cr.end-cr.k))
-			}
+			rowHeads, kvh = c.Heads+2*c.KVHeads, c.KVHeads
 		}
+		qp := shaders.QKVParams{Heads: uint32(c.Heads), KVHeads: uint32(kvh), HeadDim: uint32(hd), Stride: uint32(rowHeads * hd),
+			Norm: b2u(lw.qNorm >= 0), OnePlus: b2u(c.NormOnePlus), Eps: eps, Table: uint32(int(kind) * s.C * hd),
+			QNorm: uint32(max(lw.qNorm, 0) / 4), KNorm: uint32(max(lw.kNorm, 0) / 4),
+			VWord: uint32((cr.v - cr.k) / 4)}
+		if int8Mode {
+			qp.KSWord, qp.VSWord = uint32((cr.ks-cr.k)/4), uint32((cr.vs-cr.k)/4)
+		}
+		s.add("rope", "qkv_prep", qp, func(n, _, _ int) (int, int, int) { return rowHeads, n, 1 },
+			whole(s.qkv), whole(m.norms), whole(s.rope), whole(s.q), at(s.chunk, cr.k, cr.end-cr.k))
 		s.attention(l)
 		// 3. Output projection; its residual is the next prenorm's.
 		quantize(s.att, s.attq, qd)
@@ -99,11 +91,17 @@ func (s *Sequence) plan() error {
 	prenorm(true, post, m.finalNorm)
 	s.project(s.logits, m.lmHead, input(s.h, s.hq), true, float32(c.FinalSoftcap))
 	s.inHead = false
-	// 6. Greedy sampling on the GPU: the id lands where the next step's
-	// embedding gather reads it.
-	s.add("sample", "argmax", shaders.ArgmaxParams{Cols: uint32(c.Vocab)}, func(int, int, int) (int, int, int) { return 1, 1, 1 },
-		whole(s.logits), whole(s.ids))
-	s.plans[len(s.plans)-1].argmax = true
+	// 6. Greedy sampling on the GPU: a workgroup per block of logits, then
+	// their merge; the id lands where the next step's embedding gather
+	// reads it.
+	ap := shaders.ArgmaxParams{Cols: uint32(c.Vocab), Block: argmaxBlock}
+	parts := (c.Vocab + argmaxBlock - 1) / argmaxBlock
+	s.add("sample", "argmax_part", ap, func(int, int, int) (int, int, int) { return parts, 1, 1 },
+		whole(s.logits), whole(s.pickParts))
+	s.plans[len(s.plans)-1].pick = true
+	s.add("sample", "argmax_merge", ap, func(int, int, int) (int, int, int) { return 1, 1, 1 },
+		whole(s.pickParts), whole(s.ids))
+	s.plans[len(s.plans)-1].pick = true
 	return nil
 }
 
@@ -135,9 +133,10 @@ func (s *Sequence) project(y gpu.Buffer, w *matrix, x gpu.Buffer, fromFirst bool
 			continue
 		}
 		g := m.opt.Gemv
-		rpw := g.WG / g.TPR
+		tpr := gemvTPR(g, p.rows, w.cols/vec)
+		rpw := g.WG / tpr
 		rowsX, rowsY := grid2((p.rows + rpw - 1) / rpw)
-		s.addKey(shaders.Key{Family: "gemv", Entry: "gemv", Int8: int8Mode, WG: g.WG, TPR: g.TPR, FMA: g.FMA && int8Mode}, params,
+		s.addKey(shaders.Key{Family: "gemv", Entry: "gemv", Int8: int8Mode, WG: g.WG, TPR: tpr, FMA: g.FMA && int8Mode}, params,
 			func(n, first, _ int) (int, int, int) {
 				if k := count(n, first); k <= gemvMaxTokens {
 					return rowsX, rowsY, k
@@ -155,11 +154,28 @@ func (s *Sequence) project(y gpu.Buffer, w *matrix, x gpu.Buffer, fromFirst bool
 	}
 }
 
+// gemvMinGroups is how many workgroups a decode product should have to
+// keep the GPU busy: a matrix of few rows (Q, K, V, the output and down
+// projections of a 1B model have 256 to 1152) at 32 rows per workgroup
+// would run on a fraction of an H100's 132 multiprocessors.
+const gemvMinGroups = 256
+
+// gemvTPR is the invocations per row of a product of rows rows of vecs
+// vectors: g's, doubled while the grid has fewer than gemvMinGroups
+// workgroups, up to the workgroup size and the row's vectors.
+func gemvTPR(g Gemv, rows, vecs int) int {
+	tpr := g.TPR
+	for tpr < g.WG && tpr < vecs && (rows*tpr+g.WG-1)/g.WG < gemvMinGroups {
+		tpr *= 2
+	}
+	return tpr
+}
+
 // attention plans layer l's attention: for a step of one token,
 // flash-decoding (a workgroup per tile of keys, then their merge); for
 // longer steps, a workgroup per (head, token).
 func (s *Sequence) attention(l int) {
-	m, c := s.m, s.m.cfg
+	c := s.m.cfg
 	int8Mode := c.DType == model.Int8
 	ri := s.lay.OfLayer[l]
 	cr := s.chunkAt[ri]
@@ -184,7 +200,7 @@ func (s *Sequence) attention(l int) {
 		}
 		return c.Heads, n, 1
 	}, whole(s.q), whole(s.att), kv, chunk)
-	wg := m.opt.WG
+	kt := s.attnTile()
 	s.add("attn", "attend_split", ap, func(n, _, start int) (int, int, int) {
 		if n != 1 {
 			return 0, 0, 0
@@ -193,7 +209,7 @@ func (s *Sequence) attention(l int) {
 		if window > 0 {
 			keys = min(keys, window)
 		}
-		return (keys + wg - 1) / wg, c.Heads, 1
+		return (keys + kt - 1) / kt, c.Heads, 1
 	}, whole(s.q), whole(s.parts), kv, chunk)
 	s.add("attn", "combine", ap, func(n, _, _ int) (int, int, int) {
 		if n != 1 {
@@ -214,8 +230,11 @@ func (s *Sequence) maxSplits() int {
 		}
 		keys = max(keys, k)
 	}
-	return (keys + s.m.opt.WG - 1) / s.m.opt.WG
+	return (keys + s.attnTile() - 1) / s.attnTile()
 }
+
+// attnTile is the keys per tile of the attention kernels.
+func (s *Sequence) attnTile() int { return shaders.AttnTile(s.m.key("attn", "attend_split")) }
 
 func grid3(count int) (int, int, int) {
 	x, y := grid2(count)

@@ -17,32 +17,34 @@ type Sequence struct {
 	m   *Model
 	lay *kv.Layout
 	C   int // tokens per step
-	end int // one past the last position written (Forward, Greedy, Restore): what Snapshot can still read
 
 	arena   gpu.Buffer
 	chunk   gpu.Buffer    // the chunk KV of every producer: regions of C slots
 	chunkAt []chunkRegion // by arena region
 
 	// Run state, shapes per step of C tokens: x residual [C][Hidden];
-	// h normed [C][Hidden]; q [C][QDim]; att [C][QDim]; kf, vf [C][KVDim];
+	// h normed [C][Hidden]; qkv [C][QDim+2*KVDim] (Q|K|V, or Q alone on
+	// layers that read another's KV); q [C][QDim]; att [C][QDim];
 	// out [C][Hidden]; gu [C][2*FFNHidden] (gate then up); gate
 	// [C][FFNHidden]; logits [C][Vocab]; parts holds decode attention's
 	// partial softmax states. The *q buffers hold int8 forms: values, then
 	// a scale per token at qScale.
-	stepBuf, params, ids, rope                gpu.Buffer
-	x, h, hq, q, att, attq, kf, vf, out, gate gpu.Buffer
-	gu, gateq, logits, staging, parts         gpu.Buffer
-	qScale                                    map[gpu.Buffer]int // word offset of the scales in an int8 buffer
-	buffers                                   []gpu.Buffer
-	groups                                    []gpu.BindGroup
+	stepBuf, params, ids, rope             gpu.Buffer
+	x, h, hq, qkv, q, att, attq, out, gate gpu.Buffer
+	gu, gateq, logits, staging, parts      gpu.Buffer
+	pickParts                              gpu.Buffer         // argmax_part's (value, index) per block of logits
+	qScale                                 map[gpu.Buffer]int // word offset of the scales in an int8 buffer
+	buffers                                []gpu.Buffer
+	groups                                 []gpu.BindGroup
 
 	body, head []site // dispatches of every step; of steps that compute logits
-	argmax     site   // the greedy pick of the last token, into ids[0]
+	pick       []site // the greedy pick of the last token, into ids[0]
 	paramData  []byte
 	plans      []pending // while building
 	inHead     bool      // while building: sites being added compute logits
 	enc        gpu.Encoder
 	ropeTab    []float32
+	end        int // one past the last position written (Forward, Greedy, Restore): what Snapshot can still read
 }
 
 // chunkRegion is where one producer's chunk KV lives in Sequence.chunk:
@@ -55,6 +57,7 @@ type site struct {
 	kernel gpu.Kernel
 	group  gpu.BindGroup
 	grid   gridFunc
+	label  string // the kernel variant, for profiles
 }
 
 // gridFunc gives a site's workgroup grid for a step of n tokens at
@@ -134,13 +137,13 @@ func (s *Sequence) build() error {
 	act(&s.h, &s.hq, c.Hidden, "h")
 	act(&s.q, nil, c.QDim(), "q")
 	act(&s.att, &s.attq, c.QDim(), "att")
-	act(&s.kf, nil, c.KVDim(), "k")
-	act(&s.vf, nil, c.KVDim(), "v")
+	act(&s.qkv, nil, c.QDim()+2*c.KVDim(), "qkv")
 	act(&s.out, nil, c.Hidden, "out")
 	act(&s.gate, &s.gateq, c.FFNHidden, "gate")
 	act(&s.gu, nil, 2*c.FFNHidden, "gate_up")
 	mk(&s.parts, int64(c.Heads*s.maxSplits()*(c.HeadDim+2))*4, gpu.Storage, "attn_parts")
 	mk(&s.logits, int64(C*c.Vocab)*4, gpu.Storage, "logits")
+	mk(&s.pickParts, int64((c.Vocab+argmaxBlock-1)/argmaxBlock)*8, gpu.Storage, "argmax_parts")
 	mk(&s.staging, int64(C*c.Vocab)*4, gpu.MapRead, "logits_readback")
 	// Chunk KV: every producer's region mirrors the arena's, with C slots.
 	var off int64
@@ -182,7 +185,7 @@ type pending struct {
 	bindings []gpu.Binding
 	grid     gridFunc
 	logits   bool
-	argmax   bool
+	pick     bool
 }
 
 func (s *Sequence) bindAll() error {
@@ -203,9 +206,9 @@ func (s *Sequence) bindAll() error {
 			return fmt.Errorf("bind %s: %w", p.key.Label(), err)
 		}
 		s.groups = append(s.groups, g)
-		st := site{kernel: kern, group: g, grid: p.grid}
-		if p.argmax {
-			s.argmax = st
+		st := site{kernel: kern, group: g, grid: p.grid, label: p.key.Label()}
+		if p.pick {
+			s.pick = append(s.pick, st)
 		} else if p.logits {
 			s.head = append(s.head, st)
 		} else {
@@ -248,8 +251,8 @@ func b2u(b bool) uint32 {
 // start that computes the last token's logits and picks its successor:
 // what a decode step costs in dispatches.
 func (s *Sequence) Dispatches(n, start int) int {
-	count := 1 // the argmax
-	for _, st := range append(s.body[:len(s.body):len(s.body)], s.head...) {
+	count := 0
+	for _, st := range s.decodeSites() {
 		if x, _, _ := st.grid(n, n-1, start); x > 0 {
 			count++
 		}

@@ -49,6 +49,10 @@ const gemvMaxTokens = 4
 // whole token row (norms, quantisation, activation) or to the vocabulary.
 const rowWG = 256
 
+// argmaxBlock is the logits each workgroup of the greedy pick's first pass
+// takes: a 262k vocabulary spreads over 256 workgroups.
+const argmaxBlock = 4 * rowWG
+
 // Model is a model loaded onto a GPU device.
 type Model struct {
 	dev   gpu.Device
@@ -68,7 +72,7 @@ type Model struct {
 // layerWeights are one block's tensors on the GPU. Norms are byte offsets
 // into Model.norms; -1 where the config has none.
 type layerWeights struct {
-	wq, wk, wv, wo, gateUp, down              *matrix // gateUp: gate's rows, then up's
+	wq, wo, gateUp, down                      *matrix // wq: Q's rows, then K's and V's on KV producers; gateUp: gate's, then up's
 	attnNorm, qNorm, kNorm, postAttn, ffnNorm int64
 	postFFN                                   int64
 }
@@ -227,10 +231,10 @@ func (m *Model) upload(w *model.Weights) error {
 	for i := range c.Layers {
 		lw, gw := &w.Layers[i], &m.layers[i]
 		name := func(s string) string { return model.LayerTensor(i, s) }
-		gw.wq = mat(name(model.NameWQ), &lw.WQ)
 		if c.Producer(i) {
-			gw.wk = mat(name(model.NameWK), &lw.WK)
-			gw.wv = mat(name(model.NameWV), &lw.WV)
+			gw.wq = mat(name(model.NameWQ)+"+k+v", &lw.WQ, &lw.WK, &lw.WV)
+		} else {
+			gw.wq = mat(name(model.NameWQ), &lw.WQ)
 		}
 		gw.wo = mat(name(model.NameWO), &lw.WO)
 		gw.gateUp = mat(name(model.NameWGate)+"+up", &lw.WGate, &lw.WUp)

@@ -68,7 +68,7 @@ func FromBytes(name string, data []byte) (*Tokenizer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading tokenizer %s: %w", name, err)
 	}
-	proc, err := sentencepiece.NewProcessor(bytes.NewReader(data))
+	proc, err := sentencepiece.NewProcessor(bytes.NewReader(withMergeRoom(data, pieces)))
 	if err != nil {
 		return nil, fmt.Errorf("loading tokenizer %s: %w", name, err)
 	}
@@ -79,6 +79,33 @@ func FromBytes(name string, data []byte) (*Tokenizer, error) {
 		}
 	}
 	return t, nil
+}
+
+// withMergeRoom works around a bug of go-sentencepiece v0.6.0: its BPE
+// merge loop concatenates two neighbouring symbols into a buffer of the
+// longest piece's length, which panics ("slice bounds out of range") as soon
+// as two adjacent pieces are together longer than the longest piece, as in
+// any longer English sentence with an 8k vocabulary. The buffer is sized
+// from the model, so the processor is given the model plus one UNUSED piece
+// twice as long as the longest: no two symbols are ever longer than that,
+// and the extra piece can never be produced (a merge makes it only from two
+// pieces of maxLen bytes of U+0001 each, which no vocabulary has). Repeated
+// protobuf fields may be appended to a serialised message, so this is one
+// more ModelProto.pieces record at the end. The id it would get lies past
+// the vocabulary the rest of wick sees.
+func withMergeRoom(data []byte, pieces []piece) []byte {
+	maxLen := 0
+	for _, p := range pieces {
+		maxLen = max(maxLen, len(p.text))
+	}
+	var sp []byte
+	sp = protowire.AppendTag(sp, 1, protowire.BytesType) // SentencePiece.piece
+	sp = protowire.AppendString(sp, strings.Repeat("\x01", 2*maxLen))
+	sp = protowire.AppendTag(sp, 3, protowire.VarintType) // SentencePiece.type
+	sp = protowire.AppendVarint(sp, 5)                    // UNUSED
+	out := append([]byte(nil), data...)
+	out = protowire.AppendTag(out, 1, protowire.BytesType) // ModelProto.pieces
+	return protowire.AppendBytes(out, sp)
 }
 
 // parseModel reads the vocabulary out of a ModelProto and checks the fields

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -333,4 +334,43 @@ func TestLoadErrors(t *testing.T) {
 			t.Errorf("Load(%q) = %v, want a not-exist error naming the file", path, err)
 		}
 	})
+}
+
+// TestLongWordsMatchSentencePiece encodes sentences of long words with the
+// default model's 8k tokenizer, where neighbouring pieces are together
+// longer than the longest piece (go-sentencepiece v0.6.0 panicked there; see
+// withMergeRoom), and compares with the reference implementation's ids.
+// testdata/long.ids was made by Debian's spm_encode:
+//
+//	spm_encode --model train/tokenizer/tokenizer.model --output_format=id < testdata/long.txt > testdata/long.ids
+func TestLongWordsMatchSentencePiece(t *testing.T) {
+	tok, err := Load("../../train/tokenizer/tokenizer.model")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := os.ReadFile("testdata/long.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile("testdata/long.ids")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(text), "\n"), "\n")
+	wantLines := strings.Split(strings.TrimSuffix(string(want), "\n"), "\n")
+	for i, line := range lines {
+		var got []string
+		for _, id := range tok.Encode(line) {
+			got = append(got, strconv.Itoa(int(id)))
+		}
+		if g := strings.Join(got, " "); g != wantLines[i] {
+			t.Errorf("line %d:\n got %s\nwant %s", i, g, wantLines[i])
+		}
+		if back := tok.Decode(tok.Encode(line)); back != line {
+			t.Errorf("line %d does not decode back: %q", i, back)
+		}
+	}
+	if tok.Vocab() != 8192 {
+		t.Errorf("vocab %d, want 8192: the piece added for the workaround must not show", tok.Vocab())
+	}
 }

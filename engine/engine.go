@@ -49,7 +49,15 @@ const DefaultContext = 4096
 // BackendFactory builds a backend for a loaded model. Backends that need cgo
 // or a GPU register themselves from their own package (see Register), so
 // that this package builds everywhere the CPU backend does.
-type BackendFactory func(cfg *model.Config, w *model.Weights) (Backend, error)
+//
+// explicit is false when the caller asked for no backend in particular: a
+// factory may then decline (with ErrPreferCPU) where the CPU backend is the
+// better choice, such as a software GPU adapter.
+type BackendFactory func(cfg *model.Config, w *model.Weights, explicit bool) (Backend, error)
+
+// ErrPreferCPU is what a BackendFactory returns, wrapped with its reason,
+// when it declines a backend choice left to it.
+var ErrPreferCPU = errors.New("the cpu backend is the better choice here")
 
 var (
 	registryMu sync.Mutex
@@ -213,9 +221,11 @@ func newBackend(cfg *model.Config, w *model.Weights, opts Options) (Backend, err
 		}
 		return newCPU(cfg, w)
 	}
-	b, err := gpu(cfg, w)
+	b, err := gpu(cfg, w, name != "")
 	if err != nil && name == "" {
-		if opts.Notice != nil {
+		if opts.Notice != nil && errors.Is(err, ErrPreferCPU) {
+			opts.Notice(fmt.Sprintf("%v; using it (-backend webgpu uses the adapter anyway)", err))
+		} else if opts.Notice != nil {
 			opts.Notice(fmt.Sprintf("webgpu unavailable (%v); using the cpu backend", err))
 		}
 		return newCPU(cfg, w)

@@ -45,6 +45,9 @@ type Limits struct {
 type Info struct {
 	Adapter string // adapter name and backend, for notices and benchmarks
 	Limits  Limits // the limits the device was created with
+	// Software is true for an adapter that runs on the CPU (lavapipe,
+	// SwiftShader): correct, but no faster than wick's own CPU backend.
+	Software bool
 }
 
 // Binding is one entry of a bind group: a range of a buffer bound at

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/cogentcore/webgpu/wgpu"
 )
@@ -58,7 +59,7 @@ func Open(opts Options) (Device, error) {
 		return nil, fmt.Errorf("open gpu: %w", ErrNoAdapter)
 	}
 	ai := adapter.GetInfo()
-	name := fmt.Sprintf("%s (%s)", ai.Name, ai.BackendType)
+	name := adapterName(ai)
 	al := adapter.GetLimits().Limits
 	// Drivers may report "no limit" as the largest uint64 (NVIDIA's
 	// maxBufferSize does): clamp, so that it does not read as negative.
@@ -87,7 +88,7 @@ func Open(opts Options) (Device, error) {
 		return nil, fmt.Errorf("open gpu: request device from %s with maxStorageBufferBindingSize %d, maxBufferSize %d: %w",
 			name, want.MaxStorageBufferBindingSize, want.MaxBufferSize, err)
 	}
-	return &native{info: Info{Adapter: name, Limits: want}, inst: inst, adapter: adapter, dev: dev, queue: dev.GetQueue()}, nil
+	return &native{info: Info{Adapter: name, Limits: want, Software: ai.AdapterType == wgpu.AdapterTypeCPU}, inst: inst, adapter: adapter, dev: dev, queue: dev.GetQueue()}, nil
 }
 
 func (n *native) Info() Info { return n.info }
@@ -327,4 +328,25 @@ func (n *native) Close() error {
 	n.adapter.Release()
 	n.inst.Release()
 	return nil
+}
+
+// adapterName describes an adapter for people. wgpu-native (about 22)
+// leaves AdapterInfo.Name as the PCI device id ("0x2330") on Vulkan, so the
+// vendor is named from its PCI id and the driver's description added.
+func adapterName(ai wgpu.AdapterInfo) string {
+	vendors := map[uint32]string{0x10de: "NVIDIA", 0x1002: "AMD", 0x8086: "Intel", 0x106b: "Apple", 0x13b5: "ARM", 0x5143: "Qualcomm", 0x10005: "Mesa"}
+	name := ai.Name
+	if strings.HasPrefix(name, "0x") {
+		vendor, ok := vendors[ai.VendorId]
+		if !ok {
+			vendor = fmt.Sprintf("vendor %#x", ai.VendorId)
+		}
+		name = fmt.Sprintf("%s device %#x", vendor, ai.DeviceId)
+		if ai.AdapterType == wgpu.AdapterTypeCPU && ai.DriverDescription != "" {
+			name = ai.DriverDescription // "llvmpipe (LLVM 15.0.6, 256 bits)"
+		} else if ai.DriverDescription != "" {
+			name += ", driver " + ai.DriverDescription
+		}
+	}
+	return fmt.Sprintf("%s [%s, %s]", name, ai.AdapterType, ai.BackendType)
 }

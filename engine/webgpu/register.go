@@ -3,6 +3,8 @@
 package webgpu
 
 import (
+	"fmt"
+
 	"github.com/wick-run/wick/engine"
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/model"
@@ -18,12 +20,18 @@ type backend struct {
 	dev gpu.Device
 }
 
-func open(cfg *model.Config, w *model.Weights) (engine.Backend, error) {
+func open(cfg *model.Config, w *model.Weights, explicit bool) (engine.Backend, error) {
 	// Default limits: tensors above the 128 MiB binding size are split by
 	// rows, which works on every adapter, browsers' defaults included.
 	dev, err := gpu.Open(gpu.Options{})
 	if err != nil {
 		return nil, err
+	}
+	if info := dev.Info(); info.Software && !explicit {
+		// A CPU rasteriser (lavapipe) runs the same kernels about half as
+		// fast as engine/cpu on the same cores.
+		dev.Close()
+		return nil, fmt.Errorf("adapter %s runs on the CPU: %w", info.Adapter, engine.ErrPreferCPU)
 	}
 	m, err := New(dev, cfg, w, Options{})
 	if err != nil {

@@ -222,7 +222,7 @@ func printCacheBench(out io.Writer, m *engine.Model, work []benchTurn, convs, tu
 	n := int64(convs)
 	fmt.Fprintf(w, "per conversation (mean)\t\t\n")
 	fmt.Fprintf(w, "tokens at the end\t%d\t\n", toks/n)
-	fmt.Fprintf(w, "KV snapshot bytes\t%d\t(local rings: window only; shared layers once)\n", live/n)
+	fmt.Fprintf(w, "KV snapshot bytes\t%d\t(local rings: only the window a continuation reads; shared layers once)\n", live/n)
 	fmt.Fprintf(w, "same model MHA, all global, unshared\t%d\t(%.1fx larger)\n", base/n, float64(base)/float64(live))
 	fmt.Fprintf(w, "saved file bytes\t%d\t(KV + tokens + messages + header)\n", res[1].fileBytes/n)
 	if m.Cache != nil {

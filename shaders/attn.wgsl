@@ -20,7 +20,7 @@ struct AttnParams {
   ring: u32,     // 1: position p lives in slot p % slots
   scale: f32,    // scores are q.k * scale
   splits: u32,   // attend_split/combine: partial states per (token, head)
-  pad1: u32,
+  tile: u32,     // combine_quant: keys per partial state (attend_split's KT)
   k_word: u32,   // arena region, words from its binding's start: K values
   v_word: u32,   // V values
   ks_word: u32,  // K scales (int8)
@@ -29,10 +29,15 @@ struct AttnParams {
   cv_word: u32,
   cks_word: u32,
   cvs_word: u32,
+  out_scale_word: u32, // combine_quant: word offset of the per-token scales in o
+  pad2: u32,
+  pad3: u32,
+  pad4: u32,
 }
 @group(0) @binding(1) var<uniform> p: AttnParams;
 @group(0) @binding(2) var<storage, read> q: array<f32>;
-@group(0) @binding(3) var<storage, read_write> o: array<f32>;
+// o holds float32 bits, or packed int8 rows and their scales (combine_quant).
+@group(0) @binding(3) var<storage, read_write> o: array<u32>;
 @group(0) @binding(4) var<storage, read> kv: array<u32>;
 @group(0) @binding(5) var<storage, read> ck: array<u32>;
 
@@ -233,7 +238,7 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
   for (var k = 0u; k < HPT; k++) {
     let d = li + k * {{WG}}u;
     if (d < HD) {
-      o[qbase + d] = acc[k] / l;
+      o[qbase + d] = bitcast<u32>(acc[k] / l);
     }
   }
 }
@@ -291,15 +296,15 @@ fn attend_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     for (var j = 0u; j < tn; j++) {
       sum += es[j];
     }
-    o[out] = m;
-    o[out + 1u] = sum;
+    o[out] = bitcast<u32>(m);
+    o[out + 1u] = bitcast<u32>(sum);
   }
   for (var d = li; d < HD; d += {{WG}}u) {
     var a = 0.0;
     for (var j = 0u; j < tn; j++) {
       a += ev[j] * value(j, d);
     }
-    o[out + 2u + d] = a;
+    o[out + 2u + d] = bitcast<u32>(a);
   }
 }
 
@@ -326,6 +331,60 @@ fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     for (var i = 0u; i < n; i++) {
       a += q[base + i * PART + 2u + d] * exp(q[base + i * PART] - m);
     }
-    o[(t * p.heads + head) * HD + d] = a / l;
+    o[(t * p.heads + head) * HD + d] = bitcast<u32>(a / l);
+  }
+}
+
+// merged is dimensions 4w..4w+3 of a token's attention row (all heads side
+// by side), from the token's n partial states at base: combine's sums, in
+// its order.
+fn merged(base: u32, n: u32, w: u32) -> vec4<f32> {
+  let head = 4u * w / HD;
+  let d = 4u * w % HD;
+  let b = base + head * p.splits * PART;
+  var m = -3.0e38;
+  for (var i = 0u; i < n; i++) {
+    m = max(m, q[b + i * PART]);
+  }
+  var l = 0.0;
+  var a = vec4<f32>(0.0);
+  for (var i = 0u; i < n; i++) {
+    let s = b + i * PART;
+    let e = exp(q[s] - m);
+    l += q[s + 1u] * e;
+    a += vec4<f32>(q[s + 2u + d], q[s + 3u + d], q[s + 4u + d], q[s + 5u + d]) * e;
+  }
+  return a / l;
+}
+
+// combine_quant is combine for every head of a token in one workgroup,
+// followed by quant.wgsl's int8 quantisation of the token's row: the decode
+// step's attention output goes to the output product without a quantize
+// dispatch. o is the int8 activation buffer (rows of heads * HD / 4 words,
+// scales at out_scale_word). The row is merged twice, once for its max and
+// once to quantise it, rather than kept: its width is not a shader
+// constant. Needs HD % 4 == 0 (int8 models only).
+@compute @workgroup_size({{WG}})
+fn combine_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let t = wg.x;
+  if (t >= step.n) {
+    return;
+  }
+  let n = (keys(t).y + p.tile - 1u) / p.tile;
+  let base = t * p.heads * p.splits * PART;
+  let words = p.heads * HD / 4u;
+  var mx = 0.0;
+  for (var w = li; w < words; w += {{WG}}u) {
+    let v = abs(merged(base, n, w));
+    mx = max(mx, max(max(v.x, v.y), max(v.z, v.w)));
+  }
+  let scale = quant_scale(wg_max(mx, li));
+  for (var w = li; w < words; w += {{WG}}u) {
+    let v = merged(base, n, w);
+    o[t * words + w] = pack_i8(vec4<i32>(quant_i8(v.x, scale), quant_i8(v.y, scale),
+                                         quant_i8(v.z, scale), quant_i8(v.w, scale)));
+  }
+  if (li == 0u) {
+    o[p.out_scale_word + t] = bitcast<u32>(scale);
   }
 }

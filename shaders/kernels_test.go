@@ -571,6 +571,45 @@ func TestAttention(t *testing.T) {
 			dispatch(t, Key{Family: "attn", Entry: "combine", Int8: int8Mode, WG: wg, HD: hd}, step,
 				p, [3]int{c.Heads, tc.n, 1}, parts, out)
 			closeTo(t, "split attention", bytesF32(read(t, out, len(want))), want, rel)
+			if !int8Mode {
+				return
+			}
+
+			// The merge fused with the output's int8 quantisation: the
+			// quantised rows of what combine gave, over poison.
+			merged := bytesF32(read(t, out, len(want)))
+			words := qd / 4
+			p.Tile, p.OutScaleWord = uint32(kt), uint32(words*tc.n+3) // not aligned on purpose
+			outQ := buffer(t, nil, int(p.OutScaleWord)+tc.n+2)
+			dispatch(t, Key{Family: "attn", Entry: "combine_quant", Int8: true, WG: 32, HD: hd}, step,
+				p, [3]int{tc.n, 1, 1}, parts, outQ)
+			gotQ := bytesU32(read(t, outQ, int(p.OutScaleWord)+tc.n+2))
+			for i := words * tc.n; i < int(p.OutScaleWord); i++ {
+				if gotQ[i] != poison {
+					t.Fatalf("word %d between rows and scales overwritten: %#x", i, gotQ[i])
+				}
+			}
+			for _, i := range []int{int(p.OutScaleWord) + tc.n, int(p.OutScaleWord) + tc.n + 1} {
+				if gotQ[i] != poison {
+					t.Fatalf("word %d after the scales overwritten: %#x", i, gotQ[i])
+				}
+			}
+			vals := unpackI8(gotQ, tc.n*qd)
+			wantQ := make([]int8, qd)
+			for tok := 0; tok < tc.n; tok++ {
+				ws := quant.Quantize(wantQ, merged[tok*qd:(tok+1)*qd])
+				gs := math.Float32frombits(gotQ[int(p.OutScaleWord)+tok])
+				if math.Abs(float64(gs-ws)) > 1e-6*float64(ws) {
+					t.Fatalf("token %d: scale %v, want %v", tok, gs, ws)
+				}
+				for i, w := range wantQ {
+					// combine's float32 sums, computed again: an ULP apart
+					// at most, so a rounding tie may land one step over.
+					if g := vals[tok*qd+i]; g-w > 1 || w-g > 1 {
+						t.Fatalf("token %d value %d: %d, want %d (x=%v)", tok, i, g, w, merged[tok*qd+i])
+					}
+				}
+			}
 		})
 	}
 }

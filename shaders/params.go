@@ -79,9 +79,10 @@ type EmbedParams struct {
 type AttnParams struct {
 	Heads, KVHeads, Window, Slots, Ring uint32
 	Scale                               float32
-	Splits, Pad1                        uint32
+	Splits, Tile                        uint32
 	KWord, VWord, KSWord, VSWord        uint32
 	CKWord, CVWord, CKSWord, CVSWord    uint32
+	OutScaleWord, Pad2, Pad3, Pad4      uint32
 }
 
 // StreamParams mirrors stream.wgsl.

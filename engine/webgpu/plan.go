@@ -73,8 +73,19 @@ func (s *Sequence) plan() error {
 		s.add("rope", "qkv_prep", qp, func(n, _, _ int) (int, int, int) { return rowHeads, n, 1 },
 			whole(s.qkv), whole(m.norms), whole(s.rope), whole(s.q), at(s.chunk, cr.k, cr.end-cr.k))
 		s.attention(l)
-		// 3. Output projection; its residual is the next prenorm's.
-		quantize(s.att, s.attq, qd)
+		// 3. Output projection; its residual is the next prenorm's. A
+		// decode step's combine has quantised the attention output already.
+		if s.fusedCombine() {
+			s.add("quant", "quantize", shaders.QuantParams{Cols: uint32(qd), RowsPerToken: 1, ScaleWord: uint32(s.qScale[s.attq])},
+				func(n, _, _ int) (int, int, int) {
+					if n == 1 {
+						return 0, 0, 0
+					}
+					return n, 1, 1
+				}, whole(s.att), whole(s.attq))
+		} else {
+			quantize(s.att, s.attq, qd)
+		}
 		s.project(s.out, lw.wo, input(s.att, s.attq), false, 0)
 		// 4. Gated FFN: residual and pre-norm, gate|up, activation, down.
 		prenorm(true, lw.postAttn, lw.ffnNorm)
@@ -211,12 +222,32 @@ func (s *Sequence) attention(l int) {
 		}
 		return (keys + kt - 1) / kt, c.Heads, 1
 	}, whole(s.q), whole(s.parts), kv, chunk)
+	if s.fusedCombine() {
+		ap.Tile, ap.OutScaleWord = uint32(kt), uint32(s.qScale[s.attq])
+		key := s.m.key("attn", "combine_quant")
+		key.WG = rowWG
+		s.addKey(key, ap, func(n, _, _ int) (int, int, int) {
+			if n != 1 {
+				return 0, 0, 0
+			}
+			return 1, 1, 1
+		}, whole(s.parts), whole(s.attq))
+		return
+	}
 	s.add("attn", "combine", ap, func(n, _, _ int) (int, int, int) {
 		if n != 1 {
 			return 0, 0, 0
 		}
 		return c.Heads, 1, 1
 	}, whole(s.parts), whole(s.att))
+}
+
+// fusedCombine reports whether a decode step's attention merge also
+// quantises its output for the output product (attn.wgsl's combine_quant):
+// int8 models whose heads are whole int8 words.
+func (s *Sequence) fusedCombine() bool {
+	c := s.m.cfg
+	return c.DType == model.Int8 && c.HeadDim%4 == 0
 }
 
 // maxSplits is the most key tiles a decode step's attention has: a

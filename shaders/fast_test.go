@@ -9,7 +9,6 @@ import (
 	"github.com/wick-run/wick/engine/cpu"
 	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/engine/quant"
-	"github.com/wick-run/wick/internal/testmodel"
 )
 
 // pad16 pads words to whole 16-byte vectors, as the vector kernels need.
@@ -63,25 +62,7 @@ func TestMatrixProducts(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRand(t)
 			tc.key.Int8 = tc.dtype == model.Int8
-			m := testmodel.FromF32(tc.dtype, tc.rows, tc.cols, randF32(r, tc.rows*tc.cols, 0.3))
-			a := &cpu.Act{N: tc.n, Cols: tc.cols, X: randF32(r, tc.n*tc.cols, 1)}
-			var xw []uint32
-			xScaleWord := 0
-			if tc.dtype == model.Int8 {
-				a.Q, a.Scale = make([]int8, tc.n*tc.cols), make([]float32, tc.n)
-				a.Quantize()
-				xw = packI8(a.Q)
-				xScaleWord = len(xw) + 2
-				xw = append(xw, 0, 0)
-				xw = append(xw, bytesU32(f32bytes(a.Scale))...)
-			} else {
-				xw = bytesU32(f32bytes(a.X))
-			}
-			want := make([]float32, tc.n*tc.rows)
-			cpu.MatMul(want, &m, a)
-			if tc.softcap != 0 {
-				cpu.Softcap(want, tc.softcap)
-			}
+			m, xw, xScaleWord, want := matmulInputs(r, tc.dtype, tc.rows, tc.cols, tc.n, tc.softcap)
 			wdata, wScaleWord := packMat(&m)
 			tokens := tc.n - tc.first
 			outWords := tokens * tc.stride

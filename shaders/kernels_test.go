@@ -114,25 +114,7 @@ func TestMatmul(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRand(t)
-			m := testmodel.FromF32(tc.dtype, tc.rows, tc.cols, randF32(r, tc.rows*tc.cols, 0.3))
-			a := &cpu.Act{N: tc.n, Cols: tc.cols, X: randF32(r, tc.n*tc.cols, 1)}
-			var xw []uint32
-			xScaleWord := 0
-			if tc.dtype == model.Int8 {
-				a.Q, a.Scale = make([]int8, tc.n*tc.cols), make([]float32, tc.n)
-				a.Quantize()
-				xw = packI8(a.Q)
-				xScaleWord = len(xw) + 2
-				xw = append(xw, 0, 0)
-				xw = append(xw, bytesU32(f32bytes(a.Scale))...)
-			} else {
-				xw = bytesU32(f32bytes(a.X))
-			}
-			want := make([]float32, tc.n*tc.rows)
-			cpu.MatMul(want, &m, a)
-			if tc.softcap != 0 {
-				cpu.Softcap(want, tc.softcap)
-			}
+			m, xw, xScaleWord, want := matmulInputs(r, tc.dtype, tc.rows, tc.cols, tc.n, tc.softcap)
 			wdata, wScaleWord := packMat(&m)
 			tokens := tc.n - tc.first
 			outWords := tokens * tc.stride
@@ -612,4 +594,29 @@ func TestAttention(t *testing.T) {
 			}
 		})
 	}
+}
+
+// matmulInputs makes a random rows x cols matrix of dtype and n tokens of
+// input, packs the input as the matmul kernels read it (int8: the values,
+// two words of padding, then a scale per token at xScaleWord), and computes
+// engine/cpu's product (soft-capped when softcap != 0) as the reference.
+func matmulInputs(r *rand.Rand, dtype model.DType, rows, cols, n int, softcap float32) (m model.Mat, xw []uint32, xScaleWord int, want []float32) {
+	m = testmodel.FromF32(dtype, rows, cols, randF32(r, rows*cols, 0.3))
+	a := &cpu.Act{N: n, Cols: cols, X: randF32(r, n*cols, 1)}
+	if dtype == model.Int8 {
+		a.Q, a.Scale = make([]int8, n*cols), make([]float32, n)
+		a.Quantize()
+		xw = packI8(a.Q)
+		xScaleWord = len(xw) + 2
+		xw = append(xw, 0, 0)
+		xw = append(xw, bytesU32(f32bytes(a.Scale))...)
+	} else {
+		xw = bytesU32(f32bytes(a.X))
+	}
+	want = make([]float32, n*rows)
+	cpu.MatMul(want, &m, a)
+	if softcap != 0 {
+		cpu.Softcap(want, softcap)
+	}
+	return m, xw, xScaleWord, want
 }

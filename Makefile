@@ -16,8 +16,14 @@ WASM := web/wick.wasm
 
 all: build
 
-deps:
+deps: node/node_modules/.package-lock.json
 	scripts/install-deps.sh
+
+# The Node host's packages (dawn.node, naga-wasm), exactly as the lockfile
+# pins them. Their only install script removes a macOS quarantine flag.
+node/node_modules/.package-lock.json: node/package-lock.json node/package.json
+	@command -v npm >/dev/null || scripts/install-deps.sh nodejs npm
+	cd node && npm ci --ignore-scripts --no-audit --no-fund
 
 build: deps wasm
 	$(GO) build -o $(BIN)/wick ./cmd/wick

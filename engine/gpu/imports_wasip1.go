@@ -72,6 +72,8 @@ type Imported struct {
 	nextReq uint32
 	maps    []*importedMap // outstanding and delivered readbacks, in request order
 	filled  bool           // fills were issued since the last wait
+	ran     bool           // command lists were submitted since the last wait
+	fence   [2]Buffer      // a word of storage and its MapRead twin, for Poll(true) with nothing to read
 	scratch []byte
 }
 
@@ -198,6 +200,7 @@ func (d *Imported) Run(cmds []byte) error {
 	if r := gpuRun(ptr(cmds), uint32(len(cmds))); r < 0 {
 		return fmt.Errorf("run command list: %w", hostError(r))
 	}
+	d.ran = true
 	return nil
 }
 
@@ -254,7 +257,34 @@ func (d *Imported) outstanding() bool {
 	return false
 }
 
+// fenceMap asks for a readback of one word copied after all submitted
+// work: the host has no "wait for the queue" call, and a readback resolves
+// only once the work before it is done, so this is how Poll(true) keeps
+// Device's promise when the caller reads nothing back (benchmarks, tools).
+func (d *Imported) fenceMap() error {
+	if d.fence[0] == 0 {
+		var err error
+		if d.fence[0], err = d.NewBuffer(4, Storage, "fence"); err != nil {
+			return err
+		}
+		if d.fence[1], err = d.NewBuffer(4, MapRead, "fence_readback"); err != nil {
+			return err
+		}
+	}
+	var e Encoder
+	e.Copy(d.fence[0], 0, d.fence[1], 0, 4)
+	if err := d.Run(e.Bytes()); err != nil {
+		return err
+	}
+	return d.Map(d.fence[1], 0, 4, func([]byte, error) {})
+}
+
 func (d *Imported) Poll(wait bool) error {
+	if wait && d.ran && !d.filled && !d.outstanding() {
+		if err := d.fenceMap(); err != nil {
+			return fmt.Errorf("poll: %w", err)
+		}
+	}
 	if wait && (d.filled || d.outstanding()) {
 		if d.wait == nil {
 			return errors.New("poll: waiting for the host is not possible here")
@@ -265,7 +295,7 @@ func (d *Imported) Poll(wait bool) error {
 		if r := gpuStatus(); r < 0 {
 			return fmt.Errorf("poll: %w", hostError(r))
 		}
-		d.filled = false
+		d.filled, d.ran = false, false
 		if d.outstanding() {
 			return errors.New("poll: the host resumed before delivering every readback")
 		}

@@ -1,0 +1,497 @@
+// Package bench measures wick on one GPU device: the bandwidth of a buffer
+// copy and of a streaming-read kernel (the ceilings), the int8 GEMV variants
+// against them, then decode and prefill speed of a model directory and of
+// Gemma-3-270M- and 1B-shaped models with random int8 weights. It runs on
+// any gpu.Device, so `wick bench` (wgpu-native) and the engine's wasm
+// module under the Node host (Dawn, Chrome's WebGPU) measure the same
+// things the same way. Times are wall-clock over many dispatches or steps,
+// after a warm-up (GPU clocks ramp under load); each figure is the median
+// of runs. The results are in this folder's RESULTS.md and BROWSER.md.
+package bench
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/wick-run/wick/engine/format"
+	"github.com/wick-run/wick/engine/gpu"
+	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/engine/webgpu"
+	"github.com/wick-run/wick/internal/testmodel"
+	"github.com/wick-run/wick/shaders"
+)
+
+// Options says what Run measures (Defaults has `wick bench`'s values).
+type Options struct {
+	Model   string // a model directory measured beside the shapes ("": none)
+	Shapes  string // comma-separated Gemma 3 shapes (Shapes), "" none
+	MiB     int    // MiB read by the bandwidth and GEMV measurements (capped by the device's limits)
+	Decode  int    // decode steps timed (tg)
+	Prompt  int    // prefill tokens timed (pp)
+	Long    int    // also time decode from this position (0: no)
+	Gemv    string // GEMV variants WGxTPR, f for float32 FMA products; the fastest runs the models
+	Configs string // the architecture table's variants (ArchVariants) with random weights, or "all"
+	Profile bool   // also time each dispatch of a decode step on its own
+}
+
+// Defaults are the options `wick bench` runs with.
+var Defaults = Options{
+	Model: "testdata/cai-tiny", Shapes: "270m,1b", MiB: 512, Decode: 128, Prompt: 512, Long: 4096,
+	Gemv: "256x8,256x16,256x32,128x16,256x16f,256x32f,128x16f,64x8f",
+}
+
+// Run measures on dev and writes markdown tables to w as it goes.
+func Run(dev gpu.Device, o Options, w io.Writer) error {
+	info := dev.Info()
+	fmt.Fprintf(w, "adapter: %s; maxStorageBufferBindingSize %d MiB, maxBufferSize %d MiB; %s\n\n",
+		info.Adapter, info.Limits.MaxStorageBufferBindingSize>>20, info.Limits.MaxBufferSize>>20, time.Now().UTC().Format("2006-01-02"))
+	b := &bencher{dev: dev}
+	size := min(int64(o.MiB)<<20, info.Limits.MaxStorageBufferBindingSize&^(1<<20-1), info.Limits.MaxBufferSize&^(1<<20-1))
+	copyBW, err := b.copyBandwidth(size)
+	if err != nil {
+		return fmt.Errorf("copy: %w", err)
+	}
+	fmt.Fprintf(w, "| bandwidth (%d MiB) | GB/s | of copy |\n| --- | --- | --- |\n", size>>20)
+	fmt.Fprintf(w, "| buffer copy (read+write bytes) | %.0f | 100%% |\n", copyBW/1e9)
+	var readBW float64
+	for _, unroll := range []int{4, 8, 16} {
+		bw, err := b.streamBandwidth(size, unroll)
+		if err != nil {
+			return fmt.Errorf("stream: %w", err)
+		}
+		readBW = max(readBW, bw)
+		fmt.Fprintf(w, "| streaming read, WGSL, 16-byte loads, %d in flight | %.0f | %.0f%% |\n", unroll, bw/1e9, 100*bw/copyBW)
+	}
+
+	fmt.Fprintf(w, "\n| int8 GEMV (%d MiB of weights) | cols | GB/s | of streaming read | of copy |\n| --- | --- | --- | --- | --- |\n", size>>20)
+	best, bestBW := webgpu.Gemv{}, 0.0
+	for _, v := range strings.Split(o.Gemv, ",") {
+		g, err := parseGemv(v)
+		if err != nil {
+			return err
+		}
+		var worst float64
+		for _, cols := range []int{1152, 6912} {
+			bw, err := b.gemvBandwidth(size, cols, g)
+			if err != nil {
+				return fmt.Errorf("gemv %s: %w", v, err)
+			}
+			if worst == 0 || bw < worst {
+				worst = bw
+			}
+			fmt.Fprintf(w, "| %s | %d | %.0f | %.0f%% | %.0f%% |\n", gemvName(g), cols, bw/1e9, 100*bw/readBW, 100*bw/copyBW)
+		}
+		if worst > bestBW {
+			best, bestBW = g, worst
+		}
+	}
+	// The roofline takes the larger of the two measured bandwidths: where
+	// a kernel reads faster than the copy engine copies, reading is the
+	// bound a decode step meets.
+	roofBW := max(copyBW, readBW)
+	fmt.Fprintf(w, "\nmodels run with GEMV %s; roofline = (weight bytes + KV bytes read per token) / %.0f GB/s (the larger of copy and streaming read)\n\n",
+		gemvName(best), roofBW/1e9)
+	fmt.Fprintf(w, "| model | weights | dispatches/token | decode tg%d tok/s | of roofline | decode from %d tok/s | of roofline | prefill pp%d tok/s |\n", o.Decode, o.Long, o.Prompt)
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- |")
+	var runs []namedModel
+	if o.Model != "" {
+		runs = append(runs, namedModel{name: o.Model, load: func() (*model.Config, *model.Weights, error) {
+			f, err := format.Open(o.Model)
+			if err != nil {
+				return nil, nil, err
+			}
+			w, err := f.LoadWeights()
+			return f.Config(), w, err
+		}})
+	}
+	for _, s := range strings.Split(o.Shapes, ",") {
+		if s == "" {
+			continue
+		}
+		c, err := Shape(s)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, namedModel{name: "gemma-3-" + s + " shape, random int8", load: func() (*model.Config, *model.Weights, error) {
+			return c, RandomInt8(c, 1), nil
+		}})
+	}
+	if o.Configs == "all" {
+		o.Configs = strings.Join(ArchVariants, ",")
+	}
+	for _, v := range strings.Split(o.Configs, ",") {
+		if v == "" {
+			continue
+		}
+		c, err := ArchConfig(v)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, namedModel{name: "architecture table: " + v, load: func() (*model.Config, *model.Weights, error) {
+			return c, testmodel.Random(c, 1), nil
+		}})
+	}
+	var profiles []string
+	for _, r := range runs {
+		row, prof, err := b.model(r, best, o.Decode, o.Prompt, o.Long, roofBW, o.Profile)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.name, err)
+		}
+		fmt.Fprintln(w, row)
+		profiles = append(profiles, prof)
+	}
+	if o.Profile {
+		for _, p := range profiles {
+			fmt.Fprint(w, p)
+		}
+	}
+	return nil
+}
+
+type namedModel struct {
+	name string
+	load func() (*model.Config, *model.Weights, error)
+}
+
+// parseGemv reads a GEMV variant "WGxTPR", with a trailing f for FMA.
+func parseGemv(s string) (webgpu.Gemv, error) {
+	var g webgpu.Gemv
+	s = strings.TrimSpace(s)
+	if strings.HasSuffix(s, "f") {
+		g.FMA, s = true, strings.TrimSuffix(s, "f")
+	}
+	if _, err := fmt.Sscanf(s, "%dx%d", &g.WG, &g.TPR); err != nil || g.WG <= 0 || g.TPR <= 0 || g.TPR > g.WG {
+		return g, fmt.Errorf("-gemv: variant %q is not WGxTPR[f] with TPR <= WG", s)
+	}
+	return g, nil
+}
+
+func gemvName(g webgpu.Gemv) string {
+	s := fmt.Sprintf("wg%d, %d per row", g.WG, g.TPR)
+	if g.FMA {
+		return s + ", fma"
+	}
+	return s + ", int"
+}
+
+// bencher times work on one device.
+type bencher struct {
+	dev gpu.Device
+	enc gpu.Encoder
+}
+
+// timeRuns runs cmds warm times, then reps times, waiting for the GPU after
+// each, and returns the median seconds of the timed runs.
+func (b *bencher) timeRuns(cmds []byte, warm, reps int) (float64, error) {
+	var times []float64
+	for i := 0; i < warm+reps; i++ {
+		t0 := time.Now()
+		if err := b.dev.Run(cmds); err != nil {
+			return 0, err
+		}
+		if err := b.dev.Poll(true); err != nil {
+			return 0, err
+		}
+		if i >= warm {
+			times = append(times, time.Since(t0).Seconds())
+		}
+	}
+	slices.Sort(times)
+	return times[len(times)/2], nil
+}
+
+func (b *bencher) copyBandwidth(size int64) (float64, error) {
+	src, err := b.dev.NewBuffer(size, gpu.Storage, "bench_src")
+	if err != nil {
+		return 0, err
+	}
+	defer b.dev.FreeBuffer(src)
+	dst, err := b.dev.NewBuffer(size, gpu.Storage, "bench_dst")
+	if err != nil {
+		return 0, err
+	}
+	defer b.dev.FreeBuffer(dst)
+	const copies = 10
+	b.enc.Reset()
+	for i := 0; i < copies; i++ {
+		b.enc.Copy(src, 0, dst, 0, size)
+	}
+	t, err := b.timeRuns(b.enc.Bytes(), 3, 5)
+	return 2 * float64(size) * copies / t, err
+}
+
+// dispatchTimed binds bufs after step and params (as the model does),
+// dispatches k reps times in one command list, and returns the median
+// seconds per dispatch.
+func (b *bencher) dispatchTimed(k shaders.Key, params any, grid [3]int, reps int, bufs ...gpu.Buffer) (float64, error) {
+	kern, err := shaders.Compile(b.dev, k)
+	if err != nil {
+		return 0, err
+	}
+	defer b.dev.FreeKernel(kern)
+	uni := make([]gpu.Buffer, 2)
+	for i, v := range []any{shaders.Step{N: 1}, params} {
+		if uni[i], err = b.dev.NewBuffer(256, gpu.Uniform, "bench_params"); err != nil {
+			return 0, err
+		}
+		defer b.dev.FreeBuffer(uni[i])
+		if err := b.dev.Write(uni[i], 0, shaders.Bytes(v)); err != nil {
+			return 0, err
+		}
+	}
+	binds := []gpu.Binding{{Slot: 0, Buffer: uni[0]}, {Slot: 1, Buffer: uni[1]}}
+	for i, buf := range bufs {
+		binds = append(binds, gpu.Binding{Slot: uint32(2 + i), Buffer: buf})
+	}
+	g, err := b.dev.NewBindGroup(kern, binds)
+	if err != nil {
+		return 0, err
+	}
+	defer b.dev.FreeBindGroup(g)
+	b.enc.Reset()
+	for i := 0; i < reps; i++ {
+		b.enc.Dispatch(kern, g, grid[0], grid[1], grid[2])
+	}
+	if err := b.enc.Err(); err != nil {
+		return 0, err
+	}
+	t, err := b.timeRuns(b.enc.Bytes(), 3, 5)
+	return t / float64(reps), err
+}
+
+// randomBuffer makes a storage buffer of size bytes of random data.
+func (b *bencher) randomBuffer(size int64, label string) (gpu.Buffer, error) {
+	buf, err := b.dev.NewBuffer(size, gpu.Storage, label)
+	if err != nil {
+		return 0, err
+	}
+	r := rand.NewChaCha8([32]byte{1})
+	chunk := make([]byte, 16<<20)
+	for off := int64(0); off < size; off += int64(len(chunk)) {
+		n := min(int64(len(chunk)), size-off)
+		r.Read(chunk[:n])
+		if err := b.dev.Write(buf, off, chunk[:n]); err != nil {
+			b.dev.FreeBuffer(buf)
+			return 0, err
+		}
+	}
+	return buf, nil
+}
+
+func (b *bencher) streamBandwidth(size int64, unroll int) (float64, error) {
+	src, err := b.randomBuffer(size, "bench_stream")
+	if err != nil {
+		return 0, err
+	}
+	defer b.dev.FreeBuffer(src)
+	sink, err := b.dev.NewBuffer(1024, gpu.Storage, "bench_sink")
+	if err != nil {
+		return 0, err
+	}
+	defer b.dev.FreeBuffer(sink)
+	const wg = 256
+	vecs := size / 16
+	groups := int((vecs + wg*int64(unroll) - 1) / (wg * int64(unroll)))
+	x := min(groups, 65535)
+	t, err := b.dispatchTimed(shaders.Key{Family: "stream", Entry: "stream", WG: wg, TPR: unroll},
+		shaders.StreamParams{Vecs: uint32(vecs), Magic: 0x9e3779b9}, [3]int{x, (groups + x - 1) / x, 1}, 10, src, sink)
+	return float64(size) / t, err
+}
+
+// gemvBandwidth times the GEMV of a random int8 matrix of about size bytes
+// and cols columns (rows = size/cols) with the model's layout.
+func (b *bencher) gemvBandwidth(size int64, cols int, g webgpu.Gemv) (float64, error) {
+	rows := int((size - 64) / int64(cols+4))
+	scaleWord := (rows*cols + 15) / 16 * 4
+	wbytes := int64(scaleWord+rows)*4 + 16
+	w, err := b.randomBuffer(wbytes&^15, "bench_gemv_w")
+	if err != nil {
+		return 0, err
+	}
+	defer b.dev.FreeBuffer(w)
+	// Scales of 1, so that sums stay finite.
+	ones := make([]byte, 4*rows)
+	for i := 0; i < rows; i++ {
+		binary.LittleEndian.PutUint32(ones[4*i:], math.Float32bits(1))
+	}
+	if err := b.dev.Write(w, int64(scaleWord)*4, ones); err != nil {
+		return 0, err
+	}
+	x, err := b.randomBuffer(int64(cols+16), "bench_gemv_x")
+	if err != nil {
+		return 0, err
+	}
+	defer b.dev.FreeBuffer(x)
+	if err := b.dev.Write(x, int64(cols), binary.LittleEndian.AppendUint32(nil, math.Float32bits(1))); err != nil {
+		return 0, err
+	}
+	y, err := b.dev.NewBuffer(int64(rows)*4, gpu.Storage, "bench_gemv_y")
+	if err != nil {
+		return 0, err
+	}
+	defer b.dev.FreeBuffer(y)
+	rpw := g.WG / g.TPR
+	groups := (rows + rpw - 1) / rpw
+	gx := min(groups, 65535)
+	t, err := b.dispatchTimed(shaders.Key{Family: "gemv", Entry: "gemv", Int8: true, WG: g.WG, TPR: g.TPR, FMA: g.FMA},
+		shaders.MatmulParams{Rows: uint32(rows), Cols: uint32(cols), WScaleWord: uint32(scaleWord), XScaleWord: uint32(cols / 4),
+			OutStride: uint32(rows)}, [3]int{gx, (groups + gx - 1) / gx, 1}, 10, w, x, y)
+	return float64(int64(rows)*int64(cols+4)) / t, err
+}
+
+// model loads one model, times prefill and decode, and returns its table
+// row and, with profile, the table of its decode step by kernel.
+func (b *bencher) model(nm namedModel, g webgpu.Gemv, decode, prompt, longAt int, bw float64, profile bool) (row, prof string, err error) {
+	c, w, err := nm.load()
+	if err != nil {
+		return "", "", err
+	}
+	lim := b.dev.Info().Limits
+	// Steps as long as the prompt, where the logits of a whole step fit one binding.
+	chunk := max(1, min(prompt, int(lim.MaxStorageBufferBindingSize/(4*int64(c.Vocab)))))
+	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g})
+	if err != nil {
+		return "", "", err
+	}
+	defer m.Close()
+	ctx := min(c.ContextLen, max(prompt, decode, longAt+decode))
+	longAt = min(longAt, ctx-decode)
+	s, err := m.NewSequence(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	defer s.Close()
+	r := rand.New(rand.NewPCG(7, 7))
+	tokens := make([]int32, prompt)
+	for i := range tokens {
+		tokens[i] = int32(r.IntN(c.Vocab))
+	}
+	logits := make([]float32, c.Vocab)
+	median := func(f func() error) (float64, error) {
+		var ts []float64
+		for i := 0; i < 4; i++ { // one warm-up, three timed
+			t0 := time.Now()
+			if err := f(); err != nil {
+				return 0, err
+			}
+			if i > 0 {
+				ts = append(ts, time.Since(t0).Seconds())
+			}
+		}
+		slices.Sort(ts)
+		return ts[1], nil
+	}
+	tPrefill, err := median(func() error { return s.Forward(tokens, 0, logits) })
+	if err != nil {
+		return "", "", fmt.Errorf("prefill: %w", err)
+	}
+	tDecode, err := median(func() error { _, err := s.Greedy(tokens[0], 0, decode); return err })
+	if err != nil {
+		return "", "", fmt.Errorf("decode: %w", err)
+	}
+	tLong, err := median(func() error { _, err := s.Greedy(tokens[0], longAt, decode); return err })
+	if err != nil {
+		return "", "", fmt.Errorf("decode from %d: %w", longAt, err)
+	}
+	wb := weightBytes(c)
+	roof := func(from int) float64 {
+		bytes := float64(wb) + kvBytesRead(c, from, decode)
+		return bw / bytes
+	}
+	dec, long := float64(decode)/tDecode, float64(decode)/tLong
+	row = fmt.Sprintf("| %s | %.1f MB | %d | %.0f | %.1f%% | %.0f | %.1f%% | %.0f |", nm.name, float64(wb)/1e6, s.Dispatches(1, longAt),
+		dec, 100*dec/roof(0), long, 100*long/roof(longAt), float64(prompt)/tPrefill)
+	if profile {
+		times, err := s.ProfileDecode(decode, 50)
+		if err != nil {
+			return "", "", fmt.Errorf("profile: %w", err)
+		}
+		prof = profileTable(nm.name, decode, times)
+	}
+	return row, prof, nil
+}
+
+// profileTable sums a decode step's dispatch times by kernel variant,
+// largest first.
+func profileTable(name string, pos int, times []webgpu.KernelTime) string {
+	type sum struct {
+		label   string
+		count   int
+		seconds float64
+		grids   []string
+	}
+	var sums []*sum
+	byLabel := map[string]*sum{}
+	var total float64
+	for _, t := range times {
+		x := byLabel[t.Label]
+		if x == nil {
+			x = &sum{label: t.Label}
+			byLabel[t.Label] = x
+			sums = append(sums, x)
+		}
+		x.count++
+		x.seconds += t.Seconds
+		total += t.Seconds
+		if g := fmt.Sprintf("%dx%dx%d", t.Grid[0], t.Grid[1], t.Grid[2]); !slices.Contains(x.grids, g) {
+			x.grids = append(x.grids, g)
+		}
+	}
+	slices.SortFunc(sums, func(a, b *sum) int { return cmp.Compare(b.seconds, a.seconds) })
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\n%s: decode step at position %d, each dispatch timed alone: %d dispatches, %.0f us (%.0f tok/s if nothing else cost)\n",
+		name, pos, len(times), total*1e6, 1/total)
+	sb.WriteString("| kernel | dispatches | us per step | us each | share | grids |\n| --- | --- | --- | --- | --- | --- |\n")
+	for _, x := range sums {
+		grids := strings.Join(x.grids, " ")
+		if len(x.grids) > 3 {
+			grids = strings.Join(x.grids[:3], " ") + " ..."
+		}
+		fmt.Fprintf(&sb, "| %s | %d | %.1f | %.2f | %.0f%% | %s |\n", x.label, x.count, x.seconds*1e6, x.seconds*1e6/float64(x.count), 100*x.seconds/total, grids)
+	}
+	return sb.String()
+}
+
+// weightBytes is what a decode step reads of the weights: every matrix
+// once (a tied embedding once, as the output head), int8 values and
+// float32 row scales, and the norm vectors.
+func weightBytes(c *model.Config) int64 {
+	var n int64
+	for _, s := range c.TensorSpecs() {
+		if s.Name == model.NameEmbed && !c.TiedEmbedding {
+			continue // one row is gathered
+		}
+		if s.Rows <= 1 {
+			n += int64(s.Cols) * 4
+			continue
+		}
+		n += int64(s.Rows) * int64(s.Cols+4)
+	}
+	return n
+}
+
+// kvBytesRead is the mean KV bytes one decode step reads over steps
+// decoded from position from: every layer's keys and values of the
+// positions it attends to (int8 rows and their scales), layers that share a
+// producer's cache included, since each reads it.
+func kvBytesRead(c *model.Config, from, steps int) float64 {
+	row := float64(c.KVHeads) * float64(c.HeadDim+4) * 2
+	var total float64
+	for p := from; p < from+steps; p++ {
+		for _, l := range c.Layers {
+			keys := p + 1
+			if l.Window > 0 {
+				keys = min(keys, l.Window)
+			}
+			total += float64(keys) * row
+		}
+	}
+	return total / float64(steps)
+}

@@ -48,12 +48,20 @@ var<workgroup> wg_f: f32;
 var<workgroup> wg_u: u32;
 var<workgroup> wg_v: u32;
 
-const NEG_INF = 0xff800000u;
+const NEG_INF = 0xff800000u; // -inf's bits
+
+// from_bits is the float of bits b, made at run time: WGSL's constant
+// expressions hold finite values only (Tint rejects bitcast<f32>(NEG_INF):
+// "value -inf cannot be represented as 'f32'"), and a parameter is never a
+// constant expression, so from_bits(NEG_INF) is -inf in every compiler.
+fn from_bits(b: u32) -> f32 {
+  return bitcast<f32>(b);
+}
 
 fn clean(v: f32) -> f32 {
   let b = bitcast<u32>(v);
   if ((b & 0x7fffffffu) > 0x7f800000u) {
-    return bitcast<f32>(NEG_INF);
+    return from_bits(NEG_INF);
   }
   if (b == 0x7f800000u) {
     return bitcast<f32>(0x7f7fffffu);
@@ -166,7 +174,7 @@ fn sample(@builtin(local_invocation_index) li: u32) {
   storageBarrier();
 
   // 2. The argmax, lowest id among equals.
-  var bv = bitcast<f32>(NEG_INF);
+  var bv = from_bits(NEG_INF);
   var bi = 0xffffffffu;
   for (var i = lo; i < hi; i++) {
     let v = x[i];

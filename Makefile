@@ -71,9 +71,11 @@ proto:
 testdata:
 	$(GO) run ./internal/testmodel/gen -out testdata
 
-# A bounded fuzzing run of the manifest decoder (make test runs its seeds).
+# Bounded fuzzing runs of the manifest decoder and the character card reader
+# (make test runs their committed seeds).
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeManifest -fuzztime $(FUZZTIME) ./engine/format/
+	$(GO) test -run '^$$' -fuzz FuzzParseCard -fuzztime $(FUZZTIME) ./engine/chat/
 
 clean:
 	rm -rf $(BIN)

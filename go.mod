@@ -8,11 +8,11 @@ require (
 	github.com/cogentcore/webgpu v0.23.0
 	github.com/eliben/go-sentencepiece v0.6.0
 	github.com/tetratelabs/wazero v1.12.0
+	golang.org/x/sys v0.44.0
 	google.golang.org/protobuf v1.36.12
 )
 
 require (
 	github.com/chromedp/cdproto v0.159.0 // indirect
 	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
-	golang.org/x/sys v0.44.0 // indirect
 )

@@ -128,8 +128,15 @@ func messageText(raw json.RawMessage, nullOK bool) (string, error) {
 }
 
 // genParams turns the sampling fields into the engine's parameters, with
-// OpenAI's defaults (temperature 1, top_p 1) and a random seed when none is
-// given.
+// the defaults of wick's chat page and terminal (DefaultTemperature,
+// DefaultTopP) and a random seed when none is given.
+// The sampling defaults of every wick front end: the chat page, wick chat
+// and wick gen use the same.
+const (
+	DefaultTemperature = 0.8
+	DefaultTopP        = 0.95
+)
+
 func (req *chatRequest) genParams() (engine.GenParams, *apiError) {
 	var p engine.GenParams
 	if req.N != nil && *req.N != 1 {
@@ -152,7 +159,7 @@ func (req *chatRequest) genParams() (engine.GenParams, *apiError) {
 		}
 		p.MaxTokens = *max
 	}
-	temp, topP := 1.0, 1.0
+	temp, topP := DefaultTemperature, DefaultTopP
 	if req.Temperature != nil {
 		temp = *req.Temperature
 	}

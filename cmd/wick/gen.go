@@ -52,7 +52,7 @@ func runGen(args []string) error {
 	if *ids {
 		onText = nil
 	}
-	r, err := s.Send(ctx, *prompt, gf.params(), onText)
+	r, err := s.Send(ctx, *prompt, gf.params(0), onText)
 	if err != nil {
 		return err
 	}
@@ -97,7 +97,7 @@ func genWasm(file string, mf *modelFlags, gf *genFlags, system, prompt string, i
 	if err != nil {
 		return err
 	}
-	p := gf.params()
+	p := gf.params(0)
 	turn := host.Turn{Text: prompt, MaxTokens: p.MaxTokens, Temperature: p.Sample.Temperature, TopP: p.Sample.TopP,
 		TopK: p.Sample.TopK, RepPenalty: p.Sample.RepetitionPenalty, Seed: p.Sample.Seed}
 	t1 := time.Now()

@@ -167,3 +167,11 @@ func (c Card) Messages() []Message {
 	}
 	return msgs
 }
+
+// DefaultCard is the character a chat starts with when none is chosen: the
+// chat page's first character (web/store.js) and `wick chat`'s.
+var DefaultCard = Card{
+	Name:     "Maren",
+	Persona:  "A baker who climbs the lighthouse every evening to watch the boats come in.",
+	Greeting: "You are late. The bread is still warm, sit down.",
+}

@@ -1,8 +1,12 @@
-// Package tokenizer turns text into token ids and back for SentencePiece BPE
-// models of Gemma's kind, in pure Go so that the same code runs in the
-// browser's wasm module and natively.
+// Package tokenizer turns text into token ids and back, in pure Go so that
+// the same code runs in the browser's wasm module and natively. It reads two
+// kinds of file: SentencePiece BPE models of Gemma's kind (tokenizer.model),
+// and Hugging Face tokenizer.json files with a BPE model (Llama 3, Qwen,
+// SmolLM2, Phi, Gemma; see hfjson.go for what is read and refused).
 //
-// Encoding is github.com/eliben/go-sentencepiece's. This package adds what a
+// SentencePiece encoding is github.com/eliben/go-sentencepiece's; the
+// tokenizer.json pipeline is this package's own (pipeline.go, bpe.go), with
+// github.com/dlclark/regexp2 for the pre-tokenizers' patterns. This package adds what a
 // chat runtime needs around it: loading errors that name the file, lookups of
 // special tokens by their text, decoding that never panics on ids the model
 // invents, and a [StreamDecoder] that prints generated text as it arrives
@@ -25,10 +29,11 @@ import (
 
 // Tokenizer is a loaded SentencePiece model. It is safe for concurrent use.
 type Tokenizer struct {
-	name   string // the file it was loaded from, for errors
-	proc   *sentencepiece.Processor
-	pieces []piece          // by id
-	ids    map[string]int32 // piece text -> id, every type of piece
+	name   string                   // the file it was loaded from, for errors
+	proc   *sentencepiece.Processor // a SentencePiece model; nil for tokenizer.json
+	hf     *hfTokenizer             // a tokenizer.json; nil for SentencePiece
+	pieces []piece                  // by id
+	ids    map[string]int32         // piece text -> id, every type of piece
 }
 
 // piece is one entry of the model's vocabulary.
@@ -44,8 +49,11 @@ type piece struct {
 type pieceType int32
 
 const (
-	pieceNormal pieceType = 1 // the proto's default
-	pieceByte   pieceType = 6 // <0xAB>: one byte of a character outside the vocabulary
+	pieceNormal      pieceType = 1 // the proto's default
+	pieceControl     pieceType = 3 // never matched in text, decodes to nothing (<bos>, and tokenizer.json's special added tokens)
+	pieceUserDefined pieceType = 4 // matched whole in text, decodes to its text (<start_of_turn>, <think>)
+	pieceUnused      pieceType = 5 // an id no text encodes to (a hole in a tokenizer.json's ids)
+	pieceByte        pieceType = 6 // <0xAB>: one byte of a character outside the vocabulary
 )
 
 // Load reads a SentencePiece model file (a serialised ModelProto).
@@ -57,13 +65,22 @@ func Load(path string) (*Tokenizer, error) {
 	return FromBytes(path, data)
 }
 
-// FromBytes parses a SentencePiece model held in memory (in the browser, the
-// bytes of the fetched file). name is the file it came from; errors name it.
+// FromBytes parses a tokenizer held in memory (in the browser, the bytes of
+// the fetched file): a Hugging Face tokenizer.json, told by its leading '{',
+// or else a SentencePiece model. name is the file it came from; errors name
+// it.
 //
-// Only models that go-sentencepiece encodes exactly are accepted: BPE, with
+// Only SentencePiece models that go-sentencepiece encodes exactly are accepted: BPE, with
 // add_dummy_prefix and remove_extra_whitespaces off (Gemma's tokenizer and
 // testdata/tokenizer/tokenizer.model are such models).
 func FromBytes(name string, data []byte) (*Tokenizer, error) {
+	if isHFJSON(data) {
+		hf, pieces, err := parseHF(data)
+		if err != nil {
+			return nil, fmt.Errorf("loading tokenizer %s: %w", name, err)
+		}
+		return newTokenizer(name, pieces, nil, hf), nil
+	}
 	pieces, err := parseModel(data)
 	if err != nil {
 		return nil, fmt.Errorf("loading tokenizer %s: %w", name, err)
@@ -72,13 +89,17 @@ func FromBytes(name string, data []byte) (*Tokenizer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading tokenizer %s: %w", name, err)
 	}
-	t := &Tokenizer{name: name, proc: proc, pieces: pieces, ids: make(map[string]int32, len(pieces))}
+	return newTokenizer(name, pieces, proc, nil), nil
+}
+
+func newTokenizer(name string, pieces []piece, proc *sentencepiece.Processor, hf *hfTokenizer) *Tokenizer {
+	t := &Tokenizer{name: name, proc: proc, hf: hf, pieces: pieces, ids: make(map[string]int32, len(pieces))}
 	for i, p := range pieces {
-		if _, dup := t.ids[p.text]; !dup {
+		if _, dup := t.ids[p.text]; !dup && p.kind != pieceUnused {
 			t.ids[p.text] = int32(i)
 		}
 	}
-	return t, nil
+	return t
 }
 
 // withMergeRoom works around a bug of go-sentencepiece v0.6.0: its BPE
@@ -260,9 +281,17 @@ func (t *Tokenizer) valid(id int32) bool { return id >= 0 && int(id) < len(t.pie
 // matched in text, also as in SentencePiece: "<eos>" typed by a user is five
 // characters of text, not the end of the sequence. Characters outside the
 // vocabulary fall back to one byte piece per UTF-8 byte.
+//
+// A tokenizer.json encodes as Hugging Face tokenizers does without a
+// post-processor: its added tokens, special or not, are matched whole in
+// text, and the text between goes through the normalizer, the
+// pre-tokenizer and the BPE model.
 func (t *Tokenizer) Encode(text string) []int32 {
 	if text == "" {
 		return nil
+	}
+	if t.hf != nil {
+		return t.hf.encode(text)
 	}
 	toks := t.proc.Encode(text)
 	ids := make([]int32, len(toks))
@@ -277,7 +306,20 @@ func (t *Tokenizer) Encode(text string) []int32 {
 // characters they spell, with U+FFFD for each byte that is not part of a valid
 // UTF-8 sequence. An id outside the vocabulary (a model whose output layer is
 // padded past the tokenizer, say) decodes to U+FFFD instead of failing.
+//
+// A tokenizer.json decodes alike: special added tokens to nothing, other
+// added tokens to their text, ByteLevel and byte-fallback tokens to their
+// bytes, and the decoder's leading-space strip applies at the start.
 func (t *Tokenizer) Decode(ids []int32) string {
+	if t.hf != nil {
+		d := t.NewStreamDecoder()
+		var sb strings.Builder
+		for _, id := range ids {
+			sb.WriteString(d.Push(id))
+		}
+		sb.WriteString(d.Flush())
+		return sb.String()
+	}
 	var sb strings.Builder
 	run := make([]int, 0, len(ids))
 	flush := func() {
@@ -309,17 +351,45 @@ type StreamDecoder struct {
 	// pending holds the bytes of byte pieces that so far form only the
 	// beginning of a character: at most 3 bytes.
 	pending []byte
+	// strip is how many leading spaces a tokenizer.json's decoder still
+	// removes at the start of the stream; started says a token that
+	// decodes to something has been pushed.
+	strip   int
+	started bool
 }
 
 // NewStreamDecoder returns a StreamDecoder with nothing pending.
 func (t *Tokenizer) NewStreamDecoder() *StreamDecoder {
-	return &StreamDecoder{tok: t, pending: make([]byte, 0, utf8.UTFMax)}
+	d := &StreamDecoder{tok: t, pending: make([]byte, 0, utf8.UTFMax)}
+	if t.hf != nil {
+		d.strip = t.hf.stripLead
+	}
+	return d
 }
 
 // Push adds one token and returns the text that is now complete, which may
 // be empty.
 func (d *StreamDecoder) Push(id int32) string {
 	t := d.tok
+	if t.hf != nil {
+		// Every token of a tokenizer.json stands for bytes; a character
+		// may be spread over several (ByteLevel tokens split UTF-8 freely).
+		if !t.valid(id) {
+			return d.drain(true) + string(utf8.RuneError)
+		}
+		n := len(d.pending)
+		p := t.pieces[id]
+		d.pending = t.hf.tokenBytes(d.pending, p, !d.started)
+		d.started = d.started || p.kind != pieceControl && p.kind != pieceUnused
+		for d.strip > 0 && n < len(d.pending) && d.pending[n] == ' ' {
+			d.pending = append(d.pending[:n], d.pending[n+1:]...)
+			d.strip--
+		}
+		if len(d.pending) > n {
+			d.strip = 0 // only the very start is stripped
+		}
+		return d.drain(false)
+	}
 	if t.valid(id) && t.pieces[id].kind == pieceByte {
 		d.pending = append(d.pending, t.pieces[id].b)
 		return d.drain(false)
@@ -331,7 +401,13 @@ func (d *StreamDecoder) Push(id int32) string {
 
 // Flush returns the text still pending, with U+FFFD for each byte of an
 // unfinished character, and leaves the decoder empty, ready for a new stream.
-func (d *StreamDecoder) Flush() string { return d.drain(true) }
+func (d *StreamDecoder) Flush() string {
+	s := d.drain(true)
+	if d.tok.hf != nil {
+		d.strip, d.started = d.tok.hf.stripLead, false
+	}
+	return s
+}
 
 // drain decodes the pending bytes. Unless final, it stops before a trailing
 // sequence that more bytes could still complete. utf8.FullRune is true as soon

@@ -32,7 +32,7 @@ func ConfigToProto(cfg *model.Config) *manifestpb.Config {
 		AttnScale:       cfg.AttnScale,
 		FinalSoftcap:    cfg.FinalSoftcap,
 	}
-	for _, l := range cfg.Layers {
+	for i, l := range cfg.Layers {
 		kind := manifestpb.AttnKind_ATTN_KIND_UNSPECIFIED
 		switch l.Kind {
 		case model.Global:
@@ -40,7 +40,11 @@ func ConfigToProto(cfg *model.Config) *manifestpb.Config {
 		case model.Local:
 			kind = manifestpb.AttnKind_ATTN_KIND_LOCAL
 		}
-		p.Layers = append(p.Layers, &manifestpb.Layer{Kind: kind, Window: uint32(l.Window), KvSource: uint32(l.KVSource)})
+		role := manifestpb.KvRole_KV_ROLE_CONSUMER
+		if l.KVSource == i {
+			role = manifestpb.KvRole_KV_ROLE_PRODUCER
+		}
+		p.Layers = append(p.Layers, &manifestpb.Layer{Kind: kind, Window: uint32(l.Window), KvSource: uint32(l.KVSource), KvRole: role})
 	}
 	if rs := cfg.RopeScaling; rs != (model.RopeScaling{}) {
 		p.RopeScaling = &manifestpb.RopeScaling{
@@ -65,10 +69,18 @@ func ConfigToProto(cfg *model.Config) *manifestpb.Config {
 	return p
 }
 
-// ConfigFromProto converts a manifest config to a model.Config and validates
-// it. Enums must be set explicitly: proto3 decodes a missing field as 0
-// (UNSPECIFIED), and guessing a default there would hide a broken writer.
+// ConfigFromProto converts a manifest config of the current format Version
+// to a model.Config and validates it. Enums must be set explicitly: proto3
+// decodes a missing field as 0 (UNSPECIFIED), and guessing a default there
+// would hide a broken writer.
 func ConfigFromProto(p *manifestpb.Config) (*model.Config, error) {
+	return configFromProto(p, Version)
+}
+
+// configFromProto reads p by the rules of format version: from version 2
+// every layer states its KV role; version 1 had none, and a layer was a
+// producer exactly when kv_source was its own index.
+func configFromProto(p *manifestpb.Config, version uint32) (*model.Config, error) {
 	if p == nil {
 		return nil, fmt.Errorf("config: missing")
 	}
@@ -109,6 +121,9 @@ func ConfigFromProto(p *manifestpb.Config) (*model.Config, error) {
 		}
 		cfg.Layers[i].Window = int(l.GetWindow())
 		cfg.Layers[i].KVSource = int(l.GetKvSource())
+		if err := checkKVRole(i, l, version); err != nil {
+			return nil, err
+		}
 	}
 	if rs := p.RopeScaling; rs != nil {
 		cfg.RopeScaling = model.RopeScaling{
@@ -159,4 +174,30 @@ func ConfigFromProto(p *manifestpb.Config) (*model.Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// checkKVRole checks that layer i's kv_role agrees with its kv_source: a
+// producer names itself, a consumer another layer. Version 1 manifests have
+// no role, and must not have one.
+func checkKVRole(i int, l *manifestpb.Layer, version uint32) error {
+	role, src := l.GetKvRole(), l.GetKvSource()
+	if version < 2 {
+		if role != manifestpb.KvRole_KV_ROLE_UNSPECIFIED {
+			return fmt.Errorf("config: layers[%d].kv_role is %v, but format_version %d has no kv_role", i, role, version)
+		}
+		return nil
+	}
+	switch role {
+	case manifestpb.KvRole_KV_ROLE_PRODUCER:
+		if int64(src) != int64(i) {
+			return fmt.Errorf("config: layers[%d] is a KV_ROLE_PRODUCER, so its kv_source must be its own index %d, not %d", i, i, src)
+		}
+	case manifestpb.KvRole_KV_ROLE_CONSUMER:
+		if int64(src) == int64(i) {
+			return fmt.Errorf("config: layers[%d] is a KV_ROLE_CONSUMER but its kv_source is itself; name the producer layer it reads", i)
+		}
+	default:
+		return fmt.Errorf("config: layers[%d].kv_role is %v, want KV_ROLE_PRODUCER or KV_ROLE_CONSUMER (required from format_version 2)", i, role)
+	}
+	return nil
 }

@@ -46,10 +46,10 @@ func decodeManifest(data []byte) (*manifestpb.Manifest, *model.Config, error) {
 // checkManifest validates m and returns its config. The writer runs it too,
 // so it never writes what a reader would refuse.
 func checkManifest(m *manifestpb.Manifest) (*model.Config, error) {
-	if m.FormatVersion != Version {
-		return nil, fmt.Errorf("format_version is %d, this reader knows only %d", m.FormatVersion, Version)
+	if m.FormatVersion < MinVersion || m.FormatVersion > Version {
+		return nil, fmt.Errorf("format_version is %d, this reader knows %d to %d", m.FormatVersion, MinVersion, Version)
 	}
-	cfg, err := ConfigFromProto(m.Config)
+	cfg, err := configFromProto(m.Config, m.FormatVersion)
 	if err != nil {
 		return nil, err
 	}
@@ -241,9 +241,17 @@ func checkTensors(tensors []*manifestpb.Tensor, shards []*manifestpb.Shard) (map
 }
 
 // checkRequired checks that every tensor the config implies is present with
-// the shape and dtype the forward pass expects.
+// the shape and dtype the forward pass expects, and that the manifest lists
+// nothing else: an unknown tensor means a writer and this reader disagree
+// about the architecture (a bias, a norm the config does not switch on), and
+// running without it would silently compute another model.
 func checkRequired(cfg *model.Config, byName map[string]*manifestpb.Tensor) error {
+	used := make(map[string]bool, len(byName))
 	for _, spec := range cfg.TensorSpecs() {
+		used[spec.Name] = true
+		if t := byName[spec.Name]; t != nil && t.Scale != "" {
+			used[t.Scale] = true
+		}
 		want := specShape(spec)
 		dtype := specDType(cfg, spec)
 		t, ok := byName[spec.Name]
@@ -256,6 +264,19 @@ func checkRequired(cfg *model.Config, byName map[string]*manifestpb.Tensor) erro
 		if !slices.Equal(t.Shape, want) {
 			return fmt.Errorf("tensor %q: shape %v, the config needs %v", spec.Name, t.Shape, want)
 		}
+	}
+	var unknown []string
+	for name := range byName {
+		if !used[name] {
+			unknown = append(unknown, name)
+		}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		if len(unknown) > 8 {
+			unknown = append(unknown[:8], fmt.Sprintf("and %d more", len(unknown)-8))
+		}
+		return fmt.Errorf("tensors %q: not used by this config; refusing a model this reader would run without them", unknown)
 	}
 	return nil
 }

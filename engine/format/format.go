@@ -20,8 +20,13 @@ import (
 )
 
 const (
-	// Version is the manifest format_version this package writes and reads.
-	Version = 1
+	// Version is the manifest format_version this package writes. It reads
+	// it and every version from MinVersion on, each by its own rules.
+	Version = 2
+	// MinVersion is the oldest format_version this package reads. Version 1
+	// had no kv_role (a layer was a producer when its kv_source was its own
+	// index) and let the manifest list tensors the config does not use.
+	MinVersion = 1
 	// ManifestFile is the manifest's file name inside a model directory.
 	ManifestFile = "manifest.pb"
 	// Alignment is the byte alignment of every tensor's start in its shard:

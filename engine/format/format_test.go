@@ -142,7 +142,7 @@ func TestConfigProto(t *testing.T) {
 		{"unspecified layer kind", func(p *manifestpb.Config) { p.Layers[1].Kind = 0 }, "config: layers[1].kind"},
 		{"zero hidden", func(p *manifestpb.Config) { p.Hidden = 0 }, "config: hidden is 0"},
 		{"consumer of a consumer", func(p *manifestpb.Config) {
-			p.Layers = append(p.Layers, &manifestpb.Layer{Kind: 2, Window: 4, KvSource: 2})
+			p.Layers = append(p.Layers, &manifestpb.Layer{Kind: 2, Window: 4, KvSource: 2, KvRole: manifestpb.KvRole_KV_ROLE_CONSUMER})
 		}, "config: layer 3"},
 		{"NaN theta", func(p *manifestpb.Config) { p.RopeThetaLocal = math.NaN() }, "config: rope_theta_local is NaN"},
 	} {

@@ -80,7 +80,9 @@ func corpusSeeds(t *testing.T) map[string][]byte {
 		}
 		seeds[name] = data
 	}
-	broken("bad-version", func(m *manifestpb.Manifest) { m.FormatVersion = 2 })
+	broken("bad-version", func(m *manifestpb.Manifest) { m.FormatVersion = Version + 1 })
+	broken("no-kv-role", func(m *manifestpb.Manifest) { m.Config.Layers[2].KvRole = 0 })
+	seeds["valid-version-1"] = marshalV1(t, valid["valid-int8-tied"])
 	broken("shard-traversal", func(m *manifestpb.Manifest) { m.Shards[0].File = "../" + m.Shards[0].File })
 	broken("wrong-shape", func(m *manifestpb.Manifest) { m.Tensors[1].Shape = []uint64{4, 4} })
 	broken("missing-tensor", func(m *manifestpb.Manifest) { m.Tensors = m.Tensors[:len(m.Tensors)-1] })

@@ -1,6 +1,7 @@
 package format
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -138,8 +139,19 @@ func TestBadModel(t *testing.T) {
 			os.WriteFile(filepath.Join(dir, ManifestFile), []byte("\xff\xff\xff\xff"), 0o644)
 		}, "open", []string{ManifestFile, "not a manifest protobuf"}},
 		{"bad version", editManifest(func(t *testing.T, m *manifestpb.Manifest) {
-			m.FormatVersion = 2
-		}), "open", []string{ManifestFile, "format_version is 2"}},
+			m.FormatVersion = Version + 1
+		}), "open", []string{ManifestFile, fmt.Sprintf("format_version is %d", Version+1)}},
+		{"kv_role omitted", editManifest(func(t *testing.T, m *manifestpb.Manifest) {
+			m.Config.Layers[1].KvRole = manifestpb.KvRole_KV_ROLE_UNSPECIFIED
+		}), "open", []string{ManifestFile, "layers[1].kv_role is KV_ROLE_UNSPECIFIED"}},
+		{"unknown tensor", editManifest(func(t *testing.T, m *manifestpb.Manifest) {
+			norm := tensorByName(t, m, "layers.0.attn_norm")
+			// A piece in a shard of its own, so nothing but its name is wrong.
+			sum := strings.Repeat("ab", 32)
+			m.Shards = append(m.Shards, &manifestpb.Shard{File: "shard-" + sum + ".bin", Size: 64, Sha256: sum})
+			m.Tensors = append(m.Tensors, &manifestpb.Tensor{Name: "layers.0.attn_bias", Dtype: norm.Dtype, Shape: norm.Shape,
+				Pieces: []*manifestpb.Piece{{Shard: uint32(len(m.Shards) - 1), Length: 64}}})
+		}), "open", []string{ManifestFile, `"layers.0.attn_bias"`, "not used by this config"}},
 		{"unspecified dtype", editManifest(func(t *testing.T, m *manifestpb.Manifest) {
 			m.Config.Dtype = manifestpb.DType_DTYPE_UNSPECIFIED
 		}), "open", []string{ManifestFile, "config: dtype"}},

@@ -115,15 +115,24 @@ func TestExportRefusesConfig(t *testing.T) {
 	layer := func(i int, k string, v any) func(map[string]any) {
 		return func(c map[string]any) { c["layers"].([]any)[i].(map[string]any)[k] = v }
 	}
+	// consumer makes layer i read src's KV, saying so as version 2 requires.
+	consumer := func(i, src int) func(map[string]any) {
+		return func(c map[string]any) {
+			layer(i, "kv_source", src)(c)
+			layer(i, "kv_role", "KV_ROLE_CONSUMER")(c)
+		}
+	}
 	for _, tc := range []struct {
 		name string
 		edit func(map[string]any)
 		want string
 	}{
-		{"kv source is a consumer", layer(2, "kv_source", 1), "itself a consumer"},
-		{"kv source is later", layer(2, "kv_source", 4), "only read its own KV or an earlier"},
+		{"kv source is a consumer", consumer(2, 1), "itself a consumer"},
+		{"kv source is later", consumer(2, 4), "only read its own KV or an earlier"},
+		{"producer naming another layer", layer(2, "kv_source", 1), "layers[2] is a KV_ROLE_PRODUCER"},
+		{"kv role omitted", func(c map[string]any) { delete(c["layers"].([]any)[3].(map[string]any), "kv_role") }, "layers[3].kv_role is KV_ROLE_UNSPECIFIED"},
 		{"local without window", layer(0, "window", 0), "window 0"},
-		{"shared across kinds", layer(5, "kv_source", 0), "of another kind"},
+		{"shared across kinds", consumer(5, 0), "of another kind"},
 		{"heads not a multiple", func(c map[string]any) { c["kv_heads"] = 3 }, "not a multiple of kv_heads"},
 		{"odd head_dim", func(c map[string]any) { c["head_dim"] = 15 }, "odd"},
 		{"unknown activation", func(c map[string]any) { c["activation"] = "ACTIVATION_UNSPECIFIED" }, "activation"},

@@ -37,17 +37,24 @@ def cai_layers(blocks, window, locals_per_block=5, share=True, hybrid=True):
             src = base + i
             if share and i % 2 == 1:
                 src -= 1
-            layers.append({"kind": "ATTN_KIND_LOCAL", "window": window, "kv_source": src})
+            layers.append({"kind": "ATTN_KIND_LOCAL", "window": window, "kv_source": src, "kv_role": kv_role(src, len(layers))})
         g = len(layers)
         if first_global < 0:
             first_global = g
-        layers.append({"kind": "ATTN_KIND_GLOBAL", "window": 0, "kv_source": first_global if share else g})
+        src = first_global if share else g
+        layers.append({"kind": "ATTN_KIND_GLOBAL", "window": 0, "kv_source": src, "kv_role": kv_role(src, g)})
     if not hybrid:
         if share:
             raise ValueError("cai_layers: sharing without hybrid horizons is not a variant this trainer makes")
         for i, l in enumerate(layers):
-            l.update(kind="ATTN_KIND_GLOBAL", window=0, kv_source=i)
+            l.update(kind="ATTN_KIND_GLOBAL", window=0, kv_source=i, kv_role=kv_role(i, i))
     return layers
+
+
+def kv_role(src, i):
+    """The manifest's explicit KV role of layer i reading layer src's KV
+    (format version 2 never infers it from kv_source)."""
+    return "KV_ROLE_PRODUCER" if src == i else "KV_ROLE_CONSUMER"
 
 
 def default_config(vocab):

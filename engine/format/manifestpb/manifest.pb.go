@@ -172,6 +172,59 @@ func (Activation) EnumDescriptor() ([]byte, []int) {
 	return file_manifest_proto_rawDescGZIP(), []int{2}
 }
 
+// Whether a layer computes its own K/V or reads another layer's. It is
+// explicit (version 2) because proto3 reads an omitted kv_source as 0: a
+// writer that forgot the field would silently make the layer a consumer of
+// layer 0.
+type KvRole int32
+
+const (
+	KvRole_KV_ROLE_UNSPECIFIED KvRole = 0 // version 1 only: the role follows from kv_source
+	KvRole_KV_ROLE_PRODUCER    KvRole = 1 // has K/V projections and a KV region; kv_source is its own index
+	KvRole_KV_ROLE_CONSUMER    KvRole = 2 // no K/V projections; reads the region of the producer kv_source
+)
+
+// Enum value maps for KvRole.
+var (
+	KvRole_name = map[int32]string{
+		0: "KV_ROLE_UNSPECIFIED",
+		1: "KV_ROLE_PRODUCER",
+		2: "KV_ROLE_CONSUMER",
+	}
+	KvRole_value = map[string]int32{
+		"KV_ROLE_UNSPECIFIED": 0,
+		"KV_ROLE_PRODUCER":    1,
+		"KV_ROLE_CONSUMER":    2,
+	}
+)
+
+func (x KvRole) Enum() *KvRole {
+	p := new(KvRole)
+	*p = x
+	return p
+}
+
+func (x KvRole) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (KvRole) Descriptor() protoreflect.EnumDescriptor {
+	return file_manifest_proto_enumTypes[3].Descriptor()
+}
+
+func (KvRole) Type() protoreflect.EnumType {
+	return &file_manifest_proto_enumTypes[3]
+}
+
+func (x KvRole) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use KvRole.Descriptor instead.
+func (KvRole) EnumDescriptor() ([]byte, []int) {
+	return file_manifest_proto_rawDescGZIP(), []int{3}
+}
+
 type TokenizerKind int32
 
 const (
@@ -205,11 +258,11 @@ func (x TokenizerKind) String() string {
 }
 
 func (TokenizerKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_manifest_proto_enumTypes[3].Descriptor()
+	return file_manifest_proto_enumTypes[4].Descriptor()
 }
 
 func (TokenizerKind) Type() protoreflect.EnumType {
-	return &file_manifest_proto_enumTypes[3]
+	return &file_manifest_proto_enumTypes[4]
 }
 
 func (x TokenizerKind) Number() protoreflect.EnumNumber {
@@ -218,12 +271,14 @@ func (x TokenizerKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TokenizerKind.Descriptor instead.
 func (TokenizerKind) EnumDescriptor() ([]byte, []int) {
-	return file_manifest_proto_rawDescGZIP(), []int{3}
+	return file_manifest_proto_rawDescGZIP(), []int{4}
 }
 
 type Manifest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// FORMAT_VERSION of the writer; readers refuse versions they do not know.
+	// The format version of the writer; readers refuse versions they do not
+	// know. Version 2 made KV producers explicit (Layer.kv_role) and refuses
+	// tensors the config does not use; version 1 is still read, by its rule.
 	FormatVersion uint32        `protobuf:"varint,1,opt,name=format_version,json=formatVersion,proto3" json:"format_version,omitempty"`
 	Name          string        `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	Config        *Config       `protobuf:"bytes,3,opt,name=config,proto3" json:"config,omitempty"`
@@ -327,8 +382,9 @@ func (x *Manifest) GetShardBaseUrl() string {
 type Layer struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Kind          AttnKind               `protobuf:"varint,1,opt,name=kind,proto3,enum=wick.format.v1.AttnKind" json:"kind,omitempty"`
-	Window        uint32                 `protobuf:"varint,2,opt,name=window,proto3" json:"window,omitempty"`                     // local layers: positions attended, own included
-	KvSource      uint32                 `protobuf:"varint,3,opt,name=kv_source,json=kvSource,proto3" json:"kv_source,omitempty"` // index of the layer whose KV this layer reads (itself for a producer)
+	Window        uint32                 `protobuf:"varint,2,opt,name=window,proto3" json:"window,omitempty"`                                          // local layers: positions attended, own included
+	KvSource      uint32                 `protobuf:"varint,3,opt,name=kv_source,json=kvSource,proto3" json:"kv_source,omitempty"`                      // index of the layer whose KV this layer reads (itself for a producer)
+	KvRole        KvRole                 `protobuf:"varint,4,opt,name=kv_role,json=kvRole,proto3,enum=wick.format.v1.KvRole" json:"kv_role,omitempty"` // required from version 2
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -382,6 +438,13 @@ func (x *Layer) GetKvSource() uint32 {
 		return x.KvSource
 	}
 	return 0
+}
+
+func (x *Layer) GetKvRole() KvRole {
+	if x != nil {
+		return x.KvRole
+	}
+	return KvRole_KV_ROLE_UNSPECIFIED
 }
 
 type RopeScaling struct {
@@ -1142,11 +1205,12 @@ const file_manifest_proto_rawDesc = "" +
 	"\x04chat\x18\x05 \x01(\v2\x1c.wick.format.v1.ChatTemplateR\x04chat\x120\n" +
 	"\atensors\x18\x06 \x03(\v2\x16.wick.format.v1.TensorR\atensors\x12-\n" +
 	"\x06shards\x18\a \x03(\v2\x15.wick.format.v1.ShardR\x06shards\x12$\n" +
-	"\x0eshard_base_url\x18\b \x01(\tR\fshardBaseUrl\"j\n" +
+	"\x0eshard_base_url\x18\b \x01(\tR\fshardBaseUrl\"\x9b\x01\n" +
 	"\x05Layer\x12,\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x18.wick.format.v1.AttnKindR\x04kind\x12\x16\n" +
 	"\x06window\x18\x02 \x01(\rR\x06window\x12\x1b\n" +
-	"\tkv_source\x18\x03 \x01(\rR\bkvSource\"\xa2\x01\n" +
+	"\tkv_source\x18\x03 \x01(\rR\bkvSource\x12/\n" +
+	"\akv_role\x18\x04 \x01(\x0e2\x16.wick.format.v1.KvRoleR\x06kvRole\"\xa2\x01\n" +
 	"\vRopeScaling\x12\x16\n" +
 	"\x06factor\x18\x01 \x01(\x01R\x06factor\x12&\n" +
 	"\x0flow_freq_factor\x18\x02 \x01(\x01R\rlowFreqFactor\x12(\n" +
@@ -1229,7 +1293,11 @@ const file_manifest_proto_rawDesc = "" +
 	"Activation\x12\x1a\n" +
 	"\x16ACTIVATION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ACTIVATION_GEGLU_TANH\x10\x01\x12\x15\n" +
-	"\x11ACTIVATION_SWIGLU\x10\x02*m\n" +
+	"\x11ACTIVATION_SWIGLU\x10\x02*M\n" +
+	"\x06KvRole\x12\x17\n" +
+	"\x13KV_ROLE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10KV_ROLE_PRODUCER\x10\x01\x12\x14\n" +
+	"\x10KV_ROLE_CONSUMER\x10\x02*m\n" +
 	"\rTokenizerKind\x12\x1e\n" +
 	"\x1aTOKENIZER_KIND_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cTOKENIZER_KIND_SENTENCEPIECE\x10\x01\x12\x1a\n" +
@@ -1247,48 +1315,50 @@ func file_manifest_proto_rawDescGZIP() []byte {
 	return file_manifest_proto_rawDescData
 }
 
-var file_manifest_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_manifest_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
 var file_manifest_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_manifest_proto_goTypes = []any{
 	(DType)(0),           // 0: wick.format.v1.DType
 	(AttnKind)(0),        // 1: wick.format.v1.AttnKind
 	(Activation)(0),      // 2: wick.format.v1.Activation
-	(TokenizerKind)(0),   // 3: wick.format.v1.TokenizerKind
-	(*Manifest)(nil),     // 4: wick.format.v1.Manifest
-	(*Layer)(nil),        // 5: wick.format.v1.Layer
-	(*RopeScaling)(nil),  // 6: wick.format.v1.RopeScaling
-	(*Config)(nil),       // 7: wick.format.v1.Config
-	(*Tokenizer)(nil),    // 8: wick.format.v1.Tokenizer
-	(*SpecialToken)(nil), // 9: wick.format.v1.SpecialToken
-	(*RoleFormat)(nil),   // 10: wick.format.v1.RoleFormat
-	(*ChatTemplate)(nil), // 11: wick.format.v1.ChatTemplate
-	(*Tensor)(nil),       // 12: wick.format.v1.Tensor
-	(*Piece)(nil),        // 13: wick.format.v1.Piece
-	(*Shard)(nil),        // 14: wick.format.v1.Shard
+	(KvRole)(0),          // 3: wick.format.v1.KvRole
+	(TokenizerKind)(0),   // 4: wick.format.v1.TokenizerKind
+	(*Manifest)(nil),     // 5: wick.format.v1.Manifest
+	(*Layer)(nil),        // 6: wick.format.v1.Layer
+	(*RopeScaling)(nil),  // 7: wick.format.v1.RopeScaling
+	(*Config)(nil),       // 8: wick.format.v1.Config
+	(*Tokenizer)(nil),    // 9: wick.format.v1.Tokenizer
+	(*SpecialToken)(nil), // 10: wick.format.v1.SpecialToken
+	(*RoleFormat)(nil),   // 11: wick.format.v1.RoleFormat
+	(*ChatTemplate)(nil), // 12: wick.format.v1.ChatTemplate
+	(*Tensor)(nil),       // 13: wick.format.v1.Tensor
+	(*Piece)(nil),        // 14: wick.format.v1.Piece
+	(*Shard)(nil),        // 15: wick.format.v1.Shard
 }
 var file_manifest_proto_depIdxs = []int32{
-	7,  // 0: wick.format.v1.Manifest.config:type_name -> wick.format.v1.Config
-	8,  // 1: wick.format.v1.Manifest.tokenizer:type_name -> wick.format.v1.Tokenizer
-	11, // 2: wick.format.v1.Manifest.chat:type_name -> wick.format.v1.ChatTemplate
-	12, // 3: wick.format.v1.Manifest.tensors:type_name -> wick.format.v1.Tensor
-	14, // 4: wick.format.v1.Manifest.shards:type_name -> wick.format.v1.Shard
+	8,  // 0: wick.format.v1.Manifest.config:type_name -> wick.format.v1.Config
+	9,  // 1: wick.format.v1.Manifest.tokenizer:type_name -> wick.format.v1.Tokenizer
+	12, // 2: wick.format.v1.Manifest.chat:type_name -> wick.format.v1.ChatTemplate
+	13, // 3: wick.format.v1.Manifest.tensors:type_name -> wick.format.v1.Tensor
+	15, // 4: wick.format.v1.Manifest.shards:type_name -> wick.format.v1.Shard
 	1,  // 5: wick.format.v1.Layer.kind:type_name -> wick.format.v1.AttnKind
-	5,  // 6: wick.format.v1.Config.layers:type_name -> wick.format.v1.Layer
-	6,  // 7: wick.format.v1.Config.rope_scaling:type_name -> wick.format.v1.RopeScaling
-	2,  // 8: wick.format.v1.Config.activation:type_name -> wick.format.v1.Activation
-	0,  // 9: wick.format.v1.Config.dtype:type_name -> wick.format.v1.DType
-	3,  // 10: wick.format.v1.Tokenizer.kind:type_name -> wick.format.v1.TokenizerKind
-	10, // 11: wick.format.v1.ChatTemplate.system:type_name -> wick.format.v1.RoleFormat
-	10, // 12: wick.format.v1.ChatTemplate.user:type_name -> wick.format.v1.RoleFormat
-	10, // 13: wick.format.v1.ChatTemplate.assistant:type_name -> wick.format.v1.RoleFormat
-	9,  // 14: wick.format.v1.ChatTemplate.special_tokens:type_name -> wick.format.v1.SpecialToken
-	0,  // 15: wick.format.v1.Tensor.dtype:type_name -> wick.format.v1.DType
-	13, // 16: wick.format.v1.Tensor.pieces:type_name -> wick.format.v1.Piece
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	3,  // 6: wick.format.v1.Layer.kv_role:type_name -> wick.format.v1.KvRole
+	6,  // 7: wick.format.v1.Config.layers:type_name -> wick.format.v1.Layer
+	7,  // 8: wick.format.v1.Config.rope_scaling:type_name -> wick.format.v1.RopeScaling
+	2,  // 9: wick.format.v1.Config.activation:type_name -> wick.format.v1.Activation
+	0,  // 10: wick.format.v1.Config.dtype:type_name -> wick.format.v1.DType
+	4,  // 11: wick.format.v1.Tokenizer.kind:type_name -> wick.format.v1.TokenizerKind
+	11, // 12: wick.format.v1.ChatTemplate.system:type_name -> wick.format.v1.RoleFormat
+	11, // 13: wick.format.v1.ChatTemplate.user:type_name -> wick.format.v1.RoleFormat
+	11, // 14: wick.format.v1.ChatTemplate.assistant:type_name -> wick.format.v1.RoleFormat
+	10, // 15: wick.format.v1.ChatTemplate.special_tokens:type_name -> wick.format.v1.SpecialToken
+	0,  // 16: wick.format.v1.Tensor.dtype:type_name -> wick.format.v1.DType
+	14, // 17: wick.format.v1.Tensor.pieces:type_name -> wick.format.v1.Piece
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_manifest_proto_init() }
@@ -1301,7 +1371,7 @@ func file_manifest_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manifest_proto_rawDesc), len(file_manifest_proto_rawDesc)),
-			NumEnums:      4,
+			NumEnums:      5,
 			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,

@@ -30,15 +30,15 @@ import (
 
 // Options says what Run measures (Defaults has `wick bench`'s values).
 type Options struct {
-	Model   string // a model directory measured beside the shapes ("": none)
-	Shapes  string // comma-separated Gemma 3 shapes (Shapes), "" none
-	MiB     int    // MiB read by the bandwidth and GEMV measurements (capped by the device's limits)
-	Decode  int    // decode steps timed (tg)
-	Prompt  int    // prefill tokens timed (pp)
-	Long    int    // also time decode from this position (0: no)
-	Gemv    string // GEMV variants WGxTPR, f for float32 FMA products; the fastest runs the models
-	Configs string // the architecture table's variants (ArchVariants) with random weights, or "all"
-	Profile bool   // also time each dispatch of a decode step on its own
+	Model   string `json:"model"`   // a model directory measured beside the shapes ("": none)
+	Shapes  string `json:"shapes"`  // comma-separated Gemma 3 shapes (Shapes), "" none
+	MiB     int    `json:"mib"`     // MiB read by the bandwidth and GEMV measurements (capped by the device's limits)
+	Decode  int    `json:"decode"`  // decode steps timed (tg)
+	Prompt  int    `json:"prompt"`  // prefill tokens timed (pp)
+	Long    int    `json:"long"`    // also time decode from this position (0: no)
+	Gemv    string `json:"gemv"`    // GEMV variants WGxTPR, f for float32 FMA products; the fastest runs the models
+	Configs string `json:"configs"` // the architecture table's variants (ArchVariants) with random weights, or "all"
+	Profile bool   `json:"profile"` // also time each dispatch of a decode step on its own
 }
 
 // Defaults are the options `wick bench` runs with.

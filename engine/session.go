@@ -209,13 +209,27 @@ func (s *Session) reply(ctx context.Context, p GenParams, onText func(string)) (
 		s.toks, s.start, s.open, s.msgs = s.toks[:mark], s.start[:startMark], openMark, s.msgs[:startMark]
 		return nil, fmt.Errorf("%w: %d tokens with the new message, the context holds %d", ErrContextFull, n, limit)
 	}
+	// A turn that fails (a GPU error, say) is not taken either: the
+	// conversation is left as it was, so the next turn can simply run. Its
+	// KV is refilled from the start (or the prefix cache): a failed step
+	// may have written ring slots that earlier positions still need.
+	undo := func() {
+		s.toks, s.start, s.open, s.msgs = s.toks[:mark], s.start[:startMark], openMark, s.msgs[:startMark]
+		s.kvLen = 0
+	}
 	r, err := s.prefill()
 	if err != nil {
+		undo()
 		return nil, err
 	}
 	s.msgs = append(s.msgs, chat.Message{Role: chat.Assistant})
 	s.open = true
 	err = s.generate(ctx, r, p, onText)
+	if err != nil && r.Finish != FinishCancelled {
+		undo()
+		return nil, err
+	}
+	// A cancelled reply is kept as far as it went (with ctx's error).
 	last := &s.msgs[len(s.msgs)-1]
 	last.Content, last.Tokens = r.Text, r.Tokens
 	return r, err

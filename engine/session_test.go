@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -490,5 +491,67 @@ func TestRestoreRefusesBadFiles(t *testing.T) {
 				t.Errorf("replayed chat reused %d tokens", reply.CachedTokens)
 			}
 		})
+	}
+}
+
+// failingBackend wraps a backend whose sequences fail every Forward while
+// *fail is set: a GPU step that WebGPU refused, say.
+type failingBackend struct {
+	Backend
+	fail *bool
+}
+
+type failingSequence struct {
+	Sequence
+	fail *bool
+}
+
+func (b failingBackend) NewSequence(n int) (Sequence, error) {
+	s, err := b.Backend.NewSequence(n)
+	return failingSequence{s, b.fail}, err
+}
+
+func (s failingSequence) Forward(tokens []int32, start int, logits []float32) error {
+	if *s.fail {
+		return errors.New("injected device failure")
+	}
+	return s.Sequence.Forward(tokens, start, logits)
+}
+
+// TestFailedTurnLeavesConversation checks that a turn whose forward pass
+// fails is not taken (the conversation is as it was) and that the next
+// turn replies exactly as if the failed one had never been tried.
+func TestFailedTurnLeavesConversation(t *testing.T) {
+	ctx := context.Background()
+	m := load(t, testModels[0], Options{CacheBytes: -1})
+	fail := false
+	m.Backend = failingBackend{m.Backend, &fail}
+	s := newSession(t, m, "You are Ada.")
+	if _, err := s.Send(ctx, "Hello.", greedy, nil); err != nil {
+		t.Fatal(err)
+	}
+	msgs, toks := s.Messages(), s.Tokens()
+	fail = true
+	if _, err := s.Send(ctx, "Where are the maps?", greedy, nil); err == nil {
+		t.Fatal("a turn whose forward pass failed succeeded")
+	}
+	if !slices.Equal(s.Tokens(), toks) || !reflect.DeepEqual(s.Messages(), msgs) {
+		t.Fatalf("a failed turn changed the conversation: %d messages, %d tokens (was %d, %d)", len(s.Messages()), len(s.Tokens()), len(msgs), len(toks))
+	}
+	fail = false
+	got, err := s.Send(ctx, "Where are the maps?", greedy, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := newSession(t, m, "You are Ada.")
+	if _, err := ref.Send(ctx, "Hello.", greedy, nil); err != nil {
+		t.Fatal(err)
+	}
+	want, err := ref.Send(ctx, "Where are the maps?", greedy, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Tokens, want.Tokens) {
+		t.Errorf("after a failed turn: %v, want %v", got.Tokens, want.Tokens)
 	}
 }

@@ -38,7 +38,7 @@ function startWorker() {
     if (!w) return;
     if (m.token) { w.onToken && w.onToken(m.token); return; }
     waiting.delete(m.id);
-    if (m.error !== undefined) w.reject(Object.assign(new Error(m.error), { kind: m.kind, fatal: m.fatal }));
+    if (m.error !== undefined) w.reject(Object.assign(new Error(m.error), { kind: m.kind, fatal: m.fatal, details: m.details }));
     else w.resolve(m.result);
   };
   worker.onerror = (ev) => showError(`The engine worker failed: ${ev.message || 'unknown error'}`);
@@ -55,12 +55,44 @@ function ask(op, args = {}, onToken) {
 // ---- status, errors, notices ----
 
 function status(text) { $('status').textContent = text; }
-function showError(text) { const e = $('error'); e.textContent = text; e.hidden = !text; }
+// splitError turns an error message into one plain line and the rest:
+// WebGPU's diagnostics run to dozens of lines, which belong in a collapsed
+// details element, not across the chat.
+function splitError(text, details = '') {
+  text = String(text || '');
+  const nl = text.indexOf('\n');
+  let head = nl < 0 ? text : text.slice(0, nl);
+  let rest = nl < 0 ? '' : text.slice(nl + 1);
+  if (head.length > 240) { rest = head.slice(240) + (rest ? '\n' + rest : ''); head = head.slice(0, 240) + '…'; }
+  if (/WebGPU|WGSL|CommandBuffer|ComputePipeline/.test(head) && !/^This /.test(head)) {
+    rest = head + (rest ? '\n' + rest : '');
+    head = 'The GPU could not run this step; the next message will try the GPU again.';
+  }
+  return { head, details: [rest, details].filter(Boolean).join('\n') };
+}
+
+// withDetails fills el with one line of text and, where there are details,
+// a collapsed element holding them.
+function withDetails(el, text, details) {
+  const { head, details: more } = splitError(text, details);
+  el.replaceChildren(document.createTextNode(head));
+  if (more) {
+    const d = document.createElement('details');
+    const sum = document.createElement('summary');
+    sum.textContent = 'Details';
+    const pre = document.createElement('pre');
+    pre.textContent = more;
+    d.append(sum, pre);
+    el.append(d);
+  }
+}
+
+function showError(text, details) { const e = $('error'); withDetails(e, text, details); e.hidden = !text; }
 // note tells what happened to a chat's saved session (restored, refused).
 function note(text) { $('note').textContent = text; $('note').hidden = !text; hooks.note = text; }
-function notice(text, offerCPU) {
+function notice(text, offerCPU, details) {
   $('notice').hidden = !text;
-  $('notice-text').textContent = text || '';
+  withDetails($('notice-text'), text || '', details);
   $('use-cpu').hidden = !offerCPU;
 }
 
@@ -148,7 +180,7 @@ async function downloadAndLoad(name, backend) {
     loaded = { model: name, ...info };
     hooks.loaded = loaded;
     hooks.state = 'ready';
-    if (info.gpuNote) notice(`${info.gpuNote} Running on the CPU.`, false);
+    if (info.gpuNote) notice(info.gpuDetails ? info.gpuNote : `${info.gpuNote} Running on the CPU.`, false, info.gpuDetails);
     status(`${info.name} ready on ${info.backend}, context ${info.context} tokens, loaded in ${(info.loadMs / 1000).toFixed(1)} s.`);
     await refreshSaved();
     setBusy(false);
@@ -273,8 +305,31 @@ function renderMessages(msgs) {
     const i = lastUser(chat);
     if (i >= 0) nodes[i].classList.add('editing');
   }
+  if (chat && chat.failed && msgs === chat.messages) nodes.push(failedNode(chat));
   $('messages').replaceChildren(...nodes);
   $('messages').scrollTop = $('messages').scrollHeight;
+}
+
+// failedNode shows a message whose turn failed: it stays in the chat, not
+// in the input box, with the reason and a way to send it again. It is not
+// part of the conversation the model sees until it is sent.
+function failedNode(chat) {
+  const node = messageNode({ role: 'user', text: chat.failed.text }, '');
+  node.classList.add('failed');
+  const note = document.createElement('div');
+  note.className = 'failed-note';
+  note.textContent = 'Not sent. ';
+  const retry = document.createElement('button');
+  retry.textContent = 'Send again';
+  retry.className = 'retry';
+  retry.onclick = () => {
+    const f = chat.failed;
+    chat.failed = null;
+    if (!busy && loaded) runTurn(chat, f.kind, f.text);
+  };
+  note.append(retry);
+  node.append(note);
+  return node;
 }
 
 function render() {
@@ -414,6 +469,7 @@ async function runTurn(chat, kind, text) {
   setBusy(true);
   showError('');
   try {
+    chat.failed = null;
     const sid = await ensureSession(chat);
     const ch = store.character(chat.character);
     renderMessages([...chat.messages.slice(0, from), ...added]);
@@ -451,11 +507,20 @@ async function runTurn(chat, kind, text) {
       (r.save && !r.save.error ? `; saved (${kib(r.save.bytes)})` : ''));
     if (r.save && r.save.error) showError(`${r.save.error}. The chat is kept on this page; after a reload it is recomputed from its messages.`);
   } catch (e) {
-    // The turn is not taken: the chat is left as it was, and its session,
-    // which may have moved on, is rebuilt (from its save) for the next one.
+    // The turn is not taken: the conversation is left as it was, and its
+    // session, which may have moved on, is rebuilt (from its save) for the
+    // next one. The user's message stays in view, marked as not sent.
     dropSession(chat.id);
-    if (kind !== 'regenerate') $('input').value = text;
-    if (/does not fit the context/.test(e.message)) {
+    if (kind !== 'regenerate') chat.failed = { kind, text };
+    hooks.lastError = { message: e.message, kind: e.kind || '' };
+    if (e.kind === 'moved-to-cpu') {
+      // Every session lived in the GPU instance the worker replaced.
+      for (const id of [...sessions.keys()]) sessions.delete(id);
+      loaded.backend = 'cpu';
+      hooks.loaded = loaded;
+      showError('');
+      notice(e.message, false, e.details);
+    } else if (/does not fit the context/.test(e.message)) {
       showError(`This message does not fit the model's context (${e.message}). The chat is left as it was; start a new chat with this character to go on.`);
     } else {
       showError(e.message);

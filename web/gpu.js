@@ -17,7 +17,9 @@ const errorText = (e) => (e && e.message) ? e.message : String(e);
 // openDevice asks for an adapter and a device with the limits the model
 // needs. It throws an Error whose message says in plain words what is
 // missing; err.kind is 'no-webgpu', 'no-adapter' or 'too-small'.
-export async function openDevice({ needBinding = 0 } = {}) {
+// With profile, the device also gets 'timestamp-query' where the adapter
+// has it, for GPUBridge's per-kernel times.
+export async function openDevice({ needBinding = 0, profile = false } = {}) {
   const fail = (kind, msg) => Object.assign(new Error(msg), { kind });
   if (!('gpu' in navigator) || !navigator.gpu) {
     throw fail('no-webgpu', 'This browser does not offer WebGPU (navigator.gpu is missing). ' +
@@ -43,9 +45,11 @@ export async function openDevice({ needBinding = 0 } = {}) {
     maxStorageBufferBindingSize: al.maxStorageBufferBindingSize,
     maxBufferSize: al.maxBufferSize,
   };
+  const requiredFeatures = [];
+  if (profile && adapter.features.has('timestamp-query')) requiredFeatures.push('timestamp-query');
   let device;
   try {
-    device = await adapter.requestDevice({ label: 'wick', requiredLimits });
+    device = await adapter.requestDevice({ label: 'wick', requiredLimits, requiredFeatures });
   } catch (e) {
     throw fail('no-adapter', `The GPU adapter refused a device with maxStorageBufferBindingSize ${requiredLimits.maxStorageBufferBindingSize}: ${errorText(e)}`);
   }
@@ -65,7 +69,10 @@ export function newCounters() {
 export class GPUBridge {
   // dev is openDevice's result or null (then info reports no adapter);
   // readShard(file) resolves to the shard's bytes, already checked.
-  constructor(dev, { readShard, counters = newCounters() }) {
+  // With profile (and a device with 'timestamp-query'), every dispatch
+  // gets its own compute pass with timestamps, and profileTimes() sums the
+  // GPU time by kernel: slower, for benchmarks only.
+  constructor(dev, { readShard, counters = newCounters(), profile = false }) {
     this.dev = dev;
     this.device = dev ? dev.device : null;
     this.readShard = readShard;
@@ -78,6 +85,13 @@ export class GPUBridge {
     this.fills = [];       // fills to do in settle()
     this.mapped = [];      // finished readbacks: {req, data} or {req, error}
     this.edges = new Map(); // buffer handle -> Map(word offset -> Uint8Array(4)): partial words of unaligned fills
+    this.compileFailures = []; // {label, message}: kernels this WebGPU's compiler refused
+    this.fault = '';       // a fault to inject into the next command list (tests: injectFault)
+    this.timing = null;    // profile state: {querySet, capacity, byLabel}
+    if (profile && this.device && this.device.features.has('timestamp-query')) {
+      const capacity = 4096;
+      this.timing = { querySet: this.device.createQuerySet({ type: 'timestamp', count: capacity }), capacity, byLabel: new Map() };
+    }
     if (this.device) {
       this.device.addEventListener('uncapturederror', (ev) => this.asyncErrors.push(`WebGPU: ${ev.error.message}`));
       this.device.lost.then((info) => {
@@ -158,7 +172,11 @@ export class GPUBridge {
         // Two phases: the pipeline is usable at once, its errors come later.
         this.pending.push(module.getCompilationInfo().then((ci) => {
           const errs = ci.messages.filter((m) => m.type === 'error');
-          if (errs.length) this.asyncErrors.push(`kernel ${label}: WGSL: ` + errs.map((m) => `${m.lineNum}:${m.linePos}: ${m.message}`).join('; '));
+          if (errs.length) {
+            const message = errs.map((m) => `${m.lineNum}:${m.linePos}: ${m.message}`).join('; ');
+            this.compileFailures.push({ label, message });
+            this.asyncErrors.push(`kernel ${label}: WGSL: ${message}`);
+          }
         }));
         const pipeline = this.#scope(`kernel ${label}`, () => this.device.createComputePipeline({
           label, layout: 'auto', compute: { module, entryPoint },
@@ -212,6 +230,8 @@ export class GPUBridge {
         if (kind === 1 && o.kind === 'buffer') { o.obj.destroy(); this.edges.delete(h); }
         this.objects[h] = null;
       },
+      // status reports (once) what failed since the last call; the errors
+      // are then forgotten, so the step after a failed one runs afresh.
       status: () => {
         if (!this.asyncErrors.length) return 0;
         this.lastError = this.asyncErrors.join('\n');
@@ -254,6 +274,7 @@ export class GPUBridge {
     // them only when they change saves WebGPU calls (each one is a call
     // into the browser's GPU process machinery).
     let pipeline = null, group = null;
+    const timed = this.timing ? { n: 0, labels: [] } : null;
     const endPass = () => { if (pass) { pass.end(); c.gpuCalls++; pass = null; pipeline = group = null; } };
     for (let i = 0; i < words.length;) {
       const op = words[i];
@@ -267,8 +288,18 @@ export class GPUBridge {
         i += 4 + ((n + 3) >>> 2);
       } else if (op === OP_DISPATCH) {
         if (!enc) { enc = this.device.createCommandEncoder(); c.gpuCalls++; }
+        const kernel = this.#get('kernel', words[i + 1]);
+        if (timed) {
+          // One pass per dispatch, timestamps at its ends.
+          endPass();
+          if (timed.n + 2 > this.timing.capacity) throw new Error(`profile: a command list of more than ${this.timing.capacity / 2} dispatches`);
+          pass = enc.beginComputePass({ timestampWrites: { querySet: this.timing.querySet, beginningOfPassWriteIndex: timed.n, endOfPassWriteIndex: timed.n + 1 } });
+          timed.n += 2;
+          timed.labels.push(kernel.label);
+          c.gpuCalls++;
+        }
         if (!pass) { pass = enc.beginComputePass(); c.gpuCalls++; }
-        const p = this.#get('kernel', words[i + 1]).obj, g = this.#get('group', words[i + 2]).obj;
+        const p = kernel.obj, g = this.#get('group', words[i + 2]).obj;
         if (p !== pipeline) { pass.setPipeline(p); pipeline = p; c.gpuCalls++; }
         if (g !== group) { pass.setBindGroup(0, g); group = g; c.gpuCalls++; }
         pass.dispatchWorkgroups(words[i + 3], words[i + 4], words[i + 5]);
@@ -285,11 +316,70 @@ export class GPUBridge {
         throw new Error(`command list: unknown opcode ${op} at word ${i}`);
       }
     }
+    if (this.fault) {
+      // A real validation error, for tests of recovery: a dispatch larger
+      // than any device allows, in a pass of its own.
+      const k = this.objects.find((o) => o && o.kind === 'kernel');
+      const g = this.objects.find((o) => o && o.kind === 'group');
+      this.fault = '';
+      if (k && g) {
+        if (!enc) enc = this.device.createCommandEncoder();
+        endPass();
+        const fp = enc.beginComputePass();
+        fp.setPipeline(k.obj);
+        fp.setBindGroup(0, g.obj);
+        fp.dispatchWorkgroups(this.device.limits.maxComputeWorkgroupsPerDimension + 1);
+        fp.end();
+      }
+    }
     if (enc) {
       endPass();
+      if (timed && timed.n) this.#resolveTimes(enc, timed);
       q.submit([enc.finish()]);
       c.gpuCalls += 2;
     }
+  }
+
+  // injectFault makes the next command list fail WebGPU's validation
+  // (kind 'validation'): how tests check that a failed step leaves the
+  // next one running on the GPU.
+  injectFault(kind) {
+    if (kind !== 'validation') throw new Error(`unknown fault ${kind}`);
+    this.fault = kind;
+  }
+
+  // #resolveTimes copies a list's timestamps out and, once they are
+  // mapped, adds each dispatch's time to its kernel's sum.
+  #resolveTimes(enc, timed) {
+    const bytes = timed.n * 8;
+    const resolve = this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const read = this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    enc.resolveQuerySet(this.timing.querySet, 0, timed.n, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, read, 0, bytes);
+    // The map starts after this list is submitted (a microtask runs once the
+    // current call returns).
+    this.pending.push(Promise.resolve().then(() => read.mapAsync(GPUMapMode.READ)).then(() => {
+      const t = new BigInt64Array(read.getMappedRange());
+      timed.labels.forEach((label, j) => {
+        const ns = Number(t[2 * j + 1] - t[2 * j]);
+        const s = this.timing.byLabel.get(label) || { label, count: 0, ns: 0 };
+        s.count++;
+        s.ns += Math.max(0, ns);
+        this.timing.byLabel.set(label, s);
+      });
+      read.unmap();
+      read.destroy();
+      resolve.destroy();
+    }));
+  }
+
+  // profileTimes returns the GPU time by kernel since the last reset,
+  // largest first, and starts counting afresh.
+  profileTimes() {
+    if (!this.timing) return [];
+    const out = [...this.timing.byLabel.values()].sort((a, b) => b.ns - a.ns);
+    this.timing.byLabel = new Map();
+    return out;
   }
 
   // settle finishes everything asynchronous the module asked for: fills

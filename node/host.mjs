@@ -1,0 +1,279 @@
+// wick's Node host: the browser runtime (web/driver.js, web/gpu.js,
+// web/wasi.js and the very web/wick.wasm the page loads) on Dawn, Chrome's
+// WebGPU and its Tint compiler, through dawn.node (npm `webgpu`). It adds
+// only adapters: navigator.gpu from dawn.node, model files from a
+// directory, saves in memory. So what it measures and checks is what Chrome
+// runs, minus the browser around it.
+//
+//   node node/host.mjs gen   -model DIR [-prompt TEXT | -ids 1,2,3] [-system TEXT]
+//                            [-temp T -top-p P -top-k K -rep-penalty R -seed S -max-tokens N]
+//                            [-backend webgpu|cpu] [-json] [-fault]
+//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-kernels] [-profile] [-json FILE]
+//   node node/host.mjs info
+//
+// Common flags: -experimental offers the adapter's chromium-experimental-*
+// features (stock Chrome shows them only behind its unsafe-WebGPU flag);
+// without it the host offers what stock Chrome offers.
+
+import { readFile, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { create, globals } from 'webgpu';
+
+import { Driver } from '../web/driver.js';
+import { openDevice } from '../web/gpu.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+const options = {
+  model: { type: 'string' },
+  prompt: { type: 'string' },
+  ids: { type: 'string' },
+  system: { type: 'string', default: '' },
+  temp: { type: 'string', default: '0' },
+  'top-p': { type: 'string', default: '1' },
+  'top-k': { type: 'string', default: '0' },
+  'rep-penalty': { type: 'string', default: '1' },
+  seed: { type: 'string', default: '1' },
+  'max-tokens': { type: 'string', default: '64' },
+  backend: { type: 'string', default: 'webgpu' },
+  json: { type: 'string' },
+  decode: { type: 'string', default: '128' },
+  kernels: { type: 'boolean', default: false },
+  profile: { type: 'boolean', default: false },
+  fault: { type: 'boolean', default: false },
+  experimental: { type: 'boolean', default: false },
+  wasm: { type: 'string', default: path.join(root, 'web', 'wick.wasm') },
+};
+
+// Go-style single-dash flags (-model DIR) as the wick command takes them.
+const argv = process.argv.slice(2).map((a) => (/^-[a-z]/.test(a) ? `-${a}` : a));
+const cmd = argv.shift();
+
+function usage(msg) {
+  if (msg) process.stderr.write(`host: ${msg}\n`);
+  process.stderr.write('usage: node node/host.mjs gen|bench|info -model DIR [flags] (see the comment at the top of node/host.mjs)\n');
+  process.exit(2);
+}
+
+// gpuFor makes navigator.gpu from dawn.node. Unless experimental, the
+// adapter hides chromium-experimental-* features, as stock Chrome does.
+function installGPU(experimental) {
+  Object.assign(globalThis, globals);
+  const gpu = create(experimental ? ['enable-dawn-features=allow_unsafe_apis'] : []);
+  const requestAdapter = gpu.requestAdapter.bind(gpu);
+  const wrapped = {
+    wgslLanguageFeatures: gpu.wgslLanguageFeatures,
+    getPreferredCanvasFormat: () => 'rgba8unorm',
+    async requestAdapter(o) {
+      const a = await requestAdapter(o);
+      if (!a || experimental) return a;
+      const features = new Set([...a.features].filter((f) => !f.startsWith('chromium-experimental-')));
+      return new Proxy(a, {
+        get(t, k) {
+          if (k === 'features') return features;
+          const v = Reflect.get(t, k, t);
+          return typeof v === 'function' ? v.bind(t) : v;
+        },
+      });
+    },
+  };
+  Object.defineProperty(globalThis, 'navigator', { value: { gpu: wrapped }, configurable: true });
+}
+
+const sha256 = async (bytes) => createHash('sha256').update(bytes).digest('hex');
+
+// newDriver gives the shared driver this host's adapters: a model is a
+// directory path; saves live in memory for the process.
+function newDriver(wasmPath) {
+  const saves = new Map();
+  const keyOf = (k, chat) => `${k.model}\0${k.hash}\0${chat}`;
+  return new Driver({
+    compile: async () => WebAssembly.compile(await readFile(wasmPath)),
+    async readFile(dir, file, want) {
+      const bytes = new Uint8Array(await readFile(path.join(dir, file)));
+      if (want) {
+        const got = await sha256(bytes);
+        if (got !== want) throw Object.assign(new Error(`${path.join(dir, file)} is corrupted: sha256 ${got.slice(0, 16)}…, the manifest says ${want.slice(0, 16)}…`), { kind: 'corrupt' });
+      }
+      return bytes;
+    },
+    openDevice,
+    openSaves: async () => ({
+      kind: 'memory',
+      async read(k, chat) { return saves.get(keyOf(k, chat))?.bytes || null; },
+      async write(k, chat, bytes) { saves.set(keyOf(k, chat), { model: k.model, hash: k.hash, chat, bytes, modified: Date.now() }); },
+      async all() { return [...saves.values()].map(({ model, hash, chat, bytes, modified }) => ({ model, hash, chat, bytes: bytes.length, modified })); },
+      async remove(chat) { for (const [k, v] of saves) if (v.chat === chat) saves.delete(k); },
+    }),
+    sha256,
+    onLog: (fd, line) => process.stderr.write(line + '\n'),
+    yieldNow: () => new Promise((r) => setImmediate(r)),
+  });
+}
+
+const num = (v, what) => {
+  const n = Number(v);
+  if (!Number.isFinite(n)) usage(`-${what} ${v} is not a number`);
+  return n;
+};
+
+function turnInput(v) {
+  const t = {
+    max_tokens: num(v['max-tokens'], 'max-tokens'), temperature: num(v.temp, 'temp'), top_p: num(v['top-p'], 'top-p'),
+    top_k: num(v['top-k'], 'top-k'), rep_penalty: num(v['rep-penalty'], 'rep-penalty'), seed: num(v.seed, 'seed'),
+  };
+  if (v.ids) t.ids = v.ids.split(',').map((s) => num(s, 'ids'));
+  else if (v.prompt !== undefined) t.text = v.prompt;
+  else usage('gen needs -prompt TEXT or -ids 1,2,3');
+  return t;
+}
+
+// gen loads the model and runs one turn (a chat message, or raw ids); with
+// -fault, a first turn is made to fail WebGPU validation and the turn is
+// run again, as a page would after an error.
+async function gen(v) {
+  const d = newDriver(v.wasm);
+  const info = await d.handle({ op: 'load', model: v.model, backend: v.backend === 'auto' ? '' : v.backend });
+  const messages = v.system ? [{ role: 'system', content: v.system }] : [];
+  const { session } = await d.handle({ op: 'open', chat: '', messages });
+  const input = turnInput(v);
+  const kind = input.ids ? 'complete' : 'send';
+  const out = { backend: info.backend, adapter: info.adapter, gpuNote: info.gpuNote || '' };
+  if (v.fault) {
+    await d.handle({ op: 'fault', fault: 'validation' });
+    try {
+      await d.handle({ op: 'turn', session, kind, turn: input });
+      out.faultError = '';
+    } catch (e) {
+      out.faultError = e.message;
+    }
+  }
+  const r = await d.handle({ op: 'turn', session, kind, turn: input }, v.json ? null : (tok) => process.stdout.write(tok.text));
+  Object.assign(out, { tokens: r.tokens, text: r.text, finish: r.finish, prompt_tokens: r.prompt_tokens, cached_tokens: r.cached_tokens, stats: r.stats });
+  if (v.json) await writeOut(v.json, out);
+  else process.stdout.write(`\n[${r.tokens.length} tokens, ${r.stats.decodeTokensPerSec.toFixed(1)} tok/s decoding on ${info.backend}${info.adapter ? ` (${info.adapter})` : ''}]\n`);
+}
+
+async function writeOut(where, value) {
+  const text = JSON.stringify(value, null, 1) + '\n';
+  if (where === '-') process.stdout.write(text);
+  else await writeFile(where, text);
+}
+
+// perToken divides a turn part's boundary counters by its tokens.
+function perToken(c, n) {
+  const runs = c.runs || 0;
+  return {
+    crossings: (c.imports || 0) / n,            // wasm-to-JS calls (wick_gpu imports)
+    exports: (c.exportCalls || 0) / n,          // JS-to-wasm calls
+    lists: runs / n,                            // command lists (run)
+    commandsPerList: runs ? c.commands / runs : 0,
+    encodeMsPerList: runs ? c.runMs / runs : 0, // JS time to replay one list into WebGPU calls
+    gpuCallsPerToken: (c.gpuCalls || 0) / n,
+  };
+}
+
+// bench measures the loaded model through the page's own path (load with
+// fills, chat turns through the driver): prefill and decode tok/s, greedy
+// and sampled, with the boundary's traffic per token; with -kernels also
+// package bench's bandwidth and GEMV tables inside the module (the same
+// code as `wick bench`); with -profile the GPU time of each kernel of a
+// decode step from timestamp queries.
+async function bench(v) {
+  const decode = num(v.decode, 'decode');
+  const prompt = num(v.prompt ?? '512', 'prompt');
+  const d = newDriver(v.wasm);
+  const info = await d.handle({ op: 'load', model: v.model, backend: 'webgpu' });
+  const res = { model: v.model, adapter: info.adapter, date: new Date().toISOString().slice(0, 10), vocab: info.vocab };
+  const ids = (n, seed) => Array.from({ length: n }, (_, i) => 3 + ((i * 2654435761 + seed * 40503) >>> 0) % (info.vocab - 3));
+  const run = async (turn, n = 3) => {
+    // One warm-up, then the median of n runs, each in a fresh session.
+    const all = [];
+    for (let i = 0; i <= n; i++) {
+      const { session } = await d.handle({ op: 'open', chat: '', messages: [] });
+      const r = await d.handle({ op: 'turn', session, kind: 'complete', turn });
+      await d.handle({ op: 'close', session });
+      if (i) all.push(r);
+    }
+    all.sort((a, b) => a.stats.ms - b.stats.ms);
+    return all[all.length >> 1];
+  };
+  // Prefill: the time to the first token of a prompt of `prompt` ids.
+  const pre = await run({ ids: ids(prompt, 1), max_tokens: 1 });
+  res.prefill = { tokens: prompt, tokPerSec: prompt / (pre.stats.firstMs / 1000), ...perToken(pre.stats.prefill, prompt) };
+  // Decode: greedy and sampled (the page's defaults) from a short prompt.
+  for (const [name, t] of [['greedy', { temperature: 0 }], ['sampled', { temperature: 0.8, top_p: 0.95, seed: 7 }]]) {
+    const r = await run({ ids: ids(8, 2), max_tokens: decode, ...t });
+    const n = Math.max(1, r.stats.tokens - 1);
+    res[name] = { tokens: r.stats.tokens, finish: r.finish, tokPerSec: r.stats.decodeTokensPerSec, ...perToken(r.stats.decode || {}, n) };
+  }
+  if (v.profile) {
+    const p = newDriver(v.wasm);
+    await p.handle({ op: 'load', model: v.model, backend: 'webgpu', profile: true });
+    const { session } = await p.handle({ op: 'open', chat: '', messages: [] });
+    await p.handle({ op: 'turn', session, kind: 'complete', turn: { ids: ids(8, 2), max_tokens: 2 } });
+    p.engine.gpu.profileTimes();
+    const steps = 16;
+    await p.handle({ op: 'turn', session, kind: 'complete', turn: { ids: ids(1, 3), max_tokens: steps } });
+    res.profile = { steps, kernels: p.engine.gpu.profileTimes().map((k) => ({ label: k.label, perStep: k.count / steps, usPerStep: k.ns / 1000 / steps })) };
+    p.close();
+  }
+  if (v.kernels) res.kernels = await d.handle({ op: 'bench', options: { model: '', shapes: '', configs: '' } });
+  d.close();
+  if (v.json) await writeOut(v.json, res);
+  printBench(res);
+}
+
+function printBench(r) {
+  const f = (x, d = 1) => x.toFixed(d);
+  const lines = [
+    `model ${r.model} on ${r.adapter} (Dawn via dawn.node), ${r.date}`,
+    '',
+    '| part | tok/s | crossings/token | command lists/token | commands/list | JS encoding ms/list |',
+    '| --- | --- | --- | --- | --- | --- |',
+  ];
+  for (const k of ['prefill', 'greedy', 'sampled']) {
+    const x = r[k];
+    lines.push(`| ${k === 'prefill' ? `prefill pp${x.tokens}` : `decode ${k} (${x.tokens} tokens)`} | ${f(x.tokPerSec, 0)} | ${f(x.crossings, 2)} | ${f(x.lists, 2)} | ${f(x.commandsPerList, 0)} | ${f(x.encodeMsPerList, 3)} |`);
+  }
+  if (r.profile) {
+    const total = r.profile.kernels.reduce((a, k) => a + k.usPerStep, 0);
+    lines.push('', `decode step by kernel (timestamp queries, ${r.profile.steps} steps): ${f(total)} us of GPU time per step`,
+      '| kernel | dispatches/step | us/step | share |', '| --- | --- | --- | --- |');
+    for (const k of r.profile.kernels) lines.push(`| ${k.label} | ${f(k.perStep, 1)} | ${f(k.usPerStep)} | ${f(100 * k.usPerStep / total, 0)}% |`);
+  }
+  if (r.kernels) lines.push('', r.kernels);
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+async function info() {
+  const a = await navigator.gpu.requestAdapter();
+  if (!a) throw new Error('Dawn found no adapter');
+  const out = {
+    adapter: a.info, features: [...a.features].sort(), wgsl: [...navigator.gpu.wgslLanguageFeatures].sort(),
+    limits: { maxStorageBufferBindingSize: a.limits.maxStorageBufferBindingSize, maxBufferSize: a.limits.maxBufferSize, maxComputeWorkgroupStorageSize: a.limits.maxComputeWorkgroupStorageSize },
+  };
+  process.stdout.write(JSON.stringify(out, null, 1) + '\n');
+}
+
+const commands = { gen, bench, info };
+if (!commands[cmd]) usage(cmd ? `unknown command ${cmd}` : 'no command');
+let parsed;
+try {
+  parsed = parseArgs({ args: argv, options, allowPositionals: false }).values;
+} catch (e) {
+  usage(e.message);
+}
+if (cmd !== 'info' && !parsed.model) usage(`${cmd} needs -model DIR`);
+installGPU(parsed.experimental);
+try {
+  await commands[cmd](parsed);
+  // dawn.node keeps the event loop alive: leave once the work is done.
+  process.exit(0);
+} catch (e) {
+  process.stderr.write(`host ${cmd}: ${e.message}\n`);
+  process.exit(1);
+}

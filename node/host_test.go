@@ -1,0 +1,141 @@
+//go:build !js && !wasip1
+
+// Package node_test checks wick's Node host (host.mjs): the browser runtime
+// (web/driver.js, web/gpu.js, web/wick.wasm) on Dawn, Chrome's WebGPU, with
+// its Tint compiler, against the native engine on wgpu-native. Both run on
+// the same Vulkan driver here (lavapipe), so their tokens must be equal.
+//
+// It needs node and this folder's node_modules (`make deps` installs them
+// with npm ci) and a current web/wick.wasm (`make wasm`): `make test` does
+// both before the Go tests.
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wick-run/wick/engine"
+	"github.com/wick-run/wick/engine/sample"
+	_ "github.com/wick-run/wick/engine/webgpu" // registers the webgpu backend
+)
+
+// hostReply is what `host.mjs gen -json FILE` writes.
+type hostReply struct {
+	Backend    string  `json:"backend"`
+	Adapter    string  `json:"adapter"`
+	GPUNote    string  `json:"gpuNote"`
+	FaultError *string `json:"faultError"`
+	Tokens     []int32 `json:"tokens"`
+	Text       string  `json:"text"`
+	Finish     string  `json:"finish"`
+	Prompt     int     `json:"prompt_tokens"`
+}
+
+// runHost runs host.mjs gen and returns its reply.
+func runHost(t *testing.T, args ...string) hostReply {
+	t.Helper()
+	if _, err := os.Stat("node_modules/webgpu"); err != nil {
+		t.Fatalf("node/node_modules/webgpu is missing: run `make deps` (npm ci in node/): %v", err)
+	}
+	out := filepath.Join(t.TempDir(), "reply.json")
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", append([]string{"host.mjs", "gen", "-json", out}, args...)...)
+	log, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node host.mjs gen %v: %v\n%s", args, err, log)
+	}
+	var r hostReply
+	data, err := os.ReadFile(out)
+	if err == nil {
+		err = json.Unmarshal(data, &r)
+	}
+	if err != nil {
+		t.Fatalf("host reply: %v\n%s", err, log)
+	}
+	return r
+}
+
+type genCase struct {
+	name string
+	p    sample.Params
+}
+
+// genCases are greedy decoding and the sampler's settings, the page's
+// defaults (temperature 0.8, top-p 0.95) among them.
+var genCases = []genCase{
+	{"greedy", sample.Params{}},
+	{"page-defaults", sample.Params{Temperature: 0.8, TopP: 0.95, Seed: 11}},
+	{"top-k", sample.Params{Temperature: 1.1, TopK: 40, Seed: 5}},
+	{"rep-penalty", sample.Params{Temperature: 0.7, TopP: 0.9, TopK: 20, RepetitionPenalty: 1.3, Seed: 23}},
+	{"greedy-rep-penalty", sample.Params{RepetitionPenalty: 1.2}},
+}
+
+func hostArgs(p sample.Params) []string {
+	f := func(v float32) string { return strconv.FormatFloat(float64(v), 'g', -1, 32) }
+	return []string{"-temp", f(p.Temperature), "-top-p", f(p.TopP), "-top-k", strconv.Itoa(p.TopK),
+		"-rep-penalty", f(p.RepetitionPenalty), "-seed", strconv.FormatUint(p.Seed, 10)}
+}
+
+// TestDawnHostEqualsNative checks that the Node host on Dawn generates
+// exactly the native webgpu backend's tokens, greedy and sampled, on both
+// test models.
+func TestDawnHostEqualsNative(t *testing.T) {
+	const system, prompt, maxTokens = "You are Ada, who draws maps.", "Hello! Where does the river go?", 24
+	for _, dir := range []string{"../testdata/cai-tiny", "../testdata/plain-tiny"} {
+		m, err := engine.Load(dir, engine.Options{Backend: "webgpu", CacheBytes: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		for _, tc := range genCases {
+			t.Run(fmt.Sprintf("%s/%s", filepath.Base(dir), tc.name), func(t *testing.T) {
+				s, err := m.NewSession(system)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer s.Close()
+				want, err := s.Send(context.Background(), prompt, engine.GenParams{Sample: tc.p, MaxTokens: maxTokens}, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := runHost(t, append([]string{"-model", dir, "-system", system, "-prompt", prompt,
+					"-max-tokens", strconv.Itoa(maxTokens)}, hostArgs(tc.p)...)...)
+				if !strings.HasPrefix(got.Backend, "webgpu") {
+					t.Fatalf("the host ran on %q (%s), want webgpu", got.Backend, got.GPUNote)
+				}
+				if !slices.Equal(got.Tokens, want.Tokens) {
+					t.Errorf("Dawn host: %v\nnative:    %v", got.Tokens, want.Tokens)
+				}
+			})
+		}
+	}
+}
+
+// TestDawnHostRecoversFromGPUError forces a real WebGPU validation error
+// into a turn (the driver's fault hook) and checks that the turn fails
+// with WebGPU's words and the next one runs on the GPU, with the tokens a
+// turn that never failed gives.
+func TestDawnHostRecoversFromGPUError(t *testing.T) {
+	dir := "../testdata/cai-tiny"
+	r := runHost(t, "-model", dir, "-prompt", "Hi there.", "-max-tokens", "12", "-fault")
+	if r.FaultError == nil || *r.FaultError == "" {
+		t.Fatalf("the faulted turn did not fail: %+v", r)
+	}
+	if !strings.HasPrefix(r.Backend, "webgpu") {
+		t.Fatalf("after the error the host runs on %q, want webgpu", r.Backend)
+	}
+	clean := runHost(t, "-model", dir, "-prompt", "Hi there.", "-max-tokens", "12")
+	if !slices.Equal(r.Tokens, clean.Tokens) || r.Prompt != clean.Prompt {
+		t.Errorf("after a failed turn: %v (prompt %d), a clean run: %v (prompt %d)", r.Tokens, r.Prompt, clean.Tokens, clean.Prompt)
+	}
+}

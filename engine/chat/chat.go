@@ -59,16 +59,16 @@ const blankLine = "\n\n"
 // Template renders conversations for one model. It is safe for concurrent
 // use.
 type Template struct {
-	tok   *tokenizer.Tokenizer
-	bos   int32 // -1: none
-	fold  bool  // system prompt goes into the first user turn
-	roles [3]roleTokens
-	sep   []int32 // blankLine, between a folded system prompt and the user's text
-	stops []int32
+	tok     *tokenizer.Tokenizer
+	bos     int32 // -1: none
+	fold    bool  // system prompt goes into the first user turn
+	roles   [3]roleText
+	special map[string]int32 // the template's special-token texts
+	stops   []int32
 }
 
-// roleTokens is a RoleFormat, tokenised once.
-type roleTokens struct{ prefix, suffix []int32 }
+// roleText is a RoleFormat.
+type roleText struct{ prefix, suffix string }
 
 // New checks a manifest's chat template against the tokenizer and prepares
 // it. It fails when the bos or a stop id is outside the vocabulary, when
@@ -123,13 +123,47 @@ func New(t *manifestpb.ChatTemplate, tok *tokenizer.Tokenizer) (*Template, error
 		}
 		special[text] = id
 	}
-	enc := func(s string) []int32 { return encodeWithSpecials(tok, special, s) }
+	tm.special = special
 	formats := [...]*manifestpb.RoleFormat{System: t.GetSystem(), User: t.GetUser(), Assistant: t.GetAssistant()}
 	for r, f := range formats {
-		tm.roles[r] = roleTokens{prefix: enc(f.GetPrefix()), suffix: enc(f.GetSuffix())}
+		tm.roles[r] = roleText{prefix: f.GetPrefix(), suffix: f.GetSuffix()}
 	}
-	tm.sep = tok.Encode(blankLine)
 	return tm, nil
+}
+
+// enc encodes template text, special-token texts as their ids.
+func (tm *Template) enc(s string) []int32 { return encodeWithSpecials(tm.tok, tm.special, s) }
+
+// encMessage encodes a message's template prefix, content and template
+// suffix as one text: only the template's special tokens split it (the
+// content's text is left to the tokenizer, which never matches control
+// tokens such as <eos> in it), and the text on either side of the
+// content's edges is encoded together with it.
+func (tm *Template) encMessage(prefix, content, suffix string) []int32 {
+	var ids []int32
+	var text strings.Builder
+	flush := func() {
+		ids = append(ids, tm.tok.Encode(text.String())...)
+		text.Reset()
+	}
+	template := func(s string) {
+		for len(s) > 0 {
+			at, sp := nextSpecial(tm.special, s)
+			if at < 0 {
+				text.WriteString(s)
+				return
+			}
+			text.WriteString(s[:at])
+			flush()
+			ids = append(ids, tm.special[sp])
+			s = s[at+len(sp):]
+		}
+	}
+	template(prefix)
+	text.WriteString(content)
+	template(suffix)
+	flush()
+	return ids
 }
 
 // encodeWithSpecials encodes s, turning every occurrence of a special
@@ -138,13 +172,7 @@ func New(t *manifestpb.ChatTemplate, tok *tokenizer.Tokenizer) (*Template, error
 func encodeWithSpecials(tok *tokenizer.Tokenizer, special map[string]int32, s string) []int32 {
 	var ids []int32
 	for len(s) > 0 {
-		at, text := -1, ""
-		for t := range special {
-			i := strings.Index(s, t)
-			if i >= 0 && (at < 0 || i < at || i == at && len(t) > len(text)) {
-				at, text = i, t
-			}
-		}
+		at, text := nextSpecial(special, s)
 		if at < 0 {
 			return append(ids, tok.Encode(s)...)
 		}
@@ -155,14 +183,30 @@ func encodeWithSpecials(tok *tokenizer.Tokenizer, special map[string]int32, s st
 	return ids
 }
 
+// nextSpecial finds the first special-token text in s (the longest where
+// several start at one place); at is -1 when there is none.
+func nextSpecial(special map[string]int32, s string) (at int, text string) {
+	at = -1
+	for t := range special {
+		i := strings.Index(s, t)
+		if i >= 0 && (at < 0 || i < at || i == at && len(t) > len(text)) {
+			at, text = i, t
+		}
+	}
+	return at, text
+}
+
 // Encode renders a conversation into token ids: bos (once, if the template
 // has one), then each message as its role's prefix, its content and its
-// role's suffix, each part encoded on its own and the parts concatenated,
-// then, if addGenerationPrompt, the assistant prefix that the model's reply
-// follows. It is Begin, then EncodeMessage for each message in turn, then
+// role's suffix, the text of each message encoded on its own (split only at
+// the template's special tokens, as Hugging Face encodes a rendered
+// template: a tokenizer that prepends "▁" to every stretch of text between
+// special tokens, as Phi-3's does, must see "\nHello" whole), then, if
+// addGenerationPrompt, the assistant prefix that the model's reply follows.
+// It is Begin, then EncodeMessage for each message in turn, then
 // GenerationPrompt.
 //
-// Because the parts are encoded separately, Encode(msgs[:k], false) is a
+// Because messages are encoded separately, Encode(msgs[:k], false) is a
 // prefix of Encode(msgs, x) for every k, and Encode(msgs, true) followed by a
 // reply's tokens and its stop token is a prefix of the rendering of msgs plus
 // that reply (see Generated). KV reuse between turns relies on both.
@@ -193,7 +237,7 @@ func (tm *Template) Encode(msgs []Message, addGenerationPrompt bool) []int32 {
 	}
 	if addGenerationPrompt {
 		if tm.openSystem(msgs, len(msgs)) {
-			ids = append(ids, tm.roles[User].suffix...)
+			ids = append(ids, tm.enc(tm.roles[User].suffix)...)
 		}
 		ids = append(ids, tm.GenerationPrompt()...)
 	}
@@ -218,35 +262,31 @@ func (tm *Template) EncodeMessage(msgs []Message, i int) []int32 {
 	}
 	m := msgs[i]
 	user := tm.roles[User]
-	var ids []int32
 	afterSystem := tm.openSystem(msgs, i)
 	switch {
 	case m.Role == System && tm.fold && m.Content == "":
 		return nil
 	case (m.Role == User || m.Role > Assistant) && afterSystem:
-		ids = append(ids, tm.sep...)
-		ids = append(ids, tm.tok.Encode(m.Content)...)
-		return append(ids, user.suffix...)
-	case afterSystem:
-		ids = append(ids, user.suffix...)
+		return tm.encMessage("", blankLine+m.Content, user.suffix)
+	}
+	var ids []int32
+	if afterSystem {
+		ids = tm.enc(user.suffix)
 	}
 	switch {
 	case m.Role == System && tm.fold:
-		ids = append(ids, user.prefix...)
-		return append(ids, tm.tok.Encode(m.Content)...)
+		return append(ids, tm.encMessage(user.prefix, m.Content, "")...)
 	case m.Role == Assistant && m.Tokens != nil:
 		f := tm.roles[Assistant]
-		ids = append(ids, f.prefix...)
+		ids = append(ids, tm.enc(f.prefix)...)
 		ids = append(ids, m.Tokens...)
-		return append(ids, f.suffix...)
+		return append(ids, tm.enc(f.suffix)...)
 	}
 	f := user
 	if m.Role == System || m.Role == Assistant {
 		f = tm.roles[m.Role]
 	}
-	ids = append(ids, f.prefix...)
-	ids = append(ids, tm.tok.Encode(m.Content)...)
-	return append(ids, f.suffix...)
+	return append(ids, tm.encMessage(f.prefix, m.Content, f.suffix)...)
 }
 
 // openSystem reports whether the rendering of msgs[:i] ends inside a user
@@ -271,14 +311,14 @@ func (tm *Template) openSystem(msgs []Message, i int) bool {
 // follows: what Encode appends for addGenerationPrompt after a user or
 // assistant message.
 func (tm *Template) GenerationPrompt() []int32 {
-	return slices.Clone(tm.roles[Assistant].prefix)
+	return tm.enc(tm.roles[Assistant].prefix)
 }
 
 // AssistantSuffix returns the tokens that close an assistant turn. A session
 // that keeps the generated tokens (stop token excluded) appends these before
 // the next message; the result is the rendering of a Generated message.
 func (tm *Template) AssistantSuffix() []int32 {
-	return slices.Clone(tm.roles[Assistant].suffix)
+	return tm.enc(tm.roles[Assistant].suffix)
 }
 
 // Generated returns the assistant message for tokens the model sampled after

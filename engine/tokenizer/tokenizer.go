@@ -269,6 +269,12 @@ func (t *Tokenizer) Piece(id int32) (string, bool) {
 	return t.pieces[id].text, true
 }
 
+// IsSpecial reports whether id is a control or user-defined token (<bos>,
+// <|im_end|>, <start_of_turn>, <think>): a token a chat template may name.
+func (t *Tokenizer) IsSpecial(id int32) bool {
+	return t.valid(id) && (t.pieces[id].kind == pieceControl || t.pieces[id].kind == pieceUserDefined)
+}
+
 func (t *Tokenizer) valid(id int32) bool { return id >= 0 && int(id) < len(t.pieces) }
 
 // Encode returns the token ids of text. No bos or eos is added: that is the

@@ -50,8 +50,8 @@ type apiModel struct {
 	maxPending int64
 }
 
-func newAPI(models []*servedModel, cfg Config) (a *api, err error) {
-	a = &api{models: make(map[string]*apiModel), maxBody: cfg.MaxBodyBytes, created: time.Now().Unix(), logf: cfg.Logf}
+func newAPI(models []*servedModel, cfg Config) (*api, error) {
+	a := &api{models: make(map[string]*apiModel), maxBody: cfg.MaxBodyBytes, created: time.Now().Unix(), logf: cfg.Logf}
 	if a.maxBody <= 0 {
 		a.maxBody = defaultMaxBody
 	}
@@ -62,11 +62,6 @@ func newAPI(models []*servedModel, cfg Config) (a *api, err error) {
 	if a.logf == nil {
 		a.logf = func(string, ...any) {}
 	}
-	defer func() {
-		if err != nil {
-			a.close()
-		}
-	}()
 	opts := cfg.Engine
 	if opts.Notice == nil {
 		opts.Notice = func(s string) { a.logf("wick serve: %s", s) }
@@ -74,7 +69,10 @@ func newAPI(models []*servedModel, cfg Config) (a *api, err error) {
 	for _, sm := range models {
 		m, err := engine.Load(sm.dir, opts)
 		if err != nil {
-			return nil, fmt.Errorf("api: %w", err)
+			// a, not a named result, so that the models loaded so far are
+			// still there to close.
+			a.close()
+			return nil, fmt.Errorf("api: model %s: %w", sm.name, err)
 		}
 		am := &apiModel{name: sm.name, m: m, turn: make(chan struct{}, 1), maxPending: int64(maxQueue) + 1}
 		a.models[sm.name] = am

@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/wick-run/wick/engine"
 	"github.com/wick-run/wick/engine/chat"
+	"github.com/wick-run/wick/engine/tokenizer"
 )
 
 // The native API: an OpenAI-compatible chat completions endpoint over the
@@ -32,6 +34,11 @@ type api struct {
 	models  map[string]*apiModel
 	order   []*apiModel
 	maxBody int64
+	// parsing admits a few requests at a time to decoding and tokenizing,
+	// the steps whose memory grows with the body: without it, every
+	// request in flight would hold its parsed copies and token lists at
+	// once, long before the model's queue bounds anything.
+	parsing chan struct{}
 	created int64 // when the models were loaded, for /v1/models
 	logf    func(string, ...any)
 
@@ -45,13 +52,15 @@ type api struct {
 type apiModel struct {
 	name       string
 	m          *engine.Model
+	maxPrompt  int // bytes of message text that certainly take more tokens than the context holds
 	turn       chan struct{} // holds a token while a session runs
 	pending    atomic.Int64  // requests waiting or running
 	maxPending int64
 }
 
 func newAPI(models []*servedModel, cfg Config) (*api, error) {
-	a := &api{models: make(map[string]*apiModel), maxBody: cfg.MaxBodyBytes, created: time.Now().Unix(), logf: cfg.Logf}
+	a := &api{models: make(map[string]*apiModel), maxBody: cfg.MaxBodyBytes, created: time.Now().Unix(), logf: cfg.Logf,
+		parsing: make(chan struct{}, runtime.GOMAXPROCS(0))}
 	if a.maxBody <= 0 {
 		a.maxBody = defaultMaxBody
 	}
@@ -74,11 +83,27 @@ func newAPI(models []*servedModel, cfg Config) (*api, error) {
 			a.close()
 			return nil, fmt.Errorf("api: model %s: %w", sm.name, err)
 		}
-		am := &apiModel{name: sm.name, m: m, turn: make(chan struct{}, 1), maxPending: int64(maxQueue) + 1}
+		am := &apiModel{name: sm.name, m: m, turn: make(chan struct{}, 1), maxPending: int64(maxQueue) + 1,
+			maxPrompt: m.Context() * maxPieceBytes(m.Tokenizer)}
 		a.models[sm.name] = am
 		a.order = append(a.order, am)
 	}
 	return a, nil
+}
+
+// maxPieceBytes is the most bytes of text one token of tok stands for: the
+// longest piece as stored, which spells every byte it covers with at least
+// one byte ("▁" for a space, one character per byte in byte-level BPE). So
+// a text of more than context*maxPieceBytes bytes cannot fit the context,
+// and is refused without being tokenized.
+func maxPieceBytes(tok *tokenizer.Tokenizer) int {
+	longest := 1
+	for id := range tok.Vocab() {
+		if p, ok := tok.Piece(int32(id)); ok {
+			longest = max(longest, len(p))
+		}
+	}
+	return longest
 }
 
 func (a *api) close() error {
@@ -148,26 +173,9 @@ func (a *api) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	if !allow(w, r, http.MethodPost) {
 		return
 	}
-	req, am, aerr := a.readRequest(w, r)
+	req, am, history, last, params, aerr := a.parseRequest(w, r)
 	if aerr != nil {
 		aerr.write(w)
-		return
-	}
-	history, last, aerr := req.conversation()
-	if aerr != nil {
-		aerr.write(w)
-		return
-	}
-	params, aerr := req.genParams()
-	if aerr != nil {
-		aerr.write(w)
-		return
-	}
-	// Refuse a conversation too long for the context before it queues. The
-	// engine checks again, but by then a stream may have begun.
-	prompt := am.m.Template.Encode(append(slices.Clip(history), chat.Message{Role: chat.User, Content: last}), true)
-	if n, limit := len(prompt), am.m.Context(); n >= limit {
-		invalid("messages", "context_length_exceeded", "the messages take %d tokens; model %s holds %d per conversation (prompt and reply): shorten the conversation", n, am.name, limit).write(w)
 		return
 	}
 	ctx, cancel := context.WithCancel(r.Context())
@@ -219,16 +227,51 @@ func (a *api) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// readRequest reads and parses the body and finds the model it names.
-func (a *api) readRequest(w http.ResponseWriter, r *http.Request) (*chatRequest, *apiModel, *apiError) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return nil, nil, newAPIError(http.StatusRequestEntityTooLarge, "invalid_request_error", "", "", fmt.Sprintf("the body is larger than the limit of %d bytes", tooBig.Limit))
-		}
-		return nil, nil, invalid("", "", "reading the body: %v", err)
+// parseRequest reads a chat completion request, then decodes and checks it,
+// with its conversation and sampling parameters, under the parsing
+// semaphore (the body is read outside it, so that a slow client holds only
+// its own connection).
+// Text too long for the model's context is refused by its byte length
+// before anything is tokenized; the rest is tokenized once here, to refuse
+// a conversation too long for the context before it queues (the engine
+// checks again, but by then a stream may have begun).
+func (a *api) parseRequest(w http.ResponseWriter, r *http.Request) (req *chatRequest, am *apiModel, history []chat.Message, last string, params engine.GenParams, aerr *apiError) {
+	body, aerr := a.readBody(w, r)
+	if aerr != nil {
+		return
 	}
+	select {
+	case a.parsing <- struct{}{}:
+		defer func() { <-a.parsing }()
+	case <-r.Context().Done():
+		return nil, nil, nil, "", params, invalid("", "", "the client went away")
+	}
+	if req, am, aerr = a.decodeRequest(body); aerr != nil {
+		return
+	}
+	if history, last, aerr = req.conversation(); aerr != nil {
+		return
+	}
+	if params, aerr = req.genParams(); aerr != nil {
+		return
+	}
+	n := len(last)
+	for _, m := range history {
+		n += len(m.Content)
+	}
+	if n > am.maxPrompt {
+		aerr = invalid("messages", "context_length_exceeded", "the messages hold %d bytes of text, more than the %d tokens model %s holds per conversation could take: shorten the conversation", n, am.m.Context(), am.name)
+		return
+	}
+	prompt := am.m.Template.Encode(append(slices.Clip(history), chat.Message{Role: chat.User, Content: last}), true)
+	if n, limit := len(prompt), am.m.Context(); n >= limit {
+		aerr = invalid("messages", "context_length_exceeded", "the messages take %d tokens; model %s holds %d per conversation (prompt and reply): shorten the conversation", n, am.name, limit)
+	}
+	return
+}
+
+// decodeRequest parses the body and finds the model it names.
+func (a *api) decodeRequest(body []byte) (*chatRequest, *apiModel, *apiError) {
 	req, aerr := decodeChatRequest(body)
 	if aerr != nil {
 		return nil, nil, aerr
@@ -241,6 +284,35 @@ func (a *api) readRequest(w http.ResponseWriter, r *http.Request) (*chatRequest,
 		return nil, nil, invalid("model", "model_not_found", "no model %q: this server runs %v", req.Model, a.names())
 	}
 	return req, am, nil
+}
+
+// readBody reads the body, at most maxBody bytes, into a buffer of its
+// declared length where it has one (io.ReadAll would double its way there,
+// leaving garbage of about the same size).
+func (a *api) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
+	tooBig := func() *apiError {
+		return newAPIError(http.StatusRequestEntityTooLarge, "invalid_request_error", "", "", fmt.Sprintf("the body is larger than the limit of %d bytes", a.maxBody))
+	}
+	if r.ContentLength > a.maxBody {
+		return nil, tooBig()
+	}
+	body := http.MaxBytesReader(w, r.Body, a.maxBody)
+	var data []byte
+	var err error
+	if r.ContentLength >= 0 {
+		data = make([]byte, r.ContentLength)
+		_, err = io.ReadFull(body, data)
+	} else {
+		data, err = io.ReadAll(body)
+	}
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooBig()
+		}
+		return nil, invalid("", "", "reading the body: %v", err)
+	}
+	return data, nil
 }
 
 func (a *api) names() []string {

@@ -52,7 +52,7 @@ type api struct {
 type apiModel struct {
 	name       string
 	m          *engine.Model
-	maxPrompt  int // bytes of message text that certainly take more tokens than the context holds
+	maxPrompt  int           // bytes of message text that certainly take more tokens than the context holds
 	turn       chan struct{} // holds a token while a session runs
 	pending    atomic.Int64  // requests waiting or running
 	maxPending int64
@@ -170,7 +170,7 @@ func (a *api) getModel(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) chatCompletions(w http.ResponseWriter, r *http.Request) {
-	if !allow(w, r, http.MethodPost) {
+	if !allow(w, r, http.MethodPost) || !jsonBody(w, r) {
 		return
 	}
 	req, am, history, last, params, aerr := a.parseRequest(w, r)

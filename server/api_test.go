@@ -288,6 +288,7 @@ func TestClientDisconnect(t *testing.T) {
 	req := request("cai-tiny", true, 200, msg{"role": "user", "content": "Tell me a long story."})
 	body, _ := json.Marshal(req)
 	hreq, _ := http.NewRequestWithContext(ctx, "POST", hs.URL+"/v1/chat/completions", bytes.NewReader(body))
+	hreq.Header.Set("Content-Type", "application/json")
 	resp, err := hs.Client().Do(hreq)
 	if err != nil {
 		t.Fatal(err)

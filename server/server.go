@@ -15,7 +15,9 @@ import (
 	"fmt"
 	"io/fs"
 	"log"
+	"net"
 	"net/http"
+	"net/url"
 	"path"
 	"path/filepath"
 	"strings"
@@ -48,6 +50,19 @@ type Config struct {
 	MaxQueue int
 	// Logf receives what the server logs; nil means log.Printf.
 	Logf func(format string, args ...any)
+
+	// Addr is the address the server listens on, as given to -addr; its
+	// host is a name the server answers to (on a wildcard address, every
+	// interface address is). Empty means loopback names only.
+	Addr string
+	// CertNames are the DNS names and addresses of the TLS certificate,
+	// which the server also answers to.
+	CertNames []string
+	// AllowHosts are more Host names to answer to (-allow-host).
+	AllowHosts []string
+	// AllowOrigins are origins ("https://app.example") whose pages may use
+	// the API; they get CORS headers (-allow-origin).
+	AllowOrigins []string
 }
 
 // Server is an http.Handler for the page, the models and the API. Close it
@@ -61,6 +76,9 @@ type Server struct {
 	api    *api // nil when the API is off
 	csp    string
 	mux    *http.ServeMux
+	hosts  *hostPolicy
+	// allowOrigins may use the API from their pages (see guard.go).
+	allowOrigins []string
 }
 
 // New checks every model directory and prepares the page's assets (and, with
@@ -88,6 +106,15 @@ func (s *Server) init(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if s.hosts, err = newHostPolicy(cfg.Addr, cfg.CertNames, cfg.AllowHosts, net.InterfaceAddrs); err != nil {
+		return err
+	}
+	for _, o := range cfg.AllowOrigins {
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.User != nil || u.Fragment != "" {
+			return fmt.Errorf("server: -allow-origin %q: want an origin, scheme://host[:port], with no path", o)
+		}
+	}
+	s.allowOrigins = cfg.AllowOrigins
 	for _, dir := range cfg.Models {
 		name := filepath.Base(filepath.Clean(dir))
 		if err := checkModelName(name); err != nil {
@@ -151,13 +178,21 @@ func getOnly(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// ServeHTTP sets the security headers and routes the request. Paths that
-// are not in canonical form are refused outright, not redirected: then no
-// second spelling of a path can reach what the first cannot.
+// ServeHTTP sets the security headers, checks the request's Host and, for
+// the API, its Origin (guard.go), and routes it. Paths that are not in
+// canonical form are refused outright, not redirected: then no second
+// spelling of a path can reach what the first cannot.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	setSecurityHeaders(w.Header(), s.csp)
 	if !canonicalPath(r.URL.Path) {
 		http.NotFound(w, r)
+		return
+	}
+	if !s.hosts.allows(r.Host) {
+		refuseHost(w, r)
+		return
+	}
+	if strings.HasPrefix(r.URL.Path, "/v1/") && !s.apiOrigin(w, r) {
 		return
 	}
 	s.mux.ServeHTTP(w, r)

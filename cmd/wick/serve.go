@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"net"
@@ -28,6 +29,9 @@ func (d *dirList) Set(v string) error {
 	return nil
 }
 
+// The flags -allow-host and -allow-origin reuse dirList: a list of strings,
+// one per use of the flag.
+
 func runServe(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var models dirList
@@ -39,6 +43,12 @@ func runServe(args []string) error {
 	f32 := fs.Bool("f32", false, "API: run an int8 model in the float32 mode")
 	ctxLen := fs.Int("context", 0, "API: positions of KV cache per conversation (default: the model's context_len, at most 4096)")
 	queue := fs.Int("queue", 0, "API: most requests waiting per model before 429 (default 64)")
+	var allowHosts, allowOrigins dirList
+	fs.Var(&allowHosts, "allow-host", "also answer to this Host name (repeat for several); loopback names, the -addr host and the certificate's names always work")
+	fs.Var(&allowOrigins, "allow-origin", "let pages of this origin (https://app.example) use the API, with CORS (repeat for several)")
+	tlsCert := fs.String("tls-cert", "", "serve https with this PEM certificate (with -tls-key)")
+	tlsKey := fs.String("tls-key", "", "the PEM private key of -tls-cert")
+	selfSigned := fs.Bool("tls-self-signed", false, "serve https with a fresh self-signed certificate for the interface addresses; prints its SPKI hash for Chromium")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -48,10 +58,28 @@ func runServe(args []string) error {
 	if len(models) == 0 {
 		models = dirList{"models/wick-cai-21m"}
 	}
+	var tlsCfg *tls.Config
+	var certNames []string
+	var spki string
+	var err error
+	switch {
+	case *selfSigned && (*tlsCert != "" || *tlsKey != ""):
+		return fmt.Errorf("-tls-self-signed and -tls-cert/-tls-key exclude each other")
+	case (*tlsCert == "") != (*tlsKey == ""):
+		return fmt.Errorf("-tls-cert and -tls-key go together")
+	case *tlsCert != "":
+		tlsCfg, certNames, err = server.LoadCert(*tlsCert, *tlsKey)
+	case *selfSigned:
+		tlsCfg, certNames, spki, err = server.SelfSigned(*addr, net.InterfaceAddrs)
+	}
+	if err != nil {
+		return err
+	}
 	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
 	srv, err := server.New(server.Config{
 		Models: models, ShardBase: *shardBase, API: *api, MaxQueue: *queue, Logf: logf,
 		Engine: engine.Options{Backend: *backend, Float32: *f32, Context: *ctxLen},
+		Addr:   *addr, CertNames: certNames, AllowHosts: allowHosts, AllowOrigins: allowOrigins,
 	})
 	if err != nil {
 		return err
@@ -61,8 +89,23 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
-	url := "http://" + ln.Addr().String() + "/"
+	scheme := "http"
+	if tlsCfg != nil {
+		scheme = "https"
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	urls, err := server.URLs(ln.Addr(), scheme, net.InterfaceAddrs)
+	if err != nil {
+		return err
+	}
+	url := urls[0]
 	fmt.Printf("wick serve: %s\n", url)
+	for _, other := range urls[1:] {
+		fmt.Printf("  also at %s\n", other)
+	}
+	if spki != "" {
+		fmt.Printf("  self-signed certificate, SPKI sha256 %s\n  (chromium --ignore-certificate-errors-spki-list=%s)\n", spki, spki)
+	}
 	for _, name := range srv.Models() {
 		fmt.Printf("  model %s at %smodels/%s/\n", name, url, name)
 	}

@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -235,7 +234,7 @@ func (s *Server) serveModelFile(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", mf.contentType)
 	h.Set("Cache-Control", mf.cacheControl)
 	h.Set("ETag", mf.etag)
-	http.ServeContent(w, r, file, time.Time{}, f)
+	serveContent(w, r, st.Size(), f)
 }
 
 // serveBlob serves an in-memory body with its ETag.
@@ -244,7 +243,7 @@ func serveBlob(w http.ResponseWriter, r *http.Request, b *blob, contentType, cac
 	h.Set("Content-Type", contentType)
 	h.Set("Cache-Control", cacheControl)
 	h.Set("ETag", b.etag)
-	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b.data))
+	serveContent(w, r, int64(len(b.data)), bytes.NewReader(b.data))
 }
 
 func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {

@@ -5,12 +5,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 
@@ -41,11 +43,12 @@ type servedModel struct {
 	manifest *blob  // as served: shard_base_url rewritten where asked
 	baseURL  string // the served manifest's shard_base_url
 	files    map[string]modelFile
+	hashed   sync.WaitGroup // the background hashing of files
 }
 
 // modelFile is a file the manifest lists, with what the server tells about it.
 type modelFile struct {
-	size         int64
+	*verifiedFile
 	etag         string
 	contentType  string
 	cacheControl string
@@ -67,9 +70,9 @@ func etagOf(sum string) string { return `"sha256:` + sum + `"` }
 
 // openServedModel reads and checks dir's manifest and confirms that every
 // file it lists is a regular file of the listed size inside dir. shardBase,
-// when not empty, becomes the served manifest's shard_base_url. The shards'
-// hashes are not checked here: that would read every byte at every start,
-// and the page checks each shard it downloads anyway.
+// when not empty, becomes the served manifest's shard_base_url. The files'
+// hashes are checked before they are served (see verifiedFile), not here,
+// so that a server starts without reading every byte first.
 func openServedModel(name, dir, shardBase string) (m *servedModel, err error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
@@ -103,8 +106,8 @@ func openServedModel(name, dir, shardBase string) (m *servedModel, err error) {
 	m = &servedModel{name: name, dir: dir, root: root, man: man, cfg: cfg, manifest: newBlob(data), baseURL: shardBase, files: make(map[string]modelFile)}
 	for _, s := range man.GetShards() {
 		m.files[s.GetFile()] = modelFile{
-			size: int64(s.GetSize()), etag: etagOf(s.GetSha256()),
-			contentType: "application/octet-stream", cacheControl: cacheImmutable,
+			verifiedFile: &verifiedFile{name: s.GetFile(), size: int64(s.GetSize()), sha256: s.GetSha256()},
+			etag:         etagOf(s.GetSha256()), contentType: "application/octet-stream", cacheControl: cacheImmutable,
 		}
 	}
 	if t := man.GetTokenizer(); t != nil {
@@ -112,7 +115,10 @@ func openServedModel(name, dir, shardBase string) (m *servedModel, err error) {
 		if t.GetKind() == manifestpb.TokenizerKind_TOKENIZER_KIND_HF_JSON {
 			ct = "application/json"
 		}
-		m.files[t.GetFile()] = modelFile{size: int64(t.GetSize()), etag: etagOf(t.GetSha256()), contentType: ct, cacheControl: cacheRevalidate}
+		m.files[t.GetFile()] = modelFile{
+			verifiedFile: &verifiedFile{name: t.GetFile(), size: int64(t.GetSize()), sha256: t.GetSha256()},
+			etag:         etagOf(t.GetSha256()), contentType: ct, cacheControl: cacheRevalidate,
+		}
 	}
 	for file, f := range m.files {
 		st, err := root.Stat(file)
@@ -126,7 +132,30 @@ func openServedModel(name, dir, shardBase string) (m *servedModel, err error) {
 	return m, nil
 }
 
-func (m *servedModel) close() error { return m.root.Close() }
+// verifyInBackground hashes every file of m once, so that the first
+// requests rarely wait for it; a mismatch is logged now, and refused when
+// asked for.
+func (m *servedModel) verifyInBackground(logf func(string, ...any)) {
+	m.hashed.Add(1)
+	go func() {
+		defer m.hashed.Done()
+		for _, f := range m.files {
+			if _, done, err := f.open(m.root); err != nil {
+				logf("wick serve: model %s: %v", m.dir, err)
+			} else {
+				done()
+			}
+		}
+	}()
+}
+
+func (m *servedModel) close() error {
+	for _, f := range m.files {
+		f.close()
+	}
+	m.hashed.Wait()
+	return m.root.Close()
+}
 
 // readSmall reads a whole file from root, refusing one above limit bytes
 // before reading it all.
@@ -217,24 +246,23 @@ func (s *Server) serveModelFile(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	f, err := m.root.Open(file)
-	if err != nil {
+	f, done, err := mf.open(m.root)
+	switch {
+	case errors.Is(err, errChanged):
+		s.logf("wick serve: model %s: %v", m.dir, err)
+		http.Error(w, fmt.Sprintf("model file %s %v", file, errChanged), http.StatusInternalServerError)
+		return
+	case err != nil:
 		s.logf("wick serve: model %s: %v", m.dir, err)
 		http.NotFound(w, r)
 		return
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || !st.Mode().IsRegular() || st.Size() != mf.size {
-		s.logf("wick serve: model %s: %s changed on disk since the server started (stat: %v)", m.dir, file, err)
-		http.Error(w, "model file unavailable", http.StatusInternalServerError)
-		return
-	}
+	defer done()
 	h := w.Header()
 	h.Set("Content-Type", mf.contentType)
 	h.Set("Cache-Control", mf.cacheControl)
 	h.Set("ETag", mf.etag)
-	serveContent(w, r, st.Size(), f)
+	serveContent(w, r, mf.size, io.NewSectionReader(f, 0, mf.size))
 }
 
 // serveBlob serves an in-memory body with its ETag.

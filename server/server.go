@@ -129,6 +129,7 @@ func (s *Server) init(cfg Config) error {
 		}
 		s.models = append(s.models, m)
 		s.byName[name] = m
+		m.verifyInBackground(s.logf)
 	}
 	assets := cfg.Assets
 	if assets == nil {

@@ -205,26 +205,54 @@ func parseShardBase(raw string) (shardBase, error) {
 	if raw == "" {
 		return shardBase{}, nil
 	}
-	u, err := url.Parse(strings.ReplaceAll(raw, modelPlaceholder, "m"))
-	if err != nil {
-		return shardBase{}, fmt.Errorf("server: shard base %q: %w", raw, err)
-	}
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		return shardBase{}, fmt.Errorf("server: shard base %q: want an http or https URL", raw)
-	case u.Host == "":
-		return shardBase{}, fmt.Errorf("server: shard base %q: no host", raw)
-	case u.Fragment != "" || u.RawQuery != "" || u.User != nil:
-		return shardBase{}, fmt.Errorf("server: shard base %q: no query, fragment or user info allowed (shard names are appended to it)", raw)
-	}
 	if !strings.HasSuffix(raw, "/") {
 		raw += "/"
 	}
-	return shardBase{url: raw, origin: u.Scheme + "://" + u.Host}, nil
+	b := shardBase{url: raw}
+	// Check the URL as a model's would be; forModel checks each again.
+	u, err := b.check(strings.ReplaceAll(raw, modelPlaceholder, "m"))
+	if err != nil {
+		return shardBase{}, err
+	}
+	b.origin = u.Scheme + "://" + u.Host
+	return b, nil
 }
 
-func (b shardBase) forModel(name string) string {
-	return strings.ReplaceAll(b.url, modelPlaceholder, name)
+// check parses a shard base URL with {model} substituted: an absolute http
+// or https URL, with no query, fragment or user info (shard names are
+// appended to it), and none of the characters that would end or extend a
+// directive of the Content-Security-Policy its origin goes into (';', ',',
+// quotes, whitespace) or anything else outside plain URL characters.
+func (b shardBase) check(s string) (*url.URL, error) {
+	fail := func(why string) (*url.URL, error) {
+		return nil, fmt.Errorf("server: shard base %q: %s", b.url, why)
+	}
+	for _, c := range s {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("-._~:/?#[]@!$&()*+=%", c)
+		if !ok {
+			return fail(fmt.Sprintf("character %q is not allowed (it could break the Content-Security-Policy)", c))
+		}
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return fail(err.Error())
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fail("want an http or https URL")
+	case u.Host == "" || u.Hostname() == "":
+		return fail("no host")
+	case u.Fragment != "" || u.RawQuery != "" || u.User != nil || u.Opaque != "":
+		return fail("no query, fragment or user info allowed (shard names are appended to it)")
+	}
+	return u, nil
+}
+
+func (b shardBase) forModel(name string) (string, error) {
+	s := strings.ReplaceAll(b.url, modelPlaceholder, name)
+	if _, err := b.check(s); err != nil {
+		return "", err
+	}
+	return s, nil
 }
 
 // serveModelFile serves a file the manifest lists: the manifest from memory,

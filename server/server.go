@@ -123,7 +123,13 @@ func (s *Server) init(cfg Config) error {
 		if prev, ok := s.byName[name]; ok {
 			return fmt.Errorf("server: models %s and %s would both be served as %q", prev.dir, dir, name)
 		}
-		m, err := openServedModel(name, dir, base.forModel(name))
+		var modelBase string
+		if base.url != "" {
+			if modelBase, err = base.forModel(name); err != nil {
+				return err
+			}
+		}
+		m, err := openServedModel(name, dir, modelBase)
 		if err != nil {
 			return fmt.Errorf("server: %w", err)
 		}

@@ -640,6 +640,19 @@ func TestNewErrors(t *testing.T) {
 		{"shard base not http", func(t *testing.T) Config { return Config{Models: testModelDirs[:1], ShardBase: "ftp://cdn/"} }, "http or https"},
 		{"shard base relative", func(t *testing.T) Config { return Config{Models: testModelDirs[:1], ShardBase: "/shards/"} }, "http or https"},
 		{"shard base with query", func(t *testing.T) Config { return Config{Models: testModelDirs[:1], ShardBase: "https://cdn/?sig=1"} }, "no query"},
+		{"shard base with a CSP separator", func(t *testing.T) Config {
+			return Config{Models: testModelDirs[:1], ShardBase: "https://cdn.example.com/;script-src 'unsafe-inline'/"}
+		}, "character ';' is not allowed"},
+		{"shard base with a quote", func(t *testing.T) Config {
+			return Config{Models: testModelDirs[:1], ShardBase: "https://cdn.example.com/'unsafe-eval'/"}
+		}, `character '\'' is not allowed`},
+		{"shard base with a comma", func(t *testing.T) Config {
+			return Config{Models: testModelDirs[:1], ShardBase: "https://cdn.example.com,evil.example/"}
+		}, "character ',' is not allowed"},
+		{"shard base with a space", func(t *testing.T) Config {
+			return Config{Models: testModelDirs[:1], ShardBase: "https://cdn.example.com/a b/"}
+		}, "character ' ' is not allowed"},
+		{"shard base without a host", func(t *testing.T) Config { return Config{Models: testModelDirs[:1], ShardBase: "https:///{model}/"} }, "no host"},
 		{"page without index.html", func(t *testing.T) Config {
 			return Config{Models: testModelDirs[:1], Assets: fstest.MapFS{"app.js": {Data: []byte("x")}}}
 		}, "index.html"},

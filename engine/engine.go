@@ -101,13 +101,13 @@ type Model struct {
 }
 
 // Load opens the model directory dir, verifies its files, and prepares the
-// backend opts ask for: format.Open, LoadWeights, the backend, then
-// Assemble.
+// backend opts ask for: Check, LoadWeights, the backend, then Assemble.
 func Load(dir string, opts Options) (*Model, error) {
-	f, err := format.Open(dir)
+	c, err := Check(dir)
 	if err != nil {
 		return nil, err
 	}
+	f := c.Format
 	w, err := f.LoadWeights()
 	if err != nil {
 		return nil, err
@@ -147,17 +147,9 @@ func Assemble(f *format.Model, cfg *model.Config, b Backend, opts Options) (*Mod
 	if base := f.Config(); cfg.Vocab != base.Vocab || cfg.ContextLen != base.ContextLen {
 		return nil, fmt.Errorf("assemble model %s: the config as run (vocab %d, context_len %d) is not the manifest's (vocab %d, context_len %d)", dir, cfg.Vocab, cfg.ContextLen, base.Vocab, base.ContextLen)
 	}
-	tokData, err := f.ReadTokenizer()
+	tok, tmpl, err := checkTokenizer(f)
 	if err != nil {
 		return nil, err
-	}
-	tok, err := tokenizer.FromBytes(f.TokenizerPath(), tokData)
-	if err != nil {
-		return nil, fmt.Errorf("load model %s: %w", dir, err)
-	}
-	tmpl, err := chat.New(f.Manifest().GetChat(), tok)
-	if err != nil {
-		return nil, fmt.Errorf("load model %s: chat template: %w", dir, err)
 	}
 	ctx := opts.Context
 	if ctx == 0 {

@@ -14,6 +14,7 @@ import (
 	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/format/manifestpb"
 	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/internal/testmodel"
 )
 
 // closeCounter is a backend that only counts how many were made and closed,
@@ -71,23 +72,23 @@ func TestAPILoadFailures(t *testing.T) {
 			bad[len(bad)/2] ^= 1
 			os.WriteFile(filepath.Join(dir, shard), bad, 0o644)
 			return dir, engine.Options{}
-		}, []string{shard, "sha256 mismatch", "model m"}},
+		}, []string{shard, "sha256 mismatch", "DIR"}},
 		{"corrupted tokenizer", func(t *testing.T) (string, engine.Options) {
 			dir := copyModel(t, testModelDirs[0], "m")
 			tok := readFile(t, filepath.Join(dir, "tokenizer.model"))
 			tok[len(tok)/2] ^= 1
 			os.WriteFile(filepath.Join(dir, "tokenizer.model"), tok, 0o644)
 			return dir, engine.Options{}
-		}, []string{"tokenizer", "sha256 mismatch", "model m"}},
+		}, []string{"tokenizer", "sha256 mismatch", "DIR"}},
 		{"wrong sha", func(t *testing.T) (string, engine.Options) {
 			return editModelManifest(t, func(m *manifestpb.Manifest) { m.Tokenizer.Sha256 = strings.Repeat("0", 64) }), engine.Options{}
-		}, []string{"tokenizer", "sha256 mismatch", "model m"}},
+		}, []string{"tokenizer", "sha256 mismatch", "DIR"}},
 		{"no stop_ids", func(t *testing.T) (string, engine.Options) {
 			return editModelManifest(t, func(m *manifestpb.Manifest) { m.Chat.StopIds = nil }), engine.Options{}
-		}, []string{"no stop_ids", "model m"}},
+		}, []string{"no stop_ids", "DIR"}},
 		{"no tokenizer", func(t *testing.T) (string, engine.Options) {
 			return editModelManifest(t, func(m *manifestpb.Manifest) { m.Tokenizer = nil }), engine.Options{}
-		}, []string{"names no tokenizer", "model m"}},
+		}, []string{"names no tokenizer", "DIR"}},
 		{"bogus backend", func(t *testing.T) (string, engine.Options) {
 			return copyModel(t, testModelDirs[0], "m"), engine.Options{Backend: "bogus"}
 		}, []string{`unknown backend "bogus"`, "model plain-tiny"}},
@@ -110,12 +111,34 @@ func TestAPILoadFailures(t *testing.T) {
 				t.Fatal("New succeeded")
 			}
 			for _, w := range tc.want {
+				if w == "DIR" {
+					w = dir // the directory of the model that failed
+				}
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not say %q", err, w)
 				}
 			}
 			if m, c := counted.made.Load()-made, counted.closed.Load()-closed; m != c {
 				t.Errorf("%d backends made, %d closed", m, c)
+			}
+		})
+	}
+}
+
+// TestStaticServeRefusesWhatEngineRefuses checks that wick serve, even
+// without -api, refuses every model the engine would (it used to offer the
+// page models that no session could run), saying the same as engine.Check.
+func TestStaticServeRefusesWhatEngineRefuses(t *testing.T) {
+	for name, tc := range testmodel.BrokenDirs(t, testModelDirs[0]) {
+		t.Run(name, func(t *testing.T) {
+			_, want := engine.Check(tc.Dir)
+			s, err := New(Config{Models: []string{tc.Dir}, Assets: testAssets(), Logf: t.Logf})
+			if err == nil {
+				s.Close()
+				t.Fatal("New served a model the engine refuses")
+			}
+			if want == nil || !strings.Contains(err.Error(), want.Error()) || !strings.Contains(err.Error(), tc.Want) {
+				t.Errorf("New: %v; engine.Check: %v; want both to say %q", err, want, tc.Want)
 			}
 		})
 	}

@@ -140,7 +140,9 @@ func (m *servedModel) verifyInBackground(logf func(string, ...any)) {
 	go func() {
 		defer m.hashed.Done()
 		for _, f := range m.files {
-			if _, done, err := f.open(m.root); err != nil {
+			if _, done, err := f.open(m.root); errors.Is(err, errClosed) {
+				return
+			} else if err != nil {
 				logf("wick serve: model %s: %v", m.dir, err)
 			} else {
 				done()

@@ -123,6 +123,11 @@ func (s *Server) init(cfg Config) error {
 		if prev, ok := s.byName[name]; ok {
 			return fmt.Errorf("server: models %s and %s would both be served as %q", prev.dir, dir, name)
 		}
+		// The engine's own check, so that the page is never offered a model
+		// the engine would refuse.
+		if _, err := engine.Check(dir); err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
 		var modelBase string
 		if base.url != "" {
 			if modelBase, err = base.forModel(name); err != nil {

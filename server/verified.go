@@ -36,6 +36,9 @@ type openFile struct {
 	stale bool
 }
 
+// errClosed is what open returns once the server is closing.
+var errClosed = errors.New("server closed")
+
 // errChanged marks a file whose bytes no longer match its manifest.
 var errChanged = errors.New("does not match its manifest's sha256 (changed on disk since the server started)")
 
@@ -45,7 +48,7 @@ func (v *verifiedFile) open(root *os.Root) (*os.File, func(), error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closed {
-		return nil, nil, errors.New("server closed")
+		return nil, nil, errClosed
 	}
 	if v.cur != nil && !v.changed(root) {
 		return v.acquire()

@@ -6,7 +6,7 @@ import (
 	"os"
 	"text/tabwriter"
 
-	"github.com/wick-run/wick/engine/format"
+	"github.com/wick-run/wick/engine"
 	"github.com/wick-run/wick/engine/model"
 )
 
@@ -23,10 +23,11 @@ func runInspect(args []string) error {
 	if fs.NArg() != 1 {
 		return fmt.Errorf("usage: wick inspect [-verify=false] DIR")
 	}
-	f, err := format.Open(fs.Arg(0))
+	checked, err := engine.Check(fs.Arg(0))
 	if err != nil {
 		return err
 	}
+	f := checked.Format
 	if *verify {
 		if err := f.Verify(); err != nil {
 			return err
@@ -64,11 +65,23 @@ func runInspect(args []string) error {
 	fmt.Fprintf(w, "ffn\t%v\n", c.Activation)
 	fmt.Fprintf(w, "embedding\ttied %v, scale %g; attention scale %g; final softcap %g\n", c.TiedEmbedding, c.Embedding(), c.Scale(), c.FinalSoftcap)
 	fmt.Fprintf(w, "\nKV cache\tbytes/token\ttotal\tMHA, all global, unshared\treduction\n")
-	for _, ctx := range []int{1024, 8192, 32768} {
+	for _, ctx := range kvQuoteLengths(c.ContextLen) {
 		kv, base := c.KVBytes(ctx), c.BaselineKVBytes(ctx)
 		fmt.Fprintf(w, "  at %d\t%.0f\t%s\t%s\t%.1fx\n", ctx, c.KVBytesPerToken(ctx), human(kv), human(base), float64(base)/float64(kv))
 	}
 	return nil
+}
+
+// kvQuoteLengths are the context lengths to quote KV sizes at: the usual
+// ones the model can hold, and its own context.
+func kvQuoteLengths(contextLen int) []int {
+	var out []int
+	for _, n := range []int{1024, 8192, 32768} {
+		if n < contextLen {
+			out = append(out, n)
+		}
+	}
+	return append(out, contextLen)
 }
 
 func attnName(c *model.Config) string {

@@ -12,12 +12,12 @@ import (
 )
 
 func init() {
-	commands["convert"] = command{"convert a Hugging Face checkpoint (Gemma 3, Llama) into a wick model", runConvert}
+	commands["convert"] = command{"convert a Hugging Face checkpoint (Gemma 3, Llama 2/3, SmolLM2) into a wick model", runConvert}
 }
 
 func runConvert(args []string) error {
 	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
-	in := fs.String("in", "", "Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.model)")
+	in := fs.String("in", "", "Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.model or tokenizer.json)")
 	out := fs.String("out", "", "wick model directory to write")
 	q := fs.String("quant", "int8", "matrix dtype: int8 (per output row) or f32")
 	shard := fs.String("shard-size", "32MiB", "largest shard file, in bytes or with a KiB, MiB or GiB suffix")
@@ -57,6 +57,9 @@ func runConvert(args []string) error {
 	}
 	fmt.Printf("%s -> %s: %s, %d layers (%d local), %d heads / %d KV heads, vocab %d, %.1fM parameters, %v\n",
 		*in, *out, res.Arch, len(c.Layers), local, c.Heads, c.KVHeads, c.Vocab, float64(c.Params())/1e6, c.DType)
+	for _, n := range res.ChatNotes {
+		fmt.Printf("chat template note: %s\n", n)
+	}
 	return nil
 }
 

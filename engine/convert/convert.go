@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/format/manifestpb"
@@ -38,6 +39,9 @@ type Options struct {
 	// Name is the model's name in the manifest; "" means the base name of
 	// the input directory.
 	Name string
+	// Now is the date a chat template prints (Llama 3's "Today Date"),
+	// frozen into the converted model; zero means the clock's.
+	Now time.Time
 }
 
 // Result describes a finished conversion.
@@ -45,6 +49,9 @@ type Result struct {
 	Arch      string        // the checkpoint's architecture, e.g. "Gemma3ForCausalLM"
 	Config    *model.Config // the converted model's config
 	Tokenizer string        // path of the tokenizer file that was copied
+	// ChatNotes list the conversations that the compiled chat template
+	// renders differently from the checkpoint's Jinja template.
+	ChatNotes []string
 }
 
 // family maps one architecture family's checkpoints onto wick.
@@ -54,8 +61,11 @@ type family struct {
 	// layerTensors names, for each of wick's per-layer tensor names, the
 	// checkpoint tensor under "model.layers.N.".
 	layerTensors map[string]string
-	// chat builds the chat template for tok.
-	chat func(c *hfConfig, tok *tokenizer.Tokenizer) (*manifestpb.ChatTemplate, error)
+	// chat builds the chat template for tok when the checkpoint has no
+	// Jinja chat template in tokenizer_config.json, or always when
+	// builtinChat is set.
+	chat        func(c *hfConfig, tok *tokenizer.Tokenizer) (*manifestpb.ChatTemplate, error)
+	builtinChat bool
 }
 
 // families are the supported architectures, by config.json's "architectures".
@@ -112,9 +122,21 @@ func convert(in, out string, opts Options) (*Result, error) {
 	if tok.Vocab() > cfg.Vocab {
 		return nil, fmt.Errorf("tokenizer %s has %d pieces, more than vocab_size %d", tokPath, tok.Vocab(), cfg.Vocab)
 	}
-	chat, err := fam.chat(hc, tok)
-	if err != nil {
-		return nil, err
+	var chat *manifestpb.ChatTemplate
+	var notes []string
+	if !fam.builtinChat {
+		now := opts.Now
+		if now.IsZero() {
+			now = time.Now()
+		}
+		if chat, notes, err = templateChat(in, hc, tok, now); err != nil {
+			return nil, err
+		}
+	}
+	if chat == nil {
+		if chat, err = fam.chat(hc, tok); err != nil {
+			return nil, err
+		}
 	}
 	ck, err := openCheckpoint(in)
 	if err != nil {
@@ -143,7 +165,7 @@ func convert(in, out string, opts Options) (*Result, error) {
 	if err := w.Finish(name, cfg, tokPath, chat); err != nil {
 		return nil, err
 	}
-	return &Result{Arch: arch, Config: cfg, Tokenizer: tokPath}, nil
+	return &Result{Arch: arch, Config: cfg, Tokenizer: tokPath, ChatNotes: notes}, nil
 }
 
 // pickFamily finds the family of the checkpoint's one architecture.
@@ -290,27 +312,23 @@ func checkFinite(name string, row, cols int, vals []float32) error {
 }
 
 // findTokenizer picks the checkpoint's tokenizer: a SentencePiece
-// tokenizer.model. A checkpoint with only a tokenizer.json is refused:
-// engine/tokenizer, which the runtime (the browser's wasm module too) loads
-// models with, reads SentencePiece models only, and the pure-Go
-// github.com/sugarme/tokenizer would not serve Llama 3's byte-level BPE
-// either: its pre-tokenizer regexes go through Go's RE2 regexp, which
-// cannot compile the negative lookahead (\s+(?!\S)) of Llama 3's split
-// pattern.
+// tokenizer.model where there is one (Gemma ships both, and its
+// SentencePiece model is the one its chat format was checked with), else a
+// Hugging Face tokenizer.json (Llama 3, Qwen, SmolLM2, Phi). engine/tokenizer
+// reads both and refuses, by name, what it cannot encode faithfully.
 func findTokenizer(dir string) (string, *tokenizer.Tokenizer, error) {
-	path := filepath.Join(dir, "tokenizer.model")
-	if _, err := os.Stat(path); err != nil {
-		if !errors.Is(err, os.ErrNotExist) {
+	for _, name := range []string{"tokenizer.model", "tokenizer.json"} {
+		path := filepath.Join(dir, name)
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			continue
+		} else if err != nil {
 			return "", nil, err
 		}
-		if _, jerr := os.Stat(filepath.Join(dir, "tokenizer.json")); jerr == nil {
-			return "", nil, fmt.Errorf("%s has a tokenizer.json but no tokenizer.model: wick reads SentencePiece tokenizers only, not Hugging Face tokenizer.json (byte-level BPE, as Llama 3's)", dir)
+		tok, err := tokenizer.Load(path)
+		if err != nil {
+			return "", nil, err
 		}
-		return "", nil, fmt.Errorf("%s has no tokenizer.model (a SentencePiece model is needed)", dir)
+		return path, tok, nil
 	}
-	tok, err := tokenizer.Load(path)
-	if err != nil {
-		return "", nil, err
-	}
-	return path, tok, nil
+	return "", nil, fmt.Errorf("%s has no tokenizer.model or tokenizer.json", dir)
 }

@@ -4,15 +4,20 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/wick-run/wick/engine/chat"
 	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/engine/tokenizer"
 )
 
 const fixtureDir = "../../testdata/hf"
@@ -22,8 +27,12 @@ const fixtureDir = "../../testdata/hf"
 func copyFixture(t *testing.T, name string) string {
 	t.Helper()
 	dst := t.TempDir()
-	for _, f := range []string{"config.json", "model.safetensors", "tokenizer.model"} {
+	for _, f := range []string{"config.json", "model.safetensors", "tokenizer.model", "tokenizer.json",
+		"tokenizer_config.json", "generation_config.json"} {
 		data, err := os.ReadFile(filepath.Join(fixtureDir, name, f))
+		if errors.Is(err, os.ErrNotExist) && f != "config.json" && f != "model.safetensors" {
+			continue // the checkpoint's tokenizer files are of one kind or the other
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -188,13 +197,19 @@ func TestConvertErrors(t *testing.T) {
 			binary.LittleEndian.PutUint32(w.data[4*50:], math.Float32bits(float32(math.NaN())))
 			writeSafetensors(t, filepath.Join(dir, "model.safetensors"), ts)
 		}, `"model.layers.2.mlp.down_proj.weight": value NaN at row 0, column 50`},
-		{"tokenizer.json only", "llama", func(t *testing.T, dir string) {
+		{"tokenizer.json of an unsupported model type", "llama", func(t *testing.T, dir string) {
 			os.Remove(filepath.Join(dir, "tokenizer.model"))
-			os.WriteFile(filepath.Join(dir, "tokenizer.json"), []byte(`{"model": {"type": "BPE"}}`), 0o644)
-		}, "not Hugging Face tokenizer.json"},
+			os.WriteFile(filepath.Join(dir, "tokenizer.json"), []byte(`{"model": {"type": "Unigram", "vocab": [["a", 0]]}}`), 0o644)
+		}, `tokenizer.json: model type "Unigram" is not supported`},
 		{"no tokenizer", "llama", func(t *testing.T, dir string) {
 			os.Remove(filepath.Join(dir, "tokenizer.model"))
-		}, "no tokenizer.model"},
+		}, "no tokenizer.model or tokenizer.json"},
+		{"chat template that does not parse", "llama32", func(t *testing.T, dir string) {
+			os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(`{"eos_token": "<|eot_id|>", "chat_template": "{% for m in messages %}"}`), 0o644)
+		}, "tokenizer_config.json: chat template"},
+		{"stop token that is not special", "llama32", func(t *testing.T, dir string) {
+			os.WriteFile(filepath.Join(dir, "generation_config.json"), []byte(`{"eos_token_id": 5}`), 0o644)
+		}, "generation_config.json: eos_token_id: stop token 5"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := copyFixture(t, tc.fixture)
@@ -317,4 +332,94 @@ func TestHalfFloats(t *testing.T) {
 	if !math.IsNaN(float64(got[0])) {
 		t.Errorf("F16 0x7e00 = %v, want NaN", got[0])
 	}
+}
+
+// TestTemplateChat converts checkpoints with a tokenizer.json and a Jinja
+// chat template, loads the result, and checks the compiled chat format end
+// to end: bos, the stops from generation_config.json and the turn's closing
+// token, the date frozen at conversion, and the rendering of a
+// conversation against the ids Hugging Face gives for the template's text
+// (testdata/templates/reference.json's "multi" conversation).
+func TestTemplateChat(t *testing.T) {
+	now := time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		fixture, template string
+		stops             []string
+		wantInSystem      string
+	}{
+		{"llama32", "llama3.jinja", []string{"<|end_of_text|>", "<|eot_id|>"}, "Today Date: 02 Dec 2026"},
+		{"smollm2", "smollm2.jinja", []string{"<|im_end|>"}, ""},
+	} {
+		t.Run(tc.fixture, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "m")
+			res, err := Convert(filepath.Join(fixtureDir, tc.fixture), out, Options{DType: model.F32, Now: now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range res.ChatNotes {
+				t.Logf("note: %s", n)
+			}
+			f, err := format.Open(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, err := f.ReadTokenizer()
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok, err := tokenizer.FromBytes("tokenizer.json", data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ct := f.Manifest().GetChat()
+			var want []int32
+			for _, s := range tc.stops {
+				id, _ := tok.ID(s)
+				want = append(want, id)
+			}
+			if got := ct.GetStopIds(); !sameSet(got, want) {
+				t.Errorf("stop ids %v, want %v (%v)", got, want, tc.stops)
+			}
+			if !strings.Contains(ct.GetSystem().GetPrefix(), tc.wantInSystem) {
+				t.Errorf("system prefix %q lacks %q", ct.GetSystem().GetPrefix(), tc.wantInSystem)
+			}
+			tm, err := chat.New(ct, tok)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ref struct {
+				Templates map[string][]struct {
+					Conversation        string  `json:"conversation"`
+					AddGenerationPrompt bool    `json:"add_generation_prompt"`
+					IDs                 []int32 `json:"ids"`
+				} `json:"templates"`
+			}
+			raw, err := os.ReadFile("../../testdata/templates/reference.json")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(raw, &ref); err != nil {
+				t.Fatal(err)
+			}
+			msgs := []chat.Message{
+				{Role: chat.System, Content: "You are Captain Wren, a pirate who speaks in riddles."},
+				{Role: chat.User, Content: "Where is the treasure?"},
+				{Role: chat.Assistant, Content: "Under the old oak, where the crows sleep."},
+				{Role: chat.User, Content: "And the map? Show me 3 steps."},
+			}
+			for _, r := range ref.Templates[tc.template] {
+				if r.Conversation == "multi" && r.AddGenerationPrompt {
+					if got := tm.Encode(msgs, true); !slices.Equal(got, r.IDs) {
+						t.Errorf("Encode:\n got %v\nwant %v", got, r.IDs)
+					}
+					return
+				}
+			}
+			t.Fatal("no reference rendering")
+		})
+	}
+}
+
+func sameSet(a, b []int32) bool {
+	return len(a) == len(b) && !slices.ContainsFunc(a, func(x int32) bool { return !slices.Contains(b, x) })
 }

@@ -36,6 +36,7 @@ var gemma3 = family{
 		model.NameWDown:        "mlp.down_proj.weight",
 		model.NamePostFFNNorm:  "post_feedforward_layernorm.weight",
 	},
+	builtinChat: true,
 	chat: func(_ *hfConfig, tok *tokenizer.Tokenizer) (*manifestpb.ChatTemplate, error) {
 		return chat.GemmaChatTemplate(tok)
 	},

@@ -111,8 +111,8 @@ func llamaConfig(c *hfConfig) (*model.Config, error) {
 }
 
 // llamaChat is Llama 2's [INST] template, built from config.json's bos and
-// eos ids: the SentencePiece checkpoints wick reads are of that kind (Llama
-// 3's header-token template needs its tokenizer.json, which is refused).
+// eos ids, for checkpoints without a chat template in tokenizer_config.json
+// (Llama 3, Llama 3.2 and SmolLM2 have one, which is compiled instead).
 func llamaChat(c *hfConfig, tok *tokenizer.Tokenizer) (*manifestpb.ChatTemplate, error) {
 	id := func(key, piece string) (int32, error) {
 		ids, err := c.ints(key)

@@ -13,10 +13,18 @@ import (
 	_ "github.com/wick-run/wick/engine/webgpu" // the webgpu backend, checked against the same fixtures
 )
 
-// The fixtures are made by scripts/make_hf_fixtures.py with transformers
-// (see its doc comment); they are tiny random models, float32 weights for
-// Gemma 3 and bfloat16 for Llama.
-var fixtures = []string{"gemma3", "llama"}
+// The fixtures are made by scripts/make_hf_fixtures.py and
+// scripts/make_hf_family_fixtures.py with transformers (see their doc
+// comments); they are tiny random models, float32 or bfloat16 weights, the
+// newer ones with tokenizer.json and a Jinja chat template.
+var fixtures = []string{"gemma3", "llama", "llama32", "smollm2"}
+
+// int8Cosine is the least cosine similarity of int8 logits to
+// transformers' float32 ones, per fixture. The bar is 0.998, except for
+// smollm2, whose residual stream is 48 wide with heads of 16: per-token
+// int8 activation scales over so few values are coarse, and it measures
+// 0.99791 on every backend. Models of real width quantise far finer.
+var int8Cosine = map[string]float64{"gemma3": 0.998, "llama": 0.998, "llama32": 0.998, "smollm2": 0.997}
 
 func loadFixture(t *testing.T, name string) *parity.Fixture {
 	t.Helper()
@@ -32,7 +40,7 @@ func loadFixture(t *testing.T, name string) *parity.Fixture {
 //   - float32: within 1e-4, relative to the largest |logit| of each
 //     position, and identical greedy tokens;
 //   - int8 (W8A8, int8 KV): every position's cosine similarity at least
-//     0.99; greedy agreement is reported, not required.
+//     int8Cosine's bar; greedy agreement is reported, not required.
 func TestParity(t *testing.T) {
 	for _, name := range fixtures {
 		fx := loadFixture(t, name)
@@ -50,8 +58,8 @@ func TestParity(t *testing.T) {
 					t.Logf("max relative error %.3g, min cosine %.6f, greedy: first %d identical, %d/%d at equal steps",
 						r.MaxRelErr, r.MinCosine, r.GreedyPrefix, r.GreedySame, len(fx.Greedy))
 					if dtype == model.Int8 {
-						if r.MinCosine < 0.99 {
-							t.Errorf("min cosine similarity %.5f < 0.99", r.MinCosine)
+						if bar := int8Cosine[name]; r.MinCosine < bar {
+							t.Errorf("min cosine similarity %.5f < %g", r.MinCosine, bar)
 						}
 						return
 					}

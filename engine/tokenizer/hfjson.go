@@ -152,8 +152,15 @@ func parseHF(data []byte) (*hfTokenizer, []piece, error) {
 		return nil, nil, fmt.Errorf("tokenizer.json: %w", err)
 	}
 	var m hfBPEModel
-	if err := json.Unmarshal(f.Model, &m); err != nil {
+	if err := json.Unmarshal(f.Model, &struct {
+		Type *string `json:"type"`
+	}{&m.Type}); err != nil {
 		return nil, nil, fmt.Errorf("model: %w", err)
+	}
+	if m.Type == "BPE" {
+		if err := json.Unmarshal(f.Model, &m); err != nil {
+			return nil, nil, fmt.Errorf("model: %w", err)
+		}
 	}
 	if m.Type != "BPE" {
 		if m.Type == "" {

@@ -2,6 +2,7 @@ package convert
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/wick-run/wick/engine/model"
@@ -141,5 +142,23 @@ func checkScalars(t *testing.T, c, want *model.Config) {
 		got.RopeThetaGlobal != w.RopeThetaGlobal || got.RopeThetaLocal != w.RopeThetaLocal || got.RopeScaling != w.RopeScaling ||
 		got.NormEps != w.NormEps || got.AttnScale != w.AttnScale || got.TiedEmbedding != w.TiedEmbedding {
 		t.Errorf("config\n got %+v\nwant %+v", got, w)
+	}
+}
+
+// TestQwen3Refusals checks that Qwen3's sliding-window option, which no
+// released model turns on and wick does not map, is refused by name.
+func TestQwen3Refusals(t *testing.T) {
+	for _, tc := range []struct{ json, want string }{
+		{`{"architectures": ["Qwen3ForCausalLM"], "use_sliding_window": true}`, `"use_sliding_window" = true`},
+		{`{"architectures": ["Qwen3ForCausalLM"], "layer_types": ["full_attention", "sliding_attention"]}`, `layer 1 is "sliding_attention"`},
+		{`{"architectures": ["Qwen3ForCausalLM"], "attention_bias": true}`, `"attention_bias" = true`},
+	} {
+		c, err := parseHFConfig("config.json", []byte(tc.json))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := qwen3Config(c); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one containing %s", tc.json, err, tc.want)
+		}
 	}
 }

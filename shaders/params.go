@@ -46,7 +46,7 @@ type QKVParams struct {
 	Eps                             float32
 	Table, QNorm, KNorm             uint32
 	KWord, KSWord, VWord, VSWord    uint32
-	Pad0, Pad1                      uint32
+	Bias, BiasWord                  uint32
 }
 
 // ActParams mirrors act.wgsl.

@@ -74,8 +74,8 @@ struct QKVParams {
   ks_word: u32,
   v_word: u32,
   vs_word: u32,
-  pad0: u32,
-  pad1: u32,
+  bias: u32,      // 1: add the projection's bias first, stride floats at bias_word (words into g)
+  bias_word: u32,
 }
 @group(0) @binding(1) var<uniform> qp: QKVParams;
 @group(0) @binding(5) var<storage, read_write> qo: array<f32>;
@@ -92,6 +92,14 @@ fn qkv_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
   let r = wg.x;
   let base = t * qp.stride + r * hd;
   let is_k = r >= qp.heads;
+  if (qp.bias == 1u) {
+    // Each invocation adds to values the norm and RoPE loops below read
+    // across the workgroup: the barrier publishes them.
+    for (var i = li; i < hd; i += {{WG}}u) {
+      x[base + i] += g[qp.bias_word + r * hd + i];
+    }
+    storageBarrier();
+  }
   if (r < qp.heads + qp.kv_heads) {
     var inv = 1.0;
     let gw = select(qp.q_norm, qp.k_norm, is_k);

@@ -72,6 +72,7 @@ type family struct {
 var families = map[string]*family{
 	"Gemma3ForCausalLM": &gemma3,
 	"LlamaForCausalLM":  &llama,
+	"Qwen2ForCausalLM":  &qwen2,
 	"Qwen3ForCausalLM":  &qwen3,
 }
 

@@ -6,6 +6,33 @@ import (
 	"github.com/wick-run/wick/engine/model"
 )
 
+// qwen2 converts Qwen2ForCausalLM checkpoints (Qwen 2 and 2.5): Llama's
+// layout with a bias on the q, k and v projections (wick's QKVBias; Qwen2
+// has no attention_bias option, the biases are always there).
+var qwen2 = family{
+	config: qwen2Config,
+	layerTensors: func() map[string]string {
+		m := maps.Clone(llama.layerTensors)
+		m[model.NameBQ] = "self_attn.q_proj.bias"
+		m[model.NameBK] = "self_attn.k_proj.bias"
+		m[model.NameBV] = "self_attn.v_proj.bias"
+		return m
+	}(),
+	chat: llamaChat,
+}
+
+func qwen2Config(c *hfConfig) (*model.Config, error) {
+	if err := refuseQwenWindows(c); err != nil {
+		return nil, err
+	}
+	cfg, err := llamaConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	cfg.QKVBias = true
+	return cfg, nil
+}
+
 // qwen3 converts Qwen3ForCausalLM checkpoints: Llama's layout with an
 // RMSNorm over each query and key head before RoPE (q_norm, k_norm, with
 // plain weights: wick's QKNorm without NormOnePlus), head_dim independent of

@@ -129,6 +129,9 @@ func (m *Model) Forward(arena *kv.Arena, tokens []int32, start int, logits []flo
 		// 2. Attention: pre-norm, projections, QK-norm, RoPE.
 		norm(h.X, x, lw.AttnNorm, c.Hidden)
 		project(q, &lw.WQ, h)
+		if c.QKVBias {
+			addBias(q, lw.BQ)
+		}
 		if c.QKNorm {
 			norm(q, q, lw.QNorm, hd) // per head: rows of HeadDim
 		}
@@ -141,6 +144,10 @@ func (m *Model) Forward(arena *kv.Arena, tokens []int32, start int, logits []flo
 			ck := &chunkKV{k: make([]float32, n*kvd), v: make([]float32, n*kvd)}
 			MatMul(ck.k, &lw.WK, h)
 			MatMul(ck.v, &lw.WV, h)
+			if c.QKVBias {
+				addBias(ck.k, lw.BK)
+				addBias(ck.v, lw.BV)
+			}
 			if c.QKNorm {
 				norm(ck.k, ck.k, lw.KNorm, hd)
 			}
@@ -202,6 +209,14 @@ func (m *Model) Forward(arena *kv.Arena, tokens []int32, start int, logits []flo
 		}
 	}
 	return nil
+}
+
+// addBias adds bias to every row of dst (rows of len(bias) values, one per
+// token).
+func addBias(dst, bias []float32) {
+	for t := 0; t+len(bias) <= len(dst); t += len(bias) {
+		addInto(dst[t:t+len(bias)], bias)
+	}
 }
 
 func addInto(dst, src []float32) {

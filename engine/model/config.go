@@ -109,6 +109,7 @@ type Config struct {
 	NormEps       float64 // epsilon inside RMSNorm's square root
 	NormOnePlus   bool    // RMSNorm multiplies by (1 + w), as Gemma does, instead of w
 	QKNorm        bool    // RMSNorm over each query and key head before RoPE
+	QKVBias       bool    // the q, k and v projections add a bias (Qwen 2)
 	PostAttnNorm  bool    // RMSNorm on the attention output before the residual add
 	PostFFNNorm   bool    // RMSNorm on the FFN output before the residual add
 	Activation    Activation

@@ -18,6 +18,8 @@ type LayerWeights struct {
 	WQ           Mat       // [QDim, Hidden]
 	WK, WV       Mat       // [KVDim, Hidden]; producers only, empty on consumer layers
 	QNorm, KNorm []float32 // [HeadDim] when QKNorm
+	BQ           []float32 // [QDim] when QKVBias
+	BK, BV       []float32 // [KVDim] when QKVBias, on producers
 	WO           Mat       // [Hidden, QDim]
 	PostAttnNorm []float32 // [Hidden] when PostAttnNorm
 	FFNNorm      []float32 // [Hidden] RMSNorm before the FFN
@@ -63,6 +65,9 @@ const (
 	NameWV           = "wv"
 	NameQNorm        = "q_norm"
 	NameKNorm        = "k_norm"
+	NameBQ           = "bq"
+	NameBK           = "bk"
+	NameBV           = "bv"
 	NameWO           = "wo"
 	NamePostAttnNorm = "post_attn_norm"
 	NameFFNNorm      = "ffn_norm"
@@ -97,6 +102,13 @@ func (c *Config) TensorSpecs() []TensorSpec {
 		if c.Producer(l) {
 			mat(l, NameWK, c.KVDim(), c.Hidden)
 			mat(l, NameWV, c.KVDim(), c.Hidden)
+		}
+		if c.QKVBias {
+			norm(l, NameBQ, c.QDim())
+			if c.Producer(l) {
+				norm(l, NameBK, c.KVDim())
+				norm(l, NameBV, c.KVDim())
+			}
 		}
 		if c.QKNorm {
 			norm(l, NameQNorm, c.HeadDim)
@@ -161,6 +173,12 @@ func (w *Weights) Find(spec TensorSpec) (mat *Mat, norm *[]float32) {
 		return nil, &l.QNorm
 	case NameKNorm:
 		return nil, &l.KNorm
+	case NameBQ:
+		return nil, &l.BQ
+	case NameBK:
+		return nil, &l.BK
+	case NameBV:
+		return nil, &l.BV
 	case NameWO:
 		return &l.WO, nil
 	case NamePostAttnNorm:

@@ -8,6 +8,7 @@ package webgpu
 
 import (
 	"fmt"
+	"slices"
 	"unsafe"
 
 	"github.com/wick-run/wick/engine/gpu"
@@ -75,6 +76,7 @@ type layerWeights struct {
 	wq, wo, gateUp, down                      *matrix // wq: Q's rows, then K's and V's on KV producers; gateUp: gate's, then up's
 	attnNorm, qNorm, kNorm, postAttn, ffnNorm int64
 	postFFN                                   int64
+	bias                                      int64 // Q's bias, then K's and V's on KV producers, like wq's rows
 }
 
 // matrix is a weight matrix split by rows into parts that each fit one
@@ -241,6 +243,10 @@ func (m *Model) upload(w *model.Weights) error {
 		gw.down = mat(name(model.NameWDown), &lw.WDown)
 		gw.attnNorm = addNorm(lw.AttnNorm)
 		gw.qNorm, gw.kNorm = addNorm(lw.QNorm), addNorm(lw.KNorm)
+		gw.bias = -1
+		if c.QKVBias {
+			gw.bias = addNorm(slices.Concat(lw.BQ, lw.BK, lw.BV))
+		}
 		gw.postAttn = addNorm(lw.PostAttnNorm)
 		gw.ffnNorm = addNorm(lw.FFNNorm)
 		gw.postFFN = addNorm(lw.PostFFNNorm)

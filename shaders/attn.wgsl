@@ -30,7 +30,7 @@ struct AttnParams {
   cks_word: u32,
   cvs_word: u32,
   out_scale_word: u32, // combine_quant: word offset of the per-token scales in o
-  pad2: u32,
+  softcap: f32,  // scores become softcap*tanh(s/softcap); 0 is off
   pad3: u32,
   pad4: u32,
 }
@@ -99,7 +99,15 @@ fn stage(tn: u32, values: bool, li: u32) {
   }
 }
 
-// score is q.k * scale of staged K row j.
+// capped applies the attention-logit soft-cap (Gemma 2) to a scaled score.
+fn capped(s: f32) -> f32 {
+  if (p.softcap > 0.0) {
+    return p.softcap * tanh(clamp(s / p.softcap, -10.0, 10.0));
+  }
+  return s;
+}
+
+// score is q.k * scale of staged K row j, soft-capped.
 fn score(j: u32) -> f32 {
   var s = 0.0;
   let b = j * STRIDE;
@@ -115,7 +123,7 @@ fn score(j: u32) -> f32 {
     s += qs[d] * bitcast<f32>(tile[b + d]);
   }
 #endif
-  return s * p.scale;
+  return capped(s * p.scale);
 }
 
 // value is dimension d of staged V row j, unscaled.
@@ -155,7 +163,7 @@ fn score_direct(j: u32, g: u32) -> f32 {
     s += qs[d] * bitcast<f32>(load(chunk, base + d));
   }
 #endif
-  return s * p.scale;
+  return capped(s * p.scale);
 }
 
 fn value_direct(at: vec2<u32>, d: u32) -> f32 {

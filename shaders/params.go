@@ -82,7 +82,9 @@ type AttnParams struct {
 	Splits, Tile                        uint32
 	KWord, VWord, KSWord, VSWord        uint32
 	CKWord, CVWord, CKSWord, CVSWord    uint32
-	OutScaleWord, Pad2, Pad3, Pad4      uint32
+	OutScaleWord                        uint32
+	Softcap                             float32
+	Pad3, Pad4                          uint32
 }
 
 // StreamParams mirrors stream.wgsl.

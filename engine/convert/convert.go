@@ -70,6 +70,7 @@ type family struct {
 
 // families are the supported architectures, by config.json's "architectures".
 var families = map[string]*family{
+	"Gemma2ForCausalLM": &gemma2,
 	"Gemma3ForCausalLM": &gemma3,
 	"LlamaForCausalLM":  &llama,
 	"Qwen2ForCausalLM":  &qwen2,

@@ -162,3 +162,28 @@ func TestQwen3Refusals(t *testing.T) {
 		}
 	}
 }
+
+// TestGemma2Config checks the Gemma 2 mapping that the parity fixture does
+// not pin: the default alternation of sliding and full layers (sliding
+// first) when layer_types is absent, and the soft-caps.
+func TestGemma2Config(t *testing.T) {
+	c, err := parseHFConfig("config.json", []byte(`{"architectures": ["Gemma2ForCausalLM"], "num_hidden_layers": 4,
+		"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32,
+		"sliding_window": 16, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0, "query_pre_attn_scalar": 32,
+		"rope_theta": 10000.0, "vocab_size": 256}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := gemma2.config(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range cfg.Layers {
+		if wantLocal := i%2 == 0; (l.Kind == model.Local) != wantLocal || wantLocal && l.Window != 16 {
+			t.Errorf("layer %d: %+v", i, l)
+		}
+	}
+	if cfg.AttnSoftcap != 50 || cfg.FinalSoftcap != 30 || cfg.QKNorm || !cfg.NormOnePlus || cfg.RopeThetaLocal != cfg.RopeThetaGlobal {
+		t.Errorf("config %+v", cfg)
+	}
+}

@@ -2,6 +2,7 @@ package convert
 
 import (
 	"fmt"
+	"maps"
 	"math"
 
 	"github.com/wick-run/wick/engine/chat"
@@ -42,25 +43,54 @@ var gemma3 = family{
 	},
 }
 
+// gemma2 converts Gemma2ForCausalLM checkpoints: Gemma 3's layout without
+// the QK-norm, with an attention-logit soft-cap (wick's AttnSoftcap), one
+// RoPE base for both kinds of layer, and sliding and full layers
+// alternating (sliding first) unless layer_types says otherwise. Its chat
+// format is Gemma's, as for Gemma 3.
+var gemma2 = family{
+	config:       func(c *hfConfig) (*model.Config, error) { return gemmaConfig(c, 2) },
+	layerTensors: gemma2Tensors(),
+	builtinChat:  true,
+	chat:         gemma3.chat,
+}
+
+func gemma2Tensors() map[string]string {
+	m := maps.Clone(gemma3.layerTensors)
+	delete(m, model.NameQNorm)
+	delete(m, model.NameKNorm)
+	return m
+}
+
 // gemma3Config maps a Gemma3TextConfig. Defaults are Gemma3TextConfig's.
-func gemma3Config(c *hfConfig) (*model.Config, error) {
+func gemma3Config(c *hfConfig) (*model.Config, error) { return gemmaConfig(c, 3) }
+
+// gemmaConfig maps a Gemma2Config (gen 2) or Gemma3TextConfig (gen 3).
+func gemmaConfig(c *hfConfig, gen int) (*model.Config, error) {
+	softcapAllowed := []string{"null"}
+	if gen == 2 {
+		softcapAllowed = nil // read below
+	}
 	for _, r := range []struct {
 		key     string
 		allowed []string
 	}{
-		{"attn_logit_softcapping", []string{"null"}},
+		{"attn_logit_softcapping", softcapAllowed},
 		{"attention_bias", []string{"false"}},
 		{"use_bidirectional_attention", []string{"false", "null"}},
 		{"hidden_activation", []string{`"gelu_pytorch_tanh"`}},
 		{"hidden_act", []string{`"gelu_pytorch_tanh"`, "null"}},
 		{"rope_scaling", []string{"null"}},
 	} {
+		if r.allowed == nil {
+			continue
+		}
 		if err := c.refuse(r.key, r.allowed...); err != nil {
 			return nil, err
 		}
 	}
 	cfg := &model.Config{
-		NormOnePlus: true, QKNorm: true, PostAttnNorm: true, PostFFNNorm: true,
+		NormOnePlus: true, QKNorm: gen == 3, PostAttnNorm: true, PostFFNNorm: true,
 		Activation: model.GeGLUTanh,
 	}
 	var err error
@@ -102,12 +132,17 @@ func gemma3Config(c *hfConfig) (*model.Config, error) {
 	if cfg.FinalSoftcap, err = c.floatOr("final_logit_softcapping", 0); err != nil {
 		return nil, err
 	}
+	if gen == 2 {
+		if cfg.AttnSoftcap, err = c.floatOr("attn_logit_softcapping", 0); err != nil {
+			return nil, err
+		}
+	}
 
 	layers, err := c.intOr("num_hidden_layers", 26)
 	if err != nil {
 		return nil, err
 	}
-	kinds, err := gemma3LayerTypes(c, layers)
+	kinds, err := gemma3LayerTypes(c, layers, map[int]int{2: 2, 3: 6}[gen])
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +162,13 @@ func gemma3Config(c *hfConfig) (*model.Config, error) {
 		cfg.Layers = append(cfg.Layers, l)
 	}
 
-	global, local, err := gemma3Rope(c)
+	var global, local float64
+	if gen == 2 {
+		global, err = singleRope(c)
+		local = global
+	} else {
+		global, local, err = gemma3Rope(c)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +178,7 @@ func gemma3Config(c *hfConfig) (*model.Config, error) {
 
 // gemma3LayerTypes reads layer_types, or derives them from the older
 // sliding_window_pattern (every pattern-th layer global) as transformers does.
-func gemma3LayerTypes(c *hfConfig, layers int) ([]string, error) {
+func gemma3LayerTypes(c *hfConfig, layers, defaultPattern int) ([]string, error) {
 	kinds, err := c.strings("layer_types")
 	if err != nil {
 		return nil, err
@@ -152,7 +193,7 @@ func gemma3LayerTypes(c *hfConfig, layers int) ([]string, error) {
 	if !c.set(key) {
 		key = "_sliding_window_pattern"
 	}
-	pattern, err := c.intOr(key, 6)
+	pattern, err := c.intOr(key, defaultPattern)
 	if err != nil {
 		return nil, err
 	}
@@ -204,4 +245,30 @@ func gemma3Rope(c *hfConfig) (global, local float64, err error) {
 		*t.dst = p.theta
 	}
 	return global, local, nil
+}
+
+// singleRope reads one RoPE base without scaling: rope_parameters (transformers
+// 5) or rope_theta.
+func singleRope(c *hfConfig) (float64, error) {
+	theta, err := c.floatOr("rope_theta", 1e4)
+	if err != nil {
+		return 0, err
+	}
+	rp, err := c.sub("rope_parameters")
+	if err != nil {
+		return 0, err
+	}
+	if rp == nil {
+		if rp, err = c.sub("rope_scaling"); err != nil {
+			return 0, err
+		}
+	}
+	p, err := parseRope(rp, theta)
+	if err != nil {
+		return 0, err
+	}
+	if p.scaling != (ropeScaling{}) {
+		return 0, fmt.Errorf("%s: unsupported option: rope scaling on a Gemma 2 model", c.path)
+	}
+	return p.theta, nil
 }

@@ -17,15 +17,17 @@ import (
 // scripts/make_hf_family_fixtures.py with transformers (see their doc
 // comments); they are tiny random models, float32 or bfloat16 weights, the
 // newer ones with tokenizer.json and a Jinja chat template.
-var fixtures = []string{"gemma3", "llama", "llama32", "smollm2", "qwen2", "qwen3"}
+var fixtures = []string{"gemma3", "llama", "llama32", "smollm2", "qwen2", "qwen3", "gemma2"}
 
 // int8Cosine is the least cosine similarity of int8 logits to
-// transformers' float32 ones, per fixture. The bar is 0.998, except for the
-// two fixtures whose residual stream is 48 wide: per-token int8 activation
-// scales over so few values are coarse. smollm2 measures 0.99791 and qwen3
-// 0.99524 (its q/k norms feed int8 K straight from RMS-normalised heads of
-// 16) on every backend; why qwen3 sits this low is not yet understood.
-var int8Cosine = map[string]float64{"gemma3": 0.998, "llama": 0.998, "llama32": 0.998, "smollm2": 0.997, "qwen2": 0.998, "qwen3": 0.995}
+// transformers' float32 ones, per fixture. The bar is 0.998, except for
+// three fixtures whose residual stream is 48 wide: per-token int8
+// activation scales over so few values are coarse. On every backend
+// smollm2 measures 0.99791, qwen3 0.99524 and gemma2 0.99189 (its
+// attention soft-cap of 5 and final one of 30 make the logits flat, so
+// small errors weigh more); why qwen3 and gemma2 sit this low is not yet
+// understood. Their float32 results match to 2e-6.
+var int8Cosine = map[string]float64{"gemma3": 0.998, "llama": 0.998, "llama32": 0.998, "smollm2": 0.997, "qwen2": 0.998, "qwen3": 0.995, "gemma2": 0.991}
 
 func loadFixture(t *testing.T, name string) *parity.Fixture {
 	t.Helper()

@@ -251,6 +251,7 @@ func (m *Model) attend(out, q []float32, a *kv.Arena, r *kv.Region, ck *chunkKV,
 	hd, group := c.HeadDim, c.Heads/c.KVHeads
 	window := c.Layers[l].Window
 	scale := c.Scale()
+	softcap := float32(c.AttnSoftcap)
 	parallelRows(n*c.Heads, (start+n)*hd, func(lo, hi int) {
 		var scores []float32
 		for th := lo; th < hi; th++ {
@@ -265,6 +266,9 @@ func (m *Model) attend(out, q []float32, a *kv.Arena, r *kv.Region, ck *chunkKV,
 			best := float32(math.Inf(-1))
 			for j := first; j <= p; j++ {
 				s := dotKey(qh, keyRow(a, r, ck, start, j, g)) * scale
+				if softcap != 0 {
+					s = softcap * float32(math.Tanh(float64(s/softcap)))
+				}
 				scores = append(scores, s)
 				best = max(best, s)
 			}

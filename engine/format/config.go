@@ -32,6 +32,7 @@ func ConfigToProto(cfg *model.Config) *manifestpb.Config {
 		EmbedScale:      cfg.EmbedScale,
 		AttnScale:       cfg.AttnScale,
 		FinalSoftcap:    cfg.FinalSoftcap,
+		AttnSoftcap:     cfg.AttnSoftcap,
 	}
 	for i, l := range cfg.Layers {
 		kind := manifestpb.AttnKind_ATTN_KIND_UNSPECIFIED
@@ -105,6 +106,7 @@ func configFromProto(p *manifestpb.Config, version uint32) (*model.Config, error
 		EmbedScale:      p.EmbedScale,
 		AttnScale:       p.AttnScale,
 		FinalSoftcap:    p.FinalSoftcap,
+		AttnSoftcap:     p.AttnSoftcap,
 	}
 	// Validate bounds the layer count too, but only after this loop has run
 	// over whatever the input holds; a cheap early check keeps that bounded.
@@ -167,6 +169,7 @@ func configFromProto(p *manifestpb.Config, version uint32) (*model.Config, error
 		{"embed_scale", cfg.EmbedScale},
 		{"attn_scale", cfg.AttnScale},
 		{"final_softcap", cfg.FinalSoftcap},
+		{"attn_softcap", cfg.AttnSoftcap},
 	} {
 		if math.IsNaN(f.v) || math.IsInf(f.v, 0) {
 			return nil, fmt.Errorf("config: %s is %v, must be finite", f.name, f.v)

@@ -117,6 +117,7 @@ type Config struct {
 	EmbedScale    float64 // embeddings are multiplied by this after the gather; 0 means 1
 	AttnScale     float64 // scores are q.k * AttnScale; 0 means 1/sqrt(HeadDim)
 	FinalSoftcap  float64 // logits become c*tanh(logits/c); 0 means off
+	AttnSoftcap   float64 // attention scores (after AttnScale) become c*tanh(s/c); 0 means off
 
 	DType DType
 }
@@ -209,7 +210,7 @@ func (c *Config) Validate() error {
 	for _, t := range []struct {
 		name string
 		v    float64
-	}{{"embed_scale", c.EmbedScale}, {"attn_scale", c.AttnScale}, {"final_softcap", c.FinalSoftcap}} {
+	}{{"embed_scale", c.EmbedScale}, {"attn_scale", c.AttnScale}, {"final_softcap", c.FinalSoftcap}, {"attn_softcap", c.AttnSoftcap}} {
 		if t.v < 0 || math.IsNaN(t.v) || math.IsInf(t.v, 0) {
 			return fmt.Errorf("config: %s is %v, must be zero (off) or positive and finite", t.name, t.v)
 		}

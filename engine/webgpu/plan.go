@@ -198,7 +198,7 @@ func (s *Sequence) attention(l int) {
 	word := func(off int64) uint32 { return uint32((off - r.K) / 4) }
 	window := c.Layers[l].Window
 	ap := shaders.AttnParams{Heads: uint32(c.Heads), KVHeads: uint32(c.KVHeads), Window: uint32(window),
-		Slots: uint32(r.Slots), Ring: b2u(r.Ring), Scale: c.Scale(), Splits: uint32(s.maxSplits()),
+		Slots: uint32(r.Slots), Ring: b2u(r.Ring), Scale: c.Scale(), Softcap: float32(c.AttnSoftcap), Splits: uint32(s.maxSplits()),
 		KWord: 0, VWord: word(r.V), CKWord: 0, CVWord: uint32((cr.v - cr.k) / 4)}
 	if int8Mode {
 		ap.KSWord, ap.VSWord = word(r.KScale), word(r.VScale)

@@ -541,7 +541,8 @@ type Config struct {
 	Dtype           DType                  `protobuf:"varint,22,opt,name=dtype,proto3,enum=wick.format.v1.DType" json:"dtype,omitempty"`          // of the matrices; norms are always f32
 	// The q, k and v projections add a bias (Qwen 2): tensors bq, bk and bv
 	// of each layer (bk and bv on producers), float32 like norms.
-	QkvBias       bool `protobuf:"varint,23,opt,name=qkv_bias,json=qkvBias,proto3" json:"qkv_bias,omitempty"`
+	QkvBias       bool    `protobuf:"varint,23,opt,name=qkv_bias,json=qkvBias,proto3" json:"qkv_bias,omitempty"`
+	AttnSoftcap   float64 `protobuf:"fixed64,24,opt,name=attn_softcap,json=attnSoftcap,proto3" json:"attn_softcap,omitempty"` // attention scores become c*tanh(s/c) before the softmax (Gemma 2); 0: off
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -735,6 +736,13 @@ func (x *Config) GetQkvBias() bool {
 		return x.QkvBias
 	}
 	return false
+}
+
+func (x *Config) GetAttnSoftcap() float64 {
+	if x != nil {
+		return x.AttnSoftcap
+	}
+	return 0
 }
 
 type Tokenizer struct {
@@ -1225,7 +1233,7 @@ const file_manifest_proto_rawDesc = "" +
 	"\x06factor\x18\x01 \x01(\x01R\x06factor\x12&\n" +
 	"\x0flow_freq_factor\x18\x02 \x01(\x01R\rlowFreqFactor\x12(\n" +
 	"\x10high_freq_factor\x18\x03 \x01(\x01R\x0ehighFreqFactor\x12)\n" +
-	"\x10original_context\x18\x04 \x01(\rR\x0foriginalContext\"\xb9\x06\n" +
+	"\x10original_context\x18\x04 \x01(\rR\x0foriginalContext\"\xdc\x06\n" +
 	"\x06Config\x12\x14\n" +
 	"\x05vocab\x18\x01 \x01(\rR\x05vocab\x12\x16\n" +
 	"\x06hidden\x18\x02 \x01(\rR\x06hidden\x12\x14\n" +
@@ -1256,7 +1264,8 @@ const file_manifest_proto_rawDesc = "" +
 	"attn_scale\x18\x14 \x01(\x01R\tattnScale\x12#\n" +
 	"\rfinal_softcap\x18\x15 \x01(\x01R\ffinalSoftcap\x12+\n" +
 	"\x05dtype\x18\x16 \x01(\x0e2\x15.wick.format.v1.DTypeR\x05dtype\x12\x19\n" +
-	"\bqkv_bias\x18\x17 \x01(\bR\aqkvBias\"~\n" +
+	"\bqkv_bias\x18\x17 \x01(\bR\aqkvBias\x12!\n" +
+	"\fattn_softcap\x18\x18 \x01(\x01R\vattnSoftcap\"~\n" +
 	"\tTokenizer\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.wick.format.v1.TokenizerKindR\x04kind\x12\x12\n" +
 	"\x04file\x18\x02 \x01(\tR\x04file\x12\x12\n" +

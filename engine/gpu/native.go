@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"time"
 
 	"github.com/cogentcore/webgpu/wgpu"
 )
@@ -268,7 +269,11 @@ func (n *native) Map(b Buffer, offset, size int64, done func([]byte, error)) err
 }
 
 func (n *native) Poll(wait bool) error {
-	n.dev.Poll(wait, nil)
+	if wait {
+		n.waitIdle()
+	} else {
+		n.dev.Poll(false, nil)
+	}
 	// Callbacks only record the status; the data is copied out and the
 	// buffer unmapped here, outside wgpu's callback.
 	var errs []error
@@ -289,6 +294,36 @@ func (n *native) Poll(wait bool) error {
 	}
 	n.maps = rest
 	return errors.Join(errs...)
+}
+
+// waitIdle returns once every submitted command buffer has run, and runs
+// the callbacks of the work that finished.
+//
+// It polls rather than asking wgpu-native to wait: the wgpu-core it links
+// waits on its fence for at most 5 s (CLEANUP_WAIT_MS; wgpu 22 waits 60 s)
+// and then, ignoring the timeout, treats the submission as finished. It
+// fires the map callbacks over buffers the GPU has not written yet and
+// recycles the command buffers, buffers and bind groups the driver is
+// still running. lavapipe, which runs submissions on a queue thread once
+// they overlap, then read its commands from freed memory and crashed (a
+// pipeline and a descriptor-set pointer that glibc's allocator had already
+// linked into its free lists). That was the suite's crash: one command
+// buffer ran for more than 5 s (a Gemma-3-270M-shaped prefill step takes
+// 5-30 s on lavapipe; a first step also compiles its kernels on the queue
+// thread, slower still when the 2 cores are busy).
+// TestWaitOutlastsWgpuTimeout reproduces it. A poll without wait reads how
+// far the fence has got and frees only what that covers, however long a
+// command buffer runs.
+//
+// The sleeps grow from 10 us to 1 ms: a short wait costs little more than
+// the blocking one did, and a long one wakes the CPU at most a thousand
+// times a second.
+func (n *native) waitIdle() {
+	pause := 10 * time.Microsecond
+	for !n.dev.Poll(false, nil) {
+		time.Sleep(pause)
+		pause = min(2*pause, time.Millisecond)
+	}
 }
 
 func (n *native) FreeBuffer(b Buffer) {
@@ -314,6 +349,9 @@ func (n *native) FreeBindGroup(g BindGroup) {
 }
 
 func (n *native) Close() error {
+	// wgpu-native frees a device's command buffers and memory at once when
+	// it is released, whatever still runs: let submitted work finish first.
+	n.waitIdle()
 	for i := range n.groups {
 		n.FreeBindGroup(BindGroup(i + 1))
 	}

@@ -8,6 +8,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 )
 
 // openTest opens the native device or fails, saying how to get one: a test
@@ -130,5 +131,128 @@ func TestEncodingRoundTrip(t *testing.T) {
 	e.Write(1, 0, []byte{0, 0, 0, 0})
 	if e.Err() == nil {
 		t.Fatal("a write after a dispatch was accepted")
+	}
+}
+
+// spin runs a serial chain of a 32-bit hash on one invocation, continuing
+// from state[0], then records in state[1] that it finished: work that
+// takes as long as asked for, and whose end can be seen.
+const spin = `
+struct Params { iters: u32 }
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read_write> state: array<u32>;
+@compute @workgroup_size(1)
+fn main() {
+	var x = state[0];
+	for (var i = 0u; i < params.iters; i++) {
+		x = x * 1664525u + 1013904223u;
+		x = x ^ (x >> 13u);
+	}
+	state[0] = x;
+	state[1] = params.iters;
+}
+`
+
+func spinCPU(x uint32, iters int) uint32 {
+	for range iters {
+		x = x*1664525 + 1013904223
+		x ^= x >> 13
+	}
+	return x
+}
+
+// TestWaitOutlastsWgpuTimeout submits one command buffer of more than 5 s
+// of GPU work and waits for it. wgpu-native's own wait gives up after 5 s
+// and then treats the work as finished: it maps buffers the GPU has not
+// written yet and recycles command buffers and buffers the driver is still
+// using (lavapipe then crashed in its command executor). Poll(true) must
+// return only once the work is done. lavapipe is made to run submissions
+// on its queue thread, as it does on its own once submissions overlap, so
+// that Run returns before the work is done.
+func TestWaitOutlastsWgpuTimeout(t *testing.T) {
+	t.Setenv("MESA_VK_ENABLE_SUBMIT_THREAD", "1")
+	d := openTest(t)
+	params, err := d.NewBuffer(16, Uniform, "spin_params")
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := d.NewBuffer(16, Storage, "spin_state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := d.NewKernel(KernelSource{Label: "spin", WGSL: spin, Entry: "main"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := d.NewBindGroup(k, []Binding{{Slot: 0, Buffer: params}, {Slot: 1, Buffer: state}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := d.NewBuffer(16, MapRead, "spin_readback")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// run submits one command buffer, as a prefill step is: dispatches
+	// chained runs of iters steps from the state start, then the copy of
+	// the state to the readback buffer; it then maps that buffer and
+	// waits. It returns the state and how long Run and the whole took.
+	run := func(start uint32, iters, dispatches int) (x, done uint32, submit, took time.Duration) {
+		t.Helper()
+		var e Encoder
+		e.Write(params, 0, binary.LittleEndian.AppendUint32(nil, uint32(iters)))
+		e.Write(state, 0, binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, start), 0))
+		for range dispatches {
+			e.Dispatch(k, g, 1, 1, 1)
+		}
+		e.Copy(state, 0, back, 0, 16)
+		t0 := time.Now()
+		if err := d.Run(e.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		submit = time.Since(t0)
+		var mapErr error
+		if err := d.Map(back, 0, 16, func(data []byte, err error) {
+			if mapErr = err; err == nil {
+				x, done = binary.LittleEndian.Uint32(data), binary.LittleEndian.Uint32(data[4:])
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Poll(true); err != nil {
+			t.Fatal(err)
+		}
+		if mapErr != nil {
+			t.Fatal(mapErr)
+		}
+		return x, done, submit, time.Since(t0)
+	}
+	// Calibrate on a short chain, after a warm-up run that compiles the
+	// kernel and times a run's fixed costs; its result also checks the
+	// kernel against the CPU.
+	const calib = 1 << 25
+	_, _, _, fixed := run(1, 1<<10, 1)
+	x, _, _, took := run(1, calib, 1)
+	if want := spinCPU(1, calib); x != want {
+		t.Fatalf("calibration run: state %#x, want %#x", x, want)
+	}
+	perStep := max(took-fixed, time.Millisecond).Seconds() / calib
+	// 7 s of work, in dispatches of at most 2^31 steps; again, rescaled,
+	// while the load of a busy machine makes it too short.
+	const want = 7.0
+	for try := 1; ; try++ {
+		total := want / perStep
+		dispatches := int(total/(1<<31)) + 1
+		iters := int(total / float64(dispatches))
+		_, done, submit, took := run(7, iters, dispatches)
+		t.Logf("%d dispatches of %d steps: Run took %v, the whole %v", dispatches, iters, submit, took)
+		if done != uint32(iters) {
+			t.Fatalf("after %v the GPU's work was read back unfinished (state[1] = %d, want %d)", took, done, iters)
+		}
+		if waited := took - submit; waited >= 5500*time.Millisecond {
+			break
+		} else if try == 4 {
+			t.Fatalf("Poll waited only %v: the work must outlast wgpu-native's 5 s wait to test it", waited)
+		}
+		perStep = took.Seconds() / total
 	}
 }

@@ -298,7 +298,7 @@ func TestQKVPrep(t *testing.T) {
 			dispatch(t, Key{Family: "rope", Entry: "qkv_prep", Int8: tc.int8, WG: 8}, Step{Start: start, N: uint32(n)},
 				QKVParams{Heads: uint32(tc.heads), KVHeads: uint32(tc.kvHeads), HeadDim: uint32(hd), Stride: uint32(stride),
 					Norm: b2u(tc.norm), OnePlus: b2u(tc.onePlus), Eps: 1e-6, Table: uint32(kind * chunkSize * hd),
-					QNorm: uint32(qn), KNorm: uint32(kn), KWord: uint32(kw), KSWord: uint32(ksw), VWord: uint32(vw), VSWord: uint32(vsw)},
+					QNorm: uint32(qn), KNorm: uint32(kn), KWord: uint32(kw), KSWord: uint32(ksw), VWord: uint32(vw), VSWord: uint32(vsw), RotHalf: uint32(hd / 2)},
 				[3]int{tc.heads + 2*tc.kvHeads, n, 1}, buffer(t, f32bytes(x), 0), buffer(t, f32bytes(g), 0),
 				buffer(t, f32bytes(table), 0), qo, dst)
 			gotQ := bytesF32(read(t, qo, n*tc.heads*hd))

@@ -47,6 +47,7 @@ type QKVParams struct {
 	Table, QNorm, KNorm             uint32
 	KWord, KSWord, VWord, VSWord    uint32
 	Bias, BiasWord                  uint32
+	RotHalf, Pad0, Pad1, Pad2       uint32
 }
 
 // ActParams mirrors act.wgsl.

@@ -76,6 +76,10 @@ struct QKVParams {
   vs_word: u32,
   bias: u32,      // 1: add the projection's bias first, stride floats at bias_word (words into g)
   bias_word: u32,
+  rot_half: u32,  // rotated pairs per head, (i, i+rot_half); dims from 2*rot_half on are only normed
+  pad0: u32,
+  pad1: u32,
+  pad2: u32,
 }
 @group(0) @binding(1) var<uniform> qp: QKVParams;
 @group(0) @binding(5) var<storage, read_write> qo: array<f32>;
@@ -111,24 +115,37 @@ fn qkv_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
       inv = inv_rms(wg_sum(ss, li), hd, qp.eps);
     }
     let tab = qp.table + t * hd;
+    let rh = qp.rot_half;
+    // Invocation i handles one rotated pair (i, i+rh), or past rh two of
+    // the unrotated dimensions: each dimension once either way.
     for (var i = li; i < half; i += {{WG}}u) {
-      var a = x[base + i];
-      var b = x[base + i + half];
-      if (qp.norm == 1u) {
-        a = a * inv * select(g[gw + i], g[gw + i] + 1.0, qp.one_plus == 1u);
-        b = b * inv * select(g[gw + i + half], g[gw + i + half] + 1.0, qp.one_plus == 1u);
+      var ia = i;
+      var ib = i + rh;
+      if (i >= rh) {
+        ia = 2u * i;
+        ib = ia + 1u;
       }
-      let c = cs[tab + i];
-      let s = cs[tab + half + i];
-      let ra = a * c - b * s;
-      let rb = b * c + a * s;
+      var a = x[base + ia];
+      var b = x[base + ib];
+      if (qp.norm == 1u) {
+        a = a * inv * select(g[gw + ia], g[gw + ia] + 1.0, qp.one_plus == 1u);
+        b = b * inv * select(g[gw + ib], g[gw + ib] + 1.0, qp.one_plus == 1u);
+      }
+      var ra = a;
+      var rb = b;
+      if (i < rh) {
+        let c = cs[tab + i];
+        let s = cs[tab + rh + i];
+        ra = a * c - b * s;
+        rb = b * c + a * s;
+      }
       if (is_k) {
-        x[base + i] = ra;
-        x[base + i + half] = rb;
+        x[base + ia] = ra;
+        x[base + ib] = rb;
       } else {
         let o = (t * qp.heads + r) * hd;
-        qo[o + i] = ra;
-        qo[o + i + half] = rb;
+        qo[o + ia] = ra;
+        qo[o + ib] = rb;
       }
     }
   }

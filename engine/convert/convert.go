@@ -66,6 +66,21 @@ type family struct {
 	// builtinChat is set.
 	chat        func(c *hfConfig, tok *tokenizer.Tokenizer) (*manifestpb.ChatTemplate, error)
 	builtinChat bool
+	// fused names, for wick's per-layer tensors that a checkpoint stores
+	// stacked in one (Phi's qkv_proj and gate_up_proj), the checkpoint
+	// tensor and the rows of it they are.
+	fused map[string]fusedPart
+}
+
+// fusedPart is rows lo..hi of a checkpoint tensor of total rows.
+type fusedPart struct {
+	tensor string
+	rows   func(c *model.Config) (lo, hi, total int)
+}
+
+// partName names rows lo..hi of a tensor of total rows, as checkpoint.tensor reads it.
+func partName(name string, lo, hi, total int) string {
+	return fmt.Sprintf("%s#%d:%d:%d", name, lo, hi, total)
 }
 
 // families are the supported architectures, by config.json's "architectures".
@@ -73,6 +88,7 @@ var families = map[string]*family{
 	"Gemma2ForCausalLM": &gemma2,
 	"Gemma3ForCausalLM": &gemma3,
 	"LlamaForCausalLM":  &llama,
+	"Phi3ForCausalLM":   &phi3,
 	"Qwen2ForCausalLM":  &qwen2,
 	"Qwen3ForCausalLM":  &qwen3,
 }
@@ -204,6 +220,11 @@ func checkpointNames(ck *checkpoint, cfg *model.Config, fam *family) (map[string
 			hf = "lm_head.weight"
 		default:
 			suffix := strings.TrimPrefix(spec.Name, model.LayerTensor(spec.Layer, ""))
+			if p, ok := fam.fused[suffix]; ok {
+				lo, hi, total := p.rows(cfg)
+				names[spec.Name] = partName(fmt.Sprintf("model.layers.%d.%s", spec.Layer, p.tensor), lo, hi, total)
+				continue
+			}
 			t, ok := fam.layerTensors[suffix]
 			if !ok {
 				return nil, fmt.Errorf("no checkpoint tensor is known for wick's %q", spec.Name)
@@ -214,7 +235,8 @@ func checkpointNames(ck *checkpoint, cfg *model.Config, fam *family) (map[string
 	}
 	used := make(map[string]bool, len(names))
 	for _, hf := range names {
-		used[hf] = true
+		base, _, _ := strings.Cut(hf, "#")
+		used[base] = true
 	}
 	var extra []string
 	for name := range ck.tensors {

@@ -207,6 +207,7 @@ func TestConvertErrors(t *testing.T) {
 		{"chat template that does not parse", "llama32", func(t *testing.T, dir string) {
 			os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(`{"eos_token": "<|eot_id|>", "chat_template": "{% for m in messages %}"}`), 0o644)
 		}, "tokenizer_config.json: chat template"},
+		{"longrope scaling (Phi-3.5)", "phi35", func(t *testing.T, dir string) {}, `unsupported option rope_type "longrope"`},
 		{"stop token that is not special", "llama32", func(t *testing.T, dir string) {
 			os.WriteFile(filepath.Join(dir, "generation_config.json"), []byte(`{"eos_token_id": 5}`), 0o644)
 		}, "generation_config.json: eos_token_id: stop token 5"},

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 )
 
 // A safetensors file is an 8-byte little-endian header length N, N bytes of
@@ -228,7 +229,23 @@ func (c *checkpoint) Close() error {
 
 // tensor returns the named tensor, checking that its shape is rows x cols
 // (a vector when rows is 0).
+//
+// A name of partName's form reads rows lo..hi of a stacked tensor, whose
+// whole shape is checked.
 func (c *checkpoint) tensor(name string, rows, cols int) (*stTensor, error) {
+	if base, part, ok := strings.Cut(name, "#"); ok {
+		var lo, hi, total int
+		if _, err := fmt.Sscanf(part, "%d:%d:%d", &lo, &hi, &total); err != nil || hi-lo != rows || lo < 0 || hi > total {
+			return nil, fmt.Errorf("checkpoint %s: bad part %q of tensor %q for %d rows", c.dir, part, base, rows)
+		}
+		t, err := c.tensor(base, total, cols)
+		if err != nil {
+			return nil, err
+		}
+		es := dtypeBytes(t.dtype)
+		return &stTensor{name: fmt.Sprintf("%s rows %d..%d", base, lo, hi), file: t.file, dtype: t.dtype,
+			shape: []int64{int64(rows), int64(cols)}, offset: t.offset + int64(lo*cols)*es, size: int64(rows*cols) * es}, nil
+	}
 	t, ok := c.tensors[name]
 	if !ok {
 		return nil, fmt.Errorf("checkpoint %s: tensor %q is missing", c.dir, name)

@@ -100,6 +100,7 @@ func (m *Model) Forward(arena *kv.Arena, tokens []int32, start int, logits []flo
 	q := make([]float32, n*qd)
 	up := make([]float32, n*c.FFNHidden)
 	out := make([]float32, n*c.Hidden)
+	rot := c.Rotary()
 	rope := [2][]float32{make([]float32, n*hd), make([]float32, n*hd)} // cos|sin per token, by kind
 	for kind := range rope {
 		for t := 0; t < n; t++ {
@@ -136,7 +137,7 @@ func (m *Model) Forward(arena *kv.Arena, tokens []int32, start int, logits []flo
 			norm(q, q, lw.QNorm, hd) // per head: rows of HeadDim
 		}
 		for t := 0; t < n; t++ {
-			Rope(q[t*qd:(t+1)*qd], c.Heads, hd, rope[kind][t*hd:(t+1)*hd])
+			Rope(q[t*qd:(t+1)*qd], c.Heads, hd, rope[kind][t*hd:t*hd+rot])
 		}
 		ri := arena.OfLayer[l]
 		if c.Producer(l) {
@@ -152,7 +153,7 @@ func (m *Model) Forward(arena *kv.Arena, tokens []int32, start int, logits []flo
 				norm(ck.k, ck.k, lw.KNorm, hd)
 			}
 			for t := 0; t < n; t++ {
-				Rope(ck.k[t*kvd:(t+1)*kvd], c.KVHeads, hd, rope[kind][t*hd:(t+1)*hd])
+				Rope(ck.k[t*kvd:(t+1)*kvd], c.KVHeads, hd, rope[kind][t*hd:t*hd+rot])
 			}
 			if int8Mode {
 				ck.kq, ck.vq = make([]int8, n*kvd), make([]int8, n*kvd)

@@ -30,10 +30,13 @@ func RMSNorm(out, x, w []float32, eps float32, onePlus bool) {
 }
 
 // Rope rotates each head of x (heads*headDim values) by the angles in cs
-// (cos[headDim/2] then sin[headDim/2], see model.RopeCosSin); pairs are
-// (i, i+headDim/2).
+// (cos then sin of each rotated pair, see model.RopeCosSin); pairs are
+// (i, i+len(cs)/2).
+//
+// cs holds the cos and sin halves of the rotated dimensions: len(cs) is the
+// rotary dimension, and dimensions past it keep their values.
 func Rope(x []float32, heads, headDim int, cs []float32) {
-	half := headDim / 2
+	half := len(cs) / 2
 	for h := 0; h < heads; h++ {
 		v := x[h*headDim : (h+1)*headDim]
 		for i := 0; i < half; i++ {

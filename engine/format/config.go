@@ -33,6 +33,7 @@ func ConfigToProto(cfg *model.Config) *manifestpb.Config {
 		AttnScale:       cfg.AttnScale,
 		FinalSoftcap:    cfg.FinalSoftcap,
 		AttnSoftcap:     cfg.AttnSoftcap,
+		RotaryDim:       uint32(cfg.RotaryDim),
 	}
 	for i, l := range cfg.Layers {
 		kind := manifestpb.AttnKind_ATTN_KIND_UNSPECIFIED
@@ -107,6 +108,7 @@ func configFromProto(p *manifestpb.Config, version uint32) (*model.Config, error
 		AttnScale:       p.AttnScale,
 		FinalSoftcap:    p.FinalSoftcap,
 		AttnSoftcap:     p.AttnSoftcap,
+		RotaryDim:       int(p.RotaryDim),
 	}
 	// Validate bounds the layer count too, but only after this loop has run
 	// over whatever the input holds; a cheap early check keeps that bounded.

@@ -105,6 +105,10 @@ type Config struct {
 	RopeThetaGlobal float64 // RoPE base of Global layers
 	RopeThetaLocal  float64 // RoPE base of Local layers
 	RopeScaling     RopeScaling
+	// RotaryDim is how many leading dimensions of each head RoPE rotates,
+	// as pairs (i, i+RotaryDim/2); the rest pass unrotated (Phi's partial
+	// rotary factor). 0 means HeadDim.
+	RotaryDim int
 
 	NormEps       float64 // epsilon inside RMSNorm's square root
 	NormOnePlus   bool    // RMSNorm multiplies by (1 + w), as Gemma does, instead of w
@@ -120,6 +124,14 @@ type Config struct {
 	AttnSoftcap   float64 // attention scores (after AttnScale) become c*tanh(s/c); 0 means off
 
 	DType DType
+}
+
+// Rotary returns the number of leading head dimensions RoPE rotates.
+func (c *Config) Rotary() int {
+	if c.RotaryDim != 0 {
+		return c.RotaryDim
+	}
+	return c.HeadDim
 }
 
 // Producer reports whether layer i owns K/V projections and a KV region.
@@ -195,6 +207,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HeadDim%2 != 0 {
 		return fmt.Errorf("config: head_dim %d is odd; RoPE rotates pairs", c.HeadDim)
+	}
+	if c.RotaryDim < 0 || c.RotaryDim > c.HeadDim || c.RotaryDim%2 != 0 {
+		return fmt.Errorf("config: rotary_dim %d must be even and at most head_dim %d (0 means all of it)", c.RotaryDim, c.HeadDim)
 	}
 	if c.Hidden%4 != 0 || c.FFNHidden%4 != 0 || c.HeadDim%4 != 0 {
 		return fmt.Errorf("config: hidden (%d), ffn_hidden (%d) and head_dim (%d) must be multiples of 4 (int8 rows are packed four to a word)", c.Hidden, c.FFNHidden, c.HeadDim)

@@ -11,10 +11,10 @@ func (c *Config) RopeFreqs(kind AttnKind) []float64 {
 	if kind == Local {
 		theta = c.RopeThetaLocal
 	}
-	half := c.HeadDim / 2
-	f := make([]float64, half)
+	rot := c.Rotary()
+	f := make([]float64, rot/2)
 	for i := range f {
-		f[i] = math.Pow(theta, -float64(2*i)/float64(c.HeadDim))
+		f[i] = math.Pow(theta, -float64(2*i)/float64(rot))
 	}
 	if rs := c.RopeScaling; rs.Factor != 0 {
 		lowWave := float64(rs.OriginalContext) / rs.LowFreqFactor

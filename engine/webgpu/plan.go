@@ -66,7 +66,8 @@ func (s *Sequence) plan() error {
 		qp := shaders.QKVParams{Heads: uint32(c.Heads), KVHeads: uint32(kvh), HeadDim: uint32(hd), Stride: uint32(rowHeads * hd),
 			Norm: b2u(lw.qNorm >= 0), OnePlus: b2u(c.NormOnePlus), Eps: eps, Table: uint32(int(kind) * s.C * hd),
 			QNorm: uint32(max(lw.qNorm, 0) / 4), KNorm: uint32(max(lw.kNorm, 0) / 4),
-			VWord: uint32((cr.v - cr.k) / 4), Bias: b2u(lw.bias >= 0), BiasWord: uint32(max(lw.bias, 0) / 4)}
+			VWord: uint32((cr.v - cr.k) / 4), Bias: b2u(lw.bias >= 0), BiasWord: uint32(max(lw.bias, 0) / 4),
+			RotHalf: uint32(c.Rotary() / 2)}
 		if int8Mode {
 			qp.KSWord, qp.VSWord = uint32((cr.ks-cr.k)/4), uint32((cr.vs-cr.k)/4)
 		}

@@ -543,6 +543,7 @@ type Config struct {
 	// of each layer (bk and bv on producers), float32 like norms.
 	QkvBias       bool    `protobuf:"varint,23,opt,name=qkv_bias,json=qkvBias,proto3" json:"qkv_bias,omitempty"`
 	AttnSoftcap   float64 `protobuf:"fixed64,24,opt,name=attn_softcap,json=attnSoftcap,proto3" json:"attn_softcap,omitempty"` // attention scores become c*tanh(s/c) before the softmax (Gemma 2); 0: off
+	RotaryDim     uint32  `protobuf:"varint,25,opt,name=rotary_dim,json=rotaryDim,proto3" json:"rotary_dim,omitempty"`        // leading dims of each head that RoPE rotates (Phi-4-mini: 3/4); 0: head_dim
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -741,6 +742,13 @@ func (x *Config) GetQkvBias() bool {
 func (x *Config) GetAttnSoftcap() float64 {
 	if x != nil {
 		return x.AttnSoftcap
+	}
+	return 0
+}
+
+func (x *Config) GetRotaryDim() uint32 {
+	if x != nil {
+		return x.RotaryDim
 	}
 	return 0
 }
@@ -1233,7 +1241,7 @@ const file_manifest_proto_rawDesc = "" +
 	"\x06factor\x18\x01 \x01(\x01R\x06factor\x12&\n" +
 	"\x0flow_freq_factor\x18\x02 \x01(\x01R\rlowFreqFactor\x12(\n" +
 	"\x10high_freq_factor\x18\x03 \x01(\x01R\x0ehighFreqFactor\x12)\n" +
-	"\x10original_context\x18\x04 \x01(\rR\x0foriginalContext\"\xdc\x06\n" +
+	"\x10original_context\x18\x04 \x01(\rR\x0foriginalContext\"\xfb\x06\n" +
 	"\x06Config\x12\x14\n" +
 	"\x05vocab\x18\x01 \x01(\rR\x05vocab\x12\x16\n" +
 	"\x06hidden\x18\x02 \x01(\rR\x06hidden\x12\x14\n" +
@@ -1265,7 +1273,9 @@ const file_manifest_proto_rawDesc = "" +
 	"\rfinal_softcap\x18\x15 \x01(\x01R\ffinalSoftcap\x12+\n" +
 	"\x05dtype\x18\x16 \x01(\x0e2\x15.wick.format.v1.DTypeR\x05dtype\x12\x19\n" +
 	"\bqkv_bias\x18\x17 \x01(\bR\aqkvBias\x12!\n" +
-	"\fattn_softcap\x18\x18 \x01(\x01R\vattnSoftcap\"~\n" +
+	"\fattn_softcap\x18\x18 \x01(\x01R\vattnSoftcap\x12\x1d\n" +
+	"\n" +
+	"rotary_dim\x18\x19 \x01(\rR\trotaryDim\"~\n" +
 	"\tTokenizer\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.wick.format.v1.TokenizerKindR\x04kind\x12\x12\n" +
 	"\x04file\x18\x02 \x01(\tR\x04file\x12\x12\n" +

@@ -131,14 +131,22 @@ func RandomInt8(c *model.Config, seed uint64) *model.Weights {
 // Shapes are the names Shape knows.
 var Shapes = []string{"270m", "1b"}
 
-// WriteShape writes the Gemma-3 shape name with RandomInt8 weights (seed 1,
-// as Run measures it) as a model directory at dir, with the SentencePiece
-// tokenizer at tokPath, so that hosts which load models from directories
-// (the Node host on Dawn, wick gen) can run it: a 1 GB model can be made
-// where it runs instead of travelling there. The tokenizer's vocabulary is
-// usually smaller than the shape's 262144: ids past it decode to nothing,
-// which benchmarks that feed token ids do not mind.
+// WriteShape writes a model directory at dir with RandomInt8 weights (seed
+// 1, as Run measures them) for shape name: a Gemma 3 shape (Shapes), with
+// the SentencePiece tokenizer at tokPath; or the path of a model directory,
+// whose architecture, tokenizer and chat template it keeps. So hosts that
+// load models from directories (the Node host on Dawn, wick gen) can run a
+// 1 GB model made where it runs instead of travelling there. A Gemma
+// shape's 262144 ids outnumber the small tokenizer's pieces: ids past them
+// decode to nothing, which benchmarks that feed token ids do not mind.
 func WriteShape(dir, name, tokPath string) error {
+	if f, err := format.Open(name); err == nil {
+		c := f.Config()
+		if c.DType != model.Int8 {
+			return fmt.Errorf("write shape of %s: the model is %v, want int8", name, c.DType)
+		}
+		return format.WriteModel(dir, f.Manifest().GetName()+"-shape", c, RandomInt8(c, 1), f.TokenizerPath(), f.Manifest().GetChat(), 32<<20)
+	}
 	c, err := Shape(name)
 	if err != nil {
 		return err

@@ -155,7 +155,7 @@ async function gen(v) {
   const r = await d.handle({ op: 'turn', session, kind, turn: input }, v.json ? null : (tok) => process.stdout.write(tok.text));
   Object.assign(out, { tokens: r.tokens, text: r.text, finish: r.finish, prompt_tokens: r.prompt_tokens, cached_tokens: r.cached_tokens, stats: r.stats });
   if (v.json) await writeOut(v.json, out);
-  else process.stdout.write(`\n[${r.tokens.length} tokens, ${r.stats.decodeTokensPerSec.toFixed(1)} tok/s decoding on ${info.backend}${info.adapter ? ` (${info.adapter})` : ''}]\n`);
+  else process.stdout.write(`\n[${r.tokens.length} tokens, ${r.stats.decodeTokensPerSec.toFixed(1)} tok/s decoding on ${info.backend}]\n`);
 }
 
 async function writeOut(where, value) {

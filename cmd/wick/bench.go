@@ -33,7 +33,7 @@ func runBench(args []string) error {
 	fs.StringVar(&o.Configs, "configs", d.Configs, "also the architecture table's variants (bench/ARCHITECTURE.md) with random weights: "+
 		strings.Join(bench.ArchVariants, ",")+", or all")
 	fs.BoolVar(&o.Profile, "profile", false, "also print each model's decode step by kernel: the time of each dispatch run on its own")
-	writeShape := fs.String("write-shape", "", "write the Gemma 3 shape NAME (random int8 weights, as measured) as a model directory to the path given after the flags, and stop")
+	writeShape := fs.String("write-shape", "", "write a model directory with random int8 weights (as measured) to the path given after the flags, and stop: NAME is a Gemma 3 shape or a model directory whose architecture it keeps")
 	tok := fs.String("tokenizer", "testdata/tokenizer/tokenizer.model", "with -write-shape: the SentencePiece tokenizer the model directory gets")
 	if err := fs.Parse(args); err != nil {
 		return err

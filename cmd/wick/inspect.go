@@ -64,6 +64,7 @@ func runInspect(args []string) error {
 	fmt.Fprintf(w, "norms\teps %g, 1+w %v, qk-norm %v, post-attn %v, post-ffn %v\n", c.NormEps, c.NormOnePlus, c.QKNorm, c.PostAttnNorm, c.PostFFNNorm)
 	fmt.Fprintf(w, "ffn\t%v\n", c.Activation)
 	fmt.Fprintf(w, "embedding\ttied %v, scale %g; attention scale %g; final softcap %g\n", c.TiedEmbedding, c.Embedding(), c.Scale(), c.FinalSoftcap)
+	fmt.Fprintf(w, "attention\tq/k/v bias %v, logit softcap %g, rotary dims %d of %d\n", c.QKVBias, c.AttnSoftcap, c.Rotary(), c.HeadDim)
 	fmt.Fprintf(w, "\nKV cache\tbytes/token\ttotal\tMHA, all global, unshared\treduction\n")
 	for _, ctx := range kvQuoteLengths(c.ContextLen) {
 		kv, base := c.KVBytes(ctx), c.BaselineKVBytes(ctx)

@@ -337,11 +337,14 @@ func checkFinite(name string, row, cols int, vals []float32) error {
 }
 
 // findTokenizer picks the checkpoint's tokenizer: a SentencePiece
-// tokenizer.model where there is one (Gemma ships both, and its
-// SentencePiece model is the one its chat format was checked with), else a
-// Hugging Face tokenizer.json (Llama 3, Qwen, SmolLM2, Phi). engine/tokenizer
-// reads both and refuses, by name, what it cannot encode faithfully.
+// tokenizer.model where there is one that engine/tokenizer encodes exactly
+// (Gemma ships both, and its SentencePiece model is the one its chat format
+// was checked with), else a Hugging Face tokenizer.json (Llama 3, Qwen,
+// SmolLM2; Phi-3, whose Llama 2 style tokenizer.model adds a dummy prefix
+// that go-sentencepiece does not implement). engine/tokenizer refuses, by
+// name, what it cannot encode faithfully.
 func findTokenizer(dir string) (string, *tokenizer.Tokenizer, error) {
+	var firstErr error
 	for _, name := range []string{"tokenizer.model", "tokenizer.json"} {
 		path := filepath.Join(dir, name)
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
@@ -351,9 +354,15 @@ func findTokenizer(dir string) (string, *tokenizer.Tokenizer, error) {
 		}
 		tok, err := tokenizer.Load(path)
 		if err != nil {
-			return "", nil, err
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
 		}
 		return path, tok, nil
+	}
+	if firstErr != nil {
+		return "", nil, firstErr
 	}
 	return "", nil, fmt.Errorf("%s has no tokenizer.model or tokenizer.json", dir)
 }

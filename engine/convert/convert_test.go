@@ -424,3 +424,20 @@ func TestTemplateChat(t *testing.T) {
 func sameSet(a, b []int32) bool {
 	return len(a) == len(b) && !slices.ContainsFunc(a, func(x int32) bool { return !slices.Contains(b, x) })
 }
+
+// TestTokenizerFallback converts a checkpoint whose tokenizer.model wick
+// cannot read (as Phi-3's Llama 2 style one) beside a tokenizer.json it
+// can: the tokenizer.json is used.
+func TestTokenizerFallback(t *testing.T) {
+	in := copyFixture(t, "phi4")
+	if err := os.WriteFile(filepath.Join(in, "tokenizer.model"), []byte("not a model"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Convert(in, filepath.Join(t.TempDir(), "m"), Options{DType: model.F32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Base(res.Tokenizer) != "tokenizer.json" {
+		t.Errorf("tokenizer %s, want the tokenizer.json", res.Tokenizer)
+	}
+}

@@ -88,7 +88,7 @@ func BenchmarkBrowserDecode(b *testing.B) {
 			br.do(b, 10*time.Second, "a short card", chromedp.Evaluate[chromedp.Void](`
 				localStorage.setItem('wick.v1', JSON.stringify({
 					characters: [{id: 'c-b', name: 'Ada', persona: '', greeting: ''}], chats: [],
-					settings: {temperature: 0, topP: 1, maxTokens: 32, backend: ''},
+					settings: {temperature: 0, topP: 1, maxTokens: 32, backend: 'webgpu'},
 					open: {model: '', character: 'c-b', chat: ''}}))
 			`), chromedp.Reload())
 			br.waitState(b, "ready", 180*time.Second)

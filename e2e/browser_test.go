@@ -104,6 +104,13 @@ type browser struct {
 // Chromium on Linux offers no WebGPU adapter.
 func newBrowser(t testing.TB, webgpu bool) *browser {
 	t.Helper()
+	return launchBrowser(t, webgpu, t.TempDir())
+}
+
+// launchBrowser is newBrowser with the profile in dir (a second browser on
+// the same dir finds what the first stored) and extra flags.
+func launchBrowser(t testing.TB, webgpu bool, dir string, extra ...chromedp.ExecAllocatorOption) *browser {
+	t.Helper()
 	path := needBrowser(t)
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(path),
@@ -116,9 +123,10 @@ func newBrowser(t testing.TB, webgpu bool) *browser {
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-quic", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(dir),
 		chromedp.WindowSize(1200, 800),
 	}
+	opts = append(opts, extra...)
 	if webgpu {
 		opts = append(opts, chromedp.Flag("enable-unsafe-webgpu", true))
 	}

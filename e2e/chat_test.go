@@ -214,7 +214,7 @@ func reload(t testing.TB, b *browser) restoreInfo {
 }
 
 // openChat is the id of the chat the page has open.
-const openChat = `JSON.parse(localStorage.getItem('wick.v1')).open.chat`
+const openChat = `window.wick.openChat`
 
 // rewriteSave replaces the open chat's saved session in the page's storage
 // by f(bytes) (a JS function body over a Uint8Array b, returning bytes).
@@ -249,8 +249,10 @@ func TestChat(t *testing.T) {
 	steps := []step{{"send", "Hello! Who are you?"}, {"send", "What do you bake?"}, {"regenerate", ""}}
 	want := nativeChat(t, steps...)
 
+	// WebGPU by name: on SwiftShader, a software adapter, the page would
+	// otherwise choose its CPU backend.
 	start := time.Now()
-	b.do(t, 30*time.Second, "open the page", chromedp.Navigate(s.URL+"/"))
+	b.do(t, 30*time.Second, "open the page", chromedp.Navigate(s.URL+"/?backend=webgpu"))
 	b.waitState(t, "ready", 120*time.Second)
 	t.Logf("page ready after %v: %s", time.Since(start).Round(time.Millisecond), b.pageStatus())
 	if got := s.shards.Load(); got == 0 {

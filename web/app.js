@@ -1,26 +1,36 @@
-// The chat page: model picker and download, characters and their chats,
-// the message list with streamed replies, and the engine worker behind it.
+// The chat page: model picker and download, characters (shared cards in and
+// out) and their chats, the message list with streamed replies, actions on
+// every message and alternative replies ("swipes"), and the engine worker
+// behind it.
 //
-// The module keeps each conversation's KV cache in a session between turns,
-// and the worker saves the session after every turn (saves.js). A chat
-// without a session (after a reload, or after an error) gets one from its
-// save, KV included, so it goes on without recomputing anything; where the
-// save is missing or refused, from the page's own copy of its messages
-// (wick_set_history), which the next turn prefills. Regenerate and edit are
-// the engine's own (wick_regenerate, wick_edit_last): they keep the KV of
-// everything before the replaced message.
+// The module keeps each conversation's KV cache in a session between turns.
+// After every turn the chat's messages and the session's save are written
+// in one IndexedDB transaction (store.js commitTurn), so after a crash or a
+// kill the two agree. A chat without a session (after a reload, an error, or
+// a change the engine did not make: an edited or deleted message, another
+// swipe) gets one from its save, KV included, brought to the page's messages
+// by wick_set_history, which keeps the KV of the leading messages both
+// share; where the save is missing or refused, from the messages alone,
+// which the next turn prefills. Never lose a chat: when its KV cannot be
+// used, it is replayed from its messages.
 
-import { Store } from './store.js';
+import { Store, newID } from './store.js';
 import { listModels, download, stored, remove } from './models.js';
-import { systemPrompt } from './manifest.js';
+import { readCard, writeCard, cardPrompt } from './tools.js';
+import * as chatfile from './chatfile.js';
 
 const $ = (id) => document.getElementById(id);
-const store = new Store();
-const mib = (n) => `${(n / 1048576).toFixed(1)} MiB`;
+let store = null;
+const mb = (n) => `${(n / 1e6).toFixed(n < 1e7 ? 1 : 0)} MB`;
+const kib = (n) => `${(n / 1024).toFixed(n < 10240 ? 1 : 0)} KiB`;
+const secs = (ms) => `${(ms / 1000).toFixed(ms < 10000 ? 1 : 0)} s`;
 
-// Test and benchmark hooks: what the last turn streamed and measured.
+// Test and benchmark hooks: what the last turn streamed and measured, and
+// the page's own operations (the buttons call the same functions).
 const hooks = window.wick = {
   streamed: [], lastReply: null, lastStats: null, lastRestore: null, lastSave: null, loaded: null, state: 'starting', note: '', saved: {},
+  get openChat() { return store ? store.open.chat : ''; },
+  get store() { return store; },
 };
 
 // ---- the worker ----
@@ -54,7 +64,9 @@ function ask(op, args = {}, onToken) {
 
 // ---- status, errors, notices ----
 
-function status(text) { $('status').textContent = text; }
+// status shows one plain line; details go into its tooltip.
+function status(text, details = '') { $('status').textContent = text; $('status').title = details; }
+
 // splitError turns an error message into one plain line and the rest:
 // WebGPU's diagnostics run to dozens of lines, which belong in a collapsed
 // details element, not across the chat.
@@ -90,29 +102,92 @@ function withDetails(el, text, details) {
 function showError(text, details) { const e = $('error'); withDetails(e, text, details); e.hidden = !text; }
 // note tells what happened to a chat's saved session (restored, refused).
 function note(text) { $('note').textContent = text; $('note').hidden = !text; hooks.note = text; }
-function notice(text, offerCPU, details) {
+function notice(text, { offerCPU = false, offerGPU = false, details = '' } = {}) {
   $('notice').hidden = !text;
   withDetails($('notice-text'), text || '', details);
   $('use-cpu').hidden = !offerCPU;
+  $('use-gpu').hidden = !offerGPU;
 }
+
+// toast offers to undo what was just done; commit runs when the offer
+// lapses (after a while, or when another toast replaces it).
+let pendingToast = null;
+function toast(text, undo, commit = () => {}) {
+  if (pendingToast) pendingToast.commit();
+  const t = { undo, commit: () => { clearTimeout(t.timer); if (pendingToast === t) { pendingToast = null; $('toast').hidden = true; } commit(); } };
+  t.timer = setTimeout(t.commit, 8000);
+  pendingToast = t;
+  $('toast-text').textContent = text;
+  $('toast').hidden = false;
+}
+
+function undoToast() {
+  const t = pendingToast;
+  if (!t) return;
+  clearTimeout(t.timer);
+  pendingToast = null;
+  $('toast').hidden = true;
+  t.undo();
+}
+
+// copyText puts text on the clipboard: the Clipboard API where the page
+// is a secure context, else a selected textarea and execCommand.
+async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) {
+    try { await navigator.clipboard.writeText(text); return true; } catch { /* fall back */ }
+  }
+  const ta = document.createElement('textarea');
+  ta.value = text;
+  ta.setAttribute('readonly', '');
+  ta.style.position = 'fixed';
+  ta.style.opacity = '0';
+  document.body.append(ta);
+  ta.select();
+  let ok = false;
+  try { ok = document.execCommand('copy'); } catch { ok = false; }
+  ta.remove();
+  return ok;
+}
+
+function downloadFile(name, bytes, type) {
+  const url = URL.createObjectURL(new Blob([bytes], { type }));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+const safeName = (s) => (s || 'chat').replace(/[^\p{L}\p{N} ._-]+/gu, '').trim().slice(0, 60) || 'chat';
 
 // ---- models ----
 
 let models = [];
-let loaded = null;       // {model, backend, ...} once the worker has one
+let loaded = null;       // {model, backend, key, ...} once the worker has one
 let sessions = new Map(); // chat id -> {ready}: a promise of the worker session that holds the chat's messages
 let saved = new Map();    // chat id -> bytes of its save for the loaded model
 let editing = '';         // the chat whose last user message is being edited
 let busy = false;
+let gpuOverride = '';     // ?backend= in the address: for this page load only
 
-async function webgpuProblem() {
-  if (!navigator.gpu) return 'This browser does not offer WebGPU (navigator.gpu is missing), so the model cannot run on the GPU here.';
-  try {
-    if (!(await navigator.gpu.requestAdapter())) return 'WebGPU is present but found no usable GPU adapter (it may be disabled or blocklisted).';
-  } catch (e) {
-    return `WebGPU could not find an adapter: ${e.message}`;
+// gpuProblem says why WebGPU cannot be used here ('' when it can), and
+// whether the adapter is a software one.
+async function gpuProblem() {
+  if (!window.isSecureContext) {
+    return { problem: 'insecure' };
   }
-  return '';
+  if (!navigator.gpu) return { problem: 'This browser does not offer WebGPU, so the model cannot run on the GPU here.' };
+  let adapter = null;
+  try {
+    adapter = await navigator.gpu.requestAdapter();
+  } catch (e) {
+    return { problem: `WebGPU could not find a GPU: ${e.message}.` };
+  }
+  if (!adapter) return { problem: 'WebGPU is present but found no usable GPU (it may be disabled or blocklisted).' };
+  const info = adapter.info || {};
+  return { problem: '', fallback: !!(info.isFallbackAdapter || adapter.isFallbackAdapter), adapterName: [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') };
 }
 
 async function initModels() {
@@ -131,6 +206,46 @@ async function initModels() {
 
 function currentModelInfo() { return models.find((m) => m.name === $('model-select').value); }
 
+function describeModel(info) {
+  if (!info) return;
+  const c = info.config || {}, sz = info.sizes || {};
+  const params = c.params ? `${(c.params / 1e6).toFixed(c.params < 10e6 ? 1 : 0)}M parameters` : '';
+  $('model-size').textContent = `${mb(sz.download_bytes || 0)} download` + (params ? `, ${params}` : '');
+  $('model-size').title = `${sz.shards} shard file(s), ${c.dtype}, context of ${c.context_len} tokens`;
+  const intro = $('intro');
+  if (c.params && c.params < 100e6) {
+    intro.textContent = `${info.name} is a small demonstration model (${params}) that has read a few old books: ` +
+      'expect odd replies. For real conversations, convert a model with "wick convert" and serve it (see the README).';
+    intro.hidden = false;
+  } else {
+    intro.hidden = true;
+  }
+}
+
+// chooseBackend picks where the model runs: what the user chose, else
+// WebGPU on a hardware adapter, else the CPU, saying why in one line.
+async function chooseBackend() {
+  const want = gpuOverride || store.settings.backend;
+  if (want === 'cpu') { notice(''); return 'cpu'; }
+  const { problem, fallback } = await gpuProblem();
+  if (problem === 'insecure') {
+    notice(`This page came over plain http from another machine, so the browser treats it as not secure and turns WebGPU off. ` +
+      `It runs on the CPU instead (slower). For the GPU, open it over https (wick serve -tls-self-signed) or at http://localhost on the machine itself.`);
+    return 'cpu';
+  }
+  if (problem) {
+    hooks.state = 'no-webgpu';
+    notice(`${problem} You can run the model on the CPU instead: it works, but more slowly.`, { offerCPU: true });
+    return null;
+  }
+  if (fallback && want !== 'webgpu') {
+    notice('WebGPU here runs in software, without a GPU, which is slower than wick\'s own CPU backend: running on the CPU.', { offerGPU: true });
+    return 'cpu';
+  }
+  notice('');
+  return 'webgpu';
+}
+
 async function openModel(name) {
   store.open.model = name;
   store.save();
@@ -141,25 +256,15 @@ async function openModel(name) {
   setBusy(false);
   showError('');
   note('');
-  const info = currentModelInfo();
-  $('model-size').textContent = info ? `${mib(info.sizes.download_bytes)} in ${info.sizes.shards} shards, ${info.config.dtype}, context ${info.config.context_len}` : '';
-  const backend = store.settings.backend;
-  if (backend !== 'cpu') {
-    const problem = await webgpuProblem();
-    if (problem) {
-      hooks.state = 'no-webgpu';
-      notice(`${problem} You can run the model on the CPU instead: it works, but slowly.`, true);
-      status('WebGPU is not available.');
-      return;
-    }
-  }
-  notice('');
+  describeModel(currentModelInfo());
+  const backend = await chooseBackend();
+  if (!backend) { status('WebGPU is not available.'); return; }
   await downloadAndLoad(name, backend);
 }
 
 async function downloadAndLoad(name, backend) {
-  const bar = $('progress');
-  $('download-btn').disabled = true;
+  const bar = $('progress'), btn = $('download-btn');
+  btn.disabled = true;
   try {
     hooks.state = 'downloading';
     const have = await stored(name);
@@ -169,35 +274,231 @@ async function downloadAndLoad(name, backend) {
       onProgress: (p) => {
         bar.max = p.totalBytes || 1;
         bar.value = p.bytes;
-        $('progress-text').textContent = `${mib(p.bytes)} of ${mib(p.totalBytes)}, shard ${p.shards} of ${p.totalShards}`;
+        $('progress-text').textContent = `${mb(p.bytes)} of ${mb(p.totalBytes)}`;
       },
     });
     bar.hidden = true;
+    $('progress-text').textContent = '';
     hooks.state = 'loading';
-    status(`Loading ${name}…`);
+    status(`Starting ${name}…`);
     if (!worker) startWorker();
     const info = await ask('load', { model: name, backend });
     loaded = { model: name, ...info };
     hooks.loaded = loaded;
     hooks.state = 'ready';
-    if (info.gpuNote) notice(info.gpuDetails ? info.gpuNote : `${info.gpuNote} Running on the CPU.`, false, info.gpuDetails);
-    status(`${info.name} ready on ${info.backend}, context ${info.context} tokens, loaded in ${(info.loadMs / 1000).toFixed(1)} s.`);
+    if (info.gpuNote) notice(info.gpuDetails ? info.gpuNote : `${info.gpuNote} Running on the CPU.`, { details: info.gpuDetails });
+    const where = info.backend.startsWith('webgpu') ? 'the GPU (WebGPU)' : 'the CPU';
+    status(`Ready: ${info.name} runs on ${where}.`, `backend ${info.backend}${info.adapter ? `, adapter ${info.adapter}` : ''}; context ${info.context} tokens; started in ${secs(info.loadMs)}`);
+    btn.textContent = 'Downloaded';
     await refreshSaved();
     setBusy(false);
     render();
+    $('input').focus();
   } catch (e) {
     hooks.state = 'error';
     bar.hidden = true;
+    $('progress-text').textContent = '';
+    btn.textContent = 'Download';
+    btn.disabled = false;
     showError(e.kind === 'corrupt' ? `Download refused: ${e.message}` : e.message);
     status(`${name} is not loaded.`);
-  } finally {
-    $('download-btn').disabled = false;
   }
 }
 
-// ---- characters and chats ----
+// ---- characters ----
 
-const kib = (n) => `${(n / 1024).toFixed(n < 10240 ? 1 : 0)} KiB`;
+const prompts = new Map(); // character id -> {key, system, greetings}
+
+// cardOf is a character as the module renders it (wasm/module/cards.go).
+function cardOf(ch) {
+  return {
+    name: ch.name, persona: ch.persona || '', greeting: ch.greeting || '', alternate_greetings: ch.alternate_greetings || [],
+    personality: ch.personality || '', scenario: ch.scenario || '', examples: ch.examples || '',
+    instructions: ch.instructions || '', post_history: ch.post_history || '',
+    user_name: store.settings.userName || '', user_persona: store.settings.userPersona || '',
+  };
+}
+
+// promptOf returns a character's system prompt and greetings, rendered by
+// engine/chat through the module (cached until the card changes).
+async function promptOf(ch) {
+  const card = cardOf(ch);
+  const key = JSON.stringify(card);
+  const p = prompts.get(ch.id);
+  if (p && p.key === key) return p;
+  const r = await cardPrompt(card);
+  const out = { key, system: r.system, greetings: r.greetings || [] };
+  prompts.set(ch.id, out);
+  return out;
+}
+
+function avatarNode(ch, cls = 'avatar') {
+  const blob = ch && store.avatars.get(ch.id);
+  if (blob) {
+    const img = document.createElement('img');
+    img.className = cls;
+    img.alt = '';
+    img.src = avatarURL(ch.id, blob);
+    return img;
+  }
+  const span = document.createElement('span');
+  span.className = cls + ' letter';
+  span.textContent = ch ? (ch.name || '?').trim().slice(0, 1).toUpperCase() : '';
+  return span;
+}
+
+const avatarURLs = new Map();
+function avatarURL(id, blob) {
+  const have = avatarURLs.get(id);
+  if (have && have.blob === blob) return have.url;
+  if (have) URL.revokeObjectURL(have.url);
+  const url = URL.createObjectURL(blob);
+  avatarURLs.set(id, { blob, url });
+  return url;
+}
+
+// sharedCardOf returns a character as engine/chat's SharedCard, with what
+// its imported card held (character_book, extensions...) carried over.
+function sharedCardOf(ch) {
+  const src = ch.source || {};
+  return {
+    ...src, spec: src.spec || '',
+    name: ch.name, description: ch.persona || '', personality: ch.personality || '', scenario: ch.scenario || '',
+    first_mes: ch.greeting || '', mes_example: ch.examples || '', system_prompt: ch.instructions || '',
+    post_history_instructions: ch.post_history || '', alternate_greetings: ch.alternate_greetings || [],
+    tags: src.tags || [], creator: src.creator || '', creator_notes: src.creator_notes || '', character_version: src.character_version || '',
+  };
+}
+
+// importCard adds the character of a shared card file (JSON or PNG bytes);
+// a PNG is also its picture.
+async function importCard(bytes, fileName = '') {
+  const sc = await readCard(bytes);
+  const ch = {
+    id: newID('c'), name: sc.name, persona: sc.description || '', greeting: sc.first_mes || '',
+    alternate_greetings: sc.alternate_greetings || [], personality: sc.personality || '', scenario: sc.scenario || '',
+    examples: sc.mes_example || '', instructions: sc.system_prompt || '', post_history: sc.post_history_instructions || '',
+    source: sc, imported: fileName,
+  };
+  await store.putCharacter(ch);
+  if (bytes[0] === 0x89 && bytes[1] === 0x50) await store.setAvatar(ch.id, new Blob([bytes], { type: 'image/png' }));
+  store.open.character = ch.id;
+  store.open.chat = '';
+  store.save();
+  await render();
+  return ch.id;
+}
+
+// exportCard returns a character as a shared card file: format 'json'
+// (V2) or 'png' (V3, over its picture where that is a PNG).
+async function exportCard(id, format) {
+  const ch = store.character(id);
+  if (!ch) throw new Error(`no character ${id}`);
+  if (format === 'json') return writeCard(sharedCardOf(ch), { spec: 'chara_card_v2' });
+  let image = null;
+  const blob = store.avatars.get(id);
+  if (blob && blob.type === 'image/png') image = new Uint8Array(await blob.arrayBuffer());
+  return writeCard(sharedCardOf(ch), { spec: 'chara_card_v3', png: true, image });
+}
+
+function renderCharacters() {
+  const ul = $('characters');
+  ul.replaceChildren(...store.visibleCharacters().map((c) => {
+    const li = document.createElement('li');
+    li.className = 'character' + (c.id === store.open.character ? ' selected' : '');
+    li.dataset.id = c.id;
+    const name = document.createElement('span');
+    name.className = 'label';
+    name.textContent = c.name;
+    const edit = button('Edit', 'Edit this character', (ev) => { ev.stopPropagation(); editCharacter(c); });
+    edit.className = 'edit';
+    li.append(avatarNode(c), name, edit);
+    li.onclick = () => { store.open.character = c.id; store.open.chat = ''; store.save(); closeDrawer(); render(); };
+    return li;
+  }));
+}
+
+function button(text, title, onclick) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.textContent = text;
+  if (title) b.title = title;
+  b.onclick = onclick;
+  return b;
+}
+
+function editCharacter(card) {
+  const dlg = $('card-dialog');
+  const isNew = !card;
+  card = card || { id: newID('c'), name: '', persona: '', greeting: '' };
+  const fields = { name: 'card-name', persona: 'card-persona', greeting: 'card-greeting', personality: 'card-personality', scenario: 'card-scenario', examples: 'card-examples', instructions: 'card-instructions', post_history: 'card-post' };
+  for (const [k, id] of Object.entries(fields)) $(id).value = card[k] || '';
+  $('card-alternates').value = (card.alternate_greetings || []).join('\n---\n');
+  let avatar = store.avatars.get(card.id) || null;
+  const showAvatar = () => {
+    const img = $('card-avatar');
+    if (avatar) img.src = URL.createObjectURL(avatar); else img.removeAttribute('src');
+  };
+  showAvatar();
+  $('card-avatar-file').value = '';
+  $('card-avatar-file').onchange = () => { const f = $('card-avatar-file').files[0]; if (f) { avatar = f; showAvatar(); } };
+  for (const id of ['card-delete', 'card-export-json', 'card-export-png']) $(id).hidden = isNew;
+  dlg.onclose = async () => {
+    const rv = dlg.returnValue;
+    try {
+      if (rv === 'save') {
+        const next = { ...card };
+        for (const [k, id] of Object.entries(fields)) next[k] = $(id).value;
+        next.name = next.name.trim() || 'Unnamed';
+        next.alternate_greetings = $('card-alternates').value.split(/\n\s*---\s*\n/).map((s) => s.trim()).filter(Boolean);
+        // A changed card changes the system prompt: its chats' sessions are
+        // rebuilt (from their saves, then brought up to the new prompt).
+        for (const c of store.chatsOf(card.id)) dropSession(c.id);
+        await store.putCharacter(next);
+        if (avatar !== (store.avatars.get(card.id) || null)) await store.setAvatar(card.id, avatar);
+        store.open.character = next.id;
+        if (isNew) store.open.chat = '';
+      } else if (rv === 'delete') {
+        deleteCharacter(card);
+      } else if (rv === 'export-json' || rv === 'export-png') {
+        const fmt = rv.slice(7);
+        downloadFile(`${safeName(card.name)}.${fmt}`, await exportCard(card.id, fmt), fmt === 'png' ? 'image/png' : 'application/json');
+      }
+    } catch (e) {
+      showError(e.message);
+    }
+    store.save();
+    render();
+  };
+  dlg.showModal();
+}
+
+// deleteCharacter hides a character and its chats at once, and removes
+// them when the offer to undo lapses.
+function deleteCharacter(card) {
+  const ch = store.character(card.id);
+  if (!ch) return;
+  const chats = store.chats.filter((c) => c.character === ch.id);
+  ch.deleting = true;
+  for (const c of chats) c.deleting = true;
+  if (store.open.character === ch.id) {
+    const next = store.visibleCharacters()[0];
+    store.open.character = next ? next.id : '';
+    store.open.chat = '';
+  }
+  toast(`Deleted ${ch.name} and ${chats.length} chat${chats.length === 1 ? '' : 's'}.`, () => {
+    delete ch.deleting;
+    for (const c of chats) delete c.deleting;
+    store.open.character = ch.id;
+    store.save();
+    render();
+  }, () => {
+    for (const c of chats) forgetChat(c.id);
+    store.deleteCharacter(ch.id);
+  });
+}
+
+// ---- chats ----
 
 // refreshSaved asks the worker which chats have a save for the loaded model.
 async function refreshSaved() {
@@ -209,22 +510,73 @@ async function refreshSaved() {
   renderChats();
 }
 
-function renderCharacters() {
-  const ul = $('characters');
-  ul.replaceChildren(...store.characters.map((c) => {
-    const li = document.createElement('li');
-    li.className = 'character' + (c.id === store.open.character ? ' selected' : '');
-    li.dataset.id = c.id;
-    const name = document.createElement('span');
-    name.textContent = c.name;
-    const edit = document.createElement('button');
-    edit.textContent = 'edit';
-    edit.type = 'button';
-    edit.onclick = (ev) => { ev.stopPropagation(); editCharacter(c); };
-    li.append(name, edit);
-    li.onclick = () => { store.open.character = c.id; store.open.chat = ''; store.save(); render(); };
-    return li;
-  }));
+function forgetChat(id) {
+  dropSession(id);
+  if (worker) ask('forget', { chat: id }).catch(() => {});
+  saved.delete(id);
+}
+
+function deleteChat(c) {
+  c.deleting = true;
+  if (store.open.chat === c.id) store.open.chat = '';
+  toast(`Deleted the chat "${c.title}".`, () => {
+    delete c.deleting;
+    store.open.chat = c.id;
+    store.save();
+    render();
+  }, () => {
+    forgetChat(c.id);
+    store.deleteChat(c.id);
+  });
+  render();
+}
+
+function renameChat(c, li) {
+  const input = document.createElement('input');
+  input.className = 'rename';
+  input.value = c.title;
+  input.maxLength = 120;
+  const done = (keep) => {
+    if (keep && input.value.trim()) {
+      c.title = input.value.trim();
+      c.renamed = true;
+      store.putChat(c);
+    }
+    renderChats();
+    renderTop();
+  };
+  input.onkeydown = (ev) => {
+    if (ev.key === 'Enter') { ev.preventDefault(); done(true); }
+    if (ev.key === 'Escape') done(false);
+  };
+  input.onblur = () => done(true);
+  input.onclick = (ev) => ev.stopPropagation();
+  li.replaceChildren(input);
+  input.focus();
+  input.select();
+}
+
+async function exportChat(id) {
+  const c = store.chat(id);
+  const ch = c && store.character(c.character);
+  if (!c) throw new Error(`no chat ${id}`);
+  return chatfile.write(c, { userName: store.settings.userName || 'User', characterName: ch ? ch.name : '' });
+}
+
+// importChat adds a chat from SillyTavern's JSONL text, to the character
+// it names (or the open one), and opens it.
+async function importChat(text) {
+  const r = chatfile.read(text);
+  const ch = store.visibleCharacters().find((c) => c.name === r.characterName) || store.character(store.open.character);
+  if (!ch) throw new Error('Import a chat: there is no character to give it to; make one first.');
+  const chat = { id: newID('chat'), character: ch.id, title: r.title || `Imported chat with ${ch.name}`, renamed: !!r.title, created: Date.now(), updated: Date.now(), messages: r.messages, stMeta: r.stMeta };
+  await store.addChat(chat);
+  store.open.character = ch.id;
+  store.open.chat = chat.id;
+  store.save();
+  await render();
+  if (r.skipped) note(`Imported ${r.messages.length} messages; ${r.skipped} system or narrator messages were left out.`);
+  return chat.id;
 }
 
 function renderChats() {
@@ -236,76 +588,211 @@ function renderChats() {
     li.className = 'chat' + (c.id === store.open.chat ? ' selected' : '');
     li.dataset.id = c.id;
     const title = document.createElement('span');
+    title.className = 'label';
     title.textContent = c.title;
     li.append(title);
     if (saved.has(c.id)) {
       // Saved with its KV for this model: reopening it recomputes nothing.
       const badge = document.createElement('span');
       badge.className = 'saved dim';
-      badge.textContent = kib(saved.get(c.id));
-      badge.title = 'Saved session: it continues without recomputing the conversation';
+      badge.textContent = '✓';
+      badge.title = `Saved with its state (${kib(saved.get(c.id))}): it goes on without recomputing the conversation`;
       li.append(badge);
     }
-    const del = document.createElement('button');
-    del.textContent = '×';
-    del.type = 'button';
-    del.title = 'Delete this chat';
-    del.onclick = (ev) => {
+    const rename = button('✎', 'Rename this chat', (ev) => { ev.stopPropagation(); renameChat(c, li); });
+    rename.className = 'rename-btn';
+    const exp = button('⤓', 'Export this chat (SillyTavern .jsonl)', async (ev) => {
       ev.stopPropagation();
-      dropSession(c.id);
-      if (worker) ask('forget', { chat: c.id }).catch(() => {});
-      saved.delete(c.id);
-      store.deleteChat(c.id);
-      if (store.open.chat === c.id) store.open.chat = '';
-      render();
-    };
-    li.append(del);
-    li.onclick = () => { store.open.chat = c.id; store.save(); render(); };
+      downloadFile(`${safeName(c.title)}.jsonl`, await exportChat(c.id), 'application/jsonl');
+    });
+    exp.className = 'export-btn';
+    const del = button('×', 'Delete this chat', (ev) => { ev.stopPropagation(); deleteChat(c); });
+    del.className = 'delete-btn';
+    li.append(rename, exp, del);
+    li.onclick = () => { store.open.chat = c.id; store.save(); closeDrawer(); render(); };
     return li;
   }));
 }
 
 function currentChat() {
   let chat = store.chat(store.open.chat);
-  if (chat && chat.character === store.open.character) return chat;
+  if (chat && !chat.deleting && chat.character === store.open.character) return chat;
   const ch = store.character(store.open.character);
-  if (!ch) return null;
-  chat = store.chatsOf(ch.id)[0] || store.newChat(ch);
+  if (!ch || ch.deleting) return null;
+  chat = store.chatsOf(ch.id)[0];
+  if (!chat) {
+    const p = prompts.get(ch.id);
+    chat = store.newChat(ch, p ? p.greetings : (ch.greeting ? [ch.greeting] : []));
+  }
   store.open.chat = chat.id;
   store.save();
   return chat;
 }
 
-function messageNode(m, charName) {
+// ---- messages ----
+
+// formatted fills el with text, *actions* in italics (the asterisks kept,
+// faint, so that the text reads and copies as written).
+function formatted(el, text) {
+  el.replaceChildren();
+  const re = /\*([^*\n]+)\*/g;
+  let at = 0;
+  for (const m of text.matchAll(re)) {
+    if (m.index > at) el.append(text.slice(at, m.index));
+    const em = document.createElement('em');
+    const a = document.createElement('span');
+    a.className = 'mark';
+    a.textContent = '*';
+    em.append(a, m[1], a.cloneNode(true));
+    el.append(em);
+    at = m.index + m[0].length;
+  }
+  if (at < text.length) el.append(text.slice(at));
+}
+
+// selectSwipe shows alternative i of message m.
+function selectSwipe(m, i) {
+  const s = m.swipes[i];
+  m.swipe = i;
+  m.text = s.text;
+  for (const k of ['ids', 'idsOf', 'finish']) { if (s[k] !== undefined) m[k] = s[k]; else delete m[k]; }
+}
+
+// changed records that the page changed chat's conversation itself: its
+// session is rebuilt before the next turn.
+function changed(chat) {
+  dropSession(chat.id);
+  store.touch(chat);
+  render();
+}
+
+function messageNode(m, i, chat, ch) {
   const div = document.createElement('div');
   div.className = `msg ${m.role}`;
+  div.dataset.index = i;
   const who = document.createElement('span');
   who.className = 'who';
-  who.textContent = m.role === 'user' ? 'You' : charName;
-  const text = document.createElement('span');
+  if (m.role === 'assistant') who.append(avatarNode(ch));
+  who.append(m.role === 'user' ? (store.settings.userName || 'You') : (ch ? ch.name : ''));
+  const text = document.createElement('div');
   text.className = 'text';
-  text.textContent = m.text;
+  formatted(text, m.text);
   div.append(who, text);
   if (m.finish && m.finish !== 'stop') {
     const meta = document.createElement('span');
     meta.className = 'meta';
-    meta.textContent = m.finish === 'cancelled' ? 'stopped' : 'cut off at the token limit';
+    meta.textContent = m.finish === 'cancelled' ? 'stopped' : 'cut off at the length limit';
     div.append(meta);
   }
+  if (chat && i >= 0) div.append(actionsOf(m, i, chat, div));
   return div;
+}
+
+// actionsOf is the row of actions under message i.
+function actionsOf(m, i, chat, div) {
+  const row = document.createElement('div');
+  row.className = 'actions';
+  const last = i === chat.messages.length - 1;
+  if (m.swipes && m.swipes.length > 1) {
+    const sw = document.createElement('span');
+    sw.className = 'swipes';
+    const prev = button('‹', 'Previous reply', () => { selectSwipe(m, (m.swipe + m.swipes.length - 1) % m.swipes.length); changed(chat); });
+    const next = button('›', 'Next reply', () => { selectSwipe(m, (m.swipe + 1) % m.swipes.length); changed(chat); });
+    prev.className = 'swipe-prev';
+    next.className = 'swipe-next';
+    const count = document.createElement('span');
+    count.className = 'swipe-count';
+    count.textContent = `${m.swipe + 1}/${m.swipes.length}`;
+    sw.append(prev, count, next);
+    row.append(sw);
+  }
+  const act = (cls, text, title, f) => { const b = button(text, title, f); b.className = cls; b.disabled = busy && cls !== 'copy'; row.append(b); };
+  act('copy', 'Copy', 'Copy this message', async (ev) => {
+    const ok = await copyText(m.text);
+    ev.target.textContent = ok ? 'Copied' : 'Copy failed';
+    setTimeout(() => { ev.target.textContent = 'Copy'; }, 1500);
+  });
+  act('edit-msg', 'Edit', 'Change this message', () => editMessage(m, i, chat, div));
+  if (m.role === 'assistant' && !m.greeting && i > 0 && chat.messages[i - 1].role === 'user') {
+    act('regen-here', last ? 'Regenerate' : 'Regenerate from here', last ? 'Write another reply (the old one is kept)' : 'Drop what follows and write another reply here', () => regenerateAt(chat, i));
+  }
+  act('delete-msg', 'Delete', 'Delete this message', () => deleteMessage(chat, i));
+  return row;
+}
+
+function editMessage(m, i, chat, div) {
+  if (busy) return;
+  const ta = document.createElement('textarea');
+  ta.className = 'editor';
+  ta.value = m.text;
+  const save = button('Save', '', () => {
+    const text = ta.value;
+    if (text !== m.text) {
+      m.text = text;
+      // The model's own tokens no longer spell this text.
+      delete m.ids;
+      delete m.idsOf;
+      if (m.swipes) m.swipes[m.swipe] = { text };
+      changed(chat);
+    } else {
+      render();
+    }
+  });
+  save.className = 'save-edit';
+  const cancel = button('Cancel', '', () => render());
+  const row = document.createElement('div');
+  row.className = 'row tight';
+  row.append(save, cancel);
+  div.querySelector('.text').replaceWith(ta);
+  div.querySelector('.actions').replaceWith(row);
+  ta.focus();
+}
+
+function deleteMessage(chat, i) {
+  if (busy) return;
+  const before = chat.messages.slice();
+  chat.messages.splice(i, 1);
+  changed(chat);
+  toast('Message deleted.', () => { chat.messages = before; changed(chat); });
+}
+
+// regenerateAt writes another reply in place of message i (an assistant
+// reply to a user message); what follows it is dropped, with an undo.
+async function regenerateAt(chat, i) {
+  if (busy || !loaded) return;
+  if (i < chat.messages.length - 1) {
+    const before = chat.messages.slice();
+    chat.messages.splice(i + 1);
+    changed(chat);
+    toast('Later messages dropped.', () => { chat.messages = before; changed(chat); });
+  }
+  readSettings();
+  await runTurn(chat, 'regenerate', null);
+}
+
+function renderTop() {
+  const ch = store.character(store.open.character);
+  const chat = store.chat(store.open.chat);
+  $('top-name').textContent = ch ? ch.name : '';
+  $('top-chat').textContent = chat && chat.title !== 'New chat' ? chat.title : '';
+  const img = $('top-avatar');
+  const blob = ch && store.avatars.get(ch.id);
+  img.hidden = !blob;
+  if (blob) img.src = avatarURL(ch.id, blob);
 }
 
 // renderMessages shows msgs (by default the open chat's).
 function renderMessages(msgs) {
   const chat = currentChat();
   const ch = store.character(store.open.character);
+  const own = !msgs;
   if (!msgs) msgs = chat ? chat.messages : [];
-  const nodes = msgs.map((m) => messageNode(m, ch ? ch.name : ''));
-  if (chat && editing === chat.id && msgs === chat.messages) {
+  const nodes = msgs.map((m, i) => messageNode(m, own ? i : -1, own ? chat : null, ch));
+  if (chat && editing === chat.id && own) {
     const i = lastUser(chat);
     if (i >= 0) nodes[i].classList.add('editing');
   }
-  if (chat && chat.failed && msgs === chat.messages) nodes.push(failedNode(chat));
+  if (chat && chat.failed && own) nodes.push(failedNode(chat, ch));
   $('messages').replaceChildren(...nodes);
   $('messages').scrollTop = $('messages').scrollHeight;
 }
@@ -313,66 +800,38 @@ function renderMessages(msgs) {
 // failedNode shows a message whose turn failed: it stays in the chat, not
 // in the input box, with the reason and a way to send it again. It is not
 // part of the conversation the model sees until it is sent.
-function failedNode(chat) {
-  const node = messageNode({ role: 'user', text: chat.failed.text }, '');
+function failedNode(chat, ch) {
+  const node = messageNode({ role: 'user', text: chat.failed.text }, -1, null, ch);
   node.classList.add('failed');
   const note = document.createElement('div');
   note.className = 'failed-note';
   note.textContent = 'Not sent. ';
-  const retry = document.createElement('button');
-  retry.textContent = 'Send again';
-  retry.className = 'retry';
-  retry.onclick = () => {
+  const retry = button('Send again', '', () => {
     const f = chat.failed;
     chat.failed = null;
     if (!busy && loaded) runTurn(chat, f.kind, f.text);
-  };
+  });
+  retry.className = 'retry';
   note.append(retry);
   node.append(note);
   return node;
 }
 
-function render() {
+async function render() {
+  const ch = store.character(store.open.character);
+  if (ch) {
+    try { await promptOf(ch); } catch (e) { showError(`The character ${ch.name} cannot be shown to the model: ${e.message}`); }
+  }
   const chat = currentChat(); // opens (or starts) a chat with the character first
   if (editing && (!chat || chat.id !== editing)) setEditing('');
   renderCharacters();
   renderChats();
+  renderTop();
   renderMessages();
   setBusy(busy);
   // The open chat gets its session now, so that a refused save is
   // reported when the chat is shown, not when the user next writes.
-  if (chat && loaded && !sessions.has(chat.id)) ensureSession(chat).catch((e) => showError(e.message));
-}
-
-function editCharacter(card) {
-  const dlg = $('card-dialog');
-  const isNew = !card;
-  card = card || { id: 'c-' + Date.now().toString(36), name: '', persona: '', greeting: '' };
-  $('card-name').value = card.name;
-  $('card-persona').value = card.persona;
-  $('card-greeting').value = card.greeting;
-  $('card-delete').hidden = isNew;
-  dlg.onclose = () => {
-    if (dlg.returnValue === 'save') {
-      const next = { ...card, name: $('card-name').value.trim() || 'Unnamed', persona: $('card-persona').value, greeting: $('card-greeting').value };
-      // A changed card changes the system prompt: its chats' sessions are
-      // rebuilt (from their saves, then brought up to the new prompt).
-      for (const c of store.chatsOf(card.id)) dropSession(c.id);
-      store.putCharacter(next);
-      store.open.character = next.id;
-    } else if (dlg.returnValue === 'delete') {
-      for (const c of store.chatsOf(card.id)) {
-        dropSession(c.id);
-        if (worker) ask('forget', { chat: c.id }).catch(() => {});
-      }
-      store.deleteCharacter(card.id);
-      if (store.open.character === card.id) store.open.character = store.characters[0] ? store.characters[0].id : '';
-    }
-    store.open.chat = '';
-    store.save();
-    render();
-  };
-  dlg.showModal();
+  if (chat && loaded && !busy && !sessions.has(chat.id)) ensureSession(chat).catch((e) => showError(e.message));
 }
 
 // ---- sessions ----
@@ -381,9 +840,10 @@ function editCharacter(card) {
 // system prompt, then the messages (the greeting as the character's first
 // one, as engine/chat's Card.Messages has it). A reply carries its token
 // ids when they are the loaded model's, so the engine keeps them exactly.
-function engineMessages(chat) {
-  const ch = store.character(chat.character) || {};
-  return [{ role: 'system', content: systemPrompt(ch) }, ...chat.messages.map((m) => {
+async function engineMessages(chat) {
+  const ch = store.character(chat.character);
+  const system = ch ? (await promptOf(ch)).system : '';
+  return [{ role: 'system', content: system }, ...chat.messages.map((m) => {
     const e = { role: m.role, content: m.text };
     if (m.role === 'assistant' && Array.isArray(m.ids) && m.idsOf === loaded.key) e.tokens = m.ids;
     return e;
@@ -407,18 +867,21 @@ async function ensureSession(chat) {
 }
 
 async function openSession(chat) {
-  const r = await ask('open', { chat: chat.id, messages: engineMessages(chat) });
+  const r = await ask('open', { chat: chat.id, messages: await engineMessages(chat) });
   hooks.lastRestore = r;
   if (store.open.chat !== chat.id) return r.session;
   if (r.refused) {
-    note(`The saved session of this chat was refused: ${r.refused}. Nothing is lost: the chat goes on from its messages, which the next reply recomputes.`);
+    note(`This chat's saved state was refused (${r.refused}). Nothing is lost: the next reply recomputes the conversation from its messages.`);
   } else if (r.replayed) {
-    note(`The saved session of this chat was made by another model (${r.reason}). Its messages were kept; the next reply recomputes them for this model.`);
+    note(`This chat was saved with another model (${r.reason}). Its messages are kept; the next reply recomputes them for this model.`);
   } else {
     note('');
   }
-  if (r.kv_tokens > 0) {
-    status(`Chat restored from its save (${kib(r.bytes)}): ${r.kv_tokens} tokens with their KV in ${r.ms.toFixed(0)} ms; nothing is recomputed.`);
+  // A save that matched the messages brings their state back whole; one
+  // that did not was brought to the messages, and only its shared start
+  // is kept: no claim is made for tokens the chat does not hold.
+  if (r.kv_tokens > 0 && !r.synced) {
+    status('Chat restored: it goes on where it was, without recomputing.', `${r.kv_tokens} tokens with their KV from a save of ${kib(r.bytes)}, in ${r.ms.toFixed(0)} ms`);
   }
   return r.session;
 }
@@ -446,66 +909,103 @@ function setEditing(chatID) {
 function setBusy(b) {
   busy = b;
   const ready = !!loaded && !b;
-  const chat = loaded ? currentChat() : null;
+  const chat = loaded && store ? currentChat() : null;
   const last = chat && chat.messages[chat.messages.length - 1];
-  $('input').disabled = !ready;
+  $('input').disabled = !loaded;
   $('send').disabled = !ready;
+  $('send').hidden = b;
   $('stop').hidden = !b;
-  $('regen').disabled = !ready || !last || last.role !== 'assistant' || !!last.greeting || !!editing;
+  $('regen').disabled = !ready || !last || last.role !== 'assistant' || !!last.greeting || !!editing || chat.messages.length < 2;
   $('edit').disabled = !ready || !chat || lastUser(chat) < 0;
+  for (const el of document.querySelectorAll('#messages .actions button:not(.copy)')) el.disabled = b;
 }
 
 // runTurn runs one turn of chat: kind 'send' (a new user message text),
-// 'regenerate' (a new reply to the last user message) or 'edit' (text
-// replaces the last user message, and gets a new reply). The chat's
-// messages change only when the turn succeeds.
+// 'regenerate' (another reply to the last user message, kept as a swipe of
+// the last reply) or 'edit' (text replaces the last user message, and gets
+// a new reply). The chat's messages change only when the turn succeeds.
 async function runTurn(chat, kind, text) {
   const st = store.settings;
   const greedy = !(st.temperature > 0);
+  // Every reply samples with a fresh seed, so a regenerated one differs.
   const reply = { role: 'assistant', text: '', temperature: st.temperature, topP: st.topP, seed: greedy ? 0 : 1 + Math.floor(Math.random() * 0x7ffffffe) };
-  // from: where the turn's messages start; they replace what follows.
   const from = kind === 'send' ? chat.messages.length : kind === 'regenerate' ? chat.messages.length - 1 : lastUser(chat);
   const added = kind === 'regenerate' ? [] : [{ role: 'user', text }];
   setBusy(true);
   showError('');
+  const ch = store.character(chat.character);
+  let ticker = null;
   try {
     chat.failed = null;
+    const t0 = performance.now();
     const sid = await ensureSession(chat);
-    const ch = store.character(chat.character);
     renderMessages([...chat.messages.slice(0, from), ...added]);
-    const node = messageNode(reply, ch ? ch.name : '');
+    const node = messageNode(reply, -1, null, ch);
     node.classList.add('streaming');
+    const wait = document.createElement('span');
+    wait.className = 'waiting';
+    node.querySelector('.text').before(wait);
     $('messages').append(node);
+    $('messages').scrollTop = $('messages').scrollHeight;
     const textNode = node.querySelector('.text');
     hooks.streamed = [];
-    status('Thinking…');
-    const t0 = performance.now();
-    let n = 0;
+    let n = 0, first = 0;
+    // Until the first token comes, say that the conversation is being
+    // read, and for how long: a long one takes a while on a slow device.
+    const tick = () => {
+      const s = (performance.now() - t0) / 1000;
+      if (!first) {
+        wait.textContent = s >= 1 ? `reading the conversation… ${s.toFixed(0)} s` : '';
+        status(s >= 1 ? `Reading the conversation… ${s.toFixed(0)} s` : 'Thinking…');
+      }
+    };
+    tick();
+    ticker = setInterval(tick, 500);
     const input = { max_tokens: st.maxTokens, temperature: reply.temperature, top_p: reply.topP, seed: reply.seed };
     if (kind !== 'regenerate') input.text = text;
-    const r = await ask('turn', { session: sid, chat: chat.id, kind, turn: input }, (tok) => {
+    const r = await ask('turn', { session: sid, chat: chat.id, kind, turn: input, handSave: true }, (tok) => {
+      if (!first) { first = performance.now(); wait.remove(); }
       hooks.streamed.push(tok.token);
       textNode.textContent += tok.text;
       n++;
-      if (n % 4 === 0) status(`${n} tokens, ${(n / ((performance.now() - t0) / 1000)).toFixed(1)} tokens/s`);
+      if (n % 4 === 0) status(`Writing… ${n} tokens, ${(n / ((performance.now() - first) / 1000 || 1)).toFixed(1)} tokens/s`);
       $('messages').scrollTop = $('messages').scrollHeight;
     });
     Object.assign(reply, { text: r.text, ids: r.tokens, idsOf: loaded.key, finish: r.finish });
-    chat.messages.splice(from, Infinity, ...added, reply);
+    const swipe = { text: reply.text, ids: reply.ids, idsOf: reply.idsOf, finish: reply.finish };
+    if (kind === 'regenerate') {
+      // The new reply is another swipe of the last message.
+      const m = chat.messages[from];
+      if (!m.swipes || !m.swipes.length) m.swipes = [{ text: m.text, ids: m.ids, idsOf: m.idsOf, finish: m.finish }];
+      m.swipes.push(swipe);
+      selectSwipe(m, m.swipes.length - 1);
+    } else {
+      chat.messages.splice(from, Infinity, ...added, { ...reply, swipes: [swipe], swipe: 0 });
+    }
     if (kind === 'edit') setEditing('');
-    store.touch(chat);
+    // The chat and its save go to storage together.
+    let commitError = '';
+    try {
+      const bytes = r.save && r.save.data;
+      if (bytes) delete r.save.data;
+      const t1 = performance.now();
+      await store.commitTurn(chat, bytes ? { key: { model: loaded.model, hash: loaded.key.slice(loaded.key.lastIndexOf('@') + 1) }, chat: chat.id, bytes } : null);
+      if (bytes) r.save.writeMs = performance.now() - t1;
+    } catch (e) {
+      commitError = e.message;
+    }
     hooks.lastReply = r;
     hooks.lastStats = r.stats;
     hooks.lastSave = r.save || null;
-    if (r.save && !r.save.error) saved.set(chat.id, r.save.bytes);
+    if (r.save && !r.save.error && !commitError) saved.set(chat.id, r.save.bytes);
     hooks.saved = Object.fromEntries(saved);
-    renderChats();
     const s = r.stats;
-    status(`${r.tokens.length} tokens in ${(s.ms / 1000).toFixed(2)} s: ${s.decodeTokensPerSec.toFixed(1)} tokens/s decoding, ` +
-      `first token after ${(s.firstMs / 1000).toFixed(2)} s; prompt ${r.prompt_tokens} tokens new, ${r.cached_tokens} cached` +
-      (r.finish === 'length' ? '; stopped at the token limit' : r.finish === 'cancelled' ? '; stopped' : '') +
-      (r.save && !r.save.error ? `; saved (${kib(r.save.bytes)})` : ''));
-    if (r.save && r.save.error) showError(`${r.save.error}. The chat is kept on this page; after a reload it is recomputed from its messages.`);
+    status(`${r.tokens.length} tokens in ${secs(s.ms)} (${s.decodeTokensPerSec.toFixed(1)} tokens/s)` +
+      (r.finish === 'length' ? ', stopped at the length limit' : r.finish === 'cancelled' ? ', stopped' : '') + '.',
+    `first token after ${secs(s.firstMs)}; the prompt had ${r.prompt_tokens} new tokens, ${r.cached_tokens} reused from the cache` +
+      (r.save && !r.save.error ? `; saved with its state (${kib(r.save.bytes)})` : ''));
+    const saveError = commitError || (r.save && r.save.error);
+    if (saveError) showError(`The chat could not be saved: ${saveError}. It is kept on this page; after a reload it is recomputed from its messages.`);
   } catch (e) {
     // The turn is not taken: the conversation is left as it was, and its
     // session, which may have moved on, is rebuilt (from its save) for the
@@ -519,17 +1019,21 @@ async function runTurn(chat, kind, text) {
       loaded.backend = 'cpu';
       hooks.loaded = loaded;
       showError('');
-      notice(e.message, false, e.details);
+      notice(e.message, { details: e.details });
     } else if (/does not fit the context/.test(e.message)) {
       showError(`This message does not fit the model's context (${e.message}). The chat is left as it was; start a new chat with this character to go on.`);
     } else {
       showError(e.message);
     }
-    if (e.fatal) { loaded = null; status('The engine stopped; reloading the model…'); openModel(store.open.model); }
+    if (e.fatal) { loaded = null; status('The engine stopped; starting the model again…'); openModel(store.open.model); }
     else status('');
   } finally {
+    clearInterval(ticker);
+    renderChats();
+    renderTop();
     renderMessages();
     setBusy(false);
+    $('input').focus();
   }
 }
 
@@ -537,11 +1041,22 @@ async function runTurn(chat, kind, text) {
 
 function readSettings() {
   const s = store.settings;
-  const num = (id, lo, hi, dflt) => { const v = Number($(id).value); return Number.isFinite(v) ? Math.min(hi, Math.max(lo, v)) : dflt; };
+  const num = (id, lo, hi, dflt) => { const v = Number($(id).value); return $(id).value !== '' && Number.isFinite(v) ? Math.min(hi, Math.max(lo, v)) : dflt; };
   s.temperature = num('temperature', 0, 2, 0.8);
   s.topP = num('top-p', 0.01, 1, 0.95);
   s.maxTokens = Math.round(num('max-tokens', 1, 4096, 256));
   store.save();
+}
+
+function openDrawer() { document.body.classList.add('drawer-open'); $('menu').setAttribute('aria-expanded', 'true'); $('backdrop').hidden = false; }
+function closeDrawer() { document.body.classList.remove('drawer-open'); $('menu').setAttribute('aria-expanded', 'false'); $('backdrop').hidden = true; }
+
+async function readFile(input) {
+  const f = input.files[0];
+  input.value = '';
+  if (!f) return null;
+  if (f.size > 32 << 20) throw new Error(`${f.name} is ${mb(f.size)}: more than the 33 MB a card or chat may be`);
+  return { name: f.name, bytes: new Uint8Array(await f.arrayBuffer()) };
 }
 
 function wire() {
@@ -549,29 +1064,65 @@ function wire() {
   $('temperature').value = s.temperature;
   $('top-p').value = s.topP;
   $('max-tokens').value = s.maxTokens;
-  $('backend').value = s.backend;
+  $('backend').value = gpuOverride || s.backend;
+  $('user-name').value = s.userName || '';
+  $('user-persona').value = s.userPersona || '';
   for (const id of ['temperature', 'top-p', 'max-tokens']) $(id).onchange = readSettings;
-  $('backend').onchange = () => { s.backend = $('backend').value; store.save(); openModel(store.open.model); };
-  $('use-cpu').onclick = () => { s.backend = 'cpu'; $('backend').value = 'cpu'; store.save(); openModel(store.open.model); };
+  const userChanged = () => {
+    s.userName = $('user-name').value.trim();
+    s.userPersona = $('user-persona').value;
+    store.save();
+    // Who the user is is part of every system prompt.
+    for (const id of [...sessions.keys()]) dropSession(id);
+    render();
+  };
+  $('user-name').onchange = userChanged;
+  $('user-persona').onchange = userChanged;
+  const setBackend = (b) => { s.backend = b; gpuOverride = ''; $('backend').value = b; store.save(); openModel(store.open.model); };
+  $('backend').onchange = () => setBackend($('backend').value);
+  $('use-cpu').onclick = () => setBackend('cpu');
+  $('use-gpu').onclick = () => setBackend('webgpu');
   $('model-select').onchange = () => openModel($('model-select').value);
   $('download-btn').onclick = () => openModel($('model-select').value);
   $('delete-btn').onclick = async () => {
     const name = $('model-select').value;
-    if (!confirm(`Delete the downloaded files of ${name}? Chats are kept.`)) return;
     await remove(name);
     loaded = null;
     hooks.loaded = null;
     setBusy(false);
-    status(`${name} deleted from this browser; Download fetches it again.`);
+    $('download-btn').textContent = 'Download';
+    $('download-btn').disabled = false;
+    status(`${name} was removed from this browser; Download fetches it again. Chats are kept.`);
   };
   $('new-character').onclick = () => editCharacter(null);
+  $('import-character').onclick = () => $('import-file').click();
+  $('import-file').onchange = async () => {
+    try {
+      const f = await readFile($('import-file'));
+      if (f) { await importCard(f.bytes, f.name); closeDrawer(); }
+    } catch (e) { showError(`Import a character: ${e.message}`); }
+  };
+  $('import-chat').onclick = () => $('import-chat-file').click();
+  $('import-chat-file').onchange = async () => {
+    try {
+      const f = await readFile($('import-chat-file'));
+      if (f) { await importChat(new TextDecoder().decode(f.bytes)); closeDrawer(); }
+    } catch (e) { showError(`Import a chat: ${e.message}`); }
+  };
   $('new-chat').onclick = () => {
     const ch = store.character(store.open.character);
     if (!ch) return;
-    store.open.chat = store.newChat(ch).id;
+    const p = prompts.get(ch.id);
+    store.open.chat = store.newChat(ch, p ? p.greetings : []).id;
     store.save();
+    closeDrawer();
     render();
   };
+  $('menu').onclick = () => (document.body.classList.contains('drawer-open') ? closeDrawer() : openDrawer());
+  $('close-side').onclick = closeDrawer;
+  $('backdrop').onclick = closeDrawer;
+  document.addEventListener('keydown', (ev) => { if (ev.key === 'Escape') closeDrawer(); });
+  $('toast-undo').onclick = undoToast;
   $('composer').onsubmit = (ev) => {
     ev.preventDefault();
     readSettings();
@@ -582,7 +1133,7 @@ function wire() {
     runTurn(chat, editing === chat.id ? 'edit' : 'send', text);
   };
   $('input').onkeydown = (ev) => {
-    if (ev.key === 'Enter' && !ev.shiftKey) { ev.preventDefault(); $('composer').requestSubmit(); }
+    if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) { ev.preventDefault(); $('composer').requestSubmit(); }
     if (ev.key === 'Escape' && editing) { setEditing(''); $('input').value = ''; renderMessages(); setBusy(busy); }
   };
   $('stop').onclick = () => worker && worker.postMessage({ op: 'cancel' });
@@ -605,13 +1156,28 @@ function wire() {
       // its reply) through the engine's edit, which keeps the KV before it.
       setEditing(chat.id);
       $('input').value = chat.messages[i].text;
-      $('input').focus();
     }
     renderMessages();
     setBusy(busy);
+    $('input').focus();
   };
 }
 
-wire();
-render();
-initModels();
+Object.assign(hooks, { importCard, exportCard, importChat, exportChat, copyText });
+
+async function main() {
+  gpuOverride = ['webgpu', 'cpu'].includes(new URLSearchParams(location.search).get('backend')) ? new URLSearchParams(location.search).get('backend') : '';
+  try {
+    store = await Store.load();
+  } catch (e) {
+    showError(`The chats cannot be read from this browser's storage: ${e.message}`);
+    hooks.state = 'error';
+    return;
+  }
+  store.onError = (e) => showError(e.message);
+  wire();
+  await render();
+  await initModels();
+}
+
+main();

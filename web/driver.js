@@ -251,10 +251,10 @@ export class Driver {
 
   // turn runs one turn of session (kind send, regenerate, edit, or
   // complete: raw token ids) and then, when chat is given, saves the
-  // session as chat's. onToken gets every token as it comes. The reply
+  // session as chat's (handSave: returns the save's bytes instead). onToken gets every token as it comes. The reply
   // carries the boundary's traffic for benchmarks: the prefill (up to the
   // first token) and the decoding after it, kept apart.
-  async turn({ session, chat, kind, turn: input }, onToken) {
+  async turn({ session, chat, kind, turn: input, handSave = false }, onToken) {
     const name = turnExports[kind];
     if (!name) throw new Error(`unknown turn kind ${kind}`);
     this.cancelRequested = false;
@@ -275,17 +275,20 @@ export class Driver {
       prefill: atFirst ? diff(atFirst, before) : diff(now, before),
       decode: atFirst ? diff(now, atFirst) : null,
     };
-    if (chat) reply.save = await this.#save(session, chat);
+    if (chat) reply.save = await this.#save(session, chat, handSave);
     return reply;
   }
 
-  // #save writes session's save for chat; a failure is reported, not
+  // #save writes session's save for chat, or with hand returns its bytes
+  // (save.data) for the caller to write together with the chat's messages
+  // (the page does, in one transaction). A failure is reported, not
   // thrown: the turn itself succeeded, and the page still holds the messages.
-  async #save(session, chat) {
+  async #save(session, chat, hand) {
     const t0 = performance.now();
     try {
       const bytes = await this.#drive(this.#call('wick_save', session), null, false);
       const t1 = performance.now();
+      if (hand) return { bytes: bytes.length, saveMs: t1 - t0, data: bytes };
       await this.saves.write(this.engine.key, chat, bytes);
       return { bytes: bytes.length, saveMs: t1 - t0, writeMs: performance.now() - t1 };
     } catch (e) {

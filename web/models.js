@@ -1,13 +1,20 @@
 // The model download manager: lists the server's models, downloads one into
-// the Cache API (every shard's sha256 checked against the manifest before it
-// is stored), resumes at the first shard not yet stored, and deletes a
-// model. Both the page (to download) and the worker (to load) use it: the
-// Cache API is shared by every context of the origin. Keys are always the
+// the browser's storage (every shard's sha256 checked against the manifest
+// before it is stored), resumes at the first shard not yet stored, and
+// deletes a model. Both the page (to download) and the worker (to load) use
+// it: storage is shared by every context of the origin. Keys are always the
 // same-origin paths /models/NAME/FILE, wherever the bytes came from (a CDN
 // named by the manifest's shard_base_url), so a model is found again after
 // its server moves its shards.
+//
+// Files go into the Cache API where the page has it (a secure context:
+// https, or http://localhost), else into IndexedDB (db.js, store files), so
+// that a page served over plain http across a network still works on the
+// CPU. sha256 comes from crypto.subtle, or else from the engine module.
 
 import { parseManifest } from './manifest.js';
+import { tx, get, all } from './db.js';
+import { sha256 as moduleSHA256 } from './tools.js';
 
 export const CACHE = 'wick-models-v1';
 const COMPLETE = '.complete'; // marker key: the manifest whose files are all stored
@@ -15,7 +22,34 @@ const COMPLETE = '.complete'; // marker key: the manifest whose files are all st
 const hex = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, '0')).join('');
 const mib = (n) => `${(n / 1048576).toFixed(1)} MiB`;
 
-export async function sha256(bytes) { return hex(await crypto.subtle.digest('SHA-256', bytes)); }
+export async function sha256(bytes) {
+  if (globalThis.crypto && crypto.subtle) return hex(await crypto.subtle.digest('SHA-256', bytes));
+  return moduleSHA256(bytes);
+}
+
+// fileStore is where model files live: {match(key) -> Uint8Array|null,
+// has(key, size), put(key, bytes), delete(key), keys() -> [path]}.
+async function fileStore() {
+  if (typeof caches !== 'undefined') {
+    const cache = await caches.open(CACHE);
+    return {
+      kind: 'cache',
+      async match(key) { const r = await cache.match(key); return r ? new Uint8Array(await r.arrayBuffer()) : null; },
+      async has(key, size) { const r = await cache.match(key); return !!r && (size === undefined || Number(r.headers.get('content-length')) === size); },
+      put: (key, bytes) => cache.put(key, new Response(bytes, { headers: { 'content-type': 'application/octet-stream', 'content-length': String(bytes.length) } })),
+      delete: (key) => cache.delete(key),
+      async keys() { return (await cache.keys()).map((r) => new URL(r.url).pathname); },
+    };
+  }
+  return {
+    kind: 'indexeddb',
+    async match(key) { const r = await get('files', key); return r ? new Uint8Array(r.bytes) : null; },
+    async has(key, size) { const r = await get('files', key); return !!r && (size === undefined || r.size === size); },
+    put: (key, bytes) => tx(['files'], 'readwrite', (s) => s.files.put({ bytes, size: bytes.length }, key)),
+    delete: (key) => tx(['files'], 'readwrite', (s) => s.files.delete(key)),
+    async keys() { return (await all('files')).map(([k]) => k); },
+  };
+}
 
 export function keyOf(name, file) { return `/models/${encodeURIComponent(name)}/${file}`; }
 
@@ -65,7 +99,7 @@ async function fetchChecked(url, want, onBytes, signal) {
 // {bytes, totalBytes, shards, totalShards, file} as it goes. It returns the
 // parsed manifest. Shards already stored are not fetched again.
 export async function download(name, { onProgress = () => {}, signal } = {}) {
-  const cache = await caches.open(CACHE);
+  const cache = await fileStore();
   const mr = await fetch(keyOf(name, 'manifest.pb'), { signal });
   if (!mr.ok) throw new Error(`model ${name}: manifest: HTTP ${mr.status}`);
   const manifestBytes = new Uint8Array(await mr.arrayBuffer());
@@ -79,8 +113,7 @@ export async function download(name, { onProgress = () => {}, signal } = {}) {
   const p = { bytes: 0, totalBytes, shards: 0, totalShards: m.shards.length, file: '' };
   for (const f of files) {
     const key = keyOf(name, f.file);
-    const have = await cache.match(key);
-    if (have && Number(have.headers.get('content-length')) === f.size) {
+    if (await cache.has(key, f.size)) {
       p.bytes += f.size;
       if (f !== m.tokenizer) p.shards++;
       onProgress({ ...p });
@@ -91,7 +124,7 @@ export async function download(name, { onProgress = () => {}, signal } = {}) {
     const base = f === m.tokenizer || !m.shardBaseURL ? keyOf(name, '') : m.shardBaseURL.replace(/\/?$/, '/');
     const data = await fetchChecked(base + f.file, f, (n) => { p.bytes += n; onProgress({ ...p }); }, signal);
     try {
-      await cache.put(key, new Response(data, { headers: { 'content-type': 'application/octet-stream', 'content-length': String(f.size) } }));
+      await cache.put(key, data);
     } catch (e) {
       throw await plainQuotaError(e, totalBytes);
     }
@@ -99,49 +132,45 @@ export async function download(name, { onProgress = () => {}, signal } = {}) {
     onProgress({ ...p });
   }
   try {
-    await cache.put(keyOf(name, 'manifest.pb'), new Response(manifestBytes, { headers: { 'content-length': String(manifestBytes.length) } }));
-    await cache.put(keyOf(name, COMPLETE), new Response(await sha256(manifestBytes)));
+    await cache.put(keyOf(name, 'manifest.pb'), manifestBytes);
+    await cache.put(keyOf(name, COMPLETE), new TextEncoder().encode(await sha256(manifestBytes)));
   } catch (e) {
     throw await plainQuotaError(e, totalBytes);
   }
   // Files of an earlier version of the model are no longer needed.
   const keep = new Set([...files.map((f) => f.file), 'manifest.pb', COMPLETE]);
-  for (const req of await cache.keys()) {
-    const path = new URL(req.url).pathname;
-    if (path.startsWith(keyOf(name, '')) && !keep.has(path.slice(keyOf(name, '').length))) await cache.delete(req);
+  for (const path of await cache.keys()) {
+    if (path.startsWith(keyOf(name, '')) && !keep.has(path.slice(keyOf(name, '').length))) await cache.delete(path);
   }
   return m;
 }
 
 // stored says whether model name is fully downloaded.
 export async function stored(name) {
-  const cache = await caches.open(CACHE);
-  return !!(await cache.match(keyOf(name, COMPLETE)));
+  return (await fileStore()).has(keyOf(name, COMPLETE));
 }
 
 // storedFiles lists the files kept for model name (for tests and the UI).
 export async function storedFiles(name) {
-  const cache = await caches.open(CACHE);
   const prefix = keyOf(name, '');
-  return (await cache.keys()).map((r) => new URL(r.url).pathname).filter((p) => p.startsWith(prefix)).map((p) => p.slice(prefix.length));
+  return (await (await fileStore()).keys()).filter((p) => p.startsWith(prefix)).map((p) => p.slice(prefix.length));
 }
 
 // remove deletes every stored file of model name.
 export async function remove(name) {
-  const cache = await caches.open(CACHE);
+  const cache = await fileStore();
   const prefix = keyOf(name, '');
-  for (const req of await cache.keys()) {
-    if (new URL(req.url).pathname.startsWith(prefix)) await cache.delete(req);
+  for (const path of await cache.keys()) {
+    if (path.startsWith(prefix)) await cache.delete(path);
   }
 }
 
 // readStored returns the stored bytes of one file of model name, and with
 // a sha256 checks them again: storage can be damaged after the download.
 export async function readStored(name, file, wantSha256) {
-  const cache = await caches.open(CACHE);
-  const r = await cache.match(keyOf(name, file));
-  if (!r) throw new Error(`model ${name}: ${file} is not downloaded`);
-  const data = new Uint8Array(await r.arrayBuffer());
+  const cache = await fileStore();
+  const data = await cache.match(keyOf(name, file));
+  if (!data) throw new Error(`model ${name}: ${file} is not downloaded`);
   if (wantSha256) {
     const sum = await sha256(data);
     if (sum !== wantSha256) {

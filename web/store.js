@@ -1,21 +1,28 @@
-// The page's own data, kept in localStorage so that it survives reloads:
-// character cards, chats (their messages; each reply with its token ids and
-// the model they belong to, so that a chat whose saved session is missing or
+// The page's own data: character cards (with avatars), chats (their
+// messages and alternative replies; each reply with its token ids and the
+// model they belong to, so that a chat whose saved session is missing or
 // refused is rebuilt from its messages exactly), settings and what was last
-// open. It is small (text and ids); the models live in the Cache API
-// (models.js), the saved sessions with their KV in OPFS (saves.js).
+// open. It lives in IndexedDB (db.js) and is held in memory while the page
+// runs; every change is written through at once, one record per character
+// or chat.
+//
+// Earlier versions kept all of it in localStorage under "wick.v1". That
+// entry is migrated once: its characters and chats are added, its settings
+// taken, and the entry is moved to "wick.v1.migrated" (kept, not deleted),
+// all after the database has committed them.
 
-const KEY = 'wick.v1';
+import { tx, all, get } from './db.js';
+import { saveKey, saveRecord } from './saves.js';
 
-const defaults = () => ({
-  characters: [{
-    id: 'c-default', name: 'Maren',
-    persona: 'A baker who climbs the lighthouse every evening to watch the boats come in.',
-    greeting: 'You are late. The bread is still warm, sit down.',
-  }],
-  chats: [],
-  settings: { temperature: 0.8, topP: 0.95, maxTokens: 256, backend: '' },
-  open: { model: '', character: 'c-default', chat: '' },
+const LEGACY_KEY = 'wick.v1';
+
+export const defaultSettings = () => ({ temperature: 0.8, topP: 0.95, maxTokens: 256, backend: '', userName: '', userPersona: '' });
+
+// The first character, the same as engine/chat's DefaultCard (wick chat's).
+const defaultCharacter = () => ({
+  id: 'c-default', name: 'Maren',
+  persona: 'A baker who climbs the lighthouse every evening to watch the boats come in.',
+  greeting: 'You are late. The bread is still warm, sit down.',
 });
 
 export function newID(prefix) {
@@ -24,61 +31,165 @@ export function newID(prefix) {
 
 export class Store {
   constructor() {
-    this.data = defaults();
-    try {
-      const saved = JSON.parse(localStorage.getItem(KEY) || 'null');
-      if (saved && Array.isArray(saved.characters) && Array.isArray(saved.chats)) {
-        this.data = { ...defaults(), ...saved, settings: { ...defaults().settings, ...saved.settings } };
-      }
-    } catch { /* a damaged entry starts afresh rather than breaking the page */ }
+    this.characters = [];
+    this.chats = [];
+    this.settings = defaultSettings();
+    this.open = { model: '', character: '', chat: '' };
+    this.avatars = new Map(); // character id -> Blob
+    this.onError = (e) => console.error(e);
   }
 
-  save() {
-    try {
-      localStorage.setItem(KEY, JSON.stringify(this.data));
-    } catch (e) {
-      throw new Error(`Could not save the chats (browser storage is full or blocked): ${e.message}`);
+  // load reads everything from the database, migrating localStorage first.
+  static async load() {
+    const s = new Store();
+    await s.#migrate();
+    const [chars, chats, meta, avatars] = await Promise.all([all('characters'), all('chats'), all('meta'), all('avatars')]);
+    s.characters = chars.map(([, v]) => v).sort((a, b) => (a.order || 0) - (b.order || 0));
+    s.chats = chats.map(([, v]) => v);
+    const m = Object.fromEntries(meta);
+    s.settings = { ...defaultSettings(), ...(m.settings || {}) };
+    s.open = { ...s.open, ...(m.open || {}) };
+    s.avatars = new Map(avatars);
+    if (!m.seeded) {
+      // A first visit gets the default character.
+      await tx(['characters', 'meta'], 'readwrite', (st) => {
+        if (!s.characters.length) {
+          const c = { ...defaultCharacter(), order: 0 };
+          st.characters.put(c, c.id);
+          s.characters.push(c);
+          s.open.character = c.id;
+          st.meta.put(s.open, 'open');
+        }
+        st.meta.put(true, 'seeded');
+      });
     }
+    if (!s.character(s.open.character) && s.characters.length) s.open.character = s.characters[0].id;
+    return s;
   }
 
-  get settings() { return this.data.settings; }
-  get open() { return this.data.open; }
-  get characters() { return this.data.characters; }
-  character(id) { return this.data.characters.find((c) => c.id === id) || null; }
-  chat(id) { return this.data.chats.find((c) => c.id === id) || null; }
-  chatsOf(characterID) { return this.data.chats.filter((c) => c.character === characterID).sort((a, b) => b.updated - a.updated); }
+  // #migrate moves localStorage's "wick.v1" into the database, once.
+  async #migrate() {
+    let raw = null;
+    try { raw = localStorage.getItem(LEGACY_KEY); } catch { return; }
+    if (!raw) return;
+    let old;
+    try { old = JSON.parse(raw); } catch { old = null; }
+    if (!old || !Array.isArray(old.characters) || !Array.isArray(old.chats)) return;
+    await tx(['characters', 'chats', 'meta'], 'readwrite', (st) => {
+      old.characters.forEach((c, i) => { if (c && c.id) st.characters.put({ order: i, ...c }, c.id); });
+      for (const c of old.chats) if (c && c.id) st.chats.put(c, c.id);
+      if (old.settings) st.meta.put({ ...defaultSettings(), ...old.settings }, 'settings');
+      if (old.open) st.meta.put(old.open, 'open');
+      st.meta.put(true, 'seeded');
+    });
+    // Only once the database holds it: keep the old entry under another
+    // name, so it is not migrated again and not lost either.
+    localStorage.setItem(LEGACY_KEY + '.migrated', raw);
+    localStorage.removeItem(LEGACY_KEY);
+  }
+
+  #write(stores, f) {
+    const p = tx(stores, 'readwrite', f);
+    p.catch((e) => this.onError(new Error(`Could not save to the browser's storage: ${e.message}`)));
+    return p;
+  }
+
+  // save writes the settings and what is open.
+  save() {
+    const settings = { ...this.settings }, open = { ...this.open };
+    return this.#write(['meta'], (st) => { st.meta.put(settings, 'settings'); st.meta.put(open, 'open'); });
+  }
+
+  character(id) { return this.characters.find((c) => c.id === id) || null; }
+  chat(id) { return this.chats.find((c) => c.id === id) || null; }
+  chatsOf(characterID) { return this.chats.filter((c) => c.character === characterID && !c.deleting).sort((a, b) => b.updated - a.updated); }
+  visibleCharacters() { return this.characters.filter((c) => !c.deleting); }
 
   putCharacter(card) {
-    const i = this.data.characters.findIndex((c) => c.id === card.id);
-    if (i >= 0) this.data.characters[i] = card; else this.data.characters.push(card);
-    this.save();
+    const i = this.characters.findIndex((c) => c.id === card.id);
+    if (i >= 0) this.characters[i] = card;
+    else this.characters.push({ order: this.characters.length, ...card });
+    const rec = structuredClone(this.character(card.id));
+    delete rec.deleting;
+    return this.#write(['characters'], (st) => st.characters.put(rec, rec.id));
   }
 
-  // deleteCharacter removes a card and its chats.
+  setAvatar(id, blob) {
+    if (blob) this.avatars.set(id, blob); else this.avatars.delete(id);
+    return this.#write(['avatars'], (st) => (blob ? st.avatars.put(blob, id) : st.avatars.delete(id)));
+  }
+
+  // deleteCharacter removes a card, its avatar and its chats.
   deleteCharacter(id) {
-    this.data.characters = this.data.characters.filter((c) => c.id !== id);
-    this.data.chats = this.data.chats.filter((c) => c.character !== id);
-    this.save();
+    const chats = this.chats.filter((c) => c.character === id).map((c) => c.id);
+    this.characters = this.characters.filter((c) => c.id !== id);
+    this.chats = this.chats.filter((c) => c.character !== id);
+    this.avatars.delete(id);
+    return this.#write(['characters', 'chats', 'avatars'], (st) => {
+      st.characters.delete(id);
+      st.avatars.delete(id);
+      for (const c of chats) st.chats.delete(c);
+    });
   }
 
-  // newChat starts a chat with a character; its greeting opens it.
-  newChat(character) {
+  // newChat starts a chat with a character; its greeting (with its
+  // alternatives as swipes) opens it. greetings are the substituted texts.
+  newChat(character, greetings = []) {
     const chat = { id: newID('chat'), character: character.id, title: 'New chat', created: Date.now(), updated: Date.now(), messages: [] };
-    if (character.greeting) chat.messages.push({ role: 'assistant', text: character.greeting, greeting: true });
-    this.data.chats.push(chat);
-    this.save();
+    if (greetings.length) {
+      chat.messages.push({ role: 'assistant', text: greetings[0], greeting: true, swipes: greetings.map((text) => ({ text })), swipe: 0 });
+    }
+    this.chats.push(chat);
+    this.putChat(chat);
     return chat;
   }
 
-  deleteChat(id) {
-    this.data.chats = this.data.chats.filter((c) => c.id !== id);
-    this.save();
+  // addChat stores an imported chat.
+  addChat(chat) {
+    this.chats.push(chat);
+    return this.putChat(chat);
   }
 
+  putChat(chat) {
+    const rec = structuredClone(chat);
+    delete rec.deleting;
+    return this.#write(['chats'], (st) => st.chats.put(rec, rec.id));
+  }
+
+  deleteChat(id) {
+    this.chats = this.chats.filter((c) => c.id !== id);
+    return this.#write(['chats'], (st) => st.chats.delete(id));
+  }
+
+  // touch marks chat changed and writes it.
   touch(chat) {
     chat.updated = Date.now();
-    const first = chat.messages.find((m) => m.role === 'user');
-    if (first) chat.title = first.text.slice(0, 40);
-    this.save();
+    if (!chat.renamed) {
+      const first = chat.messages.find((m) => m.role === 'user');
+      if (first) chat.title = first.text.slice(0, 40);
+    }
+    return this.putChat(chat);
+  }
+
+  // commitTurn writes chat (after a turn) and the turn's save in one
+  // transaction: after a crash both are there or neither, so a restored
+  // session never holds KV for messages the chat lacks. save is {key, chat,
+  // bytes} or null.
+  commitTurn(chat, save) {
+    chat.updated = Date.now();
+    if (!chat.renamed) {
+      const first = chat.messages.find((m) => m.role === 'user');
+      if (first) chat.title = first.text.slice(0, 40);
+    }
+    const rec = structuredClone(chat);
+    delete rec.deleting;
+    return tx(save ? ['chats', 'saves'] : ['chats'], 'readwrite', (st) => {
+      st.chats.put(rec, rec.id);
+      if (save) st.saves.put(saveRecord(save.bytes), saveKey(save.key, save.chat));
+    });
   }
 }
+
+// exists reports whether the database has been written by this page
+// before (for tests).
+export async function seeded() { return !!(await get('meta', 'seeded')); }

@@ -1,12 +1,14 @@
 // The engine's worker: it runs web/driver.js (the module's status loop,
-// shared with the Node host) with the browser's adapters (the Cache API for
-// model files, OPFS for saves, navigator.gpu), off the page's thread, and
-// talks to the page by messages:
+// shared with the Node host) with the browser's adapters (models.js for
+// model files, saves.js's IndexedDB for saves, navigator.gpu), off the
+// page's thread, and talks to the page by messages:
 //
 //   page -> worker  {id, op: 'load', model, backend}          -> {id, result: loadInfo}
 //                   {id, op: 'open', chat, messages}          -> {id, result: {session, kv_tokens, replayed, reason, refused, source}}
-//                   {id, op: 'turn', session, chat, kind, turn, quiet}
+//                   {id, op: 'turn', session, chat, kind, turn, quiet, handSave}
 //                                                             -> {id, token} ... then {id, result: reply}
+//                                                                (handSave: reply.save.data is the save's
+//                                                                bytes, for the page to write with the chat)
 //                   {id, op: 'close', session}                -> {id, result}
 //                   {id, op: 'forget', chat}                  -> {id, result}: deletes the chat's saves
 //                   {id, op: 'saved'}                         -> {id, result: [{chat, bytes, modified}]}: this model's saves
@@ -39,7 +41,10 @@ const driver = new Driver({
 async function handle(msg) {
   try {
     const onToken = msg.quiet ? null : (tok) => postMessage({ id: msg.id, token: tok });
-    postMessage({ id: msg.id, result: await driver.handle(msg, onToken) });
+    const result = await driver.handle(msg, onToken);
+    // A save handed to the page moves there without a copy.
+    const moved = result && result.save && result.save.data ? [result.save.data.buffer] : [];
+    postMessage({ id: msg.id, result }, moved);
   } catch (e) {
     postMessage({ id: msg.id, error: e.message || String(e), kind: e.kind || '', details: e.details || '', fatal: !!e.fatal });
   }

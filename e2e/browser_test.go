@@ -3,8 +3,10 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -40,14 +42,23 @@ func startSite(t testing.TB, corrupt string) *site { return startSiteWith(t, cor
 // startSiteWith is startSite serving the models in dirs.
 func startSiteWith(t testing.TB, corrupt string, dirs ...string) *site {
 	t.Helper()
-	srv, err := server.New(server.Config{Models: dirs, Logf: t.Logf})
+	return startSiteConfig(t, corrupt, server.Config{Models: dirs}, nil)
+}
+
+// startSiteConfig is startSite with the server's config (Logf is the
+// test's), and with tlsCfg serving https on every interface: its URL is
+// then at the first non-loopback address (127.0.0.1 where there is none).
+func startSiteConfig(t testing.TB, corrupt string, cfg server.Config, tlsCfg *tls.Config) *site {
+	t.Helper()
+	cfg.Logf = t.Logf
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatalf("server: %v", err)
 	}
 	t.Cleanup(func() { srv.Close() })
 	s := &site{}
 	s.corrupt.Store(corrupt)
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
 		if strings.HasPrefix(r.URL.Path, "/models/") && strings.HasPrefix(name, "shard-") {
 			s.shards.Add(1)
@@ -69,10 +80,32 @@ func startSiteWith(t testing.TB, corrupt string, dirs ...string) *site {
 		srv.ServeHTTP(w, r)
 	}))
 	t.Cleanup(hs.Close)
-	s.URL = hs.URL
-	if !strings.HasPrefix(s.URL, "http://127.0.0.1:") {
-		t.Fatalf("the test server is at %s, want http://127.0.0.1:PORT", s.URL)
+	if tlsCfg == nil {
+		hs.Start()
+		s.URL = hs.URL
+		if !strings.HasPrefix(s.URL, "http://127.0.0.1:") {
+			t.Fatalf("the test server is at %s, want http://127.0.0.1:PORT", s.URL)
+		}
+		return s
 	}
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	hs.Listener.Close()
+	hs.Listener = ln
+	hs.TLS = tlsCfg
+	hs.StartTLS()
+	host := "127.0.0.1"
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+				host = n.IP.String()
+				break
+			}
+		}
+	}
+	s.URL = fmt.Sprintf("https://%s:%d", host, ln.Addr().(*net.TCPAddr).Port)
 	return s
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/wick-run/wick/engine"
 	"github.com/wick-run/wick/engine/chat"
+	"github.com/wick-run/wick/server"
 )
 
 // openPage navigates b to url and waits until the model is ready.
@@ -469,7 +471,7 @@ func jsString(s string) string {
 // the Clipboard API, and restore the chat after a reload.
 func TestPlainHTTPOrigin(t *testing.T) {
 	b := launchBrowser(t, true, t.TempDir(), chromedp.Flag("host-resolver-rules", "MAP wick.test 127.0.0.1"))
-	s := startSite(t, "")
+	s := startSiteConfig(t, "", server.Config{Models: []string{modelDir}, AllowHosts: []string{"wick.test"}}, nil)
 	url := strings.Replace(s.URL, "127.0.0.1", "wick.test", 1) + "/"
 	openPage(t, b, url)
 	if secure := eval[bool](t, b, `window.isSecureContext`); secure {
@@ -547,4 +549,31 @@ func TestKillAfterReply(t *testing.T) {
 	}
 	r := send(t, b, steps[1].text)
 	checkTurn(t, "the turn after the kill", r, want[1], true)
+}
+
+// TestHTTPSSelfSigned serves the page over https with wick serve's
+// self-signed certificate (-tls-self-signed) on every interface, and opens
+// it at a non-loopback address in a Chromium that trusts the certificate's
+// key (--ignore-certificate-errors-spki-list): a secure context away from
+// localhost, where the page chats on WebGPU (chosen by name) with the
+// native engine's replies.
+func TestHTTPSSelfSigned(t *testing.T) {
+	tlsCfg, names, spki, err := server.SelfSigned("0.0.0.0:0", net.InterfaceAddrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startSiteConfig(t, "", server.Config{Models: []string{modelDir}, Addr: "0.0.0.0:0", CertNames: names}, tlsCfg)
+	b := launchBrowser(t, true, t.TempDir(), chromedp.Flag("ignore-certificate-errors-spki-list", spki))
+	steps := []step{{"send", "Hello! Who are you?"}}
+	want := nativeChat(t, steps...)
+	openPage(t, b, s.URL+"/?backend=webgpu")
+	if secure := eval[bool](t, b, `window.isSecureContext`); !secure {
+		t.Fatalf("%s is not a secure context", s.URL)
+	}
+	if got := eval[string](t, b, `window.wick.loaded.backend`); !strings.HasPrefix(got, "webgpu") {
+		t.Fatalf("over https the page runs on %q, want webgpu", got)
+	}
+	r := send(t, b, steps[0].text)
+	checkTurn(t, "https turn 1", r, want[0], true)
+	t.Logf("https at %s (certificate for %v): chatted on WebGPU", s.URL, names)
 }

@@ -61,7 +61,7 @@ func Run(dev gpu.Device, o Options, w io.Writer) error {
 	fmt.Fprintf(w, "| bandwidth (%d MiB) | GB/s | of copy |\n| --- | --- | --- |\n", size>>20)
 	fmt.Fprintf(w, "| buffer copy (read+write bytes) | %.0f | 100%% |\n", copyBW/1e9)
 	var readBW float64
-	for _, unroll := range []int{4, 8, 16} {
+	for _, unroll := range shaders.StreamUnrolls {
 		bw, err := b.streamBandwidth(size, unroll)
 		if err != nil {
 			return fmt.Errorf("stream: %w", err)
@@ -73,7 +73,7 @@ func Run(dev gpu.Device, o Options, w io.Writer) error {
 	fmt.Fprintf(w, "\n| int8 GEMV (%d MiB of weights) | cols | GB/s | of streaming read | of copy |\n| --- | --- | --- | --- | --- |\n", size>>20)
 	best, bestBW := webgpu.Gemv{}, 0.0
 	for _, v := range strings.Split(o.Gemv, ",") {
-		g, err := parseGemv(v)
+		g, err := ParseGemv(v)
 		if err != nil {
 			return err
 		}
@@ -160,15 +160,18 @@ type namedModel struct {
 	load func() (*model.Config, *model.Weights, error)
 }
 
-// parseGemv reads a GEMV variant "WGxTPR", with a trailing f for FMA.
-func parseGemv(s string) (webgpu.Gemv, error) {
+// ParseGemv reads a GEMV variant "WGxTPR", with a trailing f for FMA.
+func ParseGemv(s string) (webgpu.Gemv, error) {
 	var g webgpu.Gemv
 	s = strings.TrimSpace(s)
 	if strings.HasSuffix(s, "f") {
 		g.FMA, s = true, strings.TrimSuffix(s, "f")
 	}
-	if _, err := fmt.Sscanf(s, "%dx%d", &g.WG, &g.TPR); err != nil || g.WG <= 0 || g.TPR <= 0 || g.TPR > g.WG {
-		return g, fmt.Errorf("-gemv: variant %q is not WGxTPR[f] with TPR <= WG", s)
+	if _, err := fmt.Sscanf(s, "%dx%d", &g.WG, &g.TPR); err != nil {
+		return g, fmt.Errorf("-gemv: variant %q is not WGxTPR[f]", s)
+	}
+	if err := g.Validate(); err != nil {
+		return g, fmt.Errorf("-gemv: variant %q: %w", s, err)
 	}
 	return g, nil
 }
@@ -296,7 +299,7 @@ func (b *bencher) streamBandwidth(size int64, unroll int) (float64, error) {
 		return 0, err
 	}
 	defer b.dev.FreeBuffer(sink)
-	const wg = 256
+	const wg = shaders.StreamWG
 	vecs := size / 16
 	groups := int((vecs + wg*int64(unroll) - 1) / (wg * int64(unroll)))
 	x := min(groups, 65535)

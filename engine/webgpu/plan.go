@@ -156,7 +156,7 @@ func (s *Sequence) project(y gpu.Buffer, w *matrix, x gpu.Buffer, fromFirst bool
 				return 0, 0, 0
 			}, bufs...)
 		tilesX := (p.rows + 63) / 64
-		s.addKey(shaders.Key{Family: "tiled", Entry: "tiled", Int8: int8Mode, WG: 256}, params,
+		s.addKey(shaders.Key{Family: "tiled", Entry: "tiled", Int8: int8Mode, WG: shaders.TiledWG}, params,
 			func(n, first, _ int) (int, int, int) {
 				if k := count(n, first); k > gemvMaxTokens {
 					return tilesX, (k + 63) / 64, 1
@@ -226,7 +226,7 @@ func (s *Sequence) attention(l int) {
 	if s.fusedCombine() {
 		ap.Tile, ap.OutScaleWord = uint32(kt), uint32(s.qScale[s.attq])
 		key := s.m.key("attn", "combine_quant")
-		key.WG = rowWG
+		key.WG = shaders.RowWG
 		s.addKey(key, ap, func(n, _, _ int) (int, int, int) {
 			if n != 1 {
 				return 0, 0, 0

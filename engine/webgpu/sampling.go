@@ -12,7 +12,7 @@ import (
 )
 
 // samplingKey is the kernel of shaders/sampling.wgsl: one workgroup per pick.
-var samplingKey = shaders.Key{Family: "sampling", Entry: "sample", WG: 256}
+var samplingKey = shaders.Key{Family: "sampling", Entry: "sample", WG: shaders.RowWG}
 
 // samplingParams mirrors SampleParams of shaders/sampling.wgsl.
 type samplingParams struct {

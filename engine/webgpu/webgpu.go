@@ -24,9 +24,6 @@ type Options struct {
 	// SplitBytes caps the bytes of one weight buffer below the device's
 	// binding limit (tests use it to split small tensors by rows).
 	SplitBytes int64
-	// WG is the workgroup size of the kernels that have no size of their
-	// own below (default 64).
-	WG int
 	// Gemv is the decode matrix-vector kernel's variant (default: 256
 	// invocations, 8 per row, integer products: the fastest on the H100,
 	// bench/RESULTS.md).
@@ -36,9 +33,18 @@ type Options struct {
 // Gemv chooses a variant of the decode matrix-vector product (see
 // shaders/gemv.wgsl); wick bench measures them.
 type Gemv struct {
-	WG  int  // invocations per workgroup
-	TPR int  // invocations per row
+	WG  int  // invocations per workgroup: one of shaders.GemvWGs
+	TPR int  // invocations per row: a power of two up to WG
 	FMA bool // int8 products through exact float32 FMA
+}
+
+// Validate reports a variant that package shaders has no kernels for.
+func (g Gemv) Validate() error {
+	if !slices.Contains(shaders.GemvWGs, g.WG) || g.TPR <= 0 || g.TPR&(g.TPR-1) != 0 || g.TPR > g.WG {
+		return fmt.Errorf("gemv with %d invocations per row in workgroups of %d: want workgroups of %v and a power of two up to the workgroup size per row",
+			g.TPR, g.WG, shaders.GemvWGs)
+	}
+	return nil
 }
 
 // gemvMaxTokens is the most tokens a step runs through the matrix-vector
@@ -46,13 +52,9 @@ type Gemv struct {
 // to 64 tokens.
 const gemvMaxTokens = 4
 
-// rowWG is the workgroup size of the kernels that give one workgroup to a
-// whole token row (norms, quantisation, activation) or to the vocabulary.
-const rowWG = 256
-
 // argmaxBlock is the logits each workgroup of the greedy pick's first pass
 // takes: a 262k vocabulary spreads over 256 workgroups.
-const argmaxBlock = 4 * rowWG
+const argmaxBlock = 4 * shaders.RowWG
 
 // Model is a model loaded onto a GPU device.
 type Model struct {
@@ -102,17 +104,17 @@ func New(dev gpu.Device, cfg *model.Config, w *model.Weights, opt Options) (*Mod
 	if opt.Chunk <= 0 {
 		opt.Chunk = 64
 	}
-	if opt.WG <= 0 {
-		opt.WG = 64
-	}
 	if opt.Gemv.WG <= 0 {
 		opt.Gemv.WG = 256
 	}
 	if opt.Gemv.TPR <= 0 {
 		opt.Gemv.TPR = 8
 	}
-	if opt.Gemv.TPR > opt.Gemv.WG {
-		return nil, fmt.Errorf("webgpu model: gemv with %d invocations per row in workgroups of %d", opt.Gemv.TPR, opt.Gemv.WG)
+	if err := opt.Gemv.Validate(); err != nil {
+		return nil, fmt.Errorf("webgpu model: %w", err)
+	}
+	if !shaders.HasHeadDim(cfg.HeadDim) {
+		return nil, fmt.Errorf("webgpu model: no attention kernels for heads of width %d (shaders.HeadDims: %v)", cfg.HeadDim, shaders.HeadDims)
 	}
 	m := &Model{dev: dev, cfg: cfg, opt: opt, kernels: map[shaders.Key]gpu.Kernel{}}
 	m.freqs[model.Global] = cfg.RopeFreqs(model.Global)
@@ -167,15 +169,15 @@ func (m *Model) kernel(k shaders.Key) (gpu.Kernel, error) {
 }
 
 func (m *Model) key(family, entry string) shaders.Key {
-	k := shaders.Key{Family: family, Entry: entry, Int8: m.cfg.DType == model.Int8, WG: m.opt.WG}
+	k := shaders.Key{Family: family, Entry: entry, Int8: m.cfg.DType == model.Int8, WG: shaders.WG}
 	switch family {
 	case "prenorm", "quant", "sample":
 		// One workgroup per row (per step, for the argmax): a wide one
 		// keeps these latency-bound kernels short.
-		k.WG = rowWG
+		k.WG = shaders.RowWG
 	case "act":
 		k.SiLU = m.cfg.Activation == model.SwiGLU
-		k.WG = rowWG
+		k.WG = shaders.RowWG
 	case "attn":
 		k.HD = m.cfg.HeadDim
 	}

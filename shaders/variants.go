@@ -1,0 +1,101 @@
+package shaders
+
+import "slices"
+
+// The parameters the engine plans kernels with. engine/webgpu and package
+// bench take them from here, and Variants enumerates every variant they
+// give, so a kernel cannot be planned that the enumeration (and the checks
+// that compile it through each browser's compiler) does not know:
+// engine/webgpu's TestPlannedKernelsAreEnumerated records the keys planned
+// for real model shapes on each device profile and checks that.
+const (
+	// WG is the workgroup size of the kernels that have no size of their
+	// own: embedding, QKV preparation, attention, the plain product.
+	WG = 64
+	// RowWG is the workgroup size of the kernels that give one workgroup
+	// to a whole token row (pre-norm, quantisation, activation, a decode
+	// step's attention merge) or to a block of the vocabulary (the greedy
+	// and sampled picks).
+	RowWG = 256
+	// TiledWG is tiled.wgsl's workgroup size, fixed in its source.
+	TiledWG = 256
+	// StreamWG is the workgroup size of wick bench's streaming read.
+	StreamWG = 256
+)
+
+// GemvWGs are the workgroup sizes of the decode product (gemv.wgsl). Its
+// invocations per row may be any power of two up to the workgroup size:
+// the planner doubles a variant's for matrices of few rows.
+var GemvWGs = []int{64, 128, 256}
+
+// StreamUnrolls are the loads in flight per invocation of wick bench's
+// streaming read (stream.wgsl's TPR).
+var StreamUnrolls = []int{4, 8, 16}
+
+// HeadDims are the head widths attention has variants for: the test
+// models' 12 and 16, and those of Llama and Gemma checkpoints. A model of
+// another width gets an error naming it rather than an unchecked kernel.
+var HeadDims = []int{12, 16, 32, 64, 96, 128, 256}
+
+// Variants lists every kernel variant the engine can compile: each entry
+// point of each source with every value of the parameters it varies by,
+// drawn from the tables above. Entries the engine no longer plans
+// (norm.rmsnorm and norm.residual, rope.headprep, act.gated,
+// sample.argmax: the package's tests keep them as references) are listed
+// once, at WG. Dot4 variants are listed for the int8 products that use
+// the packed dot product (they need WGSL's packed_4x8_integer_dot_product).
+func Variants() []Key {
+	var ks []Key
+	dtypes := []bool{false, true}
+	for _, i8 := range dtypes {
+		ks = append(ks,
+			Key{Family: "embed", Entry: "embed", Int8: i8, WG: WG},
+			Key{Family: "prenorm", Entry: "prenorm", Int8: i8, WG: RowWG},
+			Key{Family: "quant", Entry: "quantize", Int8: i8, WG: RowWG},
+			Key{Family: "rope", Entry: "qkv_prep", Int8: i8, WG: WG},
+			Key{Family: "act", Entry: "gated_quant", Int8: i8, WG: RowWG},
+			Key{Family: "act", Entry: "gated_quant", Int8: i8, WG: RowWG, SiLU: true},
+			Key{Family: "matmul", Entry: "matmul", Int8: i8, WG: WG},
+			Key{Family: "tiled", Entry: "tiled", Int8: i8, WG: TiledWG},
+			// The picks take the model's dtype in their key, not in their code.
+			Key{Family: "sample", Entry: "argmax_part", Int8: i8, WG: RowWG},
+			Key{Family: "sample", Entry: "argmax_merge", Int8: i8, WG: RowWG},
+		)
+		for _, hd := range HeadDims {
+			for _, e := range []string{"attend", "attend_split", "combine"} {
+				ks = append(ks, Key{Family: "attn", Entry: e, Int8: i8, WG: WG, HD: hd})
+			}
+			if i8 {
+				ks = append(ks, Key{Family: "attn", Entry: "combine_quant", Int8: true, WG: RowWG, HD: hd})
+			}
+		}
+		for _, wg := range GemvWGs {
+			for tpr := 1; tpr <= wg; tpr *= 2 {
+				k := Key{Family: "gemv", Entry: "gemv", Int8: i8, WG: wg, TPR: tpr}
+				ks = append(ks, k)
+				if i8 {
+					fma, dot4 := k, k
+					fma.FMA, dot4.Dot4 = true, true
+					ks = append(ks, fma, dot4)
+				}
+			}
+		}
+	}
+	ks = append(ks,
+		Key{Family: "matmul", Entry: "matmul", Int8: true, WG: WG, Dot4: true},
+		Key{Family: "sampling", Entry: "sample", WG: RowWG},
+		Key{Family: "norm", Entry: "rmsnorm", WG: WG},
+		Key{Family: "norm", Entry: "residual", WG: WG},
+		Key{Family: "rope", Entry: "headprep", WG: WG},
+		Key{Family: "act", Entry: "gated", WG: WG},
+		Key{Family: "act", Entry: "gated", WG: WG, SiLU: true},
+		Key{Family: "sample", Entry: "argmax", WG: WG},
+	)
+	for _, u := range StreamUnrolls {
+		ks = append(ks, Key{Family: "stream", Entry: "stream", WG: StreamWG, TPR: u})
+	}
+	return ks
+}
+
+// HasHeadDim reports whether attention has variants for heads of width hd.
+func HasHeadDim(hd int) bool { return slices.Contains(HeadDims, hd) }

@@ -65,6 +65,7 @@ type Model struct {
 
 	kernels map[shaders.Key]gpu.Kernel
 	owned   []gpu.Buffer // weight buffers, freed by Close
+	scratch []byte       // stages weight parts while uploading
 
 	embed, lmHead *matrix
 	layers        []layerWeights
@@ -119,7 +120,9 @@ func New(dev gpu.Device, cfg *model.Config, w *model.Weights, opt Options) (*Mod
 	m := &Model{dev: dev, cfg: cfg, opt: opt, kernels: map[shaders.Key]gpu.Kernel{}}
 	m.freqs[model.Global] = cfg.RopeFreqs(model.Global)
 	m.freqs[model.Local] = cfg.RopeFreqs(model.Local)
-	if err := m.upload(w); err != nil {
+	err := m.upload(w)
+	m.scratch = nil
+	if err != nil {
 		m.Close()
 		return nil, fmt.Errorf("webgpu model: %w", err)
 	}
@@ -310,7 +313,14 @@ func (m *Model) uploadMatrix(name string, mats ...*model.Mat) (*matrix, error) {
 		return data
 	}
 	g := &matrix{rows: rows, cols: cols}
-	var data []byte
+	// One buffer stages every part of every matrix: the parts are as large
+	// as a binding, and fresh ones would be garbage the size of the model
+	// (which a wasm module's memory never gives back).
+	if need := int64(min(perPart, rows))*rowBytes + 32; int64(cap(m.scratch)) < need {
+		m.scratch = make([]byte, 0, need)
+	}
+	data := m.scratch[:0]
+	defer func() { m.scratch = data[:0] }()
 	for lo := 0; lo < rows; lo += perPart {
 		hi := min(lo+perPart, rows)
 		p := part{rowLo: lo, rows: hi - lo}

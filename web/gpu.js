@@ -11,6 +11,8 @@
 const USAGE_STORAGE = 1, USAGE_UNIFORM = 2, USAGE_MAP_READ = 4;
 const OP_WRITE = 1, OP_DISPATCH = 2, OP_COPY = 3;
 
+const unsigned = (v) => (typeof v === 'number' ? v >>> 0 : v);
+
 // ErrorText turns a thrown value into one line for last_error.
 const errorText = (e) => (e && e.message) ? e.message : String(e);
 
@@ -250,7 +252,10 @@ export class GPUBridge {
         c.imports++;
         c[key] = (c[key] || 0) + 1;
         try {
-          const r = f(...args);
+          // Every i32 of this ABI is unsigned (pointers, lengths, handles),
+          // but JS receives i32s signed: a pointer past 2 GiB of the
+          // module's memory would arrive negative. i64s come as BigInt.
+          const r = f(...args.map(unsigned));
           return r === undefined ? undefined : r;
         } catch (e) {
           this.lastError = `${name}: ${errorText(e)}`;

@@ -189,8 +189,11 @@ export class WASI {
     // proc_exit, whose throw ends the instance on purpose.
     for (const [name, f] of Object.entries(w)) {
       if (name === 'proc_exit') continue;
+      // Pointers and lengths are u32, but JS receives i32s signed: past
+      // 2 GiB of memory they would arrive negative. (i64s come as BigInt;
+      // no i32 argument of these functions is signed.)
       w[name] = (...args) => {
-        try { return f(...args); } catch (e) { console.error(`wasi ${name}:`, e); return EINVAL; }
+        try { return f(...args.map((v) => (typeof v === 'number' ? v >>> 0 : v))); } catch (e) { console.error(`wasi ${name}:`, e); return EINVAL; }
       };
     }
     return w;

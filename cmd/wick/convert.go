@@ -17,7 +17,7 @@ func init() {
 
 func runConvert(args []string) error {
 	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
-	in := fs.String("in", "", "Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.model or tokenizer.json)")
+	in := fs.String("in", "", "Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.model or tokenizer.json), or a .gguf file")
 	out := fs.String("out", "", "wick model directory to write")
 	q := fs.String("quant", "int8", "matrix dtype: int8 (per output row) or f32")
 	shard := fs.String("shard-size", "32MiB", "largest shard file, in bytes or with a KiB, MiB or GiB suffix")

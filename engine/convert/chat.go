@@ -93,17 +93,26 @@ func templateChat(dir string, c *hfConfig, tok *tokenizer.Tokenizer, now time.Ti
 			}
 		}
 	}
-	tpl, err := jinja.Parse(src)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	o := jinja.Options{BosToken: bos, EosToken: eos, Now: now}
 	if len(stops) == 0 {
 		return nil, nil, fmt.Errorf("%s: no eos_token, and no eos_token_id in config.json or generation_config.json: generation would never stop", path)
 	}
-	ct, notes, err := tpl.Compile(tok, o, stops)
+	ct, notes, err := compileChat(src, bos, eos, stops, tok, now)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return ct, notes, nil
+}
+
+// compileChat compiles a Jinja chat template (see jinja.Template.Compile),
+// and adds the special token that closes an assistant turn to the stops.
+func compileChat(src, bos, eos string, stops []int32, tok *tokenizer.Tokenizer, now time.Time) (*manifestpb.ChatTemplate, []string, error) {
+	tpl, err := jinja.Parse(src)
+	if err != nil {
+		return nil, nil, err
+	}
+	ct, notes, err := tpl.Compile(tok, jinja.Options{BosToken: bos, EosToken: eos, Now: now}, stops)
+	if err != nil {
+		return nil, nil, err
 	}
 	// The turn's closing special token is where a reply ends.
 	for _, st := range ct.GetSpecialTokens() {

@@ -118,6 +118,9 @@ func convert(in, out string, opts Options) (*Result, error) {
 	if opts.DType != model.Int8 && opts.DType != model.F32 {
 		return nil, fmt.Errorf("unknown dtype %v: want int8 or f32", opts.DType)
 	}
+	if strings.EqualFold(filepath.Ext(in), ".gguf") {
+		return convertGGUF(in, out, opts)
+	}
 	hc, err := readHFConfig(filepath.Join(in, "config.json"))
 	if err != nil {
 		return nil, err
@@ -177,7 +180,12 @@ func convert(in, out string, opts Options) (*Result, error) {
 	}
 	defer w.Abort()
 	for _, spec := range cfg.TensorSpecs() {
-		if err := writeTensor(w, ck, names[spec.Name], spec, cfg.DType); err != nil {
+		hf := names[spec.Name]
+		t, err := ck.tensor(hf, specRows(spec), spec.Cols)
+		if err != nil {
+			return nil, err
+		}
+		if err := writeTensor(w, t, hf, spec, cfg.DType); err != nil {
 			return nil, err
 		}
 	}
@@ -260,21 +268,27 @@ func checkpointNames(ck *checkpoint, cfg *model.Config, fam *family) (map[string
 	return names, nil
 }
 
+// rowSource is a checkpoint tensor read as float32 rows: fn gets chunks of
+// whole rows, the index of the first.
+type rowSource interface {
+	rows(cols int, fn func(row int, vals []float32) error) error
+}
+
+// specRows is the rows a checkpoint tensor for spec has: 0 for a vector.
+func specRows(spec model.TensorSpec) int {
+	if spec.Role == model.RoleNorm {
+		return 0
+	}
+	return spec.Rows
+}
+
 // scaleSuffix names an int8 matrix's per-row scale tensor, as format does.
 const scaleSuffix = ".scale"
 
 // writeTensor reads one checkpoint tensor and adds it to w: norms as
 // float32, matrices as float32 or int8 with a per-row scale.
-func writeTensor(w *format.Writer, ck *checkpoint, hfName string, spec model.TensorSpec, dtype model.DType) error {
-	rows := spec.Rows
-	if spec.Role == model.RoleNorm {
-		rows = 0
-	}
-	t, err := ck.tensor(hfName, rows, spec.Cols)
-	if err != nil {
-		return err
-	}
-	rows = max(rows, 1)
+func writeTensor(w *format.Writer, t rowSource, hfName string, spec model.TensorSpec, dtype model.DType) error {
+	rows := max(specRows(spec), 1)
 	cols := spec.Cols
 	if spec.Role == model.RoleNorm || dtype == model.F32 {
 		out := make([]byte, 4*rows*cols)
@@ -298,7 +312,7 @@ func writeTensor(w *format.Writer, ck *checkpoint, hfName string, spec model.Ten
 	q := make([]byte, rows*cols)
 	rowQ := make([]int8, cols)
 	scales := make([]float32, rows)
-	err = t.rows(cols, func(r int, vals []float32) error {
+	err := t.rows(cols, func(r int, vals []float32) error {
 		if err := checkFinite(hfName, r, cols, vals); err != nil {
 			return err
 		}

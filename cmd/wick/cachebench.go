@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -66,6 +67,7 @@ func runCacheBench(args []string) error {
 	maxTokens := fs.Int("max-tokens", 24, "most tokens per reply (greedy)")
 	budget := fs.Int64("cache-bytes", 0, "prefix cache budget (0: the engine's default)")
 	seed := fs.Uint64("seed", 1, "workload seed")
+	postHistory := fs.String("post-history", "", "a character card's post_history_instructions: placed after the conversation for each reply, and absent from the history after it")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -73,12 +75,12 @@ func runCacheBench(args []string) error {
 		return fmt.Errorf("-convs and -turns must be positive")
 	}
 	work := benchWorkload(*convs, *turns, *regen, *seed)
-	return cacheBench(os.Stdout, *dir, *backend, work, *convs, *turns, *maxTokens, *budget)
+	return cacheBench(os.Stdout, *dir, *backend, work, *convs, *turns, *maxTokens, *budget, *postHistory)
 }
 
 // cacheBench runs work without and with the prefix cache and prints the
 // comparison to out.
-func cacheBench(out io.Writer, dir, backend string, work []benchTurn, convs, turns, maxTokens int, budget int64) error {
+func cacheBench(out io.Writer, dir, backend string, work []benchTurn, convs, turns, maxTokens int, budget int64, postHistory string) error {
 	var res [2]*benchResult
 	var models [2]*engine.Model
 	for i, cache := range []int64{-1, max(budget, 0)} {
@@ -88,12 +90,12 @@ func cacheBench(out io.Writer, dir, backend string, work []benchTurn, convs, tur
 		}
 		defer m.Close()
 		models[i] = m
-		if res[i], err = benchRun(m, work, convs, maxTokens); err != nil {
+		if res[i], err = benchRun(m, work, convs, maxTokens, postHistory); err != nil {
 			return err
 		}
 	}
 	same := slices.EqualFunc(res[0].replies, res[1].replies, slices.Equal[[]int32])
-	printCacheBench(out, models[1], work, convs, turns, res, same)
+	printCacheBench(out, models[1], work, convs, turns, res, same, postHistory)
 	if !same {
 		return fmt.Errorf("replies with the prefix cache differ from those without")
 	}
@@ -129,7 +131,14 @@ func benchWorkload(convs, turns int, regen float64, seed uint64) []benchTurn {
 // benchRun serves the workload as a stateless server does: every turn gets
 // a fresh session given the conversation so far, so all reuse of earlier
 // turns' KV comes from the prefix cache.
-func benchRun(m *engine.Model, work []benchTurn, convs, maxTokens int) (*benchResult, error) {
+//
+// With postHistory, each reply is generated with those instructions after
+// the conversation, as shared cards' post_history_instructions ask: they
+// follow the user's message in its turn (as a blank line and the text), and
+// the history kept for the next turn has the message without them. The
+// conversation's tokens then no longer only grow at the end: the next turn
+// differs from the last one's from that message on.
+func benchRun(m *engine.Model, work []benchTurn, convs, maxTokens int, postHistory string) (*benchResult, error) {
 	res := &benchResult{finalTokens: make([]int, convs)}
 	history := make([][]chat.Message, convs)
 	for c := range history {
@@ -146,7 +155,15 @@ func benchRun(m *engine.Model, work []benchTurn, convs, maxTokens int) (*benchRe
 		if err != nil {
 			return nil, err
 		}
-		if err := s.SetHistory(history[t.conv]); err != nil {
+		given := history[t.conv]
+		if postHistory != "" && t.msg == "" {
+			// Regenerate: the last user message carries the instructions.
+			given = slices.Clone(given)
+			if u := len(given) - 2; u >= 0 && given[u].Role == chat.User {
+				given[u].Content += "\n\n" + postHistory
+			}
+		}
+		if err := s.SetHistory(given); err != nil {
 			return nil, err
 		}
 		t0 := time.Now()
@@ -159,6 +176,8 @@ func benchRun(m *engine.Model, work []benchTurn, convs, maxTokens int) (*benchRe
 		var r *engine.Reply
 		if t.msg == "" {
 			r, err = s.Regenerate(context.Background(), p, onText)
+		} else if postHistory != "" {
+			r, err = s.Send(context.Background(), t.msg+"\n\n"+postHistory, p, onText)
 		} else {
 			r, err = s.Send(context.Background(), t.msg, p, onText)
 		}
@@ -173,6 +192,13 @@ func benchRun(m *engine.Model, work []benchTurn, convs, maxTokens int) (*benchRe
 		res.ttft = append(res.ttft, first)
 		res.replies = append(res.replies, r.Tokens)
 		history[t.conv] = s.Messages()
+		if postHistory != "" {
+			// The kept history has the user's message as written.
+			h := history[t.conv]
+			if u := len(h) - 2; u >= 0 && h[u].Role == chat.User {
+				h[u].Content = strings.TrimSuffix(h[u].Content, "\n\n"+postHistory)
+			}
+		}
 		res.finalTokens[t.conv] = len(s.Tokens())
 		if i == last[t.conv] {
 			// What persisting the finished conversation costs.
@@ -188,7 +214,7 @@ func benchRun(m *engine.Model, work []benchTurn, convs, maxTokens int) (*benchRe
 	return res, nil
 }
 
-func printCacheBench(out io.Writer, m *engine.Model, work []benchTurn, convs, turns int, res [2]*benchResult, same bool) {
+func printCacheBench(out io.Writer, m *engine.Model, work []benchTurn, convs, turns int, res [2]*benchResult, same bool, postHistory string) {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	defer w.Flush()
 	regens := 0
@@ -199,7 +225,11 @@ func printCacheBench(out io.Writer, m *engine.Model, work []benchTurn, convs, tu
 	}
 	fmt.Fprintf(w, "workload\t%d conversations x %d turns over %d cards, interleaved; %d regenerations; %s on %s, greedy\n",
 		convs, turns, min(convs, len(benchCards)), regens, m.Name, m.Backend.Name())
-	fmt.Fprintf(w, "serving\tstateless: each turn a fresh session given the conversation so far\n\n")
+	fmt.Fprintf(w, "serving\tstateless: each turn a fresh session given the conversation so far\n")
+	if postHistory != "" {
+		fmt.Fprintf(w, "post-history instructions\t%d tokens after the conversation for each reply, not kept in it\n", len(m.Tokenizer.Encode(postHistory)))
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "\tno cache\tprefix cache\n")
 	fmt.Fprintf(w, "prompt tokens\t%d\t%d\n", res[0].prompt, res[1].prompt)
 	fmt.Fprintf(w, "prefilled tokens\t%d\t%d\n", res[0].prompt-res[0].cached, res[1].prompt-res[1].cached)

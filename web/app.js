@@ -31,6 +31,9 @@ const hooks = window.wick = {
   streamed: [], lastReply: null, lastStats: null, lastRestore: null, lastSave: null, loaded: null, state: 'starting', note: '', saved: {},
   get openChat() { return store ? store.open.chat : ''; },
   get store() { return store; },
+  // fault makes the worker's next GPU step fail WebGPU's validation, so
+  // tests can check that the turn after a GPU error runs on the GPU.
+  fault: (kind = 'validation') => ask('fault', { fault: kind }),
 };
 
 // ---- the worker ----

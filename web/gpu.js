@@ -202,7 +202,10 @@ export class GPUBridge {
       },
       run: (ptr, len) => {
         const t0 = performance.now();
-        this.#run(ptr, len);
+        // The list's errors are caught by its own scope and awaited with
+        // the step (settle), so they fail this step and never surface,
+        // through uncapturederror, in a later one.
+        this.#scope('WebGPU', () => this.#run(ptr, len));
         c.runs++;
         c.runMs += performance.now() - t0;
         return 0;

@@ -7,7 +7,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 FUZZTIME ?= 60s
 export CGO_ENABLED := 1
 
-.PHONY: all run test deps build vet unit crossbuild wasm train-test proto testdata fuzz clean
+.PHONY: all run test deps build vet unit crossbuild wasm dawn train-test proto testdata fuzz clean
 
 # The engine module browsers run; wasm/host's tests check that this exact file
 # is what these flags build (keep them identical to buildModule in
@@ -58,6 +58,13 @@ crossbuild:
 # through train/export and checked against wick (internal/trainparity).
 train-test:
 	GO=$(GO) sh train/test.sh
+
+# The Node host: the page's runtime (web/driver.js, web/wick.wasm) on Dawn,
+# Chrome's WebGPU, e.g. make dawn ARGS='gen -model models/wick-cai-21m -prompt Hello'
+# or ARGS='bench -model DIR -profile' (see node/host.mjs).
+ARGS ?= info
+dawn: deps wasm
+	node node/host.mjs $(ARGS)
 
 # Regenerates engine/format/manifestpb/manifest.pb.go with Debian's protoc
 # and the pinned protoc-gen-go.

@@ -136,6 +136,10 @@ func chatLoop(o chatOpts, stdin io.Reader, stdout, stderr io.Writer) error {
 		if line == "" {
 			continue
 		}
+		if notice := impossibleCommand(s, line); notice != "" {
+			fmt.Fprintln(stderr, "wick: "+notice)
+			continue
+		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 		t0 := time.Now()
 		var r *engine.Reply
@@ -176,6 +180,26 @@ func chatLoop(o chatOpts, stdin io.Reader, stdout, stderr io.Writer) error {
 			}
 		}
 	}
+}
+
+// impossibleCommand says why a command cannot run in the conversation as
+// it stands ("" when it can): a chat command never ends the chat.
+func impossibleCommand(s *engine.Session, line string) string {
+	msgs := s.Messages()
+	switch {
+	case line == "/regen" && (len(msgs) == 0 || msgs[len(msgs)-1].Role != chat.Assistant):
+		return "/regen: there is no reply to regenerate yet; send a message first"
+	case line == "/edit":
+		return "/edit needs the new text: /edit TEXT"
+	case strings.HasPrefix(line, "/edit "):
+		for _, m := range msgs {
+			if m.Role == chat.User {
+				return ""
+			}
+		}
+		return "/edit: there is no message of yours to edit yet; send one first"
+	}
+	return ""
 }
 
 // resumeSession restores the conversation saved in path. A file from another

@@ -85,6 +85,11 @@ func (m *Model) loadTensor(w *model.Weights, spec model.TensorSpec) error {
 	if err != nil {
 		return err
 	}
+	if norm != nil || m.cfg.DType == model.F32 {
+		if err := checkFinite(data); err != nil {
+			return fmt.Errorf("load model %s: tensor %q: %w", m.dir, spec.Name, err)
+		}
+	}
 	if norm != nil {
 		*norm = f32s(data)
 		return nil
@@ -96,11 +101,29 @@ func (m *Model) loadTensor(w *model.Weights, spec model.TensorSpec) error {
 	}
 	mat.I8 = i8s(data)
 	// The decoder made sure the scale tensor exists with shape [rows].
-	scale, err := m.ReadTensor(m.tensors[spec.Name].Scale)
+	scaleName := m.tensors[spec.Name].Scale
+	scale, err := m.ReadTensor(scaleName)
 	if err != nil {
 		return err
 	}
+	if err := checkFinite(scale); err != nil {
+		return fmt.Errorf("load model %s: tensor %q: %w", m.dir, scaleName, err)
+	}
 	mat.Scale = f32s(scale)
+	return nil
+}
+
+// checkFinite refuses float32 data (little-endian) holding a NaN or an
+// infinity: such a weight or scale turns every logit into NaN, and the model
+// would answer empty text instead of failing. The browser trusts converted
+// bytes by their sha256, which the converter's own check vouched for.
+func checkFinite(data []byte) error {
+	for i := 0; i+4 <= len(data); i += 4 {
+		v := math.Float32frombits(binary.LittleEndian.Uint32(data[i:]))
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("element %d is %v: weights and scales must be finite", i/4, v)
+		}
+	}
 	return nil
 }
 

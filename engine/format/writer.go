@@ -119,6 +119,11 @@ func (w *Writer) newTensor(name string, dtype manifestpb.DType, shape []int, dat
 	if (dtype == manifestpb.DType_DTYPE_INT8) != (scale != "") {
 		return nil, fmt.Errorf("%v tensor with scale %q: int8 tensors, and only they, name a scale tensor", dtype, scale)
 	}
+	if dtype == manifestpb.DType_DTYPE_F32 {
+		if err := checkFinite(data); err != nil {
+			return nil, err
+		}
+	}
 	return &manifestpb.Tensor{Name: name, Dtype: dtype, Shape: dims, Scale: scale}, nil
 }
 

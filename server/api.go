@@ -178,7 +178,7 @@ func (a *api) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		aerr.write(w)
 		return
 	}
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel := replyContext(r, req.Stream)
 	defer cancel()
 	release, aerr := am.wait(ctx)
 	if aerr != nil {
@@ -284,6 +284,30 @@ func (a *api) decodeRequest(body []byte) (*chatRequest, *apiModel, *apiError) {
 		return nil, nil, invalid("model", "model_not_found", "no model %q: this server runs %v", req.Model, a.names())
 	}
 	return req, am, nil
+}
+
+// shutdownKey holds, in a request's context, the context Run cancels when
+// the server shuts down.
+type shutdownKey struct{}
+
+// replyContext is the context a reply is queued and generated under. A
+// streamed reply does not end when the client's side of the connection
+// reaches EOF: net/http cancels the request's context then, but a client
+// that half-closes (SHUT_WR) after its request still reads the stream. A
+// client that is really gone is noticed by the next event that cannot be
+// written (replyWriter cancels then), and Run's shutdown still cancels it.
+// A whole reply has no writes to notice that by, so it follows the
+// request's context.
+func replyContext(r *http.Request, stream bool) (context.Context, context.CancelFunc) {
+	if !stream {
+		return context.WithCancel(r.Context())
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	if down, ok := r.Context().Value(shutdownKey{}).(context.Context); ok {
+		stop := context.AfterFunc(down, cancel)
+		return ctx, func() { stop(); cancel() }
+	}
+	return ctx, cancel
 }
 
 // readBody reads the body, at most maxBody bytes, into a buffer of its

@@ -276,12 +276,12 @@ func TestClientDisconnect(t *testing.T) {
 	s, hs := newAPIServer(t, Config{Models: testModelDirs[:1]})
 	finished := make(chan engine.Finish, 4)
 	s.api.onFinish = func(_ string, f engine.Finish) { finished <- f }
-	// Hold the generation after its first piece until the server notices
-	// the client is gone, so the disconnect lands mid-reply.
+	// Slow the generation down so that the disconnect lands mid-reply; the
+	// server notices it when the next events cannot be written.
 	s.api.onText = func(ctx context.Context) {
 		select {
 		case <-ctx.Done():
-		case <-time.After(10 * time.Second):
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())

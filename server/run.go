@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log"
@@ -38,11 +39,11 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	defer cancelRequests()
 	hs := &http.Server{
 		Handler:           s,
-		ReadHeaderTimeout: ReadHeaderTimeout,
-		ReadTimeout:       ReadTimeout,
+		ReadHeaderTimeout: cmp.Or(s.readHeaderTimeout, ReadHeaderTimeout),
+		ReadTimeout:       cmp.Or(s.readTimeout, ReadTimeout),
 		IdleTimeout:       IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
-		BaseContext:       func(net.Listener) context.Context { return base },
+		BaseContext:       func(net.Listener) context.Context { return context.WithValue(base, shutdownKey{}, base) },
 		ErrorLog:          log.New(logWriter(s.logf), "", 0),
 	}
 	served := make(chan error, 1)

@@ -21,6 +21,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/wick-run/wick/engine"
 	"github.com/wick-run/wick/web"
@@ -79,6 +80,9 @@ type Server struct {
 	hosts  *hostPolicy
 	// allowOrigins may use the API from their pages (see guard.go).
 	allowOrigins []string
+	// Run's timeouts when not zero, else ReadHeaderTimeout and
+	// ReadTimeout (tests shorten them).
+	readHeaderTimeout, readTimeout time.Duration
 }
 
 // New checks every model directory and prepares the page's assets (and, with

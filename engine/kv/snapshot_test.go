@@ -302,10 +302,24 @@ func FuzzDecodeFile(f *testing.F) {
 	good, _ := (&kv.File{Identity: id, Tokens: ids, KV: snap}).Encode()
 	f.Add(good)
 	f.Add(good[:50])
+	withMeta, _ := (&kv.File{Identity: id, Tokens: ids, Meta: []byte(`{"messages":[]}`), KV: snap}).Encode()
+	f.Add(withMeta)
+	other := id
+	other.Model[0] ^= 1
+	foreign, _ := (&kv.File{Identity: other, Tokens: ids, KV: snap}).Encode()
+	f.Add(foreign)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file, err := kv.DecodeFile(data, id)
+		if errors.Is(err, kv.ErrSnapshotModel) && file == nil {
+			t.Fatal("another model's file came back without its messages")
+		}
 		if err != nil {
 			return
+		}
+		// What is accepted is exactly what Encode writes for it.
+		again, err := file.Encode()
+		if err != nil || !bytes.Equal(again, data) {
+			t.Fatalf("accepted file does not re-encode to itself (err %v)", err)
 		}
 		_ = newSeq(t, m, 64).Restore([]*kv.Snapshot{file.KV})
 	})

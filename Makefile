@@ -4,10 +4,10 @@
 GO ?= go
 BIN := bin
 PROTOC_GEN_GO_VERSION := v1.36.12
-FUZZTIME ?= 60s
+FUZZTIME ?= 30s
 export CGO_ENABLED := 1
 
-.PHONY: all run test deps build vet unit crossbuild wasm dawn train-test proto testdata fuzz clean
+.PHONY: all run test deps build vet unit race crossbuild wasm dawn train-test proto testdata fuzz clean
 
 # The engine module browsers run; wasm/host's tests check that this exact file
 # is what these flags build (keep them identical to buildModule in
@@ -37,7 +37,7 @@ ADDR ?= 127.0.0.1:8080
 run: build
 	$(BIN)/wick serve -model models/wick-cai-21m -addr $(ADDR)
 
-test: deps vet crossbuild wasm unit train-test
+test: deps vet crossbuild wasm unit race train-test
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
@@ -46,6 +46,13 @@ vet:
 
 unit:
 	$(GO) test -count=1 -timeout 20m ./...
+
+# The race detector on the concurrent parts: the server (API queue, shard
+# hashing), the prefix cache, and the engine's tests of sessions sharing a
+# model (-short keeps the engine's part to a minute or so on 2 cores).
+race:
+	$(GO) test -race -count=1 -timeout 15m ./server ./engine/prefix
+	$(GO) test -race -short -count=1 -timeout 10m -run 'Concurrent|PrefixCache|Cancel' ./engine
 
 # The CPU backend and everything a browser needs must build without cgo for
 # js and wasip1.
@@ -78,11 +85,16 @@ proto:
 testdata:
 	$(GO) run ./internal/testmodel/gen -out testdata
 
-# Bounded fuzzing runs of the manifest decoder and the character card reader
-# (make test runs their committed seeds).
+# Bounded fuzzing runs of every fuzz target, FUZZTIME each (make test runs
+# their seeds): the manifest decoder, the character card reader, the KV
+# snapshot file, the safetensors header reader, and the OpenAI request
+# decoder with prompt assembly.
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzDecodeManifest -fuzztime $(FUZZTIME) ./engine/format/
-	$(GO) test -run '^$$' -fuzz FuzzParseCard -fuzztime $(FUZZTIME) ./engine/chat/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeManifest$$' -fuzztime $(FUZZTIME) ./engine/format/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseCard$$' -fuzztime $(FUZZTIME) ./engine/chat/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFile$$' -fuzztime $(FUZZTIME) ./engine/kv/
+	$(GO) test -run '^$$' -fuzz '^FuzzSafetensorsHeader$$' -fuzztime $(FUZZTIME) ./engine/convert/
+	$(GO) test -run '^$$' -fuzz '^FuzzChatRequest$$' -fuzztime $(FUZZTIME) ./server/
 
 clean:
 	rm -rf $(BIN)

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -33,7 +34,7 @@ func Check(dir string) (*Checked, error) {
 	for _, s := range f.Manifest().GetShards() {
 		st, err := os.Stat(filepath.Join(dir, s.GetFile()))
 		if err != nil {
-			return nil, fmt.Errorf("load model %s: shard %w", dir, err)
+			return nil, fmt.Errorf("load model %s: shard %s: %w", dir, s.GetFile(), errors.Unwrap(err))
 		}
 		if !st.Mode().IsRegular() || uint64(st.Size()) != s.GetSize() {
 			return nil, fmt.Errorf("load model %s: shard %s: %v of %d bytes, the manifest lists a file of %d", dir, s.GetFile(), st.Mode().Type(), st.Size(), s.GetSize())

@@ -293,7 +293,7 @@ func TestChat(t *testing.T) {
 		t.Fatalf("turn 2 after a reload: %d tokens prefilled, %d cached, with %d restored; the native engine's turn covers %d",
 			r.Reply.Prompt, r.Reply.Cached, rs.KVTokens, want[1].Prompt+want[1].Cached)
 	}
-	t.Logf("webgpu: the save of %d bytes restored %d tokens of KV in %.0f ms; turn 2 prefilled %d tokens, and its save took %.0f ms (wick_save) + %.0f ms (OPFS)",
+	t.Logf("webgpu: the save of %d bytes restored %d tokens of KV in %.0f ms; turn 2 prefilled %d tokens, and its save took %.0f ms (wick_save) + %.0f ms (IndexedDB, with the chat)",
 		rs.Bytes, rs.KVTokens, rs.Ms, r.Reply.Prompt, r.Reply.Save.SaveMs, r.Reply.Save.WriteMs)
 
 	// Regenerate: the engine's own, which keeps the KV before the reply.
@@ -438,7 +438,7 @@ func TestNoWebGPU(t *testing.T) {
 	}
 	r = send(t, b, steps[1].text)
 	checkTurn(t, "cpu turn 2 after a reload", r, want[1], true)
-	t.Logf("cpu: the save of %d bytes restored %d tokens of KV in %.0f ms; turn 2 prefilled %d tokens, and its save took %.0f ms (wick_save) + %.0f ms (OPFS)",
+	t.Logf("cpu: the save of %d bytes restored %d tokens of KV in %.0f ms; turn 2 prefilled %d tokens, and its save took %.0f ms (wick_save) + %.0f ms (IndexedDB, with the chat)",
 		rs.Bytes, rs.KVTokens, rs.Ms, r.Reply.Prompt, r.Reply.Save.SaveMs, r.Reply.Save.WriteMs)
 
 	// A corrupted save is refused with a visible note; the chat goes on

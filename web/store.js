@@ -11,7 +11,7 @@
 // taken, and the entry is moved to "wick.v1.migrated" (kept, not deleted),
 // all after the database has committed them.
 
-import { tx, all, get } from './db.js';
+import { tx, all } from './db.js';
 import { saveKey, saveRecord } from './saves.js';
 
 const LEGACY_KEY = 'wick.v1';
@@ -189,7 +189,3 @@ export class Store {
     });
   }
 }
-
-// exists reports whether the database has been written by this page
-// before (for tests).
-export async function seeded() { return !!(await get('meta', 'seeded')); }

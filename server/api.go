@@ -41,6 +41,7 @@ type api struct {
 	parsing chan struct{}
 	created int64 // when the models were loaded, for /v1/models
 	logf    func(string, ...any)
+	name    string // Config.ServerName
 
 	// Test hooks: onText runs before each streamed piece is sent, onFinish
 	// after each generation with why it ended.
@@ -59,7 +60,7 @@ type apiModel struct {
 }
 
 func newAPI(models []*servedModel, cfg Config) (*api, error) {
-	a := &api{models: make(map[string]*apiModel), maxBody: cfg.MaxBodyBytes, created: time.Now().Unix(), logf: cfg.Logf,
+	a := &api{models: make(map[string]*apiModel), maxBody: cfg.MaxBodyBytes, created: time.Now().Unix(), logf: cfg.Logf, name: cfg.ServerName,
 		parsing: make(chan struct{}, runtime.GOMAXPROCS(0))}
 	if a.maxBody <= 0 {
 		a.maxBody = defaultMaxBody
@@ -115,12 +116,24 @@ func (a *api) close() error {
 }
 
 func (a *api) routes(mux *http.ServeMux) {
-	mux.HandleFunc("/v1/chat/completions", a.chatCompletions)
-	mux.HandleFunc("/v1/models", a.listModels)
-	mux.HandleFunc("/v1/models/{id}", a.getModel)
-	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/v1/chat/completions", a.named(a.chatCompletions))
+	mux.HandleFunc("/v1/models", a.named(a.listModels))
+	mux.HandleFunc("/v1/models/{id}", a.named(a.getModel))
+	mux.HandleFunc("/v1/", a.named(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, apiErr{Message: "no endpoint " + r.URL.Path + ": wick serves /v1/chat/completions and /v1/models", Type: "invalid_request_error"})
-	})
+	}))
+}
+
+// named sets X-Wick-Server on h's responses, errors included, so that an
+// operator sees which instance behind a proxy answered.
+func (a *api) named(h http.HandlerFunc) http.HandlerFunc {
+	if a.name == "" {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(ServerHeader, a.name)
+		h(w, r)
+	}
 }
 
 // allow answers 405 unless the request's method is one of methods.
@@ -177,6 +190,12 @@ func (a *api) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	if aerr != nil {
 		aerr.write(w)
 		return
+	}
+	if key, aerr := conversationKey(r, req); aerr != nil {
+		aerr.write(w)
+		return
+	} else if key != "" {
+		w.Header().Set(ConversationHeader, key)
 	}
 	ctx, cancel := replyContext(r, req.Stream)
 	defer cancel()

@@ -19,7 +19,7 @@ import (
 // response and error bodies. api.go runs the requests.
 
 // chatRequest is the body of POST /v1/chat/completions. Fields wick does not
-// use (user, logprobs, tools, ...) are ignored, as OpenAI-compatible servers
+// use (logprobs, tools, ...) are ignored, as OpenAI-compatible servers
 // commonly do; fields it cannot honour are refused by check.
 type chatRequest struct {
 	Model               string          `json:"model"`
@@ -33,6 +33,7 @@ type chatRequest struct {
 	Seed                *int64          `json:"seed"`
 	N                   *int            `json:"n"`
 	Stop                json.RawMessage `json:"stop"`
+	User                string          `json:"user"` // the conversation key when no X-Conversation-Id is sent (routing.go)
 }
 
 type streamOptions struct {

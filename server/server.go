@@ -64,6 +64,10 @@ type Config struct {
 	// AllowOrigins are origins ("https://app.example") whose pages may use
 	// the API; they get CORS headers (-allow-origin).
 	AllowOrigins []string
+	// ServerName names this instance in the X-Wick-Server header of every
+	// API response, so that behind a proxy one sees where a conversation
+	// was routed (-server-name). Empty sends no header.
+	ServerName string
 }
 
 // Server is an http.Handler for the page, the models and the API. Close it

@@ -43,6 +43,7 @@ func runServe(args []string) error {
 	f32 := fs.Bool("f32", false, "API: run an int8 model in the float32 mode")
 	ctxLen := fs.Int("context", 0, "API: positions of KV cache per conversation (default: the model's context_len, at most 4096)")
 	queue := fs.Int("queue", 0, "API: most requests waiting per model before 429 (default 64)")
+	serverName := fs.String("server-name", "", "API: this instance's name in the X-Wick-Server response header (default: host name and -addr port)")
 	var allowHosts, allowOrigins dirList
 	fs.Var(&allowHosts, "allow-host", "also answer to this Host name (repeat for several); loopback names, the -addr host and the certificate's names always work")
 	fs.Var(&allowOrigins, "allow-origin", "let pages of this origin (https://app.example) use the API, with CORS (repeat for several)")
@@ -75,11 +76,19 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
+	if *serverName == "" {
+		_, port, err := net.SplitHostPort(*addr)
+		if err != nil {
+			return fmt.Errorf("-addr %q: %w", *addr, err)
+		}
+		*serverName = server.DefaultServerName(os.Hostname, port)
+	}
 	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
 	srv, err := server.New(server.Config{
 		Models: models, ShardBase: *shardBase, API: *api, MaxQueue: *queue, Logf: logf,
 		Engine: engine.Options{Backend: *backend, Float32: *f32, Context: *ctxLen},
 		Addr:   *addr, CertNames: certNames, AllowHosts: allowHosts, AllowOrigins: allowOrigins,
+		ServerName: *serverName,
 	})
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@
 #   chromium                        the browser end-to-end tests (headless, WebGPU on SwiftShader)
 #   gcc                             cgo for the native WebGPU backend
 #   nodejs npm                      the Node host (node/): Dawn, Chrome's WebGPU, through dawn.node
+#   haproxy                         e2e's routing test: deploy/haproxy/haproxy.cfg in front of 3 servers
 # Usage: scripts/install-deps.sh [package ...]   (default: all of the above)
 #
 # One Mesa for everything: lavapipe 25.0.7 from bookworm-backports, for
@@ -24,7 +25,7 @@ BACKPORTS=/etc/apt/sources.list.d/wick-bookworm-backports.list
 
 pkgs=("$@")
 if [ ${#pkgs[@]} -eq 0 ]; then
-	pkgs=(mesa-vulkan-drivers libvulkan1 chromium protobuf-compiler sentencepiece gcc)
+	pkgs=(mesa-vulkan-drivers libvulkan1 chromium protobuf-compiler sentencepiece gcc haproxy)
 	command -v node >/dev/null && command -v npm >/dev/null || pkgs+=(nodejs npm)
 fi
 

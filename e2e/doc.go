@@ -7,4 +7,8 @@
 // The tests need /usr/bin/chromium (apt-get install -y chromium) and the
 // wasm module built into web/ (make wasm); they fail, not skip, without
 // them, except under -short.
+//
+// TestRouting (routing_test.go) runs three wick API servers behind HAProxy
+// (deploy/haproxy/) and measures how routing conversations affects the
+// prefix cache; it needs haproxy (scripts/install-deps.sh).
 package e2e

@@ -115,8 +115,9 @@ func runServe(args []string) error {
 	if spki != "" {
 		fmt.Printf("  self-signed certificate, SPKI sha256 %s\n  (chromium --ignore-certificate-errors-spki-list=%s)\n", spki, spki)
 	}
+	// A model directory has no index page; its manifest is what answers.
 	for _, name := range srv.Models() {
-		fmt.Printf("  model %s at %smodels/%s/\n", name, url, name)
+		fmt.Printf("  model %s: %smodels/%s/manifest.pb\n", name, url, name)
 	}
 	if *api {
 		fmt.Printf("  API at %sv1/ (POST chat/completions, GET models)\n", url)

@@ -4,6 +4,7 @@
 // result straight in the down projection's input form: int8 per token
 // (package quant's rule) or float32.
 #include "common.wgsl"
+#include "activation.wgsl"
 
 struct ActParams {
   cols: u32, // FFN width
@@ -15,15 +16,6 @@ struct ActParams {
 @group(0) @binding(2) var<storage, read_write> gate: array<f32>;
 @group(0) @binding(3) var<storage, read> up: array<f32>;
 
-fn act(x: f32) -> f32 {
-#if SILU
-  return x / (1.0 + exp(-x));
-#else
-  let k = 0.7978845608028654; // sqrt(2/pi)
-  // tanh saturates long before 10; the clamp avoids inf/inf in exp-based tanh.
-  return 0.5 * x * (1.0 + tanh(clamp(k * (x + 0.044715 * x * x * x), -10.0, 10.0)));
-#endif
-}
 
 @compute @workgroup_size({{WG}})
 fn gated(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -31,15 +31,20 @@ struct AttnParams {
   cvs_word: u32,
   out_scale_word: u32, // combine_quant: word offset of the per-token scales in o
   softcap: f32,  // scores become softcap*tanh(s/softcap); 0 is off
-  pad3: u32,
-  pad4: u32,
+  norm: u32,     // attend_group: 1 for the QK-norm, weights at q_norm and k_norm (words into gn)
+  one_plus: u32, // attend_group: norm weights are used as 1+w
+  eps: f32,
+  table: u32,    // attend_group: first float of this layer kind's RoPE table in cs
+  q_norm: u32,
+  k_norm: u32,
+  prep_kv: u32,  // attend_group: 1 where the layer makes its own K/V (q holds Q|K|V)
 }
 @group(0) @binding(1) var<uniform> p: AttnParams;
 @group(0) @binding(2) var<storage, read> q: array<f32>;
 // o holds float32 bits, or packed int8 rows and their scales (combine_quant).
 @group(0) @binding(3) var<storage, read_write> o: array<u32>;
 @group(0) @binding(4) var<storage, read> kv: array<u32>;
-@group(0) @binding(5) var<storage, read> ck: array<u32>;
+@group(0) @binding(5) var<storage, read_write> ck: array<u32>; // attend_group writes the token's K/V
 
 const HD = {{HD}}u;
 const HPT = {{HPT}}u; // head dims per invocation: ceil(HD / WG)
@@ -396,3 +401,228 @@ fn combine_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     o[p.out_scale_word + t] = bitcast<u32>(scale);
   }
 }
+
+#if GROUP
+// attend_group is a decode step's attention (one token) with rope.wgsl's
+// qkv_prep folded in: the workgroup of (split, KV head g) takes every
+// query head of g (G of them) over one tile of KT keys, so each K and V
+// row is read once for all of them (MQA's saving), and each key's score is
+// split over SPL invocations. q is the token's raw Q|K|V product row: the
+// query heads get the QK-norm and RoPE here, in every workgroup; the
+// workgroup whose tile holds the token's own position also prepares its K
+// (QK-norm, RoPE) and V, quantises them into the chunk KV (what qkv_prep
+// would have written) and reads them back from there. The partial states
+// go to o as attend_split's, for combine or combine_quant. The arithmetic
+// is qkv_prep's and attend_split's, step for step.
+@group(0) @binding(6) var<storage, read> gn: array<f32>;
+@group(0) @binding(7) var<storage, read> cs: array<f32>;
+
+const G = {{G}}u;
+const SPL = {{SPL}}u; // invocations per key's score
+
+var<workgroup> gq: array<f32, {{GHD}}>;    // the group's query rows, normed and roped
+var<workgroup> ges: array<f32, {{GKT}}>;   // scores of head h at h * KT + j, then exp(score - max)
+var<workgroup> gev: array<f32, {{GKT}}>;   // exp(score - max) times the V row's scale
+var<workgroup> gpart: array<f32, {{GWG}}>; // partial dot products, G per invocation
+var<workgroup> gm: array<f32, {{G}}>;      // each head's max score in the tile
+
+fn gnorm(at: u32, i: u32) -> f32 {
+  return select(gn[at + i], gn[at + i] + 1.0, p.one_plus == 1u);
+}
+
+// row_inv is the QK-norm's 1/rms of the head row of q at base (1 without
+// the norm).
+fn row_inv(base: u32, li: u32) -> f32 {
+  if (p.norm == 0u) {
+    return 1.0;
+  }
+  var ss = 0.0;
+  for (var i = li; i < HD; i += {{WG}}u) {
+    ss += q[base + i] * q[base + i];
+  }
+  return inv_rms(wg_sum(ss, li), HD, p.eps);
+}
+
+// roped is the pair (i, i + HD/2) of head row base after the QK-norm with
+// weights at gw and RoPE: qkv_prep's arithmetic.
+fn roped(base: u32, i: u32, inv: f32, gw: u32) -> vec2<f32> {
+  let half = HD / 2u;
+  var a = q[base + i];
+  var b = q[base + i + half];
+  if (p.norm == 1u) {
+    a = a * inv * gnorm(gw, i);
+    b = b * inv * gnorm(gw, i + half);
+  }
+  let c = cs[p.table + i];
+  let s = cs[p.table + half + i];
+  return vec2<f32>(a * c - b * s, b * c + a * s);
+}
+
+fn kv_max(li: u32, values: bool, base: u32) -> f32 {
+  var m = 0.0;
+  for (var i = li; i < HD; i += {{WG}}u) {
+    m = max(m, abs(kv_src(values, base, i)));
+  }
+  return wg_max(m, li);
+}
+
+// kv_src is value i of the token's new K row (roped, staged in tile) or V
+// row (from q at base).
+fn kv_src(values: bool, base: u32, i: u32) -> f32 {
+  if (values) {
+    return q[base + i];
+  }
+  return bitcast<f32>(tile[i]);
+}
+
+// put_kv quantises (int8) or copies the token's new K or V row into chunk
+// row g of its array.
+fn put_kv(li: u32, g: u32, values: bool, base: u32) {
+  let vals = select(p.ck_word, p.cv_word, values) + g * ROW_WORDS;
+#if INT8
+  let scale = quant_scale(kv_max(li, values, base));
+  for (var w = li; w < ROW_WORDS; w += {{WG}}u) {
+    let q4 = vec4<i32>(quant_i8(kv_src(values, base, 4u * w), scale), quant_i8(kv_src(values, base, 4u * w + 1u), scale),
+                       quant_i8(kv_src(values, base, 4u * w + 2u), scale), quant_i8(kv_src(values, base, 4u * w + 3u), scale));
+    ck[vals + w] = pack_i8(q4);
+  }
+  if (li == 0u) {
+    ck[select(p.cks_word, p.cvs_word, values) + g] = bitcast<u32>(scale);
+  }
+#else
+  for (var i = li; i < HD; i += {{WG}}u) {
+    ck[vals + i] = bitcast<u32>(kv_src(values, base, i));
+  }
+#endif
+}
+
+fn key_scale(j: u32) -> f32 {
+#if INT8
+  let chunk = chunks[j] == 1u;
+  return bitcast<f32>(load(chunk, select(p.ks_word, p.cks_word, chunk) + rows[j]));
+#else
+  return 1.0;
+#endif
+}
+
+@compute @workgroup_size({{WG}})
+fn attend_group(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let split = wg.x;
+  let g = wg.y;
+  let kr = keys(0u);
+  let tile0 = split * KT;
+  if (step.n != 1u || tile0 >= kr.y) {
+    return; // the whole workgroup
+  }
+  let half = HD / 2u;
+  // The group's query heads: QK-norm and RoPE into gq.
+  for (var h = 0u; h < G; h++) {
+    let base = (g * G + h) * HD;
+    let inv = row_inv(base, li);
+    for (var i = li; i < half; i += {{WG}}u) {
+      let r = roped(base, i, inv, p.q_norm);
+      gq[h * HD + i] = r.x;
+      gq[h * HD + i + half] = r.y;
+    }
+  }
+  let tn = min(KT, kr.y - tile0);
+  if (p.prep_kv == 1u && tile0 + tn == kr.y) {
+    // The token's own K (normed and roped, staged in tile as floats) and
+    // V, into chunk row g.
+    let kbase = (p.heads + g) * HD;
+    let inv = row_inv(kbase, li);
+    for (var i = li; i < half; i += {{WG}}u) {
+      let r = roped(kbase, i, inv, p.k_norm);
+      tile[i] = bitcast<u32>(r.x);
+      tile[i + half] = bitcast<u32>(r.y);
+    }
+    workgroupBarrier();
+    put_kv(li, g, false, 0u);
+    put_kv(li, g, true, (p.heads + p.kv_heads + g) * HD);
+    storageBarrier(); // the chunk rows are read back below
+  }
+  locate_tile(kr.x + tile0, tn, g, li);
+  workgroupBarrier();
+  stage(tn, false, li);
+  workgroupBarrier();
+  // Partial scores: invocation li takes key li / SPL, words li % SPL + k*SPL.
+  let j = li / SPL;
+  var acc: array<f32, {{G}}>;
+  for (var h = 0u; h < G; h++) {
+    acc[h] = 0.0;
+  }
+  if (j < tn) {
+    for (var w = li % SPL; w < ROW_WORDS; w += SPL) {
+#if INT8
+      let k = vec4<f32>(unpack_i8(tile[j * STRIDE + w]));
+      for (var h = 0u; h < G; h++) {
+        let o4 = h * HD + 4u * w;
+        acc[h] += dot(vec4<f32>(gq[o4], gq[o4 + 1u], gq[o4 + 2u], gq[o4 + 3u]), k);
+      }
+#else
+      let k = bitcast<f32>(tile[j * STRIDE + w]);
+      for (var h = 0u; h < G; h++) {
+        acc[h] += gq[h * HD + w] * k;
+      }
+#endif
+    }
+  }
+  for (var h = 0u; h < G; h++) {
+    gpart[li * G + h] = acc[h];
+  }
+  workgroupBarrier();
+  for (var pi = li; pi < G * KT; pi += {{WG}}u) {
+    let jj = pi % KT;
+    if (jj < tn) {
+      var s = 0.0;
+      for (var k = 0u; k < SPL; k++) {
+        s += gpart[(jj * SPL + k) * G + pi / KT];
+      }
+      ges[pi] = capped(s * key_scale(jj) * p.scale);
+    }
+  }
+  stage(tn, true, li); // the barrier above ended every read of the K rows
+  workgroupBarrier();
+  if (li < G) {
+    var m = -3.0e38;
+    for (var jj = 0u; jj < tn; jj++) {
+      m = max(m, ges[li * KT + jj]);
+    }
+    gm[li] = m;
+  }
+  workgroupBarrier();
+  for (var pi = li; pi < G * KT; pi += {{WG}}u) {
+    let jj = pi % KT;
+    if (jj < tn) {
+      let e = exp(ges[pi] - gm[pi / KT]);
+      ges[pi] = e;
+      gev[pi] = e * value_scale(jj);
+    }
+  }
+  workgroupBarrier();
+  let head0 = g * G;
+  if (li < G) {
+    var sum = 0.0;
+    for (var jj = 0u; jj < tn; jj++) {
+      sum += ges[li * KT + jj];
+    }
+    let out = ((head0 + li) * p.splits + split) * PART;
+    o[out] = bitcast<u32>(gm[li]);
+    o[out + 1u] = bitcast<u32>(sum);
+  }
+  for (var d = li; d < HD; d += {{WG}}u) {
+    for (var h = 0u; h < G; h++) {
+      acc[h] = 0.0;
+    }
+    for (var jj = 0u; jj < tn; jj++) {
+      let v = value(jj, d);
+      for (var h = 0u; h < G; h++) {
+        acc[h] += gev[h * KT + jj] * v;
+      }
+    }
+    for (var h = 0u; h < G; h++) {
+      o[((head0 + h) * p.splits + split) * PART + 2u + d] = bitcast<u32>(acc[h]);
+    }
+  }
+}
+#endif

@@ -14,16 +14,231 @@
 // are exact in float32 and so are sums of up to 1024 of them (below 2^24):
 // each invocation moves its float sum into an int32 every 64 vectors, which
 // keeps the result equal to the int32 accumulation.
+//
+// The STAGED variants make their input row themselves, in workgroup
+// memory, from what the step's previous kernels left (every workgroup
+// repeats the same few-microsecond prologue, which saves a dispatch):
+// NORM_IN does prenorm.wgsl's work (residual add with the optional
+// post-norm of the branch output b, RMSNorm, quantisation) and GATED_IN
+// act.wgsl's gated_quant (gate|up row to act(gate)*up, quantised). The
+// arithmetic is those kernels', step for step. The first workgroup of each
+// token also writes what they would have written: the input row in the
+// products' form (h) and, for NORM_IN, the new residual, into the other
+// half of a (the residual is read from one half and written to the other:
+// rewriting it in place would race with the other workgroups' reads).
 #include "common.wgsl"
 
 #include "matmul_params.wgsl"
+#if STAGED
+#include "activation.wgsl"
+
+// GemvParams is MatmulParams followed by the prologue's parameters.
+struct GemvParams {
+  rows: u32,
+  cols: u32,
+  w_scale_word: u32,
+  x_scale_word: u32,
+  out_row: u32,
+  out_stride: u32,
+  from_first: u32,
+  softcap: f32,
+  one_plus: u32,     // NORM_IN: norm weights are used as 1+w
+  eps: f32,
+  add: u32,          // NORM_IN: 1 to add b (normalised by the weights at g1_word when post_norm is 1) into a
+  post_norm: u32,
+  a_word: u32,       // NORM_IN: the residual rows, words into a
+  a_out_word: u32,   // NORM_IN: where the new residual rows go (add only)
+  g1_word: u32,      // NORM_IN: post-norm weights, words into g
+  g2_word: u32,      // NORM_IN: pre-norm weights
+  h_scale_word: u32, // int8: word offset of the per-token scales in h
+  pad0: u32,
+  pad1: u32,
+  pad2: u32,
+}
+@group(0) @binding(1) var<uniform> p: GemvParams;
+#else
 @group(0) @binding(1) var<uniform> p: MatmulParams;
+#endif
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+#if STAGED
+#if NORM_IN
+@group(0) @binding(3) var<storage, read_write> a: array<f32>;
+#else
+@group(0) @binding(3) var<storage, read> gu: array<f32>;
+#endif
+#else
 @group(0) @binding(3) var<storage, read> x: array<vec4<u32>>;
+#endif
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+#if STAGED
+@group(0) @binding(5) var<storage, read_write> h: array<u32>;
+#if NORM_IN
+@group(0) @binding(6) var<storage, read> b: array<f32>;
+@group(0) @binding(7) var<storage, read> g: array<f32>;
+#endif
+#endif
 
 const TPR = {{TPR}}u;
 const RPW = {{WG}}u / {{TPR}}u;
+
+#if STAGED
+const COLS = {{COLS}}u;
+var<workgroup> xs: array<vec4<u32>, {{XV}}>; // the input row, in the form x would hold it
+var<workgroup> xscale: f32;                  // int8: its scale
+
+#if NORM_IN
+fn gain(at: u32, i: u32) -> f32 {
+  return select(g[at + i], g[at + i] + 1.0, p.one_plus == 1u);
+}
+
+// resid is column i of the token's residual after the add.
+fn resid(base: u32, i: u32, inv1: f32) -> f32 {
+  if (p.add == 0u) {
+    return a[p.a_word + base + i];
+  }
+  var v = b[base + i];
+  if (p.post_norm == 1u) {
+    v = v * inv1 * gain(p.g1_word, i);
+  }
+  return a[p.a_word + base + i] + v;
+}
+
+fn stage(t: u32, li: u32, first: bool) {
+  let base = t * COLS;
+  var inv1 = 1.0;
+  if (p.add == 1u && p.post_norm == 1u) {
+    var ss = 0.0;
+    for (var i = li; i < COLS; i += {{WG}}u) {
+      ss += b[base + i] * b[base + i];
+    }
+    inv1 = inv_rms(wg_sum(ss, li), COLS, p.eps);
+  }
+  var ss = 0.0;
+  for (var i = li; i < COLS; i += {{WG}}u) {
+    let v = resid(base, i, inv1);
+    ss += v * v;
+    if (first && p.add == 1u) {
+      a[p.a_out_word + base + i] = v;
+    }
+  }
+  let inv = inv_rms(wg_sum(ss, li), COLS, p.eps);
+#if INT8
+  var m = 0.0;
+  for (var i = li; i < COLS; i += {{WG}}u) {
+    m = max(m, abs(resid(base, i, inv1) * inv * gain(p.g2_word, i)));
+  }
+  let scale = quant_scale(wg_max(m, li));
+  for (var v = li; v < {{XV}}u; v += {{WG}}u) {
+    var w4: vec4<u32>;
+    for (var k = 0u; k < 4u; k++) {
+      let c = 16u * v + 4u * k;
+      let q = vec4<i32>(quant_i8(resid(base, c, inv1) * inv * gain(p.g2_word, c), scale),
+                        quant_i8(resid(base, c + 1u, inv1) * inv * gain(p.g2_word, c + 1u), scale),
+                        quant_i8(resid(base, c + 2u, inv1) * inv * gain(p.g2_word, c + 2u), scale),
+                        quant_i8(resid(base, c + 3u, inv1) * inv * gain(p.g2_word, c + 3u), scale));
+      w4[k] = pack_i8(q);
+    }
+    put(t, v, w4, first);
+  }
+  put_scale(t, scale, li, first);
+#else
+  for (var v = li; v < {{XV}}u; v += {{WG}}u) {
+    var w4: vec4<u32>;
+    for (var k = 0u; k < 4u; k++) {
+      w4[k] = bitcast<u32>(resid(base, 4u * v + k, inv1) * inv * gain(p.g2_word, 4u * v + k));
+    }
+    put(t, v, w4, first);
+  }
+#endif
+  workgroupBarrier();
+}
+#else
+fn gated_at(base: u32, i: u32) -> f32 {
+  return act(gu[base + i]) * gu[base + COLS + i];
+}
+
+fn stage(t: u32, li: u32, first: bool) {
+  let base = t * 2u * COLS;
+#if INT8
+  var m = 0.0;
+  for (var i = li; i < COLS; i += {{WG}}u) {
+    m = max(m, abs(gated_at(base, i)));
+  }
+  let scale = quant_scale(wg_max(m, li));
+  for (var v = li; v < {{XV}}u; v += {{WG}}u) {
+    var w4: vec4<u32>;
+    for (var k = 0u; k < 4u; k++) {
+      let c = 16u * v + 4u * k;
+      let q = vec4<i32>(quant_i8(gated_at(base, c), scale), quant_i8(gated_at(base, c + 1u), scale),
+                        quant_i8(gated_at(base, c + 2u), scale), quant_i8(gated_at(base, c + 3u), scale));
+      w4[k] = pack_i8(q);
+    }
+    put(t, v, w4, first);
+  }
+  put_scale(t, scale, li, first);
+#else
+  for (var v = li; v < {{XV}}u; v += {{WG}}u) {
+    var w4: vec4<u32>;
+    for (var k = 0u; k < 4u; k++) {
+      w4[k] = bitcast<u32>(gated_at(base, 4u * v + k));
+    }
+    put(t, v, w4, first);
+  }
+#endif
+  workgroupBarrier();
+}
+#endif
+
+#if INT8
+const XWORDS = COLS / 4u; // words per token of h
+#else
+const XWORDS = COLS;
+#endif
+
+// put stores vector v of token t's input row: in workgroup memory, and by
+// the first workgroup in h. Whole vectors: invocations writing parts of
+// one vector could race where a store of a vector element rewrites all of it.
+fn put(t: u32, v: u32, w4: vec4<u32>, first: bool) {
+  xs[v] = w4;
+  if (first) {
+    let o = t * XWORDS + 4u * v;
+    h[o] = w4.x;
+    h[o + 1u] = w4.y;
+    h[o + 2u] = w4.z;
+    h[o + 3u] = w4.w;
+  }
+}
+
+fn put_scale(t: u32, scale: f32, li: u32, first: bool) {
+  if (li == 0u) {
+    xscale = scale;
+    if (first) {
+      h[p.h_scale_word + t] = bitcast<u32>(scale);
+    }
+  }
+}
+
+// xin is vector i of token t's input row.
+fn xin(t: u32, i: u32) -> vec4<u32> {
+  return xs[i];
+}
+
+fn x_scale(t: u32) -> f32 {
+  return xscale;
+}
+#else
+fn xin(t: u32, i: u32) -> vec4<u32> {
+#if INT8
+  return x[t * (p.cols / 16u) + i];
+#else
+  return x[t * (p.cols / 4u) + i];
+#endif
+}
+
+fn x_scale(t: u32) -> f32 {
+  return bitcast<f32>(word(x[(p.x_scale_word + t) / 4u], p.x_scale_word + t));
+}
+#endif
 
 fn word(a: vec4<u32>, i: u32) -> u32 {
   return a[i % 4u];
@@ -57,18 +272,20 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   if (t >= step.n) {
     return; // the whole workgroup: barriers below stay uniform
   }
+#if STAGED
+  stage(t, li, wg.x == 0u && wg.y == 0u);
+#endif
   let valid = row < p.rows;
 #if INT8
   let vecs = p.cols / 16u;
   var acc = 0;
   if (valid) {
     let wb = row * vecs;
-    let xb = t * vecs;
 #if FMA
     for (var i0 = lane; i0 < vecs; i0 += 64u * TPR) {
       var f = 0.0;
       for (var i = i0; i < min(vecs, i0 + 64u * TPR); i += TPR) {
-        f += dot16(w[wb + i], x[xb + i]);
+        f += dot16(w[wb + i], xin(t, i));
       }
       acc += i32(f);
     }
@@ -78,14 +295,14 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var i = lane;
     for (; i + TPR < vecs; i += 2u * TPR) {
       let a0 = w[wb + i];
-      let b0 = x[xb + i];
+      let b0 = xin(t, i);
       let a1 = w[wb + i + TPR];
-      let b1 = x[xb + i + TPR];
+      let b1 = xin(t, i + TPR);
       acc += dot16_i8(a0, b0);
       acc1 += dot16_i8(a1, b1);
     }
     if (i < vecs) {
-      acc += dot16_i8(w[wb + i], x[xb + i]);
+      acc += dot16_i8(w[wb + i], xin(t, i));
     }
     acc += acc1;
 #endif
@@ -96,9 +313,8 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   var acc = 0.0;
   if (valid) {
     let wb = row * vecs;
-    let xb = t * vecs;
     for (var i = lane; i < vecs; i += TPR) {
-      acc += dot(bitcast<vec4<f32>>(w[wb + i]), bitcast<vec4<f32>>(x[xb + i]));
+      acc += dot(bitcast<vec4<f32>>(w[wb + i]), bitcast<vec4<f32>>(xin(t, i)));
     }
   }
   red_f[li] = acc;
@@ -116,9 +332,8 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
   if (lane == 0u && valid) {
 #if INT8
-    let xs = bitcast<f32>(word(x[(p.x_scale_word + t) / 4u], p.x_scale_word + t));
     let ws = bitcast<f32>(word(w[(p.w_scale_word + row) / 4u], p.w_scale_word + row));
-    var v = f32(red_i[li]) * (xs * ws);
+    var v = f32(red_i[li]) * (x_scale(t) * ws);
 #else
     var v = red_f[li];
 #endif

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/wick-run/wick/engine/cpu"
+	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/kv"
 	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/engine/quant"
@@ -463,31 +464,9 @@ func TestAttention(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRand(t)
 			c := tc.cfg
-			m, err := cpu.New(c, testmodel.Random(c, 1))
-			if err != nil {
-				t.Fatal(err)
-			}
-			lay, err := kv.NewLayout(c, 256)
-			if err != nil {
-				t.Fatal(err)
-			}
-			arena := kv.NewArena(lay)
-			reg := arena.Region(tc.layer)
+			m, arena, kvb, p := attnArena(t, r, c, tc.layer, tc.start)
 			int8Mode := c.DType == model.Int8
 			hd, kvh, qd, kvd := c.HeadDim, c.KVHeads, c.QDim(), c.KVDim()
-			// History: every position before start that the region holds.
-			for pos := 0; pos < tc.start; pos++ {
-				for g := 0; g < kvh; g++ {
-					for _, row := range []kv.Row{arena.K(reg, pos, g), arena.V(reg, pos, g)} {
-						f := randF32(r, hd, 1)
-						if int8Mode {
-							*row.Scale = quant.Quantize(row.I8, f)
-						} else {
-							copy(row.F32, f)
-						}
-					}
-				}
-			}
 			// The chunk, in the layout the backend gives it: a region of n slots.
 			kf, vf := randF32(r, tc.n*kvd, 1), randF32(r, tc.n*kvd, 1)
 			var kq, vq []int8
@@ -522,20 +501,9 @@ func TestAttention(t *testing.T) {
 			} else {
 				m.AttendChunk(want, q, arena, tc.layer, tc.start, tc.n, kf, vf, nil, nil, nil, nil)
 			}
-			// The arena region is bound from its K array to its end.
-			end := reg.V + int64(reg.Slots*kvh)*lay.RowBytes
-			if int8Mode {
-				end = reg.VScale + int64(reg.Slots*kvh)*4
-			}
-			word := func(off int64) uint32 { return uint32((off - reg.K) / 4) }
-			p := AttnParams{Heads: uint32(c.Heads), KVHeads: uint32(kvh), Window: uint32(c.Layers[tc.layer].Window),
-				Slots: uint32(reg.Slots), Ring: b2u(reg.Ring), Scale: c.Scale(),
-				KWord: 0, VWord: word(reg.V), CKWord: uint32(ckw), CVWord: uint32(cvw), CKSWord: uint32(cksw), CVSWord: uint32(cvsw)}
-			if int8Mode {
-				p.KSWord, p.VSWord = word(reg.KScale), word(reg.VScale)
-			}
+			p.CKWord, p.CVWord, p.CKSWord, p.CVSWord = uint32(ckw), uint32(cvw), uint32(cksw), uint32(cvsw)
 			step := Step{Start: uint32(tc.start), N: uint32(tc.n)}
-			qb, kvb, ckb := buffer(t, f32bytes(q), 0), buffer(t, arena.Buf[reg.K:end], 0), buffer(t, u32bytes(chunk), 0)
+			qb, ckb := buffer(t, f32bytes(q), 0), buffer(t, u32bytes(chunk), 0)
 			out := buffer(t, nil, len(want))
 			dispatch(t, Key{Family: "attn", Entry: "attend", Int8: int8Mode, WG: 32, HD: hd}, step,
 				p, [3]int{c.Heads, tc.n, 1}, qb, out, kvb, ckb)
@@ -594,6 +562,48 @@ func TestAttention(t *testing.T) {
 			}
 		})
 	}
+}
+
+// attnArena makes engine/cpu's model of c and a KV arena of 256 positions
+// whose region of layer l holds random K/V at every position before start,
+// and returns them with the region bound as the kernels bind it (from its
+// K array to its end) and the attention parameters that locate it.
+func attnArena(t *testing.T, r *rand.Rand, c *model.Config, l, start int) (*cpu.Model, *kv.Arena, gpu.Buffer, AttnParams) {
+	t.Helper()
+	m, err := cpu.New(c, testmodel.Random(c, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lay, err := kv.NewLayout(c, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	arena := kv.NewArena(lay)
+	reg := arena.Region(l)
+	int8Mode := c.DType == model.Int8
+	for pos := 0; pos < start; pos++ {
+		for g := 0; g < c.KVHeads; g++ {
+			for _, row := range []kv.Row{arena.K(reg, pos, g), arena.V(reg, pos, g)} {
+				f := randF32(r, c.HeadDim, 1)
+				if int8Mode {
+					*row.Scale = quant.Quantize(row.I8, f)
+				} else {
+					copy(row.F32, f)
+				}
+			}
+		}
+	}
+	end := reg.V + int64(reg.Slots*c.KVHeads)*lay.RowBytes
+	if int8Mode {
+		end = reg.VScale + int64(reg.Slots*c.KVHeads)*4
+	}
+	word := func(off int64) uint32 { return uint32((off - reg.K) / 4) }
+	p := AttnParams{Heads: uint32(c.Heads), KVHeads: uint32(c.KVHeads), Window: uint32(c.Layers[l].Window),
+		Slots: uint32(reg.Slots), Ring: b2u(reg.Ring), Scale: c.Scale(), KWord: 0, VWord: word(reg.V)}
+	if int8Mode {
+		p.KSWord, p.VSWord = word(reg.KScale), word(reg.VScale)
+	}
+	return m, arena, buffer(t, arena.Buf[reg.K:end], 0), p
 }
 
 // matmulInputs makes a random rows x cols matrix of dtype and n tokens of

@@ -66,7 +66,8 @@ type PrenormParams struct {
 	Eps           float32
 	Add, PostNorm uint32
 	ScaleWord     uint32
-	Pad0, Pad1    uint32
+	AWord         uint32
+	AOutWord      uint32
 }
 
 // EmbedParams mirrors embed.wgsl.
@@ -85,7 +86,20 @@ type AttnParams struct {
 	CKWord, CVWord, CKSWord, CVSWord    uint32
 	OutScaleWord                        uint32
 	Softcap                             float32
-	Pad3, Pad4                          uint32
+	Norm, OnePlus                       uint32
+	Eps                                 float32
+	Table, QNorm, KNorm, PrepKV         uint32
+}
+
+// GemvParams mirrors gemv.wgsl's parameters of the variants with a
+// prologue: MatmulParams, then the prologue's.
+type GemvParams struct {
+	Rows, Cols, WScaleWord, XScaleWord, OutRow, OutStride, FromFirst uint32
+	Softcap                                                          float32
+	OnePlus                                                          uint32
+	Eps                                                              float32
+	Add, PostNorm, AWord, AOutWord, G1Word, G2Word, HScaleWord       uint32
+	Pad0, Pad1, Pad2                                                 uint32
 }
 
 // StreamParams mirrors stream.wgsl.

@@ -14,7 +14,7 @@ var wgslField = regexp.MustCompile(`(?m)^\s*(\w+)\s*:\s*(\w+),`)
 // the field offsets of the WGSL struct of the same name (WGSL field names
 // are the Go names in snake case).
 func TestParamsMatchWGSL(t *testing.T) {
-	for _, v := range []any{Step{}, QuantParams{}, MatmulParams{}, NormParams{}, RopeParams{}, ActParams{}, EmbedParams{}, AttnParams{}, ArgmaxParams{}, StreamParams{}, GatedParams{}, PrenormParams{}, QKVParams{}} {
+	for _, v := range []any{Step{}, QuantParams{}, MatmulParams{}, NormParams{}, RopeParams{}, ActParams{}, EmbedParams{}, AttnParams{}, ArgmaxParams{}, StreamParams{}, GatedParams{}, PrenormParams{}, QKVParams{}, GemvParams{}} {
 		typ := reflect.TypeOf(v)
 		t.Run(typ.Name(), func(t *testing.T) {
 			var fields [][]string

@@ -13,8 +13,10 @@ struct PrenormParams {
   add: u32,        // 1: add b into a first
   post_norm: u32,  // 1: normalise b by g1 before adding it
   scale_word: u32, // int8: word offset of the per-token scales in h
-  pad0: u32,
-  pad1: u32,
+  a_word: u32,     // the residual rows, words into a
+  a_out_word: u32, // where a + b goes (add only): the webgpu backend
+                   // alternates between two halves of one buffer, as
+                   // gemv.wgsl's NORM_IN prologue must
 }
 @group(0) @binding(1) var<uniform> p: PrenormParams;
 @group(0) @binding(2) var<storage, read_write> a: array<f32>;
@@ -33,7 +35,7 @@ fn gain2(i: u32) -> f32 {
 
 // Each invocation owns the same columns in every pass (it rereads what it
 // wrote itself, so no barrier is needed between passes beyond the
-// reductions').
+// reductions'). a_out_word may equal a_word (in place).
 @compute @workgroup_size({{WG}})
 fn prenorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) li: u32) {
@@ -42,6 +44,8 @@ fn prenorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     return;
   }
   let base = row * p.cols;
+  let src = p.a_word + base;
+  let cur = select(p.a_word, p.a_out_word, p.add == 1u) + base; // the residual after the add
   if (p.add == 1u) {
     var inv = 1.0;
     if (p.post_norm == 1u) {
@@ -56,25 +60,25 @@ fn prenorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
       if (p.post_norm == 1u) {
         v = v * inv * gain1(i);
       }
-      a[base + i] = a[base + i] + v;
+      a[cur + i] = a[src + i] + v;
     }
   }
   var ss = 0.0;
   for (var i = li; i < p.cols; i += {{WG}}u) {
-    ss += a[base + i] * a[base + i];
+    ss += a[cur + i] * a[cur + i];
   }
   let inv = inv_rms(wg_sum(ss, li), p.cols, p.eps);
 #if INT8
   var m = 0.0;
   for (var i = li; i < p.cols; i += {{WG}}u) {
-    m = max(m, abs(a[base + i] * inv * gain2(i)));
+    m = max(m, abs(a[cur + i] * inv * gain2(i)));
   }
   let scale = quant_scale(wg_max(m, li));
   let words = p.cols / 4u;
   for (var i = li; i < words; i += {{WG}}u) {
     let c = 4u * i;
-    let q = vec4<i32>(quant_i8(a[base + c] * inv * gain2(c), scale), quant_i8(a[base + c + 1u] * inv * gain2(c + 1u), scale),
-                      quant_i8(a[base + c + 2u] * inv * gain2(c + 2u), scale), quant_i8(a[base + c + 3u] * inv * gain2(c + 3u), scale));
+    let q = vec4<i32>(quant_i8(a[cur + c] * inv * gain2(c), scale), quant_i8(a[cur + c + 1u] * inv * gain2(c + 1u), scale),
+                      quant_i8(a[cur + c + 2u] * inv * gain2(c + 2u), scale), quant_i8(a[cur + c + 3u] * inv * gain2(c + 3u), scale));
     h[row * words + i] = pack_i8(q);
   }
   if (li == 0u) {
@@ -82,7 +86,7 @@ fn prenorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
   }
 #else
   for (var i = li; i < p.cols; i += {{WG}}u) {
-    h[base + i] = bitcast<u32>(a[base + i] * inv * gain2(i));
+    h[base + i] = bitcast<u32>(a[cur + i] * inv * gain2(i));
   }
 #endif
 }

@@ -36,6 +36,16 @@ type Key struct {
 	Dot4   bool   // use dot4I8Packed (front ends with packed_4x8_integer_dot_product)
 	TPR    int    // gemv: invocations per row; stream: loads per invocation
 	FMA    bool   // gemv: int8 products through exact float32 FMA
+	// In is gemv's prologue, which makes its input row in workgroup
+	// memory from the previous step's outputs instead of reading it
+	// ready-made: "" (none), "norm" (residual add, RMSNorm, quantisation:
+	// prenorm.wgsl's work) or "gated" (gated activation and quantisation:
+	// act.wgsl's gated_quant). It saves a dispatch per product.
+	In   string
+	Cols int // gemv with a prologue: the input row's width, which sizes its staging
+	// Group is attn's query heads per KV head, for the decode kernel that
+	// takes all of them in one workgroup (attend_group).
+	Group int
 }
 
 // Label names the variant in errors and debuggers.
@@ -61,6 +71,12 @@ func (k Key) Label() string {
 	if k.FMA {
 		s += "/fma"
 	}
+	if k.In != "" {
+		s += fmt.Sprintf("/in-%s%d", k.In, k.Cols)
+	}
+	if k.Group != 0 {
+		s += fmt.Sprintf("/g%d", k.Group)
+	}
 	return s
 }
 
@@ -71,8 +87,33 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	if k.TPR < 0 || k.TPR&(k.TPR-1) != 0 || k.TPR > k.WG {
 		return nil, nil, fmt.Errorf("shader %s: %d invocations per row is not a power of two up to the workgroup size", k.Label(), k.TPR)
 	}
-	flags := map[string]bool{"INT8": k.Int8, "SILU": k.SiLU, "DOT4": k.Dot4, "FMA": k.FMA}
+	switch k.In {
+	case "":
+	case "norm", "gated":
+		if k.Cols <= 0 || k.Cols%inVec(k) != 0 {
+			return nil, nil, fmt.Errorf("shader %s: a %s prologue needs a width in whole 16-byte vectors, not %d", k.Label(), k.In, k.Cols)
+		}
+	default:
+		return nil, nil, fmt.Errorf("shader %s: unknown prologue %q", k.Label(), k.In)
+	}
+	flags := map[string]bool{"INT8": k.Int8, "SILU": k.SiLU, "DOT4": k.Dot4, "FMA": k.FMA,
+		"STAGED": k.In != "", "NORM_IN": k.In == "norm", "GATED_IN": k.In == "gated", "GROUP": k.Group > 0}
 	vals := map[string]string{"WG": strconv.Itoa(k.WG)}
+	if k.In != "" {
+		vals["COLS"] = strconv.Itoa(k.Cols)
+		vals["XV"] = strconv.Itoa(k.Cols / inVec(k))
+	}
+	if k.Group > 0 {
+		if k.HD <= 0 || k.HD%2 != 0 {
+			return nil, nil, fmt.Errorf("shader %s: a group of heads needs an even head width", k.Label())
+		}
+		kt := AttnTile(k)
+		vals["G"] = strconv.Itoa(k.Group)
+		vals["SPL"] = strconv.Itoa(max(1, k.WG/kt))
+		vals["GHD"] = strconv.Itoa(k.Group * k.HD)
+		vals["GKT"] = strconv.Itoa(k.Group * kt)
+		vals["GWG"] = strconv.Itoa(k.Group * k.WG)
+	}
 	if k.TPR > 0 {
 		vals["TPR"] = strconv.Itoa(k.TPR)
 	}
@@ -84,6 +125,45 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 		vals["TILE"] = strconv.Itoa(kt * (attnRowWords(k) + 1))
 	}
 	return flags, vals, nil
+}
+
+// inVec is how many input values one 16-byte vector of a product holds.
+func inVec(k Key) int {
+	if k.Int8 {
+		return 16
+	}
+	return 4
+}
+
+// WorkgroupBytes is WebGPU's default maxComputeWorkgroupStorageSize, which
+// every adapter offers: kernels that stage rows in workgroup memory are
+// planned within it, so they run on any device (phones included).
+const WorkgroupBytes = 16384
+
+// StagedBytes is the workgroup memory a gemv variant with a prologue uses
+// (its staged input row and its reductions): a product whose row does not
+// fit WorkgroupBytes keeps a separate dispatch for its prologue.
+func StagedBytes(k Key) int {
+	if k.In == "" {
+		return 8 * k.WG
+	}
+	return 16*(k.Cols/inVec(k)) + 8*k.WG + 16
+}
+
+// GroupBytes is the workgroup memory of attend_group (variant k): the
+// query rows of its group of heads, a tile of K or V rows, the scores and
+// the partial dot products. A model whose group does not fit
+// WorkgroupBytes gets the per-head decode kernels instead.
+func GroupBytes(k Key) int {
+	kt := AttnTile(k)
+	words := k.Group*k.HD + // qs
+		kt*(attnRowWords(k)+1) + // tile
+		2*k.Group*kt + // es, ev
+		k.Group*k.WG + // partial dot products
+		2*k.WG + // red_f, red_i
+		2*kt + // rows, chunks
+		2*k.Group // the group's max and sum
+	return 4 * words
 }
 
 // attnTileWords is the most words of K or V rows that attention stages in

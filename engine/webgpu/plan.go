@@ -7,17 +7,35 @@ import (
 )
 
 // plan lays out the dispatches of one step: engine/cpu's Forward, step for
-// step, as kernels, with the residual add, the next pre-norm and its
-// quantisation fused into one dispatch (prenorm), gate and up computed by
-// one product and their activation fused with its quantisation. Products
-// and attention have a decode and a prefill form; the grids pick one per
-// step.
+// step, as kernels. A decode step (up to gemvMaxTokens tokens) takes 6
+// dispatches per layer: the Q|K|V product, whose prologue does the
+// residual add, pre-norm and quantisation (prenorm.wgsl's work); attention
+// with the QK-norm, RoPE and K/V quantisation folded in (attend_group, one
+// workgroup per KV head and tile of keys); the merge of its partial states
+// fused with the quantisation of its output; the output product; gate|up
+// with the next pre-norm as its prologue; and down, whose prologue is the
+// gated activation and its quantisation. Longer steps (the tiled product)
+// give those prologues dispatches of their own. Products and attention
+// have a decode and a prefill form; the grids pick one per step.
 func (s *Sequence) plan() error {
 	m, c := s.m, s.m.cfg
 	int8Mode := c.DType == model.Int8
 	hd, qd := c.HeadDim, c.QDim()
 	eps := float32(c.NormEps)
 	tokens := func(n, _, _ int) (int, int, int) { return n, 1, 1 }
+	// unlessStaged runs a prologue's own dispatch only on the steps whose
+	// product cannot do it (the tiled product's).
+	unlessStaged := func(staged bool) gridFunc {
+		if !staged {
+			return tokens
+		}
+		return func(n, _, _ int) (int, int, int) {
+			if n <= gemvMaxTokens {
+				return 0, 0, 0
+			}
+			return n, 1, 1
+		}
+	}
 	norm := func(off int64, cols int) gpu.Binding { return at(m.norms, max(off, 0), int64(cols)*4) }
 
 	// quantize plans the int8 form of an activation buffer (no-op in f32 mode).
@@ -35,29 +53,49 @@ func (s *Sequence) plan() error {
 		}
 		return x
 	}
+	// The residual lives in one half of x and moves to the other at every
+	// add: a decode product's prologue reads it in every workgroup while
+	// its first workgroup writes the sum.
+	half := int64(s.C * c.Hidden) // words
+	cur := int64(0)
 	// prenorm plans x += post-norm(out) (when add) and h = norm(x),
-	// quantised in int8 mode.
-	prenorm := func(add bool, post, weight int64) {
+	// quantised in int8 mode, for the product w that reads h: as w's
+	// prologue where it can take it (the returned stagedIn), else as a
+	// dispatch of its own.
+	prenorm := func(add bool, post, weight int64, w *matrix) *stagedIn {
 		h := input(s.h, s.hq)
+		src, dst := cur, cur
+		if add {
+			dst = 1 - cur
+		}
+		cur = dst
+		in := &stagedIn{kind: "norm", cols: c.Hidden, x: s.x, h: h, params: shaders.GemvParams{OnePlus: b2u(c.NormOnePlus), Eps: eps,
+			Add: b2u(add), PostNorm: b2u(post >= 0), AWord: uint32(src * half), AOutWord: uint32(dst * half),
+			G1Word: uint32(max(post, 0) / 4), G2Word: uint32(weight / 4), HScaleWord: uint32(s.qScale[h])}}
+		if w == nil || !s.canStage(w, in.kind) {
+			in = nil
+		}
 		s.add("prenorm", "prenorm", shaders.PrenormParams{Cols: uint32(c.Hidden), OnePlus: b2u(c.NormOnePlus), Eps: eps,
-			Add: b2u(add), PostNorm: b2u(post >= 0), ScaleWord: uint32(s.qScale[h])},
-			tokens, whole(s.x), norm(post, c.Hidden), whole(s.out), norm(weight, c.Hidden), whole(h))
+			Add: b2u(add), PostNorm: b2u(post >= 0), ScaleWord: uint32(s.qScale[h]), AWord: uint32(src * half), AOutWord: uint32(dst * half)},
+			unlessStaged(in != nil), whole(s.x), norm(post, c.Hidden), whole(s.out), norm(weight, c.Hidden), whole(h))
+		return in
 	}
 	// 1. Embedding gather, scaled: one dispatch per part of the matrix.
 	for _, p := range m.embed.parts {
 		s.add("embed", "embed", shaders.EmbedParams{Cols: uint32(c.Hidden), RowLo: uint32(p.rowLo), Rows: uint32(p.rows),
-			ScaleWord: uint32(p.scaleWord), Scale: c.Embedding()}, tokens, whole(s.ids), whole(p.buf), whole(s.x))
+			ScaleWord: uint32(p.scaleWord), Scale: c.Embedding()}, tokens, whole(s.ids), whole(p.buf), at(s.x, 0, half*4))
 	}
 	post := int64(-1) // the previous block's post-norm
 	for l := range c.Layers {
 		lw, kind := &m.layers[l], c.Layers[l].Kind
 		ri := s.lay.OfLayer[l]
 		// 2. The previous block's residual, pre-norm, projections, QK-norm, RoPE.
-		prenorm(l > 0, post, lw.attnNorm)
+		in := prenorm(l > 0, post, lw.attnNorm, lw.wq)
 		// Q|K|V in one product, then QK-norm and RoPE of the query and K
 		// heads, and the K/V quantised per (token, KV head) into the chunk
-		// region, in one dispatch.
-		s.project(s.qkv, lw.wq, input(s.h, s.hq), false, 0)
+		// region, in one dispatch (a decode step's attention does this
+		// itself where its group fits).
+		s.project(s.qkv, lw.wq, input(s.h, s.hq), false, 0, in)
 		cr := s.chunkAt[ri]
 		rowHeads, kvh := c.Heads, 0
 		if c.Producer(l) {
@@ -71,9 +109,14 @@ func (s *Sequence) plan() error {
 		if int8Mode {
 			qp.KSWord, qp.VSWord = uint32((cr.ks-cr.k)/4), uint32((cr.vs-cr.k)/4)
 		}
-		s.add("rope", "qkv_prep", qp, func(n, _, _ int) (int, int, int) { return rowHeads, n, 1 },
-			whole(s.qkv), whole(m.norms), whole(s.rope), whole(s.q), at(s.chunk, cr.k, cr.end-cr.k))
-		s.attention(l)
+		grouped := s.groupAttention()
+		s.add("rope", "qkv_prep", qp, func(n, _, _ int) (int, int, int) {
+			if grouped && n == 1 {
+				return 0, 0, 0
+			}
+			return rowHeads, n, 1
+		}, whole(s.qkv), whole(m.norms), whole(s.rope), whole(s.q), at(s.chunk, cr.k, cr.end-cr.k))
+		s.attention(l, qp)
 		// 3. Output projection; its residual is the next prenorm's. A
 		// decode step's combine has quantised the attention output already.
 		if s.fusedCombine() {
@@ -87,21 +130,26 @@ func (s *Sequence) plan() error {
 		} else {
 			quantize(s.att, s.attq, qd)
 		}
-		s.project(s.out, lw.wo, input(s.att, s.attq), false, 0)
+		s.project(s.out, lw.wo, input(s.att, s.attq), false, 0, nil)
 		// 4. Gated FFN: residual and pre-norm, gate|up, activation, down.
-		prenorm(true, lw.postAttn, lw.ffnNorm)
-		s.project(s.gu, lw.gateUp, input(s.h, s.hq), false, 0)
+		in = prenorm(true, lw.postAttn, lw.ffnNorm, lw.gateUp)
+		s.project(s.gu, lw.gateUp, input(s.h, s.hq), false, 0, in)
 		dst := input(s.gate, s.gateq)
+		gated := &stagedIn{kind: "gated", cols: c.FFNHidden, x: s.gu, h: dst, params: shaders.GemvParams{HScaleWord: uint32(s.qScale[dst])}}
+		if !s.canStage(lw.down, gated.kind) {
+			gated = nil
+		}
 		s.add("act", "gated_quant", shaders.GatedParams{Cols: uint32(c.FFNHidden), ScaleWord: uint32(s.qScale[dst])},
-			tokens, whole(s.gu), whole(dst))
-		s.project(s.out, lw.down, input(s.gate, s.gateq), false, 0)
+			unlessStaged(gated != nil), whole(s.gu), whole(dst))
+		s.project(s.out, lw.down, input(s.gate, s.gateq), false, 0, gated)
 		post = lw.postFFN
 	}
 	// 5. The last residual, final norm and logits of the tokens first..,
-	// with the soft-cap.
+	// with the soft-cap. The norm keeps its own dispatch: the vocabulary's
+	// thousands of workgroups would each repeat it.
 	s.inHead = true
-	prenorm(true, post, m.finalNorm)
-	s.project(s.logits, m.lmHead, input(s.h, s.hq), true, float32(c.FinalSoftcap))
+	prenorm(true, post, m.finalNorm, nil)
+	s.project(s.logits, m.lmHead, input(s.h, s.hq), true, float32(c.FinalSoftcap), nil)
 	s.inHead = false
 	// 6. Greedy sampling on the GPU: a workgroup per block of logits, then
 	// their merge; the id lands where the next step's embedding gather
@@ -117,24 +165,64 @@ func (s *Sequence) plan() error {
 	return nil
 }
 
+// stagedIn is the input a decode product makes in its prologue (see
+// shaders.Key.In): its kind and width, the buffer it reads (the residual
+// x, or gate|up), the buffer its first workgroup writes the input into
+// (the products' form, as the separate dispatch would have), and the
+// prologue's parameters.
+type stagedIn struct {
+	kind   string
+	cols   int
+	x, h   gpu.Buffer
+	params shaders.GemvParams
+}
+
+// gemvKey is the decode product's variant for a matrix of cols columns,
+// with the prologue kind in ("" for none).
+func (s *Sequence) gemvKey(tpr int, in string, cols int) shaders.Key {
+	m := s.m
+	int8Mode := m.cfg.DType == model.Int8
+	k := shaders.Key{Family: "gemv", Entry: "gemv", Int8: int8Mode, WG: m.opt.Gemv.WG, TPR: tpr, FMA: m.opt.Gemv.FMA && int8Mode}
+	if in != "" {
+		k.In, k.Cols = in, cols
+		k.SiLU = in == "gated" && m.cfg.Activation == model.SwiGLU
+	}
+	return k
+}
+
+// vecWidth is how many input values a product's 16-byte vector holds.
+func (s *Sequence) vecWidth() int {
+	if s.m.cfg.DType == model.Int8 {
+		return 16
+	}
+	return 4
+}
+
+// canStage reports whether the decode product of w can make its input
+// with prologue in: it uses the vector kernel, and the staged row fits
+// WebGPU's default workgroup memory.
+func (s *Sequence) canStage(w *matrix, in string) bool {
+	if w.cols%s.vecWidth() != 0 {
+		return false
+	}
+	return shaders.StagedBytes(s.gemvKey(s.m.opt.Gemv.TPR, in, w.cols)) <= shaders.WorkgroupBytes
+}
+
 // project plans y = W x over every part of W, x being the activation in
 // the form products read (int8 or float32). fromFirst selects the logits
 // tokens; y rows are W's rows apart. Each part gets the decode kernel
 // (gemv) for steps of few tokens and the tiled one for longer steps; W of
 // a width the vector loads cannot take gets the plain kernel for both.
-func (s *Sequence) project(y gpu.Buffer, w *matrix, x gpu.Buffer, fromFirst bool, softcap float32) {
+// With in, the decode kernel makes x itself (its prologue).
+func (s *Sequence) project(y gpu.Buffer, w *matrix, x gpu.Buffer, fromFirst bool, softcap float32, in *stagedIn) {
 	m := s.m
-	int8Mode := m.cfg.DType == model.Int8
 	count := func(n, first int) int {
 		if fromFirst {
 			return n - first
 		}
 		return n
 	}
-	vec := 4
-	if int8Mode {
-		vec = 16
-	}
+	vec := s.vecWidth()
 	for _, p := range w.parts {
 		params := shaders.MatmulParams{Rows: uint32(p.rows), Cols: uint32(w.cols), WScaleWord: uint32(p.scaleWord),
 			XScaleWord: uint32(s.qScale[x]), OutRow: uint32(p.rowLo), OutStride: uint32(w.rows), FromFirst: b2u(fromFirst), Softcap: softcap}
@@ -148,15 +236,26 @@ func (s *Sequence) project(y gpu.Buffer, w *matrix, x gpu.Buffer, fromFirst bool
 		tpr := gemvTPR(g, p.rows, w.cols/vec)
 		rpw := g.WG / tpr
 		rowsX, rowsY := grid2((p.rows + rpw - 1) / rpw)
-		s.addKey(shaders.Key{Family: "gemv", Entry: "gemv", Int8: int8Mode, WG: g.WG, TPR: tpr, FMA: g.FMA && int8Mode}, params,
-			func(n, first, _ int) (int, int, int) {
-				if k := count(n, first); k <= gemvMaxTokens {
-					return rowsX, rowsY, k
-				}
-				return 0, 0, 0
-			}, bufs...)
+		gemvGrid := func(n, first, _ int) (int, int, int) {
+			if k := count(n, first); k <= gemvMaxTokens {
+				return rowsX, rowsY, k
+			}
+			return 0, 0, 0
+		}
+		if in != nil {
+			gp := in.params
+			gp.Rows, gp.Cols, gp.WScaleWord, gp.XScaleWord = params.Rows, params.Cols, params.WScaleWord, params.XScaleWord
+			gp.OutRow, gp.OutStride, gp.FromFirst, gp.Softcap = params.OutRow, params.OutStride, params.FromFirst, params.Softcap
+			sb := []gpu.Binding{whole(p.buf), whole(in.x), whole(y), whole(in.h)}
+			if in.kind == "norm" {
+				sb = append(sb, whole(s.out), whole(m.norms))
+			}
+			s.addKey(s.gemvKey(tpr, in.kind, in.cols), gp, gemvGrid, sb...)
+		} else {
+			s.addKey(s.gemvKey(tpr, "", 0), params, gemvGrid, bufs...)
+		}
 		tilesX := (p.rows + 63) / 64
-		s.addKey(shaders.Key{Family: "tiled", Entry: "tiled", Int8: int8Mode, WG: shaders.TiledWG}, params,
+		s.addKey(shaders.Key{Family: "tiled", Entry: "tiled", Int8: m.cfg.DType == model.Int8, WG: shaders.TiledWG}, params,
 			func(n, first, _ int) (int, int, int) {
 				if k := count(n, first); k > gemvMaxTokens {
 					return tilesX, (k + 63) / 64, 1
@@ -184,9 +283,11 @@ func gemvTPR(g Gemv, rows, vecs int) int {
 }
 
 // attention plans layer l's attention: for a step of one token,
-// flash-decoding (a workgroup per tile of keys, then their merge); for
-// longer steps, a workgroup per (head, token).
-func (s *Sequence) attention(l int) {
+// flash-decoding (a workgroup per tile of keys, then their merge), with
+// qkv_prep's work done by the same kernel where its group of heads fits
+// (attend_group; qp holds that work's parameters); for longer steps, a
+// workgroup per (head, token).
+func (s *Sequence) attention(l int, qp shaders.QKVParams) {
 	c := s.m.cfg
 	int8Mode := c.DType == model.Int8
 	ri := s.lay.OfLayer[l]
@@ -213,16 +314,31 @@ func (s *Sequence) attention(l int) {
 		return c.Heads, n, 1
 	}, whole(s.q), whole(s.att), kv, chunk)
 	kt := s.attnTile()
-	s.add("attn", "attend_split", ap, func(n, _, start int) (int, int, int) {
-		if n != 1 {
-			return 0, 0, 0
-		}
+	splits := func(start int) int {
 		keys := start + 1
 		if window > 0 {
 			keys = min(keys, window)
 		}
-		return (keys + kt - 1) / kt, c.Heads, 1
-	}, whole(s.q), whole(s.parts), kv, chunk)
+		return (keys + kt - 1) / kt
+	}
+	if s.groupAttention() {
+		gp := ap
+		gp.Norm, gp.OnePlus, gp.Eps, gp.Table, gp.QNorm, gp.KNorm = qp.Norm, qp.OnePlus, qp.Eps, qp.Table, qp.QNorm, qp.KNorm
+		gp.PrepKV = b2u(qp.KVHeads > 0)
+		s.addKey(s.groupKey(), gp, func(n, _, start int) (int, int, int) {
+			if n != 1 {
+				return 0, 0, 0
+			}
+			return splits(start), c.KVHeads, 1
+		}, whole(s.qkv), whole(s.parts), kv, chunk, whole(s.m.norms), whole(s.rope))
+	} else {
+		s.add("attn", "attend_split", ap, func(n, _, start int) (int, int, int) {
+			if n != 1 {
+				return 0, 0, 0
+			}
+			return splits(start), c.Heads, 1
+		}, whole(s.q), whole(s.parts), kv, chunk)
+	}
 	if s.fusedCombine() {
 		ap.Tile, ap.OutScaleWord = uint32(kt), uint32(s.qScale[s.attq])
 		key := s.m.key("attn", "combine_quant")
@@ -241,6 +357,22 @@ func (s *Sequence) attention(l int) {
 		}
 		return c.Heads, 1, 1
 	}, whole(s.parts), whole(s.att))
+}
+
+// groupKey is attend_group's variant for this model.
+func (s *Sequence) groupKey() shaders.Key {
+	k := s.m.key("attn", "attend_group")
+	k.Group = s.m.cfg.Heads / s.m.cfg.KVHeads
+	return k
+}
+
+// groupAttention reports whether a decode step's attention runs as
+// attend_group: its group of query heads fits WebGPU's default workgroup
+// memory, with the same tile of keys as attend_split (the merge reads the
+// partial states of either).
+func (s *Sequence) groupAttention() bool {
+	k := s.groupKey()
+	return shaders.AttnTile(k) == s.attnTile() && shaders.GroupBytes(k) <= shaders.WorkgroupBytes
 }
 
 // fusedCombine reports whether a decode step's attention merge also

@@ -22,7 +22,8 @@ type Sequence struct {
 	chunk   gpu.Buffer    // the chunk KV of every producer: regions of C slots
 	chunkAt []chunkRegion // by arena region
 
-	// Run state, shapes per step of C tokens: x residual [C][Hidden];
+	// Run state, shapes per step of C tokens: x residual [2][C][Hidden]
+	// (it alternates between the halves);
 	// h normed [C][Hidden]; qkv [C][QDim+2*KVDim] (Q|K|V, or Q alone on
 	// layers that read another's KV); q [C][QDim]; att [C][QDim];
 	// out [C][Hidden]; gu [C][2*FFNHidden] (gate then up); gate
@@ -133,7 +134,7 @@ func (s *Sequence) build() error {
 	mk(&s.stepBuf, 256, gpu.Uniform, "step")
 	mk(&s.ids, int64(C)*4, gpu.Storage, "ids")
 	mk(&s.rope, int64(2*C*c.HeadDim)*4, gpu.Storage, "rope")
-	act(&s.x, nil, c.Hidden, "x")
+	act(&s.x, nil, 2*c.Hidden, "x") // two halves: see plan
 	act(&s.h, &s.hq, c.Hidden, "h")
 	act(&s.q, nil, c.QDim(), "q")
 	act(&s.att, &s.attq, c.QDim(), "att")

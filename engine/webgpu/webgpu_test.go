@@ -277,3 +277,43 @@ func maxAbs(x []float32) float32 {
 	}
 	return m
 }
+
+// TestDecodeDispatches checks that an int8 decode step runs 6 dispatches
+// per layer (Q|K|V with the pre-norm, attention with QK-norm and RoPE, the
+// merge with its quantisation, the output product, gate|up with the
+// pre-norm, down with the activation), plus the embedding gather, the final
+// norm, the logits and the two-pass argmax; steps of several tokens and
+// models whose rows do not fit the staging keep the separate dispatches.
+func TestDecodeDispatches(t *testing.T) {
+	wide := testmodel.CAIShaped(testVocab, model.Int8)
+	wide.FFNHidden = 16 * 1024 // an FFN row of 16 KiB: down's input cannot be staged
+	for _, tc := range []struct {
+		name     string
+		cfg      *model.Config
+		perLayer int
+	}{
+		{"cai-int8", testmodel.CAIShaped(testVocab, model.Int8), 6},
+		{"plain-int8", testmodel.Plain(testVocab, model.Int8), 6},
+		{"wide-ffn-int8", wide, 7},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gm, err := New(device(t), tc.cfg, testmodel.Random(tc.cfg, 1), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer gm.Close()
+			s, err := gm.NewSequence(64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			fixed := len(gm.embed.parts) + 1 + len(gm.lmHead.parts) + 2
+			want := fixed + tc.perLayer*len(tc.cfg.Layers)
+			for _, pos := range []int{0, 40} {
+				if got := s.Dispatches(1, pos); got != want {
+					t.Errorf("decode at %d: %d dispatches, want %d (%d per layer)", pos, got, want, tc.perLayer)
+				}
+			}
+		})
+	}
+}

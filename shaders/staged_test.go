@@ -1,0 +1,296 @@
+//go:build !js && !wasip1
+
+package shaders
+
+import (
+	"math"
+	"testing"
+
+	"github.com/wick-run/wick/engine/cpu"
+	"github.com/wick-run/wick/engine/gpu"
+	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/engine/quant"
+	"github.com/wick-run/wick/internal/testmodel"
+)
+
+// TestStagedProducts runs the decode products that make their own input
+// (gemv's NORM_IN and GATED_IN prologues) against engine/cpu: the input
+// row that the first workgroup writes out is checked like prenorm's and
+// gated_quant's, the new residual like prenorm's, and the product against
+// engine/cpu's MatMul of that very input row: int32 accumulators equal.
+// Widths are not multiples of the workgroup, rows fill no whole
+// workgroup, and the product spans several workgroups (each repeats the
+// prologue).
+func TestStagedProducts(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		in              string
+		dtype           model.DType
+		act             model.Activation
+		rows, cols, n   int
+		add, post, plus bool
+		wg, tpr         int
+	}{
+		{"norm-int8-first-layer", "norm", model.Int8, 0, 67, 16 * 9, 1, false, false, true, 64, 8},
+		{"norm-int8-post-norm", "norm", model.Int8, 0, 131, 16 * 23, 2, true, true, true, 256, 8},
+		{"norm-int8-residual-tpr64", "norm", model.Int8, 0, 45, 16 * 71, 3, true, false, false, 128, 64},
+		{"norm-f32-post-norm", "norm", model.F32, 0, 29, 4 * 37, 2, true, true, false, 64, 4},
+		{"gated-int8-geglu", "gated", model.Int8, model.GeGLUTanh, 67, 16 * 13, 1, false, false, false, 64, 16},
+		{"gated-int8-swiglu", "gated", model.Int8, model.SwiGLU, 70, 16 * 37, 4, false, false, false, 256, 32},
+		{"gated-f32-geglu", "gated", model.F32, model.GeGLUTanh, 33, 4 * 29, 2, false, false, false, 64, 8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRand(t)
+			int8Mode := tc.dtype == model.Int8
+			n, cols := tc.n, tc.cols
+			const eps = 1e-6
+			// Reference input rows (float) and, for norm, the new residual.
+			ref := make([]float32, n*cols)
+			var a, b, norms, gu, wantA []float32
+			const halfWords, g1, g2 = 5 * 16 * 71, 7, 7 + 16*71 + 3 // residual halves; norm weights at odd words
+			if tc.in == "norm" {
+				a = make([]float32, 2*halfWords)
+				copy(a, randF32(r, n*cols, 3))
+				b = randF32(r, n*cols, 2)
+				norms = randF32(r, g2+cols, 0.5)
+				wantA = append([]float32(nil), a[:n*cols]...)
+				for i := 0; i < n; i++ {
+					ra := wantA[i*cols : (i+1)*cols]
+					if tc.add {
+						rb := append([]float32(nil), b[i*cols:(i+1)*cols]...)
+						if tc.post {
+							cpu.RMSNorm(rb, rb, norms[g1:g1+cols], eps, tc.plus)
+						}
+						for j := range ra {
+							ra[j] += rb[j]
+						}
+					}
+					cpu.RMSNorm(ref[i*cols:(i+1)*cols], ra, norms[g2:g2+cols], eps, tc.plus)
+				}
+			} else {
+				gu = randF32(r, n*2*cols, 3)
+				gu[0], gu[1] = 40, -40 // saturated ends
+				for i := 0; i < n; i++ {
+					row := gu[2*i*cols : 2*(i+1)*cols]
+					cpu.GatedAct(ref[i*cols:(i+1)*cols], row[:cols], row[cols:], tc.act)
+				}
+			}
+			m := testmodel.FromF32(tc.dtype, tc.rows, cols, randF32(r, tc.rows*cols, 0.3))
+			wdata, wScaleWord := packMat(&m)
+			hWords, hScaleWord, hEnd := n*cols, 0, n*cols
+			if int8Mode {
+				hWords = n * cols / 4
+				hScaleWord = hWords + 2 // not aligned on purpose
+				hEnd = hScaleWord + n
+			}
+			hb := buffer(t, nil, hEnd+1)
+			out := buffer(t, nil, n*tc.rows)
+			key := Key{Family: "gemv", Entry: "gemv", Int8: int8Mode, WG: tc.wg, TPR: tc.tpr, In: tc.in, Cols: cols, SiLU: tc.act == model.SwiGLU}
+			p := GemvParams{Rows: uint32(tc.rows), Cols: uint32(cols), WScaleWord: uint32(wScaleWord), OutStride: uint32(tc.rows),
+				OnePlus: b2u(tc.plus), Eps: eps, Add: b2u(tc.add), PostNorm: b2u(tc.post), AWord: 0, AOutWord: halfWords,
+				G1Word: g1, G2Word: g2, HScaleWord: uint32(hScaleWord)}
+			rpw := tc.wg / tc.tpr
+			grid := [3]int{(tc.rows + rpw - 1) / rpw, 1, n}
+			var ab gpu.Buffer
+			if tc.in == "norm" {
+				ab = buffer(t, f32bytes(a), 0)
+				dispatch(t, key, Step{N: uint32(n)}, p, grid, buffer(t, u32bytes(pad16(wdata)), 0), ab, out, hb,
+					buffer(t, f32bytes(b), 0), buffer(t, f32bytes(norms), 0))
+			} else {
+				dispatch(t, key, Step{N: uint32(n)}, p, grid, buffer(t, u32bytes(pad16(wdata)), 0), buffer(t, f32bytes(gu), 0), out, hb)
+			}
+			if tc.in == "norm" {
+				gotA := bytesF32(read(t, ab, 2*halfWords))
+				for i := 0; i < n*cols; i++ {
+					if gotA[i] != a[i] {
+						t.Fatalf("residual read from a[%d] changed: %v, was %v", i, gotA[i], a[i])
+					}
+				}
+				if tc.add {
+					closeTo(t, "new residual", gotA[halfWords:halfWords+n*cols], wantA, rel)
+				} else if g := math.Float32bits(gotA[halfWords]); g != 0 {
+					t.Fatalf("no add, yet the other half was written: %#x", g)
+				}
+			}
+			gotH := bytesU32(read(t, hb, hEnd+1))
+			if g := gotH[hEnd]; g != poison {
+				t.Fatalf("word after the input rows overwritten: %#x", g)
+			}
+			// The product of the input row the kernel made.
+			act := &cpu.Act{N: n, Cols: cols}
+			if int8Mode {
+				act.Q, act.Scale = unpackI8(gotH, n*cols), bytesF32(u32bytes(gotH[hScaleWord:hScaleWord+n]))
+				for i := 0; i < n; i++ {
+					checkQuantised(t, "input", act.Q[i*cols:(i+1)*cols], act.Scale[i], ref[i*cols:(i+1)*cols])
+				}
+			} else {
+				act.X = bytesF32(u32bytes(gotH[:n*cols]))
+				closeTo(t, "input", act.X, ref, rel)
+			}
+			want := make([]float32, n*tc.rows)
+			cpu.MatMul(want, &m, act)
+			got := bytesF32(read(t, out, n*tc.rows))
+			if !int8Mode {
+				closeTo(t, "y", got, want, rel)
+				return
+			}
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("y[%d] = %v, want %v (int32 accumulators differ)", i, got[i], want[i])
+				}
+			}
+		})
+	}
+}
+
+// TestGroupAttention runs a decode step's attention with qkv_prep folded in
+// (attend_group, then combine) against engine/cpu: the raw Q|K|V product
+// row goes in; the query heads' QK-norm and RoPE, the token's own K and V
+// quantised into the chunk, and the attention over the arena's history and
+// that new key must match. Local (ring) and global layers, producers and
+// consumers (which read a chunk another layer filled), MQA and GQA, the
+// first position and positions that need many tiles.
+func TestGroupAttention(t *testing.T) {
+	type tcase struct {
+		name         string
+		cfg          *model.Config
+		layer, start int
+		wg           int
+	}
+	var cases []tcase
+	for _, dtype := range []model.DType{model.Int8, model.F32} {
+		cai, plain := testmodel.CAIShaped(97, dtype), testmodel.Plain(97, dtype)
+		cases = append(cases,
+			tcase{"local-producer-ring-" + dtype.String(), cai, 0, 21, 16},
+			tcase{"local-consumer-" + dtype.String(), cai, 1, 21, 16},
+			tcase{"global-producer-long-" + dtype.String(), cai, 5, 150, 16},
+			tcase{"global-first-position-" + dtype.String(), cai, 5, 0, 64},
+			tcase{"global-consumer-" + dtype.String(), cai, 11, 77, 64},
+			tcase{"gqa-" + dtype.String(), plain, 2, 40, 32},
+		)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRand(t)
+			c := tc.cfg
+			m, arena, kvb, p := attnArena(t, r, c, tc.layer, tc.start)
+			int8Mode := c.DType == model.Int8
+			hd, kvh, qd, kvd := c.HeadDim, c.KVHeads, c.QDim(), c.KVDim()
+			producer := c.Producer(tc.layer)
+			eps := float32(c.NormEps)
+			// The raw product row: query heads, then (producers) K and V heads.
+			rowLen := qd
+			if producer {
+				rowLen += 2 * kvd
+			}
+			qkv := randF32(r, rowLen, 1)
+			g := randF32(r, 2*hd+4, 0.3)
+			qn, kn := 3, 3+hd+1
+			const chunkSize = 3
+			kind := int(c.Layers[tc.layer].Kind)
+			table := make([]float32, 2*chunkSize*hd)
+			for k := 0; k < 2; k++ {
+				model.RopeCosSin(table[k*chunkSize*hd:][:hd], c.RopeFreqs(model.AttnKind(k)), tc.start)
+			}
+			cs := table[kind*chunkSize*hd:][:hd]
+			prep := func(row []float32, heads int, w []float32) {
+				if c.QKNorm {
+					for h := 0; h < heads; h++ {
+						cpu.RMSNorm(row[h*hd:(h+1)*hd], row[h*hd:(h+1)*hd], w, eps, c.NormOnePlus)
+					}
+				}
+				cpu.Rope(row, heads, hd, cs)
+			}
+			q := append([]float32(nil), qkv[:qd]...)
+			prep(q, c.Heads, g[qn:qn+hd])
+			// The chunk's K/V: the token's own (producers), or another layer's.
+			var kf, vf []float32
+			if producer {
+				kf = append([]float32(nil), qkv[qd:qd+kvd]...)
+				prep(kf, kvh, g[kn:kn+hd])
+				vf = append([]float32(nil), qkv[qd+kvd:]...)
+			} else {
+				kf, vf = randF32(r, kvd, 1), randF32(r, kvd, 1)
+			}
+			rowWords := hd
+			if int8Mode {
+				rowWords = hd / 4
+			}
+			ckw, cvw := 1, 1+kvh*rowWords+2
+			cksw, cvsw := cvw+kvh*rowWords+1, cvw+kvh*rowWords+1+kvh+3
+			chunk := make([]uint32, cvsw+kvh+1)
+			for i := range chunk {
+				chunk[i] = poison
+			}
+			var kq, vq []int8
+			var ks, vs []float32
+			if int8Mode {
+				kq, vq, ks, vs = make([]int8, kvd), make([]int8, kvd), make([]float32, kvh), make([]float32, kvh)
+				for i := 0; i < kvh; i++ {
+					ks[i] = quant.Quantize(kq[i*hd:(i+1)*hd], kf[i*hd:(i+1)*hd])
+					vs[i] = quant.Quantize(vq[i*hd:(i+1)*hd], vf[i*hd:(i+1)*hd])
+				}
+				if !producer {
+					copy(chunk[ckw:], packI8(kq))
+					copy(chunk[cvw:], packI8(vq))
+					copy(chunk[cksw:], bytesU32(f32bytes(ks)))
+					copy(chunk[cvsw:], bytesU32(f32bytes(vs)))
+				}
+			} else if !producer {
+				copy(chunk[ckw:], bytesU32(f32bytes(kf)))
+				copy(chunk[cvw:], bytesU32(f32bytes(vf)))
+			}
+			want := make([]float32, qd)
+			if int8Mode {
+				m.AttendChunk(want, q, arena, tc.layer, tc.start, 1, nil, nil, kq, vq, ks, vs)
+			} else {
+				m.AttendChunk(want, q, arena, tc.layer, tc.start, 1, kf, vf, nil, nil, nil, nil)
+			}
+			key := Key{Family: "attn", Entry: "attend_group", Int8: int8Mode, WG: tc.wg, HD: hd, Group: c.Heads / kvh}
+			if b := GroupBytes(key); b > WorkgroupBytes {
+				t.Fatalf("the test's group takes %d bytes of workgroup memory", b)
+			}
+			kt := AttnTile(key)
+			keys := tc.start + 1
+			if w := c.Layers[tc.layer].Window; w > 0 {
+				keys = min(keys, w)
+			}
+			p.CKWord, p.CVWord, p.CKSWord, p.CVSWord = uint32(ckw), uint32(cvw), uint32(cksw), uint32(cvsw)
+			p.Splits = uint32((keys+kt-1)/kt) + 1 // room for one more than used
+			p.Norm, p.OnePlus, p.Eps, p.Table = b2u(c.QKNorm), b2u(c.NormOnePlus), eps, uint32(kind*chunkSize*hd)
+			p.QNorm, p.KNorm, p.PrepKV = uint32(qn), uint32(kn), b2u(producer)
+			step := Step{Start: uint32(tc.start), N: 1}
+			ckb := buffer(t, u32bytes(chunk), 0)
+			parts := buffer(t, nil, c.Heads*int(p.Splits)*(hd+2))
+			dispatch(t, key, step, p, [3]int{(keys + kt - 1) / kt, kvh, 1}, buffer(t, f32bytes(qkv), 0), parts, kvb, ckb,
+				buffer(t, f32bytes(g), 0), buffer(t, f32bytes(table), 0))
+			out := buffer(t, nil, qd)
+			dispatch(t, Key{Family: "attn", Entry: "combine", Int8: int8Mode, WG: tc.wg, HD: hd}, step, p, [3]int{c.Heads, 1, 1}, parts, out)
+			closeTo(t, "attention", bytesF32(read(t, out, qd)), want, rel)
+			got := bytesU32(read(t, ckb, len(chunk)))
+			if !producer {
+				for i, w := range chunk {
+					if got[i] != w {
+						t.Fatalf("a consumer wrote chunk word %d: %#x, was %#x", i, got[i], w)
+					}
+				}
+				return
+			}
+			for h := 0; h < kvh; h++ {
+				for _, a := range []struct {
+					what         string
+					vals, scales int
+					ref          []float32
+				}{{"K", ckw, cksw, kf}, {"V", cvw, cvsw, vf}} {
+					words := got[a.vals+h*rowWords : a.vals+(h+1)*rowWords]
+					ref := a.ref[h*hd : (h+1)*hd]
+					if int8Mode {
+						checkQuantised(t, a.what, unpackI8(words, hd), math.Float32frombits(got[a.scales+h]), ref)
+					} else {
+						closeTo(t, a.what, bytesF32(u32bytes(words)), ref, rel)
+					}
+				}
+			}
+		})
+	}
+}

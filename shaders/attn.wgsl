@@ -38,6 +38,10 @@ struct AttnParams {
   q_norm: u32,
   k_norm: u32,
   prep_kv: u32,  // attend_group: 1 where the layer makes its own K/V (q holds Q|K|V)
+  bias: u32,     // attend_group: 1 to add the projection's bias first, a row of HD floats per head row at bias_word (words into gn)
+  bias_word: u32,
+  pad0: u32,
+  pad1: u32,
 }
 @group(0) @binding(1) var<uniform> p: AttnParams;
 @group(0) @binding(2) var<storage, read> q: array<f32>;
@@ -430,15 +434,24 @@ fn gnorm(at: u32, i: u32) -> f32 {
   return select(gn[at + i], gn[at + i] + 1.0, p.one_plus == 1u);
 }
 
-// row_inv is the QK-norm's 1/rms of the head row of q at base (1 without
-// the norm).
+// qv is value i of head row base / HD of the product (query heads, then
+// K, then V), with its bias.
+fn qv(base: u32, i: u32) -> f32 {
+  if (p.bias == 1u) {
+    return q[base + i] + gn[p.bias_word + base + i];
+  }
+  return q[base + i];
+}
+
+// row_inv is the QK-norm's 1/rms of the head row at base (1 without the
+// norm).
 fn row_inv(base: u32, li: u32) -> f32 {
   if (p.norm == 0u) {
     return 1.0;
   }
   var ss = 0.0;
   for (var i = li; i < HD; i += {{WG}}u) {
-    ss += q[base + i] * q[base + i];
+    ss += qv(base, i) * qv(base, i);
   }
   return inv_rms(wg_sum(ss, li), HD, p.eps);
 }
@@ -447,8 +460,8 @@ fn row_inv(base: u32, li: u32) -> f32 {
 // weights at gw and RoPE: qkv_prep's arithmetic.
 fn roped(base: u32, i: u32, inv: f32, gw: u32) -> vec2<f32> {
   let half = HD / 2u;
-  var a = q[base + i];
-  var b = q[base + i + half];
+  var a = qv(base, i);
+  var b = qv(base, i + half);
   if (p.norm == 1u) {
     a = a * inv * gnorm(gw, i);
     b = b * inv * gnorm(gw, i + half);
@@ -470,7 +483,7 @@ fn kv_max(li: u32, values: bool, base: u32) -> f32 {
 // row (from q at base).
 fn kv_src(values: bool, base: u32, i: u32) -> f32 {
   if (values) {
-    return q[base + i];
+    return qv(base, i);
   }
   return bitcast<f32>(tile[i]);
 }

@@ -156,17 +156,20 @@ func TestGroupAttention(t *testing.T) {
 		cfg          *model.Config
 		layer, start int
 		wg           int
+		bias         bool
 	}
 	var cases []tcase
 	for _, dtype := range []model.DType{model.Int8, model.F32} {
 		cai, plain := testmodel.CAIShaped(97, dtype), testmodel.Plain(97, dtype)
 		cases = append(cases,
-			tcase{"local-producer-ring-" + dtype.String(), cai, 0, 21, 16},
-			tcase{"local-consumer-" + dtype.String(), cai, 1, 21, 16},
-			tcase{"global-producer-long-" + dtype.String(), cai, 5, 150, 16},
-			tcase{"global-first-position-" + dtype.String(), cai, 5, 0, 64},
-			tcase{"global-consumer-" + dtype.String(), cai, 11, 77, 64},
-			tcase{"gqa-" + dtype.String(), plain, 2, 40, 32},
+			tcase{"local-producer-ring-" + dtype.String(), cai, 0, 21, 16, false},
+			tcase{"local-consumer-" + dtype.String(), cai, 1, 21, 16, false},
+			tcase{"global-producer-long-" + dtype.String(), cai, 5, 150, 16, false},
+			tcase{"global-first-position-" + dtype.String(), cai, 5, 0, 64, false},
+			tcase{"global-consumer-" + dtype.String(), cai, 11, 77, 64, false},
+			tcase{"gqa-" + dtype.String(), plain, 2, 40, 32, false},
+			tcase{"gqa-bias-" + dtype.String(), plain, 3, 9, 64, true},
+			tcase{"mqa-bias-" + dtype.String(), cai, 4, 33, 16, true},
 		)
 	}
 	for _, tc := range cases {
@@ -183,9 +186,17 @@ func TestGroupAttention(t *testing.T) {
 			if producer {
 				rowLen += 2 * kvd
 			}
-			qkv := randF32(r, rowLen, 1)
-			g := randF32(r, 2*hd+4, 0.3)
-			qn, kn := 3, 3+hd+1
+			raw := randF32(r, rowLen, 1)
+			// Norm weights at word offsets 3 (query) and 3+hd+1 (K) of g, the
+			// bias (one value per product row) after them.
+			qn, kn, bw := 3, 3+hd+1, 2*hd+6
+			g := randF32(r, bw+rowLen, 0.3)
+			qkv := append([]float32(nil), raw...)
+			if tc.bias {
+				for i := range qkv {
+					qkv[i] += g[bw+i]
+				}
+			}
 			const chunkSize = 3
 			kind := int(c.Layers[tc.layer].Kind)
 			table := make([]float32, 2*chunkSize*hd)
@@ -259,10 +270,11 @@ func TestGroupAttention(t *testing.T) {
 			p.Splits = uint32((keys+kt-1)/kt) + 1 // room for one more than used
 			p.Norm, p.OnePlus, p.Eps, p.Table = b2u(c.QKNorm), b2u(c.NormOnePlus), eps, uint32(kind*chunkSize*hd)
 			p.QNorm, p.KNorm, p.PrepKV = uint32(qn), uint32(kn), b2u(producer)
+			p.Bias, p.BiasWord = b2u(tc.bias), uint32(bw)
 			step := Step{Start: uint32(tc.start), N: 1}
 			ckb := buffer(t, u32bytes(chunk), 0)
 			parts := buffer(t, nil, c.Heads*int(p.Splits)*(hd+2))
-			dispatch(t, key, step, p, [3]int{(keys + kt - 1) / kt, kvh, 1}, buffer(t, f32bytes(qkv), 0), parts, kvb, ckb,
+			dispatch(t, key, step, p, [3]int{(keys + kt - 1) / kt, kvh, 1}, buffer(t, f32bytes(raw), 0), parts, kvb, ckb,
 				buffer(t, f32bytes(g), 0), buffer(t, f32bytes(table), 0))
 			out := buffer(t, nil, qd)
 			dispatch(t, Key{Family: "attn", Entry: "combine", Int8: int8Mode, WG: tc.wg, HD: hd}, step, p, [3]int{c.Heads, 1, 1}, parts, out)

@@ -324,7 +324,7 @@ func (s *Sequence) attention(l int, qp shaders.QKVParams) {
 	if s.groupAttention() {
 		gp := ap
 		gp.Norm, gp.OnePlus, gp.Eps, gp.Table, gp.QNorm, gp.KNorm = qp.Norm, qp.OnePlus, qp.Eps, qp.Table, qp.QNorm, qp.KNorm
-		gp.PrepKV = b2u(qp.KVHeads > 0)
+		gp.PrepKV, gp.Bias, gp.BiasWord = b2u(qp.KVHeads > 0), qp.Bias, qp.BiasWord
 		s.addKey(s.groupKey(), gp, func(n, _, start int) (int, int, int) {
 			if n != 1 {
 				return 0, 0, 0

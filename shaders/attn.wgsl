@@ -41,7 +41,6 @@ struct AttnParams {
   bias: u32,     // attend_group: 1 to add the projection's bias first, a row of HD floats per head row at bias_word (words into gn)
   bias_word: u32,
   pad0: u32,
-  pad1: u32,
 }
 @group(0) @binding(1) var<uniform> p: AttnParams;
 @group(0) @binding(2) var<storage, read> q: array<f32>;

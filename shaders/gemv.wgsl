@@ -82,8 +82,12 @@ const TPR = {{TPR}}u;
 const RPW = {{WG}}u / {{TPR}}u;
 
 #if STAGED
-const COLS = {{COLS}}u;
-var<workgroup> xs: array<vec4<u32>, {{XV}}>; // the input row, in the form x would hold it
+var<workgroup> xs: array<vec4<u32>, {{XV}}>; // the input row (up to XV vectors), in the form x would hold it
+#if INT8
+const VW = 16u; // values per vector
+#else
+const VW = 4u;
+#endif
 var<workgroup> xscale: f32;                  // int8: its scale
 
 #if NORM_IN
@@ -104,31 +108,31 @@ fn resid(base: u32, i: u32, inv1: f32) -> f32 {
 }
 
 fn stage(t: u32, li: u32, first: bool) {
-  let base = t * COLS;
+  let base = t * p.cols;
   var inv1 = 1.0;
   if (p.add == 1u && p.post_norm == 1u) {
     var ss = 0.0;
-    for (var i = li; i < COLS; i += {{WG}}u) {
+    for (var i = li; i < p.cols; i += {{WG}}u) {
       ss += b[base + i] * b[base + i];
     }
-    inv1 = inv_rms(wg_sum(ss, li), COLS, p.eps);
+    inv1 = inv_rms(wg_sum(ss, li), p.cols, p.eps);
   }
   var ss = 0.0;
-  for (var i = li; i < COLS; i += {{WG}}u) {
+  for (var i = li; i < p.cols; i += {{WG}}u) {
     let v = resid(base, i, inv1);
     ss += v * v;
     if (first && p.add == 1u) {
       a[p.a_out_word + base + i] = v;
     }
   }
-  let inv = inv_rms(wg_sum(ss, li), COLS, p.eps);
+  let inv = inv_rms(wg_sum(ss, li), p.cols, p.eps);
 #if INT8
   var m = 0.0;
-  for (var i = li; i < COLS; i += {{WG}}u) {
+  for (var i = li; i < p.cols; i += {{WG}}u) {
     m = max(m, abs(resid(base, i, inv1) * inv * gain(p.g2_word, i)));
   }
   let scale = quant_scale(wg_max(m, li));
-  for (var v = li; v < {{XV}}u; v += {{WG}}u) {
+  for (var v = li; v < p.cols / VW; v += {{WG}}u) {
     var w4: vec4<u32>;
     for (var k = 0u; k < 4u; k++) {
       let c = 16u * v + 4u * k;
@@ -142,7 +146,7 @@ fn stage(t: u32, li: u32, first: bool) {
   }
   put_scale(t, scale, li, first);
 #else
-  for (var v = li; v < {{XV}}u; v += {{WG}}u) {
+  for (var v = li; v < p.cols / VW; v += {{WG}}u) {
     var w4: vec4<u32>;
     for (var k = 0u; k < 4u; k++) {
       w4[k] = bitcast<u32>(resid(base, 4u * v + k, inv1) * inv * gain(p.g2_word, 4u * v + k));
@@ -154,18 +158,18 @@ fn stage(t: u32, li: u32, first: bool) {
 }
 #else
 fn gated_at(base: u32, i: u32) -> f32 {
-  return act(gu[base + i]) * gu[base + COLS + i];
+  return act(gu[base + i]) * gu[base + p.cols + i];
 }
 
 fn stage(t: u32, li: u32, first: bool) {
-  let base = t * 2u * COLS;
+  let base = t * 2u * p.cols;
 #if INT8
   var m = 0.0;
-  for (var i = li; i < COLS; i += {{WG}}u) {
+  for (var i = li; i < p.cols; i += {{WG}}u) {
     m = max(m, abs(gated_at(base, i)));
   }
   let scale = quant_scale(wg_max(m, li));
-  for (var v = li; v < {{XV}}u; v += {{WG}}u) {
+  for (var v = li; v < p.cols / VW; v += {{WG}}u) {
     var w4: vec4<u32>;
     for (var k = 0u; k < 4u; k++) {
       let c = 16u * v + 4u * k;
@@ -177,7 +181,7 @@ fn stage(t: u32, li: u32, first: bool) {
   }
   put_scale(t, scale, li, first);
 #else
-  for (var v = li; v < {{XV}}u; v += {{WG}}u) {
+  for (var v = li; v < p.cols / VW; v += {{WG}}u) {
     var w4: vec4<u32>;
     for (var k = 0u; k < 4u; k++) {
       w4[k] = bitcast<u32>(gated_at(base, 4u * v + k));
@@ -189,11 +193,14 @@ fn stage(t: u32, li: u32, first: bool) {
 }
 #endif
 
+// xwords is the words per token of h.
+fn xwords() -> u32 {
 #if INT8
-const XWORDS = COLS / 4u; // words per token of h
+  return p.cols / 4u;
 #else
-const XWORDS = COLS;
+  return p.cols;
 #endif
+}
 
 // put stores vector v of token t's input row: in workgroup memory, and by
 // the first workgroup in h. Whole vectors: invocations writing parts of
@@ -201,7 +208,7 @@ const XWORDS = COLS;
 fn put(t: u32, v: u32, w4: vec4<u32>, first: bool) {
   xs[v] = w4;
   if (first) {
-    let o = t * XWORDS + 4u * v;
+    let o = t * xwords() + 4u * v;
     h[o] = w4.x;
     h[o + 1u] = w4.y;
     h[o + 2u] = w4.z;

@@ -41,8 +41,7 @@ type Key struct {
 	// ready-made: "" (none), "norm" (residual add, RMSNorm, quantisation:
 	// prenorm.wgsl's work) or "gated" (gated activation and quantisation:
 	// act.wgsl's gated_quant). It saves a dispatch per product.
-	In   string
-	Cols int // gemv with a prologue: the input row's width, which sizes its staging
+	In string
 	// Group is attn's query heads per KV head, for the decode kernel that
 	// takes all of them in one workgroup (attend_group).
 	Group int
@@ -72,7 +71,7 @@ func (k Key) Label() string {
 		s += "/fma"
 	}
 	if k.In != "" {
-		s += fmt.Sprintf("/in-%s%d", k.In, k.Cols)
+		s += "/in-" + k.In
 	}
 	if k.Group != 0 {
 		s += fmt.Sprintf("/g%d", k.Group)
@@ -88,11 +87,7 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 		return nil, nil, fmt.Errorf("shader %s: %d invocations per row is not a power of two up to the workgroup size", k.Label(), k.TPR)
 	}
 	switch k.In {
-	case "":
-	case "norm", "gated":
-		if k.Cols <= 0 || k.Cols%inVec(k) != 0 {
-			return nil, nil, fmt.Errorf("shader %s: a %s prologue needs a width in whole 16-byte vectors, not %d", k.Label(), k.In, k.Cols)
-		}
+	case "", "norm", "gated":
 	default:
 		return nil, nil, fmt.Errorf("shader %s: unknown prologue %q", k.Label(), k.In)
 	}
@@ -100,8 +95,7 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 		"STAGED": k.In != "", "NORM_IN": k.In == "norm", "GATED_IN": k.In == "gated", "GROUP": k.Group > 0}
 	vals := map[string]string{"WG": strconv.Itoa(k.WG)}
 	if k.In != "" {
-		vals["COLS"] = strconv.Itoa(k.Cols)
-		vals["XV"] = strconv.Itoa(k.Cols / inVec(k))
+		vals["XV"] = strconv.Itoa(StagedVecs)
 	}
 	if k.Group > 0 {
 		if k.HD <= 0 || k.HD%2 != 0 {
@@ -127,28 +121,23 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	return flags, vals, nil
 }
 
-// inVec is how many input values one 16-byte vector of a product holds.
-func inVec(k Key) int {
-	if k.Int8 {
-		return 16
-	}
-	return 4
-}
-
 // WorkgroupBytes is WebGPU's default maxComputeWorkgroupStorageSize, which
 // every adapter offers: kernels that stage rows in workgroup memory are
 // planned within it, so they run on any device (phones included).
 const WorkgroupBytes = 16384
 
-// StagedBytes is the workgroup memory a gemv variant with a prologue uses
-// (its staged input row and its reductions): a product whose row does not
-// fit WorkgroupBytes keeps a separate dispatch for its prologue.
-func StagedBytes(k Key) int {
-	if k.In == "" {
-		return 8 * k.WG
-	}
-	return 16*(k.Cols/inVec(k)) + 8*k.WG + 16
-}
+// StagedVecs is how many 16-byte vectors of input row the gemv variants
+// with a prologue stage in workgroup memory (12 KiB: with their reductions,
+// within WorkgroupBytes at 256 invocations): rows of up to 12288 int8 or
+// 3072 float32 values. A product of a wider row keeps a separate dispatch
+// for its prologue. A fixed size rather than the model's width keeps the
+// variants few (Variants lists them all).
+const StagedVecs = 768
+
+// GroupSizes are the query heads per KV head that attend_group has
+// variants for: MQA and GQA checkpoints' (Gemma 3, Llama 3, Qwen 2.5 and
+// 3) and the test models'. Other groups use the per-head decode kernels.
+var GroupSizes = []int{1, 2, 3, 4, 6, 7, 8}
 
 // GroupBytes is the workgroup memory of attend_group (variant k): the
 // query rows of its group of heads, a tile of K or V rows, the scores and

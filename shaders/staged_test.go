@@ -85,7 +85,7 @@ func TestStagedProducts(t *testing.T) {
 			}
 			hb := buffer(t, nil, hEnd+1)
 			out := buffer(t, nil, n*tc.rows)
-			key := Key{Family: "gemv", Entry: "gemv", Int8: int8Mode, WG: tc.wg, TPR: tc.tpr, In: tc.in, Cols: cols, SiLU: tc.act == model.SwiGLU}
+			key := Key{Family: "gemv", Entry: "gemv", Int8: int8Mode, WG: tc.wg, TPR: tc.tpr, In: tc.in, SiLU: tc.act == model.SwiGLU}
 			p := GemvParams{Rows: uint32(tc.rows), Cols: uint32(cols), WScaleWord: uint32(wScaleWord), OutStride: uint32(tc.rows),
 				OnePlus: b2u(tc.plus), Eps: eps, Add: b2u(tc.add), PostNorm: b2u(tc.post), AWord: 0, AOutWord: halfWords,
 				G1Word: g1, G2Word: g2, HScaleWord: uint32(hScaleWord)}

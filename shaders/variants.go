@@ -68,15 +68,25 @@ func Variants() []Key {
 			if i8 {
 				ks = append(ks, Key{Family: "attn", Entry: "combine_quant", Int8: true, WG: RowWG, HD: hd})
 			}
+			for _, g := range GroupSizes {
+				// Only groups that fit WebGPU's default workgroup memory are
+				// planned (and compile everywhere).
+				if k := (Key{Family: "attn", Entry: "attend_group", Int8: i8, WG: WG, HD: hd, Group: g}); GroupBytes(k) <= WorkgroupBytes {
+					ks = append(ks, k)
+				}
+			}
 		}
 		for _, wg := range GemvWGs {
 			for tpr := 1; tpr <= wg; tpr *= 2 {
-				k := Key{Family: "gemv", Entry: "gemv", Int8: i8, WG: wg, TPR: tpr}
-				ks = append(ks, k)
-				if i8 {
-					fma, dot4 := k, k
-					fma.FMA, dot4.Dot4 = true, true
-					ks = append(ks, fma, dot4)
+				// Without a prologue, and with each (gemv.wgsl's STAGED variants).
+				for _, in := range []Key{{}, {In: "norm"}, {In: "gated"}, {In: "gated", SiLU: true}} {
+					k := Key{Family: "gemv", Entry: "gemv", Int8: i8, WG: wg, TPR: tpr, In: in.In, SiLU: in.SiLU}
+					ks = append(ks, k)
+					if i8 {
+						fma, dot4 := k, k
+						fma.FMA, dot4.Dot4 = true, true
+						ks = append(ks, fma, dot4)
+					}
 				}
 			}
 		}

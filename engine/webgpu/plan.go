@@ -4,6 +4,7 @@ import (
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/shaders"
+	"slices"
 )
 
 // plan lays out the dispatches of one step: engine/cpu's Forward, step for
@@ -69,10 +70,10 @@ func (s *Sequence) plan() error {
 			dst = 1 - cur
 		}
 		cur = dst
-		in := &stagedIn{kind: "norm", cols: c.Hidden, x: s.x, h: h, params: shaders.GemvParams{OnePlus: b2u(c.NormOnePlus), Eps: eps,
+		in := &stagedIn{kind: "norm", x: s.x, h: h, params: shaders.GemvParams{OnePlus: b2u(c.NormOnePlus), Eps: eps,
 			Add: b2u(add), PostNorm: b2u(post >= 0), AWord: uint32(src * half), AOutWord: uint32(dst * half),
 			G1Word: uint32(max(post, 0) / 4), G2Word: uint32(weight / 4), HScaleWord: uint32(s.qScale[h])}}
-		if w == nil || !s.canStage(w, in.kind) {
+		if w == nil || !s.canStage(w) {
 			in = nil
 		}
 		s.add("prenorm", "prenorm", shaders.PrenormParams{Cols: uint32(c.Hidden), OnePlus: b2u(c.NormOnePlus), Eps: eps,
@@ -135,8 +136,8 @@ func (s *Sequence) plan() error {
 		in = prenorm(true, lw.postAttn, lw.ffnNorm, lw.gateUp)
 		s.project(s.gu, lw.gateUp, input(s.h, s.hq), false, 0, in)
 		dst := input(s.gate, s.gateq)
-		gated := &stagedIn{kind: "gated", cols: c.FFNHidden, x: s.gu, h: dst, params: shaders.GemvParams{HScaleWord: uint32(s.qScale[dst])}}
-		if !s.canStage(lw.down, gated.kind) {
+		gated := &stagedIn{kind: "gated", x: s.gu, h: dst, params: shaders.GemvParams{HScaleWord: uint32(s.qScale[dst])}}
+		if !s.canStage(lw.down) {
 			gated = nil
 		}
 		s.add("act", "gated_quant", shaders.GatedParams{Cols: uint32(c.FFNHidden), ScaleWord: uint32(s.qScale[dst])},
@@ -166,27 +167,23 @@ func (s *Sequence) plan() error {
 }
 
 // stagedIn is the input a decode product makes in its prologue (see
-// shaders.Key.In): its kind and width, the buffer it reads (the residual
+// shaders.Key.In): its kind, the buffer it reads (the residual
 // x, or gate|up), the buffer its first workgroup writes the input into
 // (the products' form, as the separate dispatch would have), and the
 // prologue's parameters.
 type stagedIn struct {
 	kind   string
-	cols   int
 	x, h   gpu.Buffer
 	params shaders.GemvParams
 }
 
-// gemvKey is the decode product's variant for a matrix of cols columns,
-// with the prologue kind in ("" for none).
-func (s *Sequence) gemvKey(tpr int, in string, cols int) shaders.Key {
+// gemvKey is the decode product's variant, with the prologue kind in (""
+// for none).
+func (s *Sequence) gemvKey(tpr int, in string) shaders.Key {
 	m := s.m
 	int8Mode := m.cfg.DType == model.Int8
-	k := shaders.Key{Family: "gemv", Entry: "gemv", Int8: int8Mode, WG: m.opt.Gemv.WG, TPR: tpr, FMA: m.opt.Gemv.FMA && int8Mode}
-	if in != "" {
-		k.In, k.Cols = in, cols
-		k.SiLU = in == "gated" && m.cfg.Activation == model.SwiGLU
-	}
+	k := shaders.Key{Family: "gemv", Entry: "gemv", Int8: int8Mode, WG: m.opt.Gemv.WG, TPR: tpr, FMA: m.opt.Gemv.FMA && int8Mode, In: in}
+	k.SiLU = in == "gated" && m.cfg.Activation == model.SwiGLU
 	return k
 }
 
@@ -198,14 +195,11 @@ func (s *Sequence) vecWidth() int {
 	return 4
 }
 
-// canStage reports whether the decode product of w can make its input
-// with prologue in: it uses the vector kernel, and the staged row fits
-// WebGPU's default workgroup memory.
-func (s *Sequence) canStage(w *matrix, in string) bool {
-	if w.cols%s.vecWidth() != 0 {
-		return false
-	}
-	return shaders.StagedBytes(s.gemvKey(s.m.opt.Gemv.TPR, in, w.cols)) <= shaders.WorkgroupBytes
+// canStage reports whether the decode product of w can make its input in
+// its prologue: it uses the vector kernel, and the row fits the staging.
+func (s *Sequence) canStage(w *matrix) bool {
+	v := s.vecWidth()
+	return w.cols%v == 0 && w.cols/v <= shaders.StagedVecs
 }
 
 // project plans y = W x over every part of W, x being the activation in
@@ -250,9 +244,9 @@ func (s *Sequence) project(y gpu.Buffer, w *matrix, x gpu.Buffer, fromFirst bool
 			if in.kind == "norm" {
 				sb = append(sb, whole(s.out), whole(m.norms))
 			}
-			s.addKey(s.gemvKey(tpr, in.kind, in.cols), gp, gemvGrid, sb...)
+			s.addKey(s.gemvKey(tpr, in.kind), gp, gemvGrid, sb...)
 		} else {
-			s.addKey(s.gemvKey(tpr, "", 0), params, gemvGrid, bufs...)
+			s.addKey(s.gemvKey(tpr, ""), params, gemvGrid, bufs...)
 		}
 		tilesX := (p.rows + 63) / 64
 		s.addKey(shaders.Key{Family: "tiled", Entry: "tiled", Int8: m.cfg.DType == model.Int8, WG: shaders.TiledWG}, params,
@@ -368,11 +362,11 @@ func (s *Sequence) groupKey() shaders.Key {
 
 // groupAttention reports whether a decode step's attention runs as
 // attend_group: its group of query heads fits WebGPU's default workgroup
-// memory, with the same tile of keys as attend_split (the merge reads the
+// memory and has a variant (shaders.GroupSizes), with the same tile of keys as attend_split (the merge reads the
 // partial states of either).
 func (s *Sequence) groupAttention() bool {
 	k := s.groupKey()
-	return shaders.AttnTile(k) == s.attnTile() && shaders.GroupBytes(k) <= shaders.WorkgroupBytes
+	return slices.Contains(shaders.GroupSizes, k.Group) && shaders.AttnTile(k) == s.attnTile() && shaders.GroupBytes(k) <= shaders.WorkgroupBytes
 }
 
 // fusedCombine reports whether a decode step's attention merge also

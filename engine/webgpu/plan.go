@@ -199,7 +199,7 @@ func (s *Sequence) vecWidth() int {
 // its prologue: it uses the vector kernel, and the row fits the staging.
 func (s *Sequence) canStage(w *matrix) bool {
 	v := s.vecWidth()
-	return w.cols%v == 0 && w.cols/v <= shaders.StagedVecs
+	return s.m.opt.FuseDecode && w.cols%v == 0 && w.cols/v <= shaders.StagedVecs
 }
 
 // project plans y = W x over every part of W, x being the activation in
@@ -366,7 +366,7 @@ func (s *Sequence) groupKey() shaders.Key {
 // partial states of either).
 func (s *Sequence) groupAttention() bool {
 	k := s.groupKey()
-	return slices.Contains(shaders.GroupSizes, k.Group) && shaders.AttnTile(k) == s.attnTile() && shaders.GroupBytes(k) <= shaders.WorkgroupBytes
+	return s.m.opt.FuseDecode && slices.Contains(shaders.GroupSizes, k.Group) && shaders.AttnTile(k) == s.attnTile() && shaders.GroupBytes(k) <= shaders.WorkgroupBytes
 }
 
 // fusedCombine reports whether a decode step's attention merge also

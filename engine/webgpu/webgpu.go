@@ -24,6 +24,13 @@ type Options struct {
 	// SplitBytes caps the bytes of one weight buffer below the device's
 	// binding limit (tests use it to split small tensors by rows).
 	SplitBytes int64
+	// FuseDecode plans decode steps in 6 dispatches per layer (plan.go:
+	// the products make their own inputs, attention prepares its own
+	// query and K/V). Off by default: on the H200 through wgpu-native it
+	// measured slower than the separate dispatches (Gemma-3-1B shape 286
+	// against 367 tok/s, 2026-12-02): every workgroup repeating the
+	// prologues costs more there than the dispatches it saves.
+	FuseDecode bool
 	// Gemv is the decode matrix-vector kernel's variant (default: 256
 	// invocations, 8 per row, integer products: the fastest on the H100,
 	// bench/RESULTS.md).

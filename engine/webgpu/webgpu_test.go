@@ -50,7 +50,11 @@ func testCases() []testCase {
 	// Small steps (a prompt spans several command buffers) and every
 	// matrix split by rows over several buffers.
 	cases = append(cases, testCase{"cai-int8-split-chunk5", testmodel.CAIShaped(testVocab, model.Int8), Options{Chunk: 5, SplitBytes: 1000}},
-		testCase{"plain-f32-split-chunk3", testmodel.Plain(testVocab, model.F32), Options{Chunk: 3, SplitBytes: 3000}})
+		testCase{"plain-f32-split-chunk3", testmodel.Plain(testVocab, model.F32), Options{Chunk: 3, SplitBytes: 3000}},
+		// Decode in 6 dispatches per layer.
+		testCase{"cai-int8-fused", testmodel.CAIShaped(testVocab, model.Int8), Options{FuseDecode: true}},
+		testCase{"plain-int8-fused", testmodel.Plain(testVocab, model.Int8), Options{FuseDecode: true}},
+		testCase{"cai-f32-fused", testmodel.CAIShaped(testVocab, model.F32), Options{FuseDecode: true}})
 	return cases
 }
 
@@ -297,7 +301,7 @@ func TestDecodeDispatches(t *testing.T) {
 		{"wide-ffn-int8", wide, 7},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			gm, err := New(device(t), tc.cfg, testmodel.Random(tc.cfg, 1), Options{})
+			gm, err := New(device(t), tc.cfg, testmodel.Random(tc.cfg, 1), Options{FuseDecode: true})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -39,6 +39,7 @@ type Options struct {
 	Gemv    string `json:"gemv"`    // GEMV variants WGxTPR, f for float32 FMA products; the fastest runs the models
 	Configs string `json:"configs"` // the architecture table's variants (ArchVariants) with random weights, or "all"
 	Profile bool   `json:"profile"` // also time each dispatch of a decode step on its own
+	Fuse    bool   `json:"fuse"`    // plan decode steps fused (webgpu.Options.FuseDecode)
 }
 
 // Defaults are the options `wick bench` runs with.
@@ -52,7 +53,7 @@ func Run(dev gpu.Device, o Options, w io.Writer) error {
 	info := dev.Info()
 	fmt.Fprintf(w, "adapter: %s; maxStorageBufferBindingSize %d MiB, maxBufferSize %d MiB; %s\n\n",
 		info.Adapter, info.Limits.MaxStorageBufferBindingSize>>20, info.Limits.MaxBufferSize>>20, time.Now().UTC().Format("2006-01-02"))
-	b := &bencher{dev: dev}
+	b := &bencher{dev: dev, fuse: o.Fuse}
 	size := min(int64(o.MiB)<<20, info.Limits.MaxStorageBufferBindingSize&^(1<<20-1), info.Limits.MaxBufferSize&^(1<<20-1))
 	copyBW, err := b.copyBandwidth(size)
 	if err != nil {
@@ -186,8 +187,9 @@ func gemvName(g webgpu.Gemv) string {
 
 // bencher times work on one device.
 type bencher struct {
-	dev gpu.Device
-	enc gpu.Encoder
+	dev  gpu.Device
+	fuse bool
+	enc  gpu.Encoder
 }
 
 // timeRuns runs cmds warm times, then reps times, waiting for the GPU after
@@ -359,7 +361,7 @@ func (b *bencher) model(nm namedModel, g webgpu.Gemv, decode, prompt, longAt int
 	lim := b.dev.Info().Limits
 	// Steps as long as the prompt, where the logits of a whole step fit one binding.
 	chunk := max(1, min(prompt, int(lim.MaxStorageBufferBindingSize/(4*int64(c.Vocab)))))
-	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g})
+	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, FuseDecode: b.fuse})
 	if err != nil {
 		return "", "", err
 	}

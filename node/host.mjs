@@ -8,7 +8,7 @@
 //   node node/host.mjs gen   -model DIR [-prompt TEXT | -ids 1,2,3] [-system TEXT]
 //                            [-temp T -top-p P -top-k K -rep-penalty R -seed S -max-tokens N]
 //                            [-backend webgpu|cpu] [-json] [-fault]
-//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-profile] [-kernels [-mib N] [-shapes 270m,1b]] [-json FILE]
+//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-profile] [-kernels [-mib N] [-shapes 270m,1b] [-fuse]] [-json FILE]
 //   node node/host.mjs info
 //
 // Common flags: -experimental offers the adapter's chromium-experimental-*
@@ -46,6 +46,7 @@ const options = {
   kernels: { type: 'boolean', default: false },
   profile: { type: 'boolean', default: false },
   fault: { type: 'boolean', default: false },
+  fuse: { type: 'boolean', default: false },
   experimental: { type: 'boolean', default: false },
   wasm: { type: 'string', default: path.join(root, 'web', 'wick.wasm') },
 };
@@ -223,7 +224,7 @@ async function bench(v) {
     res.profile = { steps, kernels: p.engine.gpu.profileTimes().map((k) => ({ label: k.label, perStep: k.count / steps, usPerStep: k.ns / 1000 / steps })) };
     p.close();
   }
-  if (v.kernels) res.kernels = await d.handle({ op: 'bench', options: { model: '', shapes: v.shapes, configs: '', mib: num(v.mib, 'mib'), profile: v.profile } });
+  if (v.kernels) res.kernels = await d.handle({ op: 'bench', options: { model: '', shapes: v.shapes, configs: '', mib: num(v.mib, 'mib'), profile: v.profile, fuse: v.fuse } });
   d.close();
   if (v.json) await writeOut(v.json, res);
   printBench(res);

@@ -32,6 +32,7 @@ func runBench(args []string) error {
 	fs.StringVar(&o.Gemv, "gemv", d.Gemv, "GEMV variants WGxTPR, f for float32 FMA products; the fastest runs the models")
 	fs.StringVar(&o.Configs, "configs", d.Configs, "also the architecture table's variants (bench/ARCHITECTURE.md) with random weights: "+
 		strings.Join(bench.ArchVariants, ",")+", or all")
+	fs.BoolVar(&o.Fuse, "fuse", false, "plan decode steps fused, 6 dispatches per layer (webgpu.Options.FuseDecode)")
 	fs.BoolVar(&o.Profile, "profile", false, "also print each model's decode step by kernel: the time of each dispatch run on its own")
 	writeShape := fs.String("write-shape", "", "write a model directory with random int8 weights (as measured) to the path given after the flags, and stop: NAME is a Gemma 3 shape or a model directory whose architecture it keeps")
 	tok := fs.String("tokenizer", "testdata/tokenizer/tokenizer.model", "with -write-shape: the SentencePiece tokenizer the model directory gets")

@@ -12,6 +12,7 @@ package gpu
 import (
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Handles name GPU objects across the boundary; 0 is never a valid handle.
@@ -37,18 +38,55 @@ const (
 
 // Limits are the device limits a model's buffers depend on.
 type Limits struct {
-	MaxStorageBufferBindingSize int64 // largest range one storage binding may cover
-	MaxBufferSize               int64 // largest buffer
+	MaxStorageBufferBindingSize int64 `json:"maxStorageBufferBindingSize"` // largest range one storage binding may cover
+	MaxBufferSize               int64 `json:"maxBufferSize"`               // largest buffer
 }
 
-// Info describes an opened device.
+// Info describes an opened device. It crosses the wasm boundary as JSON
+// (the info import, wasm/ABI.md), hence the tags.
 type Info struct {
-	Adapter string // adapter name and backend, for notices and benchmarks
-	Limits  Limits // the limits the device was created with
+	Adapter string `json:"adapter"` // adapter name and backend, for notices and benchmarks
+	Limits  Limits `json:"limits"`  // the limits the device was created with
 	// Software is true for an adapter that runs on the CPU (lavapipe,
 	// SwiftShader): correct, but no faster than wick's own CPU backend.
-	Software bool
+	Software bool `json:"software,omitempty"`
+	// Features are the WebGPU features the device was created with
+	// (GPUFeatureName strings such as "subgroups", "timestamp-query"):
+	// what its kernels may use, not all the adapter offers. A host that
+	// withholds features (to test the fallback tier) lists none.
+	Features []string `json:"features,omitempty"`
+	// WGSL are the WGSL language features the device's compiler accepts
+	// (navigator.gpu.wgslLanguageFeatures, such as
+	// "packed_4x8_integer_dot_product"), under the same withholding.
+	WGSL []string `json:"wgsl,omitempty"`
+	// SubgroupMinSize and SubgroupMaxSize bound the subgroup sizes the
+	// adapter may run kernels with (0 when it has no subgroups). Kernels
+	// must be correct for every size in between, never assume one.
+	SubgroupMinSize int `json:"subgroupMinSize,omitempty"`
+	SubgroupMaxSize int `json:"subgroupMaxSize,omitempty"`
+	// SubgroupMatrix lists the subgroup-matrix shapes the device offers
+	// (chromium-experimental-subgroup-matrix, only where the host opts
+	// into experimental features).
+	SubgroupMatrix []SubgroupMatrixConfig `json:"subgroupMatrix,omitempty"`
 }
+
+// SubgroupMatrixConfig is one shape of subgroup-matrix product the device
+// offers: an M x K left by a K x N right into an M x N result, of the
+// component and result types named as WGSL names them ("i8", "i32", "f16").
+type SubgroupMatrixConfig struct {
+	M         int    `json:"M"`
+	N         int    `json:"N"`
+	K         int    `json:"K"`
+	Component string `json:"component"`
+	Result    string `json:"result"`
+}
+
+// Has reports whether the device was created with WebGPU feature f.
+func (i Info) Has(f string) bool { return slices.Contains(i.Features, f) }
+
+// HasWGSL reports whether the device's compiler accepts WGSL language
+// feature f.
+func (i Info) HasWGSL(f string) bool { return slices.Contains(i.WGSL, f) }
 
 // Binding is one entry of a bind group: a range of a buffer bound at
 // @binding(Slot) of group 0. Size 0 binds from Offset to the buffer's end.

@@ -9,21 +9,24 @@
 //                            [-temp T -top-p P -top-k K -rep-penalty R -seed S -max-tokens N]
 //                            [-backend webgpu|cpu] [-json] [-fault]
 //   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-profile] [-kernels [-mib N] [-shapes 270m,1b] [-fuse]] [-json FILE]
-//   node node/host.mjs info
+//   node node/host.mjs info [-tier all|fallback] [-experimental]
 //
 // Common flags: -experimental offers the adapter's chromium-experimental-*
 // features (stock Chrome shows them only behind its unsafe-WebGPU flag);
-// without it the host offers what stock Chrome offers.
+// without it the host offers what stock Chrome offers. -tier fallback
+// withholds every optional feature from the kernels (web/gpu.js TIERS), so
+// the portable kernels run as on a browser without them; -tier all (the
+// default) asks for every feature the kernels can use.
 
 import { readFile, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { create, globals } from 'webgpu';
 
 import { Driver } from '../web/driver.js';
 import { openDevice } from '../web/gpu.js';
+import { installGPU } from './dawn.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -48,6 +51,7 @@ const options = {
   fault: { type: 'boolean', default: false },
   fuse: { type: 'boolean', default: false },
   experimental: { type: 'boolean', default: false },
+  tier: { type: 'string', default: 'all' },
   wasm: { type: 'string', default: path.join(root, 'web', 'wick.wasm') },
 };
 
@@ -59,31 +63,6 @@ function usage(msg) {
   if (msg) process.stderr.write(`host: ${msg}\n`);
   process.stderr.write('usage: node node/host.mjs gen|bench|info -model DIR [flags] (see the comment at the top of node/host.mjs)\n');
   process.exit(2);
-}
-
-// gpuFor makes navigator.gpu from dawn.node. Unless experimental, the
-// adapter hides chromium-experimental-* features, as stock Chrome does.
-function installGPU(experimental) {
-  Object.assign(globalThis, globals);
-  const gpu = create(experimental ? ['enable-dawn-features=allow_unsafe_apis'] : []);
-  const requestAdapter = gpu.requestAdapter.bind(gpu);
-  const wrapped = {
-    wgslLanguageFeatures: gpu.wgslLanguageFeatures,
-    getPreferredCanvasFormat: () => 'rgba8unorm',
-    async requestAdapter(o) {
-      const a = await requestAdapter(o);
-      if (!a || experimental) return a;
-      const features = new Set([...a.features].filter((f) => !f.startsWith('chromium-experimental-')));
-      return new Proxy(a, {
-        get(t, k) {
-          if (k === 'features') return features;
-          const v = Reflect.get(t, k, t);
-          return typeof v === 'function' ? v.bind(t) : v;
-        },
-      });
-    },
-  };
-  Object.defineProperty(globalThis, 'navigator', { value: { gpu: wrapped }, configurable: true });
 }
 
 const sha256 = async (bytes) => createHash('sha256').update(bytes).digest('hex');
@@ -139,7 +118,7 @@ function turnInput(v) {
 // run again, as a page would after an error.
 async function gen(v) {
   const d = newDriver(v.wasm);
-  const info = await d.handle({ op: 'load', model: v.model, backend: v.backend === 'auto' ? '' : v.backend });
+  const info = await d.handle({ op: 'load', model: v.model, backend: v.backend === 'auto' ? '' : v.backend, tier: v.tier });
   const messages = v.system ? [{ role: 'system', content: v.system }] : [];
   const { session } = await d.handle({ op: 'open', chat: '', messages });
   const input = turnInput(v);
@@ -189,7 +168,7 @@ async function bench(v) {
   const decode = num(v.decode, 'decode');
   const prompt = num(v.prompt ?? '512', 'prompt');
   const d = newDriver(v.wasm);
-  const info = await d.handle({ op: 'load', model: v.model, backend: 'webgpu' });
+  const info = await d.handle({ op: 'load', model: v.model, backend: 'webgpu', tier: v.tier });
   const res = { model: v.model, adapter: info.adapter, date: new Date().toISOString().slice(0, 10), vocab: info.vocab };
   const ids = (n, seed) => Array.from({ length: n }, (_, i) => 3 + ((i * 2654435761 + seed * 40503) >>> 0) % (info.vocab - 3));
   const run = async (turn, n = 3) => {
@@ -215,7 +194,7 @@ async function bench(v) {
   }
   if (v.profile) {
     const p = newDriver(v.wasm);
-    await p.handle({ op: 'load', model: v.model, backend: 'webgpu', profile: true });
+    await p.handle({ op: 'load', model: v.model, backend: 'webgpu', profile: true, tier: v.tier });
     const { session } = await p.handle({ op: 'open', chat: '', messages: [] });
     await p.handle({ op: 'turn', session, kind: 'complete', turn: { ids: ids(8, 2), max_tokens: 2 } });
     p.engine.gpu.profileTimes();
@@ -252,13 +231,17 @@ function printBench(r) {
   process.stdout.write(lines.join('\n') + '\n');
 }
 
-async function info() {
+async function info(v) {
   const a = await navigator.gpu.requestAdapter();
   if (!a) throw new Error('Dawn found no adapter');
   const out = {
     adapter: a.info, features: [...a.features].sort(), wgsl: [...navigator.gpu.wgslLanguageFeatures].sort(),
     limits: { maxStorageBufferBindingSize: a.limits.maxStorageBufferBindingSize, maxBufferSize: a.limits.maxBufferSize, maxComputeWorkgroupStorageSize: a.limits.maxComputeWorkgroupStorageSize },
   };
+  // What the engine is told about the device of this tier (gpu.Info).
+  const dev = await openDevice({ tier: v.tier });
+  out.device = dev.info;
+  dev.device.destroy();
   process.stdout.write(JSON.stringify(out, null, 1) + '\n');
 }
 

@@ -174,6 +174,7 @@ let saved = new Map();    // chat id -> bytes of its save for the loaded model
 let editing = '';         // the chat whose last user message is being edited
 let busy = false;
 let gpuOverride = '';     // ?backend= in the address: for this page load only
+let tierOverride = 'all'; // ?tier=fallback: the portable kernels only, every optional WebGPU feature withheld (tests)
 
 // gpuProblem says why WebGPU cannot be used here ('' when it can), and
 // whether the adapter is a software one.
@@ -285,7 +286,7 @@ async function downloadAndLoad(name, backend) {
     hooks.state = 'loading';
     status(`Starting ${name}…`);
     if (!worker) startWorker();
-    const info = await ask('load', { model: name, backend });
+    const info = await ask('load', { model: name, backend, tier: tierOverride });
     loaded = { model: name, ...info };
     hooks.loaded = loaded;
     hooks.state = 'ready';
@@ -1170,6 +1171,7 @@ Object.assign(hooks, { importCard, exportCard, importChat, exportChat, copyText 
 
 async function main() {
   gpuOverride = ['webgpu', 'cpu'].includes(new URLSearchParams(location.search).get('backend')) ? new URLSearchParams(location.search).get('backend') : '';
+  tierOverride = new URLSearchParams(location.search).get('tier') === 'fallback' ? 'fallback' : 'all';
   try {
     store = await Store.load();
   } catch (e) {

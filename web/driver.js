@@ -6,7 +6,7 @@
 //
 //   compile()                        -> WebAssembly.Module of wick.wasm
 //   readFile(model, file, sha256?)   -> bytes of a model file (checked when sha256 is given)
-//   openDevice({needBinding})        -> gpu.js openDevice's result (navigator.gpu)
+//   openDevice({needBinding, profile, tier}) -> gpu.js openDevice's result (navigator.gpu)
 //   openSaves()                      -> a saves store (saves.js's interface)
 //   sha256(bytes)                    -> hex digest
 //   onLog(fd, line)                  the module's stdout/stderr lines
@@ -134,7 +134,9 @@ export class Driver {
   // 'cpu' or '' (webgpu where there is one). A kernel that this browser's
   // WebGPU cannot compile is no reason to fail: the model loads on the CPU
   // backend instead, and the result says why (gpuNote, compileFailure).
-  async load({ model, backend = '', profile = false }) {
+  // tier picks the kernels' tier (gpu.js TIERS; 'fallback' withholds every
+  // optional feature, to test the portable kernels).
+  async load({ model, backend = '', profile = false, tier = 'all' }) {
     const manifestBytes = await this.a.readFile(model, 'manifest.pb');
     const m = parseManifest(manifestBytes);
     const tokBytes = await this.a.readFile(model, m.tokenizer.file, m.tokenizer.sha256);
@@ -143,7 +145,7 @@ export class Driver {
     let dev = null, gpuNote = '';
     if (backend !== 'cpu') {
       try {
-        dev = await this.a.openDevice({ needBinding: largestTensorBytes(m), profile });
+        dev = await this.a.openDevice({ needBinding: largestTensorBytes(m), profile, tier });
       } catch (e) {
         if (backend === 'webgpu') throw Object.assign(new Error(e.message), { kind: e.kind });
         gpuNote = e.message;
@@ -179,7 +181,7 @@ export class Driver {
       const failure = gpu.compileFailures[0];
       if (!dev || !failure) throw e;
       // One plain sentence for the page; the compiler's words as details.
-      const r = await this.load({ model, backend: 'cpu' });
+      const r = await this.load({ model, backend: 'cpu', tier });
       return { ...r, gpuNote: `This browser's WebGPU could not compile wick's ${failure.label} kernel, so the model runs on the CPU instead (slower).`, gpuDetails: `${failure.label}: ${failure.message}` };
     }
     return { ...out, key: `${model}@${this.engine.key.hash}`, saves: this.saves.kind, adapter: dev ? dev.name : '', gpuNote, loadMs: performance.now() - t0 };

@@ -16,13 +16,33 @@ const unsigned = (v) => (typeof v === 'number' ? v >>> 0 : v);
 // ErrorText turns a thrown value into one line for last_error.
 const errorText = (e) => (e && e.message) ? e.message : String(e);
 
+// Tiers of kernels a device may be opened for: 'all' asks for every
+// optional feature wick's kernels can use where the adapter has it;
+// 'fallback' asks for none and reports none, so that the portable kernels
+// (what a browser without those features runs) can be tested on any
+// adapter.
+export const TIERS = ['all', 'fallback'];
+
+// Features the 'all' tier requests where the adapter offers them. The
+// chromium-experimental-* ones appear only where the browser (or the Node
+// host's -experimental) shows experimental features.
+const KERNEL_FEATURES = [
+  'subgroups',
+  'subgroup-size-control',
+  'chromium-experimental-subgroup-size-control',
+  'chromium-experimental-subgroup-matrix',
+];
+
 // openDevice asks for an adapter and a device with the limits the model
-// needs. It throws an Error whose message says in plain words what is
-// missing; err.kind is 'no-webgpu', 'no-adapter' or 'too-small'.
-// With profile, the device also gets 'timestamp-query' where the adapter
-// has it, for GPUBridge's per-kernel times.
-export async function openDevice({ needBinding = 0, profile = false } = {}) {
+// needs and the features of tier (TIERS). It throws an Error whose message
+// says in plain words what is missing; err.kind is 'no-webgpu',
+// 'no-adapter' or 'too-small'. With profile, the device also gets
+// 'timestamp-query' where the adapter has it, for GPUBridge's per-kernel
+// times, on either tier: it changes no kernel. The result's info is
+// gpu.Info (engine/gpu/gpu.go), as the info import hands it to the module.
+export async function openDevice({ needBinding = 0, profile = false, tier = 'all' } = {}) {
   const fail = (kind, msg) => Object.assign(new Error(msg), { kind });
+  if (!TIERS.includes(tier)) throw fail('bad-tier', `unknown kernel tier ${JSON.stringify(tier)} (want ${TIERS.join(' or ')})`);
   if (!('gpu' in navigator) || !navigator.gpu) {
     throw fail('no-webgpu', 'This browser does not offer WebGPU (navigator.gpu is missing). ' +
       'Use a browser with WebGPU enabled, or run the model on the CPU: slow, but it works.');
@@ -48,16 +68,42 @@ export async function openDevice({ needBinding = 0, profile = false } = {}) {
     maxBufferSize: al.maxBufferSize,
   };
   const requiredFeatures = [];
-  if (profile && adapter.features.has('timestamp-query')) requiredFeatures.push('timestamp-query');
+  const offer = (f) => { if (adapter.features.has(f)) requiredFeatures.push(f); };
+  if (tier === 'all') KERNEL_FEATURES.forEach(offer);
+  if (profile) offer('timestamp-query');
   let device;
   try {
     device = await adapter.requestDevice({ label: 'wick', requiredLimits, requiredFeatures });
   } catch (e) {
-    throw fail('no-adapter', `The GPU adapter refused a device with maxStorageBufferBindingSize ${requiredLimits.maxStorageBufferBindingSize}: ${errorText(e)}`);
+    throw fail('no-adapter', `The GPU adapter refused a device with maxStorageBufferBindingSize ${requiredLimits.maxStorageBufferBindingSize} ` +
+      `and features [${requiredFeatures.join(', ')}]: ${errorText(e)}`);
   }
-  const info = adapter.info || {};
-  const name = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ') || 'WebGPU adapter';
-  return { adapter, device, name: name + (info.isFallbackAdapter || adapter.isFallbackAdapter ? ' (fallback)' : '') };
+  const ai = adapter.info || {};
+  const fallbackAdapter = !!(ai.isFallbackAdapter || adapter.isFallbackAdapter);
+  const name = ([ai.vendor, ai.architecture, ai.device, ai.description].filter(Boolean).join(' ') || 'WebGPU adapter') +
+    (fallbackAdapter ? ' (fallback)' : '');
+  // Features are what the device was created with: what its kernels may
+  // use. 'core-features-and-limits' only says the device is not in
+  // compatibility mode; every device wick opens is, so it is left out.
+  const features = [...device.features].filter((f) => f !== 'core-features-and-limits').sort();
+  const subgroups = device.features.has('subgroups');
+  const info = {
+    adapter: name,
+    limits: { maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize, maxBufferSize: device.limits.maxBufferSize },
+    software: fallbackAdapter,
+    features,
+    // WGSL language features cannot be withheld from the compiler, only
+    // from the kernels' choice: the fallback tier reports none.
+    wgsl: tier === 'all' ? [...(navigator.gpu.wgslLanguageFeatures || [])].sort() : [],
+    subgroupMinSize: subgroups ? ai.subgroupMinSize || 0 : 0,
+    subgroupMaxSize: subgroups ? ai.subgroupMaxSize || 0 : 0,
+    // Dawn names them GPUAdapterInfo.subgroupMatrixConfigs: {componentType,
+    // resultComponentType, M, N, K}, the types as WGSL names them.
+    subgroupMatrix: device.features.has('chromium-experimental-subgroup-matrix')
+      ? (ai.subgroupMatrixConfigs || []).map((c) => ({ M: c.M, N: c.N, K: c.K, component: c.componentType, result: c.resultComponentType }))
+      : [],
+  };
+  return { adapter, device, name, info };
 }
 
 // Counters count the boundary's traffic, for the per-token benchmark:
@@ -135,15 +181,9 @@ export class GPUBridge {
     const imp = {
       info: (ptr, cap) => {
         if (!this.device) return -1;
-        const name = new TextEncoder().encode(this.dev.name);
-        const n = 16 + name.length;
-        if (n <= cap) {
-          const v = new DataView(this.memory.buffer, ptr, n);
-          v.setBigUint64(0, BigInt(this.device.limits.maxStorageBufferBindingSize), true);
-          v.setBigUint64(8, BigInt(this.device.limits.maxBufferSize), true);
-          this.bytes(ptr + 16, name.length).set(name);
-        }
-        return n;
+        const json = new TextEncoder().encode(JSON.stringify(this.dev.info));
+        if (json.length <= cap) this.bytes(ptr, json.length).set(json);
+        return json.length;
       },
       create_buffer: (size, usage, lp, ln) => {
         const label = this.string(lp, ln);

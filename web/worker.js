@@ -3,7 +3,7 @@
 // model files, saves.js's IndexedDB for saves, navigator.gpu), off the
 // page's thread, and talks to the page by messages:
 //
-//   page -> worker  {id, op: 'load', model, backend}          -> {id, result: loadInfo}
+//   page -> worker  {id, op: 'load', model, backend, tier}    -> {id, result: loadInfo}
 //                   {id, op: 'open', chat, messages}          -> {id, result: {session, kv_tokens, replayed, reason, refused, source}}
 //                   {id, op: 'turn', session, chat, kind, turn, quiet, handSave}
 //                                                             -> {id, token} ... then {id, result: reply}

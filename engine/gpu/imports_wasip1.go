@@ -4,6 +4,7 @@ package gpu
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"unsafe"
@@ -90,7 +91,7 @@ type importedMap struct {
 // fills are outstanding; it must return once the host has delivered every
 // readback it was asked for and written every fill.
 func OpenImported(wait func() error) (*Imported, error) {
-	buf := make([]byte, 256)
+	buf := make([]byte, 1024)
 	for {
 		n := gpuInfo(unsafe.Pointer(&buf[0]), uint32(len(buf)))
 		if n < 0 {
@@ -100,13 +101,13 @@ func OpenImported(wait func() error) (*Imported, error) {
 			buf = make([]byte, n)
 			continue
 		}
-		if n < 16 {
-			return nil, fmt.Errorf("open gpu: the host's info is %d bytes, want at least 16", n)
-		}
 		d := &Imported{wait: wait}
-		d.info.Limits.MaxStorageBufferBindingSize = int64(binary.LittleEndian.Uint64(buf))
-		d.info.Limits.MaxBufferSize = int64(binary.LittleEndian.Uint64(buf[8:]))
-		d.info.Adapter = string(buf[16:n])
+		if err := json.Unmarshal(buf[:n], &d.info); err != nil {
+			return nil, fmt.Errorf("open gpu: the host's info is not gpu.Info as JSON: %w", err)
+		}
+		if d.info.Limits.MaxStorageBufferBindingSize <= 0 || d.info.Limits.MaxBufferSize <= 0 {
+			return nil, fmt.Errorf("open gpu: the host's info has no limits: %s", buf[:n])
+		}
 		return d, nil
 	}
 }

@@ -89,7 +89,13 @@ func Open(opts Options) (Device, error) {
 		return nil, fmt.Errorf("open gpu: request device from %s with maxStorageBufferBindingSize %d, maxBufferSize %d: %w",
 			name, want.MaxStorageBufferBindingSize, want.MaxBufferSize, err)
 	}
-	return &native{info: Info{Adapter: name, Limits: want, Software: ai.AdapterType == wgpu.AdapterTypeCPU}, inst: inst, adapter: adapter, dev: dev, queue: dev.GetQueue()}, nil
+	// The device is created with no optional features, and its naga (about
+	// wgpu 22) knows no WGSL language features (no packed int8 dot, no
+	// subgroups: FINDINGS.md), so Info lists none: the native device runs
+	// the portable tier. cogentcore/webgpu v0.23.0 does not expose the
+	// adapter's subgroup sizes, so they stay 0.
+	info := Info{Adapter: name, Limits: want, Software: ai.AdapterType == wgpu.AdapterTypeCPU}
+	return &native{info: info, inst: inst, adapter: adapter, dev: dev, queue: dev.GetQueue()}, nil
 }
 
 func (n *native) Info() Info { return n.info }

@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -86,10 +87,10 @@ func instantiateGPU(ctx context.Context, rt wazero.Runtime) error {
 		if st.dev == nil {
 			return -1
 		}
-		info := st.dev.Info()
-		out := binary.LittleEndian.AppendUint64(nil, uint64(info.Limits.MaxStorageBufferBindingSize))
-		out = binary.LittleEndian.AppendUint64(out, uint64(info.Limits.MaxBufferSize))
-		out = append(out, info.Adapter...)
+		out, err := json.Marshal(st.dev.Info())
+		if err != nil {
+			return st.fail(fmt.Errorf("info: %w", err))
+		}
 		if len(out) <= int(capacity) && !m.Memory().Write(p, out) {
 			return st.fail(errMemory)
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/wick-run/wick/engine/chat"
 	"github.com/wick-run/wick/engine/kv"
@@ -40,6 +41,13 @@ type GenParams struct {
 	// onText of Send and its kin; OnToken is for hosts that hand the
 	// reply over token by token (the wasm module).
 	OnToken func(id int32, text string)
+	// OnPrefill, when set, is called as the turn's prompt is read: after
+	// each chunk the session forwards, with the tokens of the turn
+	// prefilled so far and in all (KV restored or kept is not counted).
+	// done grows to total; a turn whose prompt is all cached reports
+	// nothing. A long prompt is forwarded in chunks of at most
+	// prefillChunk tokens then, so that progress comes in steps.
+	OnPrefill func(done, total int)
 }
 
 // Reply is what one turn produced.
@@ -81,8 +89,14 @@ type Session struct {
 	written int
 	// open is true while the last message is an assistant reply whose
 	// closing suffix has not been appended yet.
-	open   bool
-	logits []float32
+	open bool
+	// post is the post-history instructions (see SetPostHistory), and
+	// postLen how many tokens of them stand before the open reply: they
+	// sit between the history and the reply's generation prompt, from the
+	// reply message's start on, and are dropped when the reply is closed.
+	post    string
+	postLen int
+	logits  []float32
 }
 
 // NewSession starts a conversation; system, when not empty, is the system
@@ -116,6 +130,20 @@ func (s *Session) Close() error { return s.seq.Close() }
 // Messages returns the conversation so far.
 func (s *Session) Messages() []chat.Message { return append([]chat.Message(nil), s.msgs...) }
 
+// SetPostHistory sets instructions that stand after the conversation,
+// before each reply (a character card's post_history_instructions, already
+// substituted): rendered as a system message between the history and the
+// reply's generation prompt, and not part of the history after it. The
+// next reply's rendering therefore differs from the last one's from the
+// last reply on, whose KV is computed again (see closeReply): the price
+// `wick cachebench -post-history` measures. An open reply keeps the
+// instructions it was generated after until it is closed; empty text
+// removes them.
+func (s *Session) SetPostHistory(text string) { s.post = text }
+
+// PostHistory returns the post-history instructions (see SetPostHistory).
+func (s *Session) PostHistory() string { return s.post }
+
 // Tokens returns the conversation's tokens so far.
 func (s *Session) Tokens() []int32 { return append([]int32(nil), s.toks...) }
 
@@ -123,7 +151,7 @@ func (s *Session) Tokens() []int32 { return append([]int32(nil), s.toks...) }
 // onText (may be nil) as whole UTF-8 characters.
 func (s *Session) Send(ctx context.Context, text string, p GenParams, onText func(string)) (*Reply, error) {
 	s.msgs = append(s.msgs, chat.Message{Role: chat.User, Content: text})
-	return s.reply(ctx, p, onText)
+	return s.reply(ctx, p, onText, 1)
 }
 
 // Regenerate drops the last reply and generates a new one for the same
@@ -133,7 +161,83 @@ func (s *Session) Regenerate(ctx context.Context, p GenParams, onText func(strin
 		return nil, errors.New("regenerate: the last message is not a reply")
 	}
 	s.truncate(len(s.msgs) - 1)
-	return s.reply(ctx, p, onText)
+	return s.reply(ctx, p, onText, 0)
+}
+
+// Continue extends the last reply, which the model goes on writing where
+// it stopped (a reply cut short by MaxTokens or a cancel, say): the new
+// tokens are appended to the same message, and the Reply holds only them
+// (Text the text they add). The reply's KV is reused when the session holds
+// it, so only its last token is forwarded again (its logits start the
+// continuation); otherwise (after ReplaySession or SetHistory) the
+// conversation is rendered up to the reply and prefilled. Greedy, a reply
+// cut at n tokens and continued gives the tokens of one generated at
+// n+MaxTokens in one go; a reply that ended with a stop token mostly ends
+// again at once. A failed continuation leaves the conversation as it was.
+func (s *Session) Continue(ctx context.Context, p GenParams, onText func(string)) (*Reply, error) {
+	if err := p.Sample.Validate(); err != nil {
+		return nil, err
+	}
+	i := len(s.msgs) - 1
+	if i < 0 || s.msgs[i].Role != chat.Assistant {
+		return nil, errors.New("continue: the last message is not a reply")
+	}
+	saved := s.mark()
+	if !s.open {
+		s.reopen(i)
+	}
+	if n, limit := len(s.toks), s.seq.Context(); n+1 >= limit {
+		s.back(saved)
+		return nil, fmt.Errorf("continue: %w: the reply has %d tokens with the conversation, the context holds %d", ErrContextFull, n, limit)
+	}
+	// The last token is forwarded again: its logits start the
+	// continuation, and the session keeps KV, not logits.
+	if n := len(s.toks) - 1; s.kvLen > n {
+		last := s.toks[n]
+		s.cut(n)
+		s.toks = append(s.toks, last)
+	}
+	r, err := s.prefill(p.OnPrefill)
+	if err == nil {
+		last := &s.msgs[i]
+		prior := last.Tokens
+		err = s.generate(ctx, r, p, onText, prior)
+		if err == nil || r.Finish == FinishCancelled {
+			last.Tokens = append(slices.Clone(prior), r.Tokens...)
+			last.Content = s.m.Tokenizer.Decode(last.Tokens)
+			return r, err
+		}
+	}
+	s.back(saved)
+	s.kvLen = 0
+	return nil, err
+}
+
+// reopen renders the conversation up to reply i, the last message, as the
+// start of a reply being generated: the messages before it, the
+// post-history instructions, the generation prompt and the reply's tokens
+// (its text encoded where it has none), with the reply left open.
+func (s *Session) reopen(i int) {
+	if i < len(s.start) {
+		at := s.start[i]
+		s.start = s.start[:i]
+		s.cut(at)
+	}
+	t := s.m.Template
+	if len(s.toks) == 0 {
+		s.toks = append(s.toks, t.Begin()...)
+	}
+	for j := len(s.start); j < i; j++ {
+		s.start = append(s.start, len(s.toks))
+		s.toks = append(s.toks, t.EncodeMessage(s.msgs, j)...)
+	}
+	s.openReply(s.msgs[:i])
+	m := &s.msgs[i]
+	if m.Tokens == nil {
+		m.Tokens = s.m.Tokenizer.Encode(m.Content)
+	}
+	s.toks = append(s.toks, m.Tokens...)
+	s.open = true
 }
 
 // EditLast replaces the last user message (dropping any reply to it) and
@@ -160,7 +264,7 @@ func (s *Session) truncate(i int) {
 		s.start = s.start[:i]
 	}
 	s.msgs = s.msgs[:i]
-	s.open = false
+	s.open, s.postLen = false, 0
 	s.cut(cut)
 }
 
@@ -178,35 +282,91 @@ func (s *Session) cut(n int) {
 }
 
 // render appends the tokens of messages not yet rendered, then opens the
-// reply: the assistant message begins where its generation prompt does.
+// reply (see openReply).
 func (s *Session) render() {
 	t := s.m.Template
 	if len(s.toks) == 0 {
 		s.toks = append(s.toks, t.Begin()...)
 	}
 	if s.open {
-		s.toks = append(s.toks, t.AssistantSuffix()...)
-		s.open = false
+		s.closeReply()
 	}
 	for i := len(s.start); i < len(s.msgs); i++ {
 		s.start = append(s.start, len(s.toks))
 		s.toks = append(s.toks, t.EncodeMessage(s.msgs, i)...)
 	}
+	s.openReply(s.msgs)
+}
+
+// openReply begins an assistant message after the conversation msgs: the
+// message starts with the post-history instructions, when there are any,
+// and the generation prompt follows, which the reply's tokens follow.
+func (s *Session) openReply(msgs []chat.Message) {
+	t := s.m.Template
 	s.start = append(s.start, len(s.toks))
+	post := t.PostHistory(msgs, s.post)
+	s.toks = append(s.toks, post...)
+	s.postLen = len(post)
 	s.toks = append(s.toks, t.GenerationPrompt()...)
 }
 
-func (s *Session) reply(ctx context.Context, p GenParams, onText func(string)) (*Reply, error) {
+// closeReply closes the open reply, the last message, as history. Without
+// post-history instructions before it, that is appending the assistant
+// suffix: the KV only grows. With them, the reply is rendered again from
+// its message's start without them, since they are not history: its KV
+// is computed again.
+func (s *Session) closeReply() {
+	i := len(s.msgs) - 1
+	if s.postLen > 0 {
+		s.cut(s.start[i])
+		s.toks = append(s.toks, s.m.Template.EncodeMessage(s.msgs, i)...)
+	} else {
+		s.toks = append(s.toks, s.m.Template.AssistantSuffix()...)
+	}
+	s.open, s.postLen = false, 0
+}
+
+// turnMark is what a turn changes of the conversation, so that a turn that
+// is not taken leaves it as it was.
+type turnMark struct {
+	toks    []int32
+	start   int
+	msgs    int
+	open    bool
+	postLen int
+}
+
+func (s *Session) mark() turnMark {
+	return turnMark{toks: slices.Clone(s.toks), start: len(s.start), msgs: len(s.msgs), open: s.open, postLen: s.postLen}
+}
+
+// back returns the conversation to m. The KV of the tokens it keeps stays
+// valid only where the turn wrote none (the caller resets kvLen otherwise).
+func (s *Session) back(m turnMark) {
+	n := 0
+	for n < len(s.toks) && n < len(m.toks) && s.toks[n] == m.toks[n] {
+		n++
+	}
+	s.kvLen = min(s.kvLen, n)
+	s.toks, s.start, s.msgs, s.open, s.postLen = m.toks, s.start[:m.start], s.msgs[:m.msgs], m.open, m.postLen
+}
+
+// reply generates a reply to the conversation, whose last added messages
+// (the user message of a Send) the turn adds: they are dropped again when
+// the turn is not taken.
+func (s *Session) reply(ctx context.Context, p GenParams, onText func(string), added int) (*Reply, error) {
 	if err := p.Sample.Validate(); err != nil {
+		s.msgs = s.msgs[:len(s.msgs)-added]
 		return nil, err
 	}
-	mark, startMark, openMark := len(s.toks), len(s.start), s.open
+	saved := s.mark()
+	saved.msgs -= added
 	s.render()
 	limit := s.seq.Context()
 	if len(s.toks) >= limit {
 		n := len(s.toks)
 		// The turn is not taken: the conversation is left as it was.
-		s.toks, s.start, s.open, s.msgs = s.toks[:mark], s.start[:startMark], openMark, s.msgs[:startMark]
+		s.back(saved)
 		return nil, fmt.Errorf("%w: %d tokens with the new message, the context holds %d", ErrContextFull, n, limit)
 	}
 	// A turn that fails (a GPU error, say) is not taken either: the
@@ -214,17 +374,17 @@ func (s *Session) reply(ctx context.Context, p GenParams, onText func(string)) (
 	// KV is refilled from the start (or the prefix cache): a failed step
 	// may have written ring slots that earlier positions still need.
 	undo := func() {
-		s.toks, s.start, s.open, s.msgs = s.toks[:mark], s.start[:startMark], openMark, s.msgs[:startMark]
+		s.back(saved)
 		s.kvLen = 0
 	}
-	r, err := s.prefill()
+	r, err := s.prefill(p.OnPrefill)
 	if err != nil {
 		undo()
 		return nil, err
 	}
 	s.msgs = append(s.msgs, chat.Message{Role: chat.Assistant})
 	s.open = true
-	err = s.generate(ctx, r, p, onText)
+	err = s.generate(ctx, r, p, onText, nil)
 	if err != nil && r.Finish != FinishCancelled {
 		undo()
 		return nil, err
@@ -257,26 +417,28 @@ func (s *Session) Complete(ctx context.Context, ids []int32, p GenParams, onText
 	}
 	mark := len(s.toks)
 	s.toks = append(s.toks, ids...)
-	r, err := s.prefill()
+	r, err := s.prefill(p.OnPrefill)
 	if err != nil {
 		s.cut(mark)
 		return nil, err
 	}
-	return r, s.generate(ctx, r, p, onText)
+	return r, s.generate(ctx, r, p, onText, nil)
 }
 
 // prefill computes the KV of the tokens the session lacks, restoring what
 // the prefix cache holds first, and leaves the last token's logits in
 // s.logits. The reply it returns counts them.
-func (s *Session) prefill() (*Reply, error) {
+func (s *Session) prefill(progress func(done, total int)) (*Reply, error) {
 	s.restoreCached()
 	r := &Reply{CachedTokens: s.kvLen, PromptTokens: len(s.toks) - s.kvLen}
-	return r, s.advance()
+	return r, s.advance(progress)
 }
 
 // generate decodes after s.toks, whose last token's logits are in s.logits,
 // until a stop token, p.MaxTokens, the context limit or ctx ends it,
-// appending the reply to s.toks and r.
+// appending the reply to s.toks and r. prior are the tokens of the reply
+// that a continuation extends: text is decoded after them, so a character
+// or a word they began comes out as decoding the whole reply gives it.
 //
 // Greedy replies on a GreedyDecoder take the argmax on the device, in
 // batches (see maxGreedySteps): tokens the batch has already run are taken
@@ -285,10 +447,13 @@ func (s *Session) prefill() (*Reply, error) {
 // kvLen. Everything else, the tokens, the finish, kvLen and what is
 // streamed, is exactly what decoding through Forward and the sampler
 // gives; only the timing differs (a batch's tokens arrive together).
-func (s *Session) generate(ctx context.Context, r *Reply, p GenParams, onText func(string)) error {
+func (s *Session) generate(ctx context.Context, r *Reply, p GenParams, onText func(string), prior []int32) error {
 	limit := s.seq.Context()
 	sampler := sample.NewSampler(p.Sample)
 	dec := s.m.Tokenizer.NewStreamDecoder()
+	for _, id := range prior {
+		dec.Push(id)
+	}
 	var text []byte
 	emit := func(piece string) {
 		text = append(text, piece...)
@@ -343,7 +508,7 @@ func (s *Session) generate(ctx context.Context, r *Reply, p GenParams, onText fu
 		case gd != nil:
 			ahead, err = s.greedyBatch(gd, len(r.Tokens), p.MaxTokens)
 		default:
-			err = s.advance()
+			err = s.advance(nil)
 		}
 		if err != nil {
 			return err
@@ -488,15 +653,20 @@ func (s *Session) restoreCached() {
 // last token in s.logits. With a prefix cache it forwards in chunks that end
 // on block boundaries and offers each completed block to the cache: a local
 // layer's ring holds only the last window positions, so a block must be
-// captured when the sequence reaches its end, not later. The per-token
-// arithmetic does not depend on the chunking, so neither do the logits.
-func (s *Session) advance() error {
-	end := len(s.toks)
+// captured when the sequence reaches its end, not later. With progress, it
+// forwards at most prefillChunk tokens at a time and reports each chunk.
+// The per-token arithmetic does not depend on the chunking, so neither do
+// the logits.
+func (s *Session) advance(progress func(done, total int)) error {
+	from, end := s.kvLen, len(s.toks)
 	for s.kvLen < end {
 		stop := end
 		if s.cache != nil {
 			B := s.cache.Block()
 			stop = min(end, (s.kvLen/B+1)*B)
+		}
+		if progress != nil {
+			stop = min(stop, s.kvLen+prefillChunk)
 		}
 		err := s.seq.Forward(s.toks[s.kvLen:stop], s.kvLen, s.logits)
 		s.wrote(s.kvLen, stop)
@@ -507,9 +677,18 @@ func (s *Session) advance() error {
 		if s.cache != nil && stop%s.cache.Block() == 0 {
 			s.remember()
 		}
+		if progress != nil {
+			progress(stop-from, end-from)
+		}
 	}
 	return nil
 }
+
+// prefillChunk is the most tokens one forward of a prompt takes when its
+// progress is reported: small enough that a slow backend (a browser's CPU
+// one) reports every few seconds at worst, large enough that a GPU still
+// forwards most of a chunk's tokens as one command list.
+const prefillChunk = 64
 
 // remember offers the block ending at s.kvLen to the prefix cache. Failures
 // only cost future reuse, so they are not errors of the turn.
@@ -535,6 +714,12 @@ type savedChat struct {
 	Messages []savedMessage `json:"messages"`
 	Start    []int          `json:"start"` // token offset of each rendered message
 	Open     bool           `json:"open"`  // the last reply's suffix is not yet appended
+	// Post is the post-history instructions, PostLen how many tokens of
+	// them stand before the open reply (at its message's start). Saves
+	// made before they existed have neither: their tokens are the
+	// rendering of the history alone, which is still valid.
+	Post    string `json:"post_history,omitempty"`
+	PostLen int    `json:"post_tokens,omitempty"`
 }
 
 type savedMessage struct {
@@ -554,7 +739,7 @@ var roles = map[string]chat.Role{"system": chat.System, "user": chat.User, "assi
 // that ran past a stop token (see GreedyDecoder) is such a cut once a
 // ring has wrapped, under kv.Layout.CanCapture's rule.
 func (s *Session) MarshalBinary() ([]byte, error) {
-	meta := savedChat{Start: s.start, Open: s.open}
+	meta := savedChat{Start: s.start, Open: s.open, Post: s.post, PostLen: s.postLen}
 	for _, m := range s.msgs {
 		meta.Messages = append(meta.Messages, savedMessage{Role: m.Role.String(), Content: m.Content, Tokens: m.Tokens})
 	}
@@ -631,6 +816,7 @@ func (m *Model) RestoreSession(data []byte) (*Session, error) {
 	}
 	s := m.newSession(seq)
 	s.msgs, s.toks, s.start, s.open = meta.msgs, f.Tokens, meta.Start, meta.Open
+	s.post, s.postLen = meta.Post, meta.PostLen
 	if f.KV.End > 0 && s.snap != nil {
 		if err := s.snap.Restore([]*kv.Snapshot{f.KV}); err != nil {
 			seq.Close()
@@ -660,6 +846,7 @@ func (m *Model) ReplaySession(data []byte) (*Session, error) {
 		return nil, fmt.Errorf("replay session: %w", err)
 	}
 	s := m.newSession(seq)
+	s.post = meta.Post
 	for _, msg := range meta.msgs {
 		msg.Tokens = nil
 		s.msgs = append(s.msgs, msg)
@@ -692,6 +879,9 @@ func (m *Model) decodeChat(f *kv.File) (*restoredChat, error) {
 		if at < 0 || at > len(f.Tokens) || (i > 0 && at < c.Start[i-1]) {
 			return nil, fmt.Errorf("restore session: %w: message %d starts at token %d of %d", kv.ErrSnapshotCorrupt, i, at, len(f.Tokens))
 		}
+	}
+	if c.PostLen != 0 && (c.PostLen < 0 || !c.Open || len(c.Start) != len(c.msgs) || c.Start[len(c.Start)-1]+c.PostLen > len(f.Tokens)) {
+		return nil, fmt.Errorf("restore session: %w: %d tokens of post-history instructions before the last reply (open %v, %d offsets for %d messages)", kv.ErrSnapshotCorrupt, c.PostLen, c.Open, len(c.Start), len(c.msgs))
 	}
 	return &c, nil
 }

@@ -76,7 +76,7 @@ func TestTurnsReuseKV(t *testing.T) {
 				f := newSession(t, m, "")
 				f.msgs = s.Messages()[:len(s.msgs)-1]
 				f.msgs[len(f.msgs)-2].Content = "" // rendered from its tokens, not its text
-				r3, err := f.reply(context.Background(), greedy, nil)
+				r3, err := f.reply(context.Background(), greedy, nil, 0)
 				if err != nil {
 					t.Fatal(err)
 				}

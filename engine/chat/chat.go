@@ -307,6 +307,23 @@ func (tm *Template) openSystem(msgs []Message, i int) bool {
 	return false
 }
 
+// PostHistory returns the tokens of instructions that stand after the
+// conversation msgs, before the generation prompt (a character card's
+// post_history_instructions): a system message after msgs, closed where a
+// template that folds the system prompt opens a user turn for it. Empty
+// text gives nil.
+func (tm *Template) PostHistory(msgs []Message, text string) []int32 {
+	if text == "" {
+		return nil
+	}
+	all := append(slices.Clip(msgs), Message{Role: System, Content: text})
+	ids := tm.EncodeMessage(all, len(msgs))
+	if tm.openSystem(all, len(all)) {
+		ids = append(ids, tm.enc(tm.roles[User].suffix)...)
+	}
+	return ids
+}
+
 // GenerationPrompt returns the assistant prefix, which the model's reply
 // follows: what Encode appends for addGenerationPrompt after a user or
 // assistant message.

@@ -97,6 +97,7 @@ type Model struct {
 	Cache    *prefix.Cache
 	context  int
 	layout   *kv.Layout  // the KV layout of one session, for rewinds
+	rings    bool        // some layer keeps only a window of positions (see Session.restored)
 	identity kv.Identity // what saved conversations must match
 }
 
@@ -163,6 +164,9 @@ func Assemble(f *format.Model, cfg *model.Config, b Backend, opts Options) (*Mod
 		return nil, fmt.Errorf("load model %s: %w", dir, err)
 	}
 	m := &Model{Dir: dir, Name: f.Manifest().GetName(), Config: cfg, Tokenizer: tok, Template: tmpl, Backend: b, context: ctx, layout: lay}
+	for _, r := range lay.Regions {
+		m.rings = m.rings || r.Ring
+	}
 	if m.identity, err = identify(f, cfg); err != nil {
 		return nil, fmt.Errorf("load model %s: %w", dir, err)
 	}

@@ -96,7 +96,12 @@ type Session struct {
 	// reply message's start on, and are dropped when the reply is closed.
 	post    string
 	postLen int
-	logits  []float32
+	// restored is where the KV last restored from a snapshot ends (0: none
+	// since the KV was last filled from the start). A snapshot keeps only
+	// the last Window-1 positions of a ring, so a rewind to before it is
+	// refilled, whatever the rings' slots would otherwise allow.
+	restored int
+	logits   []float32
 }
 
 // NewSession starts a conversation; system, when not empty, is the system
@@ -169,8 +174,10 @@ func (s *Session) Regenerate(ctx context.Context, p GenParams, onText func(strin
 // tokens are appended to the same message, and the Reply holds only them
 // (Text the text they add). The reply's KV is reused when the session holds
 // it, so only its last token is forwarded again (its logits start the
-// continuation); otherwise (after ReplaySession or SetHistory) the
-// conversation is rendered up to the reply and prefilled. Greedy, a reply
+// continuation); otherwise (after ReplaySession or SetHistory, or after
+// RestoreSession on a model with local layers, whose restored rings are
+// one position too short for that) the conversation is rendered up to the
+// reply and prefilled, from the prefix cache where it holds it. Greedy, a reply
 // cut at n tokens and continued gives the tokens of one generated at
 // n+MaxTokens in one go; a reply that ended with a stop token mostly ends
 // again at once. A failed continuation leaves the conversation as it was.
@@ -273,7 +280,7 @@ func (s *Session) truncate(i int) {
 func (s *Session) cut(n int) {
 	s.toks = s.toks[:n]
 	if s.kvLen > n {
-		if s.m.layout.CanRewind(s.written, n) {
+		if s.m.layout.CanRewind(s.written, n) && (n >= s.restored || !s.m.rings) {
 			s.kvLen = n
 		} else {
 			s.kvLen = 0
@@ -310,13 +317,13 @@ func (s *Session) openReply(msgs []chat.Message) {
 	s.toks = append(s.toks, t.GenerationPrompt()...)
 }
 
-// closeReply closes the open reply, the last message, as history. Without
+// closeReply closes the open reply, the last message rendered, as history. Without
 // post-history instructions before it, that is appending the assistant
 // suffix: the KV only grows. With them, the reply is rendered again from
 // its message's start without them, since they are not history: its KV
 // is computed again.
 func (s *Session) closeReply() {
-	i := len(s.msgs) - 1
+	i := len(s.start) - 1 // the open reply; a Send has appended its message after it
 	if s.postLen > 0 {
 		s.cut(s.start[i])
 		s.toks = append(s.toks, s.m.Template.EncodeMessage(s.msgs, i)...)
@@ -621,7 +628,7 @@ func (s *Session) took() {
 func (s *Session) wrote(from, to int) {
 	if from == 0 {
 		// Every position the rings hold is fresh again.
-		s.written = to
+		s.written, s.restored = to, 0
 		return
 	}
 	s.written = max(s.written, to)
@@ -646,7 +653,7 @@ func (s *Session) restoreCached() {
 	if err := s.snap.Restore(parts); err != nil {
 		return // the cache is an optimisation: prefill instead
 	}
-	s.kvLen, s.written = n, n
+	s.kvLen, s.written, s.restored = n, n, n
 }
 
 // advance computes the KV of s.toks[s.kvLen:] and leaves the logits of the
@@ -822,7 +829,7 @@ func (m *Model) RestoreSession(data []byte) (*Session, error) {
 			seq.Close()
 			return nil, fmt.Errorf("restore session: %w", err)
 		}
-		s.kvLen, s.written = f.KV.End, f.KV.End
+		s.kvLen, s.written, s.restored = f.KV.End, f.KV.End, f.KV.End
 	}
 	return s, nil
 }

@@ -23,9 +23,9 @@ type Card struct {
 	// shared card's system_prompt); {{original}} in it stands for the default.
 	Instructions string
 	// PostHistory is what a shared card wants placed after the conversation
-	// (post_history_instructions). It is kept with the card but not yet given
-	// to the model: the engine's KV cache only grows at the end, and text
-	// after the history would be recomputed every turn.
+	// (post_history_instructions), substituted by PostHistoryText: a session
+	// puts it between the history and each reply (engine.Session's
+	// SetPostHistory), so the last reply's KV is computed again every turn.
 	PostHistory string
 
 	UserName    string // what the user is called ({{user}}); empty: "User"
@@ -139,6 +139,12 @@ func (c Card) SystemPrompt() string {
 		}
 	}
 	return b.String()
+}
+
+// PostHistoryText returns the card's post-history instructions, trimmed
+// and substituted: what stands after the conversation, before each reply.
+func (c Card) PostHistoryText() string {
+	return strings.TrimSpace(c.Substitute(c.PostHistory, ""))
 }
 
 // startMarker separates example dialogues in shared cards.

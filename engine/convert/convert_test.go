@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -207,7 +208,16 @@ func TestConvertErrors(t *testing.T) {
 		{"chat template that does not parse", "llama32", func(t *testing.T, dir string) {
 			os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(`{"eos_token": "<|eot_id|>", "chat_template": "{% for m in messages %}"}`), 0o644)
 		}, "tokenizer_config.json: chat template"},
-		{"longrope scaling (Phi-3.5)", "phi35", func(t *testing.T, dir string) {}, `unsupported option rope_type "longrope"`},
+		{"rope type wick lacks", "phi35", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(m map[string]any) { m["rope_parameters"].(map[string]any)["rope_type"] = "yarn" })
+		},
+			`unsupported option rope_type "yarn"`},
+		{"longrope factors for the wrong rotary width", "phi35", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(m map[string]any) {
+				rp := m["rope_parameters"].(map[string]any)
+				rp["long_factor"] = append([]any{1.0}, rp["long_factor"].([]any)...)
+			})
+		}, "long_rope.long_factor has 9 entries, want one per rotated pair (8)"},
 		{"stop token that is not special", "llama32", func(t *testing.T, dir string) {
 			os.WriteFile(filepath.Join(dir, "generation_config.json"), []byte(`{"eos_token_id": 5}`), 0o644)
 		}, "generation_config.json: eos_token_id: stop token 5"},
@@ -439,5 +449,62 @@ func TestTokenizerFallback(t *testing.T) {
 	}
 	if filepath.Base(res.Tokenizer) != "tokenizer.json" {
 		t.Errorf("tokenizer %s, want the tokenizer.json", res.Tokenizer)
+	}
+}
+
+// TestLongRopeForms converts the phi35 fixture's LongRoPE from the forms
+// configs state it in: transformers 5's rope_parameters, transformers 4's
+// rope_scaling with type "longrope" or the older "su" and
+// original_max_position_embeddings at the top level, and with an explicit
+// attention_factor, which replaces sqrt(1 + ln(512/64)/ln(64)).
+func TestLongRopeForms(t *testing.T) {
+	legacy := func(typ string) func(m map[string]any) {
+		return func(m map[string]any) {
+			rp := m["rope_parameters"].(map[string]any)
+			delete(m, "rope_parameters")
+			m["rope_theta"] = rp["rope_theta"]
+			m["rope_scaling"] = map[string]any{"type": typ, "short_factor": rp["short_factor"], "long_factor": rp["long_factor"]}
+		}
+	}
+	want := model.LongRope{
+		ShortFactor:     []float64{1, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.35},
+		LongFactor:      []float64{1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5},
+		OriginalContext: 64, AttnFactor: math.Sqrt(1.5),
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(m map[string]any)
+		attn float64
+	}{
+		{"rope_parameters", func(m map[string]any) {}, want.AttnFactor},
+		{"rope_scaling longrope", legacy("longrope"), want.AttnFactor},
+		{"rope_scaling su", legacy("su"), want.AttnFactor},
+		{"attention_factor", func(m map[string]any) { m["rope_parameters"].(map[string]any)["attention_factor"] = 2.0 }, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := copyFixture(t, "phi35")
+			editConfig(t, in, tc.edit)
+			out := t.TempDir()
+			if _, err := Convert(in, out, Options{DType: model.F32}); err != nil {
+				t.Fatal(err)
+			}
+			f, err := format.Open(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := want
+			w.AttnFactor = tc.attn
+			got := f.Config().LongRope
+			if math.Abs(got.AttnFactor-w.AttnFactor) > 1e-15 {
+				t.Errorf("attention factor %v, want %v", got.AttnFactor, w.AttnFactor)
+			}
+			got.AttnFactor = w.AttnFactor
+			if !reflect.DeepEqual(got, w) {
+				t.Errorf("long rope %+v, want %+v", got, w)
+			}
+			if f.Manifest().FormatVersion != 3 {
+				t.Errorf("format_version %d, want 3", f.Manifest().FormatVersion)
+			}
+		})
 	}
 }

@@ -133,6 +133,27 @@ func (c *hfConfig) strings(key string) ([]string, error) {
 	return out, nil
 }
 
+// floats reads key as a list of finite numbers (nil when absent).
+func (c *hfConfig) floats(key string) ([]float64, error) {
+	if !c.set(key) {
+		return nil, nil
+	}
+	list, ok := c.m[key].([]any)
+	if !ok {
+		return nil, c.errf(key, "want a list of numbers, got %s", jsonText(c.m[key]))
+	}
+	out := make([]float64, len(list))
+	for i, v := range list {
+		n, ok := v.(json.Number)
+		f, err := n.Float64()
+		if !ok || err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil, c.errf(key, "entry %d: want a finite number, got %s", i, jsonText(v))
+		}
+		out[i] = f
+	}
+	return out, nil
+}
+
 // ints reads key as one integer or a list of them (as eos_token_id may be).
 func (c *hfConfig) ints(key string) ([]int, error) {
 	if !c.set(key) {
@@ -175,10 +196,20 @@ func (c *hfConfig) refuse(key string, allowed ...string) error {
 	return fmt.Errorf("%s: unsupported option %q = %s (wick supports %v)", c.path, key, text, allowed)
 }
 
-// ropeParams is one RoPE setting: the base and Llama 3 style scaling.
+// ropeParams is one RoPE setting: the base and Llama 3 style or LongRoPE
+// scaling.
 type ropeParams struct {
 	theta   float64
 	scaling ropeScaling
+	long    longRope
+}
+
+// longRope is rope_type "longrope" ("su") as the config states it; what it
+// leaves out comes from the model's context fields (see llamaConfig).
+type longRope struct {
+	short, long  []float64
+	factor, attn float64 // 0: not stated
+	original     int     // 0: not stated here
 }
 
 type ropeScaling struct {
@@ -187,7 +218,8 @@ type ropeScaling struct {
 }
 
 // parseRope reads a RoPE setting in transformers' rope_parameters /
-// rope_scaling form: rope_type (or type) "default" or "llama3"; any other
+// rope_scaling form: rope_type (or type) "default", "llama3" or "longrope"
+// (or its old name "su"); any other
 // type is refused by name. theta is read from the object's rope_theta when
 // present, else it is def.
 func parseRope(r *hfConfig, def float64) (ropeParams, error) {
@@ -232,8 +264,31 @@ func parseRope(r *hfConfig, def float64) (ropeParams, error) {
 			return p, err
 		}
 		return p, nil
+	case "longrope", "su":
+		l := &p.long
+		for _, f := range []struct {
+			dst *[]float64
+			key string
+		}{{&l.short, "short_factor"}, {&l.long, "long_factor"}} {
+			if *f.dst, err = r.floats(f.key); err != nil {
+				return p, err
+			}
+			if len(*f.dst) == 0 {
+				return p, r.errf(f.key, "missing or empty; LongRoPE needs one factor per rotated pair")
+			}
+		}
+		if l.factor, err = r.floatOr("factor", 0); err != nil {
+			return p, err
+		}
+		if l.attn, err = r.floatOr("attention_factor", 0); err != nil {
+			return p, err
+		}
+		if l.original, err = r.intOr("original_max_position_embeddings", 0); err != nil {
+			return p, err
+		}
+		return p, nil
 	}
-	return p, fmt.Errorf("%s: unsupported option rope_type %q (wick supports \"default\" and \"llama3\")", r.path, typ)
+	return p, fmt.Errorf("%s: unsupported option rope_type %q (wick supports \"default\", \"llama3\" and \"longrope\")", r.path, typ)
 }
 
 // jsonText is v as JSON, for errors that quote a config value.

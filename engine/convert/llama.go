@@ -2,6 +2,7 @@ package convert
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/wick-run/wick/engine/chat"
 	"github.com/wick-run/wick/engine/format/manifestpb"
@@ -107,7 +108,46 @@ func llamaConfig(c *hfConfig) (*model.Config, error) {
 	cfg.RopeThetaGlobal = p.theta
 	s := p.scaling
 	cfg.RopeScaling = model.RopeScaling{Factor: s.factor, LowFreqFactor: s.low, HighFreqFactor: s.high, OriginalContext: s.original}
+	if p.long.short != nil {
+		if cfg.LongRope, err = longRopeConfig(c, p.long, cfg.ContextLen); err != nil {
+			return nil, err
+		}
+	}
 	return cfg, nil
+}
+
+// longRopeConfig completes LongRoPE scaling as transformers 5's
+// _compute_longrope_parameters does: the original (pretrained) context is
+// rope_parameters' original_max_position_embeddings, else the top-level one
+// (transformers 4 configs keep it there), else max_position_embeddings;
+// the scaling factor is the stated factor, else max_position_embeddings
+// over the original context; and cos and sin are multiplied by the stated
+// attention_factor, else sqrt(1 + ln(factor)/ln(original)) when the factor
+// exceeds 1, else 1. The factor lists' lengths are checked against the
+// rotated dimensions by model.Config.Validate.
+func longRopeConfig(c *hfConfig, l longRope, context int) (model.LongRope, error) {
+	orig := l.original
+	if orig == 0 {
+		var err error
+		if orig, err = c.intOr("original_max_position_embeddings", context); err != nil {
+			return model.LongRope{}, err
+		}
+	}
+	if orig <= 1 {
+		return model.LongRope{}, c.errf("original_max_position_embeddings", "%d: LongRoPE needs an original context above 1", orig)
+	}
+	factor := l.factor
+	if factor == 0 {
+		factor = float64(context) / float64(orig)
+	}
+	attn := l.attn
+	if attn == 0 {
+		attn = 1
+		if factor > 1 {
+			attn = math.Sqrt(1 + math.Log(factor)/math.Log(float64(orig)))
+		}
+	}
+	return model.LongRope{ShortFactor: l.short, LongFactor: l.long, OriginalContext: orig, AttnFactor: attn}, nil
 }
 
 // llamaChat is Llama 2's [INST] template, built from config.json's bos and

@@ -13,7 +13,8 @@ import (
 // transformers' chunk(2) takes it), a partial rotary factor (Phi-4-mini's
 // 0.75: wick's RotaryDim), and a sliding window on every layer where the
 // config sets one shorter than the context. LongRoPE scaling (Phi-3.5-mini,
-// Phi-4-mini's long context) is refused by name: wick does not implement it.
+// Phi-4-mini's long context) is read by the Llama mapping (parseRope) into
+// model.Config.LongRope, which every backend applies.
 var phi3 = family{
 	config: phi3Config,
 	layerTensors: func() map[string]string {

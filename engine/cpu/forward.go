@@ -15,9 +15,9 @@ import (
 
 // Model is a model loaded for the CPU backend.
 type Model struct {
-	Cfg   *model.Config
-	W     *model.Weights
-	freqs [2][]float64 // RoPE inverse frequencies by model.AttnKind
+	Cfg  *model.Config
+	W    *model.Weights
+	rope [2]model.Rope // RoPE by model.AttnKind
 
 	// observeKV, when set (by tests), sees each producer's chunk KV before it is committed.
 	observeKV func(region int, ck *chunkKV)
@@ -45,8 +45,8 @@ func New(cfg *model.Config, w *model.Weights) (*Model, error) {
 		}
 	}
 	m := &Model{Cfg: cfg, W: w}
-	m.freqs[model.Global] = cfg.RopeFreqs(model.Global)
-	m.freqs[model.Local] = cfg.RopeFreqs(model.Local)
+	m.rope[model.Global] = cfg.Rope(model.Global)
+	m.rope[model.Local] = cfg.Rope(model.Local)
 	return m, nil
 }
 
@@ -104,7 +104,7 @@ func (m *Model) Forward(arena *kv.Arena, tokens []int32, start int, logits []flo
 	rope := [2][]float32{make([]float32, n*hd), make([]float32, n*hd)} // cos|sin per token, by kind
 	for kind := range rope {
 		for t := 0; t < n; t++ {
-			model.RopeCosSin(rope[kind][t*hd:(t+1)*hd], m.freqs[kind], start+t)
+			m.rope[kind].CosSin(rope[kind][t*hd:(t+1)*hd], start+t)
 		}
 	}
 	chunks := make([]*chunkKV, len(arena.Regions))

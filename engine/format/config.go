@@ -57,6 +57,14 @@ func ConfigToProto(cfg *model.Config) *manifestpb.Config {
 			OriginalContext: uint32(rs.OriginalContext),
 		}
 	}
+	if l := cfg.LongRope; l.On() {
+		p.LongRope = &manifestpb.LongRope{
+			ShortFactor:     l.ShortFactor,
+			LongFactor:      l.LongFactor,
+			OriginalContext: uint32(l.OriginalContext),
+			AttnFactor:      l.AttnFactor,
+		}
+	}
 	switch cfg.Activation {
 	case model.GeGLUTanh:
 		p.Activation = manifestpb.Activation_ACTIVATION_GEGLU_TANH
@@ -137,6 +145,20 @@ func configFromProto(p *manifestpb.Config, version uint32) (*model.Config, error
 			LowFreqFactor:   rs.LowFreqFactor,
 			HighFreqFactor:  rs.HighFreqFactor,
 			OriginalContext: int(rs.OriginalContext),
+		}
+	}
+	if l := p.LongRope; l != nil {
+		if version < 3 {
+			return nil, fmt.Errorf("config: long_rope is set, but format_version %d has no long_rope (version 3 added it)", version)
+		}
+		if len(l.ShortFactor) == 0 && len(l.LongFactor) == 0 {
+			return nil, fmt.Errorf("config: long_rope is present but has no factors")
+		}
+		cfg.LongRope = model.LongRope{
+			ShortFactor:     l.ShortFactor,
+			LongFactor:      l.LongFactor,
+			OriginalContext: int(l.OriginalContext),
+			AttnFactor:      l.AttnFactor,
 		}
 	}
 	switch p.Activation {

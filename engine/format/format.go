@@ -17,12 +17,16 @@ import (
 	"strings"
 
 	"github.com/wick-run/wick/engine/format/manifestpb"
+	"github.com/wick-run/wick/engine/model"
 )
 
 const (
-	// Version is the manifest format_version this package writes. It reads
-	// it and every version from MinVersion on, each by its own rules.
-	Version = 2
+	// Version is the newest manifest format_version this package writes. It
+	// reads it and every version from MinVersion on, each by its own rules.
+	// Version 3 added the config's long_rope; the writer stamps the oldest
+	// version that holds a model (VersionFor), so readers of version 2 still
+	// read every model without LongRoPE and refuse one with it.
+	Version = 3
 	// MinVersion is the oldest format_version this package reads. Version 1
 	// had no kv_role (a layer was a producer when its kv_source was its own
 	// index) and let the manifest list tensors the config does not use.
@@ -36,6 +40,15 @@ const (
 	// download and cache piecewise, large enough to keep the file count low.
 	DefaultShardSize = 32 << 20
 )
+
+// VersionFor is the format_version a manifest of cfg is written with: the
+// oldest that can express it.
+func VersionFor(cfg *model.Config) uint32 {
+	if cfg.LongRope.On() {
+		return 3
+	}
+	return 2
+}
 
 // Limits that reject absurd manifests before any arithmetic can overflow or
 // any allocation is sized from untrusted numbers.

@@ -83,6 +83,9 @@ func corpusSeeds(t *testing.T) map[string][]byte {
 	broken("bad-version", func(m *manifestpb.Manifest) { m.FormatVersion = Version + 1 })
 	broken("no-kv-role", func(m *manifestpb.Manifest) { m.Config.Layers[2].KvRole = 0 })
 	seeds["valid-version-1"] = marshalV1(t, valid["valid-int8-tied"])
+	longRope := &manifestpb.LongRope{ShortFactor: []float64{1, 1.1, 1.2, 1.3}, LongFactor: []float64{1, 2, 3, 4}, OriginalContext: 16, AttnFactor: 1.2}
+	broken("long-rope-in-version-2", func(m *manifestpb.Manifest) { m.Config.LongRope = longRope })
+	broken("valid-version-3-long-rope", func(m *manifestpb.Manifest) { m.FormatVersion, m.Config.LongRope = 3, longRope })
 	broken("shard-traversal", func(m *manifestpb.Manifest) { m.Shards[0].File = "../" + m.Shards[0].File })
 	broken("wrong-shape", func(m *manifestpb.Manifest) { m.Tensors[1].Shape = []uint64{4, 4} })
 	broken("missing-tensor", func(m *manifestpb.Manifest) { m.Tensors = m.Tensors[:len(m.Tensors)-1] })

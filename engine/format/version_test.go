@@ -89,8 +89,8 @@ func TestVersion1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := v2.Manifest().FormatVersion; got != Version || Version != 2 {
-		t.Fatalf("writer wrote format_version %d, Version is %d; want 2", got, Version)
+	if got := v2.Manifest().FormatVersion; got != 2 {
+		t.Fatalf("writer wrote format_version %d for a model without LongRoPE; want 2", got)
 	}
 	old := copyDir(t, dir)
 	writeManifestFile(t, old, asVersion1(v2.Manifest()))
@@ -134,4 +134,57 @@ func TestVersion1(t *testing.T) {
 	}
 	_, err = DecodeManifest(data)
 	checkErr(t, err, "format_version is 0")
+}
+
+// TestVersion3LongRope checks that a model with LongRoPE is written as
+// format version 3 and reads back equal, that a version 2 manifest holding
+// long_rope is refused (a version 2 reader would drop the field and rotate
+// wrongly), and that a version 3 manifest without it reads as before.
+func TestVersion3LongRope(t *testing.T) {
+	cfg := tinyConfig(model.F32, true)
+	cfg.LongRope = model.LongRope{
+		ShortFactor: []float64{1, 1.1, 1.2, 1.3}, LongFactor: []float64{1, 2, 3, 4},
+		OriginalContext: 16, AttnFactor: 1.25,
+	}
+	dir := t.TempDir()
+	if err := WriteModel(dir, "tiny", cfg, randomWeights(cfg, 1), writeTokenizer(t), tinyChat, 0); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Manifest().FormatVersion; got != 3 {
+		t.Errorf("format_version %d, want 3", got)
+	}
+	if !reflect.DeepEqual(f.Config().LongRope, cfg.LongRope) {
+		t.Errorf("long_rope read back as %+v, wrote %+v", f.Config().LongRope, cfg.LongRope)
+	}
+
+	m := proto.Clone(f.Manifest()).(*manifestpb.Manifest)
+	m.FormatVersion = 2
+	data, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = DecodeManifest(data)
+	checkErr(t, err, "long_rope is set, but format_version 2 has no long_rope")
+
+	m.FormatVersion = 3
+	m.Config.LongRope.ShortFactor = m.Config.LongRope.ShortFactor[:3]
+	data, err = proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = DecodeManifest(data)
+	checkErr(t, err, "long_rope.short_factor has 3 entries, want one per rotated pair (4)")
+
+	plain := proto.Clone(f.Manifest()).(*manifestpb.Manifest)
+	plain.Config.LongRope = nil
+	if data, err = proto.Marshal(plain); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DecodeManifest(data); err != nil {
+		t.Errorf("version 3 manifest without long_rope: %v", err)
+	}
 }

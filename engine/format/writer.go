@@ -215,7 +215,7 @@ func (w *Writer) finish(name string, cfg *model.Config, tokenizerPath string, ch
 		}
 	}
 	m := &manifestpb.Manifest{
-		FormatVersion: Version,
+		FormatVersion: VersionFor(cfg),
 		Name:          name,
 		Config:        ConfigToProto(cfg),
 		Chat:          chat,

@@ -90,6 +90,21 @@ type RopeScaling struct {
 	OriginalContext int
 }
 
+// LongRope is LongRoPE scaling (Phi-3.5-mini, Phi-4-mini: transformers'
+// rope_type "longrope", "su" in older configs). Rotated pair i's inverse
+// frequency is divided by ShortFactor[i] at positions below
+// OriginalContext and by LongFactor[i] from there on, and RoPE's cos and
+// sin are multiplied by AttnFactor. Nil factors mean none.
+type LongRope struct {
+	ShortFactor     []float64 // one per rotated pair: Rotary()/2
+	LongFactor      []float64 // one per rotated pair
+	OriginalContext int       // the first position that uses LongFactor
+	AttnFactor      float64   // cos and sin are multiplied by this
+}
+
+// On reports whether LongRoPE scaling is configured.
+func (l *LongRope) On() bool { return l.ShortFactor != nil || l.LongFactor != nil }
+
 // Config is the architecture of a model. Shapes of all tensors follow from it.
 type Config struct {
 	Vocab      int // tokens in the vocabulary
@@ -105,6 +120,7 @@ type Config struct {
 	RopeThetaGlobal float64 // RoPE base of Global layers
 	RopeThetaLocal  float64 // RoPE base of Local layers
 	RopeScaling     RopeScaling
+	LongRope        LongRope
 	// RotaryDim is how many leading dimensions of each head RoPE rotates,
 	// as pairs (i, i+RotaryDim/2); the rest pass unrotated (Phi's partial
 	// rotary factor). 0 means HeadDim.
@@ -250,6 +266,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("config: rope_scaling %+v: need factor >= 1, 0 < low_freq_factor < high_freq_factor, original_context > 0", rs)
 		}
 	}
+	if err := c.validateLongRope(); err != nil {
+		return err
+	}
 	hasLocal := false
 	for i, l := range c.Layers {
 		switch l.Kind {
@@ -323,4 +342,38 @@ func (c *Config) kvBytesPerSlot(kvHeads int) int64 {
 		return 2 * int64(kvHeads) * int64(c.HeadDim) * 4
 	}
 	return 2 * int64(kvHeads) * (int64(c.HeadDim) + 4)
+}
+
+// validateLongRope checks LongRoPE's factors: one positive, finite factor
+// per rotated pair in each list, and a positive original context and
+// attention factor. It cannot be combined with Llama 3's scaling.
+func (c *Config) validateLongRope() error {
+	l := &c.LongRope
+	if !l.On() {
+		return nil
+	}
+	if c.RopeScaling.Factor != 0 {
+		return errors.New("config: long_rope and rope_scaling are both set; a model has one RoPE scaling")
+	}
+	pairs := c.Rotary() / 2
+	for _, f := range []struct {
+		name string
+		v    []float64
+	}{{"long_rope.short_factor", l.ShortFactor}, {"long_rope.long_factor", l.LongFactor}} {
+		if len(f.v) != pairs {
+			return fmt.Errorf("config: %s has %d entries, want one per rotated pair (%d)", f.name, len(f.v), pairs)
+		}
+		for i, v := range f.v {
+			if !(v > 0) || math.IsInf(v, 0) {
+				return fmt.Errorf("config: %s[%d] is %v, must be positive and finite", f.name, i, v)
+			}
+		}
+	}
+	if l.OriginalContext <= 0 {
+		return fmt.Errorf("config: long_rope.original_context is %d, must be positive", l.OriginalContext)
+	}
+	if !(l.AttnFactor > 0) || math.IsInf(l.AttnFactor, 0) {
+		return fmt.Errorf("config: long_rope.attn_factor is %v, must be positive and finite", l.AttnFactor)
+	}
+	return nil
 }

@@ -36,6 +36,22 @@ func TestValidate(t *testing.T) {
 		{"bad rope scaling", func(c *model.Config) {
 			c.RopeScaling = model.RopeScaling{Factor: 8, LowFreqFactor: 4, HighFreqFactor: 1, OriginalContext: 8192}
 		}, "rope_scaling"},
+		{"longrope factors of the wrong length", func(c *model.Config) {
+			c.LongRope = longRope(c.Rotary()/2 + 1)
+		}, "long_rope.short_factor has"},
+		{"longrope factor zero", func(c *model.Config) {
+			c.LongRope = longRope(c.Rotary() / 2)
+			c.LongRope.LongFactor[1] = 0
+		}, "long_rope.long_factor[1] is 0"},
+		{"longrope without attn factor", func(c *model.Config) {
+			c.LongRope = longRope(c.Rotary() / 2)
+			c.LongRope.AttnFactor = math.NaN()
+		}, "long_rope.attn_factor"},
+		{"longrope with llama3 scaling", func(c *model.Config) {
+			c.LongRope = longRope(c.Rotary() / 2)
+			c.RopeScaling = model.RopeScaling{Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalContext: 8192}
+		}, "both set"},
+		{"longrope", func(c *model.Config) { c.LongRope = longRope(c.Rotary() / 2) }, ""},
 		{"llama3 rope scaling", func(c *model.Config) {
 			c.RopeScaling = model.RopeScaling{Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalContext: 8192}
 		}, ""},
@@ -95,5 +111,56 @@ func TestRopeFreqsLlama3Scaling(t *testing.T) {
 	last := len(plain) - 1
 	if math.Abs(scaled[last]-plain[last]/8) > 1e-15 {
 		t.Errorf("lowest frequency %g, want %g / 8", scaled[last], plain[last])
+	}
+}
+
+// longRope is LongRoPE scaling with n factors of each kind.
+func longRope(n int) model.LongRope {
+	l := model.LongRope{OriginalContext: 64, AttnFactor: 1.5}
+	for i := 0; i < n; i++ {
+		l.ShortFactor = append(l.ShortFactor, 1+0.05*float64(i))
+		l.LongFactor = append(l.LongFactor, 1+0.5*float64(i))
+	}
+	return l
+}
+
+// TestLongRope checks the cos|sin table of LongRoPE against values derived
+// from transformers 5.17's _compute_longrope_parameters and its dynamic
+// update, for the phi35 fixture's settings (head_dim 16, theta 1e4,
+// max_position_embeddings 512, original_max_position_embeddings 64, the
+// fixture's short and long factors): a forward whose longest position is
+// p uses long_factor when p+1 > 64 and short_factor otherwise, inv_freq[i]
+// = 1/(factor[i] * 1e4^(2i/16)), and cos and sin are multiplied by
+// sqrt(1 + ln(512/64)/ln(64)) = sqrt(1.5). The wanted values were computed
+// from that formula in float64 (Python's math module), independently of
+// this package. The fixture's own positions (0..63) never reach the long
+// factors, so this is what checks them.
+func TestLongRope(t *testing.T) {
+	c := testmodel.Plain(512, model.F32)
+	c.HeadDim, c.RotaryDim, c.RopeThetaGlobal = 16, 0, 1e4
+	c.LongRope = longRope(8)
+	c.LongRope.AttnFactor = math.Sqrt(1 + math.Log(8)/math.Log(64))
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	r := c.Rope(model.Global)
+	for _, tc := range []struct {
+		pos      int
+		pair     int
+		cos, sin float64
+	}{
+		{63, 1, 1.215324415386775, 0.15161320973052797}, // the last short position
+		{63, 7, 1.2246115127036103, 0.018073266273006133},
+		{64, 1, 0.7361015839338159, 0.9788536448980139}, // the first long one
+		{64, 7, 1.224732484856929, 0.00550822441193908},
+		{300, 1, 1.1214249544696315, 0.4923475109034114},
+		{300, 7, 1.2244727159446684, 0.025817976432849034},
+	} {
+		tab := make([]float32, 16)
+		r.CosSin(tab, tc.pos)
+		gc, gs := float64(tab[tc.pair]), float64(tab[8+tc.pair])
+		if math.Abs(gc-tc.cos) > 1e-6 || math.Abs(gs-tc.sin) > 1e-6 {
+			t.Errorf("position %d pair %d: cos, sin %.9g, %.9g; transformers' formula %.9g, %.9g", tc.pos, tc.pair, gc, gs, tc.cos, tc.sin)
+		}
 	}
 }

@@ -60,9 +60,9 @@ func (s *Sequence) step(tokens []int32, start, first int, logits []float32) erro
 	// Writes: the Step block, token ids and the RoPE table of both kinds.
 	e.Write(s.stepBuf, 0, shaders.Bytes(shaders.Step{Start: uint32(start), N: uint32(n), First: uint32(first)}))
 	e.Write(s.ids, 0, unsafe.Slice((*byte)(unsafe.Pointer(&tokens[0])), 4*n))
-	for kind := range m.freqs {
+	for kind := range m.rope {
 		for t := 0; t < n; t++ {
-			model.RopeCosSin(s.ropeTab[t*hd:(t+1)*hd], m.freqs[kind], start+t)
+			m.rope[kind].CosSin(s.ropeTab[t*hd:(t+1)*hd], start+t)
 		}
 		e.Write(s.rope, int64(kind*s.C*hd)*4, f32bytes(s.ropeTab[:n*hd]))
 	}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/wick-run/wick/engine/gpu"
-	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/shaders"
 )
 
@@ -83,8 +82,8 @@ func (s *Sequence) recordDecode(pos int) {
 	m, hd := s.m, s.m.cfg.HeadDim
 	e := &s.enc
 	e.Write(s.stepBuf, 0, shaders.Bytes(shaders.Step{Start: uint32(pos), N: 1, First: 0}))
-	for kind := range m.freqs {
-		model.RopeCosSin(s.ropeTab[:hd], m.freqs[kind], pos)
+	for kind := range m.rope {
+		m.rope[kind].CosSin(s.ropeTab[:hd], pos)
 		e.Write(s.rope, int64(kind*s.C*hd)*4, f32bytes(s.ropeTab[:hd]))
 	}
 	for _, st := range s.decodeSites() {

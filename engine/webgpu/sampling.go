@@ -6,7 +6,6 @@ import (
 	"math"
 
 	"github.com/wick-run/wick/engine/gpu"
-	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/engine/sample"
 	"github.com/wick-run/wick/shaders"
 )
@@ -114,8 +113,8 @@ func (s *Sequence) Sample(token int32, start, steps int, p sample.Params, step u
 			e.Write(params, 0, paramBytes(sp))
 			e.Write(hist, 0, state)
 		}
-		for kind := range m.freqs {
-			model.RopeCosSin(s.ropeTab[:hd], m.freqs[kind], pos)
+		for kind := range m.rope {
+			m.rope[kind].CosSin(s.ropeTab[:hd], pos)
 			e.Write(s.rope, int64(kind*s.C*hd)*4, f32bytes(s.ropeTab[:hd]))
 		}
 		for _, st := range append(s.body[:len(s.body):len(s.body)], s.head...) {

@@ -65,10 +65,10 @@ const argmaxBlock = 4 * shaders.RowWG
 
 // Model is a model loaded onto a GPU device.
 type Model struct {
-	dev   gpu.Device
-	cfg   *model.Config
-	opt   Options
-	freqs [2][]float64 // RoPE inverse frequencies by model.AttnKind
+	dev  gpu.Device
+	cfg  *model.Config
+	opt  Options
+	rope [2]model.Rope // RoPE by model.AttnKind
 
 	kernels map[shaders.Key]gpu.Kernel
 	owned   []gpu.Buffer // weight buffers, freed by Close
@@ -125,8 +125,8 @@ func New(dev gpu.Device, cfg *model.Config, w *model.Weights, opt Options) (*Mod
 		return nil, fmt.Errorf("webgpu model: no attention kernels for heads of width %d (shaders.HeadDims: %v)", cfg.HeadDim, shaders.HeadDims)
 	}
 	m := &Model{dev: dev, cfg: cfg, opt: opt, kernels: map[shaders.Key]gpu.Kernel{}}
-	m.freqs[model.Global] = cfg.RopeFreqs(model.Global)
-	m.freqs[model.Local] = cfg.RopeFreqs(model.Local)
+	m.rope[model.Global] = cfg.Rope(model.Global)
+	m.rope[model.Local] = cfg.Rope(model.Local)
 	err := m.upload(w)
 	m.scratch = nil
 	if err != nil {

@@ -279,6 +279,9 @@ type Manifest struct {
 	// The format version of the writer; readers refuse versions they do not
 	// know. Version 2 made KV producers explicit (Layer.kv_role) and refuses
 	// tensors the config does not use; version 1 is still read, by its rule.
+	// Version 3 added Config.long_rope; a writer stamps 3 only on a model that
+	// has it, so that a version 2 reader refuses such a model rather than
+	// run it with the wrong rotations, and still reads every other.
 	FormatVersion uint32        `protobuf:"varint,1,opt,name=format_version,json=formatVersion,proto3" json:"format_version,omitempty"`
 	Name          string        `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	Config        *Config       `protobuf:"bytes,3,opt,name=config,proto3" json:"config,omitempty"`
@@ -515,6 +518,78 @@ func (x *RopeScaling) GetOriginalContext() uint32 {
 	return 0
 }
 
+// LongRoPE scaling (Phi-3.5-mini, Phi-4-mini; format version 3): rotated
+// pair i's inverse frequency is divided by short_factor[i] at positions
+// below original_context and by long_factor[i] from it on; RoPE's cos and
+// sin are multiplied by attn_factor.
+type LongRope struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	ShortFactor     []float64              `protobuf:"fixed64,1,rep,packed,name=short_factor,json=shortFactor,proto3" json:"short_factor,omitempty"` // one per rotated pair
+	LongFactor      []float64              `protobuf:"fixed64,2,rep,packed,name=long_factor,json=longFactor,proto3" json:"long_factor,omitempty"`    // one per rotated pair
+	OriginalContext uint32                 `protobuf:"varint,3,opt,name=original_context,json=originalContext,proto3" json:"original_context,omitempty"`
+	AttnFactor      float64                `protobuf:"fixed64,4,opt,name=attn_factor,json=attnFactor,proto3" json:"attn_factor,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *LongRope) Reset() {
+	*x = LongRope{}
+	mi := &file_manifest_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LongRope) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LongRope) ProtoMessage() {}
+
+func (x *LongRope) ProtoReflect() protoreflect.Message {
+	mi := &file_manifest_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LongRope.ProtoReflect.Descriptor instead.
+func (*LongRope) Descriptor() ([]byte, []int) {
+	return file_manifest_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *LongRope) GetShortFactor() []float64 {
+	if x != nil {
+		return x.ShortFactor
+	}
+	return nil
+}
+
+func (x *LongRope) GetLongFactor() []float64 {
+	if x != nil {
+		return x.LongFactor
+	}
+	return nil
+}
+
+func (x *LongRope) GetOriginalContext() uint32 {
+	if x != nil {
+		return x.OriginalContext
+	}
+	return 0
+}
+
+func (x *LongRope) GetAttnFactor() float64 {
+	if x != nil {
+		return x.AttnFactor
+	}
+	return 0
+}
+
 type Config struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Vocab           uint32                 `protobuf:"varint,1,opt,name=vocab,proto3" json:"vocab,omitempty"`
@@ -541,16 +616,17 @@ type Config struct {
 	Dtype           DType                  `protobuf:"varint,22,opt,name=dtype,proto3,enum=wick.format.v1.DType" json:"dtype,omitempty"`          // of the matrices; norms are always f32
 	// The q, k and v projections add a bias (Qwen 2): tensors bq, bk and bv
 	// of each layer (bk and bv on producers), float32 like norms.
-	QkvBias       bool    `protobuf:"varint,23,opt,name=qkv_bias,json=qkvBias,proto3" json:"qkv_bias,omitempty"`
-	AttnSoftcap   float64 `protobuf:"fixed64,24,opt,name=attn_softcap,json=attnSoftcap,proto3" json:"attn_softcap,omitempty"` // attention scores become c*tanh(s/c) before the softmax (Gemma 2); 0: off
-	RotaryDim     uint32  `protobuf:"varint,25,opt,name=rotary_dim,json=rotaryDim,proto3" json:"rotary_dim,omitempty"`        // leading dims of each head that RoPE rotates (Phi-4-mini: 3/4); 0: head_dim
+	QkvBias       bool      `protobuf:"varint,23,opt,name=qkv_bias,json=qkvBias,proto3" json:"qkv_bias,omitempty"`
+	AttnSoftcap   float64   `protobuf:"fixed64,24,opt,name=attn_softcap,json=attnSoftcap,proto3" json:"attn_softcap,omitempty"` // attention scores become c*tanh(s/c) before the softmax (Gemma 2); 0: off
+	RotaryDim     uint32    `protobuf:"varint,25,opt,name=rotary_dim,json=rotaryDim,proto3" json:"rotary_dim,omitempty"`        // leading dims of each head that RoPE rotates (Phi-4-mini: 3/4); 0: head_dim
+	LongRope      *LongRope `protobuf:"bytes,26,opt,name=long_rope,json=longRope,proto3" json:"long_rope,omitempty"`            // from format version 3
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Config) Reset() {
 	*x = Config{}
-	mi := &file_manifest_proto_msgTypes[3]
+	mi := &file_manifest_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +638,7 @@ func (x *Config) String() string {
 func (*Config) ProtoMessage() {}
 
 func (x *Config) ProtoReflect() protoreflect.Message {
-	mi := &file_manifest_proto_msgTypes[3]
+	mi := &file_manifest_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +651,7 @@ func (x *Config) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Config.ProtoReflect.Descriptor instead.
 func (*Config) Descriptor() ([]byte, []int) {
-	return file_manifest_proto_rawDescGZIP(), []int{3}
+	return file_manifest_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Config) GetVocab() uint32 {
@@ -753,6 +829,13 @@ func (x *Config) GetRotaryDim() uint32 {
 	return 0
 }
 
+func (x *Config) GetLongRope() *LongRope {
+	if x != nil {
+		return x.LongRope
+	}
+	return nil
+}
+
 type Tokenizer struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Kind          TokenizerKind          `protobuf:"varint,1,opt,name=kind,proto3,enum=wick.format.v1.TokenizerKind" json:"kind,omitempty"`
@@ -765,7 +848,7 @@ type Tokenizer struct {
 
 func (x *Tokenizer) Reset() {
 	*x = Tokenizer{}
-	mi := &file_manifest_proto_msgTypes[4]
+	mi := &file_manifest_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -777,7 +860,7 @@ func (x *Tokenizer) String() string {
 func (*Tokenizer) ProtoMessage() {}
 
 func (x *Tokenizer) ProtoReflect() protoreflect.Message {
-	mi := &file_manifest_proto_msgTypes[4]
+	mi := &file_manifest_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -790,7 +873,7 @@ func (x *Tokenizer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tokenizer.ProtoReflect.Descriptor instead.
 func (*Tokenizer) Descriptor() ([]byte, []int) {
-	return file_manifest_proto_rawDescGZIP(), []int{4}
+	return file_manifest_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Tokenizer) GetKind() TokenizerKind {
@@ -831,7 +914,7 @@ type SpecialToken struct {
 
 func (x *SpecialToken) Reset() {
 	*x = SpecialToken{}
-	mi := &file_manifest_proto_msgTypes[5]
+	mi := &file_manifest_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -843,7 +926,7 @@ func (x *SpecialToken) String() string {
 func (*SpecialToken) ProtoMessage() {}
 
 func (x *SpecialToken) ProtoReflect() protoreflect.Message {
-	mi := &file_manifest_proto_msgTypes[5]
+	mi := &file_manifest_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -856,7 +939,7 @@ func (x *SpecialToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpecialToken.ProtoReflect.Descriptor instead.
 func (*SpecialToken) Descriptor() ([]byte, []int) {
-	return file_manifest_proto_rawDescGZIP(), []int{5}
+	return file_manifest_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SpecialToken) GetText() string {
@@ -884,7 +967,7 @@ type RoleFormat struct {
 
 func (x *RoleFormat) Reset() {
 	*x = RoleFormat{}
-	mi := &file_manifest_proto_msgTypes[6]
+	mi := &file_manifest_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +979,7 @@ func (x *RoleFormat) String() string {
 func (*RoleFormat) ProtoMessage() {}
 
 func (x *RoleFormat) ProtoReflect() protoreflect.Message {
-	mi := &file_manifest_proto_msgTypes[6]
+	mi := &file_manifest_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +992,7 @@ func (x *RoleFormat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleFormat.ProtoReflect.Descriptor instead.
 func (*RoleFormat) Descriptor() ([]byte, []int) {
-	return file_manifest_proto_rawDescGZIP(), []int{6}
+	return file_manifest_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RoleFormat) GetPrefix() string {
@@ -943,7 +1026,7 @@ type ChatTemplate struct {
 
 func (x *ChatTemplate) Reset() {
 	*x = ChatTemplate{}
-	mi := &file_manifest_proto_msgTypes[7]
+	mi := &file_manifest_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -955,7 +1038,7 @@ func (x *ChatTemplate) String() string {
 func (*ChatTemplate) ProtoMessage() {}
 
 func (x *ChatTemplate) ProtoReflect() protoreflect.Message {
-	mi := &file_manifest_proto_msgTypes[7]
+	mi := &file_manifest_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -968,7 +1051,7 @@ func (x *ChatTemplate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatTemplate.ProtoReflect.Descriptor instead.
 func (*ChatTemplate) Descriptor() ([]byte, []int) {
-	return file_manifest_proto_rawDescGZIP(), []int{7}
+	return file_manifest_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ChatTemplate) GetBosId() int32 {
@@ -1035,7 +1118,7 @@ type Tensor struct {
 
 func (x *Tensor) Reset() {
 	*x = Tensor{}
-	mi := &file_manifest_proto_msgTypes[8]
+	mi := &file_manifest_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1047,7 +1130,7 @@ func (x *Tensor) String() string {
 func (*Tensor) ProtoMessage() {}
 
 func (x *Tensor) ProtoReflect() protoreflect.Message {
-	mi := &file_manifest_proto_msgTypes[8]
+	mi := &file_manifest_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1060,7 +1143,7 @@ func (x *Tensor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tensor.ProtoReflect.Descriptor instead.
 func (*Tensor) Descriptor() ([]byte, []int) {
-	return file_manifest_proto_rawDescGZIP(), []int{8}
+	return file_manifest_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Tensor) GetName() string {
@@ -1109,7 +1192,7 @@ type Piece struct {
 
 func (x *Piece) Reset() {
 	*x = Piece{}
-	mi := &file_manifest_proto_msgTypes[9]
+	mi := &file_manifest_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1121,7 +1204,7 @@ func (x *Piece) String() string {
 func (*Piece) ProtoMessage() {}
 
 func (x *Piece) ProtoReflect() protoreflect.Message {
-	mi := &file_manifest_proto_msgTypes[9]
+	mi := &file_manifest_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1134,7 +1217,7 @@ func (x *Piece) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Piece.ProtoReflect.Descriptor instead.
 func (*Piece) Descriptor() ([]byte, []int) {
-	return file_manifest_proto_rawDescGZIP(), []int{9}
+	return file_manifest_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Piece) GetShard() uint32 {
@@ -1169,7 +1252,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_manifest_proto_msgTypes[10]
+	mi := &file_manifest_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1181,7 +1264,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_manifest_proto_msgTypes[10]
+	mi := &file_manifest_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1194,7 +1277,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_manifest_proto_rawDescGZIP(), []int{10}
+	return file_manifest_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Shard) GetFile() string {
@@ -1241,7 +1324,14 @@ const file_manifest_proto_rawDesc = "" +
 	"\x06factor\x18\x01 \x01(\x01R\x06factor\x12&\n" +
 	"\x0flow_freq_factor\x18\x02 \x01(\x01R\rlowFreqFactor\x12(\n" +
 	"\x10high_freq_factor\x18\x03 \x01(\x01R\x0ehighFreqFactor\x12)\n" +
-	"\x10original_context\x18\x04 \x01(\rR\x0foriginalContext\"\xfb\x06\n" +
+	"\x10original_context\x18\x04 \x01(\rR\x0foriginalContext\"\x9a\x01\n" +
+	"\bLongRope\x12!\n" +
+	"\fshort_factor\x18\x01 \x03(\x01R\vshortFactor\x12\x1f\n" +
+	"\vlong_factor\x18\x02 \x03(\x01R\n" +
+	"longFactor\x12)\n" +
+	"\x10original_context\x18\x03 \x01(\rR\x0foriginalContext\x12\x1f\n" +
+	"\vattn_factor\x18\x04 \x01(\x01R\n" +
+	"attnFactor\"\xb2\a\n" +
 	"\x06Config\x12\x14\n" +
 	"\x05vocab\x18\x01 \x01(\rR\x05vocab\x12\x16\n" +
 	"\x06hidden\x18\x02 \x01(\rR\x06hidden\x12\x14\n" +
@@ -1275,7 +1365,8 @@ const file_manifest_proto_rawDesc = "" +
 	"\bqkv_bias\x18\x17 \x01(\bR\aqkvBias\x12!\n" +
 	"\fattn_softcap\x18\x18 \x01(\x01R\vattnSoftcap\x12\x1d\n" +
 	"\n" +
-	"rotary_dim\x18\x19 \x01(\rR\trotaryDim\"~\n" +
+	"rotary_dim\x18\x19 \x01(\rR\trotaryDim\x125\n" +
+	"\tlong_rope\x18\x1a \x01(\v2\x18.wick.format.v1.LongRopeR\blongRope\"~\n" +
 	"\tTokenizer\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.wick.format.v1.TokenizerKindR\x04kind\x12\x12\n" +
 	"\x04file\x18\x02 \x01(\tR\x04file\x12\x12\n" +
@@ -1346,7 +1437,7 @@ func file_manifest_proto_rawDescGZIP() []byte {
 }
 
 var file_manifest_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_manifest_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_manifest_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_manifest_proto_goTypes = []any{
 	(DType)(0),           // 0: wick.format.v1.DType
 	(AttnKind)(0),        // 1: wick.format.v1.AttnKind
@@ -1356,39 +1447,41 @@ var file_manifest_proto_goTypes = []any{
 	(*Manifest)(nil),     // 5: wick.format.v1.Manifest
 	(*Layer)(nil),        // 6: wick.format.v1.Layer
 	(*RopeScaling)(nil),  // 7: wick.format.v1.RopeScaling
-	(*Config)(nil),       // 8: wick.format.v1.Config
-	(*Tokenizer)(nil),    // 9: wick.format.v1.Tokenizer
-	(*SpecialToken)(nil), // 10: wick.format.v1.SpecialToken
-	(*RoleFormat)(nil),   // 11: wick.format.v1.RoleFormat
-	(*ChatTemplate)(nil), // 12: wick.format.v1.ChatTemplate
-	(*Tensor)(nil),       // 13: wick.format.v1.Tensor
-	(*Piece)(nil),        // 14: wick.format.v1.Piece
-	(*Shard)(nil),        // 15: wick.format.v1.Shard
+	(*LongRope)(nil),     // 8: wick.format.v1.LongRope
+	(*Config)(nil),       // 9: wick.format.v1.Config
+	(*Tokenizer)(nil),    // 10: wick.format.v1.Tokenizer
+	(*SpecialToken)(nil), // 11: wick.format.v1.SpecialToken
+	(*RoleFormat)(nil),   // 12: wick.format.v1.RoleFormat
+	(*ChatTemplate)(nil), // 13: wick.format.v1.ChatTemplate
+	(*Tensor)(nil),       // 14: wick.format.v1.Tensor
+	(*Piece)(nil),        // 15: wick.format.v1.Piece
+	(*Shard)(nil),        // 16: wick.format.v1.Shard
 }
 var file_manifest_proto_depIdxs = []int32{
-	8,  // 0: wick.format.v1.Manifest.config:type_name -> wick.format.v1.Config
-	9,  // 1: wick.format.v1.Manifest.tokenizer:type_name -> wick.format.v1.Tokenizer
-	12, // 2: wick.format.v1.Manifest.chat:type_name -> wick.format.v1.ChatTemplate
-	13, // 3: wick.format.v1.Manifest.tensors:type_name -> wick.format.v1.Tensor
-	15, // 4: wick.format.v1.Manifest.shards:type_name -> wick.format.v1.Shard
+	9,  // 0: wick.format.v1.Manifest.config:type_name -> wick.format.v1.Config
+	10, // 1: wick.format.v1.Manifest.tokenizer:type_name -> wick.format.v1.Tokenizer
+	13, // 2: wick.format.v1.Manifest.chat:type_name -> wick.format.v1.ChatTemplate
+	14, // 3: wick.format.v1.Manifest.tensors:type_name -> wick.format.v1.Tensor
+	16, // 4: wick.format.v1.Manifest.shards:type_name -> wick.format.v1.Shard
 	1,  // 5: wick.format.v1.Layer.kind:type_name -> wick.format.v1.AttnKind
 	3,  // 6: wick.format.v1.Layer.kv_role:type_name -> wick.format.v1.KvRole
 	6,  // 7: wick.format.v1.Config.layers:type_name -> wick.format.v1.Layer
 	7,  // 8: wick.format.v1.Config.rope_scaling:type_name -> wick.format.v1.RopeScaling
 	2,  // 9: wick.format.v1.Config.activation:type_name -> wick.format.v1.Activation
 	0,  // 10: wick.format.v1.Config.dtype:type_name -> wick.format.v1.DType
-	4,  // 11: wick.format.v1.Tokenizer.kind:type_name -> wick.format.v1.TokenizerKind
-	11, // 12: wick.format.v1.ChatTemplate.system:type_name -> wick.format.v1.RoleFormat
-	11, // 13: wick.format.v1.ChatTemplate.user:type_name -> wick.format.v1.RoleFormat
-	11, // 14: wick.format.v1.ChatTemplate.assistant:type_name -> wick.format.v1.RoleFormat
-	10, // 15: wick.format.v1.ChatTemplate.special_tokens:type_name -> wick.format.v1.SpecialToken
-	0,  // 16: wick.format.v1.Tensor.dtype:type_name -> wick.format.v1.DType
-	14, // 17: wick.format.v1.Tensor.pieces:type_name -> wick.format.v1.Piece
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	8,  // 11: wick.format.v1.Config.long_rope:type_name -> wick.format.v1.LongRope
+	4,  // 12: wick.format.v1.Tokenizer.kind:type_name -> wick.format.v1.TokenizerKind
+	12, // 13: wick.format.v1.ChatTemplate.system:type_name -> wick.format.v1.RoleFormat
+	12, // 14: wick.format.v1.ChatTemplate.user:type_name -> wick.format.v1.RoleFormat
+	12, // 15: wick.format.v1.ChatTemplate.assistant:type_name -> wick.format.v1.RoleFormat
+	11, // 16: wick.format.v1.ChatTemplate.special_tokens:type_name -> wick.format.v1.SpecialToken
+	0,  // 17: wick.format.v1.Tensor.dtype:type_name -> wick.format.v1.DType
+	15, // 18: wick.format.v1.Tensor.pieces:type_name -> wick.format.v1.Piece
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_manifest_proto_init() }
@@ -1402,7 +1495,7 @@ func file_manifest_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manifest_proto_rawDesc), len(file_manifest_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -50,6 +50,7 @@ function startWorker() {
     const w = waiting.get(m.id);
     if (!w) return;
     if (m.token) { w.onToken && w.onToken(m.token); return; }
+    if (m.progress) { w.onProgress && w.onProgress(m.progress); return; }
     waiting.delete(m.id);
     if (m.error !== undefined) w.reject(Object.assign(new Error(m.error), { kind: m.kind, fatal: m.fatal, details: m.details }));
     else w.resolve(m.result);
@@ -57,10 +58,10 @@ function startWorker() {
   worker.onerror = (ev) => showError(`The engine worker failed: ${ev.message || 'unknown error'}`);
 }
 
-function ask(op, args = {}, onToken) {
+function ask(op, args = {}, onToken, onProgress) {
   const id = nextID++;
   return new Promise((resolve, reject) => {
-    waiting.set(id, { resolve, reject, onToken });
+    waiting.set(id, { resolve, reject, onToken, onProgress });
     worker.postMessage({ id, op, ...args });
   });
 }
@@ -331,7 +332,7 @@ async function promptOf(ch) {
   const p = prompts.get(ch.id);
   if (p && p.key === key) return p;
   const r = await cardPrompt(card);
-  const out = { key, system: r.system, greetings: r.greetings || [] };
+  const out = { key, system: r.system, greetings: r.greetings || [], postHistory: r.post_history || '' };
   prompts.set(ch.id, out);
   return out;
 }
@@ -717,6 +718,9 @@ function actionsOf(m, i, chat, div) {
     setTimeout(() => { ev.target.textContent = 'Copy'; }, 1500);
   });
   act('edit-msg', 'Edit', 'Change this message', () => editMessage(m, i, chat, div));
+  if (m.role === 'assistant' && last) {
+    act('continue', 'Continue', 'Let the character go on with this reply', () => { if (!busy && loaded) { readSettings(); runTurn(chat, 'continue', null); } });
+  }
   if (m.role === 'assistant' && !m.greeting && i > 0 && chat.messages[i - 1].role === 'user') {
     act('regen-here', last ? 'Regenerate' : 'Regenerate from here', last ? 'Write another reply (the old one is kept)' : 'Drop what follows and write another reply here', () => regenerateAt(chat, i));
   }
@@ -871,7 +875,9 @@ async function ensureSession(chat) {
 }
 
 async function openSession(chat) {
-  const r = await ask('open', { chat: chat.id, messages: await engineMessages(chat) });
+  const ch = store.character(chat.character);
+  const postHistory = ch ? (await promptOf(ch)).postHistory : '';
+  const r = await ask('open', { chat: chat.id, messages: await engineMessages(chat), postHistory });
   hooks.lastRestore = r;
   if (store.open.chat !== chat.id) return r.session;
   if (r.refused) {
@@ -926,15 +932,19 @@ function setBusy(b) {
 
 // runTurn runs one turn of chat: kind 'send' (a new user message text),
 // 'regenerate' (another reply to the last user message, kept as a swipe of
-// the last reply) or 'edit' (text replaces the last user message, and gets
-// a new reply). The chat's messages change only when the turn succeeds.
+// the last reply), 'edit' (text replaces the last user message, and gets
+// a new reply) or 'continue' (the last reply goes on, in place: the same
+// message and swipe). The chat's messages change only when the turn
+// succeeds.
 async function runTurn(chat, kind, text) {
   const st = store.settings;
   const greedy = !(st.temperature > 0);
   // Every reply samples with a fresh seed, so a regenerated one differs.
   const reply = { role: 'assistant', text: '', temperature: st.temperature, topP: st.topP, seed: greedy ? 0 : 1 + Math.floor(Math.random() * 0x7ffffffe) };
-  const from = kind === 'send' ? chat.messages.length : kind === 'regenerate' ? chat.messages.length - 1 : lastUser(chat);
-  const added = kind === 'regenerate' ? [] : [{ role: 'user', text }];
+  const extend = kind === 'continue';
+  const from = kind === 'send' ? chat.messages.length : kind === 'regenerate' || extend ? chat.messages.length - 1 : lastUser(chat);
+  const added = kind === 'regenerate' || extend ? [] : [{ role: 'user', text }];
+  if (extend) reply.text = chat.messages[from].text;
   setBusy(true);
   showError('');
   const ch = store.character(chat.character);
@@ -953,12 +963,18 @@ async function runTurn(chat, kind, text) {
     $('messages').scrollTop = $('messages').scrollHeight;
     const textNode = node.querySelector('.text');
     hooks.streamed = [];
-    let n = 0, first = 0;
+    let n = 0, first = 0, read = null;
     // Until the first token comes, say that the conversation is being
-    // read, and for how long: a long one takes a while on a slow device.
+    // read: how far (the engine reports each chunk of the prompt it has
+    // read), else for how long. A long one takes a while on a slow device.
     const tick = () => {
       const s = (performance.now() - t0) / 1000;
-      if (!first) {
+      if (first) return;
+      if (read && read.prefill_total > 0) {
+        const pct = Math.floor((100 * read.prefill_done) / read.prefill_total);
+        wait.textContent = `reading the conversation… ${pct}%`;
+        status(`Reading the conversation… ${pct}%`, `${read.prefill_done} of ${read.prefill_total} tokens of the prompt read, ${s.toFixed(0)} s`);
+      } else {
         wait.textContent = s >= 1 ? `reading the conversation… ${s.toFixed(0)} s` : '';
         status(s >= 1 ? `Reading the conversation… ${s.toFixed(0)} s` : 'Thinking…');
       }
@@ -966,7 +982,9 @@ async function runTurn(chat, kind, text) {
     tick();
     ticker = setInterval(tick, 500);
     const input = { max_tokens: st.maxTokens, temperature: reply.temperature, top_p: reply.topP, seed: reply.seed };
-    if (kind !== 'regenerate') input.text = text;
+    if (kind !== 'regenerate' && !extend) input.text = text;
+    hooks.progress = [];
+    const onProgress = (p) => { read = p; hooks.progress.push([p.prefill_done, p.prefill_total]); tick(); };
     const r = await ask('turn', { session: sid, chat: chat.id, kind, turn: input, handSave: true }, (tok) => {
       if (!first) { first = performance.now(); wait.remove(); }
       hooks.streamed.push(tok.token);
@@ -974,10 +992,16 @@ async function runTurn(chat, kind, text) {
       n++;
       if (n % 4 === 0) status(`Writing… ${n} tokens, ${(n / ((performance.now() - first) / 1000 || 1)).toFixed(1)} tokens/s`);
       $('messages').scrollTop = $('messages').scrollHeight;
-    });
-    Object.assign(reply, { text: r.text, ids: r.tokens, idsOf: loaded.key, finish: r.finish });
+    }, onProgress);
+    if (extend) Object.assign(reply, { text: r.content, ids: r.reply_tokens, idsOf: loaded.key, finish: r.finish });
+    else Object.assign(reply, { text: r.text, ids: r.tokens, idsOf: loaded.key, finish: r.finish });
     const swipe = { text: reply.text, ids: reply.ids, idsOf: reply.idsOf, finish: reply.finish };
-    if (kind === 'regenerate') {
+    if (extend) {
+      // The reply grows in place: the same message, the swipe shown.
+      const m = chat.messages[from];
+      Object.assign(m, { text: swipe.text, ids: swipe.ids, idsOf: swipe.idsOf, finish: swipe.finish });
+      if (m.swipes && m.swipes.length) m.swipes[m.swipe || 0] = { ...m.swipes[m.swipe || 0], ...swipe };
+    } else if (kind === 'regenerate') {
       // The new reply is another swipe of the last message.
       const m = chat.messages[from];
       if (!m.swipes || !m.swipes.length) m.swipes = [{ text: m.text, ids: m.ids, idsOf: m.idsOf, finish: m.finish }];
@@ -1015,7 +1039,7 @@ async function runTurn(chat, kind, text) {
     // session, which may have moved on, is rebuilt (from its save) for the
     // next one. The user's message stays in view, marked as not sent.
     dropSession(chat.id);
-    if (kind !== 'regenerate') chat.failed = { kind, text };
+    if (kind !== 'regenerate' && !extend) chat.failed = { kind, text };
     hooks.lastError = { message: e.message, kind: e.kind || '' };
     if (e.kind === 'moved-to-cpu') {
       // Every session lived in the GPU instance the worker replaced.

@@ -21,7 +21,7 @@ import { WASI } from './wasi.js';
 import { GPUBridge, newCounters } from './gpu.js';
 import { parseManifest, largestTensorBytes } from './manifest.js';
 
-const DONE = 0, TOKEN = 1, WAIT = 2, ERROR = -1;
+const DONE = 0, TOKEN = 1, WAIT = 2, PROGRESS = 3, ERROR = -1;
 
 // ModuleError is a call the module refused or failed (status -1): the
 // instance is intact. A WebAssembly.RuntimeError (a trap) is not.
@@ -30,7 +30,7 @@ export class ModuleError extends Error {}
 const utf8 = new TextDecoder();
 const encode = (s) => new TextEncoder().encode(s);
 
-const turnExports = { send: 'wick_send', regenerate: 'wick_regenerate', edit: 'wick_edit_last', complete: 'wick_complete' };
+const turnExports = { send: 'wick_send', regenerate: 'wick_regenerate', edit: 'wick_edit_last', complete: 'wick_complete', continue: 'wick_continue' };
 
 // sameMessages reports whether the session's messages (as wick_restore
 // gives them) are the conversation the page wants: same roles and texts,
@@ -89,8 +89,10 @@ export class Driver {
   }
 
   // #drive runs an export's status loop to its end and returns its output:
-  // a copy of the bytes, or (text) the decoded string.
-  async #drive(status, onToken, text = true) {
+  // a copy of the bytes, or (text) the decoded string. onProgress gets the
+  // prefill's progress ({prefill_done, prefill_total}) of a turn that asked
+  // for it.
+  async #drive(status, onToken, text = true, onProgress = null) {
     for (;;) {
       switch (status) {
         case DONE: {
@@ -100,6 +102,12 @@ export class Driver {
         case ERROR: throw new ModuleError(this.#unpack(this.#call('wick_error')));
         case TOKEN: {
           if (onToken) onToken(JSON.parse(this.#unpack(this.#call('wick_output'))));
+          await this.#maybeYield();
+          status = this.cancelRequested ? this.#call('wick_cancel') : this.#call('wick_resume');
+          break;
+        }
+        case PROGRESS: {
+          if (onProgress) onProgress(JSON.parse(this.#unpack(this.#call('wick_output'))));
           await this.#maybeYield();
           status = this.cancelRequested ? this.#call('wick_cancel') : this.#call('wick_resume');
           break;
@@ -123,12 +131,12 @@ export class Driver {
 
   // #run calls export name with input (a string or bytes) and args, and
   // drives it to its end.
-  async #run(name, input, args, onToken) {
+  async #run(name, input, args, onToken, onProgress) {
     const n = this.#put(typeof input === 'string' ? encode(input) : input);
-    return this.#drive(this.#call(name, ...args, n), onToken);
+    return this.#drive(this.#call(name, ...args, n), onToken, true, onProgress);
   }
 
-  async #runJSON(name, input, args, onToken) { return JSON.parse(await this.#run(name, input, args, onToken)); }
+  async #runJSON(name, input, args, onToken, onProgress) { return JSON.parse(await this.#run(name, input, args, onToken, onProgress)); }
 
   // load instantiates the module for model `model` on backend 'webgpu',
   // 'cpu' or '' (webgpu where there is one). A kernel that this browser's
@@ -213,11 +221,14 @@ export class Driver {
   // exists and the module accepts it, else built from messages (the page's
   // own copy, system prompt first), which the next turn prefills. A refused
   // save is reported (refused), never fatal: the chat goes on from its
-  // messages, and the next turn's save replaces the bad file.
-  async open({ chat, messages }) {
+  // messages, and the next turn's save replaces the bad file. postHistory,
+  // when given, is the instructions the session puts before each reply
+  // (a card's post_history_instructions).
+  async open({ chat, messages, postHistory }) {
     const out = { session: 0, kv_tokens: 0, replayed: false, reason: '', refused: '', source: 'none', synced: false, bytes: 0, ms: 0 };
     const t0 = performance.now();
     let have = [];
+    let restoredPost = '';
     let found = null;
     if (chat) {
       try {
@@ -232,6 +243,7 @@ export class Driver {
         const r = await this.#runJSON('wick_restore', found.bytes, []);
         Object.assign(out, { session: r.session, kv_tokens: r.kv_tokens, replayed: r.replayed, reason: r.reason || '', source: found.source });
         have = r.messages || [];
+        restoredPost = r.post_history || '';
       } catch (e) {
         if (!(e instanceof ModuleError)) throw e;
         out.refused = e.message;
@@ -241,9 +253,13 @@ export class Driver {
     // A save older than the page's chat (a save that failed, a tab closed
     // mid-write) or one of another card: the page's messages win, and the
     // session keeps the KV of the leading messages both share.
+    const post = postHistory === undefined ? null : postHistory;
     if (messages && !sameMessages(have, messages)) {
-      await this.#runJSON('wick_set_history', JSON.stringify({ messages }), [out.session]);
+      await this.#runJSON('wick_set_history', JSON.stringify({ messages, post_history: post }), [out.session]);
       out.synced = true;
+    } else if (post !== null && post !== (restoredPost || '')) {
+      // The instructions are no history: the messages' KV stays.
+      await this.#runJSON('wick_set_history', JSON.stringify({ messages: have, post_history: post }), [out.session]);
     }
     out.ms = performance.now() - t0;
     return out;
@@ -251,23 +267,25 @@ export class Driver {
 
   #snapshot() { return { ...this.counters, exportCalls: this.exportCalls }; }
 
-  // turn runs one turn of session (kind send, regenerate, edit, or
-  // complete: raw token ids) and then, when chat is given, saves the
-  // session as chat's (handSave: returns the save's bytes instead). onToken gets every token as it comes. The reply
+  // turn runs one turn of session (kind send, regenerate, edit, continue:
+  // the last reply goes on, or complete: raw token ids) and then, when chat
+  // is given, saves the session as chat's (handSave: returns the save's
+  // bytes instead). onToken gets every token as it comes; onProgress, when
+  // given, the prompt's reading ({prefill_done, prefill_total}). The reply
   // carries the boundary's traffic for benchmarks: the prefill (up to the
   // first token) and the decoding after it, kept apart.
-  async turn({ session, chat, kind, turn: input, handSave = false }, onToken) {
+  async turn({ session, chat, kind, turn: input, handSave = false }, onToken, onProgress) {
     const name = turnExports[kind];
     if (!name) throw new Error(`unknown turn kind ${kind}`);
     this.cancelRequested = false;
     const before = this.#snapshot();
     const t0 = performance.now();
     let first = 0, n = 0, atFirst = null;
-    const reply = await this.#runJSON(name, JSON.stringify(input), [session], (tok) => {
+    const reply = await this.#runJSON(name, JSON.stringify(onProgress ? { ...input, progress: true } : input), [session], (tok) => {
       n++;
       if (!first) { first = performance.now(); atFirst = this.#snapshot(); }
       if (onToken) onToken(tok);
-    });
+    }, onProgress);
     const t1 = performance.now();
     const now = this.#snapshot();
     const diff = (a, b) => Object.fromEntries(Object.keys(a).map((k) => [k, a[k] - (b[k] || 0)]));
@@ -325,11 +343,11 @@ export class Driver {
   // leaves the instance unusable: it is dropped (fatal), and the caller
   // loads again. After any other failure the next op runs on the same
   // backend: the GPU bridge forgets the failed step's errors.
-  async handle(msg, onToken) {
+  async handle(msg, onToken, onProgress) {
     const ops = {
       load: () => this.load(msg),
       open: () => this.open(msg),
-      turn: () => this.turn(msg, onToken),
+      turn: () => this.turn(msg, onToken, onProgress),
       bench: () => this.bench(msg.options || {}),
       close: () => this.closeSession(msg),
       forget: () => this.forget(msg),

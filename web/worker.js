@@ -4,9 +4,12 @@
 // page's thread, and talks to the page by messages:
 //
 //   page -> worker  {id, op: 'load', model, backend, tier}    -> {id, result: loadInfo}
-//                   {id, op: 'open', chat, messages}          -> {id, result: {session, kv_tokens, replayed, reason, refused, source}}
+//                   {id, op: 'open', chat, messages, postHistory}
+//                                                             -> {id, result: {session, kv_tokens, replayed, reason, refused, source}}
 //                   {id, op: 'turn', session, chat, kind, turn, quiet, handSave}
-//                                                             -> {id, token} ... then {id, result: reply}
+//                                                             -> {id, progress} ... {id, token} ... then {id, result: reply}
+//                                                                (progress: {prefill_done, prefill_total} while the
+//                                                                prompt is read; kind 'continue' extends the last reply)
 //                                                                (handSave: reply.save.data is the save's
 //                                                                bytes, for the page to write with the chat)
 //                   {id, op: 'close', session}                -> {id, result}
@@ -41,7 +44,8 @@ const driver = new Driver({
 async function handle(msg) {
   try {
     const onToken = msg.quiet ? null : (tok) => postMessage({ id: msg.id, token: tok });
-    const result = await driver.handle(msg, onToken);
+    const onProgress = msg.quiet ? null : (progress) => postMessage({ id: msg.id, progress });
+    const result = await driver.handle(msg, onToken, onProgress);
     // A save handed to the page moves there without a copy.
     const moved = result && result.save && result.save.data ? [result.save.data.buffer] : [];
     postMessage({ id: msg.id, result }, moved);

@@ -88,6 +88,22 @@ func (i *Instance) drive(ctx context.Context, onToken func([]byte) bool, export 
 				}
 			}
 			v, err = i.call(ctx, next)
+		case statusProgress:
+			if i.onProgress != nil {
+				out, err := i.packed(ctx, "wick_output")
+				if err != nil {
+					return nil, err
+				}
+				var p struct {
+					Done  int `json:"prefill_done"`
+					Total int `json:"prefill_total"`
+				}
+				if err := json.Unmarshal(out, &p); err != nil {
+					return nil, fmt.Errorf("%s: progress: %w", export, err)
+				}
+				i.onProgress(p.Done, p.Total)
+			}
+			v, err = i.call(ctx, "wick_resume")
 		case statusWait:
 			if err := i.deliver(ctx); err != nil {
 				return nil, err
@@ -177,6 +193,10 @@ type Turn struct {
 	TopK        int     `json:"top_k,omitempty"`
 	RepPenalty  float32 `json:"rep_penalty,omitempty"`
 	Seed        uint64  `json:"seed,omitempty"`
+	// OnProgress, when set, is called as the turn's prompt is read, with
+	// its tokens read so far and in all (engine.GenParams.OnPrefill).
+	OnProgress func(done, total int) `json:"-"`
+	Progress   bool                  `json:"progress,omitempty"` // set from OnProgress
 }
 
 // Reply is what a turn produced.
@@ -186,6 +206,10 @@ type Reply struct {
 	Finish string  `json:"finish"`
 	Prompt int     `json:"prompt_tokens"`
 	Cached int     `json:"cached_tokens"`
+	// Content and ReplyTokens are the whole reply after the turn: for
+	// Continue, the reply continued (Text and Tokens are what it added).
+	Content     string  `json:"content"`
+	ReplyTokens []int32 `json:"reply_tokens"`
 }
 
 // Token is one streamed token.
@@ -211,6 +235,13 @@ func (s *Session) Complete(ctx context.Context, t Turn, onToken func(Token) bool
 func (s *Session) Regenerate(ctx context.Context, t Turn, onToken func(Token) bool) (*Reply, error) {
 	t.Text = ""
 	return s.turn(ctx, "wick_regenerate", t, onToken)
+}
+
+// Continue extends the last reply (t's text is not used): the model goes
+// on writing it, in the same message.
+func (s *Session) Continue(ctx context.Context, t Turn, onToken func(Token) bool) (*Reply, error) {
+	t.Text = ""
+	return s.turn(ctx, "wick_continue", t, onToken)
 }
 
 // EditLast replaces the last user message by t.Text, dropping any reply to
@@ -275,6 +306,9 @@ func (i *Instance) Restore(ctx context.Context, data []byte) (*Session, *Restore
 }
 
 func (s *Session) turn(ctx context.Context, export string, t Turn, onToken func(Token) bool) (*Reply, error) {
+	t.Progress = t.OnProgress != nil
+	s.i.onProgress = t.OnProgress
+	defer func() { s.i.onProgress = nil }()
 	in, err := json.Marshal(t)
 	if err != nil {
 		return nil, err

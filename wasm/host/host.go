@@ -28,7 +28,10 @@ const (
 	statusDone  = 0
 	statusToken = 1
 	statusWait  = 2
-	statusError = -1
+	// statusProgress: a chunk of the prompt was read, for turns that ask
+	// (Turn.OnProgress).
+	statusProgress = 3
+	statusError    = -1
 )
 
 // ModelMount is where the model directory appears inside the module.
@@ -119,9 +122,10 @@ type LoadOptions struct {
 
 // Instance is one instantiated module with a model loaded.
 type Instance struct {
-	mod  api.Module
-	st   *state
-	Info LoadInfo
+	mod        api.Module
+	st         *state
+	Info       LoadInfo
+	onProgress func(done, total int) // the turn in flight's Turn.OnProgress
 }
 
 // LoadInfo is what the module reports about a loaded model.

@@ -59,9 +59,11 @@ func sameReply(got *Reply, want *engine.Reply) string {
 }
 
 // TestTurnsMatchNative runs a conversation through wick_send,
-// wick_regenerate, wick_edit_last and wick_set_history, and the same one on
-// the native engine: every reply must be the native one, prompt and cached
-// counts included, on the GPU path and the CPU path.
+// wick_regenerate, wick_edit_last, wick_continue and wick_set_history, and
+// the same one on the native engine: every reply must be the native one,
+// prompt and cached counts included, on the GPU path and the CPU path. A
+// turn that asks for the prefill's progress gets the native engine's
+// reports.
 func TestTurnsMatchNative(t *testing.T) {
 	p := engine.GenParams{MaxTokens: turnTokens}
 	history := []chat.Message{
@@ -83,6 +85,12 @@ func TestTurnsMatchNative(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			var nativeProgress, moduleProgress [][2]int
+			defer func() {
+				if len(nativeProgress) < 2 || !slices.Equal(moduleProgress, nativeProgress) {
+					t.Errorf("progress: the module reported %v, native %v", moduleProgress, nativeProgress)
+				}
+			}()
 			var hist []Message
 			for _, m := range history {
 				hist = append(hist, Message{Role: m.Role.String(), Content: m.Content})
@@ -111,6 +119,27 @@ func TestTurnsMatchNative(t *testing.T) {
 					func() (*engine.Reply, error) { return ns.EditLast(ctx, "Tell me about maps.", p, nil) },
 					func(f func(Token) bool) (*Reply, error) {
 						return ms.EditLast(ctx, Turn{Text: "Tell me about maps.", MaxTokens: turnTokens}, f)
+					}},
+				{"short send",
+					func() (*engine.Reply, error) { return ns.Send(ctx, turns[1], engine.GenParams{MaxTokens: 3}, nil) },
+					func(f func(Token) bool) (*Reply, error) {
+						return ms.Send(ctx, Turn{Text: turns[1], MaxTokens: 3}, f)
+					}},
+				{"continue",
+					func() (*engine.Reply, error) { return ns.Continue(ctx, p, nil) },
+					func(f func(Token) bool) (*Reply, error) {
+						r, err := ms.Continue(ctx, Turn{MaxTokens: turnTokens}, f)
+						if msgs := ns.Messages(); err == nil && (r.Content != msgs[len(msgs)-1].Content || !slices.Equal(r.ReplyTokens, msgs[len(msgs)-1].Tokens)) {
+							t.Errorf("continue: the module's reply is %q %v, native %+v", r.Content, r.ReplyTokens, msgs[len(msgs)-1])
+						}
+						return r, err
+					}},
+				{"progress",
+					func() (*engine.Reply, error) {
+						return ns.Send(ctx, strings.Repeat(turns[0]+" ", 8), engine.GenParams{MaxTokens: 2, OnPrefill: func(d, n int) { nativeProgress = append(nativeProgress, [2]int{d, n}) }}, nil)
+					},
+					func(f func(Token) bool) (*Reply, error) {
+						return ms.Send(ctx, Turn{Text: strings.Repeat(turns[0]+" ", 8), MaxTokens: 2, OnProgress: func(d, n int) { moduleProgress = append(moduleProgress, [2]int{d, n}) }}, f)
 					}},
 				{"sampled regenerate",
 					func() (*engine.Reply, error) {

@@ -104,7 +104,8 @@ func wickCardWrite(n uint32) int32 {
 
 // wick_card_prompt renders a character. Input: cardWire as JSON. Output:
 // {"system": the system prompt, "greetings": [the greeting, then its
-// alternatives, substituted]}.
+// alternatives, substituted], "post_history": the instructions that stand
+// after the conversation, before each reply}.
 //
 //go:wasmexport wick_card_prompt
 func wickCardPrompt(n uint32) int32 {
@@ -120,7 +121,7 @@ func wickCardPrompt(n uint32) int32 {
 				greetings = append(greetings, g)
 			}
 		}
-		return json.Marshal(map[string]any{"system": c.SystemPrompt(), "greetings": greetings})
+		return json.Marshal(map[string]any{"system": c.SystemPrompt(), "greetings": greetings, "post_history": c.PostHistoryText()})
 	})
 }
 

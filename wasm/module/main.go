@@ -262,9 +262,20 @@ func wickEditLast(id int32, n uint32) int32 {
 	return guard(func() int32 { return turn("edit last", id, n, editTurn) })
 }
 
+// wick_continue extends session id's last reply, which the model goes on
+// writing (engine.Session.Continue); input: {"max_tokens": ..., sampling
+// fields}. The output's tokens and text are the continuation's; content
+// is the whole reply.
+//
+//go:wasmexport wick_continue
+func wickContinue(id int32, n uint32) int32 {
+	return guard(func() int32 { return turn("continue", id, n, continueTurn) })
+}
+
 // wick_set_history replaces session id's conversation without generating;
-// input: {"messages": [{"role", "content", "tokens"}, ...]}. Output:
-// {"messages": count}.
+// input: {"messages": [{"role", "content", "tokens"}, ...], "post_history":
+// instructions after the conversation, before each reply (absent: kept as
+// they are)}. Output: {"messages": count}.
 //
 //go:wasmexport wick_set_history
 func wickSetHistory(id int32, n uint32) int32 {
@@ -277,6 +288,9 @@ func wickSetHistory(id int32, n uint32) int32 {
 			}
 			if err := s.SetHistory(msgs); err != nil {
 				return err
+			}
+			if h.PostHistory != nil {
+				s.SetPostHistory(*h.PostHistory)
 			}
 			setOutput(fmt.Appendf(nil, `{"messages":%d}`, len(msgs)))
 			return nil

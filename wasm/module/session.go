@@ -29,6 +29,10 @@ type turnInput struct {
 	TopK        int     `json:"top_k"`
 	RepPenalty  float32 `json:"rep_penalty"`
 	Seed        uint64  `json:"seed"`
+	// Progress asks for a statusProgress pause after each chunk of the
+	// prompt the turn reads (prefillOut); hosts that do not ask never see
+	// that status.
+	Progress bool `json:"progress"`
 }
 
 // reply is a turn's result (wick_output after the final statusDone).
@@ -38,6 +42,18 @@ type reply struct {
 	Finish string  `json:"finish"` // stop, length or cancelled
 	Prompt int     `json:"prompt_tokens"`
 	Cached int     `json:"cached_tokens"`
+	// Content is the whole reply message after the turn: for wick_continue,
+	// the reply continued (Text is only what the continuation added).
+	Content string `json:"content"`
+	// ReplyTokens are the whole reply message's tokens (its Tokens).
+	ReplyTokens []int32 `json:"reply_tokens"`
+}
+
+// prefillOut is the output of each statusProgress pause: the tokens of the
+// turn's prompt read so far, and in all.
+type prefillOut struct {
+	Done  int `json:"prefill_done"`
+	Total int `json:"prefill_total"`
 }
 
 // tokenOut is the output of each statusToken pause.
@@ -62,6 +78,10 @@ func completeTurn(ctx context.Context, s *engine.Session, in *turnInput, p engin
 
 func regenerateTurn(ctx context.Context, s *engine.Session, _ *turnInput, p engine.GenParams) (*engine.Reply, error) {
 	return s.Regenerate(ctx, p, nil)
+}
+
+func continueTurn(ctx context.Context, s *engine.Session, _ *turnInput, p engine.GenParams) (*engine.Reply, error) {
+	return s.Continue(ctx, p, nil)
 }
 
 func editTurn(ctx context.Context, s *engine.Session, in *turnInput, p engine.GenParams) (*engine.Reply, error) {
@@ -89,11 +109,24 @@ func generate(t *task, s *engine.Session, g generator, in *turnInput) (*reply, e
 			}
 		},
 	}
+	if in.Progress {
+		p.OnPrefill = func(done, total int) {
+			out, _ := json.Marshal(prefillOut{Done: done, Total: total})
+			setOutput(out)
+			if t.pause(statusProgress) != nil {
+				cancel() // the reply ends before its first token
+			}
+		}
+	}
 	r, err := g(ctx, s, in, p)
 	if err != nil && !(r != nil && r.Finish == engine.FinishCancelled && errors.Is(err, context.Canceled)) {
 		return nil, err
 	}
-	return &reply{Tokens: r.Tokens, Text: r.Text, Finish: string(r.Finish), Prompt: r.PromptTokens, Cached: r.CachedTokens}, nil
+	out := &reply{Tokens: r.Tokens, Text: r.Text, Finish: string(r.Finish), Prompt: r.PromptTokens, Cached: r.CachedTokens}
+	if msgs := s.Messages(); len(msgs) > 0 && msgs[len(msgs)-1].Role == chat.Assistant {
+		out.Content, out.ReplyTokens = msgs[len(msgs)-1].Content, msgs[len(msgs)-1].Tokens
+	}
+	return out, nil
 }
 
 // message is a conversation message as JSON: wick_set_history's input and
@@ -110,7 +143,8 @@ var roles = map[string]chat.Role{"system": chat.System, "user": chat.User, "assi
 
 // historyInput is wick_set_history's input.
 type historyInput struct {
-	Messages []message `json:"messages"`
+	Messages    []message `json:"messages"`
+	PostHistory *string   `json:"post_history"`
 }
 
 func (h *historyInput) messages(vocab int) ([]chat.Message, error) {
@@ -153,6 +187,9 @@ type restored struct {
 	Replayed bool      `json:"replayed"`
 	Reason   string    `json:"reason,omitempty"`
 	Messages []message `json:"messages"`
+	// PostHistory is the instructions the session puts before each reply,
+	// as saved ("" for saves made before there were any).
+	PostHistory string `json:"post_history"`
 }
 
 // restore continues a saved conversation in a new session of m: with its
@@ -161,7 +198,7 @@ type restored struct {
 func restore(m *engine.Model, data []byte) (*engine.Session, *restored, error) {
 	s, err := m.RestoreSession(data)
 	if err == nil {
-		return s, &restored{KVTokens: s.KVLen(), Messages: messagesOut(s.Messages())}, nil
+		return s, &restored{KVTokens: s.KVLen(), Messages: messagesOut(s.Messages()), PostHistory: s.PostHistory()}, nil
 	}
 	if !errors.Is(err, kv.ErrSnapshotModel) {
 		return nil, nil, err
@@ -170,5 +207,5 @@ func restore(m *engine.Model, data []byte) (*engine.Session, *restored, error) {
 	if rerr != nil {
 		return nil, nil, rerr
 	}
-	return s, &restored{Replayed: true, Reason: err.Error(), Messages: messagesOut(s.Messages())}, nil
+	return s, &restored{Replayed: true, Reason: err.Error(), Messages: messagesOut(s.Messages()), PostHistory: s.PostHistory()}, nil
 }

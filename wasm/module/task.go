@@ -10,10 +10,13 @@ import (
 
 // Status codes every driving export returns (see wasm/ABI.md).
 const (
-	statusDone  = 0  // the call finished; wick_output holds its result
-	statusToken = 1  // a token was generated; wick_output holds it; call wick_resume
-	statusWait  = 2  // the module waits for the host's readbacks and fills; deliver them, then call wick_resume
-	statusError = -1 // the call failed; wick_error holds the message; the module is still usable
+	statusDone  = 0 // the call finished; wick_output holds its result
+	statusToken = 1 // a token was generated; wick_output holds it; call wick_resume
+	statusWait  = 2 // the module waits for the host's readbacks and fills; deliver them, then call wick_resume
+	// statusProgress: a chunk of the prompt was read (only for turns whose
+	// input asks for it); wick_output holds prefillOut; call wick_resume.
+	statusProgress = 3
+	statusError    = -1 // the call failed; wick_error holds the message; the module is still usable
 )
 
 // A task is one engine call that may have to give control back to the host

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -133,11 +132,12 @@ func benchWorkload(convs, turns int, regen float64, seed uint64) []benchTurn {
 // turns' KV comes from the prefix cache.
 //
 // With postHistory, each reply is generated with those instructions after
-// the conversation, as shared cards' post_history_instructions ask: they
-// follow the user's message in its turn (as a blank line and the text), and
-// the history kept for the next turn has the message without them. The
-// conversation's tokens then no longer only grow at the end: the next turn
-// differs from the last one's from that message on.
+// the conversation, as shared cards' post_history_instructions ask and as
+// the chat page and `wick chat -card` give them (engine.Session's
+// SetPostHistory): between the history and the reply, and not in the
+// history after it. The conversation's tokens then no longer only grow at
+// the end: the next turn differs from the last one's from the last reply
+// on.
 func benchRun(m *engine.Model, work []benchTurn, convs, maxTokens int, postHistory string) (*benchResult, error) {
 	res := &benchResult{finalTokens: make([]int, convs)}
 	history := make([][]chat.Message, convs)
@@ -155,15 +155,8 @@ func benchRun(m *engine.Model, work []benchTurn, convs, maxTokens int, postHisto
 		if err != nil {
 			return nil, err
 		}
-		given := history[t.conv]
-		if postHistory != "" && t.msg == "" {
-			// Regenerate: the last user message carries the instructions.
-			given = slices.Clone(given)
-			if u := len(given) - 2; u >= 0 && given[u].Role == chat.User {
-				given[u].Content += "\n\n" + postHistory
-			}
-		}
-		if err := s.SetHistory(given); err != nil {
+		s.SetPostHistory(postHistory)
+		if err := s.SetHistory(history[t.conv]); err != nil {
 			return nil, err
 		}
 		t0 := time.Now()
@@ -176,8 +169,6 @@ func benchRun(m *engine.Model, work []benchTurn, convs, maxTokens int, postHisto
 		var r *engine.Reply
 		if t.msg == "" {
 			r, err = s.Regenerate(context.Background(), p, onText)
-		} else if postHistory != "" {
-			r, err = s.Send(context.Background(), t.msg+"\n\n"+postHistory, p, onText)
 		} else {
 			r, err = s.Send(context.Background(), t.msg, p, onText)
 		}
@@ -192,13 +183,6 @@ func benchRun(m *engine.Model, work []benchTurn, convs, maxTokens int, postHisto
 		res.ttft = append(res.ttft, first)
 		res.replies = append(res.replies, r.Tokens)
 		history[t.conv] = s.Messages()
-		if postHistory != "" {
-			// The kept history has the user's message as written.
-			h := history[t.conv]
-			if u := len(h) - 2; u >= 0 && h[u].Role == chat.User {
-				h[u].Content = strings.TrimSuffix(h[u].Content, "\n\n"+postHistory)
-			}
-		}
 		res.finalTokens[t.conv] = len(s.Tokens())
 		if i == last[t.conv] {
 			// What persisting the finished conversation costs.

@@ -105,6 +105,7 @@ func chatLoop(o chatOpts, stdin io.Reader, stdout, stderr io.Writer) error {
 		s, err = m.NewSession("")
 		if err == nil {
 			err = s.SetHistory(o.card.Messages())
+			s.SetPostHistory(o.card.PostHistoryText())
 		}
 	}
 	if err != nil {
@@ -116,7 +117,7 @@ func chatLoop(o chatOpts, stdin io.Reader, stdout, stderr io.Writer) error {
 	if o.resume == "" && o.system == "" {
 		who = o.card.Name
 	}
-	fmt.Fprintf(stderr, "wick chat: %s as %s, on %s. Commands: /regen, /edit TEXT, /quit. Ctrl-C stops a reply.\n", m.Name, who, m.Backend.Name())
+	fmt.Fprintf(stderr, "wick chat: %s as %s, on %s. Commands: /regen, /continue, /edit TEXT, /quit. Ctrl-C stops a reply.\n", m.Name, who, m.Backend.Name())
 	if msgs := s.Messages(); o.resume == "" && len(msgs) > 0 && msgs[len(msgs)-1].Role == chat.Assistant {
 		fmt.Fprintf(stdout, "%s: %s\n", who, msgs[len(msgs)-1].Content)
 	}
@@ -151,6 +152,8 @@ func chatLoop(o chatOpts, stdin io.Reader, stdout, stderr io.Writer) error {
 			return nil
 		case line == "/regen":
 			r, err = s.Regenerate(ctx, p, print)
+		case line == "/continue":
+			r, err = s.Continue(ctx, p, print)
 		case strings.HasPrefix(line, "/edit "):
 			r, err = s.EditLast(ctx, strings.TrimPrefix(line, "/edit "), p, print)
 		default:
@@ -189,6 +192,8 @@ func impossibleCommand(s *engine.Session, line string) string {
 	switch {
 	case line == "/regen" && (len(msgs) == 0 || msgs[len(msgs)-1].Role != chat.Assistant):
 		return "/regen: there is no reply to regenerate yet; send a message first"
+	case line == "/continue" && (len(msgs) == 0 || msgs[len(msgs)-1].Role != chat.Assistant):
+		return "/continue: the last message is not a reply; send a message first"
 	case line == "/edit":
 		return "/edit needs the new text: /edit TEXT"
 	case strings.HasPrefix(line, "/edit "):

@@ -38,6 +38,7 @@ const extensionFeature = {
 // Builtins that exist only with a WGSL language feature, by feature.
 const languageBuiltins = {
   packed_4x8_integer_dot_product: /\b(dot4I8Packed|dot4U8Packed|pack4xI8|pack4xU8|pack4xI8Clamp|pack4xU8Clamp|unpack4xI8|unpack4xU8)\s*\(/,
+  subgroup_id: /@builtin\(\s*(subgroup_id|num_subgroups)\s*\)/,
 };
 
 // needs lists what a kernel asks of the implementation: the device

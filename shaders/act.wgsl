@@ -19,7 +19,8 @@ struct ActParams {
 
 @compute @workgroup_size({{WG}})
 fn gated(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-         @builtin(local_invocation_index) li: u32) {
+         @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
+  {{SG_BEGIN}}
   let i = wg_linear(wg, nwg) * {{WG}}u + li;
   if (i >= step.n * p.cols) {
     return;
@@ -44,7 +45,8 @@ fn gated_at(base: u32, i: u32) -> f32 {
 // gated_quant runs one workgroup per token row.
 @compute @workgroup_size({{WG}})
 fn gated_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) li: u32) {
+               @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
+  {{SG_BEGIN}}
   let row = wg_linear(wg, nwg);
   if (row >= step.n) {
     return;

@@ -194,7 +194,8 @@ fn value_scale_direct(at: vec2<u32>) -> f32 {
 
 // attend takes keys in tiles of WG.
 @compute @workgroup_size({{WG}})
-fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
+  {{SG_BEGIN}}
   let head = wg.x;
   let t = wg.y;
   if (t >= step.n) {
@@ -275,7 +276,8 @@ fn keys(t: u32) -> vec2<u32> {
 }
 
 @compute @workgroup_size({{WG}})
-fn attend_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn attend_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
+  {{SG_BEGIN}}
   let split = wg.x;
   let head = wg.y;
   let t = wg.z;
@@ -326,7 +328,8 @@ fn attend_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
 
 // combine merges a (token, head)'s partial states, bound as q, into o.
 @compute @workgroup_size({{WG}})
-fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
+  {{SG_BEGIN}}
   let head = wg.x;
   let t = wg.y;
   if (t >= step.n) {
@@ -381,7 +384,8 @@ fn merged(base: u32, n: u32, w: u32) -> vec4<f32> {
 // once to quantise it, rather than kept: its width is not a shader
 // constant. Needs HD % 4 == 0 (int8 models only).
 @compute @workgroup_size({{WG}})
-fn combine_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn combine_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
+  {{SG_BEGIN}}
   let t = wg.x;
   if (t >= step.n) {
     return;
@@ -518,7 +522,8 @@ fn key_scale(j: u32) -> f32 {
 }
 
 @compute @workgroup_size({{WG}})
-fn attend_group(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn attend_group(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
+  {{SG_BEGIN}}
   let split = wg.x;
   let g = wg.y;
   let kr = keys(0u);

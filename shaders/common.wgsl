@@ -1,4 +1,7 @@
 // Shared by every kernel family (each family file includes it first).
+#if SUBGROUPS
+enable subgroups;
+#endif
 
 // Step is what changes from one forward step to the next: every kernel
 // binds it at @binding(0) and reads it, so one write per step serves all.
@@ -79,6 +82,72 @@ var<workgroup> red_i: array<i32, {{WG}}>;
 
 // wg_sum, wg_max and wg_sum_i reduce one value per invocation over the
 // workgroup; every invocation gets the result. Call in uniform control flow.
+#if SUBGROUPS
+// The SUBGROUPS variants (browsers with the subgroups feature and WGSL's
+// subgroup_id) reduce within each subgroup first, then across subgroups
+// through one slot each: two barriers instead of log2(WG). They hold for
+// any subgroup size WebGPU allows (4 to 128), assume no layout of
+// invocations into subgroups (subgroup_id numbers them), and every entry
+// point of such a variant starts with sg_begin ({{SG_BEGIN}}).
+const SG_SLOTS = {{WG}}u / 4u; // subgroups of 4, WebGPU's smallest, give the most
+var<workgroup> red_sg_f: array<f32, SG_SLOTS>;
+var<workgroup> red_sg_i: array<i32, SG_SLOTS>;
+var<private> sg_lane: u32;
+var<private> sg_id: u32;
+var<private> sg_count: u32;
+
+fn sg_begin(lane: u32, id: u32, count: u32) {
+  sg_lane = lane;
+  sg_id = id;
+  sg_count = count;
+}
+
+// The cross-subgroup steps read every slot with a constant trip count (the
+// compiler unrolls it; a bound of sg_count would be non-uniform to WGSL's
+// analysis) and keep only the slots that subgroups wrote.
+fn wg_sum(v: f32, li: u32) -> f32 {
+  let s = subgroupAdd(v);
+  if (sg_lane == 0u) {
+    red_sg_f[sg_id] = s;
+  }
+  workgroupBarrier();
+  var r = 0.0;
+  for (var i = 0u; i < SG_SLOTS; i++) {
+    r += select(0.0, red_sg_f[i], i < sg_count);
+  }
+  workgroupBarrier();
+  return r;
+}
+
+fn wg_max(v: f32, li: u32) -> f32 {
+  let s = subgroupMax(v);
+  if (sg_lane == 0u) {
+    red_sg_f[sg_id] = s;
+  }
+  workgroupBarrier();
+  var r = red_sg_f[0];
+  for (var i = 1u; i < SG_SLOTS; i++) {
+    r = select(r, max(r, red_sg_f[i]), i < sg_count);
+  }
+  workgroupBarrier();
+  return r;
+}
+
+fn wg_sum_i(v: i32, li: u32) -> i32 {
+  let s = subgroupAdd(v);
+  if (sg_lane == 0u) {
+    red_sg_i[sg_id] = s;
+  }
+  workgroupBarrier();
+  var r = 0;
+  for (var i = 0u; i < SG_SLOTS; i++) {
+    r += select(0, red_sg_i[i], i < sg_count);
+  }
+  workgroupBarrier();
+  return r;
+}
+#else
+
 fn wg_sum(v: f32, li: u32) -> f32 {
   red_f[li] = v;
   workgroupBarrier();
@@ -120,3 +189,4 @@ fn wg_sum_i(v: i32, li: u32) -> i32 {
   workgroupBarrier();
   return r;
 }
+#endif

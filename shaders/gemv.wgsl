@@ -271,7 +271,8 @@ fn dot16(a: vec4<u32>, b: vec4<u32>) -> f32 {
 
 @compute @workgroup_size({{WG}})
 fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
+        @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
+  {{SG_BEGIN}}
   let lane = li % TPR;
   let row = wg_linear(wg, vec3<u32>(nwg.x, nwg.y, 1u)) * RPW + li / TPR;
   let t0 = select(0u, step.first, p.from_first == 1u);

@@ -11,7 +11,8 @@
 
 @compute @workgroup_size({{WG}})
 fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) li: u32) {
+          @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
+  {{SG_BEGIN}}
   let row = wg_linear(wg, vec3<u32>(nwg.x, nwg.y, 1u));
   let t0 = select(0u, step.first, p.from_first == 1u);
   let t = t0 + wg.z;

@@ -29,7 +29,8 @@ fn row_inv(src_is_b: bool, base: u32, li: u32) -> f32 {
 // rmsnorm writes b = a / rms(a) * gain, one workgroup per token row.
 @compute @workgroup_size({{WG}})
 fn rmsnorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) li: u32) {
+           @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
+  {{SG_BEGIN}}
   let row = wg_linear(wg, nwg);
   if (row >= step.n) {
     return;
@@ -44,7 +45,8 @@ fn rmsnorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
 // residual adds b (normalised first when p.norm is 1) into a.
 @compute @workgroup_size({{WG}})
 fn residual(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) li: u32) {
+            @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
+  {{SG_BEGIN}}
   let row = wg_linear(wg, nwg);
   if (row >= step.n) {
     return;

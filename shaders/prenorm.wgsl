@@ -38,7 +38,8 @@ fn gain2(i: u32) -> f32 {
 // reductions'). a_out_word may equal a_word (in place).
 @compute @workgroup_size({{WG}})
 fn prenorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) li: u32) {
+           @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
+  {{SG_BEGIN}}
   let row = wg_linear(wg, nwg);
   if (row >= step.n) {
     return;

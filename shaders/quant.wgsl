@@ -15,7 +15,8 @@ struct QuantParams {
 
 @compute @workgroup_size({{WG}})
 fn quantize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) li: u32) {
+            @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
+  {{SG_BEGIN}}
   let row = wg_linear(wg, nwg);
   if (row >= step.n * p.rows_per_token) {
     return;

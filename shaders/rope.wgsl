@@ -20,7 +20,8 @@ struct RopeParams {
 
 // headprep runs one workgroup per (head, token): x = wg.x, y = wg.y.
 @compute @workgroup_size({{WG}})
-fn headprep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn headprep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
+  {{SG_BEGIN}}
   let t = wg.y;
   if (t >= step.n) {
     return;
@@ -86,7 +87,8 @@ struct QKVParams {
 @group(0) @binding(6) var<storage, read_write> dst: array<u32>;
 
 @compute @workgroup_size({{WG}})
-fn qkv_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn qkv_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
+  {{SG_BEGIN}}
   let t = wg.y;
   if (t >= step.n) {
     return;

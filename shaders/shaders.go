@@ -45,6 +45,10 @@ type Key struct {
 	// Group is attn's query heads per KV head, for the decode kernel that
 	// takes all of them in one workgroup (attend_group).
 	Group int
+	// Subgroups makes the workgroup reductions (common.wgsl's wg_sum,
+	// wg_max, wg_sum_i) subgroup operations: the subgroups feature and
+	// WGSL's subgroup_id (see Tier).
+	Subgroups bool
 }
 
 // Label names the variant in errors and debuggers.
@@ -76,6 +80,9 @@ func (k Key) Label() string {
 	if k.Group != 0 {
 		s += fmt.Sprintf("/g%d", k.Group)
 	}
+	if k.Subgroups {
+		s += "/sg"
+	}
 	return s
 }
 
@@ -92,8 +99,16 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 		return nil, nil, fmt.Errorf("shader %s: unknown prologue %q", k.Label(), k.In)
 	}
 	flags := map[string]bool{"INT8": k.Int8, "SILU": k.SiLU, "DOT4": k.Dot4, "FMA": k.FMA,
-		"STAGED": k.In != "", "NORM_IN": k.In == "norm", "GATED_IN": k.In == "gated", "GROUP": k.Group > 0}
-	vals := map[string]string{"WG": strconv.Itoa(k.WG)}
+		"STAGED": k.In != "", "NORM_IN": k.In == "norm", "GATED_IN": k.In == "gated", "GROUP": k.Group > 0,
+		"SUBGROUPS": k.Subgroups}
+	vals := map[string]string{"WG": strconv.Itoa(k.WG), "SG_ARGS": "", "SG_BEGIN": ""}
+	if k.Subgroups {
+		if !reduces(k) {
+			return nil, nil, fmt.Errorf("shader %s: family %s has no subgroup variants", k.Label(), k.Family)
+		}
+		vals["SG_ARGS"] = ", @builtin(subgroup_invocation_id) sg_l: u32, @builtin(subgroup_id) sg_i: u32, @builtin(num_subgroups) sg_n: u32"
+		vals["SG_BEGIN"] = "sg_begin(sg_l, sg_i, sg_n);"
+	}
 	if k.In != "" {
 		vals["XV"] = strconv.Itoa(StagedVecs)
 	}

@@ -6,18 +6,54 @@
 // products summed with float32 FMA, which is exact for up to 1024 products
 // (their sums stay below 2^24); the sums move into int32 every 1024
 // columns, so the result equals the int32 accumulation of matmul.wgsl.
+//
+// DOT4 (int8 only, browsers with packed_4x8_integer_dot_product): the tiles
+// stay packed, four int8 to a word, 64 columns per pass, and the products
+// go through dot4I8Packed straight into int32: no unpacking, a quarter of
+// the instructions, and the same int32 sums.
 #include "common.wgsl"
 
 #include "matmul_params.wgsl"
 @group(0) @binding(1) var<uniform> p: MatmulParams;
+#if DOT4
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> x: array<vec4<u32>>;
+#else
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read> x: array<u32>;
+#endif
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 const BM = 64u; // rows per tile
 const BN = 64u; // tokens per tile
 const BK = 32u; // columns per pass through workgroup memory
 
+#if DOT4
+// wp[v * 64 + slot(r)] is vector v (16 int8 columns) of the pass's 64
+// columns of tile row r; xp likewise for tokens. slot puts row 4*q+i at
+// i*16+q, so the invocations that share a row block (ty) or token block
+// (tx) read neighbouring vectors: 16-byte reads spread over every bank of
+// workgroup memory, where a row-major tile sends them to the same few.
+var<workgroup> wp: array<vec4<u32>, 256>;
+var<workgroup> xp: array<vec4<u32>, 256>;
+
+fn slot(r: u32) -> u32 {
+  return (r % 4u) * 16u + r / 4u;
+}
+
+fn word_at(a: vec4<u32>, i: u32) -> u32 {
+  return a[i % 4u];
+}
+
+// w_word and x_word read the float32 at word i of W's or x's buffer (the
+// per-row and per-token scales).
+fn w_word(i: u32) -> f32 {
+  return bitcast<f32>(word_at(w[i / 4u], i));
+}
+fn x_word(i: u32) -> f32 {
+  return bitcast<f32>(word_at(x[i / 4u], i));
+}
+#else
 // ws[k * 16 + r / 4][r % 4] is W[row0 + r][k0 + k]; xs likewise for tokens.
 var<workgroup> ws: array<vec4<f32>, 512>;
 var<workgroup> xs: array<vec4<f32>, 512>;
@@ -38,7 +74,75 @@ fn stage_x(r: u32, kw: u32, v: u32) {
   }
 }
 #endif
+#endif
 
+
+#if DOT4
+@compute @workgroup_size(256)
+fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let t0 = select(0u, step.first, p.from_first == 1u);
+  let row0 = wg.x * BM;
+  let tok0 = t0 + wg.y * BN;
+  if (tok0 >= step.n) {
+    return; // the whole workgroup
+  }
+  let ty = li / 16u; // rows 4*ty..
+  let tx = li % 16u; // tokens 4*tx..
+  var iacc: array<vec4<i32>, 4>; // iacc[j][i]: token 4*tx+j, row 4*ty+i
+  let vecs = p.cols / 16u;
+  let passes = (vecs + 3u) / 4u;
+  // Each invocation stages one vector of W and one of x per pass.
+  let sr = li / 4u;
+  let sv = li % 4u;
+  for (var kt = 0u; kt < passes; kt++) {
+    let vec = kt * 4u + sv;
+    var wv = vec4<u32>(0u);
+    if (row0 + sr < p.rows && vec < vecs) {
+      wv = w[(row0 + sr) * vecs + vec];
+    }
+    wp[sv * 64u + slot(sr)] = wv;
+    var xv = vec4<u32>(0u);
+    if (tok0 + sr < step.n && vec < vecs) {
+      xv = x[(tok0 + sr) * vecs + vec];
+    }
+    xp[sv * 64u + slot(sr)] = xv;
+    workgroupBarrier();
+    for (var v = 0u; v < 4u; v++) {
+      var a: array<vec4<u32>, 4>;
+      var b: array<vec4<u32>, 4>;
+      for (var i = 0u; i < 4u; i++) {
+        a[i] = wp[v * 64u + i * 16u + ty];
+        b[i] = xp[v * 64u + i * 16u + tx];
+      }
+      for (var j = 0u; j < 4u; j++) {
+        for (var i = 0u; i < 4u; i++) {
+          iacc[j][i] += dot4I8Packed(a[i].x, b[j].x) + dot4I8Packed(a[i].y, b[j].y) +
+                        dot4I8Packed(a[i].z, b[j].z) + dot4I8Packed(a[i].w, b[j].w);
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var j = 0u; j < 4u; j++) {
+    let t = tok0 + 4u * tx + j;
+    if (t >= step.n) {
+      continue;
+    }
+    let xsc = x_word(p.x_scale_word + t);
+    for (var i = 0u; i < 4u; i++) {
+      let row = row0 + 4u * ty + i;
+      if (row >= p.rows) {
+        continue;
+      }
+      var v = f32(iacc[j][i]) * (xsc * w_word(p.w_scale_word + row));
+      if (p.softcap > 0.0) {
+        v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
+      }
+      y[(t - t0) * p.out_stride + p.out_row + row] = v;
+    }
+  }
+}
+#else
 @compute @workgroup_size(256)
 fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let t0 = select(0u, step.first, p.from_first == 1u);
@@ -139,3 +243,4 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     }
   }
 }
+#endif

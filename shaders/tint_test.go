@@ -107,7 +107,8 @@ func browserCheck(t *testing.T, ks []Key) *checkReport {
 // Firefox (naga, as far as its WGSL front end goes), and fails naming each
 // variant that either rejects or that Tint warns about. It also checks
 // what each variant needs of the browser: nothing, except that the Dot4
-// variants need WGSL's packed_4x8_integer_dot_product.
+// variants need WGSL's packed_4x8_integer_dot_product, and the Subgroups
+// ones the subgroups feature and WGSL's subgroup_id.
 func TestVariantsCompileInBrowsers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("compiles every variant through Dawn and naga (about half a minute); make test runs it")
@@ -128,8 +129,14 @@ func TestVariantsCompileInBrowsers(t *testing.T) {
 		}
 		src, _ := Expand(k)
 		var want []string
+		if k.Subgroups {
+			want = append(want, FeatureSubgroups)
+		}
 		if k.Dot4 {
-			want = []string{"packed_4x8_integer_dot_product"}
+			want = append(want, WGSLPackedDot)
+		}
+		if k.Subgroups {
+			want = append(want, WGSLSubgroupID)
 		}
 		if !slices.Equal(res.Needs, want) {
 			t.Errorf("%s needs %v, want %v", k.Label(), res.Needs, want)

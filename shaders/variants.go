@@ -76,6 +76,9 @@ func Variants() []Key {
 				}
 			}
 		}
+		if i8 {
+			ks = append(ks, Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Dot4: true})
+		}
 		for _, wg := range GemvWGs {
 			for tpr := 1; tpr <= wg; tpr *= 2 {
 				// Without a prologue, and with each (gemv.wgsl's STAGED variants).
@@ -103,6 +106,16 @@ func Variants() []Key {
 	)
 	for _, u := range StreamUnrolls {
 		ks = append(ks, Key{Family: "stream", Entry: "stream", WG: StreamWG, TPR: u})
+	}
+	// Every reducing variant has a subgroup form (Tier.Subgroups). The
+	// float32-FMA products are left out: a tier with subgroups replaces
+	// them wherever it also has the packed dot product, which every
+	// browser with subgroups has.
+	for _, k := range ks {
+		if reduces(k) && !k.FMA {
+			k.Subgroups = true
+			ks = append(ks, k)
+		}
 	}
 	return ks
 }

@@ -35,6 +35,10 @@ type Options struct {
 	// invocations, 8 per row, integer products: the fastest on the H100,
 	// bench/RESULTS.md).
 	Gemv Gemv
+	// Fallback runs the fallback tier of kernels even where the device
+	// offers more (shaders.Tier): benchmarks and tests compare the tiers
+	// on one device with it.
+	Fallback bool
 }
 
 // Gemv chooses a variant of the decode matrix-vector product (see
@@ -68,6 +72,7 @@ type Model struct {
 	dev  gpu.Device
 	cfg  *model.Config
 	opt  Options
+	tier shaders.Tier  // what the kernels may use of the device
 	rope [2]model.Rope // RoPE by model.AttnKind
 
 	kernels map[shaders.Key]gpu.Kernel
@@ -125,6 +130,9 @@ func New(dev gpu.Device, cfg *model.Config, w *model.Weights, opt Options) (*Mod
 		return nil, fmt.Errorf("webgpu model: no attention kernels for heads of width %d (shaders.HeadDims: %v)", cfg.HeadDim, shaders.HeadDims)
 	}
 	m := &Model{dev: dev, cfg: cfg, opt: opt, kernels: map[shaders.Key]gpu.Kernel{}}
+	if !opt.Fallback {
+		m.tier = shaders.TierOf(dev.Info())
+	}
 	m.rope[model.Global] = cfg.Rope(model.Global)
 	m.rope[model.Local] = cfg.Rope(model.Local)
 	err := m.upload(w)
@@ -136,8 +144,13 @@ func New(dev gpu.Device, cfg *model.Config, w *model.Weights, opt Options) (*Mod
 	return m, nil
 }
 
-// Name says which backend and adapter this is.
-func (m *Model) Name() string { return "webgpu (" + m.dev.Info().Adapter + ")" }
+// Name says which backend, adapter and tier of kernels this is.
+func (m *Model) Name() string {
+	return "webgpu (" + m.dev.Info().Adapter + ", " + m.tier.String() + " kernels)"
+}
+
+// Tier is the tier of kernels the model runs (see shaders.Tier).
+func (m *Model) Tier() shaders.Tier { return m.tier }
 
 // Close frees the weights. Sequences must be closed first.
 func (m *Model) Close() error {
@@ -165,8 +178,10 @@ func (m *Model) newBuffer(size int64, usage gpu.Usage, label string) (gpu.Buffer
 	return m.dev.NewBuffer(size, usage, label)
 }
 
-// kernel returns the compiled variant k, compiling it on first use.
+// kernel returns the compiled variant k as the model's tier runs it,
+// compiling it on first use.
 func (m *Model) kernel(k shaders.Key) (gpu.Kernel, error) {
+	k = m.tier.Apply(k)
 	if kern, ok := m.kernels[k]; ok {
 		return kern, nil
 	}

@@ -1,0 +1,86 @@
+package shaders
+
+import (
+	"strings"
+
+	"github.com/wick-run/wick/engine/gpu"
+)
+
+// Tier is what a device's kernels may use beyond core WebGPU, chosen from
+// its adapter (gpu.Info). The zero Tier is the fallback that every WebGPU
+// runs (wgpu-native's old naga included); browsers with the features get
+// faster variants of the same sources, selected through Key's flags.
+type Tier struct {
+	// Dot4 is WGSL's packed_4x8_integer_dot_product: int8 products through
+	// dot4I8Packed, one instruction per four products (Dawn/Chrome).
+	Dot4 bool
+	// Subgroups is the subgroups feature with WGSL's subgroup_id: the
+	// workgroup reductions of norms, quantisation scans, softmax and
+	// attention merges go through subgroup operations (Key.Subgroups).
+	Subgroups bool
+}
+
+// WGSLPackedDot is the WGSL language feature Tier.Dot4 needs.
+const WGSLPackedDot = "packed_4x8_integer_dot_product"
+
+// FeatureSubgroups and WGSLSubgroupID are what Tier.Subgroups needs.
+const (
+	FeatureSubgroups = "subgroups"
+	WGSLSubgroupID   = "subgroup_id"
+)
+
+// TierOf is the fastest tier info's device can run.
+func TierOf(info gpu.Info) Tier {
+	return Tier{
+		Dot4:      info.HasWGSL(WGSLPackedDot),
+		Subgroups: info.Has(FeatureSubgroups) && info.HasWGSL(WGSLSubgroupID),
+	}
+}
+
+// String names the tier in benchmarks and notices: "fallback", or what it
+// adds ("dot4+subgroups").
+func (t Tier) String() string {
+	var s []string
+	if t.Dot4 {
+		s = append(s, "dot4")
+	}
+	if t.Subgroups {
+		s = append(s, "subgroups")
+	}
+	if len(s) == 0 {
+		return "fallback"
+	}
+	return strings.Join(s, "+")
+}
+
+// Apply returns k as tier t runs it: the int8 products (gemv, tiled,
+// matmul) take the packed dot product where t has it, which also replaces
+// gemv's float32-FMA path (both are exact; the packed one issues a
+// quarter of the instructions), and the reducing families their subgroup
+// form.
+func (t Tier) Apply(k Key) Key {
+	switch k.Family {
+	case "gemv", "tiled", "matmul":
+		if k.Int8 && t.Dot4 {
+			k.Dot4, k.FMA = true, false
+		}
+	}
+	if t.Subgroups && reduces(k) {
+		k.Subgroups = true
+	}
+	return k
+}
+
+// reduces reports whether variant k reduces over its workgroup through
+// common.wgsl's wg_sum, wg_max or wg_sum_i: the variants that have a
+// Subgroups form. gemv does only in its prologues (its rows' sums stay a
+// tree over the row's invocations).
+func reduces(k Key) bool {
+	switch k.Family {
+	case "prenorm", "quant", "act", "rope", "attn", "norm", "matmul":
+		return true
+	case "gemv":
+		return k.In != ""
+	}
+	return false
+}

@@ -6,9 +6,9 @@
 // option wick does not implement), which checkpoint tensor each of wick's
 // tensors comes from, and the chat template. The rest is shared: reading
 // safetensors (bf16, f16, f32), quantising per output row with package
-// quant, and streaming tensors one at a time into format.Writer, so that
-// memory holds at most one output tensor and a few MiB of input, never the
-// checkpoint.
+// quant, and streaming each tensor a chunk of rows at a time into
+// format.Writer, so that memory holds a few MiB of input and output and a
+// matrix's per-row scales, never a whole tensor.
 package convert
 
 import (
@@ -18,6 +18,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -285,51 +286,65 @@ func specRows(spec model.TensorSpec) int {
 // scaleSuffix names an int8 matrix's per-row scale tensor, as format does.
 const scaleSuffix = ".scale"
 
-// writeTensor reads one checkpoint tensor and adds it to w: norms as
-// float32, matrices as float32 or int8 with a per-row scale.
+// writeTensor reads one checkpoint tensor and streams it into w, a chunk
+// of rows at a time: norms as float32, matrices as float32 or int8 with a
+// per-row scale. Only the scales (4 bytes a row) are kept until the
+// tensor's end, to be written after it.
 func writeTensor(w *format.Writer, t rowSource, hfName string, spec model.TensorSpec, dtype model.DType) error {
 	rows := max(specRows(spec), 1)
 	cols := spec.Cols
+	shape := []int{rows, cols}
+	if spec.Role == model.RoleNorm {
+		shape = shape[1:]
+	}
+	var buf []byte
 	if spec.Role == model.RoleNorm || dtype == model.F32 {
-		out := make([]byte, 4*rows*cols)
-		err := t.rows(cols, func(r int, vals []float32) error {
-			b := out[4*r*cols:]
-			for i, v := range vals {
-				binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+		tw, err := w.BeginTensor(spec.Name, manifestpb.DType_DTYPE_F32, shape, "")
+		if err != nil {
+			return err
+		}
+		err = t.rows(cols, func(r int, vals []float32) error {
+			if err := checkFinite(hfName, r, cols, vals); err != nil {
+				return err
 			}
-			return checkFinite(hfName, r, cols, vals)
+			buf = slices.Grow(buf[:0], 4*len(vals))[:4*len(vals)]
+			for i, v := range vals {
+				binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
+			}
+			_, err := tw.Write(buf)
+			return err
 		})
 		if err != nil {
 			return err
 		}
-		shape := []int{rows, cols}
-		if spec.Role == model.RoleNorm {
-			shape = shape[1:]
-		}
-		return w.AddTensor(spec.Name, manifestpb.DType_DTYPE_F32, shape, out, "")
+		return tw.Close()
 	}
-	// Quantise row by row straight into the bytes the writer takes.
-	q := make([]byte, rows*cols)
+	scale := spec.Name + scaleSuffix
+	tw, err := w.BeginTensor(spec.Name, manifestpb.DType_DTYPE_INT8, shape, scale)
+	if err != nil {
+		return err
+	}
 	rowQ := make([]int8, cols)
 	scales := make([]float32, rows)
-	err := t.rows(cols, func(r int, vals []float32) error {
+	err = t.rows(cols, func(r int, vals []float32) error {
 		if err := checkFinite(hfName, r, cols, vals); err != nil {
 			return err
 		}
+		buf = slices.Grow(buf[:0], len(vals))[:len(vals)]
 		for i := 0; i < len(vals)/cols; i++ {
 			scales[r+i] = quant.Quantize(rowQ, vals[i*cols:(i+1)*cols])
-			dst := q[(r+i)*cols:]
+			dst := buf[i*cols:]
 			for j, v := range rowQ {
 				dst[j] = byte(v)
 			}
 		}
-		return nil
+		_, err := tw.Write(buf)
+		return err
 	})
 	if err != nil {
 		return err
 	}
-	scale := spec.Name + scaleSuffix
-	if err := w.AddTensor(spec.Name, manifestpb.DType_DTYPE_INT8, []int{rows, cols}, q, scale); err != nil {
+	if err := tw.Close(); err != nil {
 		return err
 	}
 	sb := make([]byte, 4*rows)

@@ -33,9 +33,10 @@ type Writer struct {
 	tensors   []*manifestpb.Tensor
 	names     map[string]bool
 	shards    []*manifestpb.Shard
-	cur       *tempFile // the shard being filled; nil between shards
-	created   []string  // files this Writer added to dir, removed by Abort
-	err       error     // sticky: set once the Writer has failed or finished
+	cur       *tempFile     // the shard being filled; nil between shards
+	open      *TensorWriter // the tensor being written, between BeginTensor and its Close
+	created   []string      // files this Writer added to dir, removed by Abort
+	err       error         // sticky: set once the Writer has failed or finished
 }
 
 var errFinished = errors.New("writer already finished")
@@ -77,70 +78,173 @@ func (w *Writer) AddTensor(name string, dtype manifestpb.DType, shape []int, dat
 }
 
 func (w *Writer) addTensor(name string, dtype manifestpb.DType, shape []int, data []byte, scale string) error {
-	if w.err != nil {
-		return fmt.Errorf("tensor %q: %w", name, w.err)
+	t, size, err := w.newTensor(name, dtype, shape, scale)
+	if err == nil && uint64(len(data)) != size {
+		err = fmt.Errorf("%d bytes of data, but %v %v is %d bytes", len(data), dtype, shape, size)
 	}
-	t, err := w.newTensor(name, dtype, shape, data, scale)
+	if err == nil && dtype == manifestpb.DType_DTYPE_F32 {
+		err = checkFinite(data)
+	}
 	if err != nil {
 		return fmt.Errorf("tensor %q: %w", name, err)
 	}
-	if err := w.place(t, data); err != nil {
-		w.fail(err)
-		return fmt.Errorf("tensor %q: %w", name, err)
+	tw := w.begin(t, size)
+	if _, err := tw.write(data); err != nil {
+		return err
 	}
-	w.names[name] = true
-	w.tensors = append(w.tensors, t)
+	return tw.close()
+}
+
+// BeginTensor starts a tensor as AddTensor adds one, for a caller that
+// has its bytes only piece by piece (a converter, which must never hold a
+// whole tensor): it writes them in order through the TensorWriter and ends
+// with its Close. No other tensor may be added until then. A refused
+// argument to BeginTensor leaves the Writer usable; any error of Write or
+// Close aborts it, as the caller's Abort does.
+func (w *Writer) BeginTensor(name string, dtype manifestpb.DType, shape []int, scale string) (*TensorWriter, error) {
+	t, size, err := w.newTensor(name, dtype, shape, scale)
+	if err != nil {
+		return nil, fmt.Errorf("write model %s: tensor %q: %w", w.dir, name, err)
+	}
+	return w.begin(t, size), nil
+}
+
+// A TensorWriter takes the bytes of one tensor in order; see BeginTensor.
+type TensorWriter struct {
+	w     *Writer
+	t     *manifestpb.Tensor
+	left  uint64 // bytes still to come
+	elem  int    // bytes per element: Write takes whole ones
+	begun bool   // the tensor's placement (padding or a new shard) is done
+}
+
+// Write appends p, whole elements of the tensor's dtype (float32 ones must
+// be finite), to the tensor.
+func (tw *TensorWriter) Write(p []byte) (int, error) {
+	n, err := tw.write(p)
+	if err != nil {
+		return n, fmt.Errorf("write model %s: %w", tw.w.dir, err)
+	}
+	return n, nil
+}
+
+// Close ends the tensor, which must have had all its bytes, and records it.
+func (tw *TensorWriter) Close() error {
+	if err := tw.close(); err != nil {
+		return fmt.Errorf("write model %s: %w", tw.w.dir, err)
+	}
 	return nil
 }
 
-// newTensor checks the arguments of AddTensor and returns the tensor without
-// pieces; nothing is written yet, so a bad call leaves the Writer usable.
-func (w *Writer) newTensor(name string, dtype manifestpb.DType, shape []int, data []byte, scale string) (*manifestpb.Tensor, error) {
+// begin returns the TensorWriter of t, size bytes; nothing is written yet.
+func (w *Writer) begin(t *manifestpb.Tensor, size uint64) *TensorWriter {
+	tw := &TensorWriter{w: w, t: t, left: size, elem: int(dtypeSize(t.Dtype))}
+	w.open = tw
+	return tw
+}
+
+func (tw *TensorWriter) write(p []byte) (int, error) {
+	w := tw.w
+	err := w.err
+	switch {
+	case err != nil:
+	case w.open != tw:
+		err = errors.New("written after Close")
+	case uint64(len(p)) > tw.left:
+		err = fmt.Errorf("%d more bytes, but only %d are left of the tensor", len(p), tw.left)
+	case len(p)%tw.elem != 0:
+		err = fmt.Errorf("%d bytes is not a whole number of %d-byte elements", len(p), tw.elem)
+	case tw.t.Dtype == manifestpb.DType_DTYPE_F32:
+		err = checkFinite(p)
+	}
+	if err == nil && !tw.begun {
+		tw.begun = true
+		err = w.startTensor(tw.left) // nothing is written yet: left is the whole size
+	}
+	if err == nil {
+		err = w.place(tw.t, p)
+	}
+	if err != nil {
+		w.fail(err)
+		return 0, fmt.Errorf("tensor %q: %w", tw.t.Name, err)
+	}
+	tw.left -= uint64(len(p))
+	return len(p), nil
+}
+
+func (tw *TensorWriter) close() error {
+	w := tw.w
+	err := w.err
+	switch {
+	case err != nil:
+	case w.open != tw:
+		err = errors.New("closed twice")
+	case tw.left != 0:
+		err = fmt.Errorf("closed with %d of its bytes not written", tw.left)
+	}
+	if err != nil {
+		w.fail(err)
+		return fmt.Errorf("tensor %q: %w", tw.t.Name, err)
+	}
+	w.open = nil
+	w.names[tw.t.Name] = true
+	w.tensors = append(w.tensors, tw.t)
+	return nil
+}
+
+// newTensor checks the arguments of AddTensor and BeginTensor and returns
+// the tensor without pieces and its size; nothing is written yet, so a bad
+// call leaves the Writer usable.
+func (w *Writer) newTensor(name string, dtype manifestpb.DType, shape []int, scale string) (*manifestpb.Tensor, uint64, error) {
+	if w.err != nil {
+		return nil, 0, w.err
+	}
+	if w.open != nil {
+		return nil, 0, fmt.Errorf("tensor %q is still being written", w.open.t.Name)
+	}
 	if name == "" {
-		return nil, errors.New("empty name")
+		return nil, 0, errors.New("empty name")
 	}
 	if w.names[name] {
-		return nil, errors.New("added twice")
+		return nil, 0, errors.New("added twice")
 	}
 	dims := make([]uint64, len(shape))
 	for i, d := range shape {
 		if d <= 0 {
-			return nil, fmt.Errorf("shape %v has a dim that is not positive", shape)
+			return nil, 0, fmt.Errorf("shape %v has a dim that is not positive", shape)
 		}
 		dims[i] = uint64(d)
 	}
 	size, err := tensorBytes(dtype, dims)
 	if err != nil {
-		return nil, err
-	}
-	if uint64(len(data)) != size {
-		return nil, fmt.Errorf("%d bytes of data, but %v %v is %d bytes", len(data), dtype, shape, size)
+		return nil, 0, err
 	}
 	if (dtype == manifestpb.DType_DTYPE_INT8) != (scale != "") {
-		return nil, fmt.Errorf("%v tensor with scale %q: int8 tensors, and only they, name a scale tensor", dtype, scale)
+		return nil, 0, fmt.Errorf("%v tensor with scale %q: int8 tensors, and only they, name a scale tensor", dtype, scale)
 	}
-	if dtype == manifestpb.DType_DTYPE_F32 {
-		if err := checkFinite(data); err != nil {
-			return nil, err
-		}
-	}
-	return &manifestpb.Tensor{Name: name, Dtype: dtype, Shape: dims, Scale: scale}, nil
+	return &manifestpb.Tensor{Name: name, Dtype: dtype, Shape: dims, Scale: scale}, size, nil
 }
 
-// place writes data into shards and records its pieces in t.
-func (w *Writer) place(t *manifestpb.Tensor, data []byte) error {
-	if w.cur != nil {
-		start := alignUp(w.cur.size)
-		if start+uint64(len(data)) > w.shardSize {
-			// Close this shard rather than split a tensor that fits whole in
-			// a fresh one: fewer pieces, fewer requests for one tensor.
-			if err := w.closeShard(); err != nil {
-				return err
-			}
-		} else if _, err := w.cur.Write(zeros[:start-w.cur.size]); err != nil {
-			return err
-		}
+// startTensor places the start of a tensor of size bytes: at the next
+// aligned offset of the current shard, or in a new shard when it would not
+// fit the rest of this one.
+func (w *Writer) startTensor(size uint64) error {
+	if w.cur == nil {
+		return nil
 	}
+	start := alignUp(w.cur.size)
+	if start+size > w.shardSize {
+		// Close this shard rather than split a tensor that fits whole in
+		// a fresh one: fewer pieces, fewer requests for one tensor.
+		return w.closeShard()
+	}
+	_, err := w.cur.Write(zeros[:start-w.cur.size])
+	return err
+}
+
+// place writes data, the next bytes of t, into shards and records its
+// pieces in t, merging with t's last piece where it continues it.
+func (w *Writer) place(t *manifestpb.Tensor, data []byte) error {
 	for len(data) > 0 {
 		if w.cur == nil {
 			f, err := newTempFile(w.dir)
@@ -151,7 +255,12 @@ func (w *Writer) place(t *manifestpb.Tensor, data []byte) error {
 		}
 		chunk := min(uint64(len(data)), w.shardSize-w.cur.size)
 		// The shard's index is the one it will get when it is closed.
-		t.Pieces = append(t.Pieces, &manifestpb.Piece{Shard: uint32(len(w.shards)), Offset: w.cur.size, Length: chunk})
+		shard := uint32(len(w.shards))
+		if n := len(t.Pieces); n > 0 && t.Pieces[n-1].Shard == shard && t.Pieces[n-1].Offset+t.Pieces[n-1].Length == w.cur.size {
+			t.Pieces[n-1].Length += chunk
+		} else {
+			t.Pieces = append(t.Pieces, &manifestpb.Piece{Shard: shard, Offset: w.cur.size, Length: chunk})
+		}
 		if _, err := w.cur.Write(data[:chunk]); err != nil {
 			return err
 		}
@@ -208,6 +317,9 @@ func (w *Writer) finish(name string, cfg *model.Config, tokenizerPath string, ch
 	}
 	if cfg == nil {
 		return errors.New("no config")
+	}
+	if w.open != nil {
+		return fmt.Errorf("tensor %q was begun but not closed", w.open.t.Name)
 	}
 	if w.cur != nil {
 		if err := w.closeShard(); err != nil {

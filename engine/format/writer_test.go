@@ -3,6 +3,7 @@ package format
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"testing"
@@ -218,5 +219,116 @@ func TestWriterStreams(t *testing.T) {
 	}
 	if n := len(w.tensors[0].Pieces); n != 16 {
 		t.Errorf("%d pieces, want 16", n)
+	}
+}
+
+// TestBeginTensor checks that a tensor written piece by piece through
+// BeginTensor gives the same shards and manifest entries as AddTensor,
+// pieces merged where they continue one another, and that misuse is
+// refused naming the tensor: adding or finishing while a tensor is open,
+// too many bytes, part elements, a short Close, a non-finite float; the
+// errors after bytes were written abort the Writer and leave no files.
+func TestBeginTensor(t *testing.T) {
+	const f32 = manifestpb.DType_DTYPE_F32
+	data := make([]byte, 4*700)
+	for i := range data {
+		data[i] = byte(i % 61) // finite float32 values
+	}
+	write := func(t *testing.T, stream bool) (*Writer, string) {
+		dir := t.TempDir()
+		w, err := NewWriter(dir, 1024)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.AddTensor("small", f32, []int{3}, data[:12], ""); err != nil {
+			t.Fatal(err)
+		}
+		if !stream {
+			if err := w.AddTensor("big", f32, []int{7, 100}, data, ""); err != nil {
+				t.Fatal(err)
+			}
+			return w, dir
+		}
+		tw, err := w.BeginTensor("big", f32, []int{7, 100}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := 0; off < len(data); off += 400 { // rows, and pieces across shard ends
+			if _, err := tw.Write(data[off:min(off+400, len(data))]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return w, dir
+	}
+	whole, _ := write(t, false)
+	defer whole.Abort()
+	streamed, dir := write(t, true)
+	if !reflect.DeepEqual(whole.tensors, streamed.tensors) || !reflect.DeepEqual(whole.cur.sum(), streamed.cur.sum()) {
+		t.Errorf("streamed tensor placed as %v, AddTensor as %v", streamed.tensors, whole.tensors)
+	}
+	if err := streamed.Finish("m", tinyConfig(model.F32, true), "", nil); err == nil {
+		// The config's tensors are missing: Finish must still refuse, and
+		// is here only to end the Writer.
+		t.Fatal("finish of a model without its tensors succeeded")
+	}
+	checkNoTemps(t, dir)
+
+	for _, c := range []struct {
+		name string
+		do   func(w *Writer, tw *TensorWriter) error
+		want string
+	}{
+		{"add while open", func(w *Writer, tw *TensorWriter) error {
+			return w.AddTensor("other", f32, []int{1}, data[:4], "")
+		}, `tensor "t" is still being written`},
+		{"finish while open", func(w *Writer, tw *TensorWriter) error {
+			return w.Finish("m", tinyConfig(model.F32, true), "", nil)
+		}, `tensor "t" was begun but not closed`},
+		{"too many bytes", func(w *Writer, tw *TensorWriter) error {
+			_, err := tw.Write(data[:20])
+			return err
+		}, "20 more bytes, but only 16 are left"},
+		{"part element", func(w *Writer, tw *TensorWriter) error {
+			_, err := tw.Write(data[:6])
+			return err
+		}, "6 bytes is not a whole number of 4-byte elements"},
+		{"short close", func(w *Writer, tw *TensorWriter) error {
+			if _, err := tw.Write(data[:8]); err != nil {
+				return err
+			}
+			return tw.Close()
+		}, "closed with 8 of its bytes not written"},
+		{"infinity", func(w *Writer, tw *TensorWriter) error {
+			if _, err := tw.Write(data[:8]); err != nil {
+				return err
+			}
+			_, err := tw.Write([]byte{0, 0, 0x80, 0x7f})
+			return err
+		}, "Inf"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			w, err := NewWriter(dir, 1024)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Abort()
+			if err := w.AddTensor("first", f32, []int{300}, data[:1200], ""); err != nil {
+				t.Fatal(err)
+			}
+			tw, err := w.BeginTensor("t", f32, []int{4}, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkErr(t, c.do(w, tw), c.want)
+			if c.name != "add while open" {
+				if left := dirFiles(t, dir); len(left) != 0 {
+					t.Errorf("a failed tensor left %v", left)
+				}
+			}
+		})
 	}
 }

@@ -577,3 +577,77 @@ func TestHTTPSSelfSigned(t *testing.T) {
 	checkTurn(t, "https turn 1", r, want[0], true)
 	t.Logf("https at %s (certificate for %v): chatted on WebGPU", s.URL, names)
 }
+
+// TestContinueAndProgress works Continue and the prefill's progress on the
+// CPU: the page shows how far it has read the conversation ("Reading the
+// conversation… N%", the engine's reports growing to the prompt's
+// length); a reply cut at 4 tokens is continued for 6 more in place (the
+// same message, its text grown), which gives the native engine's reply of
+// 10; a reload restores the continued reply, and the next turn is the
+// native engine's after it.
+func TestContinueAndProgress(t *testing.T) {
+	steps := []step{{"send", "Hello, what is your bakery like?"}, {"send", "Tell me more."}}
+	want := nativeChat(t, steps...)
+	if len(want[0].Tokens) != maxTokens {
+		t.Fatalf("the native reply has %d tokens, the test needs %d", len(want[0].Tokens), maxTokens)
+	}
+	b := newBrowser(t, false)
+	s := startSite(t, "")
+	openPage(t, b, s.URL+"/?backend=cpu")
+	js(t, b, "watch the status", `window.statusSeen = [];
+		const st = document.getElementById('status');
+		new MutationObserver(() => window.statusSeen.push(st.textContent)).observe(st, {childList: true, characterData: true, subtree: true});`)
+	first := sendN(t, b, steps[0].text, 4)
+	if !slices.Equal(first.Reply.Tokens, want[0].Tokens[:4]) || first.Reply.Finish != "length" {
+		t.Fatalf("the cut reply is %v (%s), want %v", first.Reply.Tokens, first.Reply.Finish, want[0].Tokens[:4])
+	}
+
+	// Progress: reports that grow to the prompt's length, shown in words.
+	progress := eval[[][2]int](t, b, `window.wick.progress`)
+	seen := eval[[]string](t, b, `window.statusSeen.filter((s) => s.startsWith('Reading the conversation'))`)
+	t.Logf("progress %v; shown %q", progress, seen)
+	if len(progress) < 2 {
+		t.Fatalf("%d progress reports for a prompt of %d tokens", len(progress), first.Reply.Prompt)
+	}
+	for i, p := range progress {
+		if p[1] != first.Reply.Prompt || p[0] <= 0 || i > 0 && p[0] <= progress[i-1][0] {
+			t.Fatalf("progress reports %v for a prompt of %d tokens", progress, first.Reply.Prompt)
+		}
+	}
+	if last := progress[len(progress)-1]; last[0] != last[1] {
+		t.Errorf("progress ended at %v", last)
+	}
+	if len(seen) == 0 || !strings.HasSuffix(seen[len(seen)-1], "100%") {
+		t.Errorf("the status showed %q, want the reading's progress up to 100%%", seen)
+	}
+
+	// Continue the cut reply.
+	last := len(openChatState(t, b).Messages) - 1
+	js(t, b, "six more tokens", `window.wick.lastReply = null; document.getElementById('max-tokens').value = 6`)
+	msgButton(t, b, last, "continue")
+	r := waitReply(t, b)
+	if !slices.Equal(r.Reply.Tokens, want[0].Tokens[4:]) || !slices.Equal(r.Streamed, want[0].Tokens[4:]) {
+		t.Fatalf("continue gave %v (streamed %v), want %v", r.Reply.Tokens, r.Streamed, want[0].Tokens[4:])
+	}
+	if r.Reply.Prompt != 1 {
+		t.Errorf("continue read %d tokens of the prompt again, want only the reply's last (1)", r.Reply.Prompt)
+	}
+	c := openChatState(t, b)
+	m := c.Messages[len(c.Messages)-1]
+	// (The cut reply may end inside a character, which the continuation
+	// completes: its text is not always a prefix of the whole.)
+	if len(c.Messages) != last+1 || !slices.Equal(m.IDs, want[0].Tokens) || len(m.Text) <= len(first.Reply.Text) {
+		t.Fatalf("after continue: %d messages, the last %+v; want %d, the reply of %d grown from %q", len(c.Messages), m, last+1, maxTokens, first.Reply.Text)
+	}
+	if r.LastText != m.Text || len(m.Swipes) != 1 || m.Swipes[0].Text != m.Text || m.Swipe != 0 {
+		t.Errorf("the page shows %q for the message %q (swipes %d)", r.LastText, m.Text, len(m.Swipes))
+	}
+
+	// A reload restores it; the next turn goes on from the whole reply.
+	reload(t, b)
+	if got := shownTexts(t, b); got[len(got)-1] != m.Text {
+		t.Fatalf("after a reload the reply shows %q, want %q", got[len(got)-1], m.Text)
+	}
+	next := send(t, b, steps[1].text)
+	checkTurn(t, "the turn after continue and a reload", next, want[1], false)
+}

@@ -155,6 +155,9 @@ function perToken(c, n) {
     commandsPerList: runs ? c.commands / runs : 0,
     encodeMsPerList: runs ? c.runMs / runs : 0, // JS time to replay one list into WebGPU calls
     gpuCallsPerToken: (c.gpuCalls || 0) / n,
+    // Each import's calls per token ("run", "map", "status", ...): what the
+    // crossings are made of.
+    importsPerToken: Object.fromEntries(Object.entries(c).filter(([k]) => k.startsWith('import:')).map(([k, v]) => [k.slice(7), v / n])),
   };
 }
 

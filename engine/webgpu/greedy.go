@@ -1,22 +1,20 @@
 package webgpu
 
 import (
-	"encoding/binary"
 	"fmt"
 	"time"
 
-	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/shaders"
 )
 
 // Greedy decodes steps tokens after token (at position start) with the
 // argmax taken on the GPU: each step's id stays in the ids buffer for the
-// next step's embedding gather, so steps are submitted back to back with
-// no readback between them. The ids are copied out by the last step's
-// command buffer and read back once, at the end.
+// next step's embedding gather, so the steps run back to back in one
+// command list (see runBatch) with no readback between them. The ids are
+// read back once, at the end.
 // It is DESIGN.md's decode loop in its simplest form (greedy, no stop token).
 func (s *Sequence) Greedy(token int32, start, steps int) ([]int32, error) {
-	m, c := s.m, s.m.cfg
+	c := s.m.cfg
 	if steps <= 0 {
 		return nil, nil
 	}
@@ -26,53 +24,14 @@ func (s *Sequence) Greedy(token int32, start, steps int) ([]int32, error) {
 	if start < 0 || start+steps > s.lay.Context {
 		return nil, fmt.Errorf("greedy: positions %d..%d outside the KV arena's context of %d", start, start+steps-1, s.lay.Context)
 	}
-	size := int64(steps) * 4
-	out, err := s.m.newBuffer(size, gpu.Storage, "greedy_ids")
-	if err != nil {
+	if err := s.growBatch(steps); err != nil {
 		return nil, fmt.Errorf("greedy: %w", err)
 	}
-	defer m.dev.FreeBuffer(out)
-	back, err := m.dev.NewBuffer((size+7)&^7, gpu.MapRead, "greedy_readback")
+	ids, err := s.runBatch(token, start, steps, s.pick, nil)
 	if err != nil {
-		return nil, fmt.Errorf("greedy: %w", err)
+		return nil, fmt.Errorf("greedy: positions %d..%d: %w", start, start+steps-1, err)
 	}
-	defer m.dev.FreeBuffer(back)
-	for i := 0; i < steps; i++ {
-		e := &s.enc
-		e.Reset()
-		pos := start + i
-		if i == 0 {
-			e.Write(s.ids, 0, binary.LittleEndian.AppendUint32(nil, uint32(token)))
-		}
-		s.recordDecode(pos)
-		s.commit(pos, 1)
-		e.Copy(s.ids, 0, out, int64(i)*4, 4)
-		if i == steps-1 {
-			e.Copy(out, 0, back, 0, size)
-		}
-		if err := e.Err(); err != nil {
-			return nil, fmt.Errorf("greedy: step %d: %w", i, err)
-		}
-		if err := m.dev.Run(e.Bytes()); err != nil {
-			return nil, fmt.Errorf("greedy: step %d: %w", i, err)
-		}
-	}
-	ids := make([]int32, steps)
-	var mapErr error
-	if err := m.dev.Map(back, 0, (size+7)&^7, func(data []byte, err error) {
-		mapErr = err
-		for i := range ids {
-			if err == nil {
-				ids[i] = int32(binary.LittleEndian.Uint32(data[4*i:]))
-			}
-		}
-	}); err != nil {
-		return nil, fmt.Errorf("greedy: read ids: %w", err)
-	}
-	if err := m.dev.Poll(true); err != nil {
-		return nil, fmt.Errorf("greedy: read ids: %w", err)
-	}
-	return ids, mapErr
+	return ids, nil
 }
 
 // recordDecode records into s.enc one decode step of the token in ids[0]

@@ -44,6 +44,7 @@ type Sequence struct {
 	plans      []pending // while building
 	inHead     bool      // while building: sites being added compute logits
 	enc        gpu.Encoder
+	batch      batchBufs // decode batches' buffers (batch.go)
 	ropeTab    []float32
 	end        int // one past the last position written (Forward, Greedy, Restore): what Snapshot can still read
 }
@@ -87,6 +88,7 @@ func (s *Sequence) Context() int { return s.lay.Context }
 
 // Close frees the sequence's buffers and bind groups.
 func (s *Sequence) Close() error {
+	s.freeBatch()
 	for _, g := range s.groups {
 		s.m.dev.FreeBindGroup(g)
 	}

@@ -1,0 +1,126 @@
+//go:build !js && !wasip1
+
+package webgpu
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/wick-run/wick/engine/gpu"
+	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/engine/sample"
+	"github.com/wick-run/wick/internal/testmodel"
+)
+
+// countingDevice counts the calls that would each cross into JS in a
+// browser.
+type countingDevice struct {
+	gpu.Device
+	runs, maps, waits, makes, frees int
+}
+
+func (d *countingDevice) Run(cmds []byte) error { d.runs++; return d.Device.Run(cmds) }
+func (d *countingDevice) Map(b gpu.Buffer, off, size int64, done func([]byte, error)) error {
+	d.maps++
+	return d.Device.Map(b, off, size, done)
+}
+func (d *countingDevice) Poll(wait bool) error {
+	if wait {
+		d.waits++
+	}
+	return d.Device.Poll(wait)
+}
+func (d *countingDevice) NewBuffer(size int64, u gpu.Usage, label string) (gpu.Buffer, error) {
+	d.makes++
+	return d.Device.NewBuffer(size, u, label)
+}
+func (d *countingDevice) NewBindGroup(k gpu.Kernel, b []gpu.Binding) (gpu.BindGroup, error) {
+	d.makes++
+	return d.Device.NewBindGroup(k, b)
+}
+func (d *countingDevice) FreeBuffer(b gpu.Buffer)       { d.frees++; d.Device.FreeBuffer(b) }
+func (d *countingDevice) FreeBindGroup(g gpu.BindGroup) { d.frees++; d.Device.FreeBindGroup(g) }
+
+// TestBatchIsOneCommandList decodes greedy and sampled batches and checks
+// that each is one command list, one readback and one wait, and that a
+// batch no larger than the ones before makes and frees nothing. The picks
+// of a batch of k steps must be those of k batches of one step (the
+// sampler's step and history carried from batch to batch), so every step
+// of a batch reads its own position's Step block and RoPE rows.
+func TestBatchIsOneCommandList(t *testing.T) {
+	cfg := testmodel.CAIShaped(testVocab, model.Int8)
+	w := testmodel.Random(cfg, 3)
+	const start, steps = 5, 8
+	prompt := randomTokens(start+1, 9)
+	for _, tc := range []struct {
+		name string
+		p    *sample.Params // nil: greedy
+	}{
+		{"greedy", nil},
+		{"sampled", &sample.Params{Temperature: 0.9, TopP: 0.95, RepetitionPenalty: 1.2, Seed: 7}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cd := &countingDevice{Device: device(t)}
+			gm, err := New(cd, cfg, w, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer gm.Close()
+			s, err := gm.NewSequence(64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			logits := make([]float32, cfg.Vocab)
+			decode := func(token int32, pos, k int, history []int32) []int32 {
+				t.Helper()
+				var ids []int32
+				var err error
+				if tc.p == nil {
+					ids, err = s.Greedy(token, pos, k)
+				} else {
+					ids, err = s.Sample(token, pos, k, *tc.p, uint32(pos-start), history)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				return ids
+			}
+			// Every run starts from the prompt's KV again: the local
+			// layers' rings hold only the last window of positions.
+			prefill := func() {
+				t.Helper()
+				if err := s.Forward(prompt[:start], 0, logits); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Step by step: batches of one.
+			prefill()
+			history := slices.Clone(prompt)
+			var one []int32
+			for i := range steps {
+				id := decode(history[len(history)-1], start+i, 1, history)[0]
+				one = append(one, id)
+				history = append(history, id)
+			}
+			// The same steps as one batch, twice: the second batch must
+			// reuse what the first made.
+			for try := range 2 {
+				prefill()
+				before := *cd
+				got := decode(prompt[start], start, steps, prompt)
+				if !slices.Equal(got, one) {
+					t.Fatalf("try %d: a batch of %d picked %v, batches of one %v", try, steps, got, one)
+				}
+				d := fmt.Sprintf("runs %d, maps %d, waits %d", cd.runs-before.runs, cd.maps-before.maps, cd.waits-before.waits)
+				if d != "runs 1, maps 1, waits 1" {
+					t.Errorf("try %d: a batch of %d steps made %s; want one of each", try, steps, d)
+				}
+				if try == 1 && (cd.makes != before.makes || cd.frees != before.frees) {
+					t.Errorf("a second batch made %d objects and freed %d; want none", cd.makes-before.makes, cd.frees-before.frees)
+				}
+			}
+		})
+	}
+}

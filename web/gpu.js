@@ -10,6 +10,7 @@
 
 const USAGE_STORAGE = 1, USAGE_UNIFORM = 2, USAGE_MAP_READ = 4;
 const OP_WRITE = 1, OP_DISPATCH = 2, OP_COPY = 3;
+const SPLIT_DISPATCHES = 64; // engine/gpu.SplitDispatches
 
 const unsigned = (v) => (typeof v === 'number' ? v >>> 0 : v);
 
@@ -309,9 +310,10 @@ export class GPUBridge {
     return imp;
   }
 
-  // #run replays one command list (engine/gpu/encoding.go) into one
-  // command buffer: writes first, then dispatches and copies in order,
-  // consecutive dispatches sharing a compute pass.
+  // #run replays one command list (engine/gpu/encoding.go) into command
+  // buffers (one, unless it is long: see SPLIT_DISPATCHES): writes first,
+  // then dispatches and copies in order, consecutive dispatches sharing a
+  // compute pass.
   #run(ptr, len) {
     const c = this.counters;
     if (len % 4) throw new Error(`command list of ${len} bytes is not whole words`);
@@ -322,8 +324,22 @@ export class GPUBridge {
     // them only when they change saves WebGPU calls (each one is a call
     // into the browser's GPU process machinery).
     let pipeline = null, group = null;
-    const timed = this.timing ? { n: 0, labels: [] } : null;
+    let timed = this.timing ? { n: 0, labels: [] } : null;
     const endPass = () => { if (pass) { pass.end(); c.gpuCalls++; pass = null; pipeline = group = null; } };
+    // A list may hold a whole decode batch. Once SPLIT_DISPATCHES
+    // dispatches have gathered, what is encoded is submitted before the
+    // next compute pass begins, so the GPU runs a batch's first steps
+    // while JS encodes the rest; the queue keeps the order (see
+    // engine/gpu/encoding.go).
+    let dispatches = 0;
+    const submit = () => {
+      endPass();
+      if (timed && timed.n) { this.#resolveTimes(enc, timed); timed = { n: 0, labels: [] }; }
+      q.submit([enc.finish()]);
+      c.gpuCalls += 2;
+      enc = null;
+      dispatches = 0;
+    };
     for (let i = 0; i < words.length;) {
       const op = words[i];
       c.commands++;
@@ -335,7 +351,9 @@ export class GPUBridge {
         c.gpuCalls++;
         i += 4 + ((n + 3) >>> 2);
       } else if (op === OP_DISPATCH) {
+        if (enc && dispatches >= SPLIT_DISPATCHES && (!pass || timed)) submit();
         if (!enc) { enc = this.device.createCommandEncoder(); c.gpuCalls++; }
+        dispatches++;
         const kernel = this.#get('kernel', words[i + 1]);
         if (timed) {
           // One pass per dispatch, timestamps at its ends.
@@ -380,12 +398,7 @@ export class GPUBridge {
         fp.end();
       }
     }
-    if (enc) {
-      endPass();
-      if (timed && timed.n) this.#resolveTimes(enc, timed);
-      q.submit([enc.finish()]);
-      c.gpuCalls += 2;
-    }
+    if (enc) submit();
   }
 
   // injectFault makes the next command list fail WebGPU's validation

@@ -19,11 +19,23 @@ import (
 // command buffer that holds the dispatches and copies, in order. Dispatches
 // in a row share one compute pass; WebGPU orders them and makes each see
 // the storage writes of the ones before.
+//
+// A list may hold several steps (a decode batch). So that the GPU starts on
+// the first while the rest is still being encoded, an executor submits what
+// it has encoded before it begins a compute pass once SplitDispatches
+// dispatches have gathered since its last submit: the queue runs command
+// buffers in order, so the split changes nothing the list computes.
 const (
 	opWrite    = 1
 	opDispatch = 2
 	opCopy     = 3
 )
+
+// SplitDispatches is how many dispatches an executor encodes before it
+// submits them at the next compute pass it begins (web/gpu.js mirrors it):
+// about one decode step of the smallest models, a third of one of
+// Gemma-3-1B's, so a batch's steps start on the GPU one by one.
+const SplitDispatches = 64
 
 // Encoder records a command list.
 type Encoder struct {

@@ -120,8 +120,9 @@ type Device interface {
 	NewKernel(src KernelSource) (Kernel, error)
 	// NewBindGroup binds buffer ranges to k's bindings.
 	NewBindGroup(k Kernel, bindings []Binding) (BindGroup, error)
-	// Run replays a command list (see Encoder) into one command buffer and
-	// submits it. It does not wait for the GPU.
+	// Run replays a command list (see Encoder) into one command buffer, or
+	// a long one into several in order (SplitDispatches), and submits it.
+	// It does not wait for the GPU.
 	Run(cmds []byte) error
 	// Map reads size bytes of a MapRead buffer at offset (multiple of 8)
 	// once all submitted work is done, and calls done with them (the slice

@@ -199,8 +199,29 @@ func (n *native) Run(cmds []byte) error {
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
-	defer enc.Release()
+	defer func() {
+		if enc != nil {
+			enc.Release()
+		}
+	}()
 	var pass *wgpu.ComputePassEncoder
+	dispatches := 0 // in enc
+	// submit finishes enc, submits it and starts the next (SplitDispatches).
+	submit := func() error {
+		cb, err := enc.Finish(nil)
+		enc.Release()
+		enc = nil
+		if err != nil {
+			return fmt.Errorf("finish: %w", err)
+		}
+		n.queue.Submit(cb)
+		cb.Release()
+		if enc, err = n.dev.CreateCommandEncoder(nil); err != nil {
+			return err
+		}
+		dispatches = 0
+		return nil
+	}
 	endPass := func() error {
 		if pass == nil {
 			return nil
@@ -223,8 +244,14 @@ func (n *native) Run(cmds []byte) error {
 				return fmt.Errorf("dispatch of kernel %d: no bind group %d", c.Kernel, c.Group)
 			}
 			if pass == nil {
+				if dispatches >= SplitDispatches {
+					if err := submit(); err != nil {
+						return err
+					}
+				}
 				pass = enc.BeginComputePass(nil)
 			}
+			dispatches++
 			pass.SetPipeline(n.kernels[c.Kernel-1])
 			pass.SetBindGroup(0, n.groups[c.Group-1], nil)
 			pass.DispatchWorkgroups(c.X, c.Y, c.Z)

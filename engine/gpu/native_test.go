@@ -83,6 +83,66 @@ func TestRunDispatchCopyRead(t *testing.T) {
 	}
 }
 
+// TestLongListKeepsOrder runs a list of many dependent dispatches, passes
+// broken by copies, that the executor submits as several command buffers
+// (SplitDispatches): each dispatch adds one to what the one before wrote,
+// so any reordering or lost part shows in the sum.
+func TestLongListKeepsOrder(t *testing.T) {
+	d := openTest(t)
+	const n, count = 100, 5*SplitDispatches + 1
+	var bufs [3]Buffer
+	for i := range bufs {
+		var err error
+		if bufs[i], err = d.NewBuffer(4*n, Storage, "buf"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k, err := d.NewKernel(KernelSource{Label: "add_one", WGSL: addOne, Entry: "main"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// there: bufs[0] -> bufs[1]; back: bufs[1] -> bufs[0].
+	there, err := d.NewBindGroup(k, []Binding{{Slot: 0, Buffer: bufs[0]}, {Slot: 1, Buffer: bufs[1]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := d.NewBindGroup(k, []Binding{{Slot: 0, Buffer: bufs[1]}, {Slot: 1, Buffer: bufs[0]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := make([]float32, n)
+	for i := range in {
+		in[i] = float32(i)
+	}
+	var e Encoder
+	e.Write(bufs[0], 0, f32bytes(in))
+	for i := range count {
+		g := there
+		if i%2 == 1 {
+			g = back
+		}
+		e.Dispatch(k, g, (n+63)/64, 1, 1)
+		if i%5 == 4 { // ends the pass
+			e.Copy(bufs[0], 0, bufs[2], 0, 4*n)
+		}
+	}
+	if err := e.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Run(e.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadSync(d, bufs[1], 0, 4*n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range in {
+		if v := math.Float32frombits(binary.LittleEndian.Uint32(got[4*i:])); v != in[i]+count {
+			t.Fatalf("after %d dispatches, [%d] = %v, want %v", count, i, v, in[i]+count)
+		}
+	}
+}
+
 func TestKernelErrorsNameTheLine(t *testing.T) {
 	d := openTest(t)
 	for _, tc := range []struct {

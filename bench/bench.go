@@ -71,36 +71,52 @@ func Run(dev gpu.Device, o Options, w io.Writer) error {
 		fmt.Fprintf(w, "| streaming read, WGSL, 16-byte loads, %d in flight | %.0f | %.0f%% |\n", unroll, bw/1e9, 100*bw/copyBW)
 	}
 
-	fmt.Fprintf(w, "\n| int8 GEMV (%d MiB of weights) | cols | GB/s | of streaming read | of copy |\n| --- | --- | --- | --- | --- |\n", size>>20)
+	// The device's tier of kernels and, where it has more than the
+	// fallback, the fallback too: the tiers side by side in one run.
+	tiers := []shaders.Tier{shaders.TierOf(info)}
+	if tiers[0] != (shaders.Tier{}) {
+		tiers = append(tiers, shaders.Tier{})
+	}
+	fmt.Fprintf(w, "\n| int8 GEMV (%d MiB of weights) | kernels | cols | GB/s | of streaming read | of copy |\n| --- | --- | --- | --- | --- | --- |\n", size>>20)
 	best, bestBW := webgpu.Gemv{}, 0.0
-	for _, v := range strings.Split(o.Gemv, ",") {
-		g, err := ParseGemv(v)
-		if err != nil {
-			return err
-		}
-		var worst float64
-		for _, cols := range []int{1152, 6912} {
-			bw, err := b.gemvBandwidth(size, cols, g)
+	for i, tier := range tiers {
+		seen := map[shaders.Key]bool{}
+		for _, v := range strings.Split(o.Gemv, ",") {
+			g, err := ParseGemv(v)
 			if err != nil {
-				return fmt.Errorf("gemv %s: %w", v, err)
+				return err
 			}
-			if worst == 0 || bw < worst {
-				worst = bw
+			k := tier.Apply(gemvKey(g))
+			if seen[k] {
+				continue // the tier runs this variant as another (packed dot products replace FMA)
 			}
-			fmt.Fprintf(w, "| %s | %d | %.0f | %.0f%% | %.0f%% |\n", gemvName(g), cols, bw/1e9, 100*bw/readBW, 100*bw/copyBW)
-		}
-		if worst > bestBW {
-			best, bestBW = g, worst
+			seen[k] = true
+			var worst float64
+			for _, cols := range []int{1152, 6912} {
+				bw, err := b.gemvBandwidth(size, cols, k)
+				if err != nil {
+					return fmt.Errorf("gemv %s: %w", v, err)
+				}
+				if worst == 0 || bw < worst {
+					worst = bw
+				}
+				fmt.Fprintf(w, "| %s | %s | %d | %.0f | %.0f%% | %.0f%% |\n", gemvName(g, k), tier, cols, bw/1e9, 100*bw/readBW, 100*bw/copyBW)
+			}
+			// The models run the variant that is best on the device's own tier.
+			if i == 0 && worst > bestBW {
+				best, bestBW = g, worst
+			}
 		}
 	}
 	// The roofline takes the larger of the two measured bandwidths: where
 	// a kernel reads faster than the copy engine copies, reading is the
 	// bound a decode step meets.
 	roofBW := max(copyBW, readBW)
-	fmt.Fprintf(w, "\nmodels run with GEMV %s; roofline = (weight bytes + KV bytes read per token) / %.0f GB/s (the larger of copy and streaming read)\n\n",
-		gemvName(best), roofBW/1e9)
-	fmt.Fprintf(w, "| model | weights | dispatches/token | decode tg%d tok/s | of roofline | decode from %d tok/s | of roofline | prefill pp%d tok/s |\n", o.Decode, o.Long, o.Prompt)
-	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- |")
+	fmt.Fprintf(w, "\nmodels run with GEMV %s; roofline = (weight bytes + KV bytes read per token) / %.0f GB/s (the larger of copy and streaming read); "+
+		"tok/s are medians of %d timed runs after a warm-up, ± half their spread (max - min) relative to the median\n\n",
+		gemvName(best, tiers[0].Apply(gemvKey(best))), roofBW/1e9, timedRuns)
+	fmt.Fprintf(w, "| model | kernels | weights | dispatches/token | decode tg%d tok/s | of roofline | decode from %d tok/s | of roofline | prefill pp%d tok/s |\n", o.Decode, o.Long, o.Prompt)
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	var runs []namedModel
 	if o.Model != "" {
 		runs = append(runs, namedModel{name: o.Model, load: func() (*model.Config, *model.Weights, error) {
@@ -141,12 +157,14 @@ func Run(dev gpu.Device, o Options, w io.Writer) error {
 	}
 	var profiles []string
 	for _, r := range runs {
-		row, prof, err := b.model(r, best, o.Decode, o.Prompt, o.Long, roofBW, o.Profile)
-		if err != nil {
-			return fmt.Errorf("%s: %w", r.name, err)
+		for i, tier := range tiers {
+			row, prof, err := b.model(r, best, tier, i > 0, o.Decode, o.Prompt, o.Long, roofBW, o.Profile)
+			if err != nil {
+				return fmt.Errorf("%s (%s kernels): %w", r.name, tier, err)
+			}
+			fmt.Fprintln(w, row)
+			profiles = append(profiles, prof)
 		}
-		fmt.Fprintln(w, row)
-		profiles = append(profiles, prof)
 	}
 	if o.Profile {
 		for _, p := range profiles {
@@ -177,9 +195,19 @@ func ParseGemv(s string) (webgpu.Gemv, error) {
 	return g, nil
 }
 
-func gemvName(g webgpu.Gemv) string {
+// gemvKey is the decode product's kernel that variant g names, before a
+// tier applies to it.
+func gemvKey(g webgpu.Gemv) shaders.Key {
+	return shaders.Key{Family: "gemv", Entry: "gemv", Int8: true, WG: g.WG, TPR: g.TPR, FMA: g.FMA}
+}
+
+// gemvName names variant g as kernel k runs it (after its tier).
+func gemvName(g webgpu.Gemv, k shaders.Key) string {
 	s := fmt.Sprintf("wg%d, %d per row", g.WG, g.TPR)
-	if g.FMA {
+	switch {
+	case k.Dot4:
+		return s + ", dot4"
+	case k.FMA:
 		return s + ", fma"
 	}
 	return s + ", int"
@@ -312,7 +340,7 @@ func (b *bencher) streamBandwidth(size int64, unroll int) (float64, error) {
 
 // gemvBandwidth times the GEMV of a random int8 matrix of about size bytes
 // and cols columns (rows = size/cols) with the model's layout.
-func (b *bencher) gemvBandwidth(size int64, cols int, g webgpu.Gemv) (float64, error) {
+func (b *bencher) gemvBandwidth(size int64, cols int, k shaders.Key) (float64, error) {
 	rows := int((size - 64) / int64(cols+4))
 	scaleWord := (rows*cols + 15) / 16 * 4
 	wbytes := int64(scaleWord+rows)*4 + 16
@@ -342,18 +370,22 @@ func (b *bencher) gemvBandwidth(size int64, cols int, g webgpu.Gemv) (float64, e
 		return 0, err
 	}
 	defer b.dev.FreeBuffer(y)
-	rpw := g.WG / g.TPR
+	rpw := k.WG / k.TPR
 	groups := (rows + rpw - 1) / rpw
 	gx := min(groups, 65535)
-	t, err := b.dispatchTimed(shaders.Key{Family: "gemv", Entry: "gemv", Int8: true, WG: g.WG, TPR: g.TPR, FMA: g.FMA},
+	t, err := b.dispatchTimed(k,
 		shaders.MatmulParams{Rows: uint32(rows), Cols: uint32(cols), WScaleWord: uint32(scaleWord), XScaleWord: uint32(cols / 4),
 			OutStride: uint32(rows)}, [3]int{gx, (groups + gx - 1) / gx, 1}, 10, w, x, y)
 	return float64(int64(rows)*int64(cols+4)) / t, err
 }
 
-// model loads one model, times prefill and decode, and returns its table
-// row and, with profile, the table of its decode step by kernel.
-func (b *bencher) model(nm namedModel, g webgpu.Gemv, decode, prompt, longAt int, bw float64, profile bool) (row, prof string, err error) {
+// timedRuns is how many timed runs a model's figures are the median of.
+const timedRuns = 5
+
+// model loads one model, times prefill and decode on tier's kernels (the
+// device's own, or with fallback its fallback tier), and returns its
+// table row and, with profile, the table of its decode step by kernel.
+func (b *bencher) model(nm namedModel, g webgpu.Gemv, tier shaders.Tier, fallback bool, decode, prompt, longAt int, bw float64, profile bool) (row, prof string, err error) {
 	c, w, err := nm.load()
 	if err != nil {
 		return "", "", err
@@ -361,7 +393,7 @@ func (b *bencher) model(nm namedModel, g webgpu.Gemv, decode, prompt, longAt int
 	lim := b.dev.Info().Limits
 	// Steps as long as the prompt, where the logits of a whole step fit one binding.
 	chunk := max(1, min(prompt, int(lim.MaxStorageBufferBindingSize/(4*int64(c.Vocab)))))
-	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, FuseDecode: b.fuse})
+	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, FuseDecode: b.fuse, Fallback: fallback})
 	if err != nil {
 		return "", "", err
 	}
@@ -379,29 +411,15 @@ func (b *bencher) model(nm namedModel, g webgpu.Gemv, decode, prompt, longAt int
 		tokens[i] = int32(r.IntN(c.Vocab))
 	}
 	logits := make([]float32, c.Vocab)
-	median := func(f func() error) (float64, error) {
-		var ts []float64
-		for i := 0; i < 4; i++ { // one warm-up, three timed
-			t0 := time.Now()
-			if err := f(); err != nil {
-				return 0, err
-			}
-			if i > 0 {
-				ts = append(ts, time.Since(t0).Seconds())
-			}
-		}
-		slices.Sort(ts)
-		return ts[1], nil
-	}
-	tPrefill, err := median(func() error { return s.Forward(tokens, 0, logits) })
+	tPrefill, err := medianRuns(func() error { return s.Forward(tokens, 0, logits) })
 	if err != nil {
 		return "", "", fmt.Errorf("prefill: %w", err)
 	}
-	tDecode, err := median(func() error { _, err := s.Greedy(tokens[0], 0, decode); return err })
+	tDecode, err := medianRuns(func() error { _, err := s.Greedy(tokens[0], 0, decode); return err })
 	if err != nil {
 		return "", "", fmt.Errorf("decode: %w", err)
 	}
-	tLong, err := median(func() error { _, err := s.Greedy(tokens[0], longAt, decode); return err })
+	tLong, err := medianRuns(func() error { _, err := s.Greedy(tokens[0], longAt, decode); return err })
 	if err != nil {
 		return "", "", fmt.Errorf("decode from %d: %w", longAt, err)
 	}
@@ -410,17 +428,41 @@ func (b *bencher) model(nm namedModel, g webgpu.Gemv, decode, prompt, longAt int
 		bytes := float64(wb) + kvBytesRead(c, from, decode)
 		return bw / bytes
 	}
-	dec, long := float64(decode)/tDecode, float64(decode)/tLong
-	row = fmt.Sprintf("| %s | %.1f MB | %d | %.0f | %.1f%% | %.0f | %.1f%% | %.0f |", nm.name, float64(wb)/1e6, s.Dispatches(1, longAt),
-		dec, 100*dec/roof(0), long, 100*long/roof(longAt), float64(prompt)/tPrefill)
+	dec, long := float64(decode)/tDecode.median, float64(decode)/tLong.median
+	row = fmt.Sprintf("| %s | %s | %.1f MB | %d | %.0f ±%.0f%% | %.1f%% | %.0f ±%.0f%% | %.1f%% | %.0f ±%.0f%% |", nm.name, tier, float64(wb)/1e6, s.Dispatches(1, longAt),
+		dec, tDecode.spread(), 100*dec/roof(0), long, tLong.spread(), 100*long/roof(longAt), float64(prompt)/tPrefill.median, tPrefill.spread())
 	if profile {
 		times, err := s.ProfileDecode(decode, 50)
 		if err != nil {
 			return "", "", fmt.Errorf("profile: %w", err)
 		}
-		prof = profileTable(nm.name, decode, times)
+		prof = profileTable(nm.name+", "+tier.String()+" kernels", decode, times)
 	}
 	return row, prof, nil
+}
+
+// runTimes are the timed runs of one measurement.
+type runTimes struct{ median, min, max float64 }
+
+// spread is half the range of the runs in percent of their median: the
+// ± a figure is printed with.
+func (r runTimes) spread() float64 { return 50 * (r.max - r.min) / r.median }
+
+// medianRuns runs f once to warm up, then timedRuns times, and returns the
+// timed runs' median and range in seconds.
+func medianRuns(f func() error) (runTimes, error) {
+	var ts []float64
+	for i := 0; i <= timedRuns; i++ {
+		t0 := time.Now()
+		if err := f(); err != nil {
+			return runTimes{}, err
+		}
+		if i > 0 {
+			ts = append(ts, time.Since(t0).Seconds())
+		}
+	}
+	slices.Sort(ts)
+	return runTimes{median: ts[len(ts)/2], min: ts[0], max: ts[len(ts)-1]}, nil
 }
 
 // profileTable sums a decode step's dispatch times by kernel variant,

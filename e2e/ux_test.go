@@ -209,8 +209,9 @@ func (c pageChat) conversation(system string) []chat.Message {
 	return msgs
 }
 
-// nativeReplyTo is the native engine's greedy reply to text after msgs.
-func nativeReplyTo(t testing.TB, msgs []chat.Message, text string) nativeReply {
+// nativeReplyTo is the native engine's greedy reply to text after msgs,
+// with post-history instructions post (a card's) before it.
+func nativeReplyTo(t testing.TB, msgs []chat.Message, post, text string) nativeReply {
 	t.Helper()
 	m, err := engine.Load(modelDir, engine.Options{Backend: "cpu"})
 	if err != nil {
@@ -225,6 +226,7 @@ func nativeReplyTo(t testing.TB, msgs []chat.Message, text string) nativeReply {
 	if err := s.SetHistory(msgs); err != nil {
 		t.Fatalf("native history: %v", err)
 	}
+	s.SetPostHistory(post)
 	r, err := s.Send(context.Background(), text, engine.GenParams{MaxTokens: maxTokens}, nil)
 	if err != nil {
 		t.Fatalf("native send: %v", err)
@@ -297,7 +299,7 @@ func TestMessageActions(t *testing.T) {
 
 	// The next reply continues the changed conversation exactly.
 	c = openChatState(t, b)
-	want := nativeReplyTo(t, c.conversation(card.SystemPrompt()), "Tell me more.")
+	want := nativeReplyTo(t, c.conversation(card.SystemPrompt()), "", "Tell me more.")
 	r := send(t, b, "Tell me more.")
 	checkTurn(t, "the turn after edits", r, want, false)
 
@@ -445,7 +447,11 @@ func TestCharacterCards(t *testing.T) {
 	if len(c.Messages) != 1 || c.Messages[0].Text != ives.Messages()[1].Content {
 		t.Fatalf("the new chat as Tom opens with %+v, want %q", c.Messages, ives.Messages()[1].Content)
 	}
-	want := nativeReplyTo(t, c.conversation(ives.SystemPrompt()), "Is she safe?")
+	// The card's post_history_instructions stand before the reply.
+	want := nativeReplyTo(t, c.conversation(ives.SystemPrompt()), ives.PostHistoryText(), "Is she safe?")
+	if plain := nativeReplyTo(t, c.conversation(ives.SystemPrompt()), "", "Is she safe?"); plain.Prompt == want.Prompt {
+		t.Fatalf("the card's instructions (%q) add nothing to the native prompt", ives.PostHistoryText())
+	}
 	r := send(t, b, "Is she safe?")
 	checkTurn(t, "a turn with a shared card", r, want, true)
 }

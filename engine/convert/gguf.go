@@ -3,6 +3,7 @@ package convert
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -225,8 +226,10 @@ func ggufConfig(f *gguf.File, arch string, a ggufArch) (*model.Config, error) {
 	if s, ok := f.String(arch + ".rope.scaling.type"); ok && s != "none" {
 		return nil, fmt.Errorf("metadata %s.rope.scaling.type %q is not supported", arch, s)
 	}
-	if f.Tensor("rope_freqs.weight") != nil {
-		return nil, fmt.Errorf("tensor rope_freqs.weight (Llama 3's rope scaling as llama.cpp stores it) is not supported yet")
+	if t := f.Tensor(ropeFreqs); t != nil {
+		if cfg.LongRope, err = ggufRopeFreqs(f, t, cfg); err != nil {
+			return nil, err
+		}
 	}
 	layers, err := get("block_count")
 	if err != nil {
@@ -242,6 +245,35 @@ func ggufConfig(f *gguf.File, arch string, a ggufArch) (*model.Config, error) {
 	cfg.Vocab = int(emb.Rows())
 	cfg.TiedEmbedding = f.Tensor("output.weight") == nil
 	return cfg, nil
+}
+
+// ropeFreqs is the tensor in which llama.cpp's converter stores Llama 3's
+// RoPE scaling: one divisor of each rotated pair's inverse frequency,
+// computed from config.json's rope_scaling (factor, low and high frequency
+// factors, original context), which the GGUF metadata does not keep.
+const ropeFreqs = "rope_freqs.weight"
+
+// ggufRopeFreqs reads rope_freqs.weight into the config field that divides
+// each pair's frequency, LongRope, with the same factors below and beyond
+// the original context and no attention factor: llama.cpp applies them at
+// every position.
+func ggufRopeFreqs(f *gguf.File, t *gguf.Tensor, cfg *model.Config) (model.LongRope, error) {
+	pairs := cfg.Rotary() / 2
+	if t.Type != gguf.F32 || len(t.Dims) != 1 || t.Dims[0] != uint64(pairs) {
+		return model.LongRope{}, fmt.Errorf("tensor %s is %v %v, want F32 [%d] (one factor per rotated pair)", ropeFreqs, t.Type, t.Dims, pairs)
+	}
+	v := make([]float32, pairs)
+	if err := f.ReadRows(t, 0, 1, v); err != nil {
+		return model.LongRope{}, err
+	}
+	factors := make([]float64, pairs)
+	for i, x := range v {
+		if !(x > 0) || math.IsInf(float64(x), 0) {
+			return model.LongRope{}, fmt.Errorf("tensor %s: factor %d is %v, must be positive and finite", ropeFreqs, i, x)
+		}
+		factors[i] = float64(x)
+	}
+	return model.LongRope{ShortFactor: factors, LongFactor: factors, OriginalContext: cfg.ContextLen, AttnFactor: 1}, nil
 }
 
 // ggufNames maps each of wick's tensors to its GGUF tensor and refuses
@@ -276,6 +308,9 @@ func ggufNames(f *gguf.File, cfg *model.Config) (map[string]string, error) {
 			return nil, fmt.Errorf("tensor %q is missing", g)
 		}
 		names[spec.Name], used[g] = g, true
+	}
+	if cfg.LongRope.On() {
+		used[ropeFreqs] = true
 	}
 	var extra []string
 	for _, n := range f.Names() {

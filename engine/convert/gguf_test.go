@@ -2,7 +2,9 @@ package convert_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +14,7 @@ import (
 	"github.com/wick-run/wick/engine"
 	"github.com/wick-run/wick/engine/convert"
 	"github.com/wick-run/wick/engine/format"
+	"github.com/wick-run/wick/engine/gguf"
 	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/engine/tokenizer"
 )
@@ -84,8 +87,8 @@ func TestGGUFParity(t *testing.T) {
 
 // TestGGUFLlamaRows converts the F32 GGUF of the llama32 fixture and checks
 // that every matrix equals the safetensors conversion's: Q and K rows are
-// put back in Hugging Face's order. (Its Llama 3 rope scaling is not in the
-// file, so its logits are not compared.)
+// put back in Hugging Face's order. (gguf-py wrote it without rope_freqs,
+// so its logits are compared in TestGGUFRopeFreqs.)
 func TestGGUFLlamaRows(t *testing.T) {
 	fx := loadFixture(t, "llama32")
 	gdir, sdir := filepath.Join(t.TempDir(), "g"), filepath.Join(t.TempDir(), "s")
@@ -145,6 +148,139 @@ func TestGGUFRefusals(t *testing.T) {
 			}
 			if entries, _ := os.ReadDir(out); len(entries) > 0 {
 				t.Errorf("%d files left in %s", len(entries), out)
+			}
+		})
+	}
+}
+
+// llama3RopeFreqs is what llama.cpp's convert_hf_to_gguf.py writes as
+// rope_freqs.weight for Llama 3's rope_scaling: for each rotated pair's
+// frequency f = theta^(-2i/dim), with wavelength w = 2*pi/f, the divisor 1
+// when w < original/high, factor when w > original/low, and else
+// 1/((1-s)/factor + s) with s = (original/w - low)/(high - low); stored as
+// float32. Written from that script's formula, not from wick's.
+func llama3RopeFreqs(theta float64, dim int, factor, low, high, original float64) []float32 {
+	out := make([]float32, dim/2)
+	for i := range out {
+		f := float64(float32(1 / math.Pow(theta, float64(2*i)/float64(dim))))
+		w := 2 * math.Pi / f
+		switch {
+		case w < original/high:
+			out[i] = 1
+		case w > original/low:
+			out[i] = float32(factor)
+		default:
+			s := (original/w - low) / (high - low)
+			out[i] = float32(1 / ((1-s)/factor + s))
+		}
+	}
+	return out
+}
+
+// withGGUFTensor returns the GGUF file data with one more F32 tensor,
+// appended to the tensor directory and the data. It finds where the
+// directory starts from the tensors engine/gguf read: the directory's
+// length is known, it ends within one alignment before the data, and it
+// starts with the first tensor's name.
+func withGGUFTensor(t *testing.T, data []byte, name string, vals []float32) []byte {
+	t.Helper()
+	f, err := gguf.Open(bytes.NewReader(data), int64(len(data)), "fixture")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const align = 32
+	if _, ok := f.Metadata["general.alignment"]; ok {
+		t.Fatal("fixture sets general.alignment; this helper assumes 32")
+	}
+	dataStart := int64(len(data))
+	var dirLen int64
+	for _, tt := range f.Tensors {
+		dataStart = min(dataStart, tt.Offset)
+		dirLen += 8 + int64(len(tt.Name)) + 4 + 8*int64(len(tt.Dims)) + 4 + 8
+	}
+	first := binary.LittleEndian.AppendUint64(nil, uint64(len(f.Tensors[0].Name)))
+	first = append(first, f.Tensors[0].Name...)
+	dirStart := int64(-1)
+	for end := dataStart; end > dataStart-align && end-dirLen >= 24; end-- {
+		if bytes.HasPrefix(data[end-dirLen:], first) {
+			dirStart = end - dirLen
+			break
+		}
+	}
+	if dirStart < 0 {
+		t.Fatal("tensor directory not found")
+	}
+	pad := func(b []byte) []byte {
+		for len(b)%align != 0 {
+			b = append(b, 0)
+		}
+		return b
+	}
+	tensorData := pad(slices.Clone(data[dataStart:]))
+	out := slices.Clone(data[:dirStart+dirLen])
+	binary.LittleEndian.PutUint64(out[8:], uint64(len(f.Tensors)+1))
+	out = binary.LittleEndian.AppendUint64(out, uint64(len(name)))
+	out = append(out, name...)
+	out = binary.LittleEndian.AppendUint32(out, 1)
+	out = binary.LittleEndian.AppendUint64(out, uint64(len(vals)))
+	out = binary.LittleEndian.AppendUint32(out, uint32(gguf.F32))
+	out = binary.LittleEndian.AppendUint64(out, uint64(len(tensorData)))
+	out = pad(out)
+	out = append(out, tensorData...)
+	for _, v := range vals {
+		out = binary.LittleEndian.AppendUint32(out, math.Float32bits(v))
+	}
+	return out
+}
+
+// TestGGUFRopeFreqs adds to the llama32 fixture's F32 GGUF the
+// rope_freqs.weight that llama.cpp writes for its Llama 3 scaling (factor
+// 32, low 1, high 4, original context 64, theta 500000, as its
+// config.json says) and checks the conversion against transformers: f32
+// logits within 1e-4 and the greedy tokens equal. Without the tensor the
+// logits differ, so it is what carries the scaling. Bad rope_freqs are
+// refused by name.
+func TestGGUFRopeFreqs(t *testing.T) {
+	fx := loadFixture(t, "llama32")
+	data, err := os.ReadFile(filepath.Join(fx.Dir, "model-f32.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	freqs := llama3RopeFreqs(500000, 16, 32, 1, 4, 64)
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want string // "" means it matches transformers
+	}{
+		{"with rope_freqs", withGGUFTensor(t, data, "rope_freqs.weight", freqs), ""},
+		{"without", data, "differs"},
+		{"wrong length", withGGUFTensor(t, data, "rope_freqs.weight", freqs[:3]), "rope_freqs.weight is F32 [3], want F32 [8]"},
+		{"zero factor", withGGUFTensor(t, data, "rope_freqs.weight", append([]float32{0}, freqs[1:]...)), "factor 0 is 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := filepath.Join(t.TempDir(), "m.gguf")
+			if err := os.WriteFile(in, tc.data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			dir := filepath.Join(t.TempDir(), "m")
+			_, err := convert.Convert(in, dir, convert.Options{DType: model.F32})
+			if tc.want != "differs" && tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("error %v, want one containing %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := fx.Compare(dir, engine.Options{Backend: "cpu"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("max relative error %.3g, greedy %d/%d", r.MaxRelErr, r.GreedySame, len(fx.Greedy))
+			match := r.MaxRelErr <= 1e-4 && r.GreedySame == len(fx.Greedy)
+			if match != (tc.want == "") {
+				t.Errorf("max relative error %.3g, greedy %d/%d", r.MaxRelErr, r.GreedySame, len(fx.Greedy))
 			}
 		})
 	}

@@ -94,7 +94,9 @@ type RopeScaling struct {
 // rope_type "longrope", "su" in older configs). Rotated pair i's inverse
 // frequency is divided by ShortFactor[i] at positions below
 // OriginalContext and by LongFactor[i] from there on, and RoPE's cos and
-// sin are multiplied by AttnFactor. Nil factors mean none.
+// sin are multiplied by AttnFactor. Nil factors mean none. llama.cpp's
+// rope_freqs (Llama 3's scaling in a GGUF file) are such divisors too, the
+// same at every position: equal short and long factors, AttnFactor 1.
 type LongRope struct {
 	ShortFactor     []float64 // one per rotated pair: Rotary()/2
 	LongFactor      []float64 // one per rotated pair

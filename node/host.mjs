@@ -174,7 +174,7 @@ async function bench(v) {
   const info = await d.handle({ op: 'load', model: v.model, backend: 'webgpu', tier: v.tier });
   const res = { model: v.model, adapter: info.adapter, date: new Date().toISOString().slice(0, 10), vocab: info.vocab };
   const ids = (n, seed) => Array.from({ length: n }, (_, i) => 3 + ((i * 2654435761 + seed * 40503) >>> 0) % (info.vocab - 3));
-  const run = async (turn, n = 3) => {
+  const run = async (turn, n = 5) => {
     // One warm-up, then the median of n runs, each in a fresh session.
     const all = [];
     for (let i = 0; i <= n; i++) {

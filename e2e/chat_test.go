@@ -148,11 +148,33 @@ func click(t testing.TB, b *browser, id string) pageReply {
 
 // waitReply waits for the turn in flight to end and returns what the page
 // says about it.
+//
+// It waits as long as the turn moves: a software GPU on a loaded machine
+// reads a prompt slowly (SwiftShader read TestChat's first prompt, 192
+// tokens, in 53 s at a load average of 10, about 140 ms a token, and the
+// fixed 150 s this wait had ran out at load 24-28), so a deadline for the
+// whole turn measured the machine's load rather than the page. It fails
+// when neither a chunk of the prompt (the page's progress reports) nor a
+// token has come for replyStall, or after replyLimit in all.
 func waitReply(t testing.TB, b *browser) pageReply {
 	t.Helper()
-	b.do(t, 150*time.Second, "wait for the reply",
-		chromedp.Poll[chromedp.Void](`window.wick.lastReply !== null || (document.getElementById('error').textContent !== '' && !document.getElementById('error').hidden)`,
-			chromedp.WithPollingTimeout(150*time.Second), chromedp.WithPollingInterval(100*time.Millisecond)))
+	const (
+		replyStall = 120 * time.Second
+		replyLimit = 480 * time.Second
+	)
+	done := `window.wick.lastReply !== null || (document.getElementById('error').textContent !== '' && !document.getElementById('error').hidden)`
+	moved := `JSON.stringify([(window.wick.progress || []).length, (window.wick.streamed || []).length])`
+	start, last, mark := time.Now(), time.Now(), ""
+	for !eval[bool](t, b, done) {
+		if m := eval[string](t, b, moved); m != mark {
+			mark, last = m, time.Now()
+		}
+		if time.Since(last) > replyStall || time.Since(start) > replyLimit {
+			t.Fatalf("wait for the reply: nothing came for %v (%v in all; prompt chunks and tokens %s)\npage status: %s\nconsole:\n%s",
+				time.Since(last).Round(time.Second), time.Since(start).Round(time.Second), mark, b.pageStatus(), b.logs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	raw := eval[string](t, b, `JSON.stringify({streamed: window.wick.streamed, reply: window.wick.lastReply, stats: window.wick.lastStats,
 		lastText: [...document.querySelectorAll('#messages .msg.assistant .text')].pop().textContent})`)
 	var r pageReply

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"text/tabwriter"
 
 	"github.com/wick-run/wick/engine"
@@ -65,6 +66,7 @@ func runInspect(args []string) error {
 	fmt.Fprintf(w, "ffn\t%v\n", c.Activation)
 	fmt.Fprintf(w, "embedding\ttied %v, scale %g; attention scale %g; final softcap %g\n", c.TiedEmbedding, c.Embedding(), c.Scale(), c.FinalSoftcap)
 	fmt.Fprintf(w, "attention\tq/k/v bias %v, logit softcap %g, rotary dims %d of %d\n", c.QKVBias, c.AttnSoftcap, c.Rotary(), c.HeadDim)
+	fmt.Fprintf(w, "rope scaling\t%s\n", ropeScaling(c))
 	fmt.Fprintf(w, "\nKV cache\tbytes/token\ttotal\tMHA, all global, unshared\treduction\n")
 	for _, ctx := range kvQuoteLengths(c.ContextLen) {
 		kv, base := c.KVBytes(ctx), c.BaselineKVBytes(ctx)
@@ -83,6 +85,20 @@ func kvQuoteLengths(contextLen int) []int {
 		}
 	}
 	return append(out, contextLen)
+}
+
+// ropeScaling describes the model's RoPE scaling, if any.
+func ropeScaling(c *model.Config) string {
+	switch l := c.LongRope; {
+	case c.RopeScaling.Factor != 0:
+		rs := c.RopeScaling
+		return fmt.Sprintf("Llama 3: factor %g, low/high frequency factors %g/%g, original context %d", rs.Factor, rs.LowFreqFactor, rs.HighFreqFactor, rs.OriginalContext)
+	case l.On() && slices.Equal(l.ShortFactor, l.LongFactor):
+		return fmt.Sprintf("per-pair frequency divisors %.3g..%.3g (GGUF rope_freqs), cos/sin factor %g", slices.Min(l.ShortFactor), slices.Max(l.ShortFactor), l.AttnFactor)
+	case l.On():
+		return fmt.Sprintf("LongRoPE: short factors below position %d, long from it; cos/sin factor %.4g", l.OriginalContext, l.AttnFactor)
+	}
+	return "none"
 }
 
 func attnName(c *model.Config) string {

@@ -231,3 +231,72 @@ func TestLongRopeSemantics(t *testing.T) {
 		}
 	}
 }
+
+// TestLongRopeBackends runs the phi35 fixture past its original context
+// (64), where transformers' reference stops, on each backend: 100 tokens
+// in one prefill, and the same as a 40-token prefill then one token at a
+// time across position 64. wick rotates each position by its own factors,
+// so both ways give the same logits, and the backends agree; a position
+// that took the wrong factors, or a GPU chunk that took another's table,
+// would not.
+func TestLongRopeBackends(t *testing.T) {
+	fx := loadFixture(t, "phi35")
+	dir := t.TempDir()
+	if err := fx.Convert(dir, model.F32); err != nil {
+		t.Fatal(err)
+	}
+	const n, split = 100, 40
+	tokens := make([]int32, n)
+	for i := range tokens {
+		tokens[i] = fx.Prompt[i%len(fx.Prompt)]
+	}
+	V := fx.Vocab
+	run := func(backend string, whole bool) []float32 {
+		m, err := engine.Load(dir, engine.Options{Backend: backend})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		seq, err := m.Backend.NewSequence(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer seq.Close()
+		logits := make([]float32, n*V)
+		if whole {
+			if err := seq.Forward(tokens, 0, logits); err != nil {
+				t.Fatal(err)
+			}
+			return logits
+		}
+		if err := seq.Forward(tokens[:split], 0, logits[:split*V]); err != nil {
+			t.Fatal(err)
+		}
+		for p := split; p < n; p++ {
+			if err := seq.Forward(tokens[p:p+1], p, logits[p*V:(p+1)*V]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return logits
+	}
+	ref := run("cpu", true)
+	for _, tc := range []struct {
+		backend string
+		whole   bool
+	}{{"cpu", false}, {"webgpu", true}, {"webgpu", false}} {
+		got := run(tc.backend, tc.whole)
+		var worst float64
+		for p := 0; p < n; p++ {
+			var d, m float64
+			for i := p * V; i < (p+1)*V; i++ {
+				d = max(d, math.Abs(float64(got[i]-ref[i])))
+				m = max(m, math.Abs(float64(ref[i])))
+			}
+			worst = max(worst, d/m)
+		}
+		t.Logf("%s, one prefill %v: max relative error against the CPU's one prefill %.3g", tc.backend, tc.whole, worst)
+		if worst > 1e-4 {
+			t.Errorf("%s, one prefill %v: max relative error %.3g against the CPU's one prefill", tc.backend, tc.whole, worst)
+		}
+	}
+}

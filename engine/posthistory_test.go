@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -183,5 +184,45 @@ func TestPrefillProgress(t *testing.T) {
 				t.Errorf("cache %d, turn %d: progress ended at %d of %d", cache, turn, prev, r.PromptTokens)
 			}
 		}
+	}
+}
+
+// TestCancelWhileReading checks a cancel while a long prompt is read: the
+// reading stops at the next chunk, the reply ends as cancelled with no
+// tokens, and the next turn reads the rest and replies as a fresh session
+// given the same conversation does.
+func TestCancelWhileReading(t *testing.T) {
+	ctx := context.Background()
+	m := load(t, testModels[0], Options{CacheBytes: -1})
+	s := newSession(t, m, card+strings.Repeat(" Ada keeps maps of every coast.", 3))
+	cctx, cancel := context.WithCancel(ctx)
+	p := greedy
+	reports := 0
+	p.OnPrefill = func(done, total int) {
+		if reports++; reports == 1 {
+			cancel()
+		}
+	}
+	r, err := s.Send(cctx, "Hello, Ada.", p, nil)
+	if !errors.Is(err, context.Canceled) || r == nil || r.Finish != FinishCancelled || len(r.Tokens) != 0 {
+		t.Fatalf("cancelled while reading: %v, %+v", err, r)
+	}
+	if reports != 1 || r.PromptTokens != prefillChunk || s.KVLen() != prefillChunk {
+		t.Errorf("%d reports, %d tokens read, %d of KV; want the reading stopped after the first chunk of %d", reports, r.PromptTokens, s.KVLen(), prefillChunk)
+	}
+	got, err := s.Send(ctx, "Are you there?", greedy, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newSession(t, m, "")
+	if err := f.SetHistory(s.Messages()[:len(s.Messages())-1]); err != nil {
+		t.Fatal(err)
+	}
+	want, err := f.reply(ctx, greedy, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Tokens, want.Tokens) || !slices.Equal(s.Tokens(), f.Tokens()) {
+		t.Errorf("after a cancelled reading: %v, a fresh session %v", got.Tokens, want.Tokens)
 	}
 }

@@ -204,7 +204,7 @@ func (s *Session) Continue(ctx context.Context, p GenParams, onText func(string)
 		s.cut(n)
 		s.toks = append(s.toks, last)
 	}
-	r, err := s.prefill(p.OnPrefill)
+	r, err := s.prefill(ctx, p.OnPrefill)
 	if err == nil {
 		last := &s.msgs[i]
 		prior := last.Tokens
@@ -384,7 +384,7 @@ func (s *Session) reply(ctx context.Context, p GenParams, onText func(string), a
 		s.back(saved)
 		s.kvLen = 0
 	}
-	r, err := s.prefill(p.OnPrefill)
+	r, err := s.prefill(ctx, p.OnPrefill)
 	if err != nil {
 		undo()
 		return nil, err
@@ -424,7 +424,7 @@ func (s *Session) Complete(ctx context.Context, ids []int32, p GenParams, onText
 	}
 	mark := len(s.toks)
 	s.toks = append(s.toks, ids...)
-	r, err := s.prefill(p.OnPrefill)
+	r, err := s.prefill(ctx, p.OnPrefill)
 	if err != nil {
 		s.cut(mark)
 		return nil, err
@@ -434,11 +434,17 @@ func (s *Session) Complete(ctx context.Context, ids []int32, p GenParams, onText
 
 // prefill computes the KV of the tokens the session lacks, restoring what
 // the prefix cache holds first, and leaves the last token's logits in
-// s.logits. The reply it returns counts them.
-func (s *Session) prefill(progress func(done, total int)) (*Reply, error) {
+// s.logits. The reply it returns counts them. With progress, a long prompt
+// is read in chunks, and a cancel of ctx between them ends the reading
+// early (without an error: the turn's generate then ends at once, as
+// cancelled, and the rest is read by the next turn).
+func (s *Session) prefill(ctx context.Context, progress func(done, total int)) (*Reply, error) {
 	s.restoreCached()
-	r := &Reply{CachedTokens: s.kvLen, PromptTokens: len(s.toks) - s.kvLen}
-	return r, s.advance(progress)
+	r := &Reply{CachedTokens: s.kvLen}
+	from := s.kvLen
+	err := s.advance(progress, ctx.Done())
+	r.PromptTokens = s.kvLen - from
+	return r, err
 }
 
 // generate decodes after s.toks, whose last token's logits are in s.logits,
@@ -515,7 +521,7 @@ func (s *Session) generate(ctx context.Context, r *Reply, p GenParams, onText fu
 		case gd != nil:
 			ahead, err = s.greedyBatch(gd, len(r.Tokens), p.MaxTokens)
 		default:
-			err = s.advance(nil)
+			err = s.advance(nil, nil)
 		}
 		if err != nil {
 			return err
@@ -661,12 +667,20 @@ func (s *Session) restoreCached() {
 // on block boundaries and offers each completed block to the cache: a local
 // layer's ring holds only the last window positions, so a block must be
 // captured when the sequence reaches its end, not later. With progress, it
-// forwards at most prefillChunk tokens at a time and reports each chunk.
+// forwards at most prefillChunk tokens at a time, reports each chunk, and
+// stops early, leaving the rest unread, once cancelled is closed.
 // The per-token arithmetic does not depend on the chunking, so neither do
 // the logits.
-func (s *Session) advance(progress func(done, total int)) error {
+func (s *Session) advance(progress func(done, total int), cancelled <-chan struct{}) error {
 	from, end := s.kvLen, len(s.toks)
 	for s.kvLen < end {
+		if progress != nil {
+			select {
+			case <-cancelled:
+				return nil
+			default:
+			}
+		}
 		stop := end
 		if s.cache != nil {
 			B := s.cache.Block()

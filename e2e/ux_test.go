@@ -649,11 +649,15 @@ func TestContinueAndProgress(t *testing.T) {
 		t.Errorf("the page shows %q for the message %q (swipes %d)", r.LastText, m.Text, len(m.Swipes))
 	}
 
-	// A reload restores it; the next turn goes on from the whole reply.
-	reload(t, b)
+	// A reload restores it, KV included; the next turn goes on from the
+	// whole reply without reading it again.
+	rs := reload(t, b)
 	if got := shownTexts(t, b); got[len(got)-1] != m.Text {
 		t.Fatalf("after a reload the reply shows %q, want %q", got[len(got)-1], m.Text)
 	}
+	if rs.Source != "saved" || rs.Replayed || rs.Refused != "" || rs.KVTokens != want[1].Cached {
+		t.Fatalf("after a reload: %+v; want the save with %d tokens of KV", rs, want[1].Cached)
+	}
 	next := send(t, b, steps[1].text)
-	checkTurn(t, "the turn after continue and a reload", next, want[1], false)
+	checkTurn(t, "the turn after continue and a reload", next, want[1], true)
 }

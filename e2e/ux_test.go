@@ -661,3 +661,73 @@ func TestContinueAndProgress(t *testing.T) {
 	next := send(t, b, steps[1].text)
 	checkTurn(t, "the turn after continue and a reload", next, want[1], true)
 }
+
+// TestPostHistoryOnSavedChat gives a character post-history instructions
+// after a chat with it was saved (a save as every earlier version wrote
+// it: no instructions in the prompt). The chat comes back from its save
+// with all its KV, since the instructions do not change the history's
+// tokens, and the next reply is the native engine's with the instructions
+// before it, counts included. After a reload the instructions are kept;
+// the turn then reads the conversation again: the last reply must be read
+// without the instructions before it, and a restored local layer's ring
+// holds too few positions to cut back to them (the native session, never
+// reloaded, restores them from its prefix cache).
+func TestPostHistoryOnSavedChat(t *testing.T) {
+	const post = "Keep {{char}}'s replies short, {{user}}."
+	steps := []string{"Hello.", "What do you bake?", "Anything sweet?"}
+	m, err := engine.Load(modelDir, engine.Options{Backend: "cpu"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ns, err := m.NewSession("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	if err := ns.SetHistory(card.Messages()); err != nil {
+		t.Fatal(err)
+	}
+	var want []nativeReply
+	for i, text := range steps {
+		if i == 1 {
+			withPost := card
+			withPost.PostHistory = post
+			ns.SetPostHistory(withPost.PostHistoryText())
+		}
+		r, err := ns.Send(context.Background(), text, engine.GenParams{MaxTokens: maxTokens}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, nativeReply{Tokens: r.Tokens, Prompt: r.PromptTokens, Cached: r.CachedTokens})
+	}
+
+	b := newBrowser(t, false)
+	s := startSite(t, "")
+	openPage(t, b, s.URL+"/?backend=cpu")
+	checkTurn(t, "turn 1, without instructions", send(t, b, steps[0]), want[0], true)
+	js(t, b, "give the character instructions", `window.wick.lastRestore = null;
+		document.querySelector('#characters li.selected button[title="Edit this character"]').click();
+		document.getElementById('card-post').value = `+jsString(post)+`;
+		document.getElementById('card-dialog').close('save');`)
+	b.do(t, 60*time.Second, "wait for the chat's session",
+		chromedp.Poll[chromedp.Void](`window.wick.lastRestore !== null`, chromedp.WithPollingTimeout(60*time.Second), chromedp.WithPollingInterval(50*time.Millisecond)))
+	raw := eval[string](t, b, `JSON.stringify(window.wick.lastRestore)`)
+	var rs struct {
+		restoreInfo
+		Synced bool `json:"synced"`
+	}
+	if err := json.Unmarshal([]byte(raw), &rs); err != nil {
+		t.Fatal(err)
+	}
+	if rs.Source != "saved" || rs.Synced || rs.Replayed || rs.KVTokens != want[1].Cached {
+		t.Fatalf("the saved chat reopened as %s; want its save, all %d tokens of KV", raw, want[1].Cached)
+	}
+	checkTurn(t, "turn 2, with instructions", send(t, b, steps[1]), want[1], true)
+	reload(t, b)
+	r := send(t, b, steps[2])
+	checkTurn(t, "turn 3, after a reload", r, want[2], false)
+	if r.Reply.Prompt+r.Reply.Cached != want[2].Prompt+want[2].Cached {
+		t.Errorf("turn 3 after a reload covers %d+%d tokens, the native engine's %d+%d", r.Reply.Prompt, r.Reply.Cached, want[2].Prompt, want[2].Cached)
+	}
+}

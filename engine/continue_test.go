@@ -240,6 +240,15 @@ func TestContinueRefusals(t *testing.T) {
 	if !slices.Equal(s.Tokens(), toks) || !reflect.DeepEqual(s.Messages(), msgs) || s.KVLen() != 0 {
 		t.Fatalf("a failed continuation changed the conversation: %d messages, %d tokens, %d of KV", len(s.Messages()), len(s.Tokens()), s.KVLen())
 	}
+	// The same from a replayed chat, whose reply is rendered from its text.
+	rs := replayed(t, m, s)
+	msgs = rs.Messages()
+	if _, err := rs.Continue(ctx, greedy, nil); err == nil {
+		t.Fatal("a replayed continuation whose forward pass failed succeeded")
+	}
+	if len(rs.Tokens()) != 0 || !reflect.DeepEqual(rs.Messages(), msgs) {
+		t.Fatalf("a failed continuation changed the replayed conversation: %d tokens, messages %+v", len(rs.Tokens()), rs.Messages())
+	}
 	fail = false
 	// Fill the context, then continue: refused, nothing changed.
 	r, err := s.Continue(ctx, GenParams{}, nil)

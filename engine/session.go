@@ -177,8 +177,8 @@ func (s *Session) Regenerate(ctx context.Context, p GenParams, onText func(strin
 // continuation); otherwise (after ReplaySession or SetHistory, or after
 // RestoreSession on a model with local layers, whose restored rings are
 // one position too short for that) the conversation is rendered up to the
-// reply and prefilled, from the prefix cache where it holds it. Greedy, a reply
-// cut at n tokens and continued gives the tokens of one generated at
+// reply and prefilled, from the prefix cache where it holds it. Greedy, a
+// reply cut at n tokens and continued gives the tokens of one generated at
 // n+MaxTokens in one go; a reply that ended with a stop token mostly ends
 // again at once. A failed continuation leaves the conversation as it was.
 func (s *Session) Continue(ctx context.Context, p GenParams, onText func(string)) (*Reply, error) {
@@ -190,8 +190,9 @@ func (s *Session) Continue(ctx context.Context, p GenParams, onText func(string)
 		return nil, errors.New("continue: the last message is not a reply")
 	}
 	saved := s.mark()
+	prior := s.msgs[i].Tokens
 	if !s.open {
-		s.reopen(i)
+		prior = s.reopen(i)
 	}
 	if n, limit := len(s.toks), s.seq.Context(); n+1 >= limit {
 		s.back(saved)
@@ -207,7 +208,6 @@ func (s *Session) Continue(ctx context.Context, p GenParams, onText func(string)
 	r, err := s.prefill(ctx, p.OnPrefill)
 	if err == nil {
 		last := &s.msgs[i]
-		prior := last.Tokens
 		err = s.generate(ctx, r, p, onText, prior)
 		if err == nil || r.Finish == FinishCancelled {
 			last.Tokens = append(slices.Clone(prior), r.Tokens...)
@@ -223,8 +223,9 @@ func (s *Session) Continue(ctx context.Context, p GenParams, onText func(string)
 // reopen renders the conversation up to reply i, the last message, as the
 // start of a reply being generated: the messages before it, the
 // post-history instructions, the generation prompt and the reply's tokens
-// (its text encoded where it has none), with the reply left open.
-func (s *Session) reopen(i int) {
+// (its text encoded where it has none, which reopen returns), with the
+// reply left open.
+func (s *Session) reopen(i int) []int32 {
 	if i < len(s.start) {
 		at := s.start[i]
 		s.start = s.start[:i]
@@ -239,12 +240,13 @@ func (s *Session) reopen(i int) {
 		s.toks = append(s.toks, t.EncodeMessage(s.msgs, j)...)
 	}
 	s.openReply(s.msgs[:i])
-	m := &s.msgs[i]
-	if m.Tokens == nil {
-		m.Tokens = s.m.Tokenizer.Encode(m.Content)
+	reply := s.msgs[i].Tokens
+	if reply == nil {
+		reply = s.m.Tokenizer.Encode(s.msgs[i].Content)
 	}
-	s.toks = append(s.toks, m.Tokens...)
+	s.toks = append(s.toks, reply...)
 	s.open = true
+	return reply
 }
 
 // EditLast replaces the last user message (dropping any reply to it) and
@@ -317,9 +319,9 @@ func (s *Session) openReply(msgs []chat.Message) {
 	s.toks = append(s.toks, t.GenerationPrompt()...)
 }
 
-// closeReply closes the open reply, the last message rendered, as history. Without
-// post-history instructions before it, that is appending the assistant
-// suffix: the KV only grows. With them, the reply is rendered again from
+// closeReply closes the open reply, the last message rendered, as
+// history. Without post-history instructions before it, that is appending
+// the assistant suffix: the KV only grows. With them, the reply is rendered again from
 // its message's start without them, since they are not history: its KV
 // is computed again.
 func (s *Session) closeReply() {

@@ -24,7 +24,9 @@ func pad16(w []uint32) []uint32 {
 // rows that fill no whole workgroup, more than 1024 columns (the float32
 // sums of int8 products move to int32 in chunks), token counts across tile
 // edges, logits tokens from first, a soft-cap, and a part of a split W.
-func TestMatrixProducts(t *testing.T) {
+func TestMatrixProducts(t *testing.T) { onDevices(t, testMatrixProducts) }
+
+func testMatrixProducts(t *testing.T) {
 	type tcase struct {
 		name             string
 		key              Key
@@ -118,7 +120,9 @@ func checkQuantised(t *testing.T, what string, q []int8, scale float32, ref []fl
 	}
 }
 
-func TestPrenorm(t *testing.T) {
+func TestPrenorm(t *testing.T) { onDevices(t, testPrenorm) }
+
+func testPrenorm(t *testing.T) {
 	for _, tc := range []struct {
 		name            string
 		int8            bool
@@ -179,7 +183,9 @@ func TestPrenorm(t *testing.T) {
 	}
 }
 
-func TestGatedQuant(t *testing.T) {
+func TestGatedQuant(t *testing.T) { onDevices(t, testGatedQuant) }
+
+func testGatedQuant(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		int8    bool
@@ -227,7 +233,9 @@ func TestGatedQuant(t *testing.T) {
 
 // TestStream checks that the bandwidth kernel reads every vector: fed data
 // whose fold is the magic value, it must write it.
-func TestStream(t *testing.T) {
+func TestStream(t *testing.T) { onDevices(t, testStream) }
+
+func testStream(t *testing.T) {
 	const vecs = 1000 // not a multiple of WG*UNROLL
 	data := make([]uint32, 4*vecs)
 	data[4*(vecs-1)] = 0xabcd // only the last vector is not zero: its fold is 0xabcd

@@ -5,28 +5,70 @@ package shaders
 import (
 	"encoding/binary"
 	"math"
-	"sync"
+	"slices"
 	"testing"
 
 	"github.com/wick-run/wick/engine/gpu"
+	"github.com/wick-run/wick/internal/gputest"
 )
 
+// cur is the device of the running test: the one onDevices set for its
+// subtest, else wgpu-native. Tests of this package run one at a time.
 var (
-	devOnce sync.Once
-	dev     gpu.Device
-	devErr  error
-	kernels = map[Key]gpu.Kernel{}
+	cur     gpu.Device
+	kernels = map[gpu.Device]map[Key]gpu.Kernel{} // compiled variants, by device
 )
 
-// device opens the native device once for the package's tests, or fails
-// saying how to get one: kernels untested for want of a GPU must not pass.
+// device returns the running test's device, or fails saying how to get
+// one: kernels untested for want of a GPU must not pass.
 func device(t *testing.T) gpu.Device {
 	t.Helper()
-	devOnce.Do(func() { dev, devErr = gpu.Open(gpu.Options{}) })
-	if devErr != nil {
-		t.Fatalf("%v\n(install mesa-vulkan-drivers and libvulkan1: `make deps` does)", devErr)
+	if cur == nil {
+		return gputest.Native().Open(t)
 	}
-	return dev
+	return cur
+}
+
+// onDevices runs test once on every device of gputest.Devices (wgpu-native,
+// Dawn with the kernels' features, Dawn with them withheld), as subtests
+// named by device, against the same CPU reference and on the same inputs
+// (newRand). Under Dawn on lavapipe the subgroup size is 8 (adapter.info
+// reports 8..8); the portable kernels do not depend on it.
+//
+// dawnCases, when given, are the only cases (runCase) of test that run on
+// Dawn: tests of big kernels (attention, staged products) name one int8
+// case per variant family there, because lavapipe's LLVM takes 5-40 s to
+// compile each of their variants on a cold shader cache (as on a fresh CI
+// machine), once more per WGSL compiler; wgpu-native runs every case.
+func onDevices(t *testing.T, test func(t *testing.T), dawnCases ...string) {
+	t.Helper()
+	for _, gd := range gputest.Devices() {
+		t.Run(gd.Name, func(t *testing.T) {
+			prevDev, prevCases := cur, only
+			cur, only = gd.Open(t), nil
+			if gd.Dawn && len(dawnCases) > 0 {
+				only = dawnCases
+			}
+			defer func() { cur, only = prevDev, prevCases }()
+			test(t)
+		})
+	}
+}
+
+// only lists the cases the running device runs (nil: all); see onDevices.
+var only []string
+
+// runCase runs one case of a table as a subtest, or skips it, saying so,
+// where the device runs only some (onDevices).
+func runCase(t *testing.T, name string, f func(t *testing.T)) {
+	t.Helper()
+	if only != nil && !slices.Contains(only, name) {
+		t.Run(name, func(t *testing.T) {
+			t.Skipf("on Dawn only %v run (compile time); wgpu-native runs every case", only)
+		})
+		return
+	}
+	t.Run(name, f)
 }
 
 // poison is the pattern every output buffer holds before a kernel runs, so
@@ -122,13 +164,16 @@ func read(t *testing.T, b gpu.Buffer, words int) []byte {
 func dispatch(t *testing.T, k Key, step Step, params any, grid [3]int, bufs ...gpu.Buffer) {
 	t.Helper()
 	d := device(t)
-	kern, ok := kernels[k]
+	if kernels[d] == nil {
+		kernels[d] = map[Key]gpu.Kernel{}
+	}
+	kern, ok := kernels[d][k]
 	if !ok {
 		var err error
 		if kern, err = Compile(d, k); err != nil {
 			t.Fatal(err)
 		}
-		kernels[k] = kern
+		kernels[d][k] = kern
 	}
 	uni := func(v any) gpu.Buffer {
 		b, err := d.NewBuffer(256, gpu.Uniform, "params")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/wick-run/wick/engine/cpu"
@@ -13,6 +14,7 @@ import (
 	"github.com/wick-run/wick/engine/kv"
 	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/engine/quant"
+	"github.com/wick-run/wick/internal/gputest"
 	"github.com/wick-run/wick/internal/testmodel"
 )
 
@@ -30,12 +32,20 @@ func randF32(r *rand.Rand, n int, std float64) []float32 {
 	return v
 }
 
+// newRand seeds a test's inputs from its name, less the device's subtest
+// (onDevices): every device gets the same inputs.
 func newRand(t *testing.T) *rand.Rand {
-	seed := uint64(len(t.Name())) * 0x9e3779b97f4a7c15
+	name := t.Name()
+	for _, d := range gputest.Devices() {
+		name = strings.Replace(name, "/"+d.Name+"/", "/", 1)
+	}
+	seed := uint64(len(name)) * 0x9e3779b97f4a7c15
 	return rand.New(rand.NewPCG(seed, 42))
 }
 
-func TestQuantize(t *testing.T) {
+func TestQuantize(t *testing.T) { onDevices(t, testQuantize) }
+
+func testQuantize(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		int8       bool
@@ -98,7 +108,9 @@ func packMat(m *model.Mat) (data []uint32, scaleWord int) {
 	return append(data, bytesU32(f32bytes(m.Scale))...), scaleWord
 }
 
-func TestMatmul(t *testing.T) {
+func TestMatmul(t *testing.T) { onDevices(t, testMatmul) }
+
+func testMatmul(t *testing.T) {
 	for _, tc := range []struct {
 		name             string
 		dtype            model.DType
@@ -143,7 +155,9 @@ func TestMatmul(t *testing.T) {
 	}
 }
 
-func TestRMSNormAndResidual(t *testing.T) {
+func TestRMSNormAndResidual(t *testing.T) { onDevices(t, testRMSNormAndResidual) }
+
+func testRMSNormAndResidual(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		entry   string
@@ -201,7 +215,9 @@ func b2u(b bool) uint32 {
 	return 0
 }
 
-func TestHeadPrep(t *testing.T) {
+func TestHeadPrep(t *testing.T) { onDevices(t, testHeadPrep) }
+
+func testHeadPrep(t *testing.T) {
 	for _, tc := range []struct {
 		name            string
 		heads, hd, n    int
@@ -249,7 +265,9 @@ func TestHeadPrep(t *testing.T) {
 // padding between rows): query heads normed and roped into qo, K heads
 // normed, roped and quantised, V heads quantised, into the chunk arrays at
 // their offsets; and a layer without K/V (only the query heads run).
-func TestQKVPrep(t *testing.T) {
+func TestQKVPrep(t *testing.T) { onDevices(t, testQKVPrep) }
+
+func testQKVPrep(t *testing.T) {
 	for _, tc := range []struct {
 		name                  string
 		int8                  bool
@@ -329,7 +347,9 @@ func TestQKVPrep(t *testing.T) {
 	}
 }
 
-func TestGatedAct(t *testing.T) {
+func TestGatedAct(t *testing.T) { onDevices(t, testGatedAct) }
+
+func testGatedAct(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		act     model.Activation
@@ -354,7 +374,9 @@ func TestGatedAct(t *testing.T) {
 	}
 }
 
-func TestEmbed(t *testing.T) {
+func TestEmbed(t *testing.T) { onDevices(t, testEmbed) }
+
+func testEmbed(t *testing.T) {
 	for _, dtype := range []model.DType{model.Int8, model.F32} {
 		t.Run(dtype.String(), func(t *testing.T) {
 			r := newRand(t)
@@ -392,7 +414,9 @@ func TestEmbed(t *testing.T) {
 // TestArgmax checks the greedy pick by one workgroup and in two passes
 // (blocks, then their merge), with ties inside a block and across blocks:
 // the first index wins.
-func TestArgmax(t *testing.T) {
+func TestArgmax(t *testing.T) { onDevices(t, testArgmax) }
+
+func testArgmax(t *testing.T) {
 	const vocab, n, first, block = 1031, 3, 1, 100
 	for _, tc := range []struct {
 		name  string
@@ -437,6 +461,10 @@ func TestArgmax(t *testing.T) {
 // engine/cpu's attention: local (ring) and global layers, MQA and GQA,
 // chunks that wrap the ring and chunks longer than the window.
 func TestAttention(t *testing.T) {
+	onDevices(t, testAttention, "local-decode-int8", "local-chunk-wider-than-window-int8", "global-prefill-int8", "global-long-int8")
+}
+
+func testAttention(t *testing.T) {
 	type tcase struct {
 		name     string
 		cfg      *model.Config
@@ -461,7 +489,7 @@ func TestAttention(t *testing.T) {
 			tcase{"wide-heads-prefill-" + dtype.String(), wide, 0, 9, 5})
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
+		runCase(t, tc.name, func(t *testing.T) {
 			r := newRand(t)
 			c := tc.cfg
 			m, arena, kvb, p := attnArena(t, r, c, tc.layer, tc.start)

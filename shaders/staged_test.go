@@ -22,6 +22,10 @@ import (
 // workgroup, and the product spans several workgroups (each repeats the
 // prologue).
 func TestStagedProducts(t *testing.T) {
+	onDevices(t, testStagedProducts, "norm-int8-post-norm", "gated-int8-geglu")
+}
+
+func testStagedProducts(t *testing.T) {
 	for _, tc := range []struct {
 		name            string
 		in              string
@@ -39,7 +43,7 @@ func TestStagedProducts(t *testing.T) {
 		{"gated-int8-swiglu", "gated", model.Int8, model.SwiGLU, 70, 16 * 37, 4, false, false, false, 256, 32},
 		{"gated-f32-geglu", "gated", model.F32, model.GeGLUTanh, 33, 4 * 29, 2, false, false, false, 64, 8},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
+		runCase(t, tc.name, func(t *testing.T) {
 			r := newRand(t)
 			int8Mode := tc.dtype == model.Int8
 			n, cols := tc.n, tc.cols
@@ -151,6 +155,10 @@ func TestStagedProducts(t *testing.T) {
 // consumers (which read a chunk another layer filled), MQA and GQA, the
 // first position and positions that need many tiles.
 func TestGroupAttention(t *testing.T) {
+	onDevices(t, testGroupAttention, "local-producer-ring-int8", "local-consumer-int8", "global-producer-long-int8", "global-consumer-int8")
+}
+
+func testGroupAttention(t *testing.T) {
 	type tcase struct {
 		name         string
 		cfg          *model.Config
@@ -173,7 +181,7 @@ func TestGroupAttention(t *testing.T) {
 		)
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
+		runCase(t, tc.name, func(t *testing.T) {
 			r := newRand(t)
 			c := tc.cfg
 			m, arena, kvb, p := attnArena(t, r, c, tc.layer, tc.start)

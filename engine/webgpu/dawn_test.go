@@ -1,0 +1,130 @@
+//go:build !js && !wasip1
+
+package webgpu
+
+import (
+	"math"
+	"strconv"
+	"testing"
+
+	"github.com/wick-run/wick/engine/cpu"
+	"github.com/wick-run/wick/engine/format"
+	"github.com/wick-run/wick/engine/gpu"
+	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/internal/gputest"
+	"github.com/wick-run/wick/internal/testmodel"
+)
+
+// TestModelMatchesCPUOnDawn runs testdata/cai-tiny on Dawn (Chrome's WebGPU
+// and Tint) on both kernel tiers, the kernels' features given and withheld,
+// against engine/cpu: as int8, greedy decoding on the GPU gives the CPU's
+// tokens; in its float32 form every prompt position's and decode step's
+// logits agree within 1e-3. (TestMatchesCPU and TestGreedyOnGPU check
+// wgpu-native on random models.)
+func TestModelMatchesCPUOnDawn(t *testing.T) {
+	f, err := format.Open("../../testdata/cai-tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w8, err := f.LoadWeights()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg8 := f.Config()
+	cfg32, w32 := model.ToF32(cfg8, w8)
+	const prompt, steps, ctx = 40, 32, 128
+	ids := make([]int32, prompt)
+	for i := range ids {
+		ids[i] = int32(3 + (i*2654435761)%(cfg8.Vocab-3))
+	}
+	gputest.Run(t, gputest.Dawn(), func(t *testing.T, d gpu.Device) {
+		t.Run("int8-greedy", func(t *testing.T) {
+			ref, err := cpu.New(cfg8, w8)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs, err := ref.NewSequence(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gm, err := New(d, cfg8, w8, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer gm.Close()
+			gs, err := gm.NewSequence(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer gs.Close()
+			l := make([]float32, cfg8.Vocab)
+			if err := gs.Forward(ids[:prompt-1], 0, l); err != nil {
+				t.Fatal(err)
+			}
+			got, err := gs.Greedy(ids[prompt-1], prompt-1, steps)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cs.Forward(ids, 0, l); err != nil {
+				t.Fatal(err)
+			}
+			for i := range steps {
+				want := argmax(l)
+				if got[i] != want {
+					t.Fatalf("step %d: Dawn picked %d, the CPU %d (CPU top-2 margin %.4f); Dawn so far %v", i, got[i], want, testmodel.Margin(l), got[:i+1])
+				}
+				if err := cs.Forward([]int32{want}, prompt+i, l); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+		t.Run("f32-logits", func(t *testing.T) {
+			ref, err := cpu.New(cfg32, w32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs, err := ref.NewSequence(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gm, err := New(d, cfg32, w32, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer gm.Close()
+			gs, err := gm.NewSequence(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer gs.Close()
+			V := cfg32.Vocab
+			want, got := make([]float32, prompt*V), make([]float32, prompt*V)
+			for i := range got {
+				got[i] = float32(math.NaN())
+			}
+			if err := cs.Forward(ids, 0, want); err != nil {
+				t.Fatal(err)
+			}
+			if err := gs.Forward(ids, 0, got); err != nil {
+				t.Fatal(err)
+			}
+			for p := range prompt {
+				closeLogits(t, "prompt position "+strconv.Itoa(p), got[p*V:(p+1)*V], want[p*V:(p+1)*V], 1e-3)
+			}
+			g, c := got[(prompt-1)*V:], want[(prompt-1)*V:]
+			for i := range steps {
+				next := argmax(c)
+				if argmax(g) != next {
+					t.Fatalf("step %d: Dawn's argmax %d, the CPU's %d", i, argmax(g), next)
+				}
+				if err := cs.Forward([]int32{next}, prompt+i, c); err != nil {
+					t.Fatal(err)
+				}
+				if err := gs.Forward([]int32{next}, prompt+i, g); err != nil {
+					t.Fatal(err)
+				}
+				closeLogits(t, "decode step "+strconv.Itoa(i), g, c, 1e-3)
+			}
+		})
+	})
+}

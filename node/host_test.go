@@ -23,8 +23,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wick-run/wick/bench"
 	"github.com/wick-run/wick/engine"
+	"github.com/wick-run/wick/engine/chat"
+	"github.com/wick-run/wick/engine/format"
+	"github.com/wick-run/wick/engine/gpu/dawn"
 	"github.com/wick-run/wick/engine/sample"
+	"github.com/wick-run/wick/engine/tokenizer"
 	_ "github.com/wick-run/wick/engine/webgpu" // registers the webgpu backend
 )
 
@@ -80,6 +85,26 @@ var genCases = []genCase{
 	{"greedy-rep-penalty", sample.Params{RepetitionPenalty: 1.2}},
 }
 
+// dawnRun is one generation on the Node host: a setting and the tier of
+// kernels it runs with.
+type dawnRun struct {
+	genCase
+	tier string
+}
+
+// dawnRuns are every setting on Dawn's own tier, and greedy and the page's
+// defaults on the fallback tier.
+func dawnRuns() []dawnRun {
+	var runs []dawnRun
+	for _, tc := range genCases {
+		runs = append(runs, dawnRun{tc, "all"})
+	}
+	for _, tc := range genCases[:2] {
+		runs = append(runs, dawnRun{tc, "fallback"})
+	}
+	return runs
+}
+
 func hostArgs(p sample.Params) []string {
 	f := func(v float32) string { return strconv.FormatFloat(float64(v), 'g', -1, 32) }
 	return []string{"-temp", f(p.Temperature), "-top-p", f(p.TopP), "-top-k", strconv.Itoa(p.TopK),
@@ -88,7 +113,10 @@ func hostArgs(p sample.Params) []string {
 
 // TestDawnHostEqualsNative checks that the Node host on Dawn generates
 // exactly the native webgpu backend's tokens, greedy and sampled, on both
-// test models.
+// test models: with Dawn's tier of kernels (packed int8 dot products and
+// subgroup reductions, which lavapipe offers through Dawn) against the
+// native fallback tier, and with the fallback tier on Dawn too (greedy and
+// the page's defaults).
 func TestDawnHostEqualsNative(t *testing.T) {
 	const system, prompt, maxTokens = "You are Ada, who draws maps.", "Hello! Where does the river go?", 24
 	for _, dir := range []string{"../testdata/cai-tiny", "../testdata/plain-tiny"} {
@@ -97,8 +125,9 @@ func TestDawnHostEqualsNative(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { m.Close() })
-		for _, tc := range genCases {
-			t.Run(fmt.Sprintf("%s/%s", filepath.Base(dir), tc.name), func(t *testing.T) {
+		for _, run := range dawnRuns() {
+			tc, tier := run.genCase, run.tier
+			t.Run(fmt.Sprintf("%s/%s/%s", filepath.Base(dir), tier, tc.name), func(t *testing.T) {
 				s, err := m.NewSession(system)
 				if err != nil {
 					t.Fatal(err)
@@ -109,9 +138,12 @@ func TestDawnHostEqualsNative(t *testing.T) {
 					t.Fatal(err)
 				}
 				got := runHost(t, append([]string{"-model", dir, "-system", system, "-prompt", prompt,
-					"-max-tokens", strconv.Itoa(maxTokens)}, hostArgs(tc.p)...)...)
+					"-max-tokens", strconv.Itoa(maxTokens), "-tier", tier}, hostArgs(tc.p)...)...)
 				if !strings.HasPrefix(got.Backend, "webgpu") {
 					t.Fatalf("the host ran on %q (%s), want webgpu", got.Backend, got.GPUNote)
+				}
+				if want := map[string]string{"all": "dot4+subgroups kernels", "fallback": "fallback kernels"}[tier]; !strings.Contains(got.Backend, want) {
+					t.Fatalf("the host ran %q, want %s", got.Backend, want)
 				}
 				if !slices.Equal(got.Tokens, want.Tokens) {
 					t.Errorf("Dawn host: %v\nnative:    %v", got.Tokens, want.Tokens)
@@ -137,5 +169,68 @@ func TestDawnHostRecoversFromGPUError(t *testing.T) {
 	clean := runHost(t, "-model", dir, "-prompt", "Hi there.", "-max-tokens", "12")
 	if !slices.Equal(r.Tokens, clean.Tokens) || r.Prompt != clean.Prompt {
 		t.Errorf("after a failed turn: %v (prompt %d), a clean run: %v (prompt %d)", r.Tokens, r.Prompt, clean.Tokens, clean.Prompt)
+	}
+}
+
+// TestDawnHostSplitsWideTensors runs, through the page's runtime on Dawn, a
+// model whose embedding (Gemma 3's 262144 x 640, 168 MB of int8) is larger
+// than one storage binding of 128 MiB, WebGPU's default, which lavapipe
+// gives as phones do. The engine splits every matrix by rows over as many
+// buffers as it needs; the page must not refuse such a model (it refused
+// any tensor larger than a binding), and its greedy tokens equal the
+// native engine's.
+func TestDawnHostSplitsWideTensors(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes and runs a 190 MB model on the CPU adapter (about a minute); make test runs it")
+	}
+	c, err := bench.Shape("270m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Layers = c.Layers[:2] // the embedding is what matters; two layers keep it quick
+	embedBytes := int64(c.Vocab) * int64(c.Hidden+4)
+	d, err := dawn.Open(dawn.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	binding := d.Info().Limits.MaxStorageBufferBindingSize
+	d.Close()
+	if binding >= embedBytes {
+		t.Skipf("Dawn's adapter binds %d bytes at once, more than the %d-byte embedding: nothing to split here (lavapipe binds 128 MiB)", binding, embedBytes)
+	}
+	tokPath := "../testdata/tokenizer/tokenizer.model"
+	tok, err := tokenizer.Load(tokPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := chat.GemmaChatTemplate(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := format.WriteModel(dir, "wide-embedding", c, bench.RandomInt8(c, 1), tokPath, tmpl, 32<<20); err != nil {
+		t.Fatal(err)
+	}
+	m, err := engine.Load(dir, engine.Options{Backend: "webgpu", CacheBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	s, err := m.NewSession("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ids := []int32{5, 6, 7}
+	want, err := s.Complete(context.Background(), ids, engine.GenParams{MaxTokens: 3}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := runHost(t, "-model", dir, "-ids", "5,6,7", "-max-tokens", "3")
+	if !strings.HasPrefix(got.Backend, "webgpu") {
+		t.Fatalf("the host ran on %q (%s), want webgpu", got.Backend, got.GPUNote)
+	}
+	if !slices.Equal(got.Tokens, want.Tokens) {
+		t.Errorf("Dawn host: %v\nnative:    %v", got.Tokens, want.Tokens)
 	}
 }

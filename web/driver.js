@@ -19,7 +19,7 @@
 
 import { WASI } from './wasi.js';
 import { GPUBridge, newCounters } from './gpu.js';
-import { parseManifest, largestTensorBytes } from './manifest.js';
+import { parseManifest, largestRowBytes } from './manifest.js';
 
 const DONE = 0, TOKEN = 1, WAIT = 2, PROGRESS = 3, ERROR = -1;
 
@@ -153,7 +153,7 @@ export class Driver {
     let dev = null, gpuNote = '';
     if (backend !== 'cpu') {
       try {
-        dev = await this.a.openDevice({ needBinding: largestTensorBytes(m), profile, tier });
+        dev = await this.a.openDevice({ needBinding: largestRowBytes(m), profile, tier });
       } catch (e) {
         if (backend === 'webgpu') throw Object.assign(new Error(e.message), { kind: e.kind });
         gpuNote = e.message;

@@ -56,8 +56,8 @@ export async function openDevice({ needBinding = 0, profile = false, tier = 'all
   }
   const al = adapter.limits;
   if (needBinding > al.maxStorageBufferBindingSize || needBinding > al.maxBufferSize) {
-    const mib = (n) => `${(n / 1048576).toFixed(0)} MiB`;
-    throw fail('too-small', `This GPU cannot hold the model: its largest tensor needs ${mib(needBinding)} in one buffer, ` +
+    const mib = (n) => (n < 1048576 ? `${(n / 1024).toFixed(0)} KiB` : `${(n / 1048576).toFixed(0)} MiB`);
+    throw fail('too-small', `This GPU cannot hold the model: its widest tensor row needs ${mib(needBinding)} in one buffer, ` +
       `the adapter allows ${mib(Math.min(al.maxStorageBufferBindingSize, al.maxBufferSize))}. Pick a smaller model or use the CPU.`);
   }
   // The engine sizes its buffers (stacked weights, the KV arena) from the

@@ -115,13 +115,18 @@ export function parseManifest(bytes) {
   return m;
 }
 
-// largestTensorBytes is the size of the biggest tensor, the least a GPU's
-// maxStorageBufferBindingSize must be for the model to run at all.
-export function largestTensorBytes(m) {
+// largestRowBytes is the size of the widest tensor row (int8 rows with
+// their float32 scale), the least a GPU's maxStorageBufferBindingSize must
+// be for the model to run at all: the engine splits every matrix by rows
+// over as many buffers as the binding limit needs (engine/webgpu
+// uploadMatrix), so a tensor larger than one binding is no obstacle.
+// Buffers the engine sizes itself (KV arena, logits) are checked when it
+// makes them, with an error naming the limit.
+export function largestRowBytes(m) {
   let most = 0;
   for (const t of m.tensors) {
-    const elems = t.shape.reduce((a, b) => a * b, 1);
-    most = Math.max(most, elems * (t.dtype === 1 ? 1 : 4));
+    const cols = t.shape.length > 0 ? t.shape[t.shape.length - 1] : 1;
+    most = Math.max(most, t.dtype === 1 ? cols + 4 : cols * 4);
   }
   return most;
 }

@@ -128,7 +128,7 @@ let readbacks = []; // finished readbacks not yet handed over
 let deferred = [];  // asynchronous errors of earlier work, for the next poll
 
 async function settle() { readbacks.push(...await bridge.settle()); }
-const takeError = () => (imp.status() < 0 ? bridge.lastError : '');
+const takeError = () => (bridge.takeStatus() < 0 ? bridge.lastError : '');
 
 // create runs one create import with its errors reported synchronously.
 async function create(kind, call) {

@@ -103,13 +103,13 @@ export class Driver {
         case TOKEN: {
           if (onToken) onToken(JSON.parse(this.#unpack(this.#call('wick_output'))));
           await this.#maybeYield();
-          status = this.cancelRequested ? this.#call('wick_cancel') : this.#call('wick_resume');
+          status = this.cancelRequested ? this.#call('wick_cancel') : this.#call('wick_resume', 0);
           break;
         }
         case PROGRESS: {
           if (onProgress) onProgress(JSON.parse(this.#unpack(this.#call('wick_output'))));
           await this.#maybeYield();
-          status = this.cancelRequested ? this.#call('wick_cancel') : this.#call('wick_resume');
+          status = this.cancelRequested ? this.#call('wick_cancel') : this.#call('wick_resume', 0);
           break;
         }
         case WAIT: {
@@ -121,7 +121,7 @@ export class Driver {
             const st = this.#call('wick_mapped', d.req, n, failed ? 1 : 0);
             if (st !== DONE) throw new ModuleError(`deliver readback ${d.req}: ${this.#unpack(this.#call('wick_error'))}`);
           }
-          status = this.#call('wick_resume');
+          status = this.#call('wick_resume', this.engine.gpu.takeStatus());
           break;
         }
         default: throw new Error(`the module returned unknown status ${status}`);

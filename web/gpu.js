@@ -4,8 +4,9 @@
 // Imports are synchronous, WebGPU's answers are not, so everything that
 // completes later (readbacks, fills from the Cache API, WGSL compile results,
 // validation errors) is collected and finished in settle(), which the worker
-// awaits whenever the module returns status 2; status() then reports any
-// asynchronous failure to the module. Every import catches its own
+// awaits whenever the module returns status 2; takeStatus() then gives the
+// asynchronous failures, which the driver hands to wick_resume (the module
+// makes no crossing to ask for them). Every import catches its own
 // exceptions and returns -1: a JS exception must never unwind through Go.
 
 const USAGE_STORAGE = 1, USAGE_UNIFORM = 2, USAGE_MAP_READ = 4;
@@ -276,14 +277,6 @@ export class GPUBridge {
         if (kind === 1 && o.kind === 'buffer') { o.obj.destroy(); this.edges.delete(h); }
         this.objects[h] = null;
       },
-      // status reports (once) what failed since the last call; the errors
-      // are then forgotten, so the step after a failed one runs afresh.
-      status: () => {
-        if (!this.asyncErrors.length) return 0;
-        this.lastError = this.asyncErrors.join('\n');
-        this.asyncErrors = [];
-        return -1;
-      },
       last_error: (ptr, cap) => {
         const msg = new TextEncoder().encode(this.lastError);
         if (msg.length <= cap) this.bytes(ptr, msg.length).set(msg);
@@ -399,6 +392,16 @@ export class GPUBridge {
       }
     }
     if (enc) submit();
+  }
+
+  // takeStatus reports (once) what failed asynchronously since the last
+  // call: 0, or -1 with the messages in last_error. The errors are then
+  // forgotten, so the step after a failed one runs afresh.
+  takeStatus() {
+    if (!this.asyncErrors.length) return 0;
+    this.lastError = this.asyncErrors.join('\n');
+    this.asyncErrors = [];
+    return -1;
   }
 
   // injectFault makes the next command list fail WebGPU's validation

@@ -43,9 +43,6 @@ func gpuFill(buf uint32, offset int64, shard unsafe.Pointer, shardLen uint32, sh
 //go:wasmimport wick_gpu free
 func gpuFree(kind, handle uint32)
 
-//go:wasmimport wick_gpu status
-func gpuStatus() int32
-
 //go:wasmimport wick_gpu last_error
 func gpuLastError(ptr unsafe.Pointer, cap uint32) int32
 
@@ -89,7 +86,9 @@ type importedMap struct {
 // OpenImported returns the host's device, or an error wrapping ErrNoAdapter
 // when the host has none. wait is called by Poll(true) while readbacks or
 // fills are outstanding; it must return once the host has delivered every
-// readback it was asked for and written every fill.
+// readback it was asked for and written every fill, with an error when the
+// host reports an asynchronous failure (see HostError): the host hands its
+// status over as it resumes the module, never through an import of its own.
 func OpenImported(wait func() error) (*Imported, error) {
 	buf := make([]byte, 1024)
 	for {
@@ -111,6 +110,10 @@ func OpenImported(wait func() error) (*Imported, error) {
 		return d, nil
 	}
 }
+
+// HostError is the host's last failure, code being what the host
+// returned: the module's wait reports asynchronous failures with it.
+func HostError(code int32) error { return hostError(code) }
 
 // hostError fetches the message of the host's last failure.
 func hostError(code int32) error {
@@ -292,9 +295,6 @@ func (d *Imported) Poll(wait bool) error {
 		}
 		if err := d.wait(); err != nil {
 			return fmt.Errorf("poll: %w", err)
-		}
-		if r := gpuStatus(); r < 0 {
-			return fmt.Errorf("poll: %w", hostError(r))
 		}
 		d.filled, d.ran = false, false
 		if d.outstanding() {

@@ -92,7 +92,7 @@ func TestBadInputIsAnError(t *testing.T) {
 			func() error { _, err := inst.run(ctx, nil, "wick_send", []byte("{"), uint64(s.id)); return err }, "input",
 			func() error { _, err := s.Send(ctx, Turn{Text: "hi", MaxTokens: 1}, nil); return err }},
 		{"a resume with nothing in flight",
-			func() error { return inst.status(ctx, "wick_resume") }, "no call is in flight",
+			func() error { return inst.status(ctx, "wick_resume", 0) }, "no call is in flight",
 			func() error { _, err := s.Send(ctx, Turn{Text: "hi", MaxTokens: 1}, nil); return err }},
 		{"a readback nobody asked for",
 			func() error { return inst.status(ctx, "wick_mapped", 7, 0, 0) }, "mapped",

@@ -77,17 +77,17 @@ func (i *Instance) drive(ctx context.Context, onToken func([]byte) bool, export 
 			}
 			return nil, &Error{Msg: string(msg)}
 		case statusToken:
-			next := "wick_resume"
+			next, args := "wick_resume", []uint64{0}
 			if onToken != nil {
 				out, err := i.packed(ctx, "wick_output")
 				if err != nil {
 					return nil, err
 				}
 				if !onToken(out) {
-					next = "wick_cancel"
+					next, args = "wick_cancel", nil
 				}
 			}
-			v, err = i.call(ctx, next)
+			v, err = i.call(ctx, next, args...)
 		case statusProgress:
 			if i.onProgress != nil {
 				out, err := i.packed(ctx, "wick_output")
@@ -103,12 +103,14 @@ func (i *Instance) drive(ctx context.Context, onToken func([]byte) bool, export 
 				}
 				i.onProgress(p.Done, p.Total)
 			}
-			v, err = i.call(ctx, "wick_resume")
+			v, err = i.call(ctx, "wick_resume", 0)
 		case statusWait:
 			if err := i.deliver(ctx); err != nil {
 				return nil, err
 			}
-			v, err = i.call(ctx, "wick_resume")
+			// This host's device reports every failure as it happens:
+			// there is no asynchronous status to hand over.
+			v, err = i.call(ctx, "wick_resume", 0)
 		default:
 			return nil, fmt.Errorf("%s: unknown status %d", export, st)
 		}

@@ -221,9 +221,6 @@ func instantiateGPU(ctx context.Context, rt wazero.Runtime) error {
 			st.dev.FreeBindGroup(gpu.BindGroup(h))
 		}
 	})
-	// Every call above fails synchronously here, so there is never a
-	// deferred error to report.
-	fn("status", func(ctx context.Context) int32 { return 0 })
 	fn("last_error", func(ctx context.Context, m api.Module, p, capacity uint32) int32 {
 		st := stateOf(ctx)
 		msg := []byte(st.lastErr)

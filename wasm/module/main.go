@@ -343,10 +343,19 @@ func wickRestore(n uint32) int32 {
 	})
 }
 
-// wick_resume continues the call in flight after statusToken or statusWait.
+// wick_resume continues the call in flight after statusToken,
+// statusProgress or statusWait. After statusWait, gpuStatus is the host's
+// asynchronous GPU status since the last wait (0, or negative after a
+// failure whose message last_error holds): handing it over here saves the
+// module a crossing into the host per wait (wasm/ABI.md).
 //
 //go:wasmexport wick_resume
-func wickResume() int32 { return guard(resume) }
+func wickResume(gpuStatus int32) int32 {
+	return guard(func() int32 {
+		hostGPUStatus = gpuStatus
+		return resume()
+	})
+}
 
 // wick_cancel ends the turn in flight after a statusToken: it finishes
 // with finish "cancelled" (statusDone) and keeps the tokens so far.

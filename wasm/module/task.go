@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+
+	"github.com/wick-run/wick/engine/gpu"
 )
 
 // Status codes every driving export returns (see wasm/ABI.md).
@@ -102,11 +104,23 @@ func resume() int32 {
 	return t.next()
 }
 
+// hostGPUStatus is the GPU status the host handed to the last wick_resume.
+var hostGPUStatus int32
+
 // waitHost is the GPU device's wait: it pauses the current task until the
-// host has delivered readbacks and written fills.
+// host has delivered readbacks and written fills, and returns the host's
+// asynchronous GPU failures since the last wait (a WGSL compile error, a
+// validation error, a failed fill), which the host hands to wick_resume.
 func waitHost() error {
 	if current == nil {
 		return errors.New("the module must wait for the host outside any call")
 	}
-	return current.pause(statusWait)
+	hostGPUStatus = 0
+	if err := current.pause(statusWait); err != nil {
+		return err
+	}
+	if st := hostGPUStatus; st < 0 {
+		return gpu.HostError(st)
+	}
+	return nil
 }

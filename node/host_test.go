@@ -28,6 +28,7 @@ import (
 	"github.com/wick-run/wick/engine/chat"
 	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/gpu/dawn"
+	"github.com/wick-run/wick/engine/prefix"
 	"github.com/wick-run/wick/engine/sample"
 	"github.com/wick-run/wick/engine/tokenizer"
 	_ "github.com/wick-run/wick/engine/webgpu" // registers the webgpu backend
@@ -43,6 +44,9 @@ type hostReply struct {
 	Text       string  `json:"text"`
 	Finish     string  `json:"finish"`
 	Prompt     int     `json:"prompt_tokens"`
+	Stats      struct {
+		Decode map[string]float64 `json:"decode"` // the boundary's counters while decoding (web/gpu.js newCounters)
+	} `json:"stats"`
 }
 
 // runHost runs host.mjs gen and returns its reply.
@@ -148,9 +152,35 @@ func TestDawnHostEqualsNative(t *testing.T) {
 				if !slices.Equal(got.Tokens, want.Tokens) {
 					t.Errorf("Dawn host: %v\nnative:    %v", got.Tokens, want.Tokens)
 				}
+				checkDecodeCrossings(t, got)
 			})
 		}
 	}
+}
+
+// checkDecodeCrossings checks what a reply's decoding made cross from the
+// module into JS: per readback one command list (run) and one map, both
+// per decode batch and per KV snapshot the prefix cache takes at each
+// prefix.DefaultBlock boundary; beyond those, the few objects a sequence
+// makes on its first batch and keeps (engine/webgpu's batch buffers, the
+// sampling kernel and its bind group) and each snapshot's readback buffer
+// (made and freed). Nothing is written or asked for per batch.
+func checkDecodeCrossings(t *testing.T, r hostReply) {
+	t.Helper()
+	c := r.Stats.Decode
+	if c == nil {
+		t.Fatal("the host's reply has no decode counters")
+	}
+	readbacks := c["import:map"]
+	if readbacks == 0 || c["import:run"] != readbacks {
+		t.Errorf("decoding made %v command lists for %v readbacks; want one per readback", c["import:run"], readbacks)
+	}
+	const once = 6 + 1 + 1 // buffers, the sampling kernel, its bind group
+	snapshots := r.Prompt/prefix.DefaultBlock + len(r.Tokens)/prefix.DefaultBlock + 1
+	if other := c["imports"] - 2*readbacks; other < 0 || other > once+2*float64(snapshots) {
+		t.Errorf("decoding crossed %v times beyond run and map, per import %v; want at most %d once and 2 per snapshot", other, c, once)
+	}
+	t.Logf("%d tokens, %v readbacks: %.2f crossings per token", len(r.Tokens), readbacks, c["imports"]/float64(max(1, len(r.Tokens)-1)))
 }
 
 // TestDawnHostRecoversFromGPUError forces a real WebGPU validation error

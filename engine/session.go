@@ -574,6 +574,18 @@ func (b sampledBatch) Greedy(token int32, start, steps int) ([]int32, error) {
 // and a readback per step, 725 at two steps and 840 at four. A ring
 // that has wrapped allows only one position past the reply (see
 // batchSteps), so long chats on models with local layers run two.
+//
+// A batch is one command list (engine/webgpu's runBatch), so in a browser
+// it crosses into JS twice (run and map) whatever its length: at four
+// steps that is 0.5 crossings per token, within the one per token the
+// browser tier aims at, so crossings no longer argue for longer batches.
+// The round trip still does. The figures above fit a step of 1.05 ms plus
+// a round trip of 0.66 ms per batch: eight steps would gain about 5%
+// natively (about 885 tokens/s), more where the round trip is longer (a
+// browser's), at twice the burst and the steps run past a stop. That is
+// worth measuring in a browser on a real GPU before changing; a batch
+// length that follows the measured step time (bursts of a bounded
+// duration, not of a fixed count) would serve fast and slow GPUs alike.
 const maxGreedySteps = 4
 
 // greedyBatch runs the token just taken (the last of s.toks, at position

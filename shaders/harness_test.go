@@ -159,11 +159,14 @@ func read(t *testing.T, b gpu.Buffer, words int) []byte {
 	return data
 }
 
-// dispatch runs variant k once: step at @binding(0), params at
-// @binding(1), and bufs at @binding(2)...
+// dispatch runs variant k, as the device's tier of kernels runs it (as the
+// engine plans it: packed dot products and subgroup reductions on Dawn with
+// its features), once: step at @binding(0), params at @binding(1), and bufs
+// at @binding(2)...
 func dispatch(t *testing.T, k Key, step Step, params any, grid [3]int, bufs ...gpu.Buffer) {
 	t.Helper()
 	d := device(t)
+	k = TierOf(d.Info()).Apply(k)
 	if kernels[d] == nil {
 		kernels[d] = map[Key]gpu.Kernel{}
 	}

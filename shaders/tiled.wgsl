@@ -15,13 +15,8 @@
 
 #include "matmul_params.wgsl"
 @group(0) @binding(1) var<uniform> p: MatmulParams;
-#if DOT4
-@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> x: array<vec4<u32>>;
-#else
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read> x: array<u32>;
-#endif
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 const BM = 64u; // rows per tile
@@ -41,17 +36,16 @@ fn slot(r: u32) -> u32 {
   return (r % 4u) * 16u + r / 4u;
 }
 
-fn word_at(a: vec4<u32>, i: u32) -> u32 {
-  return a[i % 4u];
-}
-
-// w_word and x_word read the float32 at word i of W's or x's buffer (the
-// per-row and per-token scales).
-fn w_word(i: u32) -> f32 {
-  return bitcast<f32>(word_at(w[i / 4u], i));
-}
-fn x_word(i: u32) -> f32 {
-  return bitcast<f32>(word_at(x[i / 4u], i));
+// stage_word is word `word` of row (or token) r0 + r of W (or x), zero past
+// the matrix: rows of any multiple of 4 columns, as the other variants take.
+fn stage_word(src_w: bool, r: u32, r0: u32, lim: u32, word: u32, words: u32) -> u32 {
+  if (r0 + r >= lim || word >= words) {
+    return 0u;
+  }
+  if (src_w) {
+    return w[(r0 + r) * words + word];
+  }
+  return x[(r0 + r) * words + word];
 }
 #else
 // ws[k * 16 + r / 4][r % 4] is W[row0 + r][k0 + k]; xs likewise for tokens.
@@ -89,22 +83,20 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
   let ty = li / 16u; // rows 4*ty..
   let tx = li % 16u; // tokens 4*tx..
   var iacc: array<vec4<i32>, 4>; // iacc[j][i]: token 4*tx+j, row 4*ty+i
-  let vecs = p.cols / 16u;
-  let passes = (vecs + 3u) / 4u;
-  // Each invocation stages one vector of W and one of x per pass.
+  let words = p.cols / 4u;
+  let passes = (words + 15u) / 16u;
+  // Each invocation stages one vector (4 words) of W and one of x per pass.
   let sr = li / 4u;
   let sv = li % 4u;
   for (var kt = 0u; kt < passes; kt++) {
-    let vec = kt * 4u + sv;
-    var wv = vec4<u32>(0u);
-    if (row0 + sr < p.rows && vec < vecs) {
-      wv = w[(row0 + sr) * vecs + vec];
+    let word = kt * 16u + sv * 4u;
+    var wv: vec4<u32>;
+    var xv: vec4<u32>;
+    for (var e = 0u; e < 4u; e++) {
+      wv[e] = stage_word(true, sr, row0, p.rows, word + e, words);
+      xv[e] = stage_word(false, sr, tok0, step.n, word + e, words);
     }
     wp[sv * 64u + slot(sr)] = wv;
-    var xv = vec4<u32>(0u);
-    if (tok0 + sr < step.n && vec < vecs) {
-      xv = x[(tok0 + sr) * vecs + vec];
-    }
     xp[sv * 64u + slot(sr)] = xv;
     workgroupBarrier();
     for (var v = 0u; v < 4u; v++) {
@@ -128,13 +120,13 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     if (t >= step.n) {
       continue;
     }
-    let xsc = x_word(p.x_scale_word + t);
+    let xsc = bitcast<f32>(x[p.x_scale_word + t]);
     for (var i = 0u; i < 4u; i++) {
       let row = row0 + 4u * ty + i;
       if (row >= p.rows) {
         continue;
       }
-      var v = f32(iacc[j][i]) * (xsc * w_word(p.w_scale_word + row));
+      var v = f32(iacc[j][i]) * (xsc * bitcast<f32>(w[p.w_scale_word + row]));
       if (p.softcap > 0.0) {
         v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
       }

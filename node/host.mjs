@@ -8,7 +8,7 @@
 //   node node/host.mjs gen   -model DIR [-prompt TEXT | -ids 1,2,3] [-system TEXT]
 //                            [-temp T -top-p P -top-k K -rep-penalty R -seed S -max-tokens N]
 //                            [-backend webgpu|cpu] [-json] [-fault]
-//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-profile] [-kernels [-mib N] [-shapes 270m,1b] [-fuse]] [-json FILE]
+//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-fuse]] [-json FILE]
 //   node node/host.mjs info [-tier all|fallback] [-experimental]
 //
 // Common flags: -experimental offers the adapter's chromium-experimental-*
@@ -202,7 +202,9 @@ async function bench(v) {
     await p.handle({ op: 'turn', session, kind: 'complete', turn: { ids: ids(8, 2), max_tokens: 2 } });
     p.engine.gpu.profileTimes();
     const steps = 16;
-    await p.handle({ op: 'turn', session, kind: 'complete', turn: { ids: ids(1, 3), max_tokens: steps } });
+    // -temp T profiles sampled decoding (top-p from -top-p), else greedy.
+    const sampled = Number(v.temp) > 0 ? { temperature: Number(v.temp), top_p: Number(v['top-p']), seed: 7 } : {};
+    await p.handle({ op: 'turn', session, kind: 'complete', turn: { ids: ids(1, 3), max_tokens: steps, ...sampled } });
     res.profile = { steps, kernels: p.engine.gpu.profileTimes().map((k) => ({ label: k.label, perStep: k.count / steps, usPerStep: k.ns / 1000 / steps })) };
     p.close();
   }

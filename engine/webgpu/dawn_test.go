@@ -13,6 +13,7 @@ import (
 	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/internal/gputest"
 	"github.com/wick-run/wick/internal/testmodel"
+	"github.com/wick-run/wick/shaders"
 )
 
 // TestModelMatchesCPUOnDawn runs testdata/cai-tiny on Dawn (Chrome's WebGPU
@@ -38,6 +39,18 @@ func TestModelMatchesCPUOnDawn(t *testing.T) {
 		ids[i] = int32(3 + (i*2654435761)%(cfg8.Vocab-3))
 	}
 	gputest.Run(t, gputest.Dawn(), func(t *testing.T, d gpu.Device) {
+		// The all tier runs the packed-dot and subgroup kernels (lavapipe
+		// under Dawn offers both, subgroups of 8); the fallback tier none.
+		want := shaders.Tier{}
+		if d.Info().Has(shaders.FeatureSubgroups) {
+			want = shaders.Tier{Dot4: true, Subgroups: true}
+		}
+		tierOf := func(t *testing.T, m *Model) {
+			t.Helper()
+			if m.Tier() != want {
+				t.Fatalf("the model runs the %s tier on %s, want %s", m.Tier(), d.Info().Adapter, want)
+			}
+		}
 		t.Run("int8-greedy", func(t *testing.T) {
 			ref, err := cpu.New(cfg8, w8)
 			if err != nil {
@@ -52,6 +65,7 @@ func TestModelMatchesCPUOnDawn(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer gm.Close()
+			tierOf(t, gm)
 			gs, err := gm.NewSequence(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -92,6 +106,7 @@ func TestModelMatchesCPUOnDawn(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer gm.Close()
+			tierOf(t, gm)
 			gs, err := gm.NewSequence(ctx)
 			if err != nil {
 				t.Fatal(err)

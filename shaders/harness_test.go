@@ -33,7 +33,9 @@ func device(t *testing.T) gpu.Device {
 // Dawn with the kernels' features, Dawn with them withheld), as subtests
 // named by device, against the same CPU reference and on the same inputs
 // (newRand). Under Dawn on lavapipe the subgroup size is 8 (adapter.info
-// reports 8..8); the portable kernels do not depend on it.
+// reports 8..8, and a subgroupAdd kernel runs at 8: engine/gpu/dawn's
+// TestSubgroups), so the 'dawn' device checks the subgroup variants at
+// size 8 only; the H200 runs them at 32.
 //
 // dawnCases, when given, are the only cases (runCase) of test that run on
 // Dawn: tests of big kernels (attention, staged products) name one int8

@@ -240,7 +240,10 @@ async function info(v) {
   const a = await navigator.gpu.requestAdapter();
   if (!a) throw new Error('Dawn found no adapter');
   const out = {
-    adapter: a.info, features: [...a.features].sort(), wgsl: [...navigator.gpu.wgslLanguageFeatures].sort(),
+    // GPUAdapterInfo's fields are getters, which JSON.stringify skips: copy them.
+    adapter: Object.fromEntries(['vendor', 'architecture', 'device', 'description', 'subgroupMinSize', 'subgroupMaxSize', 'isFallbackAdapter']
+      .map((k) => [k, a.info[k]])),
+    features: [...a.features].sort(), wgsl: [...navigator.gpu.wgslLanguageFeatures].sort(),
     limits: { maxStorageBufferBindingSize: a.limits.maxStorageBufferBindingSize, maxBufferSize: a.limits.maxBufferSize, maxComputeWorkgroupStorageSize: a.limits.maxComputeWorkgroupStorageSize },
   };
   // What the engine is told about the device of this tier (gpu.Info).

@@ -19,13 +19,13 @@
 //      binary search over keys, and how many of its ties fit;
 //   5. the draw: u = Uniform(seed, step); the first kept id, walked by id,
 //      where the running sum of p passes u times the kept total.
-// Every pass walks each invocation's own run: one workgroup keeps few
-// loads in flight, and a run read in order is served from the SM's cache
-// (measured on the H200: reading with the invocations interleaved made
-// sampled decoding 25% slower). The top-p search, 32 passes, reads each
-// id's kept probability (0 where top-k drops it) from the second half of
-// x, computed once in id order, instead of recomputing exp and the top-k
-// ranks in every pass.
+// Passes whose result does not depend on id order (the cleaning, the
+// argmax, the top-k histograms and the top-p search) read with the invocations
+// interleaved (id = li + k * WG), so neighbouring invocations read
+// neighbouring words; the rest walk their runs. The top-p search, 32 passes,
+// reads each id's kept probability (0 where top-k drops it) from the
+// second half of x, computed once in id order, instead of recomputing exp
+// and the top-k ranks in every pass.
 // engine/sample sums in float64, this in float32: a pick can differ where
 // u * total (or top_p * total) falls within float32 rounding of a boundary
 // (see engine/webgpu's sampling test for how often).
@@ -161,7 +161,7 @@ fn sample(@builtin(local_invocation_index) li: u32) {
   let base = (step.n - 1u - step.first) * cols;
 
   // 1. Cleaned and penalised logits.
-  for (var i = lo; i < hi; i++) {
+  for (var i = li; i < cols; i += {{WG}}u) {
     x[i] = clean(logits[base + i]);
   }
   storageBarrier();
@@ -182,10 +182,11 @@ fn sample(@builtin(local_invocation_index) li: u32) {
   }
   storageBarrier();
 
-  // 2. The argmax, lowest id among equals.
+  // 2. The argmax, lowest id among equals (each invocation's ids ascend,
+  // and the merge below prefers the lower id of equal values).
   var bv = from_bits(NEG_INF);
   var bi = 0xffffffffu;
-  for (var i = lo; i < hi; i++) {
+  for (var i = li; i < cols; i += {{WG}}u) {
     let v = x[i];
     if (bi == 0xffffffffu || v > bv) {
       bv = v;
@@ -239,7 +240,7 @@ fn sample(@builtin(local_invocation_index) li: u32) {
         atomicStore(&bins[b], 0u);
       }
       workgroupBarrier();
-      for (var i = lo; i < hi; i++) {
+      for (var i = li; i < cols; i += {{WG}}u) {
         let kk = key(x[i]);
         if ((kk & mask) == prefix) {
           atomicAdd(&bins[(kk >> shift) & 255u], 1u);
@@ -309,7 +310,7 @@ fn sample(@builtin(local_invocation_index) li: u32) {
       }
       let mid = a + (z - a) / 2u;
       var part = 0.0;
-      for (var i = lo; i < hi; i++) {
+      for (var i = li; i < cols; i += {{WG}}u) {
         let pk = x[cols + i];
         if (pk > 0.0 && key(x[i]) > mid) {
           part += pk;

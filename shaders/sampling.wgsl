@@ -19,13 +19,6 @@
 //      binary search over keys, and how many of its ties fit;
 //   5. the draw: u = Uniform(seed, step); the first kept id, walked by id,
 //      where the running sum of p passes u times the kept total.
-// Passes whose result does not depend on id order (the cleaning, the
-// argmax, the top-k histograms and the top-p search) read with the invocations
-// interleaved (id = li + k * WG), so neighbouring invocations read
-// neighbouring words; the rest walk their runs. The top-p search, 32 passes,
-// reads each id's kept probability (0 where top-k drops it) from the
-// second half of x, computed once in id order, instead of recomputing exp
-// and the top-k ranks in every pass.
 // engine/sample sums in float64, this in float32: a pick can differ where
 // u * total (or top_p * total) falls within float32 rounding of a boundary
 // (see engine/webgpu's sampling test for how often).
@@ -46,8 +39,6 @@ struct SampleParams {
 @group(0) @binding(3) var<storage, read_write> ids: array<u32>;
 // state: [0] the sampler's step, [1] history length n, [2..2+n) the history.
 @group(0) @binding(4) var<storage, read_write> state: array<u32>;
-// x: [0, cols) the cleaned, penalised logits; [cols, 2 cols) each id's
-// probability where top-k keeps it, else 0.
 @group(0) @binding(5) var<storage, read_write> x: array<f32>;
 
 // red_f (common.wgsl) and red_u carry per-invocation values.
@@ -161,7 +152,7 @@ fn sample(@builtin(local_invocation_index) li: u32) {
   let base = (step.n - 1u - step.first) * cols;
 
   // 1. Cleaned and penalised logits.
-  for (var i = li; i < cols; i += {{WG}}u) {
+  for (var i = lo; i < hi; i++) {
     x[i] = clean(logits[base + i]);
   }
   storageBarrier();
@@ -182,11 +173,10 @@ fn sample(@builtin(local_invocation_index) li: u32) {
   }
   storageBarrier();
 
-  // 2. The argmax, lowest id among equals (each invocation's ids ascend,
-  // and the merge below prefers the lower id of equal values).
+  // 2. The argmax, lowest id among equals.
   var bv = from_bits(NEG_INF);
   var bi = 0xffffffffu;
-  for (var i = li; i < cols; i += {{WG}}u) {
+  for (var i = lo; i < hi; i++) {
     let v = x[i];
     if (bi == 0xffffffffu || v > bv) {
       bv = v;
@@ -240,7 +230,7 @@ fn sample(@builtin(local_invocation_index) li: u32) {
         atomicStore(&bins[b], 0u);
       }
       workgroupBarrier();
-      for (var i = li; i < cols; i += {{WG}}u) {
+      for (var i = lo; i < hi; i++) {
         let kk = key(x[i]);
         if ((kk & mask) == prefix) {
           atomicAdd(&bins[(kk >> shift) & 255u], 1u);
@@ -275,8 +265,7 @@ fn sample(@builtin(local_invocation_index) li: u32) {
     k_rank = scan_u(ties, li);
   }
 
-  // 4. Probabilities of the kept ids (in id order: the top-k ties), their
-  // total, and top-p.
+  // 4. Probabilities of the kept ids, their total, and top-p.
   var total_run = 0.0;
   var r = k_rank;
   for (var i = lo; i < hi; i++) {
@@ -286,14 +275,10 @@ fn sample(@builtin(local_invocation_index) li: u32) {
       kept = r < need;
       r++;
     }
-    var pk = 0.0;
     if (kept) {
-      pk = prob(x[i], mx);
+      total_run += prob(x[i], mx);
     }
-    x[cols + i] = pk;
-    total_run += pk;
   }
-  storageBarrier();
   let total = sum_all(total_run, li);
   let top_p = p.top_p > 0.0 && p.top_p < 1.0;
   var cut = 0u;          // the top-p boundary key
@@ -310,10 +295,16 @@ fn sample(@builtin(local_invocation_index) li: u32) {
       }
       let mid = a + (z - a) / 2u;
       var part = 0.0;
-      for (var i = li; i < cols; i += {{WG}}u) {
-        let pk = x[cols + i];
-        if (pk > 0.0 && key(x[i]) > mid) {
-          part += pk;
+      r = k_rank;
+      for (var i = lo; i < hi; i++) {
+        let kk = key(x[i]);
+        var kept = kk > kth;
+        if (kk == kth) {
+          kept = r < need;
+          r++;
+        }
+        if (kept && kk > mid) {
+          part += prob(x[i], mx);
         }
       }
       if (sum_all(part, li) < want) {

@@ -88,8 +88,7 @@ func (s *Sequence) growSampling(kern gpu.Kernel, histCap int) error {
 		}
 	}
 	if b.scratch == 0 {
-		// The logits as the sampler cleans them, then each id's kept probability (shaders/sampling.wgsl).
-		if b.scratch, err = s.m.newBuffer(2*int64(s.m.cfg.Vocab)*4, gpu.Storage, "sample_logits"); err != nil {
+		if b.scratch, err = s.m.newBuffer(int64(s.m.cfg.Vocab)*4, gpu.Storage, "sample_logits"); err != nil {
 			return err
 		}
 	}

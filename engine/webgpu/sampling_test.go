@@ -42,7 +42,7 @@ func (r samplingRig) run(t *testing.T, logits []float32, p sample.Params, histor
 		}
 	}()
 	stepBuf, params := mk(16, gpu.Uniform), mk(32, gpu.Uniform)
-	lg, ids, state, x := mk(int64(4*V), gpu.Storage), mk(16, gpu.Storage), mk(int64(4*(2+histCap)), gpu.Storage), mk(int64(8*V), gpu.Storage) // x: the cleaned logits, then the kept probabilities
+	lg, ids, state, x := mk(int64(4*V), gpu.Storage), mk(16, gpu.Storage), mk(int64(4*(2+histCap)), gpu.Storage), mk(int64(4*V), gpu.Storage)
 	out, back := mk(int64(4*steps), gpu.Storage), mk(int64(4*steps), gpu.MapRead)
 	g, err := d.NewBindGroup(r.kern, []gpu.Binding{{Slot: 0, Buffer: stepBuf}, {Slot: 1, Buffer: params},
 		{Slot: 2, Buffer: lg}, {Slot: 3, Buffer: ids}, {Slot: 4, Buffer: state}, {Slot: 5, Buffer: x}})

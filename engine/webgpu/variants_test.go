@@ -23,16 +23,20 @@ import (
 var deviceProfiles = []struct {
 	name string
 	lim  gpu.Limits
+	tier bool // offers packed dot products and subgroups (Dawn, Chrome): the dot4+subgroups kernels
 }{
 	// WebGPU's defaults: what wgpu-native and wick serve ask for, and all
 	// SwiftShader (Chromium's CPU adapter) gives.
-	{"defaults/swiftshader", gpu.Limits{MaxStorageBufferBindingSize: 128 << 20, MaxBufferSize: 256 << 20}},
+	{"defaults/swiftshader", gpu.Limits{MaxStorageBufferBindingSize: 128 << 20, MaxBufferSize: 256 << 20}, false},
 	// Mesa 25 lavapipe under Dawn, where the page asks for the adapter's
 	// maxima.
-	{"lavapipe", gpu.Limits{MaxStorageBufferBindingSize: 128 << 20, MaxBufferSize: 1<<32 - 4}},
+	{"lavapipe", gpu.Limits{MaxStorageBufferBindingSize: 128 << 20, MaxBufferSize: 1<<32 - 4}, false},
 	// The H200: what wick bench asks for, and 2 GiB bindings.
-	{"h200-1g", gpu.Limits{MaxStorageBufferBindingSize: 1 << 30, MaxBufferSize: 1 << 30}},
-	{"h200-2g", gpu.Limits{MaxStorageBufferBindingSize: 2 << 30, MaxBufferSize: 4 << 30}},
+	{"h200-1g", gpu.Limits{MaxStorageBufferBindingSize: 1 << 30, MaxBufferSize: 1 << 30}, false},
+	{"h200-2g", gpu.Limits{MaxStorageBufferBindingSize: 2 << 30, MaxBufferSize: 4 << 30}, false},
+	// Dawn with the kernels' features, on lavapipe and on the H200.
+	{"lavapipe/dawn-tier", gpu.Limits{MaxStorageBufferBindingSize: 128 << 20, MaxBufferSize: 1<<32 - 4}, true},
+	{"h200-2g/dawn-tier", gpu.Limits{MaxStorageBufferBindingSize: 2 << 30, MaxBufferSize: 4 << 30}, true},
 }
 
 // plannedModel is a model whose kernels are planned: a directory or a
@@ -149,6 +153,16 @@ func runModel(dev gpu.Device, c *model.Config, w *model.Weights, opt webgpu.Opti
 	return s.Restore([]*kv.Snapshot{snap})
 }
 
+// newRecorder is a recording device of the given limits that, with tier,
+// offers what the dot4+subgroups kernels need.
+func newRecorder(name string, lim gpu.Limits, tier bool) *gpurecord.Device {
+	d := gpurecord.New(name, lim)
+	if tier {
+		d.Offer([]string{shaders.FeatureSubgroups}, []string{shaders.WGSLPackedDot, shaders.WGSLSubgroupID})
+	}
+	return d
+}
+
 // TestPlannedKernelsAreEnumerated plans the test models, the bundled
 // model, the Gemma-3 shapes and the architecture table's configs on each
 // device profile, with the default GEMV, every GEMV wick bench may choose
@@ -205,7 +219,7 @@ func TestPlannedKernelsAreEnumerated(t *testing.T) {
 					mo = append(mo[:len(mo):len(mo)], benchOpts...)
 				}
 				for _, o := range mo {
-					dev := gpurecord.New(p.name, p.lim)
+					dev := newRecorder(p.name, p.lim, p.tier)
 					if err := runModel(dev, c, w, o); err != nil {
 						t.Errorf("%s with %+v: %v", pm.name, o, err)
 					}
@@ -213,7 +227,7 @@ func TestPlannedKernelsAreEnumerated(t *testing.T) {
 				}
 			}
 			// wick bench's bandwidth and GEMV kernels (its models are above).
-			dev := gpurecord.New(p.name, p.lim)
+			dev := newRecorder(p.name, p.lim, p.tier)
 			if err := bench.Run(dev, bench.Options{MiB: 1, Gemv: bench.Defaults.Gemv}, io.Discard); err != nil {
 				t.Errorf("bench: %v", err)
 			}

@@ -24,6 +24,13 @@ func New(adapter string, lim gpu.Limits) *Device {
 	return &Device{info: gpu.Info{Adapter: adapter, Limits: lim}, sizes: map[gpu.Buffer]int64{}, kernels: map[string]gpu.KernelSource{}}
 }
 
+// Offer makes d report WebGPU features and WGSL language features, as a
+// device with a higher tier of kernels does (shaders.TierOf), and returns d.
+func (d *Device) Offer(features, wgsl []string) *Device {
+	d.info.Features, d.info.WGSL = features, wgsl
+	return d
+}
+
 // Kernels returns every kernel made on d since New, by label.
 func (d *Device) Kernels() map[string]gpu.KernelSource { return d.kernels }
 

@@ -58,9 +58,38 @@ fn div_rn(a: f32, b: f32) -> f32 {
   return q + fma(-q, b, a) / b;
 }
 
-// quant_scale is package quant's per-row scale from the row's max |x|.
+// quant_scale is package quant's per-row scale from the row's max |x|,
+// m / 127 rounded exactly as float32 division rounds it: in integers, since
+// div_rn's FMA correction is folded or unfused by some compilers (scales 1
+// ULP off engine/cpu were seen on lavapipe under both WebGPUs and on
+// NVIDIA). m = M * 2^(e-150) with a 24-bit M; (M << 8) / 127 has 25 or 26
+// bits, rounded to 24 half to even with the remainder as sticky bit. Zero,
+// subnormal and non-finite m (and results that would be subnormal) take
+// the float path: scales of rows that small do not occur in practice.
 fn quant_scale(m: f32) -> f32 {
-  return div_rn(m, 127.0);
+  let b = bitcast<u32>(m);
+  let e = (b >> 23u) & 0xffu;
+  if (e == 0u || e == 255u || e < 8u) {
+    return div_rn(m, 127.0);
+  }
+  let n = ((b & 0x7fffffu) | 0x800000u) << 8u;
+  let q = n / 127u;
+  let sticky = n % 127u != 0u;
+  var k = 1u;
+  if (q >= 0x2000000u) {
+    k = 2u;
+  }
+  var keep = q >> k;
+  let rem = q & ((1u << k) - 1u);
+  let half = 1u << (k - 1u);
+  if (rem > half || (rem == half && (sticky || (keep & 1u) == 1u))) {
+    keep++;
+  }
+  if (keep == 0x1000000u) {
+    keep = keep >> 1u;
+    k++;
+  }
+  return bitcast<f32>(((e + k - 8u) << 23u) | (keep & 0x7fffffu));
 }
 
 // quant_i8 is package quant's rule: round half to even (WGSL round), clamp

@@ -54,6 +54,9 @@ func testQuantize(t *testing.T) {
 	}{
 		{"int8-activations", true, 1, 4 * 37, 3},
 		{"int8-kv-heads", true, 3, 12, 5},
+		// Many rows, many scales: each must equal float32 max|x| / 127
+		// to the bit (quant_scale divides in integers for that).
+		{"int8-many-scales", true, 1, 16, 600},
 		{"f32-copy", false, 2, 4 * 19, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -70,8 +70,6 @@ fn stage_x(r: u32, kw: u32, v: u32) {
 #endif
 #endif
 
-
-#if DOT4
 @compute @workgroup_size(256)
 fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let t0 = select(0u, step.first, p.from_first == 1u);
@@ -82,6 +80,7 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
   }
   let ty = li / 16u; // rows 4*ty..
   let tx = li % 16u; // tokens 4*tx..
+#if DOT4
   var iacc: array<vec4<i32>, 4>; // iacc[j][i]: token 4*tx+j, row 4*ty+i
   let words = p.cols / 4u;
   let passes = (words + 15u) / 16u;
@@ -115,36 +114,7 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
   }
-  for (var j = 0u; j < 4u; j++) {
-    let t = tok0 + 4u * tx + j;
-    if (t >= step.n) {
-      continue;
-    }
-    let xsc = bitcast<f32>(x[p.x_scale_word + t]);
-    for (var i = 0u; i < 4u; i++) {
-      let row = row0 + 4u * ty + i;
-      if (row >= p.rows) {
-        continue;
-      }
-      var v = f32(iacc[j][i]) * (xsc * bitcast<f32>(w[p.w_scale_word + row]));
-      if (p.softcap > 0.0) {
-        v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
-      }
-      y[(t - t0) * p.out_stride + p.out_row + row] = v;
-    }
-  }
-}
 #else
-@compute @workgroup_size(256)
-fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let t0 = select(0u, step.first, p.from_first == 1u);
-  let row0 = wg.x * BM;
-  let tok0 = t0 + wg.y * BN;
-  if (tok0 >= step.n) {
-    return; // the whole workgroup
-  }
-  let ty = li / 16u; // rows 4*ty..
-  let tx = li % 16u; // tokens 4*tx..
   var acc: array<vec4<f32>, 4>; // acc[j][i]: token 4*tx+j, row 4*ty+i
 #if INT8
   var iacc: array<vec4<i32>, 4>;
@@ -210,6 +180,7 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     }
 #endif
   }
+#endif
   for (var j = 0u; j < 4u; j++) {
     let t = tok0 + 4u * tx + j;
     if (t >= step.n) {
@@ -235,4 +206,3 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     }
   }
 }
-#endif

@@ -25,7 +25,8 @@ func sendAsIs(t testing.TB, b *browser, msg string) {
 
 // TestSampledReplyOnWebGPU chats at the page's default settings (sampling:
 // temperature 0.8, top-p 0.95) with WebGPU chosen by name, as a new user
-// would; then forces a real WebGPU validation error into a turn and checks
+// would, on the browser tier of kernels (packed dot products, subgroups of
+// 4 on SwiftShader); then forces a real WebGPU validation error into a turn and checks
 // that the turn fails in one plain sentence, that the user's message stays
 // in the chat, and that sending it again replies on the GPU.
 func TestSampledReplyOnWebGPU(t *testing.T) {
@@ -34,6 +35,12 @@ func TestSampledReplyOnWebGPU(t *testing.T) {
 	openPage(t, b, s.URL+"/?backend=webgpu")
 	if got := eval[string](t, b, `window.wick.loaded.backend`); !strings.HasPrefix(got, "webgpu") {
 		t.Fatalf("the page loaded the model on %q, want webgpu", got)
+	} else if !strings.Contains(got, "dot4+subgroups kernels") {
+		// Chromium's SwiftShader offers subgroups (of 4 invocations, the
+		// smallest WebGPU allows), subgroup_id and the packed dot product:
+		// the page runs the browser tier of kernels there, so this test
+		// checks that tier under Chrome's compiler at subgroup size 4.
+		t.Fatalf("the page runs %q, want the dot4+subgroups kernels", got)
 	}
 	if temp := eval[float64](t, b, `Number(document.getElementById('temperature').value)`); temp != 0.8 {
 		t.Fatalf("the page's default temperature is %v, want 0.8 (this test is about the defaults)", temp)

@@ -163,7 +163,7 @@ func TestDawnHostEqualsNative(t *testing.T) {
 // per decode batch and per KV snapshot the prefix cache takes at each
 // prefix.DefaultBlock boundary; beyond those, the few objects a sequence
 // makes on its first batch and keeps (engine/webgpu's batch buffers, the
-// sampling kernel and its bind group) and each snapshot's readback buffer
+// sampling kernels and their bind groups) and each snapshot's readback buffer
 // (made and freed). Nothing is written or asked for per batch.
 func checkDecodeCrossings(t *testing.T, r hostReply) {
 	t.Helper()
@@ -175,7 +175,7 @@ func checkDecodeCrossings(t *testing.T, r hostReply) {
 	if readbacks == 0 || c["import:run"] != readbacks {
 		t.Errorf("decoding made %v command lists for %v readbacks; want one per readback", c["import:run"], readbacks)
 	}
-	const once = 6 + 1 + 1 // buffers, the sampling kernel, its bind group
+	const once = 7 + 4 + 4 // buffers, the sampling kernels, their bind groups
 	snapshots := r.Prompt/prefix.DefaultBlock + len(r.Tokens)/prefix.DefaultBlock + 1
 	if other := c["imports"] - 2*readbacks; other < 0 || other > once+2*float64(snapshots) {
 		t.Errorf("decoding crossed %v times beyond run and map, per import %v; want at most %d once and 2 per snapshot", other, c, once)

@@ -5,9 +5,19 @@
 // embedding gather reads it and onto the history, and the step counter
 // advances, so steps run back to back with nothing read back.
 //
-// One workgroup does it all, each invocation owning a contiguous run of
-// ids, so that every walk "in ascending id order" of engine/sample is a
-// walk over invocations in order, then over one run:
+// Four entry points, dispatched in order with nothing read back between:
+// prepare (one workgroup) does steps 1-3 and the kept total of step 4;
+// the top-p cut is a radix select over the keys, 8 bits a digit, each
+// digit a mass_part pass over the vocabulary by a workgroup per PART ids
+// (its kept mass per bin of the digit, among ids that match the prefix
+// so far) and a mass_pick (one workgroup) that sums the parts per bin and
+// fixes the digit; draw (one workgroup) does the ties at the cut and step
+// 5. A sampled step with top-p is 1 + 4 * 2 + 1 = 10 dispatches (the
+// binary search it replaces was 32 passes of one workgroup over the whole
+// vocabulary); without top-p, prepare and draw alone. The one-workgroup
+// kernels give each invocation a contiguous run of ids, so that every
+// walk "in ascending id order" of engine/sample is a walk over
+// invocations in order, then over one run:
 //   1. x = the last token's logits, NaN as -inf and +inf as the largest
 //      float; penalised ids are rewritten from the history (each write
 //      computes from the logit, so a repeated id is penalised once);
@@ -16,7 +26,7 @@
 //      equal keys kept lowest id first;
 //   4. p = exp((x - max) / T) in float32; top-p: the smallest key whose
 //      strictly better mass stays below top_p times the kept mass, by
-//      binary search over keys, and how many of its ties fit;
+//      radix select over keys, and how many of its ties fit;
 //   5. the draw: u = Uniform(seed, step); the first kept id, walked by id,
 //      where the running sum of p passes u times the kept total.
 // engine/sample sums in float64, this in float32: a pick can differ where
@@ -40,6 +50,22 @@ struct SampleParams {
 // state: [0] the sampler's step, [1] history length n, [2..2+n) the history.
 @group(0) @binding(4) var<storage, read_write> state: array<u32>;
 @group(0) @binding(5) var<storage, read_write> x: array<f32>;
+// sel carries a pick's state from kernel to kernel: the words below, then
+// from SEL_PARTS the mass_part sums, 256 per workgroup (f32 bits).
+@group(0) @binding(6) var<storage, read_write> sel: array<u32>;
+
+const SEL_DONE = 0u;   // 1: prepare made the pick (greedy, or every logit -inf)
+const SEL_MAX = 1u;    // the largest logit (f32 bits)
+const SEL_KTH = 2u;    // top-k's k-th largest key (0: top-k off)
+const SEL_KTH_ID = 3u; // the last id kept among those with key kth
+const SEL_TOTAL = 4u;  // the kept mass (f32 bits)
+const SEL_DIGIT = 5u;  // the top-p digits fixed so far
+const SEL_PREFIX = 6u; // those digits, in place
+const SEL_ABOVE = 7u;  // the kept mass of keys above the prefix's range (f32 bits)
+const SEL_PARTS = 16u;
+// PART is the ids of one mass_part workgroup: 4 per invocation, staged in
+// workgroup memory as a bin and a p each (8 KiB).
+const PART = 1024u;
 
 // red_f (common.wgsl) and red_u carry per-invocation values.
 var<workgroup> red_u: array<u32, {{WG}}>;
@@ -47,6 +73,9 @@ var<workgroup> bins: array<atomic<u32>, 256>;
 var<workgroup> wg_f: f32;
 var<workgroup> wg_u: u32;
 var<workgroup> wg_v: u32;
+var<workgroup> part_bin: array<u32, PART>;
+var<workgroup> part_p: array<f32, PART>;
+var<workgroup> bin_f: array<f32, 256>;
 
 const NEG_INF = 0xff800000u; // -inf's bits
 
@@ -142,8 +171,14 @@ fn scan_u(v: u32, li: u32) -> u32 {
   return r;
 }
 
+// kept is whether top-k keeps id i of key kk: keys above the k-th, and of
+// its ties the lowest ids up to kth_id.
+fn kept(kk: u32, i: u32, kth: u32, kth_id: u32) -> bool {
+  return kk > kth || (kk == kth && i <= kth_id);
+}
+
 @compute @workgroup_size({{WG}})
-fn sample(@builtin(local_invocation_index) li: u32) {
+fn prepare(@builtin(local_invocation_index) li: u32) {
   let cols = p.cols;
   let run = (cols + {{WG}}u - 1u) / {{WG}}u;
   let lo = min(li * run, cols);
@@ -210,20 +245,20 @@ fn sample(@builtin(local_invocation_index) li: u32) {
         pick = 0u; // every logit -inf: engine/sample gives 0
       }
       finish(pick);
+      sel[SEL_DONE] = 1u;
     }
     return;
   }
 
   // 3. Top-k: kth is the k-th largest key; of the ids with that key, the
-  // need lowest are kept.
+  // need lowest are kept, up to kth_id.
   let top_k = p.top_k > 0u && p.top_k < cols;
   var kth = 0u;
-  var need = 0xffffffffu;
-  var k_rank = 0u; // kept ties before this invocation's run
+  var kth_id = 0xffffffffu;
   if (top_k) {
     var prefix = 0u;
     var mask = 0u;
-    need = p.top_k;
+    var need = p.top_k;
     for (var digit = 0u; digit < 4u; digit++) {
       let shift = 24u - 8u * digit;
       for (var b = li; b < 256u; b += {{WG}}u) {
@@ -262,75 +297,174 @@ fn sample(@builtin(local_invocation_index) li: u32) {
         ties++;
       }
     }
-    k_rank = scan_u(ties, li);
+    let k_rank = scan_u(ties, li); // ties at kth before this run
+    if (k_rank < need && need <= k_rank + ties) {
+      var r = k_rank;
+      for (var i = lo; i < hi; i++) {
+        if (key(x[i]) == kth) {
+          r++;
+          if (r == need) {
+            wg_u = i;
+            break;
+          }
+        }
+      }
+    }
+    kth_id = workgroupUniformLoad(&wg_u);
   }
 
-  // 4. Probabilities of the kept ids, their total, and top-p.
+  // 4. The kept mass; the top-p search starts from it.
   var total_run = 0.0;
-  var r = k_rank;
   for (var i = lo; i < hi; i++) {
-    let kk = key(x[i]);
-    var kept = kk > kth;
-    if (kk == kth) {
-      kept = r < need;
-      r++;
-    }
-    if (kept) {
+    if (kept(key(x[i]), i, kth, kth_id)) {
       total_run += prob(x[i], mx);
     }
   }
   let total = sum_all(total_run, li);
+  if (li == 0u) {
+    sel[SEL_DONE] = 0u;
+    sel[SEL_MAX] = bitcast<u32>(mx);
+    sel[SEL_KTH] = kth;
+    sel[SEL_KTH_ID] = kth_id;
+    sel[SEL_TOTAL] = bitcast<u32>(total);
+    sel[SEL_DIGIT] = 0u;
+    sel[SEL_PREFIX] = 0u;
+    sel[SEL_ABOVE] = 0u; // 0.0
+  }
+}
+
+// mass_part: the top-p search's pass for one digit over PART ids. For the
+// kept ids whose key matches the prefix so far, their p summed per bin of
+// the digit, into this workgroup's 256 parts. WGSL has no float atomics,
+// and the sums must not depend on timing: the ids are staged with their
+// bin, and invocation b sums bin b's, in id order.
+@compute @workgroup_size({{WG}})
+fn mass_part(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  if (li == 0u) {
+    wg_u = sel[SEL_DONE] | u32(sel[SEL_DIGIT] >= 4u);
+  }
+  if (workgroupUniformLoad(&wg_u) != 0u) {
+    return;
+  }
+  let digit = sel[SEL_DIGIT];
+  let prefix = sel[SEL_PREFIX];
+  let mx = bitcast<f32>(sel[SEL_MAX]);
+  let kth = sel[SEL_KTH];
+  let kth_id = sel[SEL_KTH_ID];
+  var mask = 0u;
+  for (var d = 0u; d < digit; d++) {
+    mask |= 255u << (24u - 8u * d);
+  }
+  let shift = 24u - 8u * digit;
+  let first = wid.x * PART;
+  for (var j = li; j < PART; j += {{WG}}u) {
+    let i = first + j;
+    var b = 256u; // no bin
+    var pi = 0.0;
+    if (i < p.cols) {
+      let v = x[i];
+      let kk = key(v);
+      if ((kk & mask) == prefix && kept(kk, i, kth, kth_id)) {
+        b = (kk >> shift) & 255u;
+        pi = prob(v, mx);
+      }
+    }
+    part_bin[j] = b;
+    part_p[j] = pi;
+  }
+  workgroupBarrier();
+  for (var b = li; b < 256u; b += {{WG}}u) {
+    var s = 0.0;
+    for (var j = 0u; j < PART; j++) {
+      if (part_bin[j] == b) {
+        s += part_p[j];
+      }
+    }
+    sel[SEL_PARTS + wid.x * 256u + b] = bitcast<u32>(s);
+  }
+}
+
+// mass_pick fixes the digit: each bin's mass summed over the parts in
+// workgroup order, then, from the top bin down, the digit of the cut (the
+// smallest key whose strictly better kept mass is below want): the first
+// bin b where the mass above the prefix's range plus the bins above b
+// stays below want and adding b's does not.
+@compute @workgroup_size({{WG}})
+fn mass_pick(@builtin(local_invocation_index) li: u32) {
+  if (li == 0u) {
+    wg_u = sel[SEL_DONE] | u32(sel[SEL_DIGIT] >= 4u);
+  }
+  if (workgroupUniformLoad(&wg_u) != 0u) {
+    return;
+  }
+  let parts = (p.cols + PART - 1u) / PART;
+  for (var b = li; b < 256u; b += {{WG}}u) {
+    var s = 0.0;
+    for (var w = 0u; w < parts; w++) {
+      s += bitcast<f32>(sel[SEL_PARTS + w * 256u + b]);
+    }
+    bin_f[b] = s;
+  }
+  workgroupBarrier();
+  if (li == 0u) {
+    let digit = sel[SEL_DIGIT];
+    let shift = 24u - 8u * digit;
+    let want = p.top_p * bitcast<f32>(sel[SEL_TOTAL]);
+    var acc = bitcast<f32>(sel[SEL_ABOVE]);
+    var b = 255u;
+    loop {
+      let c = bin_f[b];
+      if (b == 0u || acc + c >= want) {
+        break;
+      }
+      acc += c;
+      b--;
+    }
+    sel[SEL_PREFIX] = sel[SEL_PREFIX] | (b << shift);
+    sel[SEL_ABOVE] = bitcast<u32>(acc);
+    sel[SEL_DIGIT] = digit + 1u;
+  }
+}
+
+// draw: the ties at the top-p cut, then step 5.
+@compute @workgroup_size({{WG}})
+fn draw(@builtin(local_invocation_index) li: u32) {
+  if (li == 0u) {
+    wg_u = sel[SEL_DONE];
+  }
+  if (workgroupUniformLoad(&wg_u) != 0u) {
+    return;
+  }
+  let cols = p.cols;
+  let run = (cols + {{WG}}u - 1u) / {{WG}}u;
+  let lo = min(li * run, cols);
+  let hi = min(lo + run, cols);
+  let mx = bitcast<f32>(sel[SEL_MAX]);
+  let kth = sel[SEL_KTH];
+  let kth_id = sel[SEL_KTH_ID];
   let top_p = p.top_p > 0.0 && p.top_p < 1.0;
   var cut = 0u;          // the top-p boundary key
   var cut_keep = 0xffffffffu; // ties at cut that are kept
   var p_rank = 0u;       // this run's first tie at cut among the kept ones
   if (top_p) {
-    let want = p.top_p * total;
-    // cut = the smallest key whose strictly better kept mass is below want.
-    var a = 0u;
-    var z = 0xffffffffu;
-    loop {
-      if (a >= z) {
-        break;
-      }
-      let mid = a + (z - a) / 2u;
-      var part = 0.0;
-      r = k_rank;
-      for (var i = lo; i < hi; i++) {
-        let kk = key(x[i]);
-        var kept = kk > kth;
-        if (kk == kth) {
-          kept = r < need;
-          r++;
-        }
-        if (kept && kk > mid) {
-          part += prob(x[i], mx);
-        }
-      }
-      if (sum_all(part, li) < want) {
-        z = mid;
-      } else {
-        a = mid + 1u;
-      }
+    let want = p.top_p * bitcast<f32>(sel[SEL_TOTAL]);
+    if (li == 0u) {
+      wg_v = sel[SEL_PREFIX];
     }
-    cut = a;
+    cut = workgroupUniformLoad(&wg_v);
     // Mass strictly better than cut and the kept ties at cut, all of one
     // p, each kept while the mass before it stays below want.
     var part = 0.0;
     var ties = 0u;
-    r = k_rank;
     for (var i = lo; i < hi; i++) {
       let kk = key(x[i]);
-      var kept = kk > kth;
-      if (kk == kth) {
-        kept = r < need;
-        r++;
-      }
-      if (kept && kk > cut) {
-        part += prob(x[i], mx);
-      }
-      if (kept && kk == cut) {
-        ties++;
+      if (kept(kk, i, kth, kth_id)) {
+        if (kk > cut) {
+          part += prob(x[i], mx);
+        }
+        if (kk == cut) {
+          ties++;
+        }
       }
     }
     let above = sum_all(part, li);
@@ -355,10 +489,9 @@ fn sample(@builtin(local_invocation_index) li: u32) {
   // 5. The draw over the kept ids in id order.
   var run_sum = 0.0;
   var last = 0xffffffffu;
-  r = k_rank;
   var rp = p_rank;
   for (var i = lo; i < hi; i++) {
-    let pi = kept_p(x[i], mx, kth, need, &r, cut, cut_keep, &rp, top_p);
+    let pi = kept_p(x[i], i, mx, kth, kth_id, cut, cut_keep, &rp, top_p);
     if (pi > 0.0) {
       run_sum += pi;
       last = i;
@@ -402,10 +535,9 @@ fn sample(@builtin(local_invocation_index) li: u32) {
     let goal = wg_f;
     var part = 0.0;
     var pick = wg_v;
-    r = k_rank;
     rp = p_rank;
     for (var i = lo; i < hi; i++) {
-      let pi = kept_p(x[i], mx, kth, need, &r, cut, cut_keep, &rp, top_p);
+      let pi = kept_p(x[i], i, mx, kth, kth_id, cut, cut_keep, &rp, top_p);
       if (pi > 0.0) {
         part += pi;
         if (start + part > goal) {
@@ -420,16 +552,11 @@ fn sample(@builtin(local_invocation_index) li: u32) {
   }
 }
 
-// kept_p is p of an id walked in order within a run, 0 unless top-k and
-// top-p keep it; r and rp count the run's ties at kth and at cut so far.
-fn kept_p(v: f32, mx: f32, kth: u32, need: u32, r: ptr<function, u32>, cut: u32, cut_keep: u32, rp: ptr<function, u32>, top_p: bool) -> f32 {
+// kept_p is p of id i walked in order within a run, 0 unless top-k and
+// top-p keep it; rp counts the run's kept ties at cut so far.
+fn kept_p(v: f32, i: u32, mx: f32, kth: u32, kth_id: u32, cut: u32, cut_keep: u32, rp: ptr<function, u32>, top_p: bool) -> f32 {
   let kk = key(v);
-  var kept = kk > kth;
-  if (kk == kth) {
-    kept = *r < need;
-    *r += 1u;
-  }
-  if (!kept) {
+  if (!kept(kk, i, kth, kth_id)) {
     return 0.0;
   }
   if (top_p) {

@@ -96,7 +96,10 @@ func Variants() []Key {
 	}
 	ks = append(ks,
 		Key{Family: "matmul", Entry: "matmul", Int8: true, WG: WG, Dot4: true},
-		Key{Family: "sampling", Entry: "sample", WG: RowWG},
+		Key{Family: "sampling", Entry: "prepare", WG: RowWG},
+		Key{Family: "sampling", Entry: "mass_part", WG: RowWG},
+		Key{Family: "sampling", Entry: "mass_pick", WG: RowWG},
+		Key{Family: "sampling", Entry: "draw", WG: RowWG},
 		Key{Family: "norm", Entry: "rmsnorm", WG: WG},
 		Key{Family: "norm", Entry: "residual", WG: WG},
 		Key{Family: "rope", Entry: "headprep", WG: WG},

@@ -30,11 +30,12 @@ type batchBufs struct {
 	back  gpu.Buffer // their MapRead twin
 
 	// Sampling (Sample), made by its first batch: its parameters, its
-	// state (step counter, history length, then histCap ids) and scratch
-	// for the logits, bound with the sequence's buffers in group.
-	sparams, state, scratch gpu.Buffer
-	histCap                 int
-	group                   gpu.BindGroup
+	// state (step counter, history length, then histCap ids), scratch for
+	// the logits and the kernels' sel, bound with the sequence's buffers
+	// in a group per kernel.
+	sparams, state, scratch, sel gpu.Buffer
+	histCap                      int
+	groups                       [samplingKernels]gpu.BindGroup
 
 	data []byte // the slots' bytes, reused
 }
@@ -79,7 +80,7 @@ func readbackBytes(steps int) int64 { return (int64(steps)*4 + 7) &^ 7 }
 
 // growSampling makes the sampling buffers and their bind group, with room
 // for a history of histCap ids.
-func (s *Sequence) growSampling(kern gpu.Kernel, histCap int) error {
+func (s *Sequence) growSampling(kern [samplingKernels]gpu.Kernel, histCap int) error {
 	b, dev := &s.batch, s.m.dev
 	var err error
 	if b.sparams == 0 {
@@ -92,11 +93,13 @@ func (s *Sequence) growSampling(kern gpu.Kernel, histCap int) error {
 			return err
 		}
 	}
-	if histCap > b.histCap {
-		if b.group != 0 {
-			dev.FreeBindGroup(b.group)
-			b.group = 0
+	if b.sel == 0 {
+		if b.sel, err = s.m.newBuffer(selBytes(s.m.cfg.Vocab), gpu.Storage, "sample_sel"); err != nil {
+			return err
 		}
+	}
+	if histCap > b.histCap {
+		s.freeSamplingGroups()
 		if b.state != 0 {
 			dev.FreeBuffer(b.state)
 			b.state, b.histCap = 0, 0
@@ -108,25 +111,32 @@ func (s *Sequence) growSampling(kern gpu.Kernel, histCap int) error {
 		}
 		b.histCap = histCap
 	}
-	if b.group == 0 {
-		b.group, err = dev.NewBindGroup(kern, []gpu.Binding{
-			{Slot: 0, Buffer: s.stepBuf, Size: 16}, {Slot: 1, Buffer: b.sparams},
-			{Slot: 2, Buffer: s.logits}, {Slot: 3, Buffer: s.ids}, {Slot: 4, Buffer: b.state}, {Slot: 5, Buffer: b.scratch},
-		})
+	if b.groups[0] == 0 {
+		b.groups, err = bindSampling(dev, kern, samplingBufs{step: s.stepBuf, params: b.sparams, logits: s.logits,
+			ids: s.ids, state: b.state, x: b.scratch, sel: b.sel})
 		if err != nil {
-			return fmt.Errorf("bind %s: %w", samplingKey.Label(), err)
+			return err
 		}
 	}
 	return nil
 }
 
+// freeSamplingGroups frees the sampling kernels' bind groups.
+func (s *Sequence) freeSamplingGroups() {
+	b := &s.batch
+	for i, g := range b.groups {
+		if g != 0 {
+			s.m.dev.FreeBindGroup(g)
+		}
+		b.groups[i] = 0
+	}
+}
+
 // freeBatch frees the batch buffers.
 func (s *Sequence) freeBatch() {
 	b, dev := &s.batch, s.m.dev
-	if b.group != 0 {
-		dev.FreeBindGroup(b.group)
-	}
-	for _, buf := range []gpu.Buffer{b.slots, b.out, b.back, b.sparams, b.state, b.scratch} {
+	s.freeSamplingGroups()
+	for _, buf := range []gpu.Buffer{b.slots, b.out, b.back, b.sparams, b.state, b.scratch, b.sel} {
 		if buf != 0 {
 			dev.FreeBuffer(buf)
 		}

@@ -10,8 +10,85 @@ import (
 	"github.com/wick-run/wick/shaders"
 )
 
-// samplingKey is the kernel of shaders/sampling.wgsl: one workgroup per pick.
-var samplingKey = shaders.Key{Family: "sampling", Entry: "sample", WG: shaders.RowWG}
+// The kernels of shaders/sampling.wgsl, in the order a pick runs them:
+// prepare (one workgroup), then for each of top-p's 4 digits mass_part (a
+// workgroup per samplingPart ids) and mass_pick (one workgroup), then draw
+// (one workgroup). A sampled step with top-p adds 10 dispatches after the
+// logits (greedy's pick is 2); without top-p 2 (prepare, draw); at
+// temperature 0 1 (prepare picks).
+const (
+	samplePrepare = iota
+	sampleMassPart
+	sampleMassPick
+	sampleDraw
+	samplingKernels
+)
+
+var samplingKeys = [samplingKernels]shaders.Key{
+	{Family: "sampling", Entry: "prepare", WG: shaders.RowWG},
+	{Family: "sampling", Entry: "mass_part", WG: shaders.RowWG},
+	{Family: "sampling", Entry: "mass_pick", WG: shaders.RowWG},
+	{Family: "sampling", Entry: "draw", WG: shaders.RowWG},
+}
+
+// samplingPart is the ids of one mass_part workgroup (sampling.wgsl's PART).
+const samplingPart = 1024
+
+// selBytes is the size of sampling.wgsl's sel buffer for a vocabulary of
+// cols: its 16 words, then 256 sums per mass_part workgroup.
+func selBytes(cols int) int64 {
+	return 4 * (16 + 256*int64((cols+samplingPart-1)/samplingPart))
+}
+
+// samplingBufs are the buffers the sampling kernels bind.
+type samplingBufs struct {
+	step, params, logits, ids, state, x, sel gpu.Buffer
+}
+
+// bindSampling makes each sampling kernel's bind group: pipelines take the
+// layout their entry point implies, so each binds the slots it uses.
+func bindSampling(dev gpu.Device, kern [samplingKernels]gpu.Kernel, b samplingBufs) ([samplingKernels]gpu.BindGroup, error) {
+	var groups [samplingKernels]gpu.BindGroup
+	params, x, sel := gpu.Binding{Slot: 1, Buffer: b.params}, gpu.Binding{Slot: 5, Buffer: b.x}, gpu.Binding{Slot: 6, Buffer: b.sel}
+	ids, state := gpu.Binding{Slot: 3, Buffer: b.ids}, gpu.Binding{Slot: 4, Buffer: b.state}
+	slots := [samplingKernels][]gpu.Binding{
+		samplePrepare:  {{Slot: 0, Buffer: b.step, Size: 16}, params, {Slot: 2, Buffer: b.logits}, ids, state, x, sel},
+		sampleMassPart: {params, x, sel},
+		sampleMassPick: {params, sel},
+		sampleDraw:     {params, ids, state, x, sel},
+	}
+	for i, bs := range slots {
+		g, err := dev.NewBindGroup(kern[i], bs)
+		if err != nil {
+			for _, made := range groups[:i] {
+				dev.FreeBindGroup(made)
+			}
+			return groups, fmt.Errorf("bind %s: %w", samplingKeys[i].Label(), err)
+		}
+		groups[i] = g
+	}
+	return groups, nil
+}
+
+// samplingSites are the dispatches of one pick with parameters sp, over a
+// vocabulary of cols: the top-p search only where a draw uses it.
+func samplingSites(kern [samplingKernels]gpu.Kernel, groups [samplingKernels]gpu.BindGroup, cols int, sp samplingParams) []site {
+	one := func(int, int, int) (int, int, int) { return 1, 1, 1 }
+	at := func(i int, grid gridFunc) site {
+		return site{kernel: kern[i], group: groups[i], grid: grid, label: samplingKeys[i].Label()}
+	}
+	sites := []site{at(samplePrepare, one)}
+	if sp.InvT == 0 {
+		return sites
+	}
+	if sp.TopP > 0 && sp.TopP < 1 {
+		parts := (cols + samplingPart - 1) / samplingPart
+		for range 4 {
+			sites = append(sites, at(sampleMassPart, func(int, int, int) (int, int, int) { return parts, 1, 1 }), at(sampleMassPick, one))
+		}
+	}
+	return append(sites, at(sampleDraw, one))
+}
 
 // samplingParams mirrors SampleParams of shaders/sampling.wgsl.
 type samplingParams struct {
@@ -45,9 +122,12 @@ func (s *Sequence) Sample(token int32, start, steps int, p sample.Params, step u
 	if start < 0 || start+steps > s.lay.Context {
 		return nil, fmt.Errorf("sample: positions %d..%d outside the KV arena's context of %d", start, start+steps-1, s.lay.Context)
 	}
-	kern, err := m.kernel(samplingKey)
-	if err != nil {
-		return nil, fmt.Errorf("sample: %w", err)
+	var kern [samplingKernels]gpu.Kernel
+	for i, k := range samplingKeys {
+		var err error
+		if kern[i], err = m.kernel(k); err != nil {
+			return nil, fmt.Errorf("sample: %w", err)
+		}
 	}
 	// The history and the picks, after the step counter and the length.
 	histCap := len(history) + steps
@@ -72,7 +152,7 @@ func (s *Sequence) Sample(token int32, start, steps int, p sample.Params, step u
 		return nil, fmt.Errorf("sample: %w", err)
 	}
 	b := &s.batch
-	pick := []site{{kernel: kern, group: b.group, grid: func(int, int, int) (int, int, int) { return 1, 1, 1 }, label: samplingKey.Label()}}
+	pick := samplingSites(kern, b.groups, c.Vocab, sp)
 	ids, err := s.runBatch(token, start, steps, pick, func(e *gpu.Encoder) {
 		e.Write(b.sparams, 0, paramBytes(sp))
 		e.Write(b.state, 0, state)

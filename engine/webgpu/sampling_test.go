@@ -14,12 +14,12 @@ import (
 	"github.com/wick-run/wick/shaders"
 )
 
-// samplingRig runs the sampling kernel on logits of its own: picks steps in
-// one command list (each dispatch advances the step and appends its pick to
+// samplingRig runs the sampling kernels on logits of its own: picks steps
+// in one command list (each pick advances the step and appends itself to
 // the history, as Sequence.Sample's steps do) and reads the picks back.
 type samplingRig struct {
 	dev  gpu.Device
-	kern gpu.Kernel
+	kern [samplingKernels]gpu.Kernel
 }
 
 func (r samplingRig) run(t *testing.T, logits []float32, p sample.Params, history []int32, steps int) []int32 {
@@ -44,12 +44,16 @@ func (r samplingRig) run(t *testing.T, logits []float32, p sample.Params, histor
 	stepBuf, params := mk(16, gpu.Uniform), mk(32, gpu.Uniform)
 	lg, ids, state, x := mk(int64(4*V), gpu.Storage), mk(16, gpu.Storage), mk(int64(4*(2+histCap)), gpu.Storage), mk(int64(4*V), gpu.Storage)
 	out, back := mk(int64(4*steps), gpu.Storage), mk(int64(4*steps), gpu.MapRead)
-	g, err := d.NewBindGroup(r.kern, []gpu.Binding{{Slot: 0, Buffer: stepBuf}, {Slot: 1, Buffer: params},
-		{Slot: 2, Buffer: lg}, {Slot: 3, Buffer: ids}, {Slot: 4, Buffer: state}, {Slot: 5, Buffer: x}})
+	sel := mk(selBytes(V), gpu.Storage)
+	groups, err := bindSampling(d, r.kern, samplingBufs{step: stepBuf, params: params, logits: lg, ids: ids, state: state, x: x, sel: sel})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.FreeBindGroup(g)
+	defer func() {
+		for _, g := range groups {
+			d.FreeBindGroup(g)
+		}
+	}()
 	sp := samplingParams{Cols: uint32(V), HistCap: uint32(histCap), Penalty: p.RepetitionPenalty, TopP: p.TopP,
 		SeedHash: pcgHash(pcgHash(uint32(p.Seed)) + uint32(p.Seed>>32))}
 	if p.Temperature > 0 {
@@ -67,8 +71,12 @@ func (r samplingRig) run(t *testing.T, logits []float32, p sample.Params, histor
 	e.Write(params, 0, paramBytes(sp))
 	e.Write(lg, 0, f32bytes(logits))
 	e.Write(state, 0, u32le(st))
+	sites := samplingSites(r.kern, groups, V, sp)
 	for i := 0; i < steps; i++ {
-		e.Dispatch(r.kern, g, 1, 1, 1)
+		for _, st := range sites {
+			x, y, z := st.grid(1, 0, 0)
+			e.Dispatch(st.kernel, st.group, x, y, z)
+		}
 		e.Copy(ids, 0, out, int64(4*i), 4)
 	}
 	e.Copy(out, 0, back, 0, int64(4*steps))
@@ -148,11 +156,14 @@ func randomLogits(r *rand.Rand, V, shape int) []float32 {
 // allows at most one such pick in 2000, and reports how many there were.
 func TestSampleMatchesSampler(t *testing.T) {
 	d := device(t)
-	kern, err := shaders.Compile(d, samplingKey)
-	if err != nil {
-		t.Fatal(err)
+	var kern [samplingKernels]gpu.Kernel
+	for i, k := range samplingKeys {
+		var err error
+		if kern[i], err = shaders.Compile(d, k); err != nil {
+			t.Fatal(err)
+		}
+		defer d.FreeKernel(kern[i])
 	}
-	defer d.FreeKernel(kern)
 	rig := samplingRig{d, kern}
 	params := []sample.Params{
 		{Temperature: 1},

@@ -63,9 +63,10 @@ const SEL_DIGIT = 5u;  // the top-p digits fixed so far
 const SEL_PREFIX = 6u; // those digits, in place
 const SEL_ABOVE = 7u;  // the kept mass of keys above the prefix's range (f32 bits)
 const SEL_PARTS = 16u;
-// PART is the ids of one mass_part workgroup: 4 per invocation, staged in
-// workgroup memory as a bin and a p each (8 KiB).
-const PART = 1024u;
+// PART is the ids of one mass_part workgroup (engine/webgpu's
+// samplingPart): 4 per invocation, staged in workgroup memory as a bin and
+// a p each (8 KiB; with red_u, 9 KiB).
+const PART = 4u * {{WG}}u;
 
 // red_f (common.wgsl) and red_u carry per-invocation values.
 var<workgroup> red_u: array<u32, {{WG}}>;
@@ -336,8 +337,8 @@ fn prepare(@builtin(local_invocation_index) li: u32) {
 // mass_part: the top-p search's pass for one digit over PART ids. For the
 // kept ids whose key matches the prefix so far, their p summed per bin of
 // the digit, into this workgroup's 256 parts. WGSL has no float atomics,
-// and the sums must not depend on timing: the ids are staged with their
-// bin, and invocation b sums bin b's, in id order.
+// and the sums must not depend on timing: the matching ids are staged
+// with their bin in id order, and invocation b sums bin b's.
 @compute @workgroup_size({{WG}})
 fn mass_part(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   if (li == 0u) {
@@ -356,26 +357,46 @@ fn mass_part(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wi
     mask |= 255u << (24u - 8u * d);
   }
   let shift = 24u - 8u * digit;
-  let first = wid.x * PART;
-  for (var j = li; j < PART; j += {{WG}}u) {
-    let i = first + j;
-    var b = 256u; // no bin
-    var pi = 0.0;
+  // The ids that count, compacted in id order (invocation li owns ids
+  // first + 4li..), so that the sums below walk them alone: after the
+  // first digit few ids match the prefix.
+  let first = wid.x * PART + 4u * li;
+  var bs: array<u32, 4>;
+  var ps: array<f32, 4>;
+  var c = 0u;
+  for (var k = 0u; k < 4u; k++) {
+    let i = first + k;
     if (i < p.cols) {
       let v = x[i];
       let kk = key(v);
       if ((kk & mask) == prefix && kept(kk, i, kth, kth_id)) {
-        b = (kk >> shift) & 255u;
-        pi = prob(v, mx);
+        bs[c] = (kk >> shift) & 255u;
+        ps[c] = prob(v, mx);
+        c++;
       }
     }
-    part_bin[j] = b;
-    part_p[j] = pi;
+  }
+  red_u[li] = c;
+  workgroupBarrier();
+  for (var off = 1u; off < {{WG}}u; off <<= 1u) {
+    var v = 0u;
+    if (li >= off) {
+      v = red_u[li - off];
+    }
+    workgroupBarrier();
+    red_u[li] += v;
+    workgroupBarrier();
+  }
+  let at = red_u[li] - c;
+  let n = red_u[{{WG}}u - 1u];
+  for (var k = 0u; k < c; k++) {
+    part_bin[at + k] = bs[k];
+    part_p[at + k] = ps[k];
   }
   workgroupBarrier();
   for (var b = li; b < 256u; b += {{WG}}u) {
     var s = 0.0;
-    for (var j = 0u; j < PART; j++) {
+    for (var j = 0u; j < n; j++) {
       if (part_bin[j] == b) {
         s += part_p[j];
       }

@@ -145,9 +145,10 @@ func randomLogits(r *rand.Rand, V, shape int) []float32 {
 	return l
 }
 
-// TestSampleMatchesSampler runs the sampling kernel and engine/sample's
+// TestSampleMatchesSampler runs the sampling kernels and engine/sample's
 // Sampler on the same random logits, over vocabularies of awkward sizes
-// (smaller than the workgroup, not a multiple of it, larger), parameter
+// (smaller than the workgroup, not a multiple of it, larger; 4099 spreads
+// the top-p search over 5 mass_part workgroups, the last partial), parameter
 // sets that switch each step on alone and together, and 24 steps each
 // (each pick joining the history, so the repetition penalty changes from
 // step to step). The ids must be the same. The kernel sums in float32 and

@@ -126,7 +126,9 @@ type Device interface {
 	Run(cmds []byte) error
 	// Map reads size bytes of a MapRead buffer at offset (multiple of 8)
 	// once all submitted work is done, and calls done with them (the slice
-	// is only valid during the call). done runs inside Poll.
+	// is only valid during the call). done runs inside Poll, callbacks in
+	// the order of the Map calls. A buffer has at most one Map outstanding
+	// (WebGPU's mapAsync refuses a second while the first is pending).
 	Map(b Buffer, offset, size int64, done func(data []byte, err error)) error
 	// Poll runs the callbacks of finished work; with wait, it first blocks
 	// until all submitted work is done.

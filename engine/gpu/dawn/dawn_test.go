@@ -213,23 +213,29 @@ func TestMapOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	back, err := d.NewBuffer(64, gpu.MapRead, "back")
-	if err != nil {
-		t.Fatal(err)
-	}
 	data := make([]byte, 64)
 	for i := range data {
 		data[i] = byte(i)
 	}
 	var e gpu.Encoder
 	e.Write(src, 0, data)
-	e.Copy(src, 0, back, 0, 64)
+	// One readback buffer per Map: a buffer has one outstanding Map at a
+	// time (gpu.Device.Map), as WebGPU's mapAsync allows.
+	var backs []gpu.Buffer
+	for range 2 {
+		back, err := d.NewBuffer(64, gpu.MapRead, "back")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Copy(src, 0, back, 0, 64)
+		backs = append(backs, back)
+	}
 	if err := d.Run(e.Bytes()); err != nil {
 		t.Fatal(err)
 	}
 	var order []int
 	for i, off := range []int64{32, 0} {
-		if err := d.Map(back, off, 32, func(b []byte, err error) {
+		if err := d.Map(backs[i], off, 32, func(b []byte, err error) {
 			if err != nil || len(b) != 32 || b[0] != byte(off) {
 				t.Errorf("readback %d: %v, %v", i, b, err)
 			}

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/wick-run/wick/engine/cpu"
 	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/model"
@@ -52,25 +51,8 @@ func TestModelMatchesCPUOnDawn(t *testing.T) {
 			}
 		}
 		t.Run("int8-greedy", func(t *testing.T) {
-			ref, err := cpu.New(cfg8, w8)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cs, err := ref.NewSequence(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			gm, err := New(d, cfg8, w8, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer gm.Close()
+			cs, gm, gs := bothSequences(t, d, cfg8, w8, Options{}, ctx)
 			tierOf(t, gm)
-			gs, err := gm.NewSequence(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer gs.Close()
 			l := make([]float32, cfg8.Vocab)
 			if err := gs.Forward(ids[:prompt-1], 0, l); err != nil {
 				t.Fatal(err)
@@ -93,25 +75,8 @@ func TestModelMatchesCPUOnDawn(t *testing.T) {
 			}
 		})
 		t.Run("f32-logits", func(t *testing.T) {
-			ref, err := cpu.New(cfg32, w32)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cs, err := ref.NewSequence(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			gm, err := New(d, cfg32, w32, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer gm.Close()
+			cs, gm, gs := bothSequences(t, d, cfg32, w32, Options{}, ctx)
 			tierOf(t, gm)
-			gs, err := gm.NewSequence(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer gs.Close()
 			V := cfg32.Vocab
 			want, got := make([]float32, prompt*V), make([]float32, prompt*V)
 			for i := range got {

@@ -33,6 +33,32 @@ func device(t *testing.T) gpu.Device {
 	return dev
 }
 
+// bothSequences loads cfg and w on engine/cpu and on d (with opt) and
+// returns a sequence of ctx positions on each, and the GPU model; the GPU
+// objects are closed when the test ends.
+func bothSequences(t *testing.T, d gpu.Device, cfg *model.Config, w *model.Weights, opt Options, ctx int) (*cpu.Sequence, *Model, *Sequence) {
+	t.Helper()
+	ref, err := cpu.New(cfg, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := ref.NewSequence(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gm, err := New(d, cfg, w, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gm.Close() })
+	gs, err := gm.NewSequence(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gs.Close() })
+	return cs, gm, gs
+}
+
 type testCase struct {
 	name string
 	cfg  *model.Config
@@ -100,26 +126,9 @@ func TestMatchesCPU(t *testing.T) {
 	for _, tc := range testCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			w := testmodel.Random(tc.cfg, 7)
-			ref, err := cpu.New(tc.cfg, w)
-			if err != nil {
-				t.Fatal(err)
-			}
-			gm, err := New(device(t), tc.cfg, w, tc.opt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer gm.Close()
+			cs, gm, gs := bothSequences(t, device(t), tc.cfg, w, tc.opt, ctx)
 			if tc.opt.SplitBytes > 0 && len(gm.embed.parts) < 2 {
 				t.Fatalf("embedding in %d part(s); the test means to split it", len(gm.embed.parts))
-			}
-			gs, err := gm.NewSequence(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer gs.Close()
-			cs, err := ref.NewSequence(ctx)
-			if err != nil {
-				t.Fatal(err)
 			}
 			V := tc.cfg.Vocab
 			ids := randomTokens(prompt, 3)

@@ -53,25 +53,7 @@ func gpuArena(t *testing.T, s *Sequence) []byte {
 
 func newSeqPair(t *testing.T, cfg *model.Config, ctx int) (*Sequence, *cpu.Sequence) {
 	t.Helper()
-	w := testmodel.Random(cfg, 7)
-	gm, err := New(device(t), cfg, w, Options{Chunk: 5})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { gm.Close() })
-	gs, err := gm.NewSequence(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { gs.Close() })
-	cm, err := cpu.New(cfg, w)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := cm.NewSequence(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs, _, gs := bothSequences(t, device(t), cfg, testmodel.Random(cfg, 7), Options{Chunk: 5}, ctx)
 	return gs, cs
 }
 

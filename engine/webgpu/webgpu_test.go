@@ -198,19 +198,7 @@ func TestGreedyOnGPU(t *testing.T) {
 	const prompt, steps = 20, 64
 	for _, tc := range testCases()[:4] {
 		t.Run(tc.name, func(t *testing.T) {
-			w := testmodel.Random(tc.cfg, 11)
-			ref, _ := cpu.New(tc.cfg, w)
-			gm, err := New(device(t), tc.cfg, w, tc.opt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer gm.Close()
-			gs, err := gm.NewSequence(128)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer gs.Close()
-			cs, _ := ref.NewSequence(128)
+			cs, _, gs := bothSequences(t, device(t), tc.cfg, testmodel.Random(tc.cfg, 11), tc.opt, 128)
 			V := tc.cfg.Vocab
 			ids := randomTokens(prompt, 5)
 			l := make([]float32, V)

@@ -121,7 +121,7 @@ func Load(dir string, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load model %s: %w", dir, err)
 	}
-	m, err := Assemble(f, cfg, b, opts)
+	m, err := assemble(f, c.Tokenizer, c.Template, cfg, b, opts)
 	if err != nil {
 		b.Close()
 		return nil, err
@@ -144,14 +144,22 @@ func Assemble(f *format.Model, cfg *model.Config, b Backend, opts Options) (*Mod
 	if f == nil || cfg == nil || b == nil {
 		return nil, errors.New("assemble model: an opened model, a config and a backend are required")
 	}
-	dir := f.Dir()
-	if base := f.Config(); cfg.Vocab != base.Vocab || cfg.ContextLen != base.ContextLen {
-		return nil, fmt.Errorf("assemble model %s: the config as run (vocab %d, context_len %d) is not the manifest's (vocab %d, context_len %d)", dir, cfg.Vocab, cfg.ContextLen, base.Vocab, base.ContextLen)
-	}
 	tok, tmpl, err := checkTokenizer(f)
 	if err != nil {
 		return nil, err
 	}
+	return assemble(f, tok, tmpl, cfg, b, opts)
+}
+
+// assemble is Assemble with the tokenizer and chat template already read
+// and checked (Load has them from Check: reading the tokenizer again would
+// hash and parse it twice).
+func assemble(f *format.Model, tok *tokenizer.Tokenizer, tmpl *chat.Template, cfg *model.Config, b Backend, opts Options) (*Model, error) {
+	dir := f.Dir()
+	if base := f.Config(); cfg.Vocab != base.Vocab || cfg.ContextLen != base.ContextLen {
+		return nil, fmt.Errorf("assemble model %s: the config as run (vocab %d, context_len %d) is not the manifest's (vocab %d, context_len %d)", dir, cfg.Vocab, cfg.ContextLen, base.Vocab, base.ContextLen)
+	}
+	var err error
 	ctx := opts.Context
 	if ctx == 0 {
 		ctx = min(cfg.ContextLen, DefaultContext)

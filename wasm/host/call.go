@@ -89,21 +89,21 @@ func (i *Instance) drive(ctx context.Context, onToken func([]byte) bool, export 
 			}
 			v, err = i.call(ctx, next, args...)
 		case statusProgress:
+			next, args := "wick_resume", []uint64{0}
 			if i.onProgress != nil {
 				out, err := i.packed(ctx, "wick_output")
 				if err != nil {
 					return nil, err
 				}
-				var p struct {
-					Done  int `json:"prefill_done"`
-					Total int `json:"prefill_total"`
-				}
-				if err := json.Unmarshal(out, &p); err != nil {
+				cancel, err := i.onProgress(out)
+				if err != nil {
 					return nil, fmt.Errorf("%s: progress: %w", export, err)
 				}
-				i.onProgress(p.Done, p.Total)
+				if cancel {
+					next, args = "wick_cancel", nil
+				}
 			}
-			v, err = i.call(ctx, "wick_resume", 0)
+			v, err = i.call(ctx, next, args...)
 		case statusWait:
 			if err := i.deliver(ctx); err != nil {
 				return nil, err
@@ -309,7 +309,19 @@ func (i *Instance) Restore(ctx context.Context, data []byte) (*Session, *Restore
 
 func (s *Session) turn(ctx context.Context, export string, t Turn, onToken func(Token) bool) (*Reply, error) {
 	t.Progress = t.OnProgress != nil
-	s.i.onProgress = t.OnProgress
+	if t.OnProgress != nil {
+		s.i.onProgress = func(out []byte) (bool, error) {
+			var p struct {
+				Done  int `json:"prefill_done"`
+				Total int `json:"prefill_total"`
+			}
+			if err := json.Unmarshal(out, &p); err != nil {
+				return false, err
+			}
+			t.OnProgress(p.Done, p.Total)
+			return false, nil
+		}
+	}
 	defer func() { s.i.onProgress = nil }()
 	in, err := json.Marshal(t)
 	if err != nil {

@@ -5,6 +5,10 @@
 // Without a GPU the module runs its own CPU backend. It is how the module
 // is tested without a browser, and what `wick gen -wasm` uses.
 //
+// It also runs the converter module (wasm/convert, web/convert.wasm), the
+// page's import of a model from disk: Runtime.Convert, with the input
+// mounted read-only and the output directory writable.
+//
 // wasm/ABI.md describes the exports and imports this package drives.
 package host
 
@@ -122,10 +126,13 @@ type LoadOptions struct {
 
 // Instance is one instantiated module with a model loaded.
 type Instance struct {
-	mod        api.Module
-	st         *state
-	Info       LoadInfo
-	onProgress func(done, total int) // the turn in flight's Turn.OnProgress
+	mod  api.Module
+	st   *state
+	Info LoadInfo
+	// onProgress gets the output of each statusProgress of the call in
+	// flight (a turn's Turn.OnProgress, a conversion's progress) and
+	// says whether to cancel the call.
+	onProgress func(out []byte) (cancel bool, err error)
 }
 
 // LoadInfo is what the module reports about a loaded model.

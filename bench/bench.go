@@ -6,7 +6,10 @@
 // module under the Node host (Dawn, Chrome's WebGPU) measure the same
 // things the same way. Times are wall-clock over many dispatches or steps,
 // after a warm-up (GPU clocks ramp under load); each figure is the median
-// of runs. The results are in this folder's RESULTS.md and BROWSER.md.
+// of runs. The per-kernel profile (Options.Profile) takes the GPU's
+// timestamp queries where the device offers them (gpu.TimerOf: Dawn), and
+// wall clock elsewhere (wgpu-native: cogentcore/webgpu v0.23.0 has no
+// compute-pass timestampWrites). The results are in this folder's RESULTS.md and BROWSER.md.
 package bench
 
 import (
@@ -38,7 +41,7 @@ type Options struct {
 	Long    int    `json:"long"`    // also time decode from this position (0: no)
 	Gemv    string `json:"gemv"`    // GEMV variants WGxTPR, f for float32 FMA products; the fastest runs the models
 	Configs string `json:"configs"` // the architecture table's variants (ArchVariants) with random weights, or "all"
-	Profile bool   `json:"profile"` // also time each dispatch of a decode step on its own
+	Profile bool   `json:"profile"` // also time each dispatch of a decode step: GPU timestamps where the device is a gpu.Timer, else wall clock
 	Fuse    bool   `json:"fuse"`    // plan decode steps fused (webgpu.Options.FuseDecode)
 }
 
@@ -432,11 +435,11 @@ func (b *bencher) model(nm namedModel, g webgpu.Gemv, tier shaders.Tier, fallbac
 	row = fmt.Sprintf("| %s | %s | %.1f MB | %d | %.0f ±%.0f%% | %.1f%% | %.0f ±%.0f%% | %.1f%% | %.0f ±%.0f%% |", nm.name, tier, float64(wb)/1e6, s.Dispatches(1, longAt),
 		dec, tDecode.spread(), 100*dec/roof(0), long, tLong.spread(), 100*long/roof(longAt), float64(prompt)/tPrefill.median, tPrefill.spread())
 	if profile {
-		times, err := s.ProfileDecode(decode, 50)
+		p, err := s.ProfileDecode(decode, 50)
 		if err != nil {
 			return "", "", fmt.Errorf("profile: %w", err)
 		}
-		prof = profileTable(nm.name+", "+tier.String()+" kernels", decode, times)
+		prof = profileTable(nm.name+", "+tier.String()+" kernels", decode, p)
 	}
 	return row, prof, nil
 }
@@ -466,8 +469,9 @@ func medianRuns(f func() error) (runTimes, error) {
 }
 
 // profileTable sums a decode step's dispatch times by kernel variant,
-// largest first.
-func profileTable(name string, pos int, times []webgpu.KernelTime) string {
+// largest first, and says how they were measured.
+func profileTable(name string, pos int, p webgpu.DecodeProfile) string {
+	times := p.Kernels
 	type sum struct {
 		label   string
 		count   int
@@ -493,8 +497,15 @@ func profileTable(name string, pos int, times []webgpu.KernelTime) string {
 	}
 	slices.SortFunc(sums, func(a, b *sum) int { return cmp.Compare(b.seconds, a.seconds) })
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n%s: decode step at position %d, each dispatch timed alone: %d dispatches, %.0f us (%.0f tok/s if nothing else cost)\n",
-		name, pos, len(times), total*1e6, 1/total)
+	if p.Timestamps {
+		fmt.Fprintf(&sb, "\n%s: decode step at position %d, GPU timestamp queries (each dispatch in a compute pass of its own; medians of %d steps): "+
+			"%d dispatches, %.0f us in kernels of a %.0f us step (%.0f tok/s if nothing else cost)\n",
+			name, pos, p.Steps, len(times), total*1e6, p.StepSeconds*1e6, 1/total)
+	} else {
+		fmt.Fprintf(&sb, "\n%s: decode step at position %d, wall clock, each dispatch repeated alone (this device has no timestamp queries; "+
+			"natively none: cogentcore/webgpu v0.23.0 has no compute-pass timestampWrites): %d dispatches, %.0f us (%.0f tok/s if nothing else cost)\n",
+			name, pos, len(times), total*1e6, 1/total)
+	}
 	sb.WriteString("| kernel | dispatches | us per step | us each | share | grids |\n| --- | --- | --- | --- | --- | --- |\n")
 	for _, x := range sums {
 		grids := strings.Join(x.grids, " ")

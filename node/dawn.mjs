@@ -9,7 +9,13 @@ import { create, globals } from 'webgpu';
 // (it shows them only behind its unsafe-WebGPU flag).
 export function installGPU(experimental) {
   Object.assign(globalThis, globals);
-  const gpu = create(experimental ? ['enable-dawn-features=allow_unsafe_apis'] : []);
+  // Dawn rounds timestamp queries down to 65,536 ns unless told not to
+  // (Chrome does too, against timing attacks, unless its WebGPU developer
+  // features are on): per-kernel profiles need them whole, and nothing
+  // else reads them.
+  const flags = ['disable-dawn-features=timestamp_quantization'];
+  if (experimental) flags.push('enable-dawn-features=allow_unsafe_apis');
+  const gpu = create(flags);
   const requestAdapter = gpu.requestAdapter.bind(gpu);
   const wrapped = {
     wgslLanguageFeatures: gpu.wgslLanguageFeatures,

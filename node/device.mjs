@@ -7,7 +7,10 @@
 // is called on them; where the module would return status 2 and wait, this
 // awaits the bridge's settle().
 //
-//   node node/device.mjs [-tier all|fallback] [-experimental] [-need BYTES]
+//   node node/device.mjs [-tier all|fallback] [-experimental] [-timestamps] [-need BYTES]
+//
+// -timestamps also asks for 'timestamp-query' where the adapter has it, for
+// op 10 (engine/gpu.Timer).
 //
 // Requests come on fd 3, replies go to fd 4 (stdout and stderr are left to
 // Dawn's own notices). All integers are little-endian.
@@ -30,6 +33,8 @@
 //                        u32 count, count x (u32 req, u32 failed, u32 length, bytes)
 //   8 free               u32 kind, u32 handle                    -> 0
 //   9 close                                                      -> 0, then exit
+//  10 run_timed          u32 req, command list bytes             -> 0; the next poll
+//                        delivers req's bytes: per dispatch u64 begin, u64 end (ns)
 //
 // Create calls report their errors synchronously, as the native device
 // does: the call settles the bridge (WGSL compile messages, validation
@@ -46,11 +51,11 @@ import { parseArgs } from 'node:util';
 import { openDevice, GPUBridge } from '../web/gpu.js';
 import { installGPU } from './dawn.mjs';
 
-const OP = { createBuffer: 1, writeBuffer: 2, createKernel: 3, createBindGroup: 4, run: 5, map: 6, poll: 7, free: 8, close: 9 };
+const OP = { createBuffer: 1, writeBuffer: 2, createKernel: 3, createBindGroup: 4, run: 5, map: 6, poll: 7, free: 8, close: 9, runTimed: 10 };
 
 const { values: v } = parseArgs({
   args: process.argv.slice(2).map((a) => (/^-[a-z]/.test(a) ? `-${a}` : a)),
-  options: { tier: { type: 'string', default: 'all' }, experimental: { type: 'boolean', default: false }, need: { type: 'string', default: '0' } },
+  options: { tier: { type: 'string', default: 'all' }, experimental: { type: 'boolean', default: false }, need: { type: 'string', default: '0' }, timestamps: { type: 'boolean', default: false } },
 });
 
 const enc = new TextEncoder();
@@ -94,7 +99,7 @@ async function* frames() {
 installGPU(v.experimental);
 let dev;
 try {
-  dev = await openDevice({ needBinding: Number(v.need), tier: v.tier });
+  dev = await openDevice({ needBinding: Number(v.need), tier: v.tier, profile: v.timestamps });
 } catch (e) {
   fail(e.message);
   process.exit(1);
@@ -194,6 +199,10 @@ async function serve(req) {
     case OP.run: {
       const [cp] = place(body);
       return imp.run(cp, body.length) < 0 ? fail(bridge.lastError) : reply(0);
+    }
+    case OP.runTimed: {
+      const [cp] = place(body.subarray(4));
+      return imp.run_timed(cp, body.length - 4, body.readUInt32LE(0)) < 0 ? fail(bridge.lastError) : reply(0);
     }
     case OP.map:
       return imp.map(body.readUInt32LE(0), body.readBigInt64LE(4), body.readBigInt64LE(12), body.readUInt32LE(20)) < 0 ? fail(bridge.lastError) : reply(0);

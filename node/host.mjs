@@ -8,7 +8,7 @@
 //   node node/host.mjs gen   -model DIR [-prompt TEXT | -ids 1,2,3] [-system TEXT]
 //                            [-temp T -top-p P -top-k K -rep-penalty R -seed S -max-tokens N]
 //                            [-backend webgpu|cpu] [-json] [-fault]
-//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-fuse]] [-json FILE]
+//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-fuse]] [-json FILE]
 //   node node/host.mjs info [-tier all|fallback] [-experimental]
 //
 // Common flags: -experimental offers the adapter's chromium-experimental-*
@@ -46,6 +46,7 @@ const options = {
   decode: { type: 'string', default: '128' },
   mib: { type: 'string', default: '512' },
   shapes: { type: 'string', default: '' },
+  configs: { type: 'string', default: '' },
   kernels: { type: 'boolean', default: false },
   profile: { type: 'boolean', default: false },
   fault: { type: 'boolean', default: false },
@@ -166,12 +167,15 @@ function perToken(c, n) {
 // and sampled, with the boundary's traffic per token; with -kernels also
 // package bench's bandwidth and GEMV tables inside the module (the same
 // code as `wick bench`); with -profile the GPU time of each kernel of a
-// decode step from timestamp queries.
+// decode step from timestamp queries (on the page's path, and with
+// -kernels in package bench's tables too, through run_timed).
 async function bench(v) {
   const decode = num(v.decode, 'decode');
   const prompt = num(v.prompt ?? '512', 'prompt');
   const d = newDriver(v.wasm);
-  const info = await d.handle({ op: 'load', model: v.model, backend: 'webgpu', tier: v.tier });
+  // With -kernels -profile, package bench's profile takes the GPU's
+  // timestamps: the device gets timestamp queries (they change no kernel).
+  const info = await d.handle({ op: 'load', model: v.model, backend: 'webgpu', tier: v.tier, timestamps: v.kernels && v.profile });
   const res = { model: v.model, adapter: info.adapter, date: new Date().toISOString().slice(0, 10), vocab: info.vocab };
   const ids = (n, seed) => Array.from({ length: n }, (_, i) => 3 + ((i * 2654435761 + seed * 40503) >>> 0) % (info.vocab - 3));
   const run = async (turn, n = 5) => {
@@ -208,7 +212,11 @@ async function bench(v) {
     res.profile = { steps, kernels: p.engine.gpu.profileTimes().map((k) => ({ label: k.label, perStep: k.count / steps, usPerStep: k.ns / 1000 / steps })) };
     p.close();
   }
-  if (v.kernels) res.kernels = await d.handle({ op: 'bench', options: { model: '', shapes: v.shapes, configs: '', mib: num(v.mib, 'mib'), profile: v.profile, fuse: v.fuse } });
+  if (v.kernels) {
+    res.kernels = await d.handle({ op: 'bench', options: {
+      model: '', shapes: v.shapes, configs: v.configs, mib: num(v.mib, 'mib'), decode, prompt, profile: v.profile, fuse: v.fuse,
+    } });
+  }
   d.close();
   if (v.json) await writeOut(v.json, res);
   printBench(res);

@@ -144,7 +144,9 @@ export class Driver {
   // backend instead, and the result says why (gpuNote, compileFailure).
   // tier picks the kernels' tier (gpu.js TIERS; 'fallback' withholds every
   // optional feature, to test the portable kernels).
-  async load({ model, backend = '', profile = false, tier = 'all' }) {
+  // timestamps asks for timestamp queries without profiling every list
+  // (profile does both): package bench's profile (wick_bench) uses them.
+  async load({ model, backend = '', profile = false, timestamps = false, tier = 'all' }) {
     const manifestBytes = await this.a.readFile(model, 'manifest.pb');
     const m = parseManifest(manifestBytes);
     const tokBytes = await this.a.readFile(model, m.tokenizer.file, m.tokenizer.sha256);
@@ -153,7 +155,7 @@ export class Driver {
     let dev = null, gpuNote = '';
     if (backend !== 'cpu') {
       try {
-        dev = await this.a.openDevice({ needBinding: largestRowBytes(m), profile, tier });
+        dev = await this.a.openDevice({ needBinding: largestRowBytes(m), profile: profile || timestamps, tier });
       } catch (e) {
         if (backend === 'webgpu') throw Object.assign(new Error(e.message), { kind: e.kind });
         gpuNote = e.message;

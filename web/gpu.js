@@ -137,11 +137,11 @@ export class GPUBridge {
     this.edges = new Map(); // buffer handle -> Map(word offset -> Uint8Array(4)): partial words of unaligned fills
     this.compileFailures = []; // {label, message}: kernels this WebGPU's compiler refused
     this.fault = '';       // a fault to inject into the next command list (tests: injectFault)
-    this.timing = null;    // profile state: {querySet, capacity, byLabel}
-    if (profile && this.device && this.device.features.has('timestamp-query')) {
-      const capacity = 4096;
-      this.timing = { querySet: this.device.createQuerySet({ type: 'timestamp', count: capacity }), capacity, byLabel: new Map() };
-    }
+    // Timestamp queries, where the device has them: {querySet, capacity},
+    // made on first use, for run_timed and the profile.
+    this.queries = null;
+    // The page's profile: every list timed, GPU time summed by kernel label.
+    this.timing = profile && this.device && this.device.features.has('timestamp-query') ? { byLabel: new Map() } : null;
     if (this.device) {
       this.device.addEventListener('uncapturederror', (ev) => this.asyncErrors.push(`WebGPU: ${ev.error.message}`));
       this.device.lost.then((info) => {
@@ -247,9 +247,25 @@ export class GPUBridge {
         // The list's errors are caught by its own scope and awaited with
         // the step (settle), so they fail this step and never surface,
         // through uncapturederror, in a later one.
-        this.#scope('WebGPU', () => this.#run(ptr, len));
+        this.#scope('WebGPU', () => this.#run(ptr, len, this.timing ? 'profile' : null));
         c.runs++;
         c.runMs += performance.now() - t0;
+        return 0;
+      },
+      // run_timed is run with a timestamped pass per dispatch; the
+      // timestamps come back as readback req (engine/gpu.Timer).
+      run_timed: (ptr, len, req) => {
+        if (!this.device.features.has('timestamp-query')) throw new Error('the device was created without timestamp-query');
+        const chunks = [];
+        this.#scope('WebGPU', () => this.#run(ptr, len, chunks));
+        c.runs++;
+        this.pending.push(Promise.all(chunks).then((parts) => {
+          const n = parts.reduce((a, p) => a + p.length, 0);
+          const all = new BigUint64Array(n);
+          let at = 0;
+          for (const p of parts) { all.set(p, at); at += p.length; }
+          this.mapped.push({ req, data: new Uint8Array(all.buffer) });
+        }, (e) => this.mapped.push({ req, error: errorText(e) })));
         return 0;
       },
       map: (h, off, size, req) => {
@@ -306,8 +322,10 @@ export class GPUBridge {
   // #run replays one command list (engine/gpu/encoding.go) into command
   // buffers (one, unless it is long: see SPLIT_DISPATCHES): writes first,
   // then dispatches and copies in order, consecutive dispatches sharing a
-  // compute pass.
-  #run(ptr, len) {
+  // compute pass. With times, each dispatch gets a pass of its own with
+  // timestamps: times 'profile' adds them to profileTimes(), an array
+  // receives a promise per submitted part of the (begin, end) pairs.
+  #run(ptr, len, times = null) {
     const c = this.counters;
     if (len % 4) throw new Error(`command list of ${len} bytes is not whole words`);
     const words = new Uint32Array(this.memory.buffer, ptr, len / 4);
@@ -317,7 +335,8 @@ export class GPUBridge {
     // them only when they change saves WebGPU calls (each one is a call
     // into the browser's GPU process machinery).
     let pipeline = null, group = null;
-    let timed = this.timing ? { n: 0, labels: [] } : null;
+    const queries = times ? this.#queries() : null;
+    let timed = times ? { n: 0, labels: [] } : null;
     const endPass = () => { if (pass) { pass.end(); c.gpuCalls++; pass = null; pipeline = group = null; } };
     // A list may hold a whole decode batch. Once SPLIT_DISPATCHES
     // dispatches have gathered, what is encoded is submitted before the
@@ -327,7 +346,7 @@ export class GPUBridge {
     let dispatches = 0;
     const submit = () => {
       endPass();
-      if (timed && timed.n) { this.#resolveTimes(enc, timed); timed = { n: 0, labels: [] }; }
+      if (timed && timed.n) { this.#resolveTimes(enc, timed, times); timed = { n: 0, labels: [] }; }
       q.submit([enc.finish()]);
       c.gpuCalls += 2;
       enc = null;
@@ -351,8 +370,8 @@ export class GPUBridge {
         if (timed) {
           // One pass per dispatch, timestamps at its ends.
           endPass();
-          if (timed.n + 2 > this.timing.capacity) throw new Error(`profile: a command list of more than ${this.timing.capacity / 2} dispatches`);
-          pass = enc.beginComputePass({ timestampWrites: { querySet: this.timing.querySet, beginningOfPassWriteIndex: timed.n, endOfPassWriteIndex: timed.n + 1 } });
+          if (timed.n + 2 > queries.capacity) throw new Error(`profile: a command list of more than ${queries.capacity / 2} dispatches`);
+          pass = enc.beginComputePass({ timestampWrites: { querySet: queries.querySet, beginningOfPassWriteIndex: timed.n, endOfPassWriteIndex: timed.n + 1 } });
           timed.n += 2;
           timed.labels.push(kernel.label);
           c.gpuCalls++;
@@ -412,28 +431,46 @@ export class GPUBridge {
     this.fault = kind;
   }
 
-  // #resolveTimes copies a list's timestamps out and, once they are
-  // mapped, adds each dispatch's time to its kernel's sum.
-  #resolveTimes(enc, timed) {
+  // #queries returns the device's timestamp query set, made on first use.
+  #queries() {
+    if (!this.queries) {
+      const capacity = 4096;
+      this.queries = { querySet: this.device.createQuerySet({ type: 'timestamp', count: capacity }), capacity };
+    }
+    return this.queries;
+  }
+
+  // #resolveTimes copies a submitted part's timestamps out and, once they
+  // are mapped, adds each dispatch's time to its kernel's sum (times
+  // 'profile') or hands the (begin, end) pairs to times (an array of
+  // promises, see #run).
+  #resolveTimes(enc, timed, times) {
     const bytes = timed.n * 8;
     const resolve = this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
     const read = this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    enc.resolveQuerySet(this.timing.querySet, 0, timed.n, resolve, 0);
+    enc.resolveQuerySet(this.queries.querySet, 0, timed.n, resolve, 0);
     enc.copyBufferToBuffer(resolve, 0, read, 0, bytes);
     // The map starts after this list is submitted (a microtask runs once the
     // current call returns).
-    this.pending.push(Promise.resolve().then(() => read.mapAsync(GPUMapMode.READ)).then(() => {
-      const t = new BigInt64Array(read.getMappedRange());
-      timed.labels.forEach((label, j) => {
-        const ns = Number(t[2 * j + 1] - t[2 * j]);
-        const s = this.timing.byLabel.get(label) || { label, count: 0, ns: 0 };
-        s.count++;
-        s.ns += Math.max(0, ns);
-        this.timing.byLabel.set(label, s);
-      });
+    const done = Promise.resolve().then(() => read.mapAsync(GPUMapMode.READ)).then(() => {
+      const t = new BigUint64Array(read.getMappedRange()).slice();
       read.unmap();
       read.destroy();
       resolve.destroy();
+      return t;
+    });
+    if (Array.isArray(times)) {
+      times.push(done);
+      return;
+    }
+    this.pending.push(done.then((t) => {
+      timed.labels.forEach((label, j) => {
+        const ns = t[2 * j + 1] > t[2 * j] ? Number(t[2 * j + 1] - t[2 * j]) : 0;
+        const s = this.timing.byLabel.get(label) || { label, count: 0, ns: 0 };
+        s.count++;
+        s.ns += ns;
+        this.timing.byLabel.set(label, s);
+      });
     }));
   }
 

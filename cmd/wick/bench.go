@@ -11,6 +11,7 @@ import (
 
 	"github.com/wick-run/wick/bench"
 	"github.com/wick-run/wick/engine/gpu"
+	"github.com/wick-run/wick/engine/gpu/dawn"
 )
 
 func init() {
@@ -33,7 +34,8 @@ func runBench(args []string) error {
 	fs.StringVar(&o.Configs, "configs", d.Configs, "also the architecture table's variants (bench/ARCHITECTURE.md) with random weights: "+
 		strings.Join(bench.ArchVariants, ",")+", or all")
 	fs.BoolVar(&o.Fuse, "fuse", false, "plan decode steps fused, 6 dispatches per layer (webgpu.Options.FuseDecode)")
-	fs.BoolVar(&o.Profile, "profile", false, "also print each model's decode step by kernel: the time of each dispatch run on its own")
+	fs.BoolVar(&o.Profile, "profile", false, "also print each model's decode step by kernel: GPU timestamp queries on Dawn (-dawn); wall clock natively, each dispatch repeated alone (cogentcore/webgpu v0.23.0 has no compute-pass timestampWrites)")
+	onDawn := fs.Bool("dawn", false, "run on Dawn (Chrome's WebGPU, through engine/gpu/dawn and node) instead of wgpu-native")
 	writeShape := fs.String("write-shape", "", "write a model directory with random int8 weights (as measured) to the path given after the flags, and stop: NAME is a Gemma 3 shape or a model directory whose architecture it keeps")
 	tok := fs.String("tokenizer", "testdata/tokenizer/tokenizer.model", "with -write-shape: the SentencePiece tokenizer the model directory gets")
 	if err := fs.Parse(args); err != nil {
@@ -48,6 +50,15 @@ func runBench(args []string) error {
 		}
 		fmt.Fprintf(os.Stderr, "wrote the %s shape to %s\n", *writeShape, fs.Arg(0))
 		return nil
+	}
+	if *onDawn {
+		// Dawn's device always gets the adapter's largest bindings.
+		dev, err := dawn.Open(dawn.Options{Timestamps: o.Profile})
+		if err != nil {
+			return err
+		}
+		defer dev.Close()
+		return bench.Run(dev, o, os.Stdout)
 	}
 	// Ask for 1 GiB bindings where the adapter has them; else the defaults.
 	dev, err := gpu.Open(gpu.Options{Need: gpu.Limits{MaxStorageBufferBindingSize: 1 << 30, MaxBufferSize: 1 << 30}})

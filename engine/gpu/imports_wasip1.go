@@ -34,6 +34,9 @@ func gpuCreateBindGroup(kernel uint32, entries unsafe.Pointer, count uint32) int
 //go:wasmimport wick_gpu run
 func gpuRun(cmds unsafe.Pointer, n uint32) int32
 
+//go:wasmimport wick_gpu run_timed
+func gpuRunTimed(cmds unsafe.Pointer, n uint32, req uint32) int32
+
 //go:wasmimport wick_gpu map
 func gpuMap(buf uint32, offset, size int64, req uint32) int32
 
@@ -208,6 +211,30 @@ func (d *Imported) Run(cmds []byte) error {
 	return nil
 }
 
+// RunTimed runs a command list with a timestamped pass per dispatch
+// (Timer, on a host whose device has FeatureTimestamps). The host hands
+// the timestamps back as a readback.
+func (d *Imported) RunTimed(cmds []byte, done func([]Interval, error)) error {
+	if len(cmds) == 0 {
+		done(nil, nil)
+		return nil
+	}
+	d.nextReq++
+	req := d.nextReq
+	if r := gpuRunTimed(ptr(cmds), uint32(len(cmds)), req); r < 0 {
+		return fmt.Errorf("run timed command list: %w", hostError(r))
+	}
+	d.ran = true
+	d.maps = append(d.maps, &importedMap{req: req, done: func(b []byte, err error) {
+		if err != nil {
+			done(nil, fmt.Errorf("timestamps: %w", err))
+			return
+		}
+		done(DecodeIntervals(b))
+	}})
+	return nil
+}
+
 func (d *Imported) Map(b Buffer, offset, size int64, done func([]byte, error)) error {
 	d.nextReq++
 	req := d.nextReq
@@ -327,3 +354,5 @@ func (d *Imported) Close() error {
 	d.maps = nil
 	return nil
 }
+
+var _ Timer = (*Imported)(nil)

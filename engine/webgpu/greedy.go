@@ -2,8 +2,10 @@ package webgpu
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
+	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/shaders"
 )
 
@@ -63,47 +65,128 @@ func (s *Sequence) decodeSites() []site {
 type KernelTime struct {
 	Label   string  // the kernel variant (shaders.Key.Label)
 	Grid    [3]int  // its workgroups
-	Seconds float64 // wall-clock per dispatch, over back-to-back repeats
+	Seconds float64 // per dispatch (DecodeProfile.Timestamps says how it was measured)
 }
 
-// ProfileDecode times each dispatch of a decode step at position start on
-// its own: reps dispatches of it in one command buffer (each waiting for
-// the one before, as in a step), after a warm-up, divided by reps. The sum
-// is what a step costs on the GPU. It overwrites the run state and the KV
-// of position start: it is for benchmarks.
-func (s *Sequence) ProfileDecode(start, reps int) ([]KernelTime, error) {
+// DecodeProfile is a decode step by dispatch.
+type DecodeProfile struct {
+	Kernels []KernelTime // the step's dispatches in order
+	// Timestamps says the times are the GPU's own (timestamp queries
+	// through gpu.Timer: each dispatch of whole steps in a compute pass of
+	// its own, the median over runs). Else they are wall-clock: each
+	// dispatch repeated alone back to back, which is all a device without
+	// timestamp queries allows (the native one: cogentcore/webgpu v0.23.0
+	// has no compute-pass timestampWrites).
+	Timestamps bool
+	// StepSeconds is, with Timestamps, the GPU time of the whole step, from
+	// its first dispatch's beginning to its last one's end (median over
+	// runs): the kernels' sum plus the gaps between passes.
+	StepSeconds float64
+	Steps       int // with Timestamps, the steps the medians are of
+}
+
+// ProfileDecode times each dispatch of a decode step at position start:
+// with the device's timestamp queries where it has them (reps steps,
+// capped at profileSteps), else each dispatch on its own, reps dispatches
+// of it in one command buffer (each waiting for the one before, as in a
+// step), after a warm-up, divided by reps. The sum is what a step costs on
+// the GPU. It overwrites the run state and the KV of position start: it is
+// for benchmarks.
+func (s *Sequence) ProfileDecode(start, reps int) (DecodeProfile, error) {
 	if start < 0 || start >= s.lay.Context || reps <= 0 {
-		return nil, fmt.Errorf("profile: position %d outside the context of %d, or %d repeats", start, s.lay.Context, reps)
+		return DecodeProfile{}, fmt.Errorf("profile: position %d outside the context of %d, or %d repeats", start, s.lay.Context, reps)
 	}
 	e := &s.enc
 	e.Reset()
 	s.recordDecode(start)
 	if err := s.run(); err != nil {
-		return nil, fmt.Errorf("profile: %w", err)
+		return DecodeProfile{}, fmt.Errorf("profile: %w", err)
 	}
-	var out []KernelTime
+	var p DecodeProfile
+	var sites []site
 	for _, st := range s.decodeSites() {
 		x, y, z := st.grid(1, 0, start)
 		if x == 0 {
 			continue
 		}
+		sites = append(sites, st)
+		p.Kernels = append(p.Kernels, KernelTime{Label: st.label, Grid: [3]int{x, y, z}})
+	}
+	if t, ok := gpu.TimerOf(s.m.dev); ok {
+		return s.profileTimed(t, start, min(reps, profileSteps), p)
+	}
+	for i, st := range sites {
+		g := p.Kernels[i].Grid
 		var best float64
 		for try := 0; try < 3; try++ {
 			e.Reset()
 			for range reps {
-				e.Dispatch(st.kernel, st.group, x, y, z)
+				e.Dispatch(st.kernel, st.group, g[0], g[1], g[2])
 			}
 			t0 := time.Now()
 			if err := s.run(); err != nil {
-				return nil, fmt.Errorf("profile %s: %w", st.label, err)
+				return DecodeProfile{}, fmt.Errorf("profile %s: %w", st.label, err)
 			}
 			if t := time.Since(t0).Seconds() / float64(reps); try == 0 || t < best {
 				best = t
 			}
 		}
-		out = append(out, KernelTime{Label: st.label, Grid: [3]int{x, y, z}, Seconds: best})
+		p.Kernels[i].Seconds = best
 	}
-	return out, nil
+	return p, nil
+}
+
+// profileSteps caps the steps a timestamp profile runs: their medians are
+// stable long before the 50 repeats a wall-clock profile needs.
+const profileSteps = 15
+
+// profileTimed fills p with the timestamps of steps runs of the decode
+// step at start (after one warm-up run): each dispatch's median, and the
+// median step.
+func (s *Sequence) profileTimed(t gpu.Timer, start, steps int, p DecodeProfile) (DecodeProfile, error) {
+	e := &s.enc
+	e.Reset()
+	s.recordDecode(start)
+	if err := e.Err(); err != nil {
+		return p, fmt.Errorf("profile: %w", err)
+	}
+	cmds := slices.Clone(e.Bytes())
+	per := make([][]float64, len(p.Kernels))
+	var spans []float64
+	for run := 0; run <= steps; run++ {
+		var got []gpu.Interval
+		var gotErr error
+		if err := t.RunTimed(cmds, func(iv []gpu.Interval, err error) { got, gotErr = iv, err }); err != nil {
+			return p, fmt.Errorf("profile: %w", err)
+		}
+		if err := s.m.dev.Poll(true); err != nil {
+			return p, fmt.Errorf("profile: %w", err)
+		}
+		if gotErr != nil {
+			return p, fmt.Errorf("profile: %w", gotErr)
+		}
+		if len(got) != len(p.Kernels) {
+			return p, fmt.Errorf("profile: %d timestamp pairs for a step of %d dispatches", len(got), len(p.Kernels))
+		}
+		if run == 0 {
+			continue // warm-up
+		}
+		for i, iv := range got {
+			per[i] = append(per[i], float64(iv.Nanos())*1e-9)
+		}
+		spans = append(spans, float64(gpu.Interval{Begin: got[0].Begin, End: got[len(got)-1].End}.Nanos())*1e-9)
+	}
+	for i := range p.Kernels {
+		p.Kernels[i].Seconds = median(per[i])
+	}
+	p.Timestamps, p.StepSeconds, p.Steps = true, median(spans), steps
+	return p, nil
+}
+
+// median returns the median of xs (which it sorts).
+func median(xs []float64) float64 {
+	slices.Sort(xs)
+	return xs[len(xs)/2]
 }
 
 // run submits s.enc and waits for the GPU.

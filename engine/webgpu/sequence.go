@@ -209,7 +209,9 @@ func (s *Sequence) bindAll() error {
 			return fmt.Errorf("bind %s: %w", p.key.Label(), err)
 		}
 		s.groups = append(s.groups, g)
-		st := site{kernel: kern, group: g, grid: p.grid, label: p.key.Label()}
+		// The label of the variant that runs: the tier may replace the
+		// planned one (packed dot products, subgroups).
+		st := site{kernel: kern, group: g, grid: p.grid, label: s.m.tier.Apply(p.key).Label()}
 		if p.pick {
 			s.pick = append(s.pick, st)
 		} else if p.logits {

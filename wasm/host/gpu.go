@@ -180,6 +180,32 @@ func instantiateGPU(ctx context.Context, rt wazero.Runtime) error {
 		}
 		return 0
 	})
+	fn("run_timed", func(ctx context.Context, m api.Module, p, n, req uint32) int32 {
+		st := stateOf(ctx)
+		if st.dev == nil {
+			return st.noDevice()
+		}
+		t, ok := gpu.TimerOf(st.dev)
+		if !ok {
+			return st.fail(fmt.Errorf("run_timed: the device has no timestamp queries (%s)", gpu.FeatureTimestamps))
+		}
+		cmds, ok := read(m, p, n)
+		if !ok {
+			return st.fail(errMemory)
+		}
+		err := t.RunTimed(cmds, func(iv []gpu.Interval, err error) {
+			var data []byte
+			for _, x := range iv {
+				data = binary.LittleEndian.AppendUint64(data, x.Begin)
+				data = binary.LittleEndian.AppendUint64(data, x.End)
+			}
+			st.done = append(st.done, readback{req: req, data: data, err: err})
+		})
+		if err != nil {
+			return st.fail(err)
+		}
+		return 0
+	})
 	fn("map", func(ctx context.Context, m api.Module, buf uint32, off, size int64, req uint32) int32 {
 		st := stateOf(ctx)
 		if st.dev == nil {

@@ -50,6 +50,10 @@ type Options struct {
 	// (such as chromium-experimental-subgroup-matrix), which stock Chrome
 	// shows only behind its unsafe-WebGPU flag.
 	Experimental bool
+	// Timestamps asks for timestamp queries where the adapter has them:
+	// the device is then a gpu.Timer (gpu.TimerOf), for per-kernel
+	// profiles. It changes no kernel.
+	Timestamps bool
 	// Need is what the caller needs; Open fails when the adapter cannot
 	// give it. The device always gets the adapter's largest binding and
 	// buffer sizes, as in the browser.
@@ -75,6 +79,7 @@ const (
 	opPoll            = 7
 	opFree            = 8
 	opClose           = 9
+	opRunTimed        = 10
 )
 
 // Device is gpu.Device on Dawn, served by one Node process. Calls are made
@@ -124,6 +129,9 @@ func Open(opts Options) (*Device, error) {
 	args := []string{filepath.Join(root, "node", "device.mjs"), "-tier", tier, "-need", strconv.FormatInt(need, 10)}
 	if opts.Experimental {
 		args = append(args, "-experimental")
+	}
+	if opts.Timestamps {
+		args = append(args, "-timestamps")
 	}
 	cmd := exec.Command(node, args...)
 	cmd.Dir = root
@@ -367,6 +375,28 @@ func (d *Device) Run(cmds []byte) error {
 	return nil
 }
 
+// RunTimed runs a command list with each dispatch timed by timestamp
+// queries (gpu.Timer); done gets the intervals in a later Poll.
+func (d *Device) RunTimed(cmds []byte, done func([]gpu.Interval, error)) error {
+	if len(cmds) == 0 {
+		done(nil, nil)
+		return nil
+	}
+	d.nextReq++
+	req := d.nextReq
+	if _, _, err := d.call(opRunTimed, u32(req), cmds); err != nil {
+		return fmt.Errorf("run timed command list: %w", err)
+	}
+	d.maps[req] = func(b []byte, err error) {
+		if err != nil {
+			done(nil, fmt.Errorf("timestamps: %w", err))
+			return
+		}
+		done(gpu.DecodeIntervals(b))
+	}
+	return nil
+}
+
 func (d *Device) Map(b gpu.Buffer, offset, size int64, done func([]byte, error)) error {
 	d.nextReq++
 	req := d.nextReq
@@ -495,4 +525,7 @@ func (t *tail) bytes() []byte {
 	return append([]byte(nil), t.buf...)
 }
 
-var _ gpu.Device = (*Device)(nil)
+var (
+	_ gpu.Device = (*Device)(nil)
+	_ gpu.Timer  = (*Device)(nil)
+)

@@ -1,0 +1,121 @@
+//go:build !js && !wasip1
+
+package webgpu
+
+import (
+	"math"
+	"slices"
+	"testing"
+
+	"github.com/wick-run/wick/engine/format"
+	"github.com/wick-run/wick/engine/gpu"
+	"github.com/wick-run/wick/engine/gpu/dawn"
+)
+
+// labelled is a device that remembers each kernel's label and the labels
+// of the dispatches of the last command list it ran: what the plan really
+// dispatches, seen from outside the engine.
+type labelled struct {
+	gpu.Device
+	labels map[gpu.Kernel]string
+	last   []string
+}
+
+func (d *labelled) NewKernel(src gpu.KernelSource) (gpu.Kernel, error) {
+	k, err := d.Device.NewKernel(src)
+	if err == nil {
+		d.labels[k] = src.Label
+	}
+	return k, err
+}
+
+func (d *labelled) Run(cmds []byte) error {
+	d.last = d.last[:0]
+	gpu.Decode(cmds, func(c gpu.Command) error {
+		if c.Op == gpu.OpDispatch {
+			d.last = append(d.last, d.labels[c.Kernel])
+		}
+		return nil
+	})
+	return d.Device.Run(cmds)
+}
+
+func (d *labelled) RunTimed(cmds []byte, done func([]gpu.Interval, error)) error {
+	return d.Device.(gpu.Timer).RunTimed(cmds, done)
+}
+
+// TestProfileDecodeTimestamps profiles a decode step of testdata/cai-tiny
+// on Dawn with timestamp queries (lavapipe offers them): every dispatch the
+// step makes is there, in the plan's order and with its kernel's label,
+// each took positive GPU time, and together they make up most of the
+// step's GPU time (the rest is the gaps between their passes) and never
+// more.
+func TestProfileDecodeTimestamps(t *testing.T) {
+	f, err := format.Open("../../testdata/cai-tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := f.LoadWeights()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dd, err := dawn.Open(dawn.Options{Timestamps: true})
+	if err != nil {
+		t.Fatalf("%v (Dawn needs node, node/node_modules and lavapipe: `make deps`)", err)
+	}
+	defer dd.Close()
+	if _, ok := gpu.TimerOf(dd); !ok {
+		t.Fatalf("Dawn on %s was opened with timestamps but offers no %s (features %v)", dd.Info().Adapter, gpu.FeatureTimestamps, dd.Info().Features)
+	}
+	d := &labelled{Device: dd, labels: map[gpu.Kernel]string{}}
+	m, err := New(d, f.Config(), w, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	s, err := m.NewSequence(64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const pos = 9
+	if _, err := s.Greedy(5, pos, 1); err != nil {
+		t.Fatal(err)
+	}
+	plan := slices.Clone(d.last)
+	p, err := s.ProfileDecode(pos, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Timestamps || p.Steps < 5 {
+		t.Fatalf("the profile used timestamps %v over %d steps, want timestamps over at least 5", p.Timestamps, p.Steps)
+	}
+	var got []string
+	var sum float64
+	for _, k := range p.Kernels {
+		got = append(got, k.Label)
+		if k.Seconds <= 0 {
+			t.Errorf("%s %v: %g s, want a positive time", k.Label, k.Grid, k.Seconds)
+		}
+		sum += k.Seconds
+	}
+	// Dawn rounds timestamps to 65,536 ns unless the host turns that off
+	// (node/dawn.mjs): rounded, most of a fast GPU's dispatches read 0.
+	whole := false
+	for _, k := range p.Kernels {
+		whole = whole || int64(math.Round(k.Seconds*1e9))%65536 != 0
+	}
+	if !whole {
+		t.Errorf("every dispatch's time is a multiple of 65,536 ns: Dawn quantizes the timestamps")
+	}
+	if !slices.Equal(got, plan) {
+		t.Fatalf("profiled dispatches %v,\nthe step dispatches %v", got, plan)
+	}
+	// Medians of each dispatch need not add up to the median step exactly:
+	// allow a little over. On lavapipe the gaps between passes are a third
+	// of the step (the driver's CPU work), more on a loaded machine.
+	if sum > 1.05*p.StepSeconds || sum < 0.3*p.StepSeconds {
+		t.Fatalf("the %d dispatches sum to %.0f us of a %.0f us step, want 30-105%%", len(got), sum*1e6, p.StepSeconds*1e6)
+	}
+	t.Logf("%d dispatches, %.0f us in kernels of a %.0f us step", len(got), sum*1e6, p.StepSeconds*1e6)
+}

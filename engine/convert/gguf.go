@@ -1,57 +1,28 @@
 package convert
 
 import (
-	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/wick-run/wick/engine/chat"
 	"github.com/wick-run/wick/engine/format"
+	"github.com/wick-run/wick/engine/format/manifestpb"
 	"github.com/wick-run/wick/engine/gguf"
 	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/engine/tokenizer"
 )
 
-// This file converts GGUF files (llama.cpp's format) of the Llama and Qwen 2
-// architectures with a byte-level BPE tokenizer: the config from the
-// metadata, the tokenizer rebuilt as a tokenizer.json from
-// tokenizer.ggml.*, the chat template from tokenizer.chat_template, and
-// every tensor dequantised by engine/gguf and requantised to wick's int8
-// per row (or kept float32).
-
-// ggufPre maps tokenizer.ggml.pre names to the pre-tokenizer and
-// normalizer of the tokenizer.json they stand for, and whether BPE's
-// ignore_merges is on (Llama 3's tokenizer.json sets it).
-var ggufPre = map[string]struct {
-	pattern      string
-	nfc, ignore  bool
-	digits, gpt2 bool // SmolLM2: single digits, then GPT-2's ByteLevel regex
-}{
-	"llama-bpe": {pattern: llama3Pattern, ignore: true},
-	"llama3":    {pattern: llama3Pattern, ignore: true},
-	"qwen2":     {pattern: qwen2Pattern, nfc: true},
-	"smollm":    {digits: true, gpt2: true},
-}
-
-const (
-	llama3Pattern = `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
-	qwen2Pattern  = `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
-)
-
-// ggufArch is how one general.architecture maps onto wick.
-type ggufArch struct {
-	bias    bool // q/k/v biases (Qwen 2)
-	permute bool // llama.cpp's converter interleaved Q and K rows for its RoPE
-}
-
-var ggufArchs = map[string]ggufArch{
-	"llama": {permute: true},
-	"qwen2": {bias: true},
-}
+// This file converts GGUF files (llama.cpp's format) of the llama, qwen2,
+// qwen3, phi3, gemma2 and gemma3 architectures: the config from the
+// metadata (ggufconfig.go), the tokenizer rebuilt as a tokenizer.json from
+// tokenizer.ggml.* (ggufvocab.go), the chat template from
+// tokenizer.chat_template (Gemma's built in), and every tensor dequantised
+// by engine/gguf and requantised to wick's int8 per row (or kept float32).
 
 func convertGGUF(in, out string, opts Options) (*Result, error) {
 	fh, err := os.Open(in)
@@ -70,7 +41,12 @@ func convertGGUF(in, out string, opts Options) (*Result, error) {
 	arch, _ := f.String("general.architecture")
 	a, ok := ggufArchs[arch]
 	if !ok {
-		return nil, fmt.Errorf("%s: general.architecture %q is not supported (wick converts GGUF files of llama and qwen2)", in, arch)
+		known := make([]string, 0, len(ggufArchs))
+		for k := range ggufArchs {
+			known = append(known, k)
+		}
+		sort.Strings(known)
+		return nil, fmt.Errorf("%s: general.architecture %q is not supported (wick converts GGUF files of %s)", in, arch, strings.Join(known, ", "))
 	}
 	cfg, err := ggufConfig(f, arch, a)
 	if err != nil {
@@ -90,10 +66,6 @@ func convertGGUF(in, out string, opts Options) (*Result, error) {
 	}
 	if tok.Vocab() > cfg.Vocab {
 		return nil, fmt.Errorf("%s: %d tokens, more than the embedding's %d rows", in, tok.Vocab(), cfg.Vocab)
-	}
-	src, _ := f.String("tokenizer.chat_template")
-	if src == "" {
-		return nil, fmt.Errorf("%s: no tokenizer.chat_template", in)
 	}
 	tokenText := func(key string) (string, []int32) {
 		id, ok := f.Int(key)
@@ -118,12 +90,29 @@ func convertGGUF(in, out string, opts Options) (*Result, error) {
 	if now.IsZero() {
 		now = time.Now()
 	}
-	chat, notes, err := compileChat(src, bos, eos, stops, tok, now)
-	if err != nil {
-		return nil, fmt.Errorf("%s: tokenizer.chat_template: %w", in, err)
+	var chatFmt *manifestpb.ChatTemplate
+	var notes []string
+	if a.gemma > 0 {
+		// Gemma's format is built in, as for its safetensors checkpoints.
+		if chatFmt, err = chat.GemmaChatTemplate(tok); err != nil {
+			return nil, fmt.Errorf("%s: %w", in, err)
+		}
+		for _, id := range stops {
+			if !slices.Contains(chatFmt.StopIds, id) {
+				chatFmt.StopIds = append(chatFmt.StopIds, id)
+			}
+		}
+	} else {
+		src, _ := f.String("tokenizer.chat_template")
+		if src == "" {
+			return nil, fmt.Errorf("%s: no tokenizer.chat_template", in)
+		}
+		if chatFmt, notes, err = compileChat(src, bos, eos, stops, tok, now); err != nil {
+			return nil, fmt.Errorf("%s: tokenizer.chat_template: %w", in, err)
+		}
 	}
 
-	names, err := ggufNames(f, cfg)
+	parts, err := ggufNames(f, cfg, a.fused)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in, err)
 	}
@@ -150,12 +139,13 @@ func convertGGUF(in, out string, opts Options) (*Result, error) {
 	defer w.Abort()
 	meter := newMeter(cfg, opts.Progress)
 	for _, spec := range cfg.TensorSpecs() {
-		t := f.Tensor(names[spec.Name])
+		p := parts[spec.Name]
+		t := f.Tensor(p.name)
 		rows := max(specRows(spec), 1)
-		if t.Dims[0] != uint64(spec.Cols) || t.Rows() != int64(rows) {
-			return nil, fmt.Errorf("%s: tensor %q has shape %v, wick's %s needs %d x %d", in, t.Name, t.Dims, spec.Name, rows, spec.Cols)
+		if t.Dims[0] != uint64(spec.Cols) || !p.fused && t.Rows() != int64(rows) || p.fused && t.Rows() < p.hi {
+			return nil, fmt.Errorf("%s: tensor %q has shape %v, wick's %s needs %d x %d (rows %d-%d of it)", in, t.Name, t.Dims, spec.Name, rows, spec.Cols, p.lo, p.hi)
 		}
-		src := &ggufRows{f: f, t: t}
+		src := &ggufRows{f: f, t: t, lo: p.lo, hi: p.hi}
 		if a.permute && (strings.HasSuffix(t.Name, ".attn_q.weight") || strings.HasSuffix(t.Name, ".attn_k.weight")) {
 			src.headDim = cfg.HeadDim
 		}
@@ -163,130 +153,38 @@ func convertGGUF(in, out string, opts Options) (*Result, error) {
 			return nil, err
 		}
 	}
-	if err := w.Finish(name, cfg, tmp.Name(), chat); err != nil {
+	if err := w.Finish(name, cfg, tmp.Name(), chatFmt); err != nil {
 		return nil, err
 	}
 	return &Result{Arch: "gguf:" + arch, Config: cfg, Tokenizer: in, ChatNotes: notes}, nil
 }
 
-// ggufConfig maps the metadata of arch onto a wick config.
-func ggufConfig(f *gguf.File, arch string, a ggufArch) (*model.Config, error) {
-	get := func(key string) (int, error) {
-		v, ok := f.Int(arch + "." + key)
-		if !ok || v <= 0 || v > 1<<30 {
-			return 0, fmt.Errorf("metadata %s.%s is missing or not a positive integer", arch, key)
-		}
-		return int(v), nil
-	}
-	getF := func(key string, def float64) (float64, error) {
-		switch v := f.Metadata[arch+"."+key].(type) {
-		case nil:
-			return def, nil
-		case float32:
-			return float64(v), nil
-		case float64:
-			return v, nil
-		}
-		return 0, fmt.Errorf("metadata %s.%s is not a float", arch, key)
-	}
-	cfg := &model.Config{Activation: model.SwiGLU, QKVBias: a.bias}
-	var err error
-	for _, fld := range []struct {
-		dst *int
-		key string
-	}{
-		{&cfg.Hidden, "embedding_length"}, {&cfg.FFNHidden, "feed_forward_length"},
-		{&cfg.Heads, "attention.head_count"}, {&cfg.ContextLen, "context_length"},
-	} {
-		if *fld.dst, err = get(fld.key); err != nil {
-			return nil, err
-		}
-	}
-	cfg.KVHeads = cfg.Heads
-	if _, ok := f.Metadata[arch+".attention.head_count_kv"]; ok {
-		if cfg.KVHeads, err = get("attention.head_count_kv"); err != nil {
-			return nil, err
-		}
-	}
-	cfg.HeadDim = cfg.Hidden / cfg.Heads
-	if _, ok := f.Metadata[arch+".attention.key_length"]; ok {
-		if cfg.HeadDim, err = get("attention.key_length"); err != nil {
-			return nil, err
-		}
-	}
-	if rot, ok := f.Int(arch + ".rope.dimension_count"); ok && int(rot) != cfg.HeadDim {
-		return nil, fmt.Errorf("metadata %s.rope.dimension_count %d: partial rotary is not supported from GGUF", arch, rot)
-	}
-	if cfg.RopeThetaGlobal, err = getF("rope.freq_base", 10000); err != nil {
-		return nil, err
-	}
-	cfg.RopeThetaLocal = cfg.RopeThetaGlobal
-	if cfg.NormEps, err = getF("attention.layer_norm_rms_epsilon", 1e-5); err != nil {
-		return nil, err
-	}
-	if s, ok := f.String(arch + ".rope.scaling.type"); ok && s != "none" {
-		return nil, fmt.Errorf("metadata %s.rope.scaling.type %q is not supported", arch, s)
-	}
-	if t := f.Tensor(ropeFreqs); t != nil {
-		if cfg.LongRope, err = ggufRopeFreqs(f, t, cfg); err != nil {
-			return nil, err
-		}
-	}
-	layers, err := get("block_count")
-	if err != nil {
-		return nil, err
-	}
-	for i := 0; i < layers; i++ {
-		cfg.Layers = append(cfg.Layers, model.Layer{Kind: model.Global, KVSource: i})
-	}
-	emb := f.Tensor("token_embd.weight")
-	if emb == nil || len(emb.Dims) != 2 {
-		return nil, fmt.Errorf("no two-dimensional token_embd.weight")
-	}
-	cfg.Vocab = int(emb.Rows())
-	cfg.TiedEmbedding = f.Tensor("output.weight") == nil
-	return cfg, nil
+// ggufPart is where one of wick's tensors lies in a GGUF file: rows
+// [lo, hi) of a tensor (all of it, or one part of a fused one).
+type ggufPart struct {
+	name   string
+	lo, hi int64
+	fused  bool // rows of a larger tensor
 }
 
-// ropeFreqs is the tensor in which llama.cpp's converter stores Llama 3's
-// RoPE scaling: one divisor of each rotated pair's inverse frequency,
-// computed from config.json's rope_scaling (factor, low and high frequency
-// factors, original context), which the GGUF metadata does not keep.
-const ropeFreqs = "rope_freqs.weight"
-
-// ggufRopeFreqs reads rope_freqs.weight into the config field that divides
-// each pair's frequency, LongRope, with the same factors below and beyond
-// the original context and no attention factor: llama.cpp applies them at
-// every position.
-func ggufRopeFreqs(f *gguf.File, t *gguf.Tensor, cfg *model.Config) (model.LongRope, error) {
-	pairs := cfg.Rotary() / 2
-	if t.Type != gguf.F32 || len(t.Dims) != 1 || t.Dims[0] != uint64(pairs) {
-		return model.LongRope{}, fmt.Errorf("tensor %s is %v %v, want F32 [%d] (one factor per rotated pair)", ropeFreqs, t.Type, t.Dims, pairs)
-	}
-	v := make([]float32, pairs)
-	if err := f.ReadRows(t, 0, 1, v); err != nil {
-		return model.LongRope{}, err
-	}
-	factors := make([]float64, pairs)
-	for i, x := range v {
-		if !(x > 0) || math.IsInf(float64(x), 0) {
-			return model.LongRope{}, fmt.Errorf("tensor %s: factor %d is %v, must be positive and finite", ropeFreqs, i, x)
-		}
-		factors[i] = float64(x)
-	}
-	return model.LongRope{ShortFactor: factors, LongFactor: factors, OriginalContext: cfg.ContextLen, AttnFactor: 1}, nil
+// ggufLayerTensors names, per wick tensor of a layer, the GGUF tensor that
+// llama.cpp's converter writes for it.
+var ggufLayerTensors = map[string]string{
+	model.NameAttnNorm: "attn_norm.weight", model.NameWQ: "attn_q.weight", model.NameWK: "attn_k.weight",
+	model.NameWV: "attn_v.weight", model.NameBQ: "attn_q.bias", model.NameBK: "attn_k.bias", model.NameBV: "attn_v.bias",
+	model.NameQNorm: "attn_q_norm.weight", model.NameKNorm: "attn_k_norm.weight",
+	model.NameWO: "attn_output.weight", model.NamePostAttnNorm: "post_attention_norm.weight",
+	model.NameFFNNorm: "ffn_norm.weight", model.NameWGate: "ffn_gate.weight",
+	model.NameWUp: "ffn_up.weight", model.NameWDown: "ffn_down.weight", model.NamePostFFNNorm: "post_ffw_norm.weight",
 }
 
-// ggufNames maps each of wick's tensors to its GGUF tensor and refuses
-// files holding tensors the mapping does not use.
-func ggufNames(f *gguf.File, cfg *model.Config) (map[string]string, error) {
-	layer := map[string]string{
-		model.NameAttnNorm: "attn_norm.weight", model.NameWQ: "attn_q.weight", model.NameWK: "attn_k.weight",
-		model.NameWV: "attn_v.weight", model.NameBQ: "attn_q.bias", model.NameBK: "attn_k.bias", model.NameBV: "attn_v.bias",
-		model.NameWO: "attn_output.weight", model.NameFFNNorm: "ffn_norm.weight", model.NameWGate: "ffn_gate.weight",
-		model.NameWUp: "ffn_up.weight", model.NameWDown: "ffn_down.weight",
-	}
-	names := map[string]string{}
+// ggufNames maps each of wick's tensors to its place in the GGUF file and
+// refuses files holding tensors the mapping does not use. With fused
+// (Phi-3), q, k and v are read from attn_qkv where the file has it (rows q,
+// then k, then v), and gate and up from ffn_up where it has no ffn_gate
+// (rows gate, then up), as llama.cpp's converter keeps Phi's weights.
+func ggufNames(f *gguf.File, cfg *model.Config, fused bool) (map[string]ggufPart, error) {
+	parts := map[string]ggufPart{}
 	used := map[string]bool{}
 	for _, spec := range cfg.TensorSpecs() {
 		var g string
@@ -299,19 +197,24 @@ func ggufNames(f *gguf.File, cfg *model.Config) (map[string]string, error) {
 			g = "output.weight"
 		default:
 			suffix := strings.TrimPrefix(spec.Name, model.LayerTensor(spec.Layer, ""))
-			t, ok := layer[suffix]
+			t, ok := ggufLayerTensors[suffix]
 			if !ok {
 				return nil, fmt.Errorf("no GGUF tensor is known for wick's %q", spec.Name)
 			}
 			g = fmt.Sprintf("blk.%d.%s", spec.Layer, t)
 		}
-		if f.Tensor(g) == nil {
-			return nil, fmt.Errorf("tensor %q is missing", g)
+		rows := int64(max(specRows(spec), 1))
+		p := ggufPart{name: g, lo: 0, hi: rows}
+		if fused {
+			p = ggufFused(f, cfg, spec, p)
 		}
-		names[spec.Name], used[g] = g, true
+		if f.Tensor(p.name) == nil {
+			return nil, fmt.Errorf("tensor %q is missing", p.name)
+		}
+		parts[spec.Name], used[p.name] = p, true
 	}
-	if cfg.LongRope.On() {
-		used[ropeFreqs] = true
+	for _, n := range []string{ropeFreqs, ropeFactorsLong, ropeFactorsShort} {
+		used[n] = used[n] || cfg.LongRope.On() && f.Tensor(n) != nil
 	}
 	var extra []string
 	for _, n := range f.Names() {
@@ -325,112 +228,49 @@ func ggufNames(f *gguf.File, cfg *model.Config) (map[string]string, error) {
 		}
 		return nil, fmt.Errorf("tensors the conversion would drop: %s", strings.Join(extra, ", "))
 	}
-	return names, nil
+	return parts, nil
 }
 
-// ggufTokenizer rebuilds the tokenizer.json that a byte-level BPE GGUF
-// tokenizer was made from: vocabulary and merges as stored, control and
-// user-defined tokens as added tokens, and the pre-tokenizer that
-// tokenizer.ggml.pre names.
-func ggufTokenizer(f *gguf.File) ([]byte, error) {
-	if m, _ := f.String("tokenizer.ggml.model"); m != "gpt2" {
-		return nil, fmt.Errorf("tokenizer.ggml.model %q is not supported (wick rebuilds byte-level BPE, \"gpt2\", tokenizers)", m)
-	}
-	pre, _ := f.String("tokenizer.ggml.pre")
-	p, ok := ggufPre[pre]
-	if !ok {
-		known := make([]string, 0, len(ggufPre))
-		for k := range ggufPre {
-			known = append(known, k)
-		}
-		sort.Strings(known)
-		return nil, fmt.Errorf("tokenizer.ggml.pre %q is not supported (wick knows %s)", pre, strings.Join(known, ", "))
-	}
-	tokens, _ := f.Metadata["tokenizer.ggml.tokens"].([]any)
-	types, _ := f.Metadata["tokenizer.ggml.token_type"].([]any)
-	merges, _ := f.Metadata["tokenizer.ggml.merges"].([]any)
-	if len(tokens) == 0 || len(types) != len(tokens) {
-		return nil, fmt.Errorf("tokenizer.ggml.tokens (%d) and token_type (%d) are missing or differ in length", len(tokens), len(types))
-	}
-	vocab := map[string]int{}
-	type added struct {
-		ID      int    `json:"id"`
-		Content string `json:"content"`
-		Special bool   `json:"special"`
-	}
-	var adds []added
-	for i, t := range tokens {
-		s, ok := t.(string)
-		ty, _ := asInt(types[i])
-		if !ok {
-			return nil, fmt.Errorf("tokenizer.ggml.tokens[%d] is not a string", i)
-		}
-		switch ty {
-		case 1: // NORMAL
-			vocab[s] = i
-		case 3, 4: // CONTROL, USER_DEFINED
-			adds = append(adds, added{ID: i, Content: s, Special: ty == 3})
-		case 5: // UNUSED: padding rows
-		default:
-			return nil, fmt.Errorf("tokenizer.ggml.token_type[%d] is %d, not supported", i, ty)
+// ggufFused places q, k, v, gate and up in Phi-3's fused tensors when the
+// file has them.
+func ggufFused(f *gguf.File, cfg *model.Config, spec model.TensorSpec, p ggufPart) ggufPart {
+	layer := func(t string) string { return fmt.Sprintf("blk.%d.%s", spec.Layer, t) }
+	q, kv, ff := int64(cfg.QDim()), int64(cfg.KVDim()), int64(cfg.FFNHidden)
+	suffix := strings.TrimPrefix(spec.Name, model.LayerTensor(spec.Layer, ""))
+	if qkv := layer("attn_qkv.weight"); f.Tensor(qkv) != nil {
+		switch suffix {
+		case model.NameWQ:
+			return ggufPart{qkv, 0, q, true}
+		case model.NameWK:
+			return ggufPart{qkv, q, q + kv, true}
+		case model.NameWV:
+			return ggufPart{qkv, q + kv, q + 2*kv, true}
 		}
 	}
-	ms := make([]string, len(merges))
-	for i, m := range merges {
-		s, ok := m.(string)
-		if !ok {
-			return nil, fmt.Errorf("tokenizer.ggml.merges[%d] is not a string", i)
+	if f.Tensor(layer("ffn_gate.weight")) == nil {
+		switch suffix {
+		case model.NameWGate:
+			return ggufPart{layer("ffn_up.weight"), 0, ff, true}
+		case model.NameWUp:
+			return ggufPart{layer("ffn_up.weight"), ff, 2 * ff, true}
 		}
-		ms[i] = s
 	}
-	byteLevel := map[string]any{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": p.gpt2}
-	var pres []any
-	if p.digits {
-		pres = append(pres, map[string]any{"type": "Digits", "individual_digits": true})
-	}
-	if p.pattern != "" {
-		pres = append(pres, map[string]any{"type": "Split", "pattern": map[string]any{"Regex": p.pattern}, "behavior": "Isolated", "invert": false})
-	}
-	pres = append(pres, byteLevel)
-	var norm any
-	if p.nfc {
-		norm = map[string]any{"type": "NFC"}
-	}
-	return json.Marshal(map[string]any{
-		"added_tokens":  adds,
-		"normalizer":    norm,
-		"pre_tokenizer": map[string]any{"type": "Sequence", "pretokenizers": pres},
-		"decoder":       byteLevel,
-		"model": map[string]any{"type": "BPE", "ignore_merges": p.ignore, "byte_fallback": false,
-			"vocab": vocab, "merges": ms},
-	})
+	return p
 }
 
-func asInt(v any) (int64, bool) {
-	switch x := v.(type) {
-	case int32:
-		return int64(x), true
-	case uint32:
-		return int64(x), true
-	case int64:
-		return x, true
-	case uint64:
-		return int64(x), true
-	}
-	return 0, false
-}
-
-// ggufRows reads a GGUF tensor as float32 rows. For llama.cpp's Llama Q
-// and K (headDim > 0) it undoes the converter's row order, which pairs
-// rows (i, i+headDim/2) of each head as (2i, 2i+1), one head at a time.
+// ggufRows reads rows [lo, hi) of a GGUF tensor as float32 rows. For
+// llama.cpp's Llama Q and K (headDim > 0) it undoes the converter's row
+// order, which pairs rows (i, i+headDim/2) of each head as (2i, 2i+1), one
+// head at a time.
 type ggufRows struct {
 	f       *gguf.File
 	t       *gguf.Tensor
+	lo, hi  int64
 	headDim int
 }
 
 func (g *ggufRows) rows(cols int, fn func(row int, vals []float32) error) error {
-	total := g.t.Rows()
+	total := g.hi - g.lo
 	per := max(int64(1), int64(chunkBytes/4/cols))
 	if g.headDim > 0 {
 		per = int64(g.headDim)
@@ -443,7 +283,7 @@ func (g *ggufRows) rows(cols int, fn func(row int, vals []float32) error) error 
 	for r := int64(0); r < total; r += per {
 		n := min(per, total-r)
 		v := buf[:int(n)*cols]
-		if err := g.f.ReadRows(g.t, r, r+n, v); err != nil {
+		if err := g.f.ReadRows(g.t, g.lo+r, g.lo+r+n, v); err != nil {
 			return err
 		}
 		if g.headDim > 0 {

@@ -38,7 +38,7 @@ func (t Type) String() string {
 	if l, ok := layout[t]; ok {
 		return l.name
 	}
-	return fmt.Sprintf("type %d", uint32(t))
+	return fmt.Sprintf("%d", uint32(t))
 }
 
 // rowBytes is the bytes of a row of cols values; an error for a type wick

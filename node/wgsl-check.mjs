@@ -16,11 +16,15 @@
 // is compiled on a device that requested the matching WebGPU features,
 // and one that uses a WGSL language feature (packed int8 dot products) is
 // checked against the adapter's wgslLanguageFeatures; the result names
-// what each kernel needs. The output is one JSON object:
+// what each kernel needs. A kernel that needs an experimental feature the
+// adapter lacks (chromium-experimental-subgroup-matrix: only some GPUs
+// have it) is compiled on Dawn's Null backend instead, which offers every
+// feature and runs all of Tint's checks, but no driver's compiler; its
+// result says so (backend 'null'). The output is one JSON object:
 // {adapter, features, languageFeatures, naga, results: [{label, needs,
-// tint: [{type, line, column, message}], pipeline, naga}]}: tint holds
-// getCompilationInfo's messages, pipeline the pipeline's error (or null),
-// naga null or {unsupported, message}.
+// backend, tint: [{type, line, column, message}], pipeline, naga}]}: tint
+// holds getCompilationInfo's messages, pipeline the pipeline's error (or
+// null), naga null or {unsupported, message}.
 // Dawn prints its own notices about the device on stderr (such as
 // "maxDynamicUniformBuffersPerPipelineLayout artificially reduced"); they
 // are not shader messages.
@@ -116,20 +120,41 @@ async function main() {
     return devices.get(key);
   }
 
+  // Dawn's Null backend, made on first use, with experimental features
+  // shown.
+  let nullGPU = null;
+  const nullDevices = new Map();
+  async function nullDevice(features) {
+    const key = features.join(',');
+    if (!nullDevices.has(key)) {
+      nullGPU ??= create(['backend=null', 'enable-dawn-features=allow_unsafe_apis']);
+      const a = await nullGPU.requestAdapter();
+      const missing = a ? features.filter((f) => !a.features.has(f)) : features;
+      nullDevices.set(key, missing.length > 0 ? null : await a.requestDevice({ requiredFeatures: features }));
+    }
+    return nullDevices.get(key);
+  }
+
   const results = [];
   for (const k of kernels) {
     const need = needs(k.wgsl);
-    const r = { label: k.label, needs: [...need.features, ...need.language], tint: [], pipeline: null, naga: nagaCheck(k.wgsl) };
+    const r = { label: k.label, needs: [...need.features, ...need.language], backend: 'adapter', tint: [], pipeline: null, naga: nagaCheck(k.wgsl) };
     results.push(r);
+    const missingFeatures = need.features.filter((f) => !adapter.features.has(f));
     const missing = [
-      ...need.features.filter((f) => !adapter.features.has(f)),
+      ...missingFeatures,
       ...need.language.filter((f) => !languageFeatures.includes(f)),
     ];
-    if (missing.length > 0) {
+    let dev = null;
+    if (missing.length > 0 && missing.every((f) => f.startsWith('chromium-experimental-'))) {
+      dev = await nullDevice(need.features);
+      r.backend = 'null';
+    }
+    if (missing.length > 0 && !dev) {
       r.pipeline = `the adapter lacks ${missing.join(', ')}`;
       continue;
     }
-    const dev = await device(need.features);
+    dev ??= await device(need.features);
     dev.pushErrorScope('validation');
     const module = dev.createShaderModule({ label: k.label, code: k.wgsl });
     const info = await module.getCompilationInfo();
@@ -146,8 +171,8 @@ async function main() {
       r.pipeline = err.message;
     }
   }
-  for (const d of devices.values()) {
-    d.destroy();
+  for (const d of [...devices.values(), ...nullDevices.values()]) {
+    d?.destroy();
   }
   const info = adapter.info ?? {};
   const report = JSON.stringify({

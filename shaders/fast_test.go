@@ -24,9 +24,19 @@ func pad16(w []uint32) []uint32 {
 // rows that fill no whole workgroup, more than 1024 columns (the float32
 // sums of int8 products move to int32 in chunks), token counts across tile
 // edges, logits tokens from first, a soft-cap, and a part of a split W.
+// The int8 tiled cases run the device's tier: subgroup matrices where Dawn
+// offers them (WICK_DAWN_EXPERIMENTAL=1 on a GPU that has them), else the
+// packed dot product or the fallback.
 func TestMatrixProducts(t *testing.T) { onDevices(t, testMatrixProducts) }
 
 func testMatrixProducts(t *testing.T) {
+	info := device(t).Info()
+	tier := TierOf(info)
+	if info.Has(FeatureSubgroupMatrix) && !tier.Matrix {
+		t.Errorf("the device has %s (configurations %+v, subgroups %d..%d) but its tier %s leaves it unused: tiled's MATRIX variant needs %+v",
+			FeatureSubgroupMatrix, info.SubgroupMatrix, info.SubgroupMinSize, info.SubgroupMaxSize, tier, MatrixConfig)
+	}
+	t.Logf("tier %s: the int8 tiled product runs as %s", tier, tier.Apply(Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG}).Label())
 	type tcase struct {
 		name             string
 		key              Key

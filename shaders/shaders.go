@@ -49,6 +49,10 @@ type Key struct {
 	// wg_max, wg_sum_i) subgroup operations: the subgroups feature and
 	// WGSL's subgroup_id (see Tier).
 	Subgroups bool
+	// Matrix makes tiled's int8 product a subgroup-matrix one (tensor
+	// cores): chromium-experimental-subgroup-matrix with the i8 -> i32
+	// configuration Tier.Matrix requires.
+	Matrix bool
 }
 
 // Label names the variant in errors and debuggers.
@@ -83,6 +87,9 @@ func (k Key) Label() string {
 	if k.Subgroups {
 		s += "/sg"
 	}
+	if k.Matrix {
+		s += "/sm"
+	}
 	return s
 }
 
@@ -100,7 +107,10 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	}
 	flags := map[string]bool{"INT8": k.Int8, "SILU": k.SiLU, "DOT4": k.Dot4, "FMA": k.FMA,
 		"STAGED": k.In != "", "NORM_IN": k.In == "norm", "GATED_IN": k.In == "gated", "GROUP": k.Group > 0,
-		"SUBGROUPS": k.Subgroups}
+		"SUBGROUPS": k.Subgroups, "MATRIX": k.Matrix}
+	if k.Matrix && (k.Family != "tiled" || !k.Int8 || k.Dot4) {
+		return nil, nil, fmt.Errorf("shader %s: only tiled's int8 product without Dot4 has a subgroup-matrix variant", k.Label())
+	}
 	vals := map[string]string{"WG": strconv.Itoa(k.WG), "SG_ARGS": "", "SG_BEGIN": ""}
 	if k.Subgroups {
 		if !reduces(k) {

@@ -1,6 +1,7 @@
 package shaders
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/wick-run/wick/engine/gpu"
@@ -18,7 +19,21 @@ type Tier struct {
 	// workgroup reductions of norms, quantisation scans, softmax and
 	// attention merges go through subgroup operations (Key.Subgroups).
 	Subgroups bool
+	// Matrix is chromium-experimental-subgroup-matrix with int8 products
+	// into int32 at 16x16x32 (MatrixConfig): the tiled prefill product on
+	// tensor cores (Key.Matrix). Only hosts that opt into experimental
+	// features offer it (dawn.Options.Experimental, node/host.mjs
+	// -experimental; Chrome behind its unsafe-WebGPU flag).
+	Matrix bool
 }
+
+// FeatureSubgroupMatrix is the WebGPU feature Tier.Matrix needs.
+const FeatureSubgroupMatrix = "chromium-experimental-subgroup-matrix"
+
+// MatrixConfig is the subgroup-matrix shape tiled.wgsl's MATRIX variant is
+// written for: a 16x32 int8 left by a 32x16 int8 right into a 16x16 int32
+// result, exact (the H200's Dawn offers it).
+var MatrixConfig = gpu.SubgroupMatrixConfig{M: 16, N: 16, K: 32, Component: "i8", Result: "i32"}
 
 // WGSLPackedDot is the WGSL language feature Tier.Dot4 needs.
 const WGSLPackedDot = "packed_4x8_integer_dot_product"
@@ -31,10 +46,15 @@ const (
 
 // TierOf is the fastest tier info's device can run.
 func TierOf(info gpu.Info) Tier {
-	return Tier{
+	t := Tier{
 		Dot4:      info.HasWGSL(WGSLPackedDot),
 		Subgroups: info.Has(FeatureSubgroups) && info.HasWGSL(WGSLSubgroupID),
 	}
+	// The MATRIX variant also uses subgroup_id and a workgroup of 256,
+	// which must be a multiple of the largest subgroup size.
+	t.Matrix = t.Subgroups && info.Has(FeatureSubgroupMatrix) && slices.Contains(info.SubgroupMatrix, MatrixConfig) &&
+		info.SubgroupMaxSize > 0 && TiledWG%info.SubgroupMaxSize == 0
+	return t
 }
 
 // String names the tier in benchmarks and notices: "fallback", or what it
@@ -47,6 +67,9 @@ func (t Tier) String() string {
 	if t.Subgroups {
 		s = append(s, "subgroups")
 	}
+	if t.Matrix {
+		s = append(s, "matrix")
+	}
 	if len(s) == 0 {
 		return "fallback"
 	}
@@ -57,13 +80,17 @@ func (t Tier) String() string {
 // matmul) take the packed dot product where t has it, which also replaces
 // gemv's float32-FMA path (both are exact; the packed one issues a
 // quarter of the instructions), and the reducing families their subgroup
-// form.
+// form. The tiled product takes subgroup matrices over the packed dot
+// where t has both.
 func (t Tier) Apply(k Key) Key {
 	switch k.Family {
 	case "gemv", "tiled", "matmul":
 		if k.Int8 && t.Dot4 {
 			k.Dot4, k.FMA = true, false
 		}
+	}
+	if k.Family == "tiled" && k.Int8 && t.Matrix {
+		k.Matrix, k.Dot4 = true, false
 	}
 	if t.Subgroups && reduces(k) {
 		k.Subgroups = true

@@ -11,6 +11,17 @@
 // stay packed, four int8 to a word, 64 columns per pass, and the products
 // go through dot4I8Packed straight into int32: no unpacking, a quarter of
 // the instructions, and the same int32 sums.
+//
+// MATRIX (int8 only, chromium-experimental-subgroup-matrix: tensor cores):
+// the tiles are staged packed as for DOT4, and each subgroup multiplies
+// 16x16 blocks of the tile with subgroupMatrixMultiplyAccumulate on i8
+// matrices into i32 ones: the same exact int32 sums, in another order
+// (integer sums do not depend on it). The sums pass through workgroup
+// memory once at the end, where every invocation dequantises its share.
+#if MATRIX
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+#endif
 #include "common.wgsl"
 
 #include "matmul_params.wgsl"
@@ -23,6 +34,38 @@ const BM = 64u; // rows per tile
 const BN = 64u; // tokens per tile
 const BK = 32u; // columns per pass through workgroup memory
 
+#if MATRIX
+// One pass stages 64 int8 columns (16 words) of the tile's 64 rows of W and
+// 64 tokens of x, row after row: sm[r * 16 + word] is W's, sm[XT + t * 16 +
+// word] x's. After the last pass the same memory holds 8 blocks of int32
+// sums at a time. The shape is the i8 x i8 -> i32 configuration 16x16x32
+// (M x N x K) that Tier.Matrix requires of the device.
+const SM_M = 16u;
+const SM_K = 32u;
+const XT = 1024u;         // word offset of x's tile in sm
+const PASS_WORDS = 16u;   // words of a tile row per pass (64 int8)
+const BLOCKS = 16u;       // 16x16 blocks of sums in a 64x64 tile
+const SLOTS = 8u;         // blocks of sums sm holds at once (8 x 256 words)
+// A subgroup takes blocks sg, sg + n, ... (n subgroups): 8 of them where
+// subgroups of 128 give two to a workgroup, 1 where subgroups of 16 or
+// fewer give a block or none to each.
+const ACC = 8u;
+// BYTES_PER_UNIT is how many bytes of an i8 matrix one step of the matrix
+// loads' offset and stride covers: one element of the array (an i32 word),
+// as Dawn counts them.
+const BYTES_PER_UNIT = 4u;
+var<workgroup> sm: array<i32, 2048>;
+
+fn stage_word(src_w: bool, r: u32, r0: u32, lim: u32, word: u32, words: u32) -> u32 {
+  if (r0 + r >= lim || word >= words) {
+    return 0u;
+  }
+  if (src_w) {
+    return w[(r0 + r) * words + word];
+  }
+  return x[(r0 + r) * words + word];
+}
+#else
 #if DOT4
 // wp[v * 64 + slot(r)] is vector v (16 int8 columns) of the pass's 64
 // columns of tile row r; xp likewise for tokens. slot puts row 4*q+i at
@@ -69,7 +112,77 @@ fn stage_x(r: u32, kw: u32, v: u32) {
 }
 #endif
 #endif
+#endif
 
+#if MATRIX
+@compute @workgroup_size(256)
+fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32,
+         @builtin(subgroup_id) sg: u32, @builtin(num_subgroups) sgn: u32) {
+  let t0 = select(0u, step.first, p.from_first == 1u);
+  let row0 = wg.x * BM;
+  let tok0 = t0 + wg.y * BN;
+  if (tok0 >= step.n) {
+    return; // the whole workgroup
+  }
+  // Block b holds tokens 16*(b/4).. by rows 16*(b%4)..: the left matrix is
+  // x's tile (tokens by columns, row-major), the right one W's tile seen
+  // as columns by rows (column-major), the result tokens by rows.
+  var acc: array<subgroup_matrix_result<i32, SM_M, SM_M>, ACC>;
+  let words = p.cols / 4u;
+  let passes = (words + PASS_WORDS - 1u) / PASS_WORDS;
+  let sr = li / 4u;
+  let sv = li % 4u;
+  for (var kt = 0u; kt < passes; kt++) {
+    let word = kt * PASS_WORDS + sv * 4u;
+    for (var e = 0u; e < 4u; e++) {
+      sm[sr * PASS_WORDS + sv * 4u + e] = bitcast<i32>(stage_word(true, sr, row0, p.rows, word + e, words));
+      sm[XT + sr * PASS_WORDS + sv * 4u + e] = bitcast<i32>(stage_word(false, sr, tok0, step.n, word + e, words));
+    }
+    workgroupBarrier();
+    for (var j = 0u; j < ACC; j++) {
+      let b = sg + j * sgn;
+      if (b < BLOCKS) {
+        let tb = b / 4u;
+        let rb = b % 4u;
+        for (var kk = 0u; kk < PASS_WORDS * 4u / SM_K; kk++) {
+          let kw = kk * SM_K / 4u;
+          let l = subgroupMatrixLoad<subgroup_matrix_left<i8, SM_K, SM_M>, row_major>(
+            &sm, (XT + tb * SM_M * PASS_WORDS + kw) * 4u / BYTES_PER_UNIT, PASS_WORDS * 4u / BYTES_PER_UNIT);
+          let r = subgroupMatrixLoad<subgroup_matrix_right<i8, SM_M, SM_K>, col_major>(
+            &sm, (rb * SM_M * PASS_WORDS + kw) * 4u / BYTES_PER_UNIT, PASS_WORDS * 4u / BYTES_PER_UNIT);
+          acc[j] = subgroupMatrixMultiplyAccumulate(l, r, acc[j]);
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+  // Blocks 8*h.. go through slots 0..7 of sm: each invocation then
+  // dequantises element li of every slot (token li/16, row li%16 of its
+  // block: neighbouring invocations write neighbouring rows of y).
+  for (var h = 0u; h < BLOCKS / SLOTS; h++) {
+    for (var j = 0u; j < ACC; j++) {
+      let b = sg + j * sgn;
+      if (b < BLOCKS && b / SLOTS == h) {
+        subgroupMatrixStore<row_major>(&sm, (b % SLOTS) * SM_M * SM_M, acc[j], SM_M);
+      }
+    }
+    workgroupBarrier();
+    for (var s = 0u; s < SLOTS; s++) {
+      let b = h * SLOTS + s;
+      let t = tok0 + (b / 4u) * SM_M + li / SM_M;
+      let row = row0 + (b % 4u) * SM_M + li % SM_M;
+      if (t < step.n && row < p.rows) {
+        var v = f32(sm[s * SM_M * SM_M + li]) * (bitcast<f32>(x[p.x_scale_word + t]) * bitcast<f32>(w[p.w_scale_word + row]));
+        if (p.softcap > 0.0) {
+          v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
+        }
+        y[(t - t0) * p.out_stride + p.out_row + row] = v;
+      }
+    }
+    workgroupBarrier();
+  }
+}
+#else
 @compute @workgroup_size(256)
 fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let t0 = select(0u, step.first, p.from_first == 1u);
@@ -206,3 +319,4 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     }
   }
 }
+#endif

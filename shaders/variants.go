@@ -77,7 +77,9 @@ func Variants() []Key {
 			}
 		}
 		if i8 {
-			ks = append(ks, Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Dot4: true})
+			ks = append(ks,
+				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Dot4: true},
+				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Matrix: true})
 		}
 		for _, wg := range GemvWGs {
 			for tpr := 1; tpr <= wg; tpr *= 2 {

@@ -39,10 +39,12 @@ func TestModelMatchesCPUOnDawn(t *testing.T) {
 	}
 	gputest.Run(t, gputest.Dawn(), func(t *testing.T, d gpu.Device) {
 		// The all tier runs the packed-dot and subgroup kernels (lavapipe
-		// under Dawn offers both, subgroups of 8); the fallback tier none.
+		// under Dawn offers both, subgroups of 8), and subgroup matrices
+		// where the host opts into them (WICK_DAWN_EXPERIMENTAL=1) on a GPU
+		// that has them; the fallback tier none.
 		want := shaders.Tier{}
 		if d.Info().Has(shaders.FeatureSubgroups) {
-			want = shaders.Tier{Dot4: true, Subgroups: true}
+			want = shaders.Tier{Dot4: true, Subgroups: true, Matrix: d.Info().Has(shaders.FeatureSubgroupMatrix)}
 		}
 		tierOf := func(t *testing.T, m *Model) {
 			t.Helper()

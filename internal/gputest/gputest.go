@@ -12,6 +12,11 @@
 //   - "dawn-fallback": Dawn with every optional feature withheld, as a
 //     browser without them runs the portable kernels.
 //
+// With WICK_DAWN_EXPERIMENTAL=1 in the environment, "dawn" also gets the
+// adapter's chromium-experimental-* features (dawn.Options.Experimental),
+// as Chrome with its unsafe-WebGPU flag: subgroup matrices where the GPU
+// has them (not lavapipe), so the kernels of that tier are tested there.
+//
 // Each device is opened once per test binary and shared by its tests;
 // the process's exit ends Dawn's Node processes. A device that cannot be
 // opened fails the test with what to install (`make deps`): a GPU test
@@ -19,6 +24,7 @@
 package gputest
 
 import (
+	"os"
 	"sync"
 	"testing"
 
@@ -44,7 +50,9 @@ type Device struct {
 var (
 	native = &Device{Name: "native", open: func() (gpu.Device, error) { return gpu.Open(gpu.Options{}) },
 		hint: "install mesa-vulkan-drivers and libvulkan1: `make deps` does"}
-	dawnAll = &Device{Name: "dawn", Dawn: true, open: func() (gpu.Device, error) { return dawn.Open(dawn.Options{Tier: dawn.TierAll}) },
+	dawnAll = &Device{Name: "dawn", Dawn: true, open: func() (gpu.Device, error) {
+		return dawn.Open(dawn.Options{Tier: dawn.TierAll, Experimental: os.Getenv("WICK_DAWN_EXPERIMENTAL") == "1"})
+	},
 		hint: "Dawn needs node, node/node_modules and lavapipe 25 (Mesa from bookworm-backports): `make deps` installs them"}
 	dawnFallback = &Device{Name: "dawn-fallback", Dawn: true, open: func() (gpu.Device, error) { return dawn.Open(dawn.Options{Tier: dawn.TierFallback}) },
 		hint: dawnAll.hint}

@@ -54,10 +54,10 @@ func (t *Template) Compile(tok *tokenizer.Tokenizer, o Options, stops []int32) (
 		u2M   = "WICKUSERMARKERTWO"
 		probe = "probing the template with"
 	)
-	sys := Message{"system", sysM}
-	u1 := Message{"user", u1M}
-	a1 := Message{"assistant", a1M}
-	u2 := Message{"user", u2M}
+	sys := Message{Role: "system", Content: sysM}
+	u1 := Message{Role: "user", Content: u1M}
+	a1 := Message{Role: "assistant", Content: a1M}
+	u2 := Message{Role: "user", Content: u2M}
 
 	specials := specialTexts(tok)
 	// The user suffix and the generation prompt, from one user message.
@@ -180,12 +180,12 @@ var Probes = []struct {
 	Name     string
 	Messages []Message
 }{
-	{"no system message", []Message{{"user", "Hi."}, {"assistant", "Hello."}, {"user", "Bye."}}},
-	{"system message", []Message{{"system", "Be brief."}, {"user", "Hi."}, {"assistant", "Hello."}, {"user", "Bye."}}},
-	{"empty system message", []Message{{"system", ""}, {"user", "Hi."}}},
-	{"padded message", []Message{{"system", "Be brief."}, {"user", "  Hi.  "}}},
-	{"reasoning in an earlier reply", []Message{{"system", "Be brief."}, {"user", "Hi."},
-		{"assistant", "<think>\nA greeting.\n</think>\n\nHello."}, {"user", "Bye."}}},
+	{"no system message", []Message{{Role: "user", Content: "Hi."}, {Role: "assistant", Content: "Hello."}, {Role: "user", Content: "Bye."}}},
+	{"system message", []Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi."}, {Role: "assistant", Content: "Hello."}, {Role: "user", Content: "Bye."}}},
+	{"empty system message", []Message{{Role: "system", Content: ""}, {Role: "user", Content: "Hi."}}},
+	{"padded message", []Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "  Hi.  "}}},
+	{"reasoning in an earlier reply", []Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi."},
+		{Role: "assistant", Content: "<think>\nA greeting.\n</think>\n\nHello."}, {Role: "user", Content: "Bye."}}},
 }
 
 // check renders the probes through the template and through ct and

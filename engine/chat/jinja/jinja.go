@@ -4,8 +4,10 @@
 // format (see Compile).
 //
 // Rendering is github.com/nikolalohinski/gonja/v2's, in the environment
-// transformers sets up: trim_blocks and lstrip_blocks, raise_exception, and
-// strftime_now on a clock the caller may pin. This package is used by the
+// transformers sets up: trim_blocks and lstrip_blocks, raise_exception,
+// strftime_now on a clock the caller may pin, and tojson as Python's
+// json.dumps (pyjson.go). Conditional expressions inside parentheses, which
+// gonja's parser refuses, are rewritten first (rewrite.go). This package is used by the
 // converter only; the chat runtime (engine/chat, and the browser's module)
 // works from the compiled role format and never links a template engine.
 package jinja
@@ -23,10 +25,14 @@ import (
 	"github.com/nikolalohinski/gonja/v2/loaders"
 )
 
-// Message is one turn of a conversation as templates see it.
+// Message is one turn of a conversation as templates see it: role
+// "system", "user", "assistant" or "tool" (a tool's result), and for an
+// assistant turn that calls tools, the calls as transformers takes them
+// ({"type": "function", "function": {"name": ..., "arguments": {...}}}).
 type Message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role      string `json:"role"`
+	Content   string `json:"content"`
+	ToolCalls []any  `json:"tool_calls,omitempty"`
 }
 
 // Options are the variables a template is rendered with besides messages.
@@ -35,7 +41,8 @@ type Options struct {
 	BosToken, EosToken  string
 	// Now is what strftime_now formats; the zero time means the clock.
 	Now time.Time
-	// Vars are further variables (enable_thinking, date_string, ...).
+	// Vars are further variables (enable_thinking, date_string, tools as
+	// a list of JSON schemas, ...).
 	Vars map[string]any
 }
 
@@ -49,8 +56,23 @@ type Template struct {
 // that do not alternate).
 var ErrRaised = errors.New("the template refused the conversation")
 
-// Parse parses a chat template.
+// Parse parses a chat template. A template gonja refuses is parsed again
+// with its parenthesised conditional expressions rewritten (see
+// rewriteConditionals), which gonja's parser does not take.
 func Parse(src string) (*Template, error) {
+	t, err := parse(src)
+	if err == nil {
+		return t, nil
+	}
+	if rewritten, changed := rewriteConditionals(src); changed {
+		if t, err2 := parse(rewritten); err2 == nil {
+			return t, nil
+		}
+	}
+	return nil, err
+}
+
+func parse(src string) (*Template, error) {
 	cfg := config.New()
 	// transformers renders with trim_blocks and lstrip_blocks.
 	cfg.TrimBlocks = true
@@ -61,6 +83,7 @@ func Parse(src string) (*Template, error) {
 	}
 	env := *gonja.DefaultEnvironment
 	env.Context = gonja.DefaultContext.Inherit()
+	env.Filters = filters
 	tpl, err := exec.NewTemplate("chat_template", cfg, loader, &env)
 	if err != nil {
 		return nil, fmt.Errorf("chat template: %w", err)
@@ -72,7 +95,13 @@ func Parse(src string) (*Template, error) {
 func (t *Template) Render(msgs []Message, o Options) (out string, err error) {
 	list := make([]any, len(msgs))
 	for i, m := range msgs {
-		list[i] = map[string]any{"role": m.Role, "content": m.Content}
+		msg := map[string]any{"role": m.Role, "content": m.Content}
+		if m.ToolCalls != nil {
+			// Only when present: Llama 3.2's template tests
+			// 'tool_calls' in message.
+			msg["tool_calls"] = m.ToolCalls
+		}
+		list[i] = msg
 	}
 	now := o.Now
 	raised := ""

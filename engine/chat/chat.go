@@ -65,6 +65,9 @@ type Template struct {
 	roles   [3]roleText
 	special map[string]int32 // the template's special-token texts
 	stops   []int32
+	// defaultSystem is the system message written before a conversation
+	// that does not start with one; nil: none.
+	defaultSystem *string
 }
 
 // roleText is a RoleFormat.
@@ -127,6 +130,13 @@ func New(t *manifestpb.ChatTemplate, tok *tokenizer.Tokenizer) (*Template, error
 	formats := [...]*manifestpb.RoleFormat{System: t.GetSystem(), User: t.GetUser(), Assistant: t.GetAssistant()}
 	for r, f := range formats {
 		tm.roles[r] = roleText{prefix: f.GetPrefix(), suffix: f.GetSuffix()}
+	}
+	if t.DefaultSystem != nil {
+		if tm.fold {
+			return nil, fail("a default system message with the system prompt folded into the first user turn")
+		}
+		d := t.GetDefaultSystem()
+		tm.defaultSystem = &d
 	}
 	return tm, nil
 }
@@ -255,11 +265,25 @@ func (tm *Template) Begin() []int32 {
 // EncodeMessage returns the tokens that message i adds to the rendering of
 // msgs[:i], so that a session can render a conversation as it grows. They
 // depend only on msgs[i] and the messages before it (see Encode for folded
-// system prompts); an i outside msgs gives nil.
+// system prompts); an i outside msgs gives nil. The first message's tokens
+// begin with the template's default system message when it is not a
+// system message itself.
 func (tm *Template) EncodeMessage(msgs []Message, i int) []int32 {
 	if i < 0 || i >= len(msgs) {
 		return nil
 	}
+	if i == 0 && msgs[0].Role != System && tm.defaultSystem != nil {
+		// The template's own system message stands before a conversation
+		// without one; it belongs to the first message's tokens, so that
+		// they depend on msgs[0] alone.
+		f := tm.roles[System]
+		ids := tm.encMessage(f.prefix, *tm.defaultSystem, f.suffix)
+		return append(ids, tm.encodeMessage(msgs, 0)...)
+	}
+	return tm.encodeMessage(msgs, i)
+}
+
+func (tm *Template) encodeMessage(msgs []Message, i int) []int32 {
 	m := msgs[i]
 	user := tm.roles[User]
 	afterSystem := tm.openSystem(msgs, i)

@@ -421,3 +421,46 @@ func TestRoleString(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaultSystem checks the default system message of a compiled
+// template: written before a conversation that does not start with a
+// system message, as part of the first message's tokens, and not when one
+// is given; refused with a folded system prompt, which has no system turn
+// to write it in.
+func TestDefaultSystem(t *testing.T) {
+	tok := loadTokenizer(t)
+	def := "You are helpful."
+	ct := &manifestpb.ChatTemplate{
+		BosId:         -1,
+		System:        &manifestpb.RoleFormat{Prefix: "S:", Suffix: "\n"},
+		User:          &manifestpb.RoleFormat{Prefix: "U:", Suffix: "\n"},
+		Assistant:     &manifestpb.RoleFormat{Prefix: "A:", Suffix: "\n"},
+		StopIds:       []int32{1},
+		DefaultSystem: &def,
+	}
+	tm, err := New(ct, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		msgs []Message
+		want string
+	}{
+		{[]Message{{Role: User, Content: "Hi."}}, "S:You are helpful.\nU:Hi.\nA:"},
+		{[]Message{{Role: Assistant, Content: "Ahoy."}, {Role: User, Content: "Hi."}}, "S:You are helpful.\nA:Ahoy.\nU:Hi.\nA:"},
+		{[]Message{{Role: System, Content: "Be brief."}, {Role: User, Content: "Hi."}}, "S:Be brief.\nU:Hi.\nA:"},
+		{[]Message{{Role: System, Content: ""}, {Role: User, Content: "Hi."}}, "S:\nU:Hi.\nA:"},
+	} {
+		got := tm.Encode(tc.msgs, true)
+		if want := tok.Encode(tc.want); !slices.Equal(got, want) {
+			t.Errorf("%v: %q, want %q", tc.msgs, tok.Decode(got), tc.want)
+		}
+		if first := tm.EncodeMessage(tc.msgs, 0); !slices.Equal(first, got[:len(first)]) {
+			t.Errorf("%v: the first message's tokens do not start the conversation", tc.msgs)
+		}
+	}
+	ct.FoldSystemIntoFirstUser = true
+	if _, err := New(ct, tok); err == nil || !strings.Contains(err.Error(), "default system message") {
+		t.Errorf("folded system prompt with a default system message: %v", err)
+	}
+}

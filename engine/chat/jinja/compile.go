@@ -24,12 +24,16 @@ import (
 // system prompt into the first user message (Gemma's kind) is recognised
 // by the blank line between them.
 //
+// The system turn a template writes when a conversation has no system
+// message (Qwen 2.5's and SmolLM2's default prompt, Llama 3's dated turn)
+// is kept as the format's default system message.
+//
 // Compile then renders further conversations both ways, through the
 // template and through the compiled format, and returns the ones that
-// differ as notes: a template that adds a default system prompt when there
-// is none (Qwen 2.5, SmolLM2), trims messages, or rewrites earlier turns
-// (Qwen3 drops the reasoning of earlier replies) cannot be followed exactly
-// by an append-only format. A template whose basic probes fail is an error.
+// differ as notes: a template that trims messages, or rewrites earlier
+// turns (Qwen3 drops the reasoning of earlier replies) cannot be followed
+// exactly by an append-only format. A template whose basic probes fail is
+// an error.
 //
 // special names the tokenizer's special-token texts (in the template) and
 // stops the ids generation ends at. o gives bos_token, eos_token and
@@ -162,6 +166,15 @@ func (t *Template) Compile(tok *tokenizer.Tokenizer, o Options, stops []int32) (
 			ct.System = &manifestpb.RoleFormat{Prefix: pre, Suffix: mid[:len(mid)-len(userPre)]}
 		}
 	}
+	// A system turn the template writes when there is no system message
+	// (Qwen 2.5's and SmolLM2's default prompt, Llama 3's dated turn).
+	if turn, ok := strings.CutPrefix(begin, bosText); ok && turn != "" && ct.System != nil {
+		pre, suf := ct.System.GetPrefix(), ct.System.GetSuffix()
+		if len(turn) >= len(pre)+len(suf) && strings.HasPrefix(turn, pre) && strings.HasSuffix(turn, suf) {
+			d := turn[len(pre) : len(turn)-len(suf)]
+			ct.DefaultSystem = &d
+		}
+	}
 	for _, s := range specials {
 		if id, ok := tok.ID(s); ok && strings.Contains(bosText+userPre+userSuf+genPrompt+asstSuf+ct.GetSystem().GetPrefix()+ct.GetSystem().GetSuffix(), s) {
 			ct.SpecialTokens = append(ct.SpecialTokens, &manifestpb.SpecialToken{Text: s, Id: id})
@@ -217,6 +230,9 @@ func (t *Template) check(ct *manifestpb.ChatTemplate, bosText string, o Options)
 func RenderFormat(ct *manifestpb.ChatTemplate, bosText string, msgs []Message) string {
 	var sb strings.Builder
 	sb.WriteString(bosText)
+	if ct.DefaultSystem != nil && (len(msgs) == 0 || msgs[0].Role != "system") {
+		sb.WriteString(ct.GetSystem().GetPrefix() + ct.GetDefaultSystem() + ct.GetSystem().GetSuffix())
+	}
 	open := false // inside a user turn opened by a folded system prompt
 	for _, m := range msgs {
 		switch {

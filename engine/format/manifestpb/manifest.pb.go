@@ -1020,8 +1020,13 @@ type ChatTemplate struct {
 	FoldSystemIntoFirstUser bool            `protobuf:"varint,5,opt,name=fold_system_into_first_user,json=foldSystemIntoFirstUser,proto3" json:"fold_system_into_first_user,omitempty"`
 	StopIds                 []int32         `protobuf:"varint,6,rep,packed,name=stop_ids,json=stopIds,proto3" json:"stop_ids,omitempty"` // generation ends at any of these
 	SpecialTokens           []*SpecialToken `protobuf:"bytes,7,rep,name=special_tokens,json=specialTokens,proto3" json:"special_tokens,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// The system message the template writes when a conversation does not
+	// start with one (Qwen 2.5's "You are Qwen, created by Alibaba Cloud...",
+	// SmolLM2's; "" for Llama 3's system turn, written even when empty).
+	// Unset: nothing is written. Only with a system role (not folded).
+	DefaultSystem *string `protobuf:"bytes,8,opt,name=default_system,json=defaultSystem,proto3,oneof" json:"default_system,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ChatTemplate) Reset() {
@@ -1101,6 +1106,13 @@ func (x *ChatTemplate) GetSpecialTokens() []*SpecialToken {
 		return x.SpecialTokens
 	}
 	return nil
+}
+
+func (x *ChatTemplate) GetDefaultSystem() string {
+	if x != nil && x.DefaultSystem != nil {
+		return *x.DefaultSystem
+	}
+	return ""
 }
 
 type Tensor struct {
@@ -1378,7 +1390,7 @@ const file_manifest_proto_rawDesc = "" +
 	"\n" +
 	"RoleFormat\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x16\n" +
-	"\x06suffix\x18\x02 \x01(\tR\x06suffix\"\xe1\x02\n" +
+	"\x06suffix\x18\x02 \x01(\tR\x06suffix\"\xa0\x03\n" +
 	"\fChatTemplate\x12\x15\n" +
 	"\x06bos_id\x18\x01 \x01(\x05R\x05bosId\x122\n" +
 	"\x06system\x18\x02 \x01(\v2\x1a.wick.format.v1.RoleFormatR\x06system\x12.\n" +
@@ -1386,7 +1398,9 @@ const file_manifest_proto_rawDesc = "" +
 	"\tassistant\x18\x04 \x01(\v2\x1a.wick.format.v1.RoleFormatR\tassistant\x12<\n" +
 	"\x1bfold_system_into_first_user\x18\x05 \x01(\bR\x17foldSystemIntoFirstUser\x12\x19\n" +
 	"\bstop_ids\x18\x06 \x03(\x05R\astopIds\x12C\n" +
-	"\x0especial_tokens\x18\a \x03(\v2\x1c.wick.format.v1.SpecialTokenR\rspecialTokens\"\xa4\x01\n" +
+	"\x0especial_tokens\x18\a \x03(\v2\x1c.wick.format.v1.SpecialTokenR\rspecialTokens\x12*\n" +
+	"\x0edefault_system\x18\b \x01(\tH\x00R\rdefaultSystem\x88\x01\x01B\x11\n" +
+	"\x0f_default_system\"\xa4\x01\n" +
 	"\x06Tensor\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\x05dtype\x18\x02 \x01(\x0e2\x15.wick.format.v1.DTypeR\x05dtype\x12\x14\n" +
@@ -1489,6 +1503,7 @@ func file_manifest_proto_init() {
 	if File_manifest_proto != nil {
 		return
 	}
+	file_manifest_proto_msgTypes[8].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

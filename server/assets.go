@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"io/fs"
@@ -134,7 +135,7 @@ func assetVariants(fsys fs.FS, name string, logf func(string, ...any)) ([]varian
 			err = fs.ErrInvalid
 		}
 		if err != nil {
-			if packed, err = c.compress(data); err != nil {
+			if packed, err = compressOnce(data, c.encoding, c.compress); err != nil {
 				return nil, fmt.Errorf("%s: %w", c.encoding, err)
 			}
 		}
@@ -144,6 +145,31 @@ func assetVariants(fsys fs.FS, name string, logf func(string, ...any)) ([]varian
 		}
 	}
 	return vs, nil
+}
+
+// packedCache holds what compressOnce made, by the file's sha256 and the
+// coding: a process that starts several servers (the end-to-end tests)
+// compresses each file once, not once a server (brotli takes seconds on
+// the wasm modules).
+var packedCache sync.Map // packedKey -> []byte
+
+type packedKey struct {
+	sum      [32]byte
+	encoding string
+}
+
+// compressOnce is compress(data), made once per process for the same bytes.
+func compressOnce(data []byte, encoding string, compress func([]byte) ([]byte, error)) ([]byte, error) {
+	key := packedKey{sha256.Sum256(data), encoding}
+	if p, ok := packedCache.Load(key); ok {
+		return p.([]byte), nil
+	}
+	p, err := compress(data)
+	if err != nil {
+		return nil, err
+	}
+	packedCache.Store(key, p)
+	return p, nil
 }
 
 func decompressesTo(packed, want []byte, decompress func(io.Reader) (io.Reader, error)) bool {

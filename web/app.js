@@ -15,7 +15,7 @@
 // used, it is replayed from its messages.
 
 import { Store, newID } from './store.js';
-import { listModels, download, stored, remove } from './models.js';
+import { listModels, download, stored, storedModels, remove } from './models.js';
 import { readCard, writeCard, cardPrompt } from './tools.js';
 import * as chatfile from './chatfile.js';
 
@@ -195,17 +195,29 @@ async function gpuProblem() {
   return { problem: '', fallback: !!(info.isFallbackAdapter || adapter.isFallbackAdapter), adapterName: [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') };
 }
 
-async function initModels() {
+// initModels lists the server's models and those kept in this browser that
+// the server does not offer (imported from disk, or a server gone), and
+// opens pick, the last open one, or the first.
+async function initModels(pick) {
+  let serverError = null;
   try {
     models = await listModels();
   } catch (e) {
-    showError(`Could not get the list of models: ${e.message}`);
+    models = [];
+    serverError = e;
+  }
+  try {
+    for (const name of await storedModels()) if (!models.some((m) => m.name === name)) models.push({ name, local: true });
+  } catch { /* no storage: the server's list only */ }
+  const sel = $('model-select');
+  sel.replaceChildren(...models.map((m) => new Option(`${m.name}${m.local ? ' (in this browser)' : m.title && m.title !== m.name ? ` (${m.title})` : ''}`, m.name)));
+  if (!models.length) {
+    if (serverError) showError(`Could not get the list of models: ${serverError.message}`);
+    else status('The server offers no models. Import one from this computer (a model folder or a .gguf file).');
     return;
   }
-  const sel = $('model-select');
-  sel.replaceChildren(...models.map((m) => new Option(`${m.name}${m.title && m.title !== m.name ? ` (${m.title})` : ''}`, m.name)));
-  if (!models.length) { status('The server offers no models.'); return; }
-  sel.value = models.some((m) => m.name === store.open.model) ? store.open.model : models[0].name;
+  const want = [pick, store.open.model].find((n) => n && models.some((m) => m.name === n));
+  sel.value = want || models[0].name;
   await openModel(sel.value);
 }
 
@@ -213,6 +225,12 @@ function currentModelInfo() { return models.find((m) => m.name === $('model-sele
 
 function describeModel(info) {
   if (!info) return;
+  if (info.local) {
+    $('model-size').textContent = 'Kept in this browser';
+    $('model-size').title = 'Imported from this computer (or downloaded from a server that no longer offers it)';
+    $('intro').hidden = true;
+    return;
+  }
   const c = info.config || {}, sz = info.sizes || {};
   const params = c.params ? `${(c.params / 1e6).toFixed(c.params < 10e6 ? 1 : 0)}M parameters` : '';
   $('model-size').textContent = `${mb(sz.download_bytes || 0)} download` + (params ? `, ${params}` : '');
@@ -273,27 +291,33 @@ async function downloadAndLoad(name, backend) {
   try {
     hooks.state = 'downloading';
     const have = await stored(name);
-    if (!have) status(`Downloading ${name}…`);
-    bar.hidden = have;
-    await download(name, {
-      onProgress: (p) => {
-        bar.max = p.totalBytes || 1;
-        bar.value = p.bytes;
-        $('progress-text').textContent = `${mb(p.bytes)} of ${mb(p.totalBytes)}`;
-      },
-    });
+    const info = currentModelInfo();
+    if (info && info.local) {
+      // Imported (or its server is gone): there is nothing to download.
+      if (!have) throw new Error(`${name} is no longer stored in this browser; import it again.`);
+    } else {
+      if (!have) status(`Downloading ${name}…`);
+      bar.hidden = have;
+      await download(name, {
+        onProgress: (p) => {
+          bar.max = p.totalBytes || 1;
+          bar.value = p.bytes;
+          $('progress-text').textContent = `${mb(p.bytes)} of ${mb(p.totalBytes)}`;
+        },
+      });
+    }
     bar.hidden = true;
     $('progress-text').textContent = '';
     hooks.state = 'loading';
     status(`Starting ${name}…`);
     if (!worker) startWorker();
-    const info = await ask('load', { model: name, backend, tier: tierOverride });
-    loaded = { model: name, ...info };
+    const li = await ask('load', { model: name, backend, tier: tierOverride });
+    loaded = { model: name, ...li };
     hooks.loaded = loaded;
     hooks.state = 'ready';
-    if (info.gpuNote) notice(info.gpuDetails ? info.gpuNote : `${info.gpuNote} Running on the CPU.`, { details: info.gpuDetails });
-    const where = info.backend.startsWith('webgpu') ? 'the GPU (WebGPU)' : 'the CPU';
-    status(`Ready: ${info.name} runs on ${where}.`, `backend ${info.backend}${info.adapter ? `, adapter ${info.adapter}` : ''}; context ${info.context} tokens; started in ${secs(info.loadMs)}`);
+    if (li.gpuNote) notice(li.gpuDetails ? li.gpuNote : `${li.gpuNote} Running on the CPU.`, { details: li.gpuDetails });
+    const where = li.backend.startsWith('webgpu') ? 'the GPU (WebGPU)' : 'the CPU';
+    status(`Ready: ${li.name} runs on ${where}.`, `backend ${li.backend}${li.adapter ? `, adapter ${li.adapter}` : ''}; context ${li.context} tokens; started in ${secs(li.loadMs)}`);
     btn.textContent = 'Downloaded';
     await refreshSaved();
     setBusy(false);
@@ -308,6 +332,117 @@ async function downloadAndLoad(name, backend) {
     showError(e.kind === 'corrupt' ? `Download refused: ${e.message}` : e.message);
     status(`${name} is not loaded.`);
   }
+}
+
+// ---- importing a model from disk ----
+
+let importer = null; // the import worker while an import runs
+
+// importModel converts a model the person picked (a folder's files, or one
+// GGUF file) in import.js's worker, which loads the converter module only
+// now, and then opens it. Progress shows in the download bar; a failure is
+// one sentence and nothing is kept.
+async function importModel(files, { gguf, name }) {
+  if (importer) return;
+  const bar = $('progress'), before = hooks.state;
+  const label = gguf ? files[0].name : name;
+  hooks.state = 'importing';
+  hooks.importProgress = [];
+  hooks.lastImport = null;
+  showError('');
+  status(`Importing ${label}: converting it in this page…`);
+  bar.hidden = false;
+  bar.value = 0;
+  $('import-model-cancel').hidden = false;
+  const w = new Worker('import.js', { type: 'module' });
+  importer = w;
+  try {
+    const result = await new Promise((resolve, reject) => {
+      w.onmessage = (ev) => {
+        const m = ev.data;
+        if (m.progress) {
+          const p = m.progress;
+          hooks.importProgress.push(p);
+          bar.max = p.total_bytes || 1;
+          bar.value = p.bytes;
+          $('progress-text').textContent = `Converting: ${p.tensors} of ${p.total_tensors} tensors, ${mb(p.bytes)} of ${mb(p.total_bytes)}`;
+        } else if (m.result) {
+          resolve(m.result);
+        } else if (m.error !== undefined) {
+          reject(Object.assign(new Error(m.error), { details: m.details }));
+        }
+      };
+      w.onerror = (ev) => reject(new Error(`The import stopped: ${ev.message || 'the import worker failed'}.`));
+      w.postMessage({ op: 'import', files, name, gguf });
+    });
+    hooks.lastImport = result;
+    status(`Imported ${label} as ${result.name}.`);
+    await initModels(result.name);
+  } catch (e) {
+    hooks.lastImport = { error: e.message, details: e.details || '' };
+    hooks.state = before;
+    showError(e.message);
+    status(`${label} was not imported; nothing was kept.`);
+  } finally {
+    w.terminate();
+    importer = null;
+    bar.hidden = true;
+    $('progress-text').textContent = '';
+    $('import-model-cancel').hidden = true;
+  }
+}
+
+// pickedFolder takes the top level of a folder picked with webkitdirectory
+// (subfolders, such as Llama's original/, are not part of the checkpoint).
+function pickedFolder(list) {
+  const files = [...list].filter((f) => (f.webkitRelativePath || f.name).split('/').length <= 2);
+  const name = files.length ? (files[0].webkitRelativePath || '').split('/')[0] || 'model' : 'model';
+  return { files, name };
+}
+
+// droppedModel reads a dropped folder's top-level files, or a dropped .gguf
+// file; null when the drop holds neither.
+async function droppedModel(dt) {
+  const entries = [...dt.items].map((i) => i.webkitGetAsEntry && i.webkitGetAsEntry()).filter(Boolean);
+  if (entries.length === 1 && entries[0].isDirectory) {
+    const reader = entries[0].createReader(), all = [];
+    for (;;) {
+      const batch = await new Promise((res, rej) => reader.readEntries(res, rej));
+      if (!batch.length) break;
+      all.push(...batch);
+    }
+    const files = await Promise.all(all.filter((e) => e.isFile).map((e) => new Promise((res, rej) => e.file(res, rej))));
+    return { files, gguf: false, name: entries[0].name };
+  }
+  const f = [...dt.files].find((x) => /\.gguf$/i.test(x.name));
+  return f ? { files: [f], gguf: true, name: f.name.replace(/\.gguf$/i, '') } : null;
+}
+
+function bindImport() {
+  $('import-model-dir-btn').onclick = () => $('import-model-dir').click();
+  $('import-model-gguf-btn').onclick = () => $('import-model-gguf').click();
+  $('import-model-cancel').onclick = () => importer && importer.postMessage({ op: 'cancel' });
+  $('import-model-dir').onchange = () => {
+    const { files, name } = pickedFolder($('import-model-dir').files);
+    $('import-model-dir').value = '';
+    if (files.length) importModel(files, { gguf: false, name });
+  };
+  $('import-model-gguf').onchange = () => {
+    const f = $('import-model-gguf').files[0];
+    $('import-model-gguf').value = '';
+    if (f) importModel([f], { gguf: true, name: f.name.replace(/\.gguf$/i, '') });
+  };
+  const box = $('model-box');
+  box.addEventListener('dragover', (ev) => { if (ev.dataTransfer.types.includes('Files')) { ev.preventDefault(); box.classList.add('drop'); } });
+  box.addEventListener('dragleave', () => box.classList.remove('drop'));
+  box.addEventListener('drop', async (ev) => {
+    box.classList.remove('drop');
+    if (!ev.dataTransfer.types.includes('Files')) return;
+    ev.preventDefault();
+    const m = await droppedModel(ev.dataTransfer);
+    if (m) importModel(m.files, m);
+    else showError('Drop a model folder (config.json, *.safetensors and the tokenizer files) or a .gguf file to import it.');
+  });
 }
 
 // ---- characters ----
@@ -1111,10 +1246,13 @@ function wire() {
   $('use-cpu').onclick = () => setBackend('cpu');
   $('use-gpu').onclick = () => setBackend('webgpu');
   $('model-select').onchange = () => openModel($('model-select').value);
+  bindImport();
   $('download-btn').onclick = () => openModel($('model-select').value);
   $('delete-btn').onclick = async () => {
     const name = $('model-select').value;
+    const local = (currentModelInfo() || {}).local;
     await remove(name);
+    if (local) { await initModels(); return; }
     loaded = null;
     hooks.loaded = null;
     setBusy(false);

@@ -145,6 +145,61 @@ export async function download(name, { onProgress = () => {}, signal } = {}) {
   return m;
 }
 
+// storedModels lists the models fully stored in this browser: downloaded
+// or imported from disk (import.js), each with its .complete marker.
+export async function storedModels() {
+  const names = [];
+  for (const path of await (await fileStore()).keys()) {
+    const m = /^\/models\/([^/]+)\/\.complete$/.exec(path);
+    if (m) names.push(decodeURIComponent(m[1]));
+  }
+  return names.sort();
+}
+
+// takenNames lists every model name with any file stored, complete or not
+// (an import must not write into another model's files).
+async function takenNames(cache) {
+  const names = new Set();
+  for (const path of await cache.keys()) {
+    const m = /^\/models\/([^/]+)\//.exec(path);
+    if (m) names.add(decodeURIComponent(m[1]));
+  }
+  return names;
+}
+
+// openImport starts storing a model converted in this browser (import.js)
+// under a name of its own: want, or want-2, want-3, ... where want is taken.
+// Files go in with put as they are finished; the model exists only after
+// commit, which stores the manifest and then the .complete marker, the
+// same commit a download makes; abort deletes every file put.
+export async function openImport(want) {
+  const cache = await fileStore();
+  const taken = await takenNames(cache);
+  let name = want;
+  for (let i = 2; taken.has(name); i++) name = `${want}-${i}`;
+  const written = [];
+  const put = async (file, blob) => {
+    const key = keyOf(name, file);
+    written.push(key);
+    try {
+      await cache.put(key, new Uint8Array(await blob.arrayBuffer()));
+    } catch (e) {
+      throw await plainQuotaError(e, blob.size);
+    }
+  };
+  return {
+    name,
+    put,
+    async commit(manifestBytes) {
+      await put('manifest.pb', new Blob([manifestBytes]));
+      await put(COMPLETE, new Blob([await sha256(manifestBytes)]));
+    },
+    async abort() {
+      for (const key of written) await cache.delete(key);
+    },
+  };
+}
+
 // stored says whether model name is fully downloaded.
 export async function stored(name) {
   return (await fileStore()).has(keyOf(name, COMPLETE));

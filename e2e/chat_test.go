@@ -43,7 +43,13 @@ type nativeReply struct {
 // that starts from the card's messages, and returns each turn's reply.
 func nativeChat(t testing.TB, steps ...step) []nativeReply {
 	t.Helper()
-	m, err := engine.Load(modelDir, engine.Options{Backend: "cpu"})
+	return nativeChatOn(t, modelDir, steps...)
+}
+
+// nativeChatOn is nativeChat with the model in dir.
+func nativeChatOn(t testing.TB, dir string, steps ...step) []nativeReply {
+	t.Helper()
+	m, err := engine.Load(dir, engine.Options{Backend: "cpu"})
 	if err != nil {
 		t.Fatalf("native engine: %v", err)
 	}

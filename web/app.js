@@ -213,7 +213,7 @@ async function initModels(pick) {
   sel.replaceChildren(...models.map((m) => new Option(`${m.name}${m.local ? ' (in this browser)' : m.title && m.title !== m.name ? ` (${m.title})` : ''}`, m.name)));
   if (!models.length) {
     if (serverError) showError(`Could not get the list of models: ${serverError.message}`);
-    else status('The server offers no models. Import one from this computer (a model folder or a .gguf file).');
+    else status('No models here yet: import one from this computer (a model folder or a .gguf file).');
     return;
   }
   const want = [pick, store.open.model].find((n) => n && models.some((m) => m.name === n));

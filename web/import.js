@@ -11,7 +11,9 @@
 //                     files: a folder's files (its top level) or one .gguf
 //                   {op: 'cancel'}        stops the conversion; nothing is kept
 //   worker -> page  {progress: {tensors, total_tensors, bytes, total_bytes}}
-//                   {result: {name, arch, notes, largest_read, input_bytes}}
+//                   {result: {name, arch, notes, largest_read, input_bytes, start_ms, convert_ms}}
+//                     (largest_read: the most bytes one read took from the files;
+//                     start_ms: fetching and instantiating the module; convert_ms: the rest)
 //                   {error: one sentence, details: the converter's words}
 //
 // The module reads the picked files through WASI (wasi.js): /in holds them
@@ -67,8 +69,10 @@ async function convert({ files, name, gguf, f32 }) {
     preopens: [{ mount: '/in', node: inDir }, { mount: '/out', node: outDir }],
     onOutput: (fd, line) => console.log('[wick convert]', line),
   });
+  const t0 = performance.now();
   const { instance } = await WebAssembly.instantiateStreaming(fetch(new URL('convert.wasm', import.meta.url)), { wasi_snapshot_preview1: wasi.imports });
   wasi.start(instance);
+  const t1 = performance.now();
   const x = instance.exports;
   const sink = await openImport(name);
   const stored = new Set();
@@ -104,7 +108,7 @@ async function convert({ files, name, gguf, f32 }) {
     if (!manifest) throw new Error('the converter wrote no manifest');
     await sink.commit(new Uint8Array(await new Blob(manifest.chunks).arrayBuffer()));
     const inputBytes = files.reduce((a, f) => a + f.size, 0);
-    return { ...result, name: sink.name, largest_read: wasi.largestRead, input_bytes: inputBytes };
+    return { ...result, name: sink.name, largest_read: wasi.largestRead, input_bytes: inputBytes, start_ms: t1 - t0, convert_ms: performance.now() - t1 };
   } catch (e) {
     await sink.abort();
     throw e;

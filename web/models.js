@@ -56,6 +56,7 @@ export function keyOf(name, file) { return `/models/${encodeURIComponent(name)}/
 // listModels returns the server's /models/ list.
 export async function listModels() {
   const r = await fetch('/models/');
+  if (r.status === 404) return []; // a static host of the page: models come from import only
   if (!r.ok) throw new Error(`the server's model list: HTTP ${r.status}`);
   return (await r.json()).models || [];
 }

@@ -15,6 +15,7 @@ const SUCCESS = 0, EBADF = 8, EEXIST = 20, EINVAL = 28, EISDIR = 31, ENOENT = 44
 const FILETYPE_CHAR = 2, FILETYPE_DIR = 3, FILETYPE_FILE = 4;
 const ALL_RIGHTS = 0xffffffffffffffffn;
 const FIRST_PREOPEN = 3;
+const READ_AHEAD = 64 << 10; // see #readBlob
 const O_CREAT = 1, O_DIRECTORY = 2, O_EXCL = 4, O_TRUNC = 8;
 
 // Nodes of the file tree: a directory {dir: true, entries: Map(name ->
@@ -22,6 +23,13 @@ const O_CREAT = 1, O_DIRECTORY = 2, O_EXCL = 4, O_TRUNC = 8;
 // Blob} (a File the person picked, read by ranges), or a file the module
 // writes, {chunks: [Uint8Array], size}.
 export const dirNode = (entries = new Map(), writable = false) => ({ dir: true, entries, writable });
+
+function joinChunks(chunks) {
+  const out = new Uint8Array(chunks.reduce((a, c) => a + c.length, 0));
+  let at = 0;
+  for (const c of chunks) { out.set(c, at); at += c.length; }
+  return out;
+}
 
 const sizeOf = (node) => (node.dir ? 0 : node.data ? node.data.length : node.blob ? node.blob.size : node.size);
 
@@ -86,11 +94,13 @@ export class WASI {
     if (node.data) {
       src = node.data.subarray(pos, Math.min(node.data.length, pos + want));
     } else if (node.blob) {
-      const end = Math.min(node.blob.size, pos + want);
-      src = end > pos ? new Uint8Array(new FileReaderSync().readAsArrayBuffer(node.blob.slice(pos, end))) : new Uint8Array(0);
-      this.largestRead = Math.max(this.largestRead, src.length);
+      src = this.#readBlob(node, pos, want);
     } else {
-      return -1; // a file being written is never read back
+      // A file the module wrote and reads back (the GGUF path's
+      // tokenizer): small, joined once.
+      if (node.chunks.length > 1) node.chunks = [joinChunks(node.chunks)];
+      const data = node.chunks[0] || new Uint8Array(0);
+      src = data.subarray(pos, Math.min(data.length, pos + want));
     }
     let total = 0;
     for (const [ptr, len] of vecs) {
@@ -100,6 +110,24 @@ export class WASI {
       if (chunk.length < len) break;
     }
     return total;
+  }
+
+  // #readBlob reads want bytes at pos of a Blob node. Each FileReaderSync
+  // read is a round trip to the browser's blob storage (about a
+  // millisecond), and parsers read metadata a few bytes at a time (a GGUF
+  // vocabulary is thousands of strings), so small reads are served from one
+  // block of READ_AHEAD bytes read ahead; larger ones are read as asked.
+  #readBlob(node, pos, want) {
+    const size = node.blob.size;
+    const end = Math.min(size, pos + want);
+    if (end <= pos) return new Uint8Array(0);
+    const b = node.block;
+    if (b && pos >= b.at && end <= b.at + b.bytes.length) return b.bytes.subarray(pos - b.at, end - b.at);
+    const upto = want < READ_AHEAD ? Math.min(size, pos + READ_AHEAD) : end;
+    const bytes = new Uint8Array(new FileReaderSync().readAsArrayBuffer(node.blob.slice(pos, upto)));
+    this.largestRead = Math.max(this.largestRead, bytes.length);
+    if (want < READ_AHEAD) node.block = { at: pos, bytes };
+    return bytes.subarray(0, end - pos);
   }
 
   // #write appends the iovecs to a file being written; Go writes such

@@ -1,0 +1,183 @@
+package e2e
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/wick-run/wick/engine/convert"
+	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/internal/testmodel"
+	"github.com/wick-run/wick/web"
+)
+
+const hfDir = "../testdata/hf"
+
+// importResult is what the page's hooks say about the last import.
+type importResult struct {
+	Name        string  `json:"name"`
+	Arch        string  `json:"arch"`
+	LargestRead int64   `json:"largest_read"`
+	InputBytes  int64   `json:"input_bytes"`
+	StartMs     float64 `json:"start_ms"`
+	ConvertMs   float64 `json:"convert_ms"`
+	Error       string  `json:"error"`
+	Progress    []convert.Progress
+}
+
+// importInto picks input (a folder or a .gguf file) in the page's import
+// controls and waits for the import to end.
+func importInto(t *testing.T, b *browser, input string, gguf bool) importResult {
+	t.Helper()
+	sel := "#import-model-dir"
+	if gguf {
+		sel = "#import-model-gguf"
+	}
+	b.do(t, 10*time.Second, "reset the import hooks", chromedp.Evaluate[chromedp.Void](`window.wick.lastImport = null`))
+	b.do(t, 30*time.Second, "pick "+input, chromedp.SetUploadFiles(chromedp.CSS(sel), []string{input}))
+	b.do(t, 120*time.Second, "wait for the import of "+input,
+		chromedp.Poll[chromedp.Void](`window.wick.lastImport !== null`, chromedp.WithPollingTimeout(120*time.Second), chromedp.WithPollingInterval(100*time.Millisecond)))
+	raw := eval[string](t, b, `JSON.stringify({...window.wick.lastImport, Progress: window.wick.importProgress})`)
+	var r importResult
+	if err := json.Unmarshal([]byte(raw), &r); err != nil {
+		t.Fatalf("import result %s: %v", raw, err)
+	}
+	return r
+}
+
+// storedKeys lists the model files the page keeps.
+func storedKeys(t *testing.T, b *browser) []string {
+	t.Helper()
+	raw := eval[string](t, b, `(async () => JSON.stringify((await (await caches.open('wick-models-v1')).keys()).map((r) => new URL(r.url).pathname)))()`)
+	var keys []string
+	if err := json.Unmarshal([]byte(raw), &keys); err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+// sameStored fails unless the page stored model name with the same files,
+// byte for byte, as the native conversion in dir.
+func sameStored(t *testing.T, b *browser, name, dir string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(data)
+		got := eval[string](t, b, fmt.Sprintf(`(async () => {
+			const r = await (await caches.open('wick-models-v1')).match(%q);
+			if (!r) return 'missing';
+			return Array.from(new Uint8Array(await crypto.subtle.digest('SHA-256', await r.arrayBuffer())), (x) => x.toString(16).padStart(2, '0')).join('');
+		})()`, "/models/"+name+"/"+e.Name()))
+		if got != hex.EncodeToString(sum[:]) {
+			t.Errorf("the page stored %s of %s as %s; the native conversion's sha256 is %x", e.Name(), name, got, sum)
+		}
+	}
+}
+
+// TestImportModel serves the page from a plain static host (no model
+// server at all), imports a Hugging Face folder and a GGUF file from disk
+// through the page's file pickers, and chats with each: the tokens must be
+// the native engine's on the natively converted model. A truncated GGUF
+// is refused in one sentence and nothing is kept.
+func TestImportModel(t *testing.T) {
+	needBrowser(t)
+	if _, err := os.Stat("../web/convert.wasm"); err != nil {
+		t.Fatalf("web/convert.wasm is not built (make wasm), so the page cannot import: %v", err)
+	}
+	hs := httptest.NewServer(http.FileServer(http.FS(web.Assets)))
+	t.Cleanup(hs.Close)
+	b := newBrowser(t, false)
+	b.do(t, 30*time.Second, "open the page", chromedp.Navigate(hs.URL+"/?backend=cpu"))
+	b.do(t, 30*time.Second, "wait for the page to say there are no models",
+		chromedp.Poll[chromedp.Void](`document.getElementById('status').textContent.includes('import one')`, chromedp.WithPollingTimeout(30*time.Second)))
+
+	for _, tc := range []struct {
+		name, input string
+		gguf        bool
+		checkpoint  string // the file the converter must read by ranges
+	}{
+		{"llama", filepath.Join(hfDir, "llama"), false, "model.safetensors"},
+		{"model-q8_0", filepath.Join(hfDir, "qwen2", "model-q8_0.gguf"), true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in, _ := filepath.Abs(tc.input)
+			start := time.Now()
+			r := importInto(t, b, in, tc.gguf)
+			if r.Error != "" {
+				t.Fatalf("import failed: %s\nconsole:\n%s", r.Error, b.logs)
+			}
+			t.Logf("imported %s as %s (%s) in %v (module %.0f ms, conversion and storing %.0f ms), %d progress reports",
+				tc.input, r.Name, r.Arch, time.Since(start).Round(time.Millisecond), r.StartMs, r.ConvertMs, len(r.Progress))
+			if len(r.Progress) < 2 {
+				t.Fatalf("%d progress reports, want several", len(r.Progress))
+			}
+			if last := r.Progress[len(r.Progress)-1]; last.Tensors != last.TotalTensors || last.Bytes != last.TotalBytes {
+				t.Errorf("the last progress is %+v, want every tensor and byte", last)
+			}
+			file := in
+			if tc.checkpoint != "" {
+				file = filepath.Join(in, tc.checkpoint)
+			}
+			fi, err := os.Stat(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.LargestRead == 0 || r.LargestRead >= fi.Size() {
+				t.Errorf("the largest read of the picked files was %d bytes; %s has %d: it must be read by ranges", r.LargestRead, file, fi.Size())
+			}
+			b.waitState(t, "ready", 120*time.Second)
+			if got := eval[string](t, b, `window.wick.loaded.model`); got != r.Name {
+				t.Fatalf("the page loaded %q after importing %q", got, r.Name)
+			}
+
+			native := filepath.Join(t.TempDir(), r.Name)
+			if _, err := convert.Convert(in, native, convert.Options{DType: model.Int8}); err != nil {
+				t.Fatal(err)
+			}
+			sameStored(t, b, r.Name, native)
+			want := nativeChatOn(t, native, step{"send", "Hello! Who are you?"})
+			// A new chat: the one open holds the turn with the model imported before.
+			js(t, b, "a new chat", `document.getElementById('new-chat').click(); await new Promise((r) => setTimeout(r, 300));`)
+			got := send(t, b, "Hello! Who are you?")
+			checkTurn(t, "the imported "+tc.name, got, want[0], true)
+		})
+	}
+
+	t.Run("refused", func(t *testing.T) {
+		before := storedKeys(t, b)
+		for _, bad := range testmodel.BadImports(t, hfDir) {
+			if !strings.HasSuffix(bad.Path, ".gguf") {
+				continue // the folders' refusals are the converter module's tests' (wasm/host)
+			}
+			r := importInto(t, b, bad.Path, true)
+			shown := eval[string](t, b, `document.getElementById('error').textContent`)
+			t.Logf("%s: %s", bad.Name, shown)
+			if r.Error == "" || shown != r.Error || !strings.Contains(shown, filepath.Base(bad.Path)) || !strings.Contains(shown, "truncated") {
+				t.Errorf("%s: the page says %q (import error %q), want one sentence naming %s as truncated", bad.Name, shown, r.Error, filepath.Base(bad.Path))
+			}
+			if strings.Count(strings.TrimSuffix(shown, "."), ". ") > 0 {
+				t.Errorf("%s: %q is more than one sentence", bad.Name, shown)
+			}
+		}
+		if after := storedKeys(t, b); fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Errorf("a refused import changed the stored files: before %v, after %v", before, after)
+		}
+	})
+}

@@ -43,11 +43,14 @@ function plain(msg, label) {
   if ((m = /unsupported architecture "([^"]+)" \(wick converts ([^)]+)\)/.exec(detail))) {
     return `${label} is a ${m[1]} model, a family wick cannot run yet (it imports ${m[2]}).`;
   }
-  if ((m = /general\.architecture "([^"]+)" is not supported/.exec(detail))) {
-    return `${label} is a GGUF file of the ${m[1]} architecture, which wick cannot run yet (it imports llama and qwen2 GGUF files).`;
+  if ((m = /general\.architecture "([^"]+)" is not supported \(wick converts GGUF files of ([^)]+)\)/.exec(detail))) {
+    return `${label} is a GGUF file of the ${m[1]} architecture, which wick cannot run yet (it imports GGUF files of ${m[2]}).`;
   }
   if (/^loading tokenizer /.test(detail)) {
     return `${label} has a tokenizer wick cannot read: ${detail.replace(/^loading tokenizer /, '')}.`;
+  }
+  if ((m = /(tokenizer\.ggml\.\w+ "[^"]*" is not supported.*)$/.exec(detail))) {
+    return `${label} has a tokenizer wick cannot read: ${m[1]}.`;
   }
   if (/config\.json: .*no such file/i.test(detail)) {
     return `${label} has no config.json: pick the model's folder (config.json, *.safetensors and the tokenizer files) or a .gguf file.`;

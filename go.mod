@@ -6,7 +6,6 @@ require (
 	github.com/andybalholm/brotli v1.3.0
 	github.com/chromedp/chromedp v0.23.0
 	github.com/cogentcore/webgpu v0.23.0
-	github.com/dlclark/regexp2 v1.12.0
 	github.com/eliben/go-sentencepiece v0.6.0
 	github.com/nikolalohinski/gonja/v2 v2.9.1
 	github.com/tetratelabs/wazero v1.12.0

@@ -121,6 +121,12 @@ func TestHFRefusals(t *testing.T) {
 		{"bad regex", edit(func(m map[string]any) {
 			m["pre_tokenizer"] = map[string]any{"type": "Split", "pattern": map[string]any{"Regex": "(unclosed"}, "behavior": "Isolated"}
 		}), `pattern "(unclosed"`},
+		{"lookbehind", edit(func(m map[string]any) {
+			m["pre_tokenizer"] = map[string]any{"type": "Split", "pattern": map[string]any{"Regex": `(?<=a)b|\s+`}, "behavior": "Isolated"}
+		}), "lookaround (?<=... is not supported"},
+		{"lookahead elsewhere", edit(func(m map[string]any) {
+			m["pre_tokenizer"] = map[string]any{"type": "Split", "pattern": map[string]any{"Regex": `\s+(?!\S)|\p{L}+`}, "behavior": "Isolated"}
+		}), "lookaround (?!... is not supported"},
 		{"behavior", edit(func(m map[string]any) {
 			m["pre_tokenizer"] = map[string]any{"type": "Split", "pattern": map[string]any{"String": " "}, "behavior": "Sideways"}
 		}), `behavior "Sideways"`},

@@ -7,7 +7,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/dlclark/regexp2"
 	"golang.org/x/text/unicode/norm"
 )
 
@@ -325,31 +324,13 @@ const gpt2Pattern = `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]
 // matchFunc returns the [start, end) rune ranges of the matches in text.
 type matchFunc func(text []rune) [][2]int
 
-// matcher compiles a Split pattern. Regexes go through
-// github.com/dlclark/regexp2, a backtracking engine with lookaround: the
-// patterns of Llama 3, Qwen 2 and GPT-2 end in \s+(?!\S), which Go's RE2
-// regexp cannot express. Its \s, \p{L}, \p{N} and case-insensitive groups
-// agree with the Oniguruma engine tokenizers uses on these patterns.
+// matcher compiles a Split pattern: a literal string, or a regex (see
+// regex.go).
 func matcher(pat string, isRegex bool) (matchFunc, error) {
 	if !isRegex {
 		return literal(pat), nil
 	}
-	re, err := regexp2.Compile(pat, regexp2.None)
-	if err != nil {
-		return nil, fmt.Errorf("pattern %q: %w", pat, err)
-	}
-	return func(text []rune) [][2]int {
-		var out [][2]int
-		m, err := re.FindRunesMatch(text)
-		for err == nil && m != nil {
-			if m.Length > 0 {
-				out = append(out, [2]int{m.Index, m.Index + m.Length})
-			}
-			m, err = re.FindNextMatch(m)
-		}
-		// err is only ever a match timeout, and none is set.
-		return out
-	}, nil
+	return regexMatcher(pat)
 }
 
 func literal(pat string) matchFunc {

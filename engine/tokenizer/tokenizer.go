@@ -6,7 +6,8 @@
 //
 // SentencePiece encoding is github.com/eliben/go-sentencepiece's; the
 // tokenizer.json pipeline is this package's own (pipeline.go, bpe.go), with
-// github.com/dlclark/regexp2 for the pre-tokenizers' patterns. This package adds what a
+// Go's regexp for the pre-tokenizers' patterns (regex.go says how their
+// Unicode \s and lookahead are carried over). This package adds what a
 // chat runtime needs around it: loading errors that name the file, lookups of
 // special tokens by their text, decoding that never panics on ids the model
 // invents, and a [StreamDecoder] that prints generated text as it arrives

@@ -163,14 +163,12 @@ func TestImportModel(t *testing.T) {
 	t.Run("refused", func(t *testing.T) {
 		before := storedKeys(t, b)
 		for _, bad := range testmodel.BadImports(t, hfDir) {
-			if !strings.HasSuffix(bad.Path, ".gguf") {
-				continue // the folders' refusals are the converter module's tests' (wasm/host)
-			}
-			r := importInto(t, b, bad.Path, true)
+			gguf := strings.HasSuffix(bad.Path, ".gguf")
+			r := importInto(t, b, bad.Path, gguf)
 			shown := eval[string](t, b, `document.getElementById('error').textContent`)
 			t.Logf("%s: %s", bad.Name, shown)
-			if r.Error == "" || shown != r.Error || !strings.Contains(shown, filepath.Base(bad.Path)) || !strings.Contains(shown, "truncated") {
-				t.Errorf("%s: the page says %q (import error %q), want one sentence naming %s as truncated", bad.Name, shown, r.Error, filepath.Base(bad.Path))
+			if r.Error == "" || shown != r.Error || !strings.Contains(shown, filepath.Base(bad.Path)) || !strings.Contains(shown, bad.Plain) {
+				t.Errorf("%s: the page says %q (import error %q), want one sentence naming %s and %s", bad.Name, shown, r.Error, filepath.Base(bad.Path), bad.Plain)
 			}
 			if strings.Count(strings.TrimSuffix(shown, "."), ". ") > 0 {
 				t.Errorf("%s: %q is more than one sentence", bad.Name, shown)

@@ -8,9 +8,11 @@ import (
 )
 
 // BadImport is a checkpoint that a conversion must refuse without writing
-// anything: Path is a folder or a .gguf file, Want what the error must say.
+// anything: Path is a folder or a .gguf file, Want what the converter's
+// error must say, and Plain the word that the page's one-sentence message
+// must name (the page's words are its own).
 type BadImport struct {
-	Name, Path, Want string
+	Name, Path, Want, Plain string
 }
 
 // BadImports returns the checkpoints every converter must refuse (the
@@ -52,8 +54,8 @@ func BadImports(t testing.TB, hf string) []BadImport {
 		return os.WriteFile(filepath.Join(dir, "tokenizer.json"), []byte(`{"model": {"type": "Unigram", "vocab": [["a", 0]]}}`), 0o644)
 	})
 	return []BadImport{
-		{"truncated GGUF", truncated, "past the end of the file"},
-		{"unsupported family", mistral, `unsupported architecture "MistralForCausalLM"`},
-		{"unsupported tokenizer", unigram, `tokenizer.json: model type "Unigram" is not supported`},
+		{"truncated GGUF", truncated, "past the end of the file", "truncated"},
+		{"unsupported family", mistral, `unsupported architecture "MistralForCausalLM"`, "MistralForCausalLM"},
+		{"unsupported tokenizer", unigram, `tokenizer.json: model type "Unigram" is not supported`, "Unigram"},
 	}
 }

@@ -17,7 +17,7 @@ import (
 
 	"github.com/wick-run/wick/engine/convert"
 	"github.com/wick-run/wick/engine/model"
-	"github.com/wick-run/wick/internal/testmodel"
+	"github.com/wick-run/wick/internal/badimport"
 	"github.com/wick-run/wick/web"
 )
 
@@ -162,7 +162,7 @@ func TestImportModel(t *testing.T) {
 
 	t.Run("refused", func(t *testing.T) {
 		before := storedKeys(t, b)
-		for _, bad := range testmodel.BadImports(t, hfDir) {
+		for _, bad := range badimport.Checkpoints(t, hfDir) {
 			gguf := strings.HasSuffix(bad.Path, ".gguf")
 			r := importInto(t, b, bad.Path, gguf)
 			shown := eval[string](t, b, `document.getElementById('error').textContent`)

@@ -11,7 +11,7 @@ import (
 
 	"github.com/wick-run/wick/engine/convert"
 	"github.com/wick-run/wick/engine/model"
-	"github.com/wick-run/wick/internal/testmodel"
+	"github.com/wick-run/wick/internal/badimport"
 )
 
 var (
@@ -122,7 +122,7 @@ func sameDirs(t *testing.T, a, b string) {
 // that a cancelled conversion leaves nothing either.
 func TestConvertModuleRefuses(t *testing.T) {
 	r := converterRuntime(t)
-	for _, tc := range testmodel.BadImports(t, hfDir) {
+	for _, tc := range badimport.Checkpoints(t, hfDir) {
 		t.Run(tc.Name, func(t *testing.T) {
 			out := t.TempDir()
 			_, err := r.Convert(testCtx(t), ConvertOptions{In: tc.Path, Out: out})

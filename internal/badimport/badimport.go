@@ -1,4 +1,8 @@
-package testmodel
+// Package badimport holds the checkpoints every converter must refuse (the
+// native one, the converter module under wazero, the page's import), for
+// their tests. It is a package of its own, not part of internal/testmodel,
+// because the chat module links testmodel and must not grow.
+package badimport
 
 import (
 	"bytes"
@@ -7,20 +11,20 @@ import (
 	"testing"
 )
 
-// BadImport is a checkpoint that a conversion must refuse without writing
+// Checkpoint is a checkpoint that a conversion must refuse without writing
 // anything: Path is a folder or a .gguf file, Want what the converter's
 // error must say, and Plain the word that the page's one-sentence message
 // must name (the page's words are its own).
-type BadImport struct {
+type Checkpoint struct {
 	Name, Path, Want, Plain string
 }
 
-// BadImports returns the checkpoints every converter must refuse (the
+// Checkpoints returns the checkpoints every converter must refuse (the
 // native one, the converter module under wazero and the page's import):
 // a truncated GGUF, a folder of an unsupported family and one whose
 // tokenizer.json is of a model type wick does not encode. hf is
 // testdata/hf.
-func BadImports(t testing.TB, hf string) []BadImport {
+func Checkpoints(t testing.TB, hf string) []Checkpoint {
 	t.Helper()
 	gguf, err := os.ReadFile(filepath.Join(hf, "qwen2", "model-q8_0.gguf"))
 	if err != nil {
@@ -53,7 +57,7 @@ func BadImports(t testing.TB, hf string) []BadImport {
 		}
 		return os.WriteFile(filepath.Join(dir, "tokenizer.json"), []byte(`{"model": {"type": "Unigram", "vocab": [["a", 0]]}}`), 0o644)
 	})
-	return []BadImport{
+	return []Checkpoint{
 		{"truncated GGUF", truncated, "past the end of the file", "truncated"},
 		{"unsupported family", mistral, `unsupported architecture "MistralForCausalLM"`, "MistralForCausalLM"},
 		{"unsupported tokenizer", unigram, `tokenizer.json: model type "Unigram" is not supported`, "Unigram"},

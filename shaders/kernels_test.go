@@ -493,48 +493,11 @@ func testAttention(t *testing.T) {
 	}
 	for _, tc := range cases {
 		runCase(t, tc.name, func(t *testing.T) {
-			r := newRand(t)
 			c := tc.cfg
-			m, arena, kvb, p := attnArena(t, r, c, tc.layer, tc.start)
+			in := attnInputs(t, c, tc.layer, tc.start, tc.n)
+			p, step, qb, ckb, kvb, want := in.p, in.step, in.q, in.chunk, in.kv, in.want
 			int8Mode := c.DType == model.Int8
-			hd, kvh, qd, kvd := c.HeadDim, c.KVHeads, c.QDim(), c.KVDim()
-			// The chunk, in the layout the backend gives it: a region of n slots.
-			kf, vf := randF32(r, tc.n*kvd, 1), randF32(r, tc.n*kvd, 1)
-			var kq, vq []int8
-			var ks, vs []float32
-			rows := tc.n * kvh
-			var chunk []uint32
-			var ckw, cvw, cksw, cvsw int
-			if int8Mode {
-				kq, vq, ks, vs = make([]int8, tc.n*kvd), make([]int8, tc.n*kvd), make([]float32, rows), make([]float32, rows)
-				for i := 0; i < rows; i++ {
-					ks[i] = quant.Quantize(kq[i*hd:(i+1)*hd], kf[i*hd:(i+1)*hd])
-					vs[i] = quant.Quantize(vq[i*hd:(i+1)*hd], vf[i*hd:(i+1)*hd])
-				}
-				chunk = append(chunk, poison)
-				ckw = len(chunk)
-				chunk = append(chunk, packI8(kq)...)
-				cvw = len(chunk)
-				chunk = append(chunk, packI8(vq)...)
-				cksw = len(chunk)
-				chunk = append(chunk, bytesU32(f32bytes(ks))...)
-				cvsw = len(chunk)
-				chunk = append(chunk, bytesU32(f32bytes(vs))...)
-			} else {
-				ckw = 1
-				chunk = append(append([]uint32{poison}, bytesU32(f32bytes(kf))...), bytesU32(f32bytes(vf))...)
-				cvw = ckw + len(kf)
-			}
-			q := randF32(r, tc.n*qd, 1)
-			want := make([]float32, tc.n*qd)
-			if int8Mode {
-				m.AttendChunk(want, q, arena, tc.layer, tc.start, tc.n, nil, nil, kq, vq, ks, vs)
-			} else {
-				m.AttendChunk(want, q, arena, tc.layer, tc.start, tc.n, kf, vf, nil, nil, nil, nil)
-			}
-			p.CKWord, p.CVWord, p.CKSWord, p.CVSWord = uint32(ckw), uint32(cvw), uint32(cksw), uint32(cvsw)
-			step := Step{Start: uint32(tc.start), N: uint32(tc.n)}
-			qb, ckb := buffer(t, f32bytes(q), 0), buffer(t, u32bytes(chunk), 0)
+			hd, qd := c.HeadDim, c.QDim()
 			out := buffer(t, nil, len(want))
 			dispatch(t, Key{Family: "attn", Entry: "attend", Int8: int8Mode, WG: 32, HD: hd}, step,
 				p, [3]int{c.Heads, tc.n, 1}, qb, out, kvb, ckb)
@@ -595,6 +558,65 @@ func testAttention(t *testing.T) {
 	}
 }
 
+// attnIn is one attention case's inputs on the device and engine/cpu's
+// output for them.
+type attnIn struct {
+	p            AttnParams // locating the arena region and the chunk
+	step         Step
+	q, chunk, kv gpu.Buffer
+	want         []float32 // engine/cpu's attention of every query head of every chunk token
+}
+
+// attnInputs makes the inputs of an attention case: a KV arena whose region
+// of layer l holds random history before start (attnArena), a chunk of n
+// tokens of random K/V in the layout the backend gives it (a region of n
+// slots, after a poison word), random queries, and engine/cpu's output.
+func attnInputs(t *testing.T, c *model.Config, l, start, n int) *attnIn {
+	t.Helper()
+	r := newRand(t)
+	m, arena, kvb, p := attnArena(t, r, c, l, start)
+	int8Mode := c.DType == model.Int8
+	hd, kvh, qd, kvd := c.HeadDim, c.KVHeads, c.QDim(), c.KVDim()
+	// The chunk, in the layout the backend gives it: a region of n slots.
+	kf, vf := randF32(r, n*kvd, 1), randF32(r, n*kvd, 1)
+	var kq, vq []int8
+	var ks, vs []float32
+	rows := n * kvh
+	var chunk []uint32
+	var ckw, cvw, cksw, cvsw int
+	if int8Mode {
+		kq, vq, ks, vs = make([]int8, n*kvd), make([]int8, n*kvd), make([]float32, rows), make([]float32, rows)
+		for i := 0; i < rows; i++ {
+			ks[i] = quant.Quantize(kq[i*hd:(i+1)*hd], kf[i*hd:(i+1)*hd])
+			vs[i] = quant.Quantize(vq[i*hd:(i+1)*hd], vf[i*hd:(i+1)*hd])
+		}
+		chunk = append(chunk, poison)
+		ckw = len(chunk)
+		chunk = append(chunk, packI8(kq)...)
+		cvw = len(chunk)
+		chunk = append(chunk, packI8(vq)...)
+		cksw = len(chunk)
+		chunk = append(chunk, bytesU32(f32bytes(ks))...)
+		cvsw = len(chunk)
+		chunk = append(chunk, bytesU32(f32bytes(vs))...)
+	} else {
+		ckw = 1
+		chunk = append(append([]uint32{poison}, bytesU32(f32bytes(kf))...), bytesU32(f32bytes(vf))...)
+		cvw = ckw + len(kf)
+	}
+	q := randF32(r, n*qd, 1)
+	want := make([]float32, n*qd)
+	if int8Mode {
+		m.AttendChunk(want, q, arena, l, start, n, nil, nil, kq, vq, ks, vs)
+	} else {
+		m.AttendChunk(want, q, arena, l, start, n, kf, vf, nil, nil, nil, nil)
+	}
+	p.CKWord, p.CVWord, p.CKSWord, p.CVSWord = uint32(ckw), uint32(cvw), uint32(cksw), uint32(cvsw)
+	step := Step{Start: uint32(start), N: uint32(n)}
+	qb, ckb := buffer(t, f32bytes(q), 0), buffer(t, u32bytes(chunk), 0)
+	return &attnIn{p: p, step: step, q: qb, chunk: ckb, kv: kvb, want: want}
+}
+
 // attnArena makes engine/cpu's model of c and a KV arena of 256 positions
 // whose region of layer l holds random K/V at every position before start,
 // and returns them with the region bound as the kernels bind it (from its
@@ -630,7 +652,7 @@ func attnArena(t *testing.T, r *rand.Rand, c *model.Config, l, start int) (*cpu.
 	}
 	word := func(off int64) uint32 { return uint32((off - reg.K) / 4) }
 	p := AttnParams{Heads: uint32(c.Heads), KVHeads: uint32(c.KVHeads), Window: uint32(c.Layers[l].Window),
-		Slots: uint32(reg.Slots), Ring: b2u(reg.Ring), Scale: c.Scale(), KWord: 0, VWord: word(reg.V)}
+		Slots: uint32(reg.Slots), Ring: b2u(reg.Ring), Scale: c.Scale(), Softcap: float32(c.AttnSoftcap), KWord: 0, VWord: word(reg.V)}
 	if int8Mode {
 		p.KSWord, p.VSWord = word(reg.KScale), word(reg.VScale)
 	}

@@ -107,7 +107,7 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	}
 	flags := map[string]bool{"INT8": k.Int8, "SILU": k.SiLU, "DOT4": k.Dot4, "FMA": k.FMA,
 		"STAGED": k.In != "", "NORM_IN": k.In == "norm", "GATED_IN": k.In == "gated", "GROUP": k.Group > 0,
-		"SUBGROUPS": k.Subgroups, "MATRIX": k.Matrix}
+		"SUBGROUPS": k.Subgroups, "MATRIX": k.Matrix, "FLASH": k.Entry == FlashEntry}
 	if k.Matrix && (k.Family != "tiled" || !k.Int8 || k.Dot4) {
 		return nil, nil, fmt.Errorf("shader %s: only tiled's int8 product without Dot4 has a subgroup-matrix variant", k.Label())
 	}
@@ -142,6 +142,15 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 		kt := AttnTile(k)
 		vals["KT"] = strconv.Itoa(kt)
 		vals["TILE"] = strconv.Itoa(kt * (attnRowWords(k) + 1))
+	}
+	if k.Entry == FlashEntry {
+		if k.HD <= 0 || (k.Int8 && k.HD%4 != 0) {
+			return nil, nil, fmt.Errorf("shader %s: flash attention needs a head width (of whole int8 words)", k.Label())
+		}
+		fq, fk := FlashShape(k)
+		vals["FQ"], vals["FK"] = strconv.Itoa(fq), strconv.Itoa(fk)
+		vals["FQHD"], vals["FQFK"] = strconv.Itoa(fq*k.HD), strconv.Itoa(fq*fk)
+		vals["FTILE"] = strconv.Itoa(fk * (attnRowWords(k) + 1))
 	}
 	return flags, vals, nil
 }

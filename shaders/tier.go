@@ -103,6 +103,9 @@ func (t Tier) Apply(k Key) Key {
 // Subgroups form. gemv does only in its prologues (its rows' sums stay a
 // tree over the row's invocations).
 func reduces(k Key) bool {
+	if k.Entry == FlashEntry {
+		return false // its softmax is one invocation per row
+	}
 	switch k.Family {
 	case "prenorm", "quant", "act", "rope", "attn", "norm", "matmul":
 		return true

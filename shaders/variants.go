@@ -65,6 +65,9 @@ func Variants() []Key {
 			for _, e := range []string{"attend", "attend_split", "combine"} {
 				ks = append(ks, Key{Family: "attn", Entry: e, Int8: i8, WG: WG, HD: hd})
 			}
+			// Prefill's flash attention (no workgroup reductions, so no
+			// subgroup form).
+			ks = append(ks, Key{Family: "attn", Entry: FlashEntry, Int8: i8, WG: RowWG, HD: hd})
 			if i8 {
 				ks = append(ks, Key{Family: "attn", Entry: "combine_quant", Int8: true, WG: RowWG, HD: hd})
 			}

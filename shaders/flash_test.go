@@ -1,0 +1,94 @@
+//go:build !js && !wasip1
+
+package shaders
+
+import (
+	"testing"
+
+	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/internal/testmodel"
+)
+
+// TestPrefillAttention compares attend_flash (prefill's flash attention)
+// with engine/cpu's attention of every query head of every chunk token:
+// token counts that leave the last block of query rows and the last tile
+// of keys partial, MQA and GQA with groups of 1, 3 and 4, head widths of
+// 12, 16, 256 (Gemma 3's, whose blocks shrink to fit 16 KiB) and 520,
+// local layers whose ring has wrapped and chunks wider than the window,
+// a soft-cap, over poisoned outputs with a poisoned tail that must stay.
+func TestPrefillAttention(t *testing.T) {
+	onDevices(t, testPrefillAttention, "global-odd-int8", "local-chunk-wider-than-window-int8", "gqa-int8", "group-of-3-int8", "softcap-int8", "gemma-heads-int8")
+}
+
+func testPrefillAttention(t *testing.T) {
+	type tcase struct {
+		name     string
+		cfg      *model.Config
+		layer    int
+		start, n int
+	}
+	var cases []tcase
+	for _, dtype := range []model.DType{model.Int8, model.F32} {
+		cai := testmodel.CAIShaped(97, dtype) // 4 query heads on 1 KV head, width 16, windows of 8
+		plain := testmodel.Plain(97, dtype)   // 4 on 2, width 12
+		groups3 := testmodel.Plain(97, dtype)
+		groups3.Heads, groups3.KVHeads = 6, 2
+		mha := testmodel.Plain(97, dtype)
+		mha.KVHeads = 4
+		capped := testmodel.Plain(97, dtype)
+		capped.AttnSoftcap = 5
+		gemma := testmodel.CAIShaped(97, dtype)
+		gemma.HeadDim = 256
+		wide := testmodel.CAIShaped(97, dtype)
+		wide.HeadDim = 520
+		d := dtype.String()
+		cases = append(cases,
+			tcase{"global-odd-" + d, cai, 11, 0, 37},
+			tcase{"global-after-history-" + d, cai, 5, 150, 13},
+			tcase{"local-ring-wrapped-" + d, cai, 1, 21, 5},
+			tcase{"local-chunk-wider-than-window-" + d, cai, 0, 13, 19},
+			tcase{"gqa-" + d, plain, 2, 40, 9},
+			tcase{"group-of-3-" + d, groups3, 1, 7, 11},
+			tcase{"mha-" + d, mha, 0, 3, 6},
+			tcase{"softcap-" + d, capped, 3, 17, 4},
+			tcase{"gemma-heads-" + d, gemma, 11, 30, 21},
+			tcase{"wide-heads-" + d, wide, 0, 9, 5},
+		)
+	}
+	for _, tc := range cases {
+		runCase(t, tc.name, func(t *testing.T) {
+			c := tc.cfg
+			in := attnInputs(t, c, tc.layer, tc.start, tc.n)
+			k := Key{Family: "attn", Entry: FlashEntry, Int8: c.DType == model.Int8, WG: RowWG, HD: c.HeadDim}
+			const tail = 37
+			out := buffer(t, nil, len(in.want)+tail)
+			dispatch(t, k, in.step, in.p, FlashGrid(k, tc.n, c.Heads, c.KVHeads), in.q, out, in.kv, in.chunk)
+			got := read(t, out, len(in.want)+tail)
+			closeTo(t, "flash attention", bytesF32(got), in.want, rel)
+			for i, w := range bytesU32(got)[len(in.want):] {
+				if w != poison {
+					t.Fatalf("word %d past the output overwritten: %#x", len(in.want)+i, w)
+				}
+			}
+		})
+	}
+}
+
+// TestFlashShape checks that every flash attention variant fits WebGPU's
+// default workgroup memory and shares each K/V tile among several query
+// rows wherever a row fits several times.
+func TestFlashShape(t *testing.T) {
+	for _, k := range Variants() {
+		if k.Entry != FlashEntry {
+			continue
+		}
+		fq, fk := FlashShape(k)
+		if b := 4 * flashWords(k, fq, fk); b > WorkgroupBytes {
+			t.Errorf("%s: %d rows by %d keys take %d bytes of workgroup memory, more than %d", k.Label(), fq, fk, b, WorkgroupBytes)
+		}
+		if fq < 8 && 4*flashWords(k, 8, 1) <= WorkgroupBytes {
+			t.Errorf("%s: blocks of %d query rows where 8 fit", k.Label(), fq)
+		}
+		t.Logf("%s: %d query rows, %d keys a tile", k.Label(), fq, fk)
+	}
+}

@@ -43,6 +43,9 @@ type Options struct {
 	Configs string `json:"configs"` // the architecture table's variants (ArchVariants) with random weights, or "all"
 	Profile bool   `json:"profile"` // also time each dispatch of a decode step: GPU timestamps where the device is a gpu.Timer, else wall clock
 	Fuse    bool   `json:"fuse"`    // plan decode steps fused (webgpu.Options.FuseDecode)
+	// RowAttention plans prefill attention per (query head, token)
+	// instead of flash (webgpu.Options.RowAttention).
+	RowAttention bool `json:"rowAttention"`
 }
 
 // Defaults are the options `wick bench` runs with.
@@ -56,7 +59,7 @@ func Run(dev gpu.Device, o Options, w io.Writer) error {
 	info := dev.Info()
 	fmt.Fprintf(w, "adapter: %s; maxStorageBufferBindingSize %d MiB, maxBufferSize %d MiB; %s\n\n",
 		info.Adapter, info.Limits.MaxStorageBufferBindingSize>>20, info.Limits.MaxBufferSize>>20, time.Now().UTC().Format("2006-01-02"))
-	b := &bencher{dev: dev, fuse: o.Fuse}
+	b := &bencher{dev: dev, fuse: o.Fuse, rowAttention: o.RowAttention}
 	size := min(int64(o.MiB)<<20, info.Limits.MaxStorageBufferBindingSize&^(1<<20-1), info.Limits.MaxBufferSize&^(1<<20-1))
 	copyBW, err := b.copyBandwidth(size)
 	if err != nil {
@@ -220,7 +223,9 @@ func gemvName(g webgpu.Gemv, k shaders.Key) string {
 type bencher struct {
 	dev  gpu.Device
 	fuse bool
-	enc  gpu.Encoder
+	// rowAttention: Options.RowAttention.
+	rowAttention bool
+	enc          gpu.Encoder
 }
 
 // timeRuns runs cmds warm times, then reps times, waiting for the GPU after
@@ -396,7 +401,7 @@ func (b *bencher) model(nm namedModel, g webgpu.Gemv, tier shaders.Tier, fallbac
 	lim := b.dev.Info().Limits
 	// Steps as long as the prompt, where the logits of a whole step fit one binding.
 	chunk := max(1, min(prompt, int(lim.MaxStorageBufferBindingSize/(4*int64(c.Vocab)))))
-	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, FuseDecode: b.fuse, Fallback: fallback})
+	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, FuseDecode: b.fuse, RowAttention: b.rowAttention, Fallback: fallback})
 	if err != nil {
 		return "", "", err
 	}

@@ -8,7 +8,7 @@
 //   node node/host.mjs gen   -model DIR [-prompt TEXT | -ids 1,2,3] [-system TEXT]
 //                            [-temp T -top-p P -top-k K -rep-penalty R -seed S -max-tokens N]
 //                            [-backend webgpu|cpu] [-json] [-fault]
-//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-fuse]] [-json FILE]
+//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-fuse] [-row-attention]] [-json FILE]
 //   node node/host.mjs info [-tier all|fallback] [-experimental]
 //
 // Common flags: -experimental offers the adapter's chromium-experimental-*
@@ -51,6 +51,7 @@ const options = {
   profile: { type: 'boolean', default: false },
   fault: { type: 'boolean', default: false },
   fuse: { type: 'boolean', default: false },
+  'row-attention': { type: 'boolean', default: false },
   experimental: { type: 'boolean', default: false },
   tier: { type: 'string', default: 'all' },
   wasm: { type: 'string', default: path.join(root, 'web', 'wick.wasm') },
@@ -215,6 +216,7 @@ async function bench(v) {
   if (v.kernels) {
     res.kernels = await d.handle({ op: 'bench', options: {
       model: '', shapes: v.shapes, configs: v.configs, mib: num(v.mib, 'mib'), decode, prompt, profile: v.profile, fuse: v.fuse,
+      rowAttention: v['row-attention'],
     } });
   }
   d.close();

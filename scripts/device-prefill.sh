@@ -24,8 +24,12 @@ step() {
 step shaders sh -c "cd '$root/shaders' && WICK_DAWN_EXPERIMENTAL=1 timeout 300 '$root/.devbin/shaders.test' -test.v -test.run 'TestMatrixLoadUnits|TestTierOf|TestMatrixProducts|TestAttention|TestPrefillAttention'"
 # Whole-model parity (cai-tiny) on Dawn's tiers, subgroup matrices included.
 step webgpu sh -c "cd '$root/engine/webgpu' && WICK_DAWN_EXPERIMENTAL=1 timeout 300 '$root/.devbin/webgpu.test' -test.v -test.run 'TestModelMatchesCPUOnDawn'"
-# pp512 of the 1B and 270M shapes inside the module: the device's tier and
-# the fallback, without and with experimental features (dot4+subgroups vs
-# dot4+subgroups+matrix).
-step bench-stock timeout 500 node node/host.mjs bench -model testdata/cai-tiny -decode 16 -kernels -shapes 1b,270m -mib 256
-step bench-experimental timeout 500 node node/host.mjs bench -model testdata/cai-tiny -decode 16 -kernels -shapes 1b,270m -mib 256 -experimental
+# pp512 of the 1B and 270M shapes inside the module (package bench: the
+# device's tier and the fallback side by side), in order of interest:
+# subgroup matrices + flash attention; the same with prefill attention per
+# (head, token) as before (isolates the flash kernel); stock Chrome's
+# features (dot4+subgroups) + flash.
+B="node node/host.mjs bench -model testdata/cai-tiny -decode 16 -prompt 512 -kernels -shapes 1b,270m -mib 64"
+step bench-experimental timeout 500 $B -experimental
+step bench-experimental-rowattn timeout 500 $B -experimental -row-attention
+step bench-stock timeout 500 $B

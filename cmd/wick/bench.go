@@ -34,6 +34,7 @@ func runBench(args []string) error {
 	fs.StringVar(&o.Configs, "configs", d.Configs, "also the architecture table's variants (bench/ARCHITECTURE.md) with random weights: "+
 		strings.Join(bench.ArchVariants, ",")+", or all")
 	fs.BoolVar(&o.Fuse, "fuse", false, "plan decode steps fused, 6 dispatches per layer (webgpu.Options.FuseDecode)")
+	fs.BoolVar(&o.RowAttention, "row-attention", false, "plan prefill attention per (query head, token) instead of flash (webgpu.Options.RowAttention)")
 	fs.BoolVar(&o.Profile, "profile", false, "also print each model's decode step by kernel: GPU timestamp queries on Dawn (-dawn); wall clock natively, each dispatch repeated alone (cogentcore/webgpu v0.23.0 has no compute-pass timestampWrites)")
 	onDawn := fs.Bool("dawn", false, "run on Dawn (Chrome's WebGPU, through engine/gpu/dawn and node) instead of wgpu-native")
 	writeShape := fs.String("write-shape", "", "write a model directory with random int8 weights (as measured) to the path given after the flags, and stop: NAME is a Gemma 3 shape or a model directory whose architecture it keeps")

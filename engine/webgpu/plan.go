@@ -301,12 +301,27 @@ func (s *Sequence) attention(l int, qp shaders.QKVParams) {
 		ap.CKSWord, ap.CVSWord = uint32((cr.ks-cr.k)/4), uint32((cr.vs-cr.k)/4)
 	}
 	kv, chunk := at(s.arena, r.K, regEnd-r.K), at(s.chunk, cr.k, cr.end-cr.k)
-	s.add("attn", "attend", ap, func(n, _, _ int) (int, int, int) {
-		if n == 1 {
-			return 0, 0, 0
-		}
-		return c.Heads, n, 1
-	}, whole(s.q), whole(s.att), kv, chunk)
+	// Prefill: flash attention, a workgroup per block of query rows of one
+	// KV head sharing each K/V tile (attn.wgsl's attend_flash), or with
+	// Options.RowAttention a workgroup per (query head, token).
+	if s.m.opt.RowAttention {
+		s.add("attn", "attend", ap, func(n, _, _ int) (int, int, int) {
+			if n == 1 {
+				return 0, 0, 0
+			}
+			return c.Heads, n, 1
+		}, whole(s.q), whole(s.att), kv, chunk)
+	} else {
+		flash := s.m.key("attn", shaders.FlashEntry)
+		flash.WG = shaders.RowWG
+		s.addKey(flash, ap, func(n, _, _ int) (int, int, int) {
+			if n == 1 {
+				return 0, 0, 0
+			}
+			g := shaders.FlashGrid(flash, n, c.Heads, c.KVHeads)
+			return g[0], g[1], g[2]
+		}, whole(s.q), whole(s.att), kv, chunk)
+	}
 	kt := s.attnTile()
 	splits := func(start int) int {
 		keys := start + 1

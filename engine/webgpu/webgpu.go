@@ -31,6 +31,11 @@ type Options struct {
 	// against 367 tok/s, 2026-12-02): every workgroup repeating the
 	// prologues costs more there than the dispatches it saves.
 	FuseDecode bool
+	// RowAttention plans prefill attention as a workgroup per (query
+	// head, token) reading K/V rows from memory (attn.wgsl's attend)
+	// rather than the flash kernel that shares each K/V tile among a block
+	// of query rows (attend_flash): benchmarks compare the two with it.
+	RowAttention bool
 	// Gemv is the decode matrix-vector kernel's variant (default: 256
 	// invocations, 8 per row, integer products: the fastest on the H100,
 	// bench/RESULTS.md).

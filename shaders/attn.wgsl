@@ -2,7 +2,10 @@
 // positions (read from the layer's region of the KV arena, a ring for local
 // layers) and of the chunk's own positions (read from the chunk KV, which is
 // committed to the arena only after the last layer: engine/cpu's scheme).
-// attend: one workgroup per (query head, token); keys are taken in tiles
+// attend_flash (at the end, the FLASH variants) is prefill's: a workgroup
+// per block of query rows of one KV head, sharing each K/V tile through
+// workgroup memory. attend (prefill with webgpu.Options.RowAttention): one
+// workgroup per (query head, token); keys are taken in tiles
 // with an online softmax, so no scores buffer is needed. HD is the head
 // width. For decode, where a token's few heads would leave the GPU idle,
 // attend_split gives each tile of KT keys its own workgroup (flash-decoding)
@@ -152,7 +155,7 @@ fn value_scale(j: u32) -> f32 {
 #endif
 }
 
-// The prefill kernel reads K and V rows straight from memory: a step's
+// attend reads K and V rows straight from memory: a step's
 // many (head, token) workgroups hide the latency of its loads, and staging
 // tiles through workgroup memory measured slower there (bench/RESULTS.md).
 fn score_direct(j: u32, g: u32) -> f32 {

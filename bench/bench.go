@@ -20,6 +20,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -192,7 +193,13 @@ func ParseGemv(s string) (webgpu.Gemv, error) {
 	if strings.HasSuffix(s, "f") {
 		g.FMA, s = true, strings.TrimSuffix(s, "f")
 	}
-	if _, err := fmt.Sscanf(s, "%dx%d", &g.WG, &g.TPR); err != nil {
+	// Not fmt.Sscanf: the chat module links this package, and fmt's
+	// scanner would add ~60 KB of code to it.
+	wg, tpr, ok := strings.Cut(s, "x")
+	var err1, err2 error
+	g.WG, err1 = strconv.Atoi(wg)
+	g.TPR, err2 = strconv.Atoi(tpr)
+	if !ok || err1 != nil || err2 != nil {
 		return g, fmt.Errorf("-gemv: variant %q is not WGxTPR[f]", s)
 	}
 	if err := g.Validate(); err != nil {

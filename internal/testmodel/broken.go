@@ -3,7 +3,6 @@ package testmodel
 import (
 	"os"
 	"path/filepath"
-	"testing"
 
 	"google.golang.org/protobuf/proto"
 
@@ -17,11 +16,20 @@ type Broken struct {
 	Dir, Want string
 }
 
+// TB is the part of testing.TB the fixture helpers use. Naming it here
+// keeps package testing (and its flags) out of the chat module, which links
+// this package through bench.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	TempDir() string
+}
+
 // BrokenDirs returns copies of a test model, each broken in a way the
 // manifest decoder alone accepts but no session could run, with what the
 // error must say. Tests of every command that opens a model (inspect,
 // serve, Load) use the same table.
-func BrokenDirs(t testing.TB, src string) map[string]Broken {
+func BrokenDirs(t TB, src string) map[string]Broken {
 	t.Helper()
 	edit := func(fn func(m *manifestpb.Manifest)) string {
 		dir := t.TempDir()

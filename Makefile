@@ -12,7 +12,8 @@ export CGO_ENABLED := 1
 # The engine module browsers run, and the converter module the page loads
 # only to import a model from disk; wasm/host's tests check that these exact
 # files are what these flags build (keep them identical to wasmFile.build in
-# wasm/host/host_test.go).
+# wasm/host/host_test.go). Their .br and .gz siblings (server/precompress)
+# spare every server start seconds of compressing them.
 WASM := web/wick.wasm
 CONVERT_WASM := web/convert.wasm
 
@@ -33,6 +34,7 @@ build: deps wasm
 wasm:
 	CGO_ENABLED=0 GOOS=wasip1 GOARCH=wasm $(GO) build -trimpath -buildmode=c-shared -o $(WASM) ./wasm/module
 	CGO_ENABLED=0 GOOS=wasip1 GOARCH=wasm $(GO) build -trimpath -buildmode=c-shared -o $(CONVERT_WASM) ./wasm/convert
+	$(GO) run ./server/precompress $(WASM) $(CONVERT_WASM)
 
 # The main job: the chat page served with the bundled default model
 # (models/wick-cai-21m, trained by train/); open the printed URL.

@@ -121,14 +121,7 @@ func assetVariants(fsys fs.FS, name string, logf func(string, ...any)) ([]varian
 	if len(data) < minCompress || incompressible[path.Ext(name)] {
 		return vs, nil
 	}
-	for _, c := range []struct {
-		encoding, ext string
-		compress      func([]byte) ([]byte, error)
-		decompress    func(io.Reader) (io.Reader, error)
-	}{
-		{encBrotli, ".br", compressBrotli, func(r io.Reader) (io.Reader, error) { return brotli.NewReader(r), nil }},
-		{encGzip, ".gz", compressGzip, func(r io.Reader) (io.Reader, error) { return gzip.NewReader(r) }},
-	} {
+	for _, c := range codings {
 		packed, err := fs.ReadFile(fsys, name+c.ext)
 		if err == nil && !decompressesTo(packed, data, c.decompress) {
 			logf("wick serve: %s%s does not decompress to %s; compressing it again", name, c.ext, name)
@@ -170,6 +163,17 @@ func compressOnce(data []byte, encoding string, compress func([]byte) ([]byte, e
 	}
 	packedCache.Store(key, p)
 	return p, nil
+}
+
+// codings are the compressed variants the server offers, with the
+// extension of a precompressed sibling (Precompress writes them).
+var codings = []struct {
+	encoding, ext string
+	compress      func([]byte) ([]byte, error)
+	decompress    func(io.Reader) (io.Reader, error)
+}{
+	{encBrotli, ".br", compressBrotli, func(r io.Reader) (io.Reader, error) { return brotli.NewReader(r), nil }},
+	{encGzip, ".gz", compressGzip, func(r io.Reader) (io.Reader, error) { return gzip.NewReader(r) }},
 }
 
 func decompressesTo(packed, want []byte, decompress func(io.Reader) (io.Reader, error)) bool {

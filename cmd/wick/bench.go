@@ -37,6 +37,7 @@ func runBench(args []string) error {
 	fs.BoolVar(&o.RowAttention, "row-attention", false, "plan prefill attention per (query head, token) instead of flash (webgpu.Options.RowAttention)")
 	fs.BoolVar(&o.Profile, "profile", false, "also print each model's decode step by kernel: GPU timestamp queries on Dawn (-dawn); wall clock natively, each dispatch repeated alone (cogentcore/webgpu v0.23.0 has no compute-pass timestampWrites)")
 	onDawn := fs.Bool("dawn", false, "run on Dawn (Chrome's WebGPU, through engine/gpu/dawn and node) instead of wgpu-native")
+	experimental := fs.Bool("experimental", false, "with -dawn: also offer the adapter's chromium-experimental-* features (subgroup matrices: the prefill product on tensor cores)")
 	writeShape := fs.String("write-shape", "", "write a model directory with random int8 weights (as measured) to the path given after the flags, and stop: NAME is a Gemma 3 shape or a model directory whose architecture it keeps")
 	tok := fs.String("tokenizer", "testdata/tokenizer/tokenizer.model", "with -write-shape: the SentencePiece tokenizer the model directory gets")
 	if err := fs.Parse(args); err != nil {
@@ -54,7 +55,7 @@ func runBench(args []string) error {
 	}
 	if *onDawn {
 		// Dawn's device always gets the adapter's largest bindings.
-		dev, err := dawn.Open(dawn.Options{Timestamps: o.Profile})
+		dev, err := dawn.Open(dawn.Options{Timestamps: o.Profile, Experimental: *experimental})
 		if err != nil {
 			return err
 		}

@@ -160,6 +160,24 @@ func TestImportModel(t *testing.T) {
 		})
 	}
 
+	t.Run("cancelled", func(t *testing.T) {
+		before := storedKeys(t, b)
+		in, _ := filepath.Abs(filepath.Join(hfDir, "llama"))
+		b.do(t, 10*time.Second, "reset the import hooks", chromedp.Evaluate[chromedp.Void](`window.wick.lastImport = null`))
+		// The cancel reaches the worker while it starts the module, so the
+		// conversion stops at its first progress report.
+		b.do(t, 30*time.Second, "pick "+in+" and cancel", chromedp.SetUploadFiles(chromedp.CSS("#import-model-dir"), []string{in}),
+			chromedp.Evaluate[chromedp.Void](`document.getElementById('import-model-cancel').click()`))
+		b.do(t, 60*time.Second, "wait for the cancelled import",
+			chromedp.Poll[chromedp.Void](`window.wick.lastImport !== null`, chromedp.WithPollingTimeout(60*time.Second), chromedp.WithPollingInterval(100*time.Millisecond)))
+		if got := eval[string](t, b, `window.wick.lastImport.error || ''`); !strings.Contains(got, "cancelled") {
+			t.Fatalf("a cancelled import ended with %q", got)
+		}
+		if after := storedKeys(t, b); fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Errorf("a cancelled import changed the stored files: before %v, after %v", before, after)
+		}
+	})
+
 	t.Run("refused", func(t *testing.T) {
 		before := storedKeys(t, b)
 		for _, bad := range badimport.Checkpoints(t, hfDir) {

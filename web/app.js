@@ -373,7 +373,7 @@ async function importModel(files, { gguf, name }) {
         }
       };
       w.onerror = (ev) => reject(new Error(`The import stopped: ${ev.message || 'the import worker failed'}.`));
-      w.postMessage({ op: 'import', files, name, gguf });
+      w.postMessage({ op: 'import', files, name, gguf, avoid: models.filter((m) => !m.local).map((m) => m.name) });
     });
     hooks.lastImport = result;
     status(`Imported ${label} as ${result.name}.`);

@@ -7,8 +7,9 @@
 // loads the converter (its module is larger than the chat module and
 // holds the Jinja engine that compiles chat templates).
 //
-//   page -> worker  {op: 'import', files: [File], name, gguf, f32}
-//                     files: a folder's files (its top level) or one .gguf
+//   page -> worker  {op: 'import', files: [File], name, gguf, f32, avoid}
+//                     files: a folder's files (its top level) or one .gguf;
+//                     avoid: names the model must not take (the server's)
 //                   {op: 'cancel'}        stops the conversion; nothing is kept
 //   worker -> page  {progress: {tensors, total_tensors, bytes, total_bytes}}
 //                   {result: {name, arch, notes, largest_read, input_bytes, start_ms, convert_ms}}
@@ -64,7 +65,7 @@ function view(x, v) {
   return new Uint8Array(x.memory.buffer, p, n).slice();
 }
 
-async function convert({ files, name, gguf, f32 }) {
+async function convert({ files, name, gguf, f32, avoid }) {
   const label = gguf ? files[0].name : name;
   const inDir = dirNode(new Map(files.map((f) => [f.name, { blob: f }])));
   const outDir = dirNode(new Map(), true);
@@ -77,7 +78,7 @@ async function convert({ files, name, gguf, f32 }) {
   wasi.start(instance);
   const t1 = performance.now();
   const x = instance.exports;
-  const sink = await openImport(name);
+  const sink = await openImport(name, avoid);
   const stored = new Set();
   // store puts the finished files (shards renamed to their hash names, or
   // all of them at the end) and frees their bytes.

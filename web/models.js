@@ -169,13 +169,15 @@ async function takenNames(cache) {
 }
 
 // openImport starts storing a model converted in this browser (import.js)
-// under a name of its own: want, or want-2, want-3, ... where want is taken.
+// under a name of its own: want, or want-2, want-3, ... where want is taken
+// by a stored file or is among avoid (the server's models, not downloaded).
 // Files go in with put as they are finished; the model exists only after
 // commit, which stores the manifest and then the .complete marker, the
 // same commit a download makes; abort deletes every file put.
-export async function openImport(want) {
+export async function openImport(want, avoid = []) {
   const cache = await fileStore();
   const taken = await takenNames(cache);
+  for (const n of avoid) taken.add(n);
   let name = want;
   for (let i = 2; taken.has(name); i++) name = `${want}-${i}`;
   const written = [];

@@ -5,6 +5,9 @@
 // (package quant's rule) or float32.
 #include "common.wgsl"
 #include "activation.wgsl"
+#if REGS
+#include "rows.wgsl"
+#endif
 
 struct ActParams {
   cols: u32, // FFN width
@@ -42,6 +45,49 @@ fn gated_at(base: u32, i: u32) -> f32 {
   return act(gu[base + i]) * gu[base + gp.cols + i];
 }
 
+#if REGS
+// gated_quant's REGS variant loads the row's gate and up once (rows.wgsl):
+// FFN widths of up to 4*RQ*WG; the int8 form only (cols a multiple of 4),
+// as the float32 form makes one pass anyway.
+@compute @workgroup_size({{WG}})
+fn gated_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
+  {{SG_BEGIN}}
+  let row = wg_linear(wg, nwg);
+  if (row >= step.n) {
+    return;
+  }
+  let base = row * 2u * gp.cols;
+  let words = gp.cols / 4u;
+  var g: array<vec4<f32>, RQ>;
+  var u: array<vec4<f32>, RQ>;
+  for (var k = 0u; k < RQ; k++) {
+    let q = li + k * {{WG}}u;
+    if (q < words) {
+      let c = base + 4u * q;
+      g[k] = vec4<f32>(gu[c], gu[c + 1u], gu[c + 2u], gu[c + 3u]);
+      let d = c + gp.cols;
+      u[k] = vec4<f32>(gu[d], gu[d + 1u], gu[d + 2u], gu[d + 3u]);
+    }
+  }
+  var m = 0.0;
+  for (var k = 0u; k < RQ; k++) {
+    let v = g[k];
+    g[k] = vec4<f32>(act(v.x), act(v.y), act(v.z), act(v.w)) * u[k];
+    m = max(m, max4(abs(g[k])));
+  }
+  let scale = quant_scale(wg_max(m, li));
+  for (var k = 0u; k < RQ; k++) {
+    let q = li + k * {{WG}}u;
+    if (q < words) {
+      dst[row * words + q] = quant4(g[k], scale);
+    }
+  }
+  if (li == 0u) {
+    dst[gp.scale_word + row] = bitcast<u32>(scale);
+  }
+}
+#else
 // gated_quant runs one workgroup per token row.
 @compute @workgroup_size({{WG}})
 fn gated_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -74,3 +120,4 @@ fn gated_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
   }
 #endif
 }
+#endif

@@ -143,53 +143,62 @@ func testPrenorm(t *testing.T) {
 		{"int8-residual-post-norm", true, 4 * 53, 2, true, true, true},
 		{"int8-residual", true, 4 * 29, 5, true, false, false},
 		{"f32-residual-post-norm", false, 71, 3, true, true, false},
+		{"int8-wide-post-norm", true, 4 * 201, 2, true, true, true},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := newRand(t)
-			a := randF32(r, tc.n*tc.cols, 3)
-			b := randF32(r, tc.n*tc.cols, 2)
-			g1, g2 := randF32(r, tc.cols, 0.5), randF32(r, tc.cols, 0.5)
-			const eps = 1e-6
-			wantA := append([]float32(nil), a...)
-			wantH := make([]float32, len(a))
-			for i := 0; i < tc.n; i++ {
-				ra := wantA[i*tc.cols : (i+1)*tc.cols]
-				if tc.add {
-					rb := append([]float32(nil), b[i*tc.cols:(i+1)*tc.cols]...)
-					if tc.post {
-						cpu.RMSNorm(rb, rb, g1, eps, tc.plus)
+		// Both forms: the row reread from memory, and held in registers
+		// (several quads per invocation in the wide case).
+		for _, regs := range []bool{false, true} {
+			name := tc.name
+			if regs {
+				name += "-regs"
+			}
+			t.Run(name, func(t *testing.T) {
+				r := newRand(t)
+				a := randF32(r, tc.n*tc.cols, 3)
+				b := randF32(r, tc.n*tc.cols, 2)
+				g1, g2 := randF32(r, tc.cols, 0.5), randF32(r, tc.cols, 0.5)
+				const eps = 1e-6
+				wantA := append([]float32(nil), a...)
+				wantH := make([]float32, len(a))
+				for i := 0; i < tc.n; i++ {
+					ra := wantA[i*tc.cols : (i+1)*tc.cols]
+					if tc.add {
+						rb := append([]float32(nil), b[i*tc.cols:(i+1)*tc.cols]...)
+						if tc.post {
+							cpu.RMSNorm(rb, rb, g1, eps, tc.plus)
+						}
+						for j := range ra {
+							ra[j] += rb[j]
+						}
 					}
-					for j := range ra {
-						ra[j] += rb[j]
-					}
+					cpu.RMSNorm(wantH[i*tc.cols:(i+1)*tc.cols], ra, g2, eps, tc.plus)
 				}
-				cpu.RMSNorm(wantH[i*tc.cols:(i+1)*tc.cols], ra, g2, eps, tc.plus)
-			}
-			words, scaleWord := tc.n*tc.cols, 0
-			if tc.int8 {
-				words = tc.n * tc.cols / 4
-				scaleWord = words + 1
-			}
-			size := words
-			if tc.int8 {
-				size = scaleWord + tc.n
-			}
-			ab, hb := buffer(t, f32bytes(a), 0), buffer(t, nil, size)
-			dispatch(t, Key{Family: "prenorm", Entry: "prenorm", Int8: tc.int8, WG: 32}, Step{N: uint32(tc.n)},
-				PrenormParams{Cols: uint32(tc.cols), OnePlus: b2u(tc.plus), Eps: eps, Add: b2u(tc.add), PostNorm: b2u(tc.post), ScaleWord: uint32(scaleWord)},
-				[3]int{tc.n, 1, 1}, ab, buffer(t, f32bytes(g1), 0), buffer(t, f32bytes(b), 0), buffer(t, f32bytes(g2), 0), hb)
-			closeTo(t, "a", bytesF32(read(t, ab, len(a))), wantA, rel)
-			got := read(t, hb, size)
-			if !tc.int8 {
-				closeTo(t, "h", bytesF32(got), wantH, rel)
-				return
-			}
-			w := bytesU32(got)
-			q := unpackI8(w, tc.n*tc.cols)
-			for i := 0; i < tc.n; i++ {
-				checkQuantised(t, "h", q[i*tc.cols:(i+1)*tc.cols], math.Float32frombits(w[scaleWord+i]), wantH[i*tc.cols:(i+1)*tc.cols])
-			}
-		})
+				words, scaleWord := tc.n*tc.cols, 0
+				if tc.int8 {
+					words = tc.n * tc.cols / 4
+					scaleWord = words + 1
+				}
+				size := words
+				if tc.int8 {
+					size = scaleWord + tc.n
+				}
+				ab, hb := buffer(t, f32bytes(a), 0), buffer(t, nil, size)
+				dispatch(t, Key{Family: "prenorm", Entry: "prenorm", Int8: tc.int8, WG: 32, Regs: regs}, Step{N: uint32(tc.n)},
+					PrenormParams{Cols: uint32(tc.cols), OnePlus: b2u(tc.plus), Eps: eps, Add: b2u(tc.add), PostNorm: b2u(tc.post), ScaleWord: uint32(scaleWord)},
+					[3]int{tc.n, 1, 1}, ab, buffer(t, f32bytes(g1), 0), buffer(t, f32bytes(b), 0), buffer(t, f32bytes(g2), 0), hb)
+				closeTo(t, "a", bytesF32(read(t, ab, len(a))), wantA, rel)
+				got := read(t, hb, size)
+				if !tc.int8 {
+					closeTo(t, "h", bytesF32(got), wantH, rel)
+					return
+				}
+				w := bytesU32(got)
+				q := unpackI8(w, tc.n*tc.cols)
+				for i := 0; i < tc.n; i++ {
+					checkQuantised(t, "h", q[i*tc.cols:(i+1)*tc.cols], math.Float32frombits(w[scaleWord+i]), wantH[i*tc.cols:(i+1)*tc.cols])
+				}
+			})
+		}
 	}
 }
 
@@ -205,39 +214,51 @@ func testGatedQuant(t *testing.T) {
 		{"int8-geglu", true, model.GeGLUTanh, 4 * 37, 3},
 		{"int8-swiglu", true, model.SwiGLU, 4 * 91, 2},
 		{"f32-geglu", false, model.GeGLUTanh, 75, 2},
+		{"int8-geglu-wide", true, model.GeGLUTanh, 4 * 301, 2},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := newRand(t)
-			gu := randF32(r, tc.n*2*tc.cols, 3)
-			gu[0], gu[1] = 40, -40 // saturated ends
-			want := make([]float32, tc.n*tc.cols)
-			for i := 0; i < tc.n; i++ {
-				row := gu[2*i*tc.cols : 2*(i+1)*tc.cols]
-				cpu.GatedAct(want[i*tc.cols:(i+1)*tc.cols], row[:tc.cols], row[tc.cols:], tc.act)
+		// The int8 form also held in registers (several quads per
+		// invocation in the wide case).
+		for _, regs := range []bool{false, true} {
+			if regs && !tc.int8 {
+				continue
 			}
-			words, scaleWord := tc.n*tc.cols, 0
-			if tc.int8 {
-				words = tc.n * tc.cols / 4
-				scaleWord = words + 3
+			name := tc.name
+			if regs {
+				name += "-regs"
 			}
-			size := words
-			if tc.int8 {
-				size = scaleWord + tc.n
-			}
-			out := buffer(t, nil, size)
-			dispatch(t, Key{Family: "act", Entry: "gated_quant", Int8: tc.int8, WG: 64, SiLU: tc.act == model.SwiGLU}, Step{N: uint32(tc.n)},
-				GatedParams{Cols: uint32(tc.cols), ScaleWord: uint32(scaleWord)}, [3]int{tc.n, 1, 1}, buffer(t, f32bytes(gu), 0), out)
-			got := read(t, out, size)
-			if !tc.int8 {
-				closeTo(t, "act", bytesF32(got), want, rel)
-				return
-			}
-			w := bytesU32(got)
-			q := unpackI8(w, tc.n*tc.cols)
-			for i := 0; i < tc.n; i++ {
-				checkQuantised(t, "act", q[i*tc.cols:(i+1)*tc.cols], math.Float32frombits(w[scaleWord+i]), want[i*tc.cols:(i+1)*tc.cols])
-			}
-		})
+			t.Run(name, func(t *testing.T) {
+				r := newRand(t)
+				gu := randF32(r, tc.n*2*tc.cols, 3)
+				gu[0], gu[1] = 40, -40 // saturated ends
+				want := make([]float32, tc.n*tc.cols)
+				for i := 0; i < tc.n; i++ {
+					row := gu[2*i*tc.cols : 2*(i+1)*tc.cols]
+					cpu.GatedAct(want[i*tc.cols:(i+1)*tc.cols], row[:tc.cols], row[tc.cols:], tc.act)
+				}
+				words, scaleWord := tc.n*tc.cols, 0
+				if tc.int8 {
+					words = tc.n * tc.cols / 4
+					scaleWord = words + 3
+				}
+				size := words
+				if tc.int8 {
+					size = scaleWord + tc.n
+				}
+				out := buffer(t, nil, size)
+				dispatch(t, Key{Family: "act", Entry: "gated_quant", Int8: tc.int8, WG: 64, SiLU: tc.act == model.SwiGLU, Regs: regs}, Step{N: uint32(tc.n)},
+					GatedParams{Cols: uint32(tc.cols), ScaleWord: uint32(scaleWord)}, [3]int{tc.n, 1, 1}, buffer(t, f32bytes(gu), 0), out)
+				got := read(t, out, size)
+				if !tc.int8 {
+					closeTo(t, "act", bytesF32(got), want, rel)
+					return
+				}
+				w := bytesU32(got)
+				q := unpackI8(w, tc.n*tc.cols)
+				for i := 0; i < tc.n; i++ {
+					checkQuantised(t, "act", q[i*tc.cols:(i+1)*tc.cols], math.Float32frombits(w[scaleWord+i]), want[i*tc.cols:(i+1)*tc.cols])
+				}
+			})
+		}
 	}
 }
 

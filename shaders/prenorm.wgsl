@@ -5,6 +5,9 @@
 // scale_word) or written as float32. It replaces a residual, an rmsnorm
 // and a quantize dispatch.
 #include "common.wgsl"
+#if REGS
+#include "rows.wgsl"
+#endif
 
 struct PrenormParams {
   cols: u32,       // row width
@@ -33,6 +36,147 @@ fn gain2(i: u32) -> f32 {
   return select(g2[i], g2[i] + 1.0, p.one_plus == 1u);
 }
 
+#if REGS
+// The REGS variant loads the row once and keeps it in registers (rows.wgsl):
+// rows of up to 4*RQ*WG values. Quads past cols read as zero.
+fn quad_a(at: u32, q: u32) -> vec4<f32> {
+  let c = 4u * q;
+  if (c + 4u <= p.cols) {
+    return vec4<f32>(a[at + c], a[at + c + 1u], a[at + c + 2u], a[at + c + 3u]);
+  }
+  var v = vec4<f32>(0.0);
+  for (var e = 0u; c + e < p.cols; e++) {
+    v[e] = a[at + c + e];
+  }
+  return v;
+}
+
+fn quad_b(at: u32, q: u32) -> vec4<f32> {
+  let c = 4u * q;
+  if (c + 4u <= p.cols) {
+    return vec4<f32>(b[at + c], b[at + c + 1u], b[at + c + 2u], b[at + c + 3u]);
+  }
+  var v = vec4<f32>(0.0);
+  for (var e = 0u; c + e < p.cols; e++) {
+    v[e] = b[at + c + e];
+  }
+  return v;
+}
+
+fn gains1(q: u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  for (var e = 0u; e < 4u && 4u * q + e < p.cols; e++) {
+    v[e] = gain1(4u * q + e);
+  }
+  return v;
+}
+
+fn gains2(q: u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  for (var e = 0u; e < 4u && 4u * q + e < p.cols; e++) {
+    v[e] = gain2(4u * q + e);
+  }
+  return v;
+}
+
+// put_a stores quad q of the new residual at.
+fn put_a(at: u32, q: u32, v: vec4<f32>) {
+  for (var e = 0u; e < 4u; e++) {
+    if (4u * q + e < p.cols) {
+      a[at + 4u * q + e] = v[e];
+    }
+  }
+}
+
+@compute @workgroup_size({{WG}})
+fn prenorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
+  {{SG_BEGIN}}
+  let row = wg_linear(wg, nwg);
+  if (row >= step.n) {
+    return;
+  }
+  let base = row * p.cols;
+  let src = p.a_word + base;
+  let cur = select(p.a_word, p.a_out_word, p.add == 1u) + base;
+  let nq = (p.cols + 3u) / 4u;
+  let add = p.add == 1u;
+  let post = add && p.post_norm == 1u;
+  // Every load up front: one latency for the whole row.
+  var x: array<vec4<f32>, RQ>;
+  var y: array<vec4<f32>, RQ>;
+  var g1q: array<vec4<f32>, RQ>;
+  var g2q: array<vec4<f32>, RQ>;
+  for (var k = 0u; k < RQ; k++) {
+    let q = li + k * {{WG}}u;
+    if (q < nq) {
+      x[k] = quad_a(src, q);
+      g2q[k] = gains2(q);
+      if (add) {
+        y[k] = quad_b(base, q);
+      }
+      if (post) {
+        g1q[k] = gains1(q);
+      }
+    }
+  }
+  if (add) {
+    var inv1 = 1.0;
+    if (post) {
+      var ss = 0.0;
+      for (var k = 0u; k < RQ; k++) {
+        ss += dot(y[k], y[k]);
+      }
+      inv1 = inv_rms(wg_sum(ss, li), p.cols, p.eps);
+    }
+    for (var k = 0u; k < RQ; k++) {
+      let q = li + k * {{WG}}u;
+      if (q < nq) {
+        var v = y[k];
+        if (post) {
+          v = v * inv1 * g1q[k];
+        }
+        x[k] = x[k] + v;
+        put_a(cur, q, x[k]);
+      }
+    }
+  }
+  var ss = 0.0;
+  for (var k = 0u; k < RQ; k++) {
+    ss += dot(x[k], x[k]);
+  }
+  let inv = inv_rms(wg_sum(ss, li), p.cols, p.eps);
+  for (var k = 0u; k < RQ; k++) {
+    x[k] = x[k] * inv * g2q[k];
+  }
+#if INT8
+  var m = 0.0;
+  for (var k = 0u; k < RQ; k++) {
+    m = max(m, max4(abs(x[k])));
+  }
+  let scale = quant_scale(wg_max(m, li));
+  let words = p.cols / 4u;
+  for (var k = 0u; k < RQ; k++) {
+    let q = li + k * {{WG}}u;
+    if (q < nq) {
+      h[row * words + q] = quant4(x[k], scale);
+    }
+  }
+  if (li == 0u) {
+    h[p.scale_word + row] = bitcast<u32>(scale);
+  }
+#else
+  for (var k = 0u; k < RQ; k++) {
+    let q = li + k * {{WG}}u;
+    for (var e = 0u; e < 4u; e++) {
+      if (q < nq && 4u * q + e < p.cols) {
+        h[base + 4u * q + e] = bitcast<u32>(x[k][e]);
+      }
+    }
+  }
+#endif
+}
+#else
 // Each invocation owns the same columns in every pass (it rereads what it
 // wrote itself, so no barrier is needed between passes beyond the
 // reductions'). a_out_word may equal a_word (in place).
@@ -91,3 +235,4 @@ fn prenorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
   }
 #endif
 }
+#endif

@@ -45,6 +45,12 @@ type Key struct {
 	// Group is attn's query heads per KV head, for the decode kernel that
 	// takes all of them in one workgroup (attend_group).
 	Group int
+	// Regs makes a one-workgroup row kernel (prenorm, act's gated_quant)
+	// load its row once into registers, RowQuads quads of 4 values per
+	// invocation, instead of rereading it from memory in each pass: rows
+	// of up to 4*RowQuads*WG values (RowFits). gemv's prologues always
+	// hold their row so.
+	Regs bool
 	// Subgroups makes the workgroup reductions (common.wgsl's wg_sum,
 	// wg_max, wg_sum_i) subgroup operations: the subgroups feature and
 	// WGSL's subgroup_id (see Tier).
@@ -84,6 +90,9 @@ func (k Key) Label() string {
 	if k.Group != 0 {
 		s += fmt.Sprintf("/g%d", k.Group)
 	}
+	if k.Regs {
+		s += "/regs"
+	}
 	if k.Subgroups {
 		s += "/sg"
 	}
@@ -107,7 +116,7 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	}
 	flags := map[string]bool{"INT8": k.Int8, "SILU": k.SiLU, "DOT4": k.Dot4, "FMA": k.FMA,
 		"STAGED": k.In != "", "NORM_IN": k.In == "norm", "GATED_IN": k.In == "gated", "GROUP": k.Group > 0,
-		"SUBGROUPS": k.Subgroups, "MATRIX": k.Matrix, "FLASH": k.Entry == FlashEntry}
+		"SUBGROUPS": k.Subgroups, "MATRIX": k.Matrix, "FLASH": k.Entry == FlashEntry, "REGS": k.Regs}
 	if k.Matrix && (k.Family != "tiled" || !k.Int8 || k.Dot4) {
 		return nil, nil, fmt.Errorf("shader %s: only tiled's int8 product without Dot4 has a subgroup-matrix variant", k.Label())
 	}
@@ -119,8 +128,14 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 		vals["SG_ARGS"] = ", @builtin(subgroup_invocation_id) sg_l: u32, @builtin(subgroup_id) sg_i: u32, @builtin(num_subgroups) sg_n: u32"
 		vals["SG_BEGIN"] = "sg_begin(sg_l, sg_i, sg_n);"
 	}
+	if k.Regs && k.Family != "prenorm" && !(k.Family == "act" && k.Entry == "gated_quant" && k.Int8) {
+		return nil, nil, fmt.Errorf("shader %s: only prenorm and int8 gated_quant have a register variant", k.Label())
+	}
 	if k.In != "" {
 		vals["XV"] = strconv.Itoa(StagedVecs)
+	}
+	if k.In != "" || k.Regs {
+		vals["RQ"] = strconv.Itoa(RowQuads)
 	}
 	if k.Group > 0 {
 		if k.HD <= 0 || k.HD%2 != 0 {
@@ -167,6 +182,17 @@ const WorkgroupBytes = 16384
 // for its prologue. A fixed size rather than the model's width keeps the
 // variants few (Variants lists them all).
 const StagedVecs = 768
+
+// RowQuads is how many quads (4 values) of a row each invocation of a
+// register-held row kernel keeps (Key.Regs, gemv's prologues): 32 values,
+// so rows of up to 8192 values at 256 invocations (a 1B model's FFN width,
+// 6912, included). A fixed count keeps the variants few; wider rows take
+// the kernels that reread memory.
+const RowQuads = 8
+
+// RowFits reports whether a row of cols values fits the registers of a
+// row kernel of wg invocations (Key.Regs, gemv's prologues).
+func RowFits(cols, wg int) bool { return cols <= 4*RowQuads*wg }
 
 // GroupSizes are the query heads per KV head that attend_group has
 // variants for: MQA and GQA checkpoints' (Gemma 3, Llama 3, Qwen 2.5 and

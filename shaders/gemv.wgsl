@@ -17,7 +17,8 @@
 //
 // The STAGED variants make their input row themselves, in workgroup
 // memory, from what the step's previous kernels left (every workgroup
-// repeats the same few-microsecond prologue, which saves a dispatch):
+// repeats the same prologue, which saves a dispatch), holding the row in
+// registers meanwhile (rows.wgsl; rows of up to 4*RQ*WG values):
 // NORM_IN does prenorm.wgsl's work (residual add with the optional
 // post-norm of the branch output b, RMSNorm, quantisation) and GATED_IN
 // act.wgsl's gated_quant (gate|up row to act(gate)*up, quantised). The
@@ -31,6 +32,7 @@
 #include "matmul_params.wgsl"
 #if STAGED
 #include "activation.wgsl"
+#include "rows.wgsl"
 
 // GemvParams is MatmulParams followed by the prologue's parameters.
 struct GemvParams {
@@ -90,106 +92,135 @@ const VW = 4u;
 #endif
 var<workgroup> xscale: f32;                  // int8: its scale
 
+// The prologues hold the row in registers (rows.wgsl: the caller makes
+// sure that cols <= 4*RQ*WG): invocation li owns input vectors li,
+// li + WG, ..., that is VQ quads each, k = j*VQ + e being quad e of its
+// j-th vector, so it packs whole vectors itself.
+const VQ = VW / 4u;
+
+// quad_at is quad k's index in the row of invocation li.
+fn quad_at(li: u32, k: u32) -> u32 {
+  return (li + (k / VQ) * {{WG}}u) * VQ + k % VQ;
+}
+
+// put_row stores the row x (scaled, quantised in int8 mode) through put.
+fn put_row(t: u32, li: u32, x: ptr<function, array<vec4<f32>, RQ>>, first: bool) {
+  let nv = p.cols / VW;
+#if INT8
+  var m = 0.0;
+  for (var k = 0u; k < RQ; k++) {
+    m = max(m, max4(abs((*x)[k])));
+  }
+  let scale = quant_scale(wg_max(m, li));
+  for (var j = 0u; j < RQ / VQ; j++) {
+    let v = li + j * {{WG}}u;
+    if (v < nv) {
+      let k = j * VQ;
+      put(t, v, vec4<u32>(quant4((*x)[k], scale), quant4((*x)[k + 1u], scale), quant4((*x)[k + 2u], scale), quant4((*x)[k + 3u], scale)), first);
+    }
+  }
+  put_scale(t, scale, li, first);
+#else
+  for (var j = 0u; j < RQ; j++) {
+    let v = li + j * {{WG}}u;
+    if (v < nv) {
+      put(t, v, bitcast<vec4<u32>>((*x)[j]), first);
+    }
+  }
+#endif
+  workgroupBarrier();
+}
+
 #if NORM_IN
 fn gain(at: u32, i: u32) -> f32 {
   return select(g[at + i], g[at + i] + 1.0, p.one_plus == 1u);
 }
 
-// resid is column i of the token's residual after the add.
-fn resid(base: u32, i: u32, inv1: f32) -> f32 {
-  if (p.add == 0u) {
-    return a[p.a_word + base + i];
-  }
-  var v = b[base + i];
-  if (p.post_norm == 1u) {
-    v = v * inv1 * gain(p.g1_word, i);
-  }
-  return a[p.a_word + base + i] + v;
+fn gain4(at: u32, c: u32) -> vec4<f32> {
+  return vec4<f32>(gain(at, c), gain(at, c + 1u), gain(at, c + 2u), gain(at, c + 3u));
 }
 
 fn stage(t: u32, li: u32, first: bool) {
   let base = t * p.cols;
-  var inv1 = 1.0;
-  if (p.add == 1u && p.post_norm == 1u) {
-    var ss = 0.0;
-    for (var i = li; i < p.cols; i += {{WG}}u) {
-      ss += b[base + i] * b[base + i];
+  let nq = p.cols / 4u;
+  let add = p.add == 1u;
+  let post = add && p.post_norm == 1u;
+  // Every load up front: one latency for the whole row.
+  var x: array<vec4<f32>, RQ>;
+  var y: array<vec4<f32>, RQ>;
+  var g1q: array<vec4<f32>, RQ>;
+  var g2q: array<vec4<f32>, RQ>;
+  for (var k = 0u; k < RQ; k++) {
+    let q = quad_at(li, k);
+    if (q < nq) {
+      let c = 4u * q;
+      let s = p.a_word + base + c;
+      x[k] = vec4<f32>(a[s], a[s + 1u], a[s + 2u], a[s + 3u]);
+      g2q[k] = gain4(p.g2_word, c);
+      if (add) {
+        let d = base + c;
+        y[k] = vec4<f32>(b[d], b[d + 1u], b[d + 2u], b[d + 3u]);
+      }
+      if (post) {
+        g1q[k] = gain4(p.g1_word, c);
+      }
     }
-    inv1 = inv_rms(wg_sum(ss, li), p.cols, p.eps);
+  }
+  if (add) {
+    var inv1 = 1.0;
+    if (post) {
+      var ss = 0.0;
+      for (var k = 0u; k < RQ; k++) {
+        ss += dot(y[k], y[k]);
+      }
+      inv1 = inv_rms(wg_sum(ss, li), p.cols, p.eps);
+    }
+    for (var k = 0u; k < RQ; k++) {
+      var v = y[k];
+      if (post) {
+        v = v * inv1 * g1q[k];
+      }
+      x[k] = x[k] + v;
+      let q = quad_at(li, k);
+      if (first && q < nq) {
+        let o = p.a_out_word + base + 4u * q;
+        a[o] = x[k].x;
+        a[o + 1u] = x[k].y;
+        a[o + 2u] = x[k].z;
+        a[o + 3u] = x[k].w;
+      }
+    }
   }
   var ss = 0.0;
-  for (var i = li; i < p.cols; i += {{WG}}u) {
-    let v = resid(base, i, inv1);
-    ss += v * v;
-    if (first && p.add == 1u) {
-      a[p.a_out_word + base + i] = v;
-    }
+  for (var k = 0u; k < RQ; k++) {
+    ss += dot(x[k], x[k]);
   }
   let inv = inv_rms(wg_sum(ss, li), p.cols, p.eps);
-#if INT8
-  var m = 0.0;
-  for (var i = li; i < p.cols; i += {{WG}}u) {
-    m = max(m, abs(resid(base, i, inv1) * inv * gain(p.g2_word, i)));
+  for (var k = 0u; k < RQ; k++) {
+    x[k] = x[k] * inv * g2q[k];
   }
-  let scale = quant_scale(wg_max(m, li));
-  for (var v = li; v < p.cols / VW; v += {{WG}}u) {
-    var w4: vec4<u32>;
-    for (var k = 0u; k < 4u; k++) {
-      let c = 16u * v + 4u * k;
-      let q = vec4<i32>(quant_i8(resid(base, c, inv1) * inv * gain(p.g2_word, c), scale),
-                        quant_i8(resid(base, c + 1u, inv1) * inv * gain(p.g2_word, c + 1u), scale),
-                        quant_i8(resid(base, c + 2u, inv1) * inv * gain(p.g2_word, c + 2u), scale),
-                        quant_i8(resid(base, c + 3u, inv1) * inv * gain(p.g2_word, c + 3u), scale));
-      w4[k] = pack_i8(q);
-    }
-    put(t, v, w4, first);
-  }
-  put_scale(t, scale, li, first);
-#else
-  for (var v = li; v < p.cols / VW; v += {{WG}}u) {
-    var w4: vec4<u32>;
-    for (var k = 0u; k < 4u; k++) {
-      w4[k] = bitcast<u32>(resid(base, 4u * v + k, inv1) * inv * gain(p.g2_word, 4u * v + k));
-    }
-    put(t, v, w4, first);
-  }
-#endif
-  workgroupBarrier();
+  put_row(t, li, &x, first);
 }
 #else
-fn gated_at(base: u32, i: u32) -> f32 {
-  return act(gu[base + i]) * gu[base + p.cols + i];
-}
-
 fn stage(t: u32, li: u32, first: bool) {
   let base = t * 2u * p.cols;
-#if INT8
-  var m = 0.0;
-  for (var i = li; i < p.cols; i += {{WG}}u) {
-    m = max(m, abs(gated_at(base, i)));
-  }
-  let scale = quant_scale(wg_max(m, li));
-  for (var v = li; v < p.cols / VW; v += {{WG}}u) {
-    var w4: vec4<u32>;
-    for (var k = 0u; k < 4u; k++) {
-      let c = 16u * v + 4u * k;
-      let q = vec4<i32>(quant_i8(gated_at(base, c), scale), quant_i8(gated_at(base, c + 1u), scale),
-                        quant_i8(gated_at(base, c + 2u), scale), quant_i8(gated_at(base, c + 3u), scale));
-      w4[k] = pack_i8(q);
+  let nq = p.cols / 4u;
+  var x: array<vec4<f32>, RQ>;
+  var u: array<vec4<f32>, RQ>;
+  for (var k = 0u; k < RQ; k++) {
+    let q = quad_at(li, k);
+    if (q < nq) {
+      let c = base + 4u * q;
+      x[k] = vec4<f32>(gu[c], gu[c + 1u], gu[c + 2u], gu[c + 3u]);
+      let d = c + p.cols;
+      u[k] = vec4<f32>(gu[d], gu[d + 1u], gu[d + 2u], gu[d + 3u]);
     }
-    put(t, v, w4, first);
   }
-  put_scale(t, scale, li, first);
-#else
-  for (var v = li; v < p.cols / VW; v += {{WG}}u) {
-    var w4: vec4<u32>;
-    for (var k = 0u; k < 4u; k++) {
-      w4[k] = bitcast<u32>(gated_at(base, 4u * v + k));
-    }
-    put(t, v, w4, first);
+  for (var k = 0u; k < RQ; k++) {
+    let v = x[k];
+    x[k] = vec4<f32>(act(v.x), act(v.y), act(v.z), act(v.w)) * u[k];
   }
-#endif
-  workgroupBarrier();
+  put_row(t, li, &x, first);
 }
 #endif
 

@@ -18,8 +18,8 @@ import (
 // row that the first workgroup writes out is checked like prenorm's and
 // gated_quant's, the new residual like prenorm's, and the product against
 // engine/cpu's MatMul of that very input row: int32 accumulators equal.
-// Widths are not multiples of the workgroup, rows fill no whole
-// workgroup, and the product spans several workgroups (each repeats the
+// Widths are not multiples of the workgroup, invocations hold up to three
+// vectors of the row, rows fill no whole workgroup, and the product spans several workgroups (each repeats the
 // prologue).
 func TestStagedProducts(t *testing.T) {
 	onDevices(t, testStagedProducts, "norm-int8-post-norm", "gated-int8-geglu")
@@ -37,11 +37,12 @@ func testStagedProducts(t *testing.T) {
 	}{
 		{"norm-int8-first-layer", "norm", model.Int8, 0, 67, 16 * 9, 1, false, false, true, 64, 8},
 		{"norm-int8-post-norm", "norm", model.Int8, 0, 131, 16 * 23, 2, true, true, true, 256, 8},
-		{"norm-int8-residual-tpr64", "norm", model.Int8, 0, 45, 16 * 71, 3, true, false, false, 128, 64},
+		{"norm-int8-residual-tpr64", "norm", model.Int8, 0, 45, 16 * 71, 3, true, false, false, 64, 64}, // two vectors per invocation
 		{"norm-f32-post-norm", "norm", model.F32, 0, 29, 4 * 37, 2, true, true, false, 64, 4},
 		{"gated-int8-geglu", "gated", model.Int8, model.GeGLUTanh, 67, 16 * 13, 1, false, false, false, 64, 16},
 		{"gated-int8-swiglu", "gated", model.Int8, model.SwiGLU, 70, 16 * 37, 4, false, false, false, 256, 32},
 		{"gated-f32-geglu", "gated", model.F32, model.GeGLUTanh, 33, 4 * 29, 2, false, false, false, 64, 8},
+		{"gated-f32-wide", "gated", model.F32, model.SwiGLU, 19, 4 * 150, 1, false, false, false, 64, 8}, // three vectors per invocation
 	} {
 		runCase(t, tc.name, func(t *testing.T) {
 			r := newRand(t)

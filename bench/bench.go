@@ -43,10 +43,14 @@ type Options struct {
 	Gemv    string `json:"gemv"`    // GEMV variants WGxTPR, f for float32 FMA products; the fastest runs the models
 	Configs string `json:"configs"` // the architecture table's variants (ArchVariants) with random weights, or "all"
 	Profile bool   `json:"profile"` // also time each dispatch of a decode step: GPU timestamps where the device is a gpu.Timer, else wall clock
-	Fuse    bool   `json:"fuse"`    // plan decode steps fused (webgpu.Options.FuseDecode)
 	// RowAttention plans prefill attention per (query head, token)
 	// instead of flash (webgpu.Options.RowAttention).
 	RowAttention bool `json:"rowAttention"`
+	// Plans are the decode plans each model runs with, side by side,
+	// comma-separated: webgpu.ParseFuse's combinations ("none", "norm",
+	// "norm+gated+attn", "all+g64", ...), each optionally with "+reread"
+	// (webgpu.Options.RereadRows). "" is the default plan alone.
+	Plans string `json:"plans"`
 }
 
 // Defaults are the options `wick bench` runs with.
@@ -60,7 +64,11 @@ func Run(dev gpu.Device, o Options, w io.Writer) error {
 	info := dev.Info()
 	fmt.Fprintf(w, "adapter: %s; maxStorageBufferBindingSize %d MiB, maxBufferSize %d MiB; %s\n\n",
 		info.Adapter, info.Limits.MaxStorageBufferBindingSize>>20, info.Limits.MaxBufferSize>>20, time.Now().UTC().Format("2006-01-02"))
-	b := &bencher{dev: dev, fuse: o.Fuse, rowAttention: o.RowAttention}
+	plans, err := ParsePlans(o.Plans)
+	if err != nil {
+		return err
+	}
+	b := &bencher{dev: dev, rowAttention: o.RowAttention}
 	size := min(int64(o.MiB)<<20, info.Limits.MaxStorageBufferBindingSize&^(1<<20-1), info.Limits.MaxBufferSize&^(1<<20-1))
 	copyBW, err := b.copyBandwidth(size)
 	if err != nil {
@@ -122,8 +130,8 @@ func Run(dev gpu.Device, o Options, w io.Writer) error {
 	fmt.Fprintf(w, "\nmodels run with GEMV %s; roofline = (weight bytes + KV bytes read per token) / %.0f GB/s (the larger of copy and streaming read); "+
 		"tok/s are medians of %d timed runs after a warm-up, ± half their spread (max - min) relative to the median\n\n",
 		gemvName(best, tiers[0].Apply(gemvKey(best))), roofBW/1e9, timedRuns)
-	fmt.Fprintf(w, "| model | kernels | weights | dispatches/token | decode tg%d tok/s | of roofline | decode from %d tok/s | of roofline | prefill pp%d tok/s |\n", o.Decode, o.Long, o.Prompt)
-	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	fmt.Fprintf(w, "| model | kernels | plan | weights | dispatches/token | decode tg%d tok/s | of roofline | decode from %d tok/s | of roofline | prefill pp%d tok/s |\n", o.Decode, o.Long, o.Prompt)
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	var runs []namedModel
 	if o.Model != "" {
 		runs = append(runs, namedModel{name: o.Model, load: func() (*model.Config, *model.Weights, error) {
@@ -165,12 +173,14 @@ func Run(dev gpu.Device, o Options, w io.Writer) error {
 	var profiles []string
 	for _, r := range runs {
 		for i, tier := range tiers {
-			row, prof, err := b.model(r, best, tier, i > 0, o.Decode, o.Prompt, o.Long, roofBW, o.Profile)
-			if err != nil {
-				return fmt.Errorf("%s (%s kernels): %w", r.name, tier, err)
+			for _, pl := range plans {
+				row, prof, err := b.model(r, best, tier, i > 0, pl, o.Decode, o.Prompt, o.Long, roofBW, o.Profile)
+				if err != nil {
+					return fmt.Errorf("%s (%s kernels, plan %s): %w", r.name, tier, pl, err)
+				}
+				fmt.Fprintln(w, row)
+				profiles = append(profiles, prof)
 			}
-			fmt.Fprintln(w, row)
-			profiles = append(profiles, prof)
 		}
 	}
 	if o.Profile {
@@ -179,6 +189,45 @@ func Run(dev gpu.Device, o Options, w io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// Plan is a decode plan a model runs with: its folds and which row
+// kernels it uses (webgpu.Options.Fuse, RereadRows).
+type Plan struct {
+	Fuse   webgpu.Fuse
+	Reread bool
+}
+
+// String names p as ParsePlans reads it.
+func (p Plan) String() string {
+	if p.Reread {
+		return p.Fuse.String() + "+reread"
+	}
+	return p.Fuse.String()
+}
+
+// ParsePlans reads Options.Plans.
+func ParsePlans(s string) ([]Plan, error) {
+	if strings.TrimSpace(s) == "" {
+		return []Plan{{}}, nil
+	}
+	var ps []Plan
+	for _, v := range strings.Split(s, ",") {
+		var p Plan
+		v = strings.TrimSpace(v)
+		if rest, ok := strings.CutSuffix(v, "+reread"); ok {
+			p.Reread, v = true, rest
+		} else if v == "reread" {
+			p.Reread, v = true, ""
+		}
+		f, err := webgpu.ParseFuse(v)
+		if err != nil {
+			return nil, fmt.Errorf("-plans: %w", err)
+		}
+		p.Fuse = f
+		ps = append(ps, p)
+	}
+	return ps, nil
 }
 
 type namedModel struct {
@@ -228,8 +277,7 @@ func gemvName(g webgpu.Gemv, k shaders.Key) string {
 
 // bencher times work on one device.
 type bencher struct {
-	dev  gpu.Device
-	fuse bool
+	dev gpu.Device
 	// rowAttention: Options.RowAttention.
 	rowAttention bool
 	enc          gpu.Encoder
@@ -400,7 +448,7 @@ const timedRuns = 5
 // model loads one model, times prefill and decode on tier's kernels (the
 // device's own, or with fallback its fallback tier), and returns its
 // table row and, with profile, the table of its decode step by kernel.
-func (b *bencher) model(nm namedModel, g webgpu.Gemv, tier shaders.Tier, fallback bool, decode, prompt, longAt int, bw float64, profile bool) (row, prof string, err error) {
+func (b *bencher) model(nm namedModel, g webgpu.Gemv, tier shaders.Tier, fallback bool, pl Plan, decode, prompt, longAt int, bw float64, profile bool) (row, prof string, err error) {
 	c, w, err := nm.load()
 	if err != nil {
 		return "", "", err
@@ -408,7 +456,7 @@ func (b *bencher) model(nm namedModel, g webgpu.Gemv, tier shaders.Tier, fallbac
 	lim := b.dev.Info().Limits
 	// Steps as long as the prompt, where the logits of a whole step fit one binding.
 	chunk := max(1, min(prompt, int(lim.MaxStorageBufferBindingSize/(4*int64(c.Vocab)))))
-	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, FuseDecode: b.fuse, RowAttention: b.rowAttention, Fallback: fallback})
+	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, Fuse: pl.Fuse, RereadRows: pl.Reread, RowAttention: b.rowAttention, Fallback: fallback})
 	if err != nil {
 		return "", "", err
 	}
@@ -444,14 +492,14 @@ func (b *bencher) model(nm namedModel, g webgpu.Gemv, tier shaders.Tier, fallbac
 		return bw / bytes
 	}
 	dec, long := float64(decode)/tDecode.median, float64(decode)/tLong.median
-	row = fmt.Sprintf("| %s | %s | %.1f MB | %d | %.0f ±%.0f%% | %.1f%% | %.0f ±%.0f%% | %.1f%% | %.0f ±%.0f%% |", nm.name, tier, float64(wb)/1e6, s.Dispatches(1, longAt),
+	row = fmt.Sprintf("| %s | %s | %s | %.1f MB | %d | %.0f ±%.0f%% | %.1f%% | %.0f ±%.0f%% | %.1f%% | %.0f ±%.0f%% |", nm.name, tier, pl, float64(wb)/1e6, s.Dispatches(1, longAt),
 		dec, tDecode.spread(), 100*dec/roof(0), long, tLong.spread(), 100*long/roof(longAt), float64(prompt)/tPrefill.median, tPrefill.spread())
 	if profile {
 		p, err := s.ProfileDecode(decode, 50)
 		if err != nil {
 			return "", "", fmt.Errorf("profile: %w", err)
 		}
-		prof = profileTable(nm.name+", "+tier.String()+" kernels", decode, p)
+		prof = profileTable(nm.name+", "+tier.String()+" kernels, plan "+pl.String(), decode, p)
 	}
 	return row, prof, nil
 }

@@ -8,7 +8,7 @@
 //   node node/host.mjs gen   -model DIR [-prompt TEXT | -ids 1,2,3] [-system TEXT]
 //                            [-temp T -top-p P -top-k K -rep-penalty R -seed S -max-tokens N]
 //                            [-backend webgpu|cpu] [-json] [-fault]
-//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-fuse] [-row-attention]] [-json FILE]
+//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-plans none,norm+gated,...] [-row-attention]] [-json FILE]
 //   node node/host.mjs info [-tier all|fallback] [-experimental]
 //
 // Common flags: -experimental offers the adapter's chromium-experimental-*
@@ -50,7 +50,7 @@ const options = {
   kernels: { type: 'boolean', default: false },
   profile: { type: 'boolean', default: false },
   fault: { type: 'boolean', default: false },
-  fuse: { type: 'boolean', default: false },
+  plans: { type: 'string', default: '' },
   'row-attention': { type: 'boolean', default: false },
   experimental: { type: 'boolean', default: false },
   tier: { type: 'string', default: 'all' },
@@ -215,7 +215,7 @@ async function bench(v) {
   }
   if (v.kernels) {
     res.kernels = await d.handle({ op: 'bench', options: {
-      model: '', shapes: v.shapes, configs: v.configs, mib: num(v.mib, 'mib'), decode, prompt, profile: v.profile, fuse: v.fuse,
+      model: '', shapes: v.shapes, configs: v.configs, mib: num(v.mib, 'mib'), decode, prompt, profile: v.profile, plans: v.plans,
       rowAttention: v['row-attention'],
     } });
   }

@@ -51,6 +51,7 @@ func Variants() []Key {
 		ks = append(ks,
 			Key{Family: "embed", Entry: "embed", Int8: i8, WG: WG},
 			Key{Family: "prenorm", Entry: "prenorm", Int8: i8, WG: RowWG},
+			Key{Family: "prenorm", Entry: "prenorm", Int8: i8, WG: RowWG, Regs: true},
 			Key{Family: "quant", Entry: "quantize", Int8: i8, WG: RowWG},
 			Key{Family: "rope", Entry: "qkv_prep", Int8: i8, WG: WG},
 			Key{Family: "act", Entry: "gated_quant", Int8: i8, WG: RowWG},
@@ -82,7 +83,9 @@ func Variants() []Key {
 		if i8 {
 			ks = append(ks,
 				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Dot4: true},
-				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Matrix: true})
+				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Matrix: true},
+				Key{Family: "act", Entry: "gated_quant", Int8: true, WG: RowWG, Regs: true},
+				Key{Family: "act", Entry: "gated_quant", Int8: true, WG: RowWG, SiLU: true, Regs: true})
 		}
 		for _, wg := range GemvWGs {
 			for tpr := 1; tpr <= wg; tpr *= 2 {

@@ -19,7 +19,8 @@ import (
 // and Tint) on both kernel tiers, the kernels' features given and withheld,
 // against engine/cpu: as int8, greedy decoding on the GPU gives the CPU's
 // tokens; in its float32 form every prompt position's and decode step's
-// logits agree within 1e-3. (TestMatchesCPU and TestGreedyOnGPU check
+// logits agree within 1e-3; with the decode plans of Options.Fuse and
+// RereadRows too. (TestMatchesCPU and TestGreedyOnGPU check
 // wgpu-native on random models.)
 func TestModelMatchesCPUOnDawn(t *testing.T) {
 	f, err := format.Open("../../testdata/cai-tiny")
@@ -52,61 +53,71 @@ func TestModelMatchesCPUOnDawn(t *testing.T) {
 				t.Fatalf("the model runs the %s tier on %s, want %s", m.Tier(), d.Info().Adapter, want)
 			}
 		}
-		t.Run("int8-greedy", func(t *testing.T) {
-			cs, gm, gs := bothSequences(t, d, cfg8, w8, Options{}, ctx)
-			tierOf(t, gm)
-			l := make([]float32, cfg8.Vocab)
-			if err := gs.Forward(ids[:prompt-1], 0, l); err != nil {
-				t.Fatal(err)
-			}
-			got, err := gs.Greedy(ids[prompt-1], prompt-1, steps)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cs.Forward(ids, 0, l); err != nil {
-				t.Fatal(err)
-			}
-			for i := range steps {
-				want := argmax(l)
-				if got[i] != want {
-					t.Fatalf("step %d: Dawn picked %d, the CPU %d (CPU top-2 margin %.4f); Dawn so far %v", i, got[i], want, testmodel.Margin(l), got[:i+1])
-				}
-				if err := cs.Forward([]int32{want}, prompt+i, l); err != nil {
+		// The default plan, every fold with products over few workgroups,
+		// and the row kernels that reread memory.
+		plans := []struct {
+			name string
+			opt  Options
+		}{{"", Options{}}, {"-fused-g4", Options{Fuse: Fuse{Norm: true, Gated: true, Attention: true, Groups: 4}}}, {"-reread", Options{RereadRows: true}}}
+		for _, pl := range plans {
+			t.Run("int8-greedy"+pl.name, func(t *testing.T) {
+				cs, gm, gs := bothSequences(t, d, cfg8, w8, pl.opt, ctx)
+				tierOf(t, gm)
+				l := make([]float32, cfg8.Vocab)
+				if err := gs.Forward(ids[:prompt-1], 0, l); err != nil {
 					t.Fatal(err)
 				}
-			}
-		})
-		t.Run("f32-logits", func(t *testing.T) {
-			cs, gm, gs := bothSequences(t, d, cfg32, w32, Options{}, ctx)
-			tierOf(t, gm)
-			V := cfg32.Vocab
-			want, got := make([]float32, prompt*V), make([]float32, prompt*V)
-			for i := range got {
-				got[i] = float32(math.NaN())
-			}
-			if err := cs.Forward(ids, 0, want); err != nil {
-				t.Fatal(err)
-			}
-			if err := gs.Forward(ids, 0, got); err != nil {
-				t.Fatal(err)
-			}
-			for p := range prompt {
-				closeLogits(t, "prompt position "+strconv.Itoa(p), got[p*V:(p+1)*V], want[p*V:(p+1)*V], 1e-3)
-			}
-			g, c := got[(prompt-1)*V:], want[(prompt-1)*V:]
-			for i := range steps {
-				next := argmax(c)
-				if argmax(g) != next {
-					t.Fatalf("step %d: Dawn's argmax %d, the CPU's %d", i, argmax(g), next)
-				}
-				if err := cs.Forward([]int32{next}, prompt+i, c); err != nil {
+				got, err := gs.Greedy(ids[prompt-1], prompt-1, steps)
+				if err != nil {
 					t.Fatal(err)
 				}
-				if err := gs.Forward([]int32{next}, prompt+i, g); err != nil {
+				if err := cs.Forward(ids, 0, l); err != nil {
 					t.Fatal(err)
 				}
-				closeLogits(t, "decode step "+strconv.Itoa(i), g, c, 1e-3)
-			}
-		})
+				for i := range steps {
+					want := argmax(l)
+					if got[i] != want {
+						t.Fatalf("step %d: Dawn picked %d, the CPU %d (CPU top-2 margin %.4f); Dawn so far %v", i, got[i], want, testmodel.Margin(l), got[:i+1])
+					}
+					if err := cs.Forward([]int32{want}, prompt+i, l); err != nil {
+						t.Fatal(err)
+					}
+				}
+			})
+		}
+		for _, pl := range plans[:2] {
+			t.Run("f32-logits"+pl.name, func(t *testing.T) {
+				cs, gm, gs := bothSequences(t, d, cfg32, w32, pl.opt, ctx)
+				tierOf(t, gm)
+				V := cfg32.Vocab
+				want, got := make([]float32, prompt*V), make([]float32, prompt*V)
+				for i := range got {
+					got[i] = float32(math.NaN())
+				}
+				if err := cs.Forward(ids, 0, want); err != nil {
+					t.Fatal(err)
+				}
+				if err := gs.Forward(ids, 0, got); err != nil {
+					t.Fatal(err)
+				}
+				for p := range prompt {
+					closeLogits(t, "prompt position "+strconv.Itoa(p), got[p*V:(p+1)*V], want[p*V:(p+1)*V], 1e-3)
+				}
+				g, c := got[(prompt-1)*V:], want[(prompt-1)*V:]
+				for i := range steps {
+					next := argmax(c)
+					if argmax(g) != next {
+						t.Fatalf("step %d: Dawn's argmax %d, the CPU's %d", i, argmax(g), next)
+					}
+					if err := cs.Forward([]int32{next}, prompt+i, c); err != nil {
+						t.Fatal(err)
+					}
+					if err := gs.Forward([]int32{next}, prompt+i, g); err != nil {
+						t.Fatal(err)
+					}
+					closeLogits(t, "decode step "+strconv.Itoa(i), g, c, 1e-3)
+				}
+			})
+		}
 	})
 }

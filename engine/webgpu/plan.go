@@ -8,16 +8,18 @@ import (
 )
 
 // plan lays out the dispatches of one step: engine/cpu's Forward, step for
-// step, as kernels. A decode step (up to gemvMaxTokens tokens) takes 6
-// dispatches per layer: the Q|K|V product, whose prologue does the
-// residual add, pre-norm and quantisation (prenorm.wgsl's work); attention
-// with the QK-norm, RoPE and K/V quantisation folded in (attend_group, one
-// workgroup per KV head and tile of keys); the merge of its partial states
-// fused with the quantisation of its output; the output product; gate|up
-// with the next pre-norm as its prologue; and down, whose prologue is the
-// gated activation and its quantisation. Longer steps (the tiled product)
-// give those prologues dispatches of their own. Products and attention
-// have a decode and a prefill form; the grids pick one per step.
+// step, as kernels. A decode step (up to gemvMaxTokens tokens) of a Gemma 3
+// layer takes 10 dispatches: the pre-norm (residual add, RMSNorm,
+// quantisation: prenorm.wgsl), the Q|K|V product, qkv_prep (QK-norm,
+// RoPE, K/V quantisation), attention over tiles of keys, the merge of its
+// partial states fused with the quantisation of its output, the output
+// product, the next pre-norm, gate|up, the gated activation with its
+// quantisation, and down. Options.Fuse folds some of them, down to 6: the
+// pre-norms into the products that follow (their prologues), the gated
+// activation into down's prologue, qkv_prep into attention
+// (attend_group). Longer steps (the tiled product) give those prologues
+// dispatches of their own. Products and attention have a decode and a
+// prefill form; the grids pick one per step.
 func (s *Sequence) plan() error {
 	m, c := s.m, s.m.cfg
 	int8Mode := c.DType == model.Int8
@@ -73,10 +75,10 @@ func (s *Sequence) plan() error {
 		in := &stagedIn{kind: "norm", x: s.x, h: h, params: shaders.GemvParams{OnePlus: b2u(c.NormOnePlus), Eps: eps,
 			Add: b2u(add), PostNorm: b2u(post >= 0), AWord: uint32(src * half), AOutWord: uint32(dst * half),
 			G1Word: uint32(max(post, 0) / 4), G2Word: uint32(weight / 4), HScaleWord: uint32(s.qScale[h])}}
-		if w == nil || !s.canStage(w) {
+		if w == nil || !s.canStage(w, "norm") {
 			in = nil
 		}
-		s.add("prenorm", "prenorm", shaders.PrenormParams{Cols: uint32(c.Hidden), OnePlus: b2u(c.NormOnePlus), Eps: eps,
+		s.addKey(s.rowKey("prenorm", "prenorm", c.Hidden), shaders.PrenormParams{Cols: uint32(c.Hidden), OnePlus: b2u(c.NormOnePlus), Eps: eps,
 			Add: b2u(add), PostNorm: b2u(post >= 0), ScaleWord: uint32(s.qScale[h]), AWord: uint32(src * half), AOutWord: uint32(dst * half)},
 			unlessStaged(in != nil), whole(s.x), norm(post, c.Hidden), whole(s.out), norm(weight, c.Hidden), whole(h))
 		return in
@@ -137,10 +139,10 @@ func (s *Sequence) plan() error {
 		s.project(s.gu, lw.gateUp, input(s.h, s.hq), false, 0, in)
 		dst := input(s.gate, s.gateq)
 		gated := &stagedIn{kind: "gated", x: s.gu, h: dst, params: shaders.GemvParams{HScaleWord: uint32(s.qScale[dst])}}
-		if !s.canStage(lw.down) {
+		if !s.canStage(lw.down, "gated") {
 			gated = nil
 		}
-		s.add("act", "gated_quant", shaders.GatedParams{Cols: uint32(c.FFNHidden), ScaleWord: uint32(s.qScale[dst])},
+		s.addKey(s.rowKey("act", "gated_quant", c.FFNHidden), shaders.GatedParams{Cols: uint32(c.FFNHidden), ScaleWord: uint32(s.qScale[dst])},
 			unlessStaged(gated != nil), whole(s.gu), whole(dst))
 		s.project(s.out, lw.down, input(s.gate, s.gateq), false, 0, gated)
 		post = lw.postFFN
@@ -195,11 +197,26 @@ func (s *Sequence) vecWidth() int {
 	return 4
 }
 
-// canStage reports whether the decode product of w can make its input in
-// its prologue: it uses the vector kernel, and the row fits the staging.
-func (s *Sequence) canStage(w *matrix) bool {
+// canStage reports whether the decode product of w makes its input in its
+// prologue of kind in ("norm", "gated"): Options.Fuse asks for it, the
+// product uses the vector kernel, and the row fits the staging and the
+// prologue's registers.
+func (s *Sequence) canStage(w *matrix, in string) bool {
+	f := s.m.opt.Fuse
+	if !(in == "norm" && f.Norm || in == "gated" && f.Gated) {
+		return false
+	}
 	v := s.vecWidth()
-	return s.m.opt.FuseDecode && w.cols%v == 0 && w.cols/v <= shaders.StagedVecs
+	return w.cols%v == 0 && w.cols/v <= shaders.StagedVecs && shaders.RowFits(w.cols, s.m.opt.Gemv.WG)
+}
+
+// rowKey is the variant of a one-workgroup row kernel (prenorm,
+// gated_quant) for rows of cols values: holding the row in registers
+// where it fits (shaders.Key.Regs) unless Options.RereadRows.
+func (s *Sequence) rowKey(family, entry string, cols int) shaders.Key {
+	k := s.m.key(family, entry)
+	k.Regs = !s.m.opt.RereadRows && shaders.RowFits(cols, k.WG) && (family == "prenorm" || k.Int8)
+	return k
 }
 
 // project plans y = W x over every part of W, x being the activation in
@@ -227,7 +244,11 @@ func (s *Sequence) project(y gpu.Buffer, w *matrix, x gpu.Buffer, fromFirst bool
 			continue
 		}
 		g := m.opt.Gemv
-		tpr := gemvTPR(g, p.rows, w.cols/vec)
+		minGroups := gemvMinGroups
+		if in != nil && m.opt.Fuse.Groups > 0 {
+			minGroups = m.opt.Fuse.Groups
+		}
+		tpr := gemvTPR(g, p.rows, w.cols/vec, minGroups)
 		rpw := g.WG / tpr
 		rowsX, rowsY := grid2((p.rows + rpw - 1) / rpw)
 		gemvGrid := func(n, first, _ int) (int, int, int) {
@@ -266,11 +287,11 @@ func (s *Sequence) project(y gpu.Buffer, w *matrix, x gpu.Buffer, fromFirst bool
 const gemvMinGroups = 256
 
 // gemvTPR is the invocations per row of a product of rows rows of vecs
-// vectors: g's, doubled while the grid has fewer than gemvMinGroups
+// vectors: g's, doubled while the grid has fewer than minGroups
 // workgroups, up to the workgroup size and the row's vectors.
-func gemvTPR(g Gemv, rows, vecs int) int {
+func gemvTPR(g Gemv, rows, vecs, minGroups int) int {
 	tpr := g.TPR
-	for tpr < g.WG && tpr < vecs && (rows*tpr+g.WG-1)/g.WG < gemvMinGroups {
+	for tpr < g.WG && tpr < vecs && (rows*tpr+g.WG-1)/g.WG < minGroups {
 		tpr *= 2
 	}
 	return tpr
@@ -381,7 +402,7 @@ func (s *Sequence) groupKey() shaders.Key {
 // partial states of either).
 func (s *Sequence) groupAttention() bool {
 	k := s.groupKey()
-	return s.m.opt.FuseDecode && slices.Contains(shaders.GroupSizes, k.Group) && shaders.AttnTile(k) == s.attnTile() && shaders.GroupBytes(k) <= shaders.WorkgroupBytes
+	return s.m.opt.Fuse.Attention && slices.Contains(shaders.GroupSizes, k.Group) && shaders.AttnTile(k) == s.attnTile() && shaders.GroupBytes(k) <= shaders.WorkgroupBytes
 }
 
 // fusedCombine reports whether a decode step's attention merge also

@@ -165,8 +165,8 @@ func newRecorder(name string, lim gpu.Limits, tier bool) *gpurecord.Device {
 
 // TestPlannedKernelsAreEnumerated plans the test models, the bundled
 // model, the Gemma-3 shapes and the architecture table's configs on each
-// device profile, with the default GEMV, every GEMV wick bench may choose
-// and the engine tests' split options, runs wick bench's own kernels, and
+// device profile, with the default GEMV, every GEMV wick bench may choose,
+// its decode plans and the engine tests' split options, runs wick bench's own kernels, and
 // records every kernel made: each must be a variant of
 // shaders.Variants, which the shaders package compiles through Tint, naga
 // and wgpu-native.
@@ -187,6 +187,9 @@ func TestPlannedKernelsAreEnumerated(t *testing.T) {
 		}
 		benchOpts = append(benchOpts, webgpu.Options{Gemv: g})
 	}
+	// and the decode plans it compares (Options.Fuse, RereadRows).
+	benchOpts = append(benchOpts, webgpu.Options{Fuse: webgpu.Fuse{Norm: true, Gated: true, Attention: true}},
+		webgpu.Options{Fuse: webgpu.Fuse{Norm: true, Gated: true, Groups: 64}}, webgpu.Options{RereadRows: true})
 	type loaded struct {
 		name  string
 		bench bool

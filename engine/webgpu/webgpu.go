@@ -9,6 +9,8 @@ package webgpu
 import (
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"unsafe"
 
 	"github.com/wick-run/wick/engine/gpu"
@@ -24,13 +26,14 @@ type Options struct {
 	// SplitBytes caps the bytes of one weight buffer below the device's
 	// binding limit (tests use it to split small tensors by rows).
 	SplitBytes int64
-	// FuseDecode plans decode steps in 6 dispatches per layer (plan.go:
-	// the products make their own inputs, attention prepares its own
-	// query and K/V). Off by default: on the H200 through wgpu-native it
-	// measured slower than the separate dispatches (Gemma-3-1B shape 286
-	// against 367 tok/s, 2026-12-02): every workgroup repeating the
-	// prologues costs more there than the dispatches it saves.
-	FuseDecode bool
+	// Fuse chooses which kernels of a decode step fold into others (the
+	// zero value folds none: 10 dispatches per layer of a Gemma 3 model).
+	Fuse Fuse
+	// RereadRows runs the one-workgroup row kernels (pre-norm, gated
+	// activation) that reread their row from memory in every pass, rather
+	// than the ones holding it in registers (shaders.Key.Regs): wick bench
+	// compares the two.
+	RereadRows bool
 	// RowAttention plans prefill attention as a workgroup per (query
 	// head, token) reading K/V rows from memory (attn.wgsl's attend)
 	// rather than the flash kernel that shares each K/V tile among a block
@@ -44,6 +47,77 @@ type Options struct {
 	// offers more (shaders.Tier): benchmarks and tests compare the tiers
 	// on one device with it.
 	Fallback bool
+}
+
+// Fuse chooses the folds of a decode step's plan (plan.go), each on its
+// own, so that wick bench can measure every combination. All of them
+// measured slower than the separate dispatches on the H200 while every
+// workgroup of a product repeated the prologue over the whole row (the
+// Gemma-3-1B shape 286 against 367 tok/s through wgpu-native, 159 against
+// 326 through Dawn, 2026-12-02), so none is on by default.
+type Fuse struct {
+	// Norm makes each pre-norm (residual add, RMSNorm, quantisation) the
+	// prologue of the product that follows (Q|K|V, gate|up).
+	Norm bool
+	// Gated makes the gated activation and its quantisation the down
+	// product's prologue.
+	Gated bool
+	// Attention has a decode step's attention prepare its own query and
+	// K/V (QK-norm, RoPE, quantisation: attend_group).
+	Attention bool
+	// Groups is the fewest workgroups a product with a prologue is spread
+	// over (0: as many as the other products, gemvMinGroups): fewer, with
+	// more rows each, repeat the prologue fewer times.
+	Groups int
+}
+
+// ParseFuse reads a combination of folds: "none", or parts joined by "+":
+// norm, gated, attn, all (the three), gN (Groups N); e.g. "norm+gated+g64".
+func ParseFuse(s string) (Fuse, error) {
+	var f Fuse
+	s = strings.TrimSpace(s)
+	if s == "" || s == "none" {
+		return f, nil
+	}
+	for _, part := range strings.Split(s, "+") {
+		switch part {
+		case "norm":
+			f.Norm = true
+		case "gated":
+			f.Gated = true
+		case "attn":
+			f.Attention = true
+		case "all":
+			f.Norm, f.Gated, f.Attention = true, true, true
+		default:
+			n, err := strconv.Atoi(strings.TrimPrefix(part, "g"))
+			if !strings.HasPrefix(part, "g") || err != nil || n <= 0 {
+				return f, fmt.Errorf("fuse %q: part %q is none of norm, gated, attn, all, gN (N > 0)", s, part)
+			}
+			f.Groups = n
+		}
+	}
+	return f, nil
+}
+
+// String names f as ParseFuse reads it.
+func (f Fuse) String() string {
+	var parts []string
+	for _, p := range []struct {
+		on   bool
+		name string
+	}{{f.Norm, "norm"}, {f.Gated, "gated"}, {f.Attention, "attn"}} {
+		if p.on {
+			parts = append(parts, p.name)
+		}
+	}
+	if f.Groups > 0 {
+		parts = append(parts, "g"+strconv.Itoa(f.Groups))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, "+")
 }
 
 // Gemv chooses a variant of the decode matrix-vector product (see

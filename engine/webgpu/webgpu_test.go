@@ -78,11 +78,20 @@ func testCases() []testCase {
 	cases = append(cases, testCase{"cai-int8-split-chunk5", testmodel.CAIShaped(testVocab, model.Int8), Options{Chunk: 5, SplitBytes: 1000}},
 		testCase{"plain-f32-split-chunk3", testmodel.Plain(testVocab, model.F32), Options{Chunk: 3, SplitBytes: 3000}},
 		// Decode in 6 dispatches per layer.
-		testCase{"cai-int8-fused", testmodel.CAIShaped(testVocab, model.Int8), Options{FuseDecode: true}},
-		testCase{"plain-int8-fused", testmodel.Plain(testVocab, model.Int8), Options{FuseDecode: true}},
-		testCase{"cai-f32-fused", testmodel.CAIShaped(testVocab, model.F32), Options{FuseDecode: true}})
+		testCase{"cai-int8-fused", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: allFolds}},
+		testCase{"plain-int8-fused", testmodel.Plain(testVocab, model.Int8), Options{Fuse: allFolds}},
+		testCase{"cai-f32-fused", testmodel.CAIShaped(testVocab, model.F32), Options{Fuse: allFolds}},
+		// Each fold on its own, products with a prologue over fewer
+		// workgroups, and the row kernels that reread memory.
+		testCase{"cai-int8-norm-g4", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: Fuse{Norm: true, Groups: 4}}},
+		testCase{"plain-int8-gated", testmodel.Plain(testVocab, model.Int8), Options{Fuse: Fuse{Gated: true}}},
+		testCase{"cai-f32-gated-attn", testmodel.CAIShaped(testVocab, model.F32), Options{Fuse: Fuse{Gated: true, Attention: true}}},
+		testCase{"cai-int8-reread", testmodel.CAIShaped(testVocab, model.Int8), Options{RereadRows: true}})
 	return cases
 }
+
+// allFolds is every fold of a decode step (6 dispatches per layer).
+var allFolds = Fuse{Norm: true, Gated: true, Attention: true}
 
 func randomTokens(n int, seed uint64) []int32 {
 	r := rand.New(rand.NewPCG(seed, 1))
@@ -298,7 +307,7 @@ func TestDecodeDispatches(t *testing.T) {
 		{"wide-ffn-int8", wide, 7},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			gm, err := New(device(t), tc.cfg, testmodel.Random(tc.cfg, 1), Options{FuseDecode: true})
+			gm, err := New(device(t), tc.cfg, testmodel.Random(tc.cfg, 1), Options{Fuse: allFolds})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -175,7 +175,7 @@ func checkDecodeCrossings(t *testing.T, r hostReply) {
 	if readbacks == 0 || c["import:run"] != readbacks {
 		t.Errorf("decoding made %v command lists for %v readbacks; want one per readback", c["import:run"], readbacks)
 	}
-	const once = 7 + 4 + 4 // buffers, the sampling kernels, their bind groups
+	const once = 7 + 6 + 6 // buffers, the sampling kernels, their bind groups
 	snapshots := r.Prompt/prefix.DefaultBlock + len(r.Tokens)/prefix.DefaultBlock + 1
 	if other := c["imports"] - 2*readbacks; other < 0 || other > once+2*float64(snapshots) {
 		t.Errorf("decoding crossed %v times beyond run and map, per import %v; want at most %d once and 2 per snapshot", other, c, once)

@@ -5,19 +5,22 @@
 // embedding gather reads it and onto the history, and the step counter
 // advances, so steps run back to back with nothing read back.
 //
-// Four entry points, dispatched in order with nothing read back between:
-// prepare (one workgroup) does steps 1-3 and the kept total of step 4;
-// the top-p cut is a radix select over the keys, 8 bits a digit, each
-// digit a mass_part pass over the vocabulary by a workgroup per PART ids
-// (its kept mass per bin of the digit, among ids that match the prefix
-// so far) and a mass_pick (one workgroup) that sums the parts per bin and
-// fixes the digit; draw (one workgroup) does the ties at the cut and step
-// 5. A sampled step with top-p is 1 + 4 * 2 + 1 = 10 dispatches (the
-// binary search it replaces was 32 passes of one workgroup over the whole
-// vocabulary); without top-p, prepare and draw alone. The one-workgroup
-// kernels give each invocation a contiguous run of ids, so that every
-// walk "in ascending id order" of engine/sample is a walk over
-// invocations in order, then over one run:
+// Entry points, dispatched in order with nothing read back between. The
+// _part kernels run a workgroup per PART ids, each invocation 4
+// consecutive ids, and leave per-workgroup results in sel; the one
+// workgroup after each merges them in workgroup order, so that every walk
+// "in ascending id order" of engine/sample is a walk over parts, then
+// invocations, then ids:
+//   prep_part, prep_merge: steps 1-3;
+//   top-p only: for each of its 4 digits (8 bits of the key), mass_part
+//     (the kept mass per bin of the digit among ids that match the prefix
+//     so far) and mass_pick (sums the parts per bin and fixes the digit;
+//     the first also sums the kept total);
+//   draw_part, draw_pick: the ties at the cut and step 5.
+// A sampled step with top-p is 2 + 4 * 2 + 2 = 12 dispatches; without
+// top-p 4; at temperature 0, 2 (prep_merge picks). Top-k's radix select
+// still walks the vocabulary in prep_merge's one workgroup (only when
+// top-k is on).
 //   1. x = the last token's logits, NaN as -inf and +inf as the largest
 //      float; penalised ids are rewritten from the history (each write
 //      computes from the logit, so a repeated id is penalised once);
@@ -51,7 +54,8 @@ struct SampleParams {
 @group(0) @binding(4) var<storage, read_write> state: array<u32>;
 @group(0) @binding(5) var<storage, read_write> x: array<f32>;
 // sel carries a pick's state from kernel to kernel: the words below, then
-// from SEL_PARTS the mass_part sums, 256 per workgroup (f32 bits).
+// from SEL_PARTS the _part kernels' results: mass_part's sums, 256 per
+// workgroup (f32 bits); prep_part's and draw_part's, 2 per workgroup.
 @group(0) @binding(6) var<storage, read_write> sel: array<u32>;
 
 const SEL_DONE = 0u;   // 1: prepare made the pick (greedy, or every logit -inf)
@@ -63,8 +67,8 @@ const SEL_DIGIT = 5u;  // the top-p digits fixed so far
 const SEL_PREFIX = 6u; // those digits, in place
 const SEL_ABOVE = 7u;  // the kept mass of keys above the prefix's range (f32 bits)
 const SEL_PARTS = 16u;
-// PART is the ids of one mass_part workgroup (engine/webgpu's
-// samplingPart): 4 per invocation, staged in workgroup memory as a bin and
+// PART is the ids of one _part workgroup (engine/webgpu's samplingPart):
+// 4 per invocation; mass_part stages them in workgroup memory as a bin and
 // a p each (8 KiB; with red_u, 9 KiB).
 const PART = 4u * {{WG}}u;
 
@@ -74,6 +78,8 @@ var<workgroup> bins: array<atomic<u32>, 256>;
 var<workgroup> wg_f: f32;
 var<workgroup> wg_u: u32;
 var<workgroup> wg_v: u32;
+var<workgroup> wg_goal: f32;
+var<workgroup> wg_keep: u32;
 var<workgroup> part_bin: array<u32, PART>;
 var<workgroup> part_p: array<f32, PART>;
 var<workgroup> bin_f: array<f32, 256>;
@@ -178,18 +184,24 @@ fn kept(kk: u32, i: u32, kth: u32, kth_id: u32) -> bool {
   return kk > kth || (kk == kth && i <= kth_id);
 }
 
+// prep_part: steps 1 and 2 over PART ids: the cleaned and penalised
+// logits into x, and the workgroup's argmax (lowest id among equals) into
+// its two words of sel.
 @compute @workgroup_size({{WG}})
-fn prepare(@builtin(local_invocation_index) li: u32) {
+fn prep_part(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   let cols = p.cols;
-  let run = (cols + {{WG}}u - 1u) / {{WG}}u;
-  let lo = min(li * run, cols);
-  let hi = min(lo + run, cols);
+  let lo = wid.x * PART;
+  let hi = min(lo + PART, cols);
+  let first = lo + 4u * li;
   // The logits rows hold tokens step.first..; the last token's is the last.
   let base = (step.n - 1u - step.first) * cols;
 
   // 1. Cleaned and penalised logits.
-  for (var i = lo; i < hi; i++) {
-    x[i] = clean(logits[base + i]);
+  for (var k = 0u; k < 4u; k++) {
+    let i = first + k;
+    if (i < hi) {
+      x[i] = clean(logits[base + i]);
+    }
   }
   storageBarrier();
   let pen = p.penalty;
@@ -197,7 +209,7 @@ fn prepare(@builtin(local_invocation_index) li: u32) {
   if (pen != 0.0 && pen != 1.0) {
     for (var j = li; j < n_hist; j += {{WG}}u) {
       let id = state[2u + j];
-      if (id < cols) {
+      if (id >= lo && id < hi) {
         let v = clean(logits[base + id]);
         if (v < 0.0) {
           x[id] = v * pen;
@@ -209,30 +221,63 @@ fn prepare(@builtin(local_invocation_index) li: u32) {
   }
   storageBarrier();
 
-  // 2. The argmax, lowest id among equals.
+  // 2. The workgroup's argmax.
   var bv = from_bits(NEG_INF);
   var bi = 0xffffffffu;
-  for (var i = lo; i < hi; i++) {
-    let v = x[i];
-    if (bi == 0xffffffffu || v > bv) {
-      bv = v;
-      bi = i;
+  for (var k = 0u; k < 4u; k++) {
+    let i = first + k;
+    if (i < hi) {
+      let v = x[i];
+      if (bi == 0xffffffffu || v > bv) {
+        bv = v;
+        bi = i;
+      }
     }
   }
-  red_f[li] = bv;
-  red_u[li] = bi;
+  arg_max(bv, bi, li);
+  if (li == 0u) {
+    sel[SEL_PARTS + 2u * wid.x] = bitcast<u32>(red_f[0]);
+    sel[SEL_PARTS + 2u * wid.x + 1u] = red_u[0];
+  }
+}
+
+// arg_max leaves in red_f[0] and red_u[0] the largest v of the workgroup
+// and, among equals, the lowest id (0xffffffff: none).
+fn arg_max(v: f32, id: u32, li: u32) {
+  red_f[li] = v;
+  red_u[li] = id;
   workgroupBarrier();
   for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {
     if (li < s) {
       let ov = red_f[li + s];
       let oi = red_u[li + s];
-      if (ov > red_f[li] || (ov == red_f[li] && oi < red_u[li])) {
+      if (oi != 0xffffffffu && (red_u[li] == 0xffffffffu || ov > red_f[li] || (ov == red_f[li] && oi < red_u[li]))) {
         red_f[li] = ov;
         red_u[li] = oi;
       }
     }
     workgroupBarrier();
   }
+}
+
+// prep_merge: the argmax over prep_part's workgroups (temperature 0, or
+// every logit -inf, picks here), then step 3, and sel's state for the
+// kernels after it.
+@compute @workgroup_size({{WG}})
+fn prep_merge(@builtin(local_invocation_index) li: u32) {
+  let cols = p.cols;
+  let parts = (cols + PART - 1u) / PART;
+  var bv = from_bits(NEG_INF);
+  var bi = 0xffffffffu;
+  for (var w = li; w < parts; w += {{WG}}u) {
+    let v = bitcast<f32>(sel[SEL_PARTS + 2u * w]);
+    let i = sel[SEL_PARTS + 2u * w + 1u];
+    if (i != 0xffffffffu && (bi == 0xffffffffu || v > bv || (v == bv && i < bi))) {
+      bv = v;
+      bi = i;
+    }
+  }
+  arg_max(bv, bi, li);
   if (li == 0u) {
     wg_u = red_u[0];
     wg_f = red_f[0];
@@ -250,6 +295,9 @@ fn prepare(@builtin(local_invocation_index) li: u32) {
     }
     return;
   }
+  let run = (cols + {{WG}}u - 1u) / {{WG}}u;
+  let lo = min(li * run, cols);
+  let hi = min(lo + run, cols);
 
   // 3. Top-k: kth is the k-th largest key; of the ids with that key, the
   // need lowest are kept, up to kth_id.
@@ -314,20 +362,12 @@ fn prepare(@builtin(local_invocation_index) li: u32) {
     kth_id = workgroupUniformLoad(&wg_u);
   }
 
-  // 4. The kept mass; the top-p search starts from it.
-  var total_run = 0.0;
-  for (var i = lo; i < hi; i++) {
-    if (kept(key(x[i]), i, kth, kth_id)) {
-      total_run += prob(x[i], mx);
-    }
-  }
-  let total = sum_all(total_run, li);
   if (li == 0u) {
     sel[SEL_DONE] = 0u;
     sel[SEL_MAX] = bitcast<u32>(mx);
     sel[SEL_KTH] = kth;
     sel[SEL_KTH_ID] = kth_id;
-    sel[SEL_TOTAL] = bitcast<u32>(total);
+    sel[SEL_TOTAL] = 0u; // mass_pick sums it (top-p alone needs it)
     sel[SEL_DIGIT] = 0u;
     sel[SEL_PREFIX] = 0u;
     sel[SEL_ABOVE] = 0u; // 0.0
@@ -430,6 +470,14 @@ fn mass_pick(@builtin(local_invocation_index) li: u32) {
   if (li == 0u) {
     let digit = sel[SEL_DIGIT];
     let shift = 24u - 8u * digit;
+    if (digit == 0u) {
+      // The first digit's bins hold every kept id: the kept total.
+      var total = 0.0;
+      for (var t = 0u; t < 256u; t++) {
+        total += bin_f[t];
+      }
+      sel[SEL_TOTAL] = bitcast<u32>(total);
+    }
     let want = p.top_p * bitcast<f32>(sel[SEL_TOTAL]);
     var acc = bitcast<f32>(sel[SEL_ABOVE]);
     var b = 255u;
@@ -447,53 +495,90 @@ fn mass_pick(@builtin(local_invocation_index) li: u32) {
   }
 }
 
-// draw: the ties at the top-p cut, then step 5.
+// draw_part: for the draw, the workgroup's PART ids' kept mass (with
+// top-p, of the keys above the cut alone) and, with top-p, how many kept
+// ids have the cut's key: its two words of sel. The mass is summed as
+// draw_pick walks it: each invocation's ids in order, then the
+// invocations in order.
 @compute @workgroup_size({{WG}})
-fn draw(@builtin(local_invocation_index) li: u32) {
+fn draw_part(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   if (li == 0u) {
     wg_u = sel[SEL_DONE];
   }
   if (workgroupUniformLoad(&wg_u) != 0u) {
     return;
   }
-  let cols = p.cols;
-  let run = (cols + {{WG}}u - 1u) / {{WG}}u;
-  let lo = min(li * run, cols);
-  let hi = min(lo + run, cols);
   let mx = bitcast<f32>(sel[SEL_MAX]);
   let kth = sel[SEL_KTH];
   let kth_id = sel[SEL_KTH_ID];
   let top_p = p.top_p > 0.0 && p.top_p < 1.0;
-  var cut = 0u;          // the top-p boundary key
-  var cut_keep = 0xffffffffu; // ties at cut that are kept
-  var p_rank = 0u;       // this run's first tie at cut among the kept ones
-  if (top_p) {
-    let want = p.top_p * bitcast<f32>(sel[SEL_TOTAL]);
-    if (li == 0u) {
-      wg_v = sel[SEL_PREFIX];
-    }
-    cut = workgroupUniformLoad(&wg_v);
-    // Mass strictly better than cut and the kept ties at cut, all of one
-    // p, each kept while the mass before it stays below want.
-    var part = 0.0;
-    var ties = 0u;
-    for (var i = lo; i < hi; i++) {
-      let kk = key(x[i]);
+  let cut = sel[SEL_PREFIX];
+  let first = wid.x * PART + 4u * li;
+  var s = 0.0;
+  var ties = 0u;
+  for (var k = 0u; k < 4u; k++) {
+    let i = first + k;
+    if (i < p.cols) {
+      let v = x[i];
+      let kk = key(v);
       if (kept(kk, i, kth, kth_id)) {
-        if (kk > cut) {
-          part += prob(x[i], mx);
-        }
-        if (kk == cut) {
+        if (!top_p || kk > cut) {
+          s += prob(v, mx);
+        } else if (kk == cut) {
           ties++;
         }
       }
     }
-    let above = sum_all(part, li);
-    let n_ties = u32(sum_all(f32(ties), li));
-    p_rank = scan_u(ties, li);
-    if (li == 0u) {
-      let tp = prob(unkey(cut), mx);
-      var acc = above;
+  }
+  red_f[li] = s;
+  red_u[li] = ties;
+  workgroupBarrier();
+  if (li == 0u) {
+    var acc = 0.0;
+    var n = 0u;
+    for (var t = 0u; t < {{WG}}u; t++) {
+      acc += red_f[t];
+      n += red_u[t];
+    }
+    sel[SEL_PARTS + 2u * wid.x] = bitcast<u32>(acc);
+    sel[SEL_PARTS + 2u * wid.x + 1u] = n;
+  }
+}
+
+// draw_pick: the ties at the top-p cut (how many of them, lowest ids
+// first, the top-p mass keeps), then step 5: the workgroup whose kept mass
+// passes the goal, found over draw_part's sums, and in it the id, walked
+// as draw_part summed it.
+@compute @workgroup_size({{WG}})
+fn draw_pick(@builtin(local_invocation_index) li: u32) {
+  if (li == 0u) {
+    wg_u = sel[SEL_DONE];
+  }
+  if (workgroupUniformLoad(&wg_u) != 0u) {
+    return;
+  }
+  let parts = (p.cols + PART - 1u) / PART;
+  let mx = bitcast<f32>(sel[SEL_MAX]);
+  let kth = sel[SEL_KTH];
+  let kth_id = sel[SEL_KTH_ID];
+  let top_p = p.top_p > 0.0 && p.top_p < 1.0;
+  var cut = 0u;
+  if (top_p) {
+    cut = sel[SEL_PREFIX];
+  }
+  if (li == 0u) {
+    // Ties at cut, all of one p, each kept while the mass before it (the
+    // select's mass above the cut, then the ties kept) stays below want.
+    var cut_keep = 0xffffffffu;
+    var tp = 0.0; // without top-p no id is a tie (unkey(0) is NaN)
+    if (top_p) {
+      tp = prob(unkey(cut), mx);
+      var n_ties = 0u;
+      for (var w = 0u; w < parts; w++) {
+        n_ties += sel[SEL_PARTS + 2u * w + 1u];
+      }
+      let want = p.top_p * bitcast<f32>(sel[SEL_TOTAL]);
+      var acc = bitcast<f32>(sel[SEL_ABOVE]);
       var t = 0u;
       loop {
         if (acc >= want || t >= n_ties) {
@@ -502,73 +587,134 @@ fn draw(@builtin(local_invocation_index) li: u32) {
         acc += tp;
         t++;
       }
-      wg_u = t;
+      cut_keep = t;
     }
-    cut_keep = workgroupUniformLoad(&wg_u);
+    // Each part's kept mass: its sum above the cut and its kept ties.
+    var total = 0.0;
+    var before = 0u;
+    for (var w = 0u; w < parts; w++) {
+      let ties = sel[SEL_PARTS + 2u * w + 1u];
+      total += bitcast<f32>(sel[SEL_PARTS + 2u * w]) + f32(clamp(cut_keep, before, before + ties) - before) * tp;
+      before += ties;
+    }
+    let u = f32(pcg(p.seed_hash + state[0]) >> 8u) * (1.0 / 16777216.0);
+    let goal = u * total;
+    // The first part whose end passes the goal; else (float32 rounding)
+    // the last with kept mass.
+    var owner = 0xffffffffu;
+    var owner_start = 0.0;
+    var owner_before = 0u;
+    var last = 0u;
+    var last_start = 0.0;
+    var last_before = 0u;
+    var acc = 0.0;
+    before = 0u;
+    for (var w = 0u; w < parts; w++) {
+      let ties = sel[SEL_PARTS + 2u * w + 1u];
+      let m = bitcast<f32>(sel[SEL_PARTS + 2u * w]) + f32(clamp(cut_keep, before, before + ties) - before) * tp;
+      if (m > 0.0) {
+        if (owner == 0xffffffffu && acc + m > goal) {
+          owner = w;
+          owner_start = acc;
+          owner_before = before;
+        }
+        last = w;
+        last_start = acc;
+        last_before = before;
+      }
+      acc += m;
+      before += ties;
+    }
+    var g = goal;
+    if (owner == 0xffffffffu) {
+      owner = last;
+      owner_start = last_start;
+      owner_before = last_before;
+      g = bitcast<f32>(0x7f7fffffu); // past every id: the part's last kept one
+    }
+    wg_u = owner;
+    wg_v = owner_before;
+    wg_f = owner_start;
+    wg_goal = g;
+    wg_keep = cut_keep;
   }
+  let owner = workgroupUniformLoad(&wg_u);
+  let before = workgroupUniformLoad(&wg_v);
+  let cut_keep = workgroupUniformLoad(&wg_keep);
 
-  // 5. The draw over the kept ids in id order.
+  // The owner part: each invocation's rank among the ties at cut, its
+  // kept mass, then the invocation and the id that pass the goal.
+  let first = owner * PART + 4u * li;
+  var ties = 0u;
+  if (top_p) {
+    for (var k = 0u; k < 4u; k++) {
+      let i = first + k;
+      if (i < p.cols) {
+        let kk = key(x[i]);
+        if (kk == cut && kept(kk, i, kth, kth_id)) {
+          ties++;
+        }
+      }
+    }
+  }
+  let p_rank = before + scan_u(ties, li);
   var run_sum = 0.0;
-  var last = 0xffffffffu;
   var rp = p_rank;
-  for (var i = lo; i < hi; i++) {
-    let pi = kept_p(x[i], i, mx, kth, kth_id, cut, cut_keep, &rp, top_p);
-    if (pi > 0.0) {
-      run_sum += pi;
-      last = i;
+  var last = 0xffffffffu;
+  for (var k = 0u; k < 4u; k++) {
+    let i = first + k;
+    if (i < p.cols) {
+      let pi = kept_p(x[i], i, mx, kth, kth_id, cut, cut_keep, &rp, top_p);
+      if (pi > 0.0) {
+        run_sum += pi;
+        last = i;
+      }
     }
   }
   red_f[li] = run_sum;
   red_u[li] = last;
   workgroupBarrier();
   if (li == 0u) {
-    // Exclusive prefix sums in invocation order, then the first run whose
-    // end passes the goal.
-    var acc = 0.0;
+    let goal = wg_goal;
+    var acc = wg_f;
+    var owner_t = 0xffffffffu;
+    var fallback = 0u;
     for (var t = 0u; t < {{WG}}u; t++) {
       let c = red_f[t];
       red_f[t] = acc;
-      acc = acc + c;
-    }
-    let u = f32(pcg(p.seed_hash + state[0]) >> 8u) * (1.0 / 16777216.0);
-    let goal = u * acc;
-    var owner = 0xffffffffu;
-    var fallback = 0u;
-    for (var t = 0u; t < {{WG}}u; t++) {
       if (red_u[t] != 0xffffffffu) {
         fallback = red_u[t];
-        var end = acc;
-        if (t + 1u < {{WG}}u) {
-          end = red_f[t + 1u];
-        }
-        if (owner == 0xffffffffu && end > goal) {
-          owner = t;
+        if (owner_t == 0xffffffffu && acc + c > goal) {
+          owner_t = t;
         }
       }
+      acc += c;
     }
-    wg_u = owner;
+    wg_u = owner_t;
     wg_v = fallback;
-    wg_f = goal;
   }
-  let owner = workgroupUniformLoad(&wg_u);
-  if (li == owner) {
+  let owner_t = workgroupUniformLoad(&wg_u);
+  if (li == owner_t) {
+    let goal = wg_goal;
     let start = red_f[li];
-    let goal = wg_f;
     var part = 0.0;
-    var pick = wg_v;
+    var pick = last;
     rp = p_rank;
-    for (var i = lo; i < hi; i++) {
-      let pi = kept_p(x[i], i, mx, kth, kth_id, cut, cut_keep, &rp, top_p);
-      if (pi > 0.0) {
-        part += pi;
-        if (start + part > goal) {
-          pick = i;
-          break;
+    for (var k = 0u; k < 4u; k++) {
+      let i = first + k;
+      if (i < p.cols) {
+        let pi = kept_p(x[i], i, mx, kth, kth_id, cut, cut_keep, &rp, top_p);
+        if (pi > 0.0) {
+          part += pi;
+          if (start + part > goal) {
+            pick = i;
+            break;
+          }
         }
       }
     }
     finish(pick);
-  } else if (li == 0u && owner == 0xffffffffu) {
+  } else if (li == 0u && owner_t == 0xffffffffu) {
     finish(wg_v);
   }
 }

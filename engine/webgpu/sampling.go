@@ -11,27 +11,31 @@ import (
 )
 
 // The kernels of shaders/sampling.wgsl, in the order a pick runs them:
-// prepare (one workgroup), then for each of top-p's 4 digits mass_part (a
-// workgroup per samplingPart ids) and mass_pick (one workgroup), then draw
-// (one workgroup). A sampled step with top-p adds 10 dispatches after the
-// logits (greedy's pick is 2); without top-p 2 (prepare, draw); at
-// temperature 0 1 (prepare picks).
+// prep_part (a workgroup per samplingPart ids) and prep_merge (one
+// workgroup), then for each of top-p's 4 digits mass_part and mass_pick,
+// then draw_part and draw_pick. A sampled step with top-p adds 12
+// dispatches after the logits (greedy's pick is 2); without top-p 4; at
+// temperature 0 2 (prep_merge picks).
 const (
-	samplePrepare = iota
+	samplePrepPart = iota
+	samplePrepMerge
 	sampleMassPart
 	sampleMassPick
-	sampleDraw
+	sampleDrawPart
+	sampleDrawPick
 	samplingKernels
 )
 
 var samplingKeys = [samplingKernels]shaders.Key{
-	{Family: "sampling", Entry: "prepare", WG: shaders.RowWG},
+	{Family: "sampling", Entry: "prep_part", WG: shaders.RowWG},
+	{Family: "sampling", Entry: "prep_merge", WG: shaders.RowWG},
 	{Family: "sampling", Entry: "mass_part", WG: shaders.RowWG},
 	{Family: "sampling", Entry: "mass_pick", WG: shaders.RowWG},
-	{Family: "sampling", Entry: "draw", WG: shaders.RowWG},
+	{Family: "sampling", Entry: "draw_part", WG: shaders.RowWG},
+	{Family: "sampling", Entry: "draw_pick", WG: shaders.RowWG},
 }
 
-// samplingPart is the ids of one mass_part workgroup (sampling.wgsl's PART).
+// samplingPart is the ids of one _part workgroup (sampling.wgsl's PART).
 const samplingPart = 1024
 
 // selBytes is the size of sampling.wgsl's sel buffer for a vocabulary of
@@ -52,10 +56,12 @@ func bindSampling(dev gpu.Device, kern [samplingKernels]gpu.Kernel, b samplingBu
 	params, x, sel := gpu.Binding{Slot: 1, Buffer: b.params}, gpu.Binding{Slot: 5, Buffer: b.x}, gpu.Binding{Slot: 6, Buffer: b.sel}
 	ids, state := gpu.Binding{Slot: 3, Buffer: b.ids}, gpu.Binding{Slot: 4, Buffer: b.state}
 	slots := [samplingKernels][]gpu.Binding{
-		samplePrepare:  {{Slot: 0, Buffer: b.step, Size: 16}, params, {Slot: 2, Buffer: b.logits}, ids, state, x, sel},
-		sampleMassPart: {params, x, sel},
-		sampleMassPick: {params, sel},
-		sampleDraw:     {params, ids, state, x, sel},
+		samplePrepPart:  {{Slot: 0, Buffer: b.step, Size: 16}, params, {Slot: 2, Buffer: b.logits}, state, x, sel},
+		samplePrepMerge: {params, ids, state, x, sel},
+		sampleMassPart:  {params, x, sel},
+		sampleMassPick:  {params, sel},
+		sampleDrawPart:  {params, x, sel},
+		sampleDrawPick:  {params, ids, state, x, sel},
 	}
 	for i, bs := range slots {
 		g, err := dev.NewBindGroup(kern[i], bs)
@@ -77,17 +83,18 @@ func samplingSites(kern [samplingKernels]gpu.Kernel, groups [samplingKernels]gpu
 	at := func(i int, grid gridFunc) site {
 		return site{kernel: kern[i], group: groups[i], grid: grid, label: samplingKeys[i].Label()}
 	}
-	sites := []site{at(samplePrepare, one)}
+	parts := (cols + samplingPart - 1) / samplingPart
+	each := func(int, int, int) (int, int, int) { return parts, 1, 1 }
+	sites := []site{at(samplePrepPart, each), at(samplePrepMerge, one)}
 	if sp.InvT == 0 {
 		return sites
 	}
 	if sp.TopP > 0 && sp.TopP < 1 {
-		parts := (cols + samplingPart - 1) / samplingPart
 		for range 4 {
-			sites = append(sites, at(sampleMassPart, func(int, int, int) (int, int, int) { return parts, 1, 1 }), at(sampleMassPick, one))
+			sites = append(sites, at(sampleMassPart, each), at(sampleMassPick, one))
 		}
 	}
-	return append(sites, at(sampleDraw, one))
+	return append(sites, at(sampleDrawPart, each), at(sampleDrawPick, one))
 }
 
 // samplingParams mirrors SampleParams of shaders/sampling.wgsl.

@@ -172,9 +172,15 @@ func Run(dev gpu.Device, o Options, w io.Writer) error {
 	}
 	var profiles []string
 	for _, r := range runs {
+		// One load serves every tier and plan (random 1B weights take a
+		// while to make in the wasm module).
+		c, wts, err := r.load()
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.name, err)
+		}
 		for i, tier := range tiers {
 			for _, pl := range plans {
-				row, prof, err := b.model(r, best, tier, i > 0, pl, o.Decode, o.Prompt, o.Long, roofBW, o.Profile)
+				row, prof, err := b.model(r.name, c, wts, best, tier, i > 0, pl, o.Decode, o.Prompt, o.Long, roofBW, o.Profile)
 				if err != nil {
 					return fmt.Errorf("%s (%s kernels, plan %s): %w", r.name, tier, pl, err)
 				}
@@ -445,14 +451,10 @@ func (b *bencher) gemvBandwidth(size int64, cols int, k shaders.Key) (float64, e
 // timedRuns is how many timed runs a model's figures are the median of.
 const timedRuns = 5
 
-// model loads one model, times prefill and decode on tier's kernels (the
+// model puts model c (weights w) on the device, times prefill and decode on tier's kernels (the
 // device's own, or with fallback its fallback tier), and returns its
 // table row and, with profile, the table of its decode step by kernel.
-func (b *bencher) model(nm namedModel, g webgpu.Gemv, tier shaders.Tier, fallback bool, pl Plan, decode, prompt, longAt int, bw float64, profile bool) (row, prof string, err error) {
-	c, w, err := nm.load()
-	if err != nil {
-		return "", "", err
-	}
+func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu.Gemv, tier shaders.Tier, fallback bool, pl Plan, decode, prompt, longAt int, bw float64, profile bool) (row, prof string, err error) {
 	lim := b.dev.Info().Limits
 	// Steps as long as the prompt, where the logits of a whole step fit one binding.
 	chunk := max(1, min(prompt, int(lim.MaxStorageBufferBindingSize/(4*int64(c.Vocab)))))
@@ -492,14 +494,14 @@ func (b *bencher) model(nm namedModel, g webgpu.Gemv, tier shaders.Tier, fallbac
 		return bw / bytes
 	}
 	dec, long := float64(decode)/tDecode.median, float64(decode)/tLong.median
-	row = fmt.Sprintf("| %s | %s | %s | %.1f MB | %d | %.0f ±%.0f%% | %.1f%% | %.0f ±%.0f%% | %.1f%% | %.0f ±%.0f%% |", nm.name, tier, pl, float64(wb)/1e6, s.Dispatches(1, longAt),
+	row = fmt.Sprintf("| %s | %s | %s | %.1f MB | %d | %.0f ±%.0f%% | %.1f%% | %.0f ±%.0f%% | %.1f%% | %.0f ±%.0f%% |", name, tier, pl, float64(wb)/1e6, s.Dispatches(1, longAt),
 		dec, tDecode.spread(), 100*dec/roof(0), long, tLong.spread(), 100*long/roof(longAt), float64(prompt)/tPrefill.median, tPrefill.spread())
 	if profile {
 		p, err := s.ProfileDecode(decode, 50)
 		if err != nil {
 			return "", "", fmt.Errorf("profile: %w", err)
 		}
-		prof = profileTable(nm.name+", "+tier.String()+" kernels, plan "+pl.String(), decode, p)
+		prof = profileTable(name+", "+tier.String()+" kernels, plan "+pl.String(), decode, p)
 	}
 	return row, prof, nil
 }

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
-
-	"golang.org/x/text/unicode/norm"
 )
 
 // hfTokenizer is a Hugging Face tokenizer.json: added tokens, then per
@@ -72,9 +70,9 @@ func parseNormalizer(c hfComponent) ([]normalizer, error) {
 		}
 		return out, nil
 	case "NFC":
-		return []normalizer{norm.NFC.String}, nil
+		return []normalizer{nfc}, nil
 	case "NFKC":
-		return []normalizer{norm.NFKC.String}, nil
+		return []normalizer{nfkc}, nil
 	case "Prepend":
 		p, err := c.str("prepend")
 		if err != nil {

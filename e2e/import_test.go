@@ -183,7 +183,11 @@ func TestImportModel(t *testing.T) {
 		for _, bad := range badimport.Checkpoints(t, hfDir) {
 			gguf := strings.HasSuffix(bad.Path, ".gguf")
 			r := importInto(t, b, bad.Path, gguf)
-			shown := eval[string](t, b, `document.getElementById('error').textContent`)
+			shown := eval[string](t, b, `document.getElementById('error').firstChild.textContent`)
+			details := eval[string](t, b, `(document.querySelector('#error details pre') || {}).textContent || ''`)
+			if !strings.Contains(details, bad.Want) {
+				t.Errorf("%s: the error's details are %q, want the converter's words (%q)", bad.Name, details, bad.Want)
+			}
 			t.Logf("%s: %s", bad.Name, shown)
 			if r.Error == "" || shown != r.Error || !strings.Contains(shown, filepath.Base(bad.Path)) || !strings.Contains(shown, bad.Plain) {
 				t.Errorf("%s: the page says %q (import error %q), want one sentence naming %s and %s", bad.Name, shown, r.Error, filepath.Base(bad.Path), bad.Plain)

@@ -381,7 +381,7 @@ async function importModel(files, { gguf, name }) {
   } catch (e) {
     hooks.lastImport = { error: e.message, details: e.details || '' };
     hooks.state = before;
-    showError(e.message);
+    showError(e.message, e.details); // the converter's own words under Details
     status(`${label} was not imported; nothing was kept.`);
   } finally {
     w.terminate();

@@ -168,7 +168,7 @@ function perToken(c, n) {
 // and sampled, with the boundary's traffic per token; with -kernels also
 // package bench's bandwidth and GEMV tables inside the module (the same
 // code as `wick bench`); with -profile the GPU time of each kernel of a
-// decode step from timestamp queries (on the page's path, and with
+// decode step, and of a prefill of -prompt tokens, from timestamp queries (on the page's path, and with
 // -kernels in package bench's tables too, through run_timed).
 async function bench(v) {
   const decode = num(v.decode, 'decode');
@@ -211,6 +211,10 @@ async function bench(v) {
     const sampled = Number(v.temp) > 0 ? { temperature: Number(v.temp), top_p: Number(v['top-p']), seed: 7 } : {};
     await p.handle({ op: 'turn', session, kind: 'complete', turn: { ids: ids(1, 3), max_tokens: steps, ...sampled } });
     res.profile = { steps, kernels: p.engine.gpu.profileTimes().map((k) => ({ label: k.label, perStep: k.count / steps, usPerStep: k.ns / 1000 / steps })) };
+    // Prefill by kernel: one prompt of `prompt` ids in a fresh session.
+    const pre = await p.handle({ op: 'open', chat: '', messages: [] });
+    await p.handle({ op: 'turn', session: pre.session, kind: 'complete', turn: { ids: ids(prompt, 1), max_tokens: 1 } });
+    res.prefillProfile = { tokens: prompt, kernels: p.engine.gpu.profileTimes().map((k) => ({ label: k.label, dispatches: k.count, us: k.ns / 1000 })) };
     p.close();
   }
   if (v.kernels) {
@@ -241,6 +245,12 @@ function printBench(r) {
     lines.push('', `decode step by kernel (timestamp queries, ${r.profile.steps} steps): ${f(total)} us of GPU time per step`,
       '| kernel | dispatches/step | us/step | share |', '| --- | --- | --- | --- |');
     for (const k of r.profile.kernels) lines.push(`| ${k.label} | ${f(k.perStep, 1)} | ${f(k.usPerStep)} | ${f(100 * k.usPerStep / total, 0)}% |`);
+  }
+  if (r.prefillProfile) {
+    const total = r.prefillProfile.kernels.reduce((a, k) => a + k.us, 0);
+    lines.push('', `prefill of ${r.prefillProfile.tokens} tokens by kernel (timestamp queries, a compute pass per dispatch): ${f(total)} us of GPU time`,
+      '| kernel | dispatches | us | share |', '| --- | --- | --- | --- |');
+    for (const k of [...r.prefillProfile.kernels].sort((a, b) => b.us - a.us)) lines.push(`| ${k.label} | ${k.dispatches} | ${f(k.us)} | ${f(100 * k.us / total, 0)}% |`);
   }
   if (r.kernels) lines.push('', r.kernels);
   process.stdout.write(lines.join('\n') + '\n');

@@ -33,3 +33,11 @@ B="node node/host.mjs bench -model testdata/cai-tiny -decode 16 -prompt 512 -ker
 step bench-experimental timeout 500 $B -experimental
 step bench-experimental-rowattn timeout 500 $B -experimental -row-attention
 step bench-stock timeout 500 $B
+# Prefill of the 1B shape by kernel (timestamp queries), subgroup matrices
+# and flash attention: what bounds pp512 now. Needs a wick binary (this
+# machine's, as .devbin/wick) to write the shape's model directory.
+W=${WICK:-$root/.devbin/wick}
+if [ -x "$W" ]; then
+	step write-1b "$W" bench -write-shape 1b /tmp/m1b-prefill
+	step profile-1b-experimental timeout 300 node node/host.mjs bench -model /tmp/m1b-prefill -decode 8 -prompt 512 -profile -experimental
+fi

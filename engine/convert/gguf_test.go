@@ -366,3 +366,50 @@ func TestGGUFRopeFreqs(t *testing.T) {
 		})
 	}
 }
+
+// TestGGUFGemmaDefaults converts the gemma3 fixture's GGUF with keys
+// llama.cpp's converter may leave out, and checks the values llama.cpp
+// assumes instead: the local RoPE base 10000 (earlier Gemma 3 files), five
+// sliding layers per global one, and 1/sqrt(head_dim) as the attention
+// scale.
+func TestGGUFGemmaDefaults(t *testing.T) {
+	data, err := os.ReadFile("../../testdata/hf/gemma3/model-f32.gguf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// drop renames a metadata key to one of the same length that no
+	// reader knows.
+	drop := func(data []byte, key string) []byte {
+		return bytes.Replace(data, []byte(key), []byte(key[:len(key)-3]+"zzz"), 1)
+	}
+	for _, tc := range []struct {
+		name  string
+		data  []byte
+		check func(c *model.Config) bool
+	}{
+		{"freq_base_swa", drop(data, "gemma3.rope.freq_base_swa"), func(c *model.Config) bool { return c.RopeThetaLocal == 10000 }},
+		{"sliding_window_pattern", drop(data, "gemma3.attention.sliding_window_pattern"), func(c *model.Config) bool {
+			for i, l := range c.Layers {
+				if (l.Kind == model.Local) != (i%6 < 5) {
+					return false
+				}
+			}
+			return true
+		}},
+		{"attention.scale", drop(data, "gemma3.attention.scale"), func(c *model.Config) bool { return c.Scale() == float32(1/math.Sqrt(16)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := filepath.Join(t.TempDir(), "m.gguf")
+			if err := os.WriteFile(in, tc.data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			res, err := convert.Convert(in, filepath.Join(t.TempDir(), "m"), convert.Options{DType: model.F32})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(res.Config) {
+				t.Errorf("config %+v", res.Config)
+			}
+		})
+	}
+}

@@ -138,7 +138,14 @@ func ggufConfig(f *gguf.File, arch string, a ggufArch) (*model.Config, error) {
 	if cfg.RopeThetaGlobal, err = m.float("rope.freq_base", 10000); err != nil {
 		return nil, err
 	}
-	if cfg.RopeThetaLocal, err = m.float("rope.freq_base_swa", cfg.RopeThetaGlobal); err != nil {
+	// The local layers' base: rope.freq_base_swa, else the global one,
+	// except for Gemma 3, whose earlier GGUFs do not store its 10000 (llama.cpp
+	// hard-coded it then).
+	localDef := cfg.RopeThetaGlobal
+	if a.gemma == 3 {
+		localDef = 10000
+	}
+	if cfg.RopeThetaLocal, err = m.float("rope.freq_base_swa", localDef); err != nil {
 		return nil, err
 	}
 	if cfg.NormEps, err = m.float("attention.layer_norm_rms_epsilon", 1e-5); err != nil {

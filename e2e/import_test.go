@@ -91,11 +91,61 @@ func sameStored(t *testing.T, b *browser, name, dir string) {
 	}
 }
 
+// importAndChat imports input (a folder whose checkpoint file is
+// checkpoint, or a .gguf file when checkpoint is "") in the page, checks
+// its progress, that the files were read by ranges and that the stored
+// model is the native conversion's bytes, and chats with it in a new chat:
+// the tokens must be the native engine's.
+func importAndChat(t *testing.T, b *browser, input, checkpoint string) {
+	t.Helper()
+	in, _ := filepath.Abs(input)
+	start := time.Now()
+	r := importInto(t, b, in, checkpoint == "")
+	if r.Error != "" {
+		t.Fatalf("import failed: %s\nconsole:\n%s", r.Error, b.logs)
+	}
+	t.Logf("imported %s as %s (%s) in %v (module %.0f ms, conversion and storing %.0f ms), %d progress reports",
+		input, r.Name, r.Arch, time.Since(start).Round(time.Millisecond), r.StartMs, r.ConvertMs, len(r.Progress))
+	if len(r.Progress) < 2 {
+		t.Fatalf("%d progress reports, want several", len(r.Progress))
+	}
+	if last := r.Progress[len(r.Progress)-1]; last.Tensors != last.TotalTensors || last.Bytes != last.TotalBytes {
+		t.Errorf("the last progress is %+v, want every tensor and byte", last)
+	}
+	file := in
+	if checkpoint != "" {
+		file = filepath.Join(in, checkpoint)
+	}
+	fi, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.LargestRead == 0 || r.LargestRead >= fi.Size() {
+		t.Errorf("the largest read of the picked files was %d bytes; %s has %d: it must be read by ranges", r.LargestRead, file, fi.Size())
+	}
+	b.waitState(t, "ready", 120*time.Second)
+	if got := eval[string](t, b, `window.wick.loaded.model`); got != r.Name {
+		t.Fatalf("the page loaded %q after importing %q", got, r.Name)
+	}
+
+	native := filepath.Join(t.TempDir(), r.Name)
+	if _, err := convert.Convert(in, native, convert.Options{DType: model.Int8}); err != nil {
+		t.Fatal(err)
+	}
+	sameStored(t, b, r.Name, native)
+	want := nativeChatOn(t, native, step{"send", "Hello! Who are you?"})
+	// A new chat: the one open may hold turns with another model.
+	js(t, b, "a new chat", `document.getElementById('new-chat').click(); await new Promise((r) => setTimeout(r, 300));`)
+	got := send(t, b, "Hello! Who are you?")
+	checkTurn(t, "the imported "+r.Name, got, want[0], true)
+}
+
 // TestImportModel serves the page from a plain static host (no model
-// server at all), imports a Hugging Face folder and a GGUF file from disk
-// through the page's file pickers, and chats with each: the tokens must be
-// the native engine's on the natively converted model. A truncated GGUF
-// is refused in one sentence and nothing is kept.
+// server at all), imports a Hugging Face folder from disk through the
+// page's folder picker and chats with it: the tokens must be the native
+// engine's on the natively converted model. A cancelled import keeps
+// nothing, and bad checkpoints are refused in one sentence with nothing
+// kept.
 func TestImportModel(t *testing.T) {
 	needBrowser(t)
 	if _, err := os.Stat("../web/convert.wasm"); err != nil {
@@ -108,57 +158,7 @@ func TestImportModel(t *testing.T) {
 	b.do(t, 30*time.Second, "wait for the page to say there are no models",
 		chromedp.Poll[chromedp.Void](`document.getElementById('status').textContent.includes('import one')`, chromedp.WithPollingTimeout(30*time.Second)))
 
-	for _, tc := range []struct {
-		name, input string
-		gguf        bool
-		checkpoint  string // the file the converter must read by ranges
-	}{
-		{"llama", filepath.Join(hfDir, "llama"), false, "model.safetensors"},
-		{"model-q8_0", filepath.Join(hfDir, "qwen2", "model-q8_0.gguf"), true, ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			in, _ := filepath.Abs(tc.input)
-			start := time.Now()
-			r := importInto(t, b, in, tc.gguf)
-			if r.Error != "" {
-				t.Fatalf("import failed: %s\nconsole:\n%s", r.Error, b.logs)
-			}
-			t.Logf("imported %s as %s (%s) in %v (module %.0f ms, conversion and storing %.0f ms), %d progress reports",
-				tc.input, r.Name, r.Arch, time.Since(start).Round(time.Millisecond), r.StartMs, r.ConvertMs, len(r.Progress))
-			if len(r.Progress) < 2 {
-				t.Fatalf("%d progress reports, want several", len(r.Progress))
-			}
-			if last := r.Progress[len(r.Progress)-1]; last.Tensors != last.TotalTensors || last.Bytes != last.TotalBytes {
-				t.Errorf("the last progress is %+v, want every tensor and byte", last)
-			}
-			file := in
-			if tc.checkpoint != "" {
-				file = filepath.Join(in, tc.checkpoint)
-			}
-			fi, err := os.Stat(file)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.LargestRead == 0 || r.LargestRead >= fi.Size() {
-				t.Errorf("the largest read of the picked files was %d bytes; %s has %d: it must be read by ranges", r.LargestRead, file, fi.Size())
-			}
-			b.waitState(t, "ready", 120*time.Second)
-			if got := eval[string](t, b, `window.wick.loaded.model`); got != r.Name {
-				t.Fatalf("the page loaded %q after importing %q", got, r.Name)
-			}
-
-			native := filepath.Join(t.TempDir(), r.Name)
-			if _, err := convert.Convert(in, native, convert.Options{DType: model.Int8}); err != nil {
-				t.Fatal(err)
-			}
-			sameStored(t, b, r.Name, native)
-			want := nativeChatOn(t, native, step{"send", "Hello! Who are you?"})
-			// A new chat: the one open holds the turn with the model imported before.
-			js(t, b, "a new chat", `document.getElementById('new-chat').click(); await new Promise((r) => setTimeout(r, 300));`)
-			got := send(t, b, "Hello! Who are you?")
-			checkTurn(t, "the imported "+tc.name, got, want[0], true)
-		})
-	}
+	t.Run("llama", func(t *testing.T) { importAndChat(t, b, filepath.Join(hfDir, "llama"), "model.safetensors") })
 
 	t.Run("cancelled", func(t *testing.T) {
 		before := storedKeys(t, b)
@@ -200,4 +200,20 @@ func TestImportModel(t *testing.T) {
 			t.Errorf("a refused import changed the stored files: before %v, after %v", before, after)
 		}
 	})
+}
+
+// TestImportModelServed imports a GGUF file through the file picker on the
+// page as wick serve hosts it (cross-origin isolated: COOP and COEP
+// headers), beside the server's own model, and chats with it as
+// importAndChat does; the imported model is listed as kept in this
+// browser, and the server's model is still offered.
+func TestImportModelServed(t *testing.T) {
+	b := newBrowser(t, false)
+	s := startSite(t, "")
+	openPage(t, b, s.URL+"/?backend=cpu")
+	importAndChat(t, b, filepath.Join(hfDir, "qwen2", "model-q8_0.gguf"), "")
+	options := eval[string](t, b, `[...document.getElementById('model-select').options].map((o) => o.textContent).join('|')`)
+	if want := filepath.Base(modelDir) + "|model-q8_0 (in this browser)"; !strings.Contains(options, want) {
+		t.Fatalf("the model list is %q, want %q", options, want)
+	}
 }

@@ -3,6 +3,7 @@ package tokenizer
 import (
 	"slices"
 	"sort"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -100,31 +101,67 @@ func appendDecomposed(buf []rune, r rune, compat bool) []rune {
 		return buf
 	}
 	if compat {
-		k := sort.Search(len(nfkcDecompKeys), func(i int) bool { return nfkcDecompKeys[i] >= r })
-		if k < len(nfkcDecompKeys) && nfkcDecompKeys[k] == r {
-			for _, d := range nfkcDecompData[nfkcDecompOff[k]:nfkcDecompOff[k+1]] {
-				buf = append(buf, d)
+		if d, ok := nfkcDecomp.lookup(r); ok {
+			for _, c := range d {
+				buf = append(buf, c)
 			}
 			return buf
 		}
 	}
-	k := sort.Search(len(nfcDecompKeys), func(i int) bool { return nfcDecompKeys[i] >= r })
-	if k == len(nfcDecompKeys) || nfcDecompKeys[k] != r {
+	d, ok := nfcDecomp.lookup(r)
+	if !ok {
 		return append(buf, r)
 	}
-	for _, d := range nfcDecompData[nfcDecompOff[k]:nfcDecompOff[k+1]] {
-		buf = append(buf, d)
+	for _, c := range d {
+		buf = append(buf, c)
 	}
 	return buf
+}
+
+// decompTable maps runs of code points to their decompositions: run i
+// covers starts[i] .. starts[i]+counts[i]-1, and blob holds each code
+// point's decomposition in order, a length byte before each. Where each
+// one begins is worked out on first use.
+type decompTable struct {
+	starts []rune
+	counts []uint16
+	blob   string
+
+	once  sync.Once
+	first []int32 // index of each run's first code point
+	off   []int32 // offset in blob of each code point's length byte
+}
+
+func (t *decompTable) index() {
+	t.first = make([]int32, len(t.starts))
+	n := int32(0)
+	for i, c := range t.counts {
+		t.first[i] = n
+		n += int32(c)
+	}
+	t.off = make([]int32, 0, n)
+	for o := 0; o < len(t.blob); o += 1 + int(t.blob[o]) {
+		t.off = append(t.off, int32(o))
+	}
+}
+
+func (t *decompTable) lookup(r rune) (string, bool) {
+	i := sort.Search(len(t.starts), func(i int) bool { return t.starts[i] > r }) - 1
+	if i < 0 || r >= t.starts[i]+rune(t.counts[i]) {
+		return "", false
+	}
+	t.once.Do(t.index)
+	o := t.off[t.first[i]+r-t.starts[i]]
+	return t.blob[o+1 : o+1+int32(t.blob[o])], true
 }
 
 func combiningClass(r rune) uint8 {
 	if r < 0x300 {
 		return 0
 	}
-	k := sort.Search(len(nfcCCCKeys), func(i int) bool { return nfcCCCKeys[i] >= r })
-	if k < len(nfcCCCKeys) && nfcCCCKeys[k] == r {
-		return nfcCCC[k]
+	i := sort.Search(len(nfcCCCStarts), func(i int) bool { return nfcCCCStarts[i] > r }) - 1
+	if i >= 0 && r < nfcCCCStarts[i]+rune(nfcCCCCounts[i]) {
+		return nfcCCCClasses[i]
 	}
 	return 0
 }

@@ -22,8 +22,8 @@ struct AttnParams {
   slots: u32,    // slots of the arena region
   ring: u32,     // 1: position p lives in slot p % slots
   scale: f32,    // scores are q.k * scale
-  splits: u32,   // attend_split/combine: partial states per (token, head)
-  tile: u32,     // combine_quant: keys per partial state (attend_split's KT)
+  splits: u32,   // the most partial states per (token, head): the parts buffer's room
+  tile: u32,     // keys per tile of the decode kernel (its KT); a partial state covers a run of whole tiles
   k_word: u32,   // arena region, words from its binding's start: K values
   v_word: u32,   // V values
   ks_word: u32,  // K scales (int8)
@@ -43,7 +43,7 @@ struct AttnParams {
   prep_kv: u32,  // attend_group: 1 where the layer makes its own K/V (q holds Q|K|V)
   bias: u32,     // attend_group: 1 to add the projection's bias first, a row of HD floats per head row at bias_word (words into gn)
   bias_word: u32,
-  pad0: u32,
+  rot_half: u32, // attend_group with PREP: rotated pairs per head, (i, i+rot_half), as qkv_prep's
 }
 @group(0) @binding(1) var<uniform> p: AttnParams;
 @group(0) @binding(2) var<storage, read> q: array<f32>;
@@ -329,7 +329,19 @@ fn attend_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
   }
 }
 
-// combine merges a (token, head)'s partial states, bound as q, into o.
+// parts_of is how many partial states a decode step's attention over
+// keys keys leaves: tiles of p.tile keys, split into at most p.splits
+// runs of equally many tiles (attend_split: one tile each, as its planned
+// room holds every tile; attend_group: several at long positions).
+fn parts_of(keys: u32) -> u32 {
+  let tiles = (keys + p.tile - 1u) / p.tile;
+  let per = (tiles + p.splits - 1u) / p.splits;
+  return (tiles + per - 1u) / per;
+}
+
+// combine merges a (token, head)'s partial states, bound as q, into o:
+// the overall max and sum by workgroup reductions over the states, then
+// each dimension as the states' sums weighted by exp(max_i - max) / sum.
 @compute @workgroup_size({{WG}})
 fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
   {{SG_BEGIN}}
@@ -338,54 +350,76 @@ fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
   if (t >= step.n) {
     return;
   }
-  let n = (keys(t).y + KT - 1u) / KT;
+  let n = parts_of(keys(t).y);
   let base = (t * p.heads + head) * p.splits * PART;
-  var m = -3.0e38;
-  for (var i = 0u; i < n; i++) {
-    m = max(m, q[base + i * PART]);
+  var mx = -3.0e38;
+  for (var i = li; i < n; i += {{WG}}u) {
+    mx = max(mx, q[base + i * PART]);
   }
-  var l = 0.0;
-  for (var i = 0u; i < n; i++) {
-    l += q[base + i * PART + 1u] * exp(q[base + i * PART] - m);
+  let m = wg_max(mx, li);
+  var ls = 0.0;
+  for (var i = li; i < n; i += {{WG}}u) {
+    ls += q[base + i * PART + 1u] * exp(q[base + i * PART] - m);
   }
+  let l = wg_sum(ls, li);
   for (var d = li; d < HD; d += {{WG}}u) {
     var a = 0.0;
     for (var i = 0u; i < n; i++) {
-      a += q[base + i * PART + 2u + d] * exp(q[base + i * PART] - m);
+      a += q[base + i * PART + 2u + d] * (exp(q[base + i * PART] - m) / l);
     }
-    o[(t * p.heads + head) * HD + d] = bitcast<u32>(a / l);
+    o[(t * p.heads + head) * HD + d] = bitcast<u32>(a);
   }
 }
 
+// combine_quant's weights: exp(max_i - max) / sum of each (head, state),
+// at head * n + i, and each head's max and sum while they are made.
+const CW = 1024u;
+const CH = 64u;
+var<workgroup> cw: array<f32, CW>;
+var<workgroup> cl: array<f32, CW>;
+var<workgroup> chm: array<f32, CH>;
+var<workgroup> chl: array<f32, CH>;
+const MW = 4u; // row words each invocation keeps between the max and the quantisation
+
 // merged is dimensions 4w..4w+3 of a token's attention row (all heads side
-// by side), from the token's n partial states at base: combine's sums, in
-// its order.
-fn merged(base: u32, n: u32, w: u32) -> vec4<f32> {
+// by side), from the token's n partial states at base; with weights, from
+// cw (fast), else each state's weight computed here.
+fn merged(base: u32, n: u32, w: u32, weights: bool) -> vec4<f32> {
   let head = 4u * w / HD;
   let d = 4u * w % HD;
   let b = base + head * p.splits * PART;
+  var a = vec4<f32>(0.0);
+  if (weights) {
+    for (var i = 0u; i < n; i++) {
+      let s = b + i * PART + 2u + d;
+      a += vec4<f32>(q[s], q[s + 1u], q[s + 2u], q[s + 3u]) * cw[head * n + i];
+    }
+    return a;
+  }
   var m = -3.0e38;
   for (var i = 0u; i < n; i++) {
     m = max(m, q[b + i * PART]);
   }
   var l = 0.0;
-  var a = vec4<f32>(0.0);
+  for (var i = 0u; i < n; i++) {
+    l += q[b + i * PART + 1u] * exp(q[b + i * PART] - m);
+  }
   for (var i = 0u; i < n; i++) {
     let s = b + i * PART;
-    let e = exp(q[s] - m);
-    l += q[s + 1u] * e;
-    a += vec4<f32>(q[s + 2u + d], q[s + 3u + d], q[s + 4u + d], q[s + 5u + d]) * e;
+    a += vec4<f32>(q[s + 2u + d], q[s + 3u + d], q[s + 4u + d], q[s + 5u + d]) * (exp(q[s] - m) / l);
   }
-  return a / l;
+  return a;
 }
 
 // combine_quant is combine for every head of a token in one workgroup,
 // followed by quant.wgsl's int8 quantisation of the token's row: the decode
 // step's attention output goes to the output product without a quantize
 // dispatch. o is the int8 activation buffer (rows of heads * HD / 4 words,
-// scales at out_scale_word). The row is merged twice, once for its max and
-// once to quantise it, rather than kept: its width is not a shader
-// constant. Needs HD % 4 == 0 (int8 models only).
+// scales at out_scale_word). The states' weights are made once, in
+// parallel over (head, state), where they fit workgroup memory; each
+// invocation keeps its words of the merged row (up to MW) for the
+// quantisation, and merges again the words of rows wider than that. Needs
+// HD % 4 == 0 (int8 models only).
 @compute @workgroup_size({{WG}})
 fn combine_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
   {{SG_BEGIN}}
@@ -393,17 +427,58 @@ fn combine_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
   if (t >= step.n) {
     return;
   }
-  let n = (keys(t).y + p.tile - 1u) / p.tile;
+  let n = parts_of(keys(t).y);
   let base = t * p.heads * p.splits * PART;
   let words = p.heads * HD / 4u;
+  let pairs = p.heads * n;
+  let fast = pairs <= CW && p.heads <= CH;
+  if (fast) {
+    for (var i = li; i < pairs; i += {{WG}}u) {
+      let s = base + ((i / n) * p.splits + i % n) * PART;
+      cw[i] = q[s];
+      cl[i] = q[s + 1u];
+    }
+    workgroupBarrier();
+    for (var h = li; h < p.heads; h += {{WG}}u) {
+      var m = -3.0e38;
+      for (var i = 0u; i < n; i++) {
+        m = max(m, cw[h * n + i]);
+      }
+      var l = 0.0;
+      for (var i = 0u; i < n; i++) {
+        l += cl[h * n + i] * exp(cw[h * n + i] - m);
+      }
+      chm[h] = m;
+      chl[h] = l;
+    }
+    workgroupBarrier();
+    for (var i = li; i < pairs; i += {{WG}}u) {
+      cw[i] = exp(cw[i] - chm[i / n]) / chl[i / n];
+    }
+    workgroupBarrier();
+  }
+  var kept: array<vec4<f32>, MW>;
   var mx = 0.0;
-  for (var w = li; w < words; w += {{WG}}u) {
-    let v = abs(merged(base, n, w));
+  for (var k = 0u; k < MW; k++) {
+    let w = li + k * {{WG}}u;
+    if (w < words) {
+      kept[k] = merged(base, n, w, fast);
+      let v = abs(kept[k]);
+      mx = max(mx, max(max(v.x, v.y), max(v.z, v.w)));
+    }
+  }
+  for (var w = li + MW * {{WG}}u; w < words; w += {{WG}}u) {
+    let v = abs(merged(base, n, w, fast));
     mx = max(mx, max(max(v.x, v.y), max(v.z, v.w)));
   }
   let scale = quant_scale(wg_max(mx, li));
   for (var w = li; w < words; w += {{WG}}u) {
-    let v = merged(base, n, w);
+    var v: vec4<f32>;
+    if (w < MW * {{WG}}u) {
+      v = kept[w / {{WG}}u];
+    } else {
+      v = merged(base, n, w, fast);
+    }
     o[t * words + w] = pack_i8(vec4<i32>(quant_i8(v.x, scale), quant_i8(v.y, scale),
                                          quant_i8(v.z, scale), quant_i8(v.w, scale)));
   }
@@ -413,28 +488,40 @@ fn combine_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
 }
 
 #if GROUP
-// attend_group is a decode step's attention (one token) with rope.wgsl's
-// qkv_prep folded in: the workgroup of (split, KV head g) takes every
-// query head of g (G of them) over one tile of KT keys, so each K and V
-// row is read once for all of them (MQA's saving), and each key's score is
-// split over SPL invocations. q is the token's raw Q|K|V product row: the
-// query heads get the QK-norm and RoPE here, in every workgroup; the
-// workgroup whose tile holds the token's own position also prepares its K
-// (QK-norm, RoPE) and V, quantises them into the chunk KV (what qkv_prep
-// would have written) and reads them back from there. The partial states
-// go to o as attend_split's, for combine or combine_quant. The arithmetic
-// is qkv_prep's and attend_split's, step for step.
+// attend_group is a decode step's attention (one token) by KV head: the
+// workgroup of (split, KV head g) takes every query head of g (G of them)
+// over a run of whole tiles of KT keys (one at short positions; the plan's
+// room for partial states, p.splits, bounds the runs, so long positions
+// give each workgroup several tiles with an online softmax rather than the
+// merge hundreds of states). Each K and V row is staged once for all G
+// heads (MQA's saving). A key's scores are split over SPL invocations,
+// each taking every SPL-th 4-value quad of the row for all G heads, summed
+// through workgroup memory; the value sums are split by (head, quad). The
+// partial states go to o as attend_split's, for combine or combine_quant.
+// PREP folds rope.wgsl's qkv_prep in: q is then the token's raw Q|K|V
+// product row, the query heads get the QK-norm and RoPE here (in every
+// workgroup, a dimension at a time, with qkv_prep's arithmetic), and the
+// workgroup of the last tile prepares the token's K (QK-norm, RoPE) and V,
+// quantises them into the chunk KV (what qkv_prep would have written) and
+// reads them back from there. Without PREP, q holds the prepared query rows.
+const G = {{G}}u;
+const SPL = {{SPL}}u; // invocations per key's score: KT * SPL = WG
+const Q4 = HD / 4u;   // quads per head row
+const GQ = {{GQ}}u;   // quads of the group's query rows, G * Q4
+const VPT = {{VPT}}u; // (head, quad) value sums per invocation
+
+var<workgroup> gq: array<vec4<f32>, {{GQ}}>; // the group's query rows, prepared
+var<workgroup> gpart: array<f32, {{GP}}>;    // partial scores of (head h, key j) at (h * KT + j) * (SPL + 1)
+var<workgroup> ges: array<f32, {{GKT}}>;     // scores of head h at h * KT + j, then exp(score - max)
+var<workgroup> gev: array<f32, {{GKT}}>;     // exp(score - max) times the V row's scale
+var<workgroup> gks: array<f32, {{KT}}>;      // each tile key's K scale
+var<workgroup> gvs: array<f32, {{KT}}>;      // and V scale
+var<workgroup> gm: array<f32, {{G}}>;        // each head's running max
+var<workgroup> gc: array<f32, {{G}}>;        // exp(previous max - max) of the tile
+
+#if PREP
 @group(0) @binding(6) var<storage, read> gn: array<f32>;
 @group(0) @binding(7) var<storage, read> cs: array<f32>;
-
-const G = {{G}}u;
-const SPL = {{SPL}}u; // invocations per key's score
-
-var<workgroup> gq: array<f32, {{GHD}}>;    // the group's query rows, normed and roped
-var<workgroup> ges: array<f32, {{GKT}}>;   // scores of head h at h * KT + j, then exp(score - max)
-var<workgroup> gev: array<f32, {{GKT}}>;   // exp(score - max) times the V row's scale
-var<workgroup> gpart: array<f32, {{GWG}}>; // partial dot products, G per invocation
-var<workgroup> gm: array<f32, {{G}}>;      // each head's max score in the tile
 
 fn gnorm(at: u32, i: u32) -> f32 {
   return select(gn[at + i], gn[at + i] + 1.0, p.one_plus == 1u);
@@ -462,31 +549,34 @@ fn row_inv(base: u32, li: u32) -> f32 {
   return inv_rms(wg_sum(ss, li), HD, p.eps);
 }
 
-// roped is the pair (i, i + HD/2) of head row base after the QK-norm with
-// weights at gw and RoPE: qkv_prep's arithmetic.
-fn roped(base: u32, i: u32, inv: f32, gw: u32) -> vec2<f32> {
-  let half = HD / 2u;
-  var a = qv(base, i);
-  var b = qv(base, i + half);
+// normed is value i of head row base after the QK-norm (weights at gw).
+fn normed(base: u32, i: u32, inv: f32, gw: u32) -> f32 {
   if (p.norm == 1u) {
-    a = a * inv * gnorm(gw, i);
-    b = b * inv * gnorm(gw, i + half);
+    return qv(base, i) * inv * gnorm(gw, i);
   }
-  let c = cs[p.table + i];
-  let s = cs[p.table + half + i];
-  return vec2<f32>(a * c - b * s, b * c + a * s);
+  return qv(base, i);
 }
 
-fn kv_max(li: u32, values: bool, base: u32) -> f32 {
-  var m = 0.0;
-  for (var i = li; i < HD; i += {{WG}}u) {
-    m = max(m, abs(kv_src(values, base, i)));
+// prepped is dimension i of head row base after the QK-norm and RoPE over
+// the pairs (i, i + rot_half): qkv_prep's arithmetic, one output at a
+// time.
+fn prepped(base: u32, i: u32, inv: f32, gw: u32) -> f32 {
+  let rh = p.rot_half;
+  let a = normed(base, i, inv, gw);
+  if (i >= 2u * rh) {
+    return a;
   }
-  return wg_max(m, li);
+  if (i < rh) {
+    let b = normed(base, i + rh, inv, gw);
+    return a * cs[p.table + i] - b * cs[p.table + rh + i];
+  }
+  let j = i - rh;
+  let b = normed(base, j, inv, gw);
+  return a * cs[p.table + j] + b * cs[p.table + rh + j];
 }
 
-// kv_src is value i of the token's new K row (roped, staged in tile) or V
-// row (from q at base).
+// kv_src is value i of the token's new K row (prepared, staged in tile) or
+// V row (from q at base).
 fn kv_src(values: bool, base: u32, i: u32) -> f32 {
   if (values) {
     return qv(base, i);
@@ -499,7 +589,11 @@ fn kv_src(values: bool, base: u32, i: u32) -> f32 {
 fn put_kv(li: u32, g: u32, values: bool, base: u32) {
   let vals = select(p.ck_word, p.cv_word, values) + g * ROW_WORDS;
 #if INT8
-  let scale = quant_scale(kv_max(li, values, base));
+  var m = 0.0;
+  for (var i = li; i < HD; i += {{WG}}u) {
+    m = max(m, abs(kv_src(values, base, i)));
+  }
+  let scale = quant_scale(wg_max(m, li));
   for (var w = li; w < ROW_WORDS; w += {{WG}}u) {
     let q4 = vec4<i32>(quant_i8(kv_src(values, base, 4u * w), scale), quant_i8(kv_src(values, base, 4u * w + 1u), scale),
                        quant_i8(kv_src(values, base, 4u * w + 2u), scale), quant_i8(kv_src(values, base, 4u * w + 3u), scale));
@@ -514,13 +608,24 @@ fn put_kv(li: u32, g: u32, values: bool, base: u32) {
   }
 #endif
 }
+#endif
 
-fn key_scale(j: u32) -> f32 {
+fn key_scale_direct(at: vec2<u32>) -> f32 {
 #if INT8
-  let chunk = chunks[j] == 1u;
-  return bitcast<f32>(load(chunk, select(p.ks_word, p.cks_word, chunk) + rows[j]));
+  let chunk = at.y == 1u;
+  return bitcast<f32>(load(chunk, select(p.ks_word, p.cks_word, chunk) + at.x));
 #else
   return 1.0;
+#endif
+}
+
+// quad is dimensions 4a..4a+3 of staged row j (K or V), unscaled.
+fn quad(j: u32, a: u32) -> vec4<f32> {
+#if INT8
+  return vec4<f32>(unpack_i8(tile[j * STRIDE + a]));
+#else
+  let b = j * STRIDE + 4u * a;
+  return vec4<f32>(bitcast<f32>(tile[b]), bitcast<f32>(tile[b + 1u]), bitcast<f32>(tile[b + 2u]), bitcast<f32>(tile[b + 3u]));
 #endif
 }
 
@@ -530,118 +635,150 @@ fn attend_group(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
   let split = wg.x;
   let g = wg.y;
   let kr = keys(0u);
-  let tile0 = split * KT;
-  if (step.n != 1u || tile0 >= kr.y) {
+  let tiles = (kr.y + KT - 1u) / KT;
+  let per = (tiles + p.splits - 1u) / p.splits; // tiles per split
+  let n = (tiles + per - 1u) / per;
+  if (step.n != 1u || split >= n) {
     return; // the whole workgroup
   }
-  let half = HD / 2u;
-  // The group's query heads: QK-norm and RoPE into gq.
+  let t_lo = split * per;
+  let t_hi = min(tiles, t_lo + per);
+#if PREP
+  // The group's query heads, QK-normed and roped, into gq.
+  var inv: array<f32, G>;
   for (var h = 0u; h < G; h++) {
-    let base = (g * G + h) * HD;
-    let inv = row_inv(base, li);
-    for (var i = li; i < half; i += {{WG}}u) {
-      let r = roped(base, i, inv, p.q_norm);
-      gq[h * HD + i] = r.x;
-      gq[h * HD + i + half] = r.y;
-    }
+    inv[h] = row_inv((g * G + h) * HD, li);
   }
-  let tn = min(KT, kr.y - tile0);
-  if (p.prep_kv == 1u && tile0 + tn == kr.y) {
+  for (var i = li; i < GQ; i += {{WG}}u) {
+    let h = i / Q4;
+    let base = (g * G + h) * HD;
+    let d = 4u * (i % Q4);
+    gq[i] = vec4<f32>(prepped(base, d, inv[h], p.q_norm), prepped(base, d + 1u, inv[h], p.q_norm),
+                      prepped(base, d + 2u, inv[h], p.q_norm), prepped(base, d + 3u, inv[h], p.q_norm));
+  }
+  if (p.prep_kv == 1u && t_hi == tiles) {
     // The token's own K (normed and roped, staged in tile as floats) and
     // V, into chunk row g.
     let kbase = (p.heads + g) * HD;
-    let inv = row_inv(kbase, li);
-    for (var i = li; i < half; i += {{WG}}u) {
-      let r = roped(kbase, i, inv, p.k_norm);
-      tile[i] = bitcast<u32>(r.x);
-      tile[i + half] = bitcast<u32>(r.y);
+    let kinv = row_inv(kbase, li);
+    for (var i = li; i < HD; i += {{WG}}u) {
+      tile[i] = bitcast<u32>(prepped(kbase, i, kinv, p.k_norm));
     }
     workgroupBarrier();
     put_kv(li, g, false, 0u);
     put_kv(li, g, true, (p.heads + p.kv_heads + g) * HD);
     storageBarrier(); // the chunk rows are read back below
   }
-  locate_tile(kr.x + tile0, tn, g, li);
-  workgroupBarrier();
-  stage(tn, false, li);
-  workgroupBarrier();
-  // Partial scores: invocation li takes key li / SPL, words li % SPL + k*SPL.
-  let j = li / SPL;
-  var acc: array<f32, {{G}}>;
-  for (var h = 0u; h < G; h++) {
-    acc[h] = 0.0;
-  }
-  if (j < tn) {
-    for (var w = li % SPL; w < ROW_WORDS; w += SPL) {
-#if INT8
-      let k = vec4<f32>(unpack_i8(tile[j * STRIDE + w]));
-      for (var h = 0u; h < G; h++) {
-        let o4 = h * HD + 4u * w;
-        acc[h] += dot(vec4<f32>(gq[o4], gq[o4 + 1u], gq[o4 + 2u], gq[o4 + 3u]), k);
-      }
 #else
-      let k = bitcast<f32>(tile[j * STRIDE + w]);
-      for (var h = 0u; h < G; h++) {
-        acc[h] += gq[h * HD + w] * k;
-      }
+  for (var i = li; i < GQ; i += {{WG}}u) {
+    let b = g * G * HD + 4u * i;
+    gq[i] = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]);
+  }
 #endif
-    }
-  }
-  for (var h = 0u; h < G; h++) {
-    gpart[li * G + h] = acc[h];
-  }
-  workgroupBarrier();
-  for (var pi = li; pi < G * KT; pi += {{WG}}u) {
-    let jj = pi % KT;
-    if (jj < tn) {
-      var s = 0.0;
-      for (var k = 0u; k < SPL; k++) {
-        s += gpart[(jj * SPL + k) * G + pi / KT];
-      }
-      ges[pi] = capped(s * key_scale(jj) * p.scale);
-    }
-  }
-  stage(tn, true, li); // the barrier above ended every read of the K rows
-  workgroupBarrier();
   if (li < G) {
-    var m = -3.0e38;
-    for (var jj = 0u; jj < tn; jj++) {
-      m = max(m, ges[li * KT + jj]);
-    }
-    gm[li] = m;
+    gm[li] = -3.0e38; // exp(gm - the first tile's max) is 0
   }
-  workgroupBarrier();
-  for (var pi = li; pi < G * KT; pi += {{WG}}u) {
-    let jj = pi % KT;
-    if (jj < tn) {
-      let e = exp(ges[pi] - gm[pi / KT]);
-      ges[pi] = e;
-      gev[pi] = e * value_scale(jj);
+  var lsum = 0.0; // invocation h < G: head h's sum of exp(score - running max)
+  var acc: array<vec4<f32>, VPT>;
+  for (var k = 0u; k < VPT; k++) {
+    acc[k] = vec4<f32>(0.0);
+  }
+  for (var ti = t_lo; ti < t_hi; ti++) {
+    let tile0 = ti * KT;
+    let tn = min(KT, kr.y - tile0);
+    for (var j = li; j < tn; j += {{WG}}u) {
+      let at = locate(kr.x + tile0 + j, g);
+      rows[j] = at.x;
+      chunks[j] = at.y;
+      gks[j] = key_scale_direct(at);
+      gvs[j] = value_scale_direct(at);
+    }
+    workgroupBarrier(); // also: the previous tile's value sums are done with tile
+    stage(tn, false, li);
+    workgroupBarrier();
+    // Partial scores: invocation li takes key li / SPL, quads li % SPL + k*SPL.
+    let j = li / SPL;
+    let s = li % SPL;
+    var d: array<f32, G>;
+    for (var h = 0u; h < G; h++) {
+      d[h] = 0.0;
+    }
+    if (j < tn) {
+      for (var a = s; a < Q4; a += SPL) {
+        let k4 = quad(j, a);
+        for (var h = 0u; h < G; h++) {
+          d[h] += dot(gq[h * Q4 + a], k4);
+        }
+      }
+    }
+    for (var h = 0u; h < G; h++) {
+      gpart[(h * KT + j) * (SPL + 1u) + s] = d[h];
+    }
+    workgroupBarrier();
+    for (var i = li; i < G * KT; i += {{WG}}u) {
+      let jj = i % KT;
+      if (jj < tn) {
+        var sc = 0.0;
+        for (var k = 0u; k < SPL; k++) {
+          sc += gpart[i * (SPL + 1u) + k];
+        }
+        ges[i] = capped(sc * gks[jj] * p.scale);
+      }
+    }
+    stage(tn, true, li); // the barrier above ended every read of the K rows
+    workgroupBarrier();
+    if (li < G) {
+      var mt = gm[li];
+      for (var jj = 0u; jj < tn; jj++) {
+        mt = max(mt, ges[li * KT + jj]);
+      }
+      gc[li] = exp(gm[li] - mt);
+      gm[li] = mt;
+    }
+    workgroupBarrier();
+    for (var i = li; i < G * KT; i += {{WG}}u) {
+      let jj = i % KT;
+      if (jj < tn) {
+        let e = exp(ges[i] - gm[i / KT]);
+        ges[i] = e;
+        gev[i] = e * gvs[jj];
+      }
+    }
+    workgroupBarrier();
+    if (li < G) {
+      var sum = 0.0;
+      for (var jj = 0u; jj < tn; jj++) {
+        sum += ges[li * KT + jj];
+      }
+      lsum = lsum * gc[li] + sum;
+    }
+    for (var k = 0u; k < VPT; k++) {
+      let i = li + k * {{WG}}u;
+      if (i < GQ) {
+        let h = i / Q4;
+        let a = i % Q4;
+        var v = acc[k] * gc[h];
+        for (var jj = 0u; jj < tn; jj++) {
+          v += gev[h * KT + jj] * quad(jj, a);
+        }
+        acc[k] = v;
+      }
     }
   }
-  workgroupBarrier();
   let head0 = g * G;
   if (li < G) {
-    var sum = 0.0;
-    for (var jj = 0u; jj < tn; jj++) {
-      sum += ges[li * KT + jj];
-    }
     let out = ((head0 + li) * p.splits + split) * PART;
     o[out] = bitcast<u32>(gm[li]);
-    o[out + 1u] = bitcast<u32>(sum);
+    o[out + 1u] = bitcast<u32>(lsum);
   }
-  for (var d = li; d < HD; d += {{WG}}u) {
-    for (var h = 0u; h < G; h++) {
-      acc[h] = 0.0;
-    }
-    for (var jj = 0u; jj < tn; jj++) {
-      let v = value(jj, d);
-      for (var h = 0u; h < G; h++) {
-        acc[h] += gev[h * KT + jj] * v;
-      }
-    }
-    for (var h = 0u; h < G; h++) {
-      o[((head0 + h) * p.splits + split) * PART + 2u + d] = bitcast<u32>(acc[h]);
+  for (var k = 0u; k < VPT; k++) {
+    let i = li + k * {{WG}}u;
+    if (i < GQ) {
+      let out = ((head0 + i / Q4) * p.splits + split) * PART + 2u + 4u * (i % Q4);
+      o[out] = bitcast<u32>(acc[k].x);
+      o[out + 1u] = bitcast<u32>(acc[k].y);
+      o[out + 2u] = bitcast<u32>(acc[k].z);
+      o[out + 3u] = bitcast<u32>(acc[k].w);
     }
   }
 }

@@ -507,7 +507,7 @@ func testAttention(t *testing.T) {
 			const wg = 16
 			split := Key{Family: "attn", Entry: "attend_split", Int8: int8Mode, WG: wg, HD: hd}
 			kt := AttnTile(split)
-			p.Splits = uint32((tc.start + tc.n + kt - 1) / kt)
+			p.Splits, p.Tile = uint32((tc.start+tc.n+kt-1)/kt), uint32(kt)
 			parts := buffer(t, nil, tc.n*c.Heads*int(p.Splits)*(hd+2))
 			out = buffer(t, nil, len(want))
 			dispatch(t, split, step,
@@ -519,41 +519,8 @@ func testAttention(t *testing.T) {
 				return
 			}
 
-			// The merge fused with the output's int8 quantisation: the
-			// quantised rows of what combine gave, over poison.
-			merged := bytesF32(read(t, out, len(want)))
-			words := qd / 4
-			p.Tile, p.OutScaleWord = uint32(kt), uint32(words*tc.n+3) // not aligned on purpose
-			outQ := buffer(t, nil, int(p.OutScaleWord)+tc.n+2)
-			dispatch(t, Key{Family: "attn", Entry: "combine_quant", Int8: true, WG: 32, HD: hd}, step,
-				p, [3]int{tc.n, 1, 1}, parts, outQ)
-			gotQ := bytesU32(read(t, outQ, int(p.OutScaleWord)+tc.n+2))
-			for i := words * tc.n; i < int(p.OutScaleWord); i++ {
-				if gotQ[i] != poison {
-					t.Fatalf("word %d between rows and scales overwritten: %#x", i, gotQ[i])
-				}
-			}
-			for _, i := range []int{int(p.OutScaleWord) + tc.n, int(p.OutScaleWord) + tc.n + 1} {
-				if gotQ[i] != poison {
-					t.Fatalf("word %d after the scales overwritten: %#x", i, gotQ[i])
-				}
-			}
-			vals := unpackI8(gotQ, tc.n*qd)
-			wantQ := make([]int8, qd)
-			for tok := 0; tok < tc.n; tok++ {
-				ws := quant.Quantize(wantQ, merged[tok*qd:(tok+1)*qd])
-				gs := math.Float32frombits(gotQ[int(p.OutScaleWord)+tok])
-				if math.Abs(float64(gs-ws)) > 1e-6*float64(ws) {
-					t.Fatalf("token %d: scale %v, want %v", tok, gs, ws)
-				}
-				for i, w := range wantQ {
-					// combine's float32 sums, computed again: an ULP apart
-					// at most, so a rounding tie may land one step over.
-					if g := vals[tok*qd+i]; g-w > 1 || w-g > 1 {
-						t.Fatalf("token %d value %d: %d, want %d (x=%v)", tok, i, g, w, merged[tok*qd+i])
-					}
-				}
-			}
+			// The merge fused with the output's int8 quantisation.
+			checkCombineQuant(t, p, step, parts, bytesF32(read(t, out, len(want))), qd)
 		})
 	}
 }
@@ -615,6 +582,47 @@ func attnInputs(t *testing.T, c *model.Config, l, start, n int) *attnIn {
 	step := Step{Start: uint32(start), N: uint32(n)}
 	qb, ckb := buffer(t, f32bytes(q), 0), buffer(t, u32bytes(chunk), 0)
 	return &attnIn{p: p, step: step, q: qb, chunk: ckb, kv: kvb, want: want}
+}
+
+// checkCombineQuant runs combine_quant over the partial states in parts
+// (p and step as the attention ran) and checks its int8 rows against
+// package quant's quantisation of merged, what combine gave, over poison:
+// the words between the rows and the scales and after the scales stay.
+func checkCombineQuant(t *testing.T, p AttnParams, step Step, parts gpu.Buffer, merged []float32, qd int) {
+	t.Helper()
+	n := int(step.N)
+	words := qd / 4
+	p.OutScaleWord = uint32(words*n + 3) // not aligned on purpose
+	outQ := buffer(t, nil, int(p.OutScaleWord)+n+2)
+	dispatch(t, Key{Family: "attn", Entry: "combine_quant", Int8: true, WG: 32, HD: qd / int(p.Heads)}, step,
+		p, [3]int{n, 1, 1}, parts, outQ)
+	gotQ := bytesU32(read(t, outQ, int(p.OutScaleWord)+n+2))
+	for i := words * n; i < int(p.OutScaleWord); i++ {
+		if gotQ[i] != poison {
+			t.Fatalf("word %d between rows and scales overwritten: %#x", i, gotQ[i])
+		}
+	}
+	for _, i := range []int{int(p.OutScaleWord) + n, int(p.OutScaleWord) + n + 1} {
+		if gotQ[i] != poison {
+			t.Fatalf("word %d after the scales overwritten: %#x", i, gotQ[i])
+		}
+	}
+	vals := unpackI8(gotQ, n*qd)
+	wantQ := make([]int8, qd)
+	for tok := 0; tok < n; tok++ {
+		ws := quant.Quantize(wantQ, merged[tok*qd:(tok+1)*qd])
+		gs := math.Float32frombits(gotQ[int(p.OutScaleWord)+tok])
+		if math.Abs(float64(gs-ws)) > 1e-6*float64(ws) {
+			t.Fatalf("token %d: scale %v, want %v", tok, gs, ws)
+		}
+		for i, w := range wantQ {
+			// combine's float32 sums, computed again: an ULP apart
+			// at most, so a rounding tie may land one step over.
+			if g := vals[tok*qd+i]; g-w > 1 || w-g > 1 {
+				t.Fatalf("token %d value %d: %d, want %d (x=%v)", tok, i, g, w, merged[tok*qd+i])
+			}
+		}
+	}
 }
 
 // attnArena makes engine/cpu's model of c and a KV arena of 256 positions

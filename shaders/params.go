@@ -89,7 +89,7 @@ type AttnParams struct {
 	Norm, OnePlus                       uint32
 	Eps                                 float32
 	Table, QNorm, KNorm, PrepKV         uint32
-	Bias, BiasWord, Pad0                uint32
+	Bias, BiasWord, RotHalf             uint32
 }
 
 // GemvParams mirrors gemv.wgsl's parameters of the variants with a

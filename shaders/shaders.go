@@ -15,6 +15,7 @@ import (
 	"embed"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -42,6 +43,10 @@ type Key struct {
 	// prenorm.wgsl's work) or "gated" (gated activation and quantisation:
 	// act.wgsl's gated_quant). It saves a dispatch per product.
 	In string
+	// For attn's attend_group, In "qkv" folds rope.wgsl's qkv_prep in: the
+	// kernel reads the raw Q|K|V product row and prepares the query heads
+	// (and the token's K/V) itself, which saves a dispatch.
+	//
 	// Group is attn's query heads per KV head, for the decode kernel that
 	// takes all of them in one workgroup (attend_group).
 	Group int
@@ -111,11 +116,15 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	}
 	switch k.In {
 	case "", "norm", "gated":
+	case "qkv":
+		if k.Entry != "attend_group" {
+			return nil, nil, fmt.Errorf("shader %s: prologue qkv is attend_group's", k.Label())
+		}
 	default:
 		return nil, nil, fmt.Errorf("shader %s: unknown prologue %q", k.Label(), k.In)
 	}
 	flags := map[string]bool{"INT8": k.Int8, "SILU": k.SiLU, "DOT4": k.Dot4, "FMA": k.FMA,
-		"STAGED": k.In != "", "NORM_IN": k.In == "norm", "GATED_IN": k.In == "gated", "GROUP": k.Group > 0,
+		"STAGED": k.In != "", "NORM_IN": k.In == "norm", "GATED_IN": k.In == "gated", "GROUP": k.Group > 0, "PREP": k.In == "qkv",
 		"SUBGROUPS": k.Subgroups, "MATRIX": k.Matrix, "FLASH": k.Entry == FlashEntry, "REGS": k.Regs}
 	if k.Matrix && (k.Family != "tiled" || !k.Int8 || k.Dot4) {
 		return nil, nil, fmt.Errorf("shader %s: only tiled's int8 product without Dot4 has a subgroup-matrix variant", k.Label())
@@ -138,15 +147,20 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 		vals["RQ"] = strconv.Itoa(RowQuads)
 	}
 	if k.Group > 0 {
-		if k.HD <= 0 || k.HD%2 != 0 {
-			return nil, nil, fmt.Errorf("shader %s: a group of heads needs an even head width", k.Label())
+		if k.HD <= 0 || k.HD%4 != 0 {
+			return nil, nil, fmt.Errorf("shader %s: a group of heads needs a head width of whole quads", k.Label())
 		}
 		kt := AttnTile(k)
+		if kt*(attnRowWords(k)+1) < k.HD {
+			return nil, nil, fmt.Errorf("shader %s: a tile of %d keys cannot stage the new K row", k.Label(), kt)
+		}
+		quads := k.Group * k.HD / 4
 		vals["G"] = strconv.Itoa(k.Group)
-		vals["SPL"] = strconv.Itoa(max(1, k.WG/kt))
-		vals["GHD"] = strconv.Itoa(k.Group * k.HD)
+		vals["SPL"] = strconv.Itoa(k.WG / kt)
+		vals["GQ"] = strconv.Itoa(quads)
+		vals["GP"] = strconv.Itoa(k.Group * kt * (k.WG/kt + 1))
 		vals["GKT"] = strconv.Itoa(k.Group * kt)
-		vals["GWG"] = strconv.Itoa(k.Group * k.WG)
+		vals["VPT"] = strconv.Itoa((quads + k.WG - 1) / k.WG)
 	}
 	if k.TPR > 0 {
 		vals["TPR"] = strconv.Itoa(k.TPR)
@@ -199,20 +213,47 @@ func RowFits(cols, wg int) bool { return cols <= 4*RowQuads*wg }
 // 3) and the test models'. Other groups use the per-head decode kernels.
 var GroupSizes = []int{1, 2, 3, 4, 6, 7, 8}
 
+// GroupWGs are attend_group's workgroup sizes, largest first: a group
+// runs at the largest whose workgroup memory fits WorkgroupBytes
+// (GroupWG).
+var GroupWGs = []int{256, 128, 64}
+
+// groupTileKeys is attend_group's keys per tile (fewer where the rows are
+// wide): few enough that short positions give several workgroups, with
+// WG / groupTileKeys invocations sharing each key's score.
+const groupTileKeys = 16
+
 // GroupBytes is the workgroup memory of attend_group (variant k): the
-// query rows of its group of heads, a tile of K or V rows, the scores and
-// the partial dot products. A model whose group does not fit
-// WorkgroupBytes gets the per-head decode kernels instead.
+// query rows of its group of heads, a tile of K or V rows, the partial
+// scores, the scores and their exponentials, the tile's rows and scales,
+// the reductions' slots. A model whose group fits no GroupWGs gets the
+// per-head decode kernels instead.
 func GroupBytes(k Key) int {
 	kt := AttnTile(k)
-	words := k.Group*k.HD + // qs
+	words := k.Group*k.HD + // gq
 		kt*(attnRowWords(k)+1) + // tile
-		2*k.Group*kt + // es, ev
-		k.Group*k.WG + // partial dot products
-		2*k.WG + // red_f, red_i
-		2*kt + // rows, chunks
-		2*k.Group // the group's max and sum
+		k.Group*kt*(k.WG/kt+1) + // gpart
+		2*k.Group*kt + // ges, gev
+		4*kt + // rows, chunks, gks, gvs
+		2*k.Group + // gm, gc
+		k.WG // red_f (or the subgroup slots, fewer)
 	return 4 * words
+}
+
+// GroupWG is the workgroup size attend_group runs with for variant k (its
+// WG ignored): the largest of GroupWGs whose workgroup memory fits
+// WorkgroupBytes, or 0 where none does or k's group has no variant.
+func GroupWG(k Key) int {
+	if !slices.Contains(GroupSizes, k.Group) || k.HD%4 != 0 {
+		return 0
+	}
+	for _, wg := range GroupWGs {
+		k.WG = wg
+		if GroupBytes(k) <= WorkgroupBytes {
+			return wg
+		}
+	}
+	return 0
 }
 
 // attnTileWords is the most words of K or V rows that attention stages in
@@ -228,9 +269,14 @@ func attnRowWords(k Key) int {
 }
 
 // AttnTile is how many keys a tile of attention variant k holds (attn.wgsl's
-// KT): what a decode step's attention splits the keys by.
+// KT): what a decode step's attention splits the keys by. attend_group's
+// tiles are smaller (groupTileKeys).
 func AttnTile(k Key) int {
-	return max(1, min(k.WG, attnTileWords/attnRowWords(k)))
+	kt := max(1, min(k.WG, attnTileWords/attnRowWords(k)))
+	if k.Group > 0 {
+		kt = min(kt, groupTileKeys)
+	}
+	return kt
 }
 
 // Source is an expanded variant: its WGSL and, for each of its lines, the

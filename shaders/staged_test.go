@@ -148,15 +148,20 @@ func testStagedProducts(t *testing.T) {
 	}
 }
 
-// TestGroupAttention runs a decode step's attention with qkv_prep folded in
-// (attend_group, then combine) against engine/cpu: the raw Q|K|V product
-// row goes in; the query heads' QK-norm and RoPE, the token's own K and V
-// quantised into the chunk, and the attention over the arena's history and
-// that new key must match. Local (ring) and global layers, producers and
-// consumers (which read a chunk another layer filled), MQA and GQA, the
-// first position and positions that need many tiles.
+// TestGroupAttention runs a decode step's attention by KV head
+// (attend_group, then combine, and for int8 combine_quant) against
+// engine/cpu, with qkv_prep folded in (the raw Q|K|V product row goes in;
+// the query heads' QK-norm and RoPE, the token's own K and V quantised
+// into the chunk, and the attention over the arena's history and that new
+// key must match) and without (prepared query rows and chunk). Local
+// (ring) and global layers, producers and consumers (which read a chunk
+// another layer filled), MQA and GQA, partial RoPE, the first position,
+// positions past a window of several tiles, and room for fewer partial
+// states than tiles (each workgroup then runs several tiles: evenly and
+// unevenly), at each workgroup size a group may run with.
 func TestGroupAttention(t *testing.T) {
-	onDevices(t, testGroupAttention, "local-producer-ring-int8", "local-consumer-int8", "global-producer-long-int8", "global-consumer-int8")
+	onDevices(t, testGroupAttention, "local-producer-ring-int8", "global-producer-long-int8", "ring-window-several-tiles-int8",
+		"global-runs-uneven-int8", "global-runs-uneven-int8/prepared", "gqa-partial-rope-f32")
 }
 
 func testGroupAttention(t *testing.T) {
@@ -164,154 +169,205 @@ func testGroupAttention(t *testing.T) {
 		name         string
 		cfg          *model.Config
 		layer, start int
-		wg           int
+		wg           int // 0: the planned one (GroupWG)
+		room         int // partial states per head (0: one per tile)
 		bias         bool
 	}
 	var cases []tcase
 	for _, dtype := range []model.DType{model.Int8, model.F32} {
 		cai, plain := testmodel.CAIShaped(97, dtype), testmodel.Plain(97, dtype)
+		// Local windows of several tiles, wrapped around their ring.
+		wide := testmodel.CAIShaped(97, dtype)
+		for i := range wide.Layers {
+			if wide.Layers[i].Window > 0 {
+				wide.Layers[i].Window = 37
+			}
+		}
+		// Half the dimensions rotated (Phi's partial RoPE), GQA.
+		partial := testmodel.Plain(97, dtype)
+		partial.RotaryDim = 6
+		d := dtype.String()
 		cases = append(cases,
-			tcase{"local-producer-ring-" + dtype.String(), cai, 0, 21, 16, false},
-			tcase{"local-consumer-" + dtype.String(), cai, 1, 21, 16, false},
-			tcase{"global-producer-long-" + dtype.String(), cai, 5, 150, 16, false},
-			tcase{"global-first-position-" + dtype.String(), cai, 5, 0, 64, false},
-			tcase{"global-consumer-" + dtype.String(), cai, 11, 77, 64, false},
-			tcase{"gqa-" + dtype.String(), plain, 2, 40, 32, false},
-			tcase{"gqa-bias-" + dtype.String(), plain, 3, 9, 64, true},
-			tcase{"mqa-bias-" + dtype.String(), cai, 4, 33, 16, true},
+			tcase{"local-producer-ring-" + d, cai, 0, 21, 0, 0, false},
+			tcase{"local-consumer-" + d, cai, 1, 21, 64, 0, false},
+			tcase{"global-producer-long-" + d, cai, 5, 150, 0, 0, false},
+			tcase{"global-runs-even-" + d, cai, 5, 150, 64, 5, false},
+			tcase{"global-runs-uneven-" + d, cai, 5, 150, 0, 4, false},
+			tcase{"global-one-run-" + d, cai, 5, 60, 128, 1, false},
+			tcase{"global-first-position-" + d, cai, 5, 0, 0, 0, false},
+			tcase{"global-consumer-" + d, cai, 11, 77, 0, 3, false},
+			tcase{"ring-window-several-tiles-" + d, wide, 0, 100, 0, 0, false},
+			tcase{"ring-window-runs-" + d, wide, 2, 90, 64, 2, false},
+			tcase{"gqa-" + d, plain, 2, 40, 0, 0, false},
+			tcase{"gqa-bias-" + d, plain, 3, 9, 64, 0, true},
+			tcase{"gqa-partial-rope-" + d, partial, 0, 33, 0, 2, false},
+			tcase{"mqa-bias-" + d, cai, 4, 33, 128, 0, true},
 		)
 	}
 	for _, tc := range cases {
-		runCase(t, tc.name, func(t *testing.T) {
-			r := newRand(t)
-			c := tc.cfg
-			m, arena, kvb, p := attnArena(t, r, c, tc.layer, tc.start)
-			int8Mode := c.DType == model.Int8
-			hd, kvh, qd, kvd := c.HeadDim, c.KVHeads, c.QDim(), c.KVDim()
-			producer := c.Producer(tc.layer)
-			eps := float32(c.NormEps)
-			// The raw product row: query heads, then (producers) K and V heads.
-			rowLen := qd
-			if producer {
-				rowLen += 2 * kvd
+		for _, prep := range []bool{true, false} {
+			name := tc.name
+			if !prep {
+				name += "/prepared"
 			}
-			raw := randF32(r, rowLen, 1)
-			// Norm weights at word offsets 3 (query) and 3+hd+1 (K) of g, the
-			// bias (one value per product row) after them.
-			qn, kn, bw := 3, 3+hd+1, 2*hd+6
-			g := randF32(r, bw+rowLen, 0.3)
-			qkv := append([]float32(nil), raw...)
-			if tc.bias {
-				for i := range qkv {
-					qkv[i] += g[bw+i]
-				}
+			runCase(t, name, func(t *testing.T) { groupAttentionCase(t, tc.cfg, tc.layer, tc.start, tc.wg, tc.room, tc.bias, prep) })
+		}
+	}
+}
+
+func groupAttentionCase(t *testing.T, c *model.Config, layer, start, wg, room int, bias, prep bool) {
+	r := newRand(t)
+	m, arena, kvb, p := attnArena(t, r, c, layer, start)
+	int8Mode := c.DType == model.Int8
+	hd, kvh, qd, kvd := c.HeadDim, c.KVHeads, c.QDim(), c.KVDim()
+	producer := c.Producer(layer)
+	eps := float32(c.NormEps)
+	// The raw product row: query heads, then (producers) K and V heads.
+	rowLen := qd
+	if producer {
+		rowLen += 2 * kvd
+	}
+	raw := randF32(r, rowLen, 1)
+	// Norm weights at word offsets 3 (query) and 3+hd+1 (K) of g, the
+	// bias (one value per product row) after them.
+	qn, kn, bw := 3, 3+hd+1, 2*hd+6
+	g := randF32(r, bw+rowLen, 0.3)
+	qkv := append([]float32(nil), raw...)
+	if bias {
+		for i := range qkv {
+			qkv[i] += g[bw+i]
+		}
+	}
+	const chunkSize = 3
+	kind := int(c.Layers[layer].Kind)
+	table := make([]float32, 2*chunkSize*hd)
+	for k := 0; k < 2; k++ {
+		model.RopeCosSin(table[k*chunkSize*hd:][:hd], c.RopeFreqs(model.AttnKind(k)), start)
+	}
+	cs := table[kind*chunkSize*hd:][:c.Rotary()]
+	prepRows := func(row []float32, heads int, w []float32) {
+		if c.QKNorm {
+			for h := 0; h < heads; h++ {
+				cpu.RMSNorm(row[h*hd:(h+1)*hd], row[h*hd:(h+1)*hd], w, eps, c.NormOnePlus)
 			}
-			const chunkSize = 3
-			kind := int(c.Layers[tc.layer].Kind)
-			table := make([]float32, 2*chunkSize*hd)
-			for k := 0; k < 2; k++ {
-				model.RopeCosSin(table[k*chunkSize*hd:][:hd], c.RopeFreqs(model.AttnKind(k)), tc.start)
+		}
+		cpu.Rope(row, heads, hd, cs)
+	}
+	q := append([]float32(nil), qkv[:qd]...)
+	prepRows(q, c.Heads, g[qn:qn+hd])
+	// The chunk's K/V: the token's own (producers), or another layer's.
+	var kf, vf []float32
+	if producer {
+		kf = append([]float32(nil), qkv[qd:qd+kvd]...)
+		prepRows(kf, kvh, g[kn:kn+hd])
+		vf = append([]float32(nil), qkv[qd+kvd:]...)
+	} else {
+		kf, vf = randF32(r, kvd, 1), randF32(r, kvd, 1)
+	}
+	rowWords := hd
+	if int8Mode {
+		rowWords = hd / 4
+	}
+	ckw, cvw := 1, 1+kvh*rowWords+2
+	cksw, cvsw := cvw+kvh*rowWords+1, cvw+kvh*rowWords+1+kvh+3
+	chunk := make([]uint32, cvsw+kvh+1)
+	for i := range chunk {
+		chunk[i] = poison
+	}
+	// Without the fold, qkv_prep has filled the chunk already.
+	filled := !producer || !prep
+	var kq, vq []int8
+	var ks, vs []float32
+	if int8Mode {
+		kq, vq, ks, vs = make([]int8, kvd), make([]int8, kvd), make([]float32, kvh), make([]float32, kvh)
+		for i := 0; i < kvh; i++ {
+			ks[i] = quant.Quantize(kq[i*hd:(i+1)*hd], kf[i*hd:(i+1)*hd])
+			vs[i] = quant.Quantize(vq[i*hd:(i+1)*hd], vf[i*hd:(i+1)*hd])
+		}
+		if filled {
+			copy(chunk[ckw:], packI8(kq))
+			copy(chunk[cvw:], packI8(vq))
+			copy(chunk[cksw:], bytesU32(f32bytes(ks)))
+			copy(chunk[cvsw:], bytesU32(f32bytes(vs)))
+		}
+	} else if filled {
+		copy(chunk[ckw:], bytesU32(f32bytes(kf)))
+		copy(chunk[cvw:], bytesU32(f32bytes(vf)))
+	}
+	want := make([]float32, qd)
+	if int8Mode {
+		m.AttendChunk(want, q, arena, layer, start, 1, nil, nil, kq, vq, ks, vs)
+	} else {
+		m.AttendChunk(want, q, arena, layer, start, 1, kf, vf, nil, nil, nil, nil)
+	}
+	key := Key{Family: "attn", Entry: "attend_group", Int8: int8Mode, HD: hd, Group: c.Heads / kvh}
+	if prep {
+		key.In = "qkv"
+	}
+	key.WG = wg
+	if wg == 0 {
+		key.WG = GroupWG(key)
+	}
+	if b := GroupBytes(key); key.WG == 0 || b > WorkgroupBytes {
+		t.Fatalf("the test's group takes %d bytes of workgroup memory at %d invocations", b, key.WG)
+	}
+	kt := AttnTile(key)
+	keys := start + 1
+	if w := c.Layers[layer].Window; w > 0 {
+		keys = min(keys, w)
+	}
+	tiles := (keys + kt - 1) / kt
+	if room == 0 {
+		room = tiles
+	}
+	p.CKWord, p.CVWord, p.CKSWord, p.CVSWord = uint32(ckw), uint32(cvw), uint32(cksw), uint32(cvsw)
+	p.Splits, p.Tile = uint32(room)+1, uint32(kt) // room for one more than used
+	if room < tiles {
+		p.Splits = uint32(room) // the runs' count is bound by the room
+	}
+	p.Norm, p.OnePlus, p.Eps, p.Table = b2u(c.QKNorm), b2u(c.NormOnePlus), eps, uint32(kind*chunkSize*hd)
+	p.QNorm, p.KNorm, p.PrepKV = uint32(qn), uint32(kn), b2u(producer)
+	p.Bias, p.BiasWord, p.RotHalf = b2u(bias), uint32(bw), uint32(c.Rotary()/2)
+	step := Step{Start: uint32(start), N: 1}
+	ckb := buffer(t, u32bytes(chunk), 0)
+	parts := buffer(t, nil, c.Heads*int(p.Splits)*(hd+2))
+	// One workgroup more than tiles: those past the runs do nothing.
+	grid := [3]int{tiles + 1, kvh, 1}
+	if prep {
+		dispatch(t, key, step, p, grid, buffer(t, f32bytes(raw), 0), parts, kvb, ckb,
+			buffer(t, f32bytes(g), 0), buffer(t, f32bytes(table), 0))
+	} else {
+		dispatch(t, key, step, p, grid, buffer(t, f32bytes(q), 0), parts, kvb, ckb)
+	}
+	out := buffer(t, nil, qd)
+	dispatch(t, Key{Family: "attn", Entry: "combine", Int8: int8Mode, WG: 32, HD: hd}, step, p, [3]int{c.Heads, 1, 1}, parts, out)
+	merged := bytesF32(read(t, out, qd))
+	closeTo(t, "attention", merged, want, rel)
+	if int8Mode {
+		checkCombineQuant(t, p, step, parts, merged, qd)
+	}
+	got := bytesU32(read(t, ckb, len(chunk)))
+	if filled {
+		for i, w := range chunk {
+			if got[i] != w {
+				t.Fatalf("chunk word %d written: %#x, was %#x", i, got[i], w)
 			}
-			cs := table[kind*chunkSize*hd:][:hd]
-			prep := func(row []float32, heads int, w []float32) {
-				if c.QKNorm {
-					for h := 0; h < heads; h++ {
-						cpu.RMSNorm(row[h*hd:(h+1)*hd], row[h*hd:(h+1)*hd], w, eps, c.NormOnePlus)
-					}
-				}
-				cpu.Rope(row, heads, hd, cs)
-			}
-			q := append([]float32(nil), qkv[:qd]...)
-			prep(q, c.Heads, g[qn:qn+hd])
-			// The chunk's K/V: the token's own (producers), or another layer's.
-			var kf, vf []float32
-			if producer {
-				kf = append([]float32(nil), qkv[qd:qd+kvd]...)
-				prep(kf, kvh, g[kn:kn+hd])
-				vf = append([]float32(nil), qkv[qd+kvd:]...)
+		}
+		return
+	}
+	for h := 0; h < kvh; h++ {
+		for _, a := range []struct {
+			what         string
+			vals, scales int
+			ref          []float32
+		}{{"K", ckw, cksw, kf}, {"V", cvw, cvsw, vf}} {
+			words := got[a.vals+h*rowWords : a.vals+(h+1)*rowWords]
+			ref := a.ref[h*hd : (h+1)*hd]
+			if int8Mode {
+				checkQuantised(t, a.what, unpackI8(words, hd), math.Float32frombits(got[a.scales+h]), ref)
 			} else {
-				kf, vf = randF32(r, kvd, 1), randF32(r, kvd, 1)
+				closeTo(t, a.what, bytesF32(u32bytes(words)), ref, rel)
 			}
-			rowWords := hd
-			if int8Mode {
-				rowWords = hd / 4
-			}
-			ckw, cvw := 1, 1+kvh*rowWords+2
-			cksw, cvsw := cvw+kvh*rowWords+1, cvw+kvh*rowWords+1+kvh+3
-			chunk := make([]uint32, cvsw+kvh+1)
-			for i := range chunk {
-				chunk[i] = poison
-			}
-			var kq, vq []int8
-			var ks, vs []float32
-			if int8Mode {
-				kq, vq, ks, vs = make([]int8, kvd), make([]int8, kvd), make([]float32, kvh), make([]float32, kvh)
-				for i := 0; i < kvh; i++ {
-					ks[i] = quant.Quantize(kq[i*hd:(i+1)*hd], kf[i*hd:(i+1)*hd])
-					vs[i] = quant.Quantize(vq[i*hd:(i+1)*hd], vf[i*hd:(i+1)*hd])
-				}
-				if !producer {
-					copy(chunk[ckw:], packI8(kq))
-					copy(chunk[cvw:], packI8(vq))
-					copy(chunk[cksw:], bytesU32(f32bytes(ks)))
-					copy(chunk[cvsw:], bytesU32(f32bytes(vs)))
-				}
-			} else if !producer {
-				copy(chunk[ckw:], bytesU32(f32bytes(kf)))
-				copy(chunk[cvw:], bytesU32(f32bytes(vf)))
-			}
-			want := make([]float32, qd)
-			if int8Mode {
-				m.AttendChunk(want, q, arena, tc.layer, tc.start, 1, nil, nil, kq, vq, ks, vs)
-			} else {
-				m.AttendChunk(want, q, arena, tc.layer, tc.start, 1, kf, vf, nil, nil, nil, nil)
-			}
-			key := Key{Family: "attn", Entry: "attend_group", Int8: int8Mode, WG: tc.wg, HD: hd, Group: c.Heads / kvh}
-			if b := GroupBytes(key); b > WorkgroupBytes {
-				t.Fatalf("the test's group takes %d bytes of workgroup memory", b)
-			}
-			kt := AttnTile(key)
-			keys := tc.start + 1
-			if w := c.Layers[tc.layer].Window; w > 0 {
-				keys = min(keys, w)
-			}
-			p.CKWord, p.CVWord, p.CKSWord, p.CVSWord = uint32(ckw), uint32(cvw), uint32(cksw), uint32(cvsw)
-			p.Splits = uint32((keys+kt-1)/kt) + 1 // room for one more than used
-			p.Norm, p.OnePlus, p.Eps, p.Table = b2u(c.QKNorm), b2u(c.NormOnePlus), eps, uint32(kind*chunkSize*hd)
-			p.QNorm, p.KNorm, p.PrepKV = uint32(qn), uint32(kn), b2u(producer)
-			p.Bias, p.BiasWord = b2u(tc.bias), uint32(bw)
-			step := Step{Start: uint32(tc.start), N: 1}
-			ckb := buffer(t, u32bytes(chunk), 0)
-			parts := buffer(t, nil, c.Heads*int(p.Splits)*(hd+2))
-			dispatch(t, key, step, p, [3]int{(keys + kt - 1) / kt, kvh, 1}, buffer(t, f32bytes(raw), 0), parts, kvb, ckb,
-				buffer(t, f32bytes(g), 0), buffer(t, f32bytes(table), 0))
-			out := buffer(t, nil, qd)
-			dispatch(t, Key{Family: "attn", Entry: "combine", Int8: int8Mode, WG: tc.wg, HD: hd}, step, p, [3]int{c.Heads, 1, 1}, parts, out)
-			closeTo(t, "attention", bytesF32(read(t, out, qd)), want, rel)
-			got := bytesU32(read(t, ckb, len(chunk)))
-			if !producer {
-				for i, w := range chunk {
-					if got[i] != w {
-						t.Fatalf("a consumer wrote chunk word %d: %#x, was %#x", i, got[i], w)
-					}
-				}
-				return
-			}
-			for h := 0; h < kvh; h++ {
-				for _, a := range []struct {
-					what         string
-					vals, scales int
-					ref          []float32
-				}{{"K", ckw, cksw, kf}, {"V", cvw, cvsw, vf}} {
-					words := got[a.vals+h*rowWords : a.vals+(h+1)*rowWords]
-					ref := a.ref[h*hd : (h+1)*hd]
-					if int8Mode {
-						checkQuantised(t, a.what, unpackI8(words, hd), math.Float32frombits(got[a.scales+h]), ref)
-					} else {
-						closeTo(t, a.what, bytesF32(u32bytes(words)), ref, rel)
-					}
-				}
-			}
-		})
+		}
 	}
 }

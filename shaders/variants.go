@@ -73,10 +73,14 @@ func Variants() []Key {
 				ks = append(ks, Key{Family: "attn", Entry: "combine_quant", Int8: true, WG: RowWG, HD: hd})
 			}
 			for _, g := range GroupSizes {
-				// Only groups that fit WebGPU's default workgroup memory are
-				// planned (and compile everywhere).
-				if k := (Key{Family: "attn", Entry: "attend_group", Int8: i8, WG: WG, HD: hd, Group: g}); GroupBytes(k) <= WorkgroupBytes {
-					ks = append(ks, k)
+				// Each group at the workgroup size it runs with (none where it
+				// fits no WebGPU's default workgroup memory), with qkv_prep
+				// folded in and without.
+				for _, in := range []string{"", "qkv"} {
+					k := Key{Family: "attn", Entry: "attend_group", Int8: i8, HD: hd, Group: g, In: in}
+					if k.WG = GroupWG(k); k.WG > 0 {
+						ks = append(ks, k)
+					}
 				}
 			}
 		}

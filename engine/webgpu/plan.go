@@ -4,7 +4,6 @@ import (
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/shaders"
-	"slices"
 )
 
 // plan lays out the dispatches of one step: engine/cpu's Forward, step for
@@ -112,9 +111,9 @@ func (s *Sequence) plan() error {
 		if int8Mode {
 			qp.KSWord, qp.VSWord = uint32((cr.ks-cr.k)/4), uint32((cr.vs-cr.k)/4)
 		}
-		grouped := s.groupAttention()
+		folded := s.groupPrep()
 		s.add("rope", "qkv_prep", qp, func(n, _, _ int) (int, int, int) {
-			if grouped && n == 1 {
+			if folded && n == 1 {
 				return 0, 0, 0
 			}
 			return rowHeads, n, 1
@@ -298,10 +297,12 @@ func gemvTPR(g Gemv, rows, vecs, minGroups int) int {
 }
 
 // attention plans layer l's attention: for a step of one token,
-// flash-decoding (a workgroup per tile of keys, then their merge), with
-// qkv_prep's work done by the same kernel where its group of heads fits
-// (attend_group; qp holds that work's parameters); for longer steps, a
-// workgroup per (head, token).
+// flash-decoding (workgroups over tiles of keys, then the merge of their
+// partial states, fused with the output's quantisation where it can be):
+// by default a workgroup per (run of tiles, KV head) for all its query
+// heads, with qkv_prep's work folded in (attend_group; qp holds that
+// work's parameters), or as Options.Attention chooses; for longer steps,
+// a workgroup per (head, token).
 func (s *Sequence) attention(l int, qp shaders.QKVParams) {
 	c := s.m.cfg
 	int8Mode := c.DType == model.Int8
@@ -314,9 +315,10 @@ func (s *Sequence) attention(l int, qp shaders.QKVParams) {
 	}
 	word := func(off int64) uint32 { return uint32((off - r.K) / 4) }
 	window := c.Layers[l].Window
+	kt, room := s.attnTile(), s.maxSplits()
 	ap := shaders.AttnParams{Heads: uint32(c.Heads), KVHeads: uint32(c.KVHeads), Window: uint32(window),
-		Slots: uint32(r.Slots), Ring: b2u(r.Ring), Scale: c.Scale(), Softcap: float32(c.AttnSoftcap), Splits: uint32(s.maxSplits()),
-		KWord: 0, VWord: word(r.V), CKWord: 0, CVWord: uint32((cr.v - cr.k) / 4)}
+		Slots: uint32(r.Slots), Ring: b2u(r.Ring), Scale: c.Scale(), Softcap: float32(c.AttnSoftcap), Splits: uint32(room),
+		Tile: uint32(kt), KWord: 0, VWord: word(r.V), CKWord: 0, CVWord: uint32((cr.v - cr.k) / 4)}
 	if int8Mode {
 		ap.KSWord, ap.VSWord = word(r.KScale), word(r.VScale)
 		ap.CKSWord, ap.CVSWord = uint32((cr.ks-cr.k)/4), uint32((cr.vs-cr.k)/4)
@@ -343,34 +345,39 @@ func (s *Sequence) attention(l int, qp shaders.QKVParams) {
 			return g[0], g[1], g[2]
 		}, whole(s.q), whole(s.att), kv, chunk)
 	}
-	kt := s.attnTile()
-	splits := func(start int) int {
+	// parts is how many partial states a decode step at start leaves: its
+	// keys' tiles in at most room runs of equally many (attn.wgsl's
+	// parts_of).
+	parts := func(start int) int {
 		keys := start + 1
 		if window > 0 {
 			keys = min(keys, window)
 		}
-		return (keys + kt - 1) / kt
+		tiles := (keys + kt - 1) / kt
+		per := (tiles + room - 1) / room
+		return (tiles + per - 1) / per
 	}
-	if s.groupAttention() {
+	decode := func(rows int) gridFunc {
+		return func(n, _, start int) (int, int, int) {
+			if n != 1 {
+				return 0, 0, 0
+			}
+			return parts(start), rows, 1
+		}
+	}
+	switch {
+	case s.groupPrep():
 		gp := ap
 		gp.Norm, gp.OnePlus, gp.Eps, gp.Table, gp.QNorm, gp.KNorm = qp.Norm, qp.OnePlus, qp.Eps, qp.Table, qp.QNorm, qp.KNorm
-		gp.PrepKV, gp.Bias, gp.BiasWord = b2u(qp.KVHeads > 0), qp.Bias, qp.BiasWord
-		s.addKey(s.groupKey(), gp, func(n, _, start int) (int, int, int) {
-			if n != 1 {
-				return 0, 0, 0
-			}
-			return splits(start), c.KVHeads, 1
-		}, whole(s.qkv), whole(s.parts), kv, chunk, whole(s.m.norms), whole(s.rope))
-	} else {
-		s.add("attn", "attend_split", ap, func(n, _, start int) (int, int, int) {
-			if n != 1 {
-				return 0, 0, 0
-			}
-			return splits(start), c.Heads, 1
-		}, whole(s.q), whole(s.parts), kv, chunk)
+		gp.PrepKV, gp.Bias, gp.BiasWord, gp.RotHalf = b2u(qp.KVHeads > 0), qp.Bias, qp.BiasWord, qp.RotHalf
+		s.addKey(s.groupKey(), gp, decode(c.KVHeads), whole(s.qkv), whole(s.parts), kv, chunk, whole(s.m.norms), whole(s.rope))
+	case s.groupAttention():
+		s.addKey(s.groupKey(), ap, decode(c.KVHeads), whole(s.q), whole(s.parts), kv, chunk)
+	default:
+		s.add("attn", "attend_split", ap, decode(c.Heads), whole(s.q), whole(s.parts), kv, chunk)
 	}
 	if s.fusedCombine() {
-		ap.Tile, ap.OutScaleWord = uint32(kt), uint32(s.qScale[s.attq])
+		ap.OutScaleWord = uint32(s.qScale[s.attq])
 		key := s.m.key("attn", "combine_quant")
 		key.WG = shaders.RowWG
 		s.addKey(key, ap, func(n, _, _ int) (int, int, int) {
@@ -389,20 +396,49 @@ func (s *Sequence) attention(l int, qp shaders.QKVParams) {
 	}, whole(s.parts), whole(s.att))
 }
 
-// groupKey is attend_group's variant for this model.
+// The decode attention paths Options.Attention names.
+const (
+	AttnGroupPrep = "group-prep" // attend_group with qkv_prep folded in (the default)
+	AttnGroup     = "group"      // attend_group after qkv_prep's own dispatch
+	AttnSplit     = "split"      // attend_split: a workgroup per (tile, query head)
+)
+
+// AttnPaths lists the decode attention paths, the default first.
+var AttnPaths = []string{AttnGroupPrep, AttnGroup, AttnSplit}
+
+// defaultAttnRoom is how many partial states a grouped decode step leaves
+// per head at most (Options.AttnRoom): 16-key tiles up to 1024 keys each
+// get a workgroup, longer spans run several tiles per workgroup, and the
+// merge weighs at most this many states.
+const defaultAttnRoom = 64
+
+// groupKey is attend_group's variant for this model, with qkv_prep folded
+// in or not as Options.Attention says, at the workgroup size its group
+// fits (0 where none).
 func (s *Sequence) groupKey() shaders.Key {
+	c := s.m.cfg
 	k := s.m.key("attn", "attend_group")
-	k.Group = s.m.cfg.Heads / s.m.cfg.KVHeads
+	k.Group = c.Heads / c.KVHeads
+	if o := s.m.opt; o.Attention == "" || o.Attention == AttnGroupPrep || o.Fuse.Attention {
+		k.In = "qkv"
+	}
+	k.WG = shaders.GroupWG(k)
 	return k
 }
 
 // groupAttention reports whether a decode step's attention runs as
-// attend_group: its group of query heads fits WebGPU's default workgroup
-// memory and has a variant (shaders.GroupSizes), with the same tile of keys as attend_split (the merge reads the
-// partial states of either).
+// attend_group: Options.Attention asks for it (the default does; so does
+// Fuse.Attention, with qkv_prep folded in, whatever Attention says) and the
+// model's group of query heads has a variant that fits WebGPU's default
+// workgroup memory. Others run attend_split.
 func (s *Sequence) groupAttention() bool {
-	k := s.groupKey()
-	return s.m.opt.Fuse.Attention && slices.Contains(shaders.GroupSizes, k.Group) && shaders.AttnTile(k) == s.attnTile() && shaders.GroupBytes(k) <= shaders.WorkgroupBytes
+	return (s.m.opt.Attention != AttnSplit || s.m.opt.Fuse.Attention) && s.groupKey().WG > 0
+}
+
+// groupPrep reports whether the grouped attention also does qkv_prep's
+// work for a decode step (qkv_prep then dispatches nothing).
+func (s *Sequence) groupPrep() bool {
+	return s.groupAttention() && s.groupKey().In == "qkv"
 }
 
 // fusedCombine reports whether a decode step's attention merge also
@@ -413,8 +449,11 @@ func (s *Sequence) fusedCombine() bool {
 	return c.DType == model.Int8 && c.HeadDim%4 == 0
 }
 
-// maxSplits is the most key tiles a decode step's attention has: a
-// window's worth on local layers, the whole context on global ones.
+// maxSplits is the room for partial states per head of a decode step's
+// attention (AttnParams.Splits): every tile of the longest span of keys
+// (a window's worth on local layers, the whole context on global ones)
+// for attend_split; for attend_group at most Options.AttnRoom, its runs
+// of tiles longer where the span has more.
 func (s *Sequence) maxSplits() int {
 	keys := 0
 	for _, l := range s.m.cfg.Layers {
@@ -424,11 +463,24 @@ func (s *Sequence) maxSplits() int {
 		}
 		keys = max(keys, k)
 	}
-	return (keys + s.attnTile() - 1) / s.attnTile()
+	tiles := (keys + s.attnTile() - 1) / s.attnTile()
+	if s.groupAttention() {
+		room := s.m.opt.AttnRoom
+		if room <= 0 {
+			room = defaultAttnRoom
+		}
+		return min(tiles, room)
+	}
+	return tiles
 }
 
-// attnTile is the keys per tile of the attention kernels.
-func (s *Sequence) attnTile() int { return shaders.AttnTile(s.m.key("attn", "attend_split")) }
+// attnTile is the keys per tile of the decode step's attention kernel.
+func (s *Sequence) attnTile() int {
+	if s.groupAttention() {
+		return shaders.AttnTile(s.groupKey())
+	}
+	return shaders.AttnTile(s.m.key("attn", "attend_split"))
+}
 
 func grid3(count int) (int, int, int) {
 	x, y := grid2(count)

@@ -179,6 +179,9 @@ func TestPlannedKernelsAreEnumerated(t *testing.T) {
 	// the tiny ones with the engine tests' splits; wick bench's models with
 	// each GEMV it may pick.
 	opts := []webgpu.Options{{}, {Chunk: 5, SplitBytes: 1000}, {Chunk: 3, SplitBytes: 3000}}
+	for _, a := range webgpu.AttnPaths {
+		opts = append(opts, webgpu.Options{Attention: a})
+	}
 	var benchOpts []webgpu.Options
 	for _, v := range strings.Split(bench.Defaults.Gemv, ",") {
 		g, err := bench.ParseGemv(v)

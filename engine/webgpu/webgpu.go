@@ -43,6 +43,18 @@ type Options struct {
 	// invocations, 8 per row, integer products: the fastest on the H100,
 	// bench/RESULTS.md).
 	Gemv Gemv
+	// Attention is a decode step's attention path (plan.go's AttnPaths):
+	// "" or "group-prep", a workgroup per (KV head, run of key tiles) for
+	// all the head's query heads, with the query's QK-norm and RoPE and
+	// the new K/V's quantisation folded in; "group", the same after
+	// qkv_prep's own dispatch; "split", a workgroup per (query head,
+	// tile). Models whose group of heads has no grouped variant run
+	// "split". wick bench compares them (-attn).
+	Attention string
+	// AttnRoom caps the partial states per head that a grouped decode
+	// step leaves for the merge (default 64): longer spans of keys run
+	// several tiles per workgroup.
+	AttnRoom int
 	// Fallback runs the fallback tier of kernels even where the device
 	// offers more (shaders.Tier): benchmarks and tests compare the tiers
 	// on one device with it.
@@ -63,7 +75,8 @@ type Fuse struct {
 	// product's prologue.
 	Gated bool
 	// Attention has a decode step's attention prepare its own query and
-	// K/V (QK-norm, RoPE, quantisation: attend_group).
+	// K/V (QK-norm, RoPE, quantisation: attend_group). Options.Attention's
+	// default does so already; this overrides its "group" and "split".
 	Attention bool
 	// Groups is the fewest workgroups a product with a prologue is spread
 	// over (0: as many as the other products, gemvMinGroups): fewer, with
@@ -204,6 +217,9 @@ func New(dev gpu.Device, cfg *model.Config, w *model.Weights, opt Options) (*Mod
 	}
 	if err := opt.Gemv.Validate(); err != nil {
 		return nil, fmt.Errorf("webgpu model: %w", err)
+	}
+	if opt.Attention != "" && !slices.Contains(AttnPaths, opt.Attention) {
+		return nil, fmt.Errorf("webgpu model: attention path %q: want one of %v", opt.Attention, AttnPaths)
 	}
 	if !shaders.HasHeadDim(cfg.HeadDim) {
 		return nil, fmt.Errorf("webgpu model: no attention kernels for heads of width %d (shaders.HeadDims: %v)", cfg.HeadDim, shaders.HeadDims)

@@ -86,7 +86,15 @@ func testCases() []testCase {
 		testCase{"cai-int8-norm-g4", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: Fuse{Norm: true, Groups: 4}}},
 		testCase{"plain-int8-gated", testmodel.Plain(testVocab, model.Int8), Options{Fuse: Fuse{Gated: true}}},
 		testCase{"cai-f32-gated-attn", testmodel.CAIShaped(testVocab, model.F32), Options{Fuse: Fuse{Gated: true, Attention: true}}},
-		testCase{"cai-int8-reread", testmodel.CAIShaped(testVocab, model.Int8), Options{RereadRows: true}})
+		testCase{"cai-int8-reread", testmodel.CAIShaped(testVocab, model.Int8), Options{RereadRows: true}},
+		// The decode attention paths beside the default (group-prep): the
+		// grouped kernel after qkv_prep, with room for fewer partial
+		// states than a global layer's tiles; and a workgroup per query
+		// head.
+		testCase{"cai-int8-attn-group-room2", testmodel.CAIShaped(testVocab, model.Int8), Options{Attention: AttnGroup, AttnRoom: 2}},
+		testCase{"plain-f32-attn-group", testmodel.Plain(testVocab, model.F32), Options{Attention: AttnGroup}},
+		testCase{"cai-int8-attn-split", testmodel.CAIShaped(testVocab, model.Int8), Options{Attention: AttnSplit}},
+		testCase{"plain-f32-attn-split", testmodel.Plain(testVocab, model.F32), Options{Attention: AttnSplit}})
 	return cases
 }
 

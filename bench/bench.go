@@ -49,7 +49,9 @@ type Options struct {
 	// Plans are the decode plans each model runs with, side by side,
 	// comma-separated: webgpu.ParseFuse's combinations ("none", "norm",
 	// "norm+gated+attn", "all+g64", ...), each optionally with "+reread"
-	// (webgpu.Options.RereadRows). "" is the default plan alone.
+	// (webgpu.Options.RereadRows), "+attn-group-prep", "+attn-group" or
+	// "+attn-split" (webgpu.Options.Attention) and "+roomN"
+	// (webgpu.Options.AttnRoom). "" is the default plan alone.
 	Plans string `json:"plans"`
 }
 
@@ -200,16 +202,25 @@ func Run(dev gpu.Device, o Options, w io.Writer) error {
 // Plan is a decode plan a model runs with: its folds and which row
 // kernels it uses (webgpu.Options.Fuse, RereadRows).
 type Plan struct {
-	Fuse   webgpu.Fuse
-	Reread bool
+	Fuse     webgpu.Fuse
+	Reread   bool
+	Attn     string // the decode attention path (webgpu.Options.Attention; "" the default)
+	AttnRoom int    // its room for partial states (webgpu.Options.AttnRoom; 0 the default)
 }
 
 // String names p as ParsePlans reads it.
 func (p Plan) String() string {
+	s := p.Fuse.String()
 	if p.Reread {
-		return p.Fuse.String() + "+reread"
+		s += "+reread"
 	}
-	return p.Fuse.String()
+	if p.Attn != "" {
+		s += "+attn-" + p.Attn
+	}
+	if p.AttnRoom != 0 {
+		s += fmt.Sprintf("+room%d", p.AttnRoom)
+	}
+	return s
 }
 
 // ParsePlans reads Options.Plans.
@@ -220,13 +231,31 @@ func ParsePlans(s string) ([]Plan, error) {
 	var ps []Plan
 	for _, v := range strings.Split(s, ",") {
 		var p Plan
-		v = strings.TrimSpace(v)
-		if rest, ok := strings.CutSuffix(v, "+reread"); ok {
-			p.Reread, v = true, rest
-		} else if v == "reread" {
-			p.Reread, v = true, ""
+		// The parts that are not folds: the row kernels, the attention path
+		// and its room; what is left goes to webgpu.ParseFuse.
+		var folds []string
+		for _, part := range strings.Split(strings.TrimSpace(v), "+") {
+			room, isRoom := strings.CutPrefix(part, "room")
+			attn, isAttn := strings.CutPrefix(part, "attn-")
+			switch {
+			case part == "reread":
+				p.Reread = true
+			case isAttn:
+				if !slices.Contains(webgpu.AttnPaths, attn) {
+					return nil, fmt.Errorf("-plans %q: attention path %q is none of %v", v, attn, webgpu.AttnPaths)
+				}
+				p.Attn = attn
+			case isRoom:
+				n, err := strconv.Atoi(room)
+				if err != nil || n <= 0 {
+					return nil, fmt.Errorf("-plans %q: %q wants a positive count of partial states after room", v, part)
+				}
+				p.AttnRoom = n
+			default:
+				folds = append(folds, part)
+			}
 		}
-		f, err := webgpu.ParseFuse(v)
+		f, err := webgpu.ParseFuse(strings.Join(folds, "+"))
 		if err != nil {
 			return nil, fmt.Errorf("-plans: %w", err)
 		}
@@ -458,7 +487,8 @@ func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu
 	lim := b.dev.Info().Limits
 	// Steps as long as the prompt, where the logits of a whole step fit one binding.
 	chunk := max(1, min(prompt, int(lim.MaxStorageBufferBindingSize/(4*int64(c.Vocab)))))
-	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, Fuse: pl.Fuse, RereadRows: pl.Reread, RowAttention: b.rowAttention, Fallback: fallback})
+	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, Fuse: pl.Fuse, RereadRows: pl.Reread, RowAttention: b.rowAttention, Fallback: fallback,
+		Attention: pl.Attn, AttnRoom: pl.AttnRoom})
 	if err != nil {
 		return "", "", err
 	}

@@ -33,7 +33,7 @@ func runBench(args []string) error {
 	fs.StringVar(&o.Gemv, "gemv", d.Gemv, "GEMV variants WGxTPR, f for float32 FMA products; the fastest runs the models")
 	fs.StringVar(&o.Configs, "configs", d.Configs, "also the architecture table's variants (bench/ARCHITECTURE.md) with random weights: "+
 		strings.Join(bench.ArchVariants, ",")+", or all")
-	fs.StringVar(&o.Plans, "plans", d.Plans, "decode plans each model runs with, side by side: comma-separated folds joined by + (none, norm, gated, attn, all, gN: products with a prologue over at least N workgroups), each optionally +reread (the row kernels that reread memory); e.g. none,none+reread,norm+gated,all+g64")
+	fs.StringVar(&o.Plans, "plans", d.Plans, "decode plans each model runs with, side by side: comma-separated folds joined by + (none, norm, gated, attn, all, gN: products with a prologue over at least N workgroups), each optionally +reread (the row kernels that reread memory), +attn-group-prep, +attn-group or +attn-split (the decode attention path; default group-prep) and +roomN (its partial states per head at most; default 64); e.g. none,none+reread,norm+gated,all+g64,attn-split,attn-group+room128")
 	fs.BoolVar(&o.RowAttention, "row-attention", false, "plan prefill attention per (query head, token) instead of flash (webgpu.Options.RowAttention)")
 	fs.BoolVar(&o.Profile, "profile", false, "also print each model's decode step by kernel: GPU timestamp queries on Dawn (-dawn); wall clock natively, each dispatch repeated alone (cogentcore/webgpu v0.23.0 has no compute-pass timestampWrites)")
 	onDawn := fs.Bool("dawn", false, "run on Dawn (Chrome's WebGPU, through engine/gpu/dawn and node) instead of wgpu-native")

@@ -7,7 +7,7 @@
 #   go test -c -o .devbin/shaders.test ./shaders
 #   go test -c -o .devbin/webgpu.test ./engine/webgpu
 #   go build -o .devbin/wick ./cmd/wick
-#   make web/wick.wasm
+#   make wasm
 #
 # plus node/node_modules (dawn.node) and node on PATH. Results go to $OUT:
 # one file per step and summary.txt with each step's exit status and time.

@@ -23,9 +23,9 @@ step() {
 }
 # The plans, in the order of the tables: today's kernels (rows reread from
 # memory), the register-held row kernels (the new default), each fold on
-# its own, the norm and gated folds with few workgroups per product (g32),
-# and every fold.
-PLANS=none+reread,none,norm,gated,norm+gated,norm+gated+g32,attn,all+g32
+# its own, the norm and gated folds with few workgroups per product (g32)
+# and with a few more (g96). Decode attention is the default path (attend_group with qkv_prep folded in).
+PLANS=none+reread,none,norm,gated,norm+gated,norm+gated+g32,norm+gated+g96
 # Kernels against engine/cpu at the H200's subgroup size (wgpu-native, Dawn
 # with and without features): the register-held prenorm and gated_quant,
 # the products with register-held prologues.

@@ -27,7 +27,7 @@ type Options struct {
 	// binding limit (tests use it to split small tensors by rows).
 	SplitBytes int64
 	// Fuse chooses which kernels of a decode step fold into others (the
-	// zero value folds none: 10 dispatches per layer of a Gemma 3 model).
+	// zero value: DefaultFuse).
 	Fuse Fuse
 	// RereadRows runs the one-workgroup row kernels (pre-norm, gated
 	// activation) that reread their row from memory in every pass, rather
@@ -68,6 +68,9 @@ type Options struct {
 // Gemma-3-1B shape 286 against 367 tok/s through wgpu-native, 159 against
 // 326 through Dawn, 2026-12-02), so none is on by default.
 type Fuse struct {
+	// None folds nothing, whatever DefaultFuse holds (the zero Fuse
+	// stands for DefaultFuse).
+	None bool
 	// Norm makes each pre-norm (residual add, RMSNorm, quantisation) the
 	// prologue of the product that follows (Q|K|V, gate|up).
 	Norm bool
@@ -84,13 +87,21 @@ type Fuse struct {
 	Groups int
 }
 
-// ParseFuse reads a combination of folds: "none", or parts joined by "+":
-// norm, gated, attn, all (the three), gN (Groups N); e.g. "norm+gated+g64".
+// DefaultFuse is the folds a Model makes where Options.Fuse is zero: none
+// yet, as none measured faster (see Fuse).
+var DefaultFuse = Fuse{None: true}
+
+// ParseFuse reads a combination of folds: "default" or "" (DefaultFuse),
+// "none", or parts joined by "+": norm, gated, attn, all (the three), gN
+// (Groups N); e.g. "norm+gated+g64".
 func ParseFuse(s string) (Fuse, error) {
 	var f Fuse
 	s = strings.TrimSpace(s)
-	if s == "" || s == "none" {
+	switch s {
+	case "", "default":
 		return f, nil
+	case "none":
+		return Fuse{None: true}, nil
 	}
 	for _, part := range strings.Split(s, "+") {
 		switch part {
@@ -127,10 +138,13 @@ func (f Fuse) String() string {
 	if f.Groups > 0 {
 		parts = append(parts, "g"+strconv.Itoa(f.Groups))
 	}
-	if len(parts) == 0 {
+	switch {
+	case len(parts) > 0:
+		return strings.Join(parts, "+")
+	case f.None:
 		return "none"
 	}
-	return strings.Join(parts, "+")
+	return "default"
 }
 
 // Gemv chooses a variant of the decode matrix-vector product (see
@@ -208,6 +222,9 @@ func New(dev gpu.Device, cfg *model.Config, w *model.Weights, opt Options) (*Mod
 	}
 	if opt.Chunk <= 0 {
 		opt.Chunk = 64
+	}
+	if opt.Fuse == (Fuse{}) {
+		opt.Fuse = DefaultFuse
 	}
 	if opt.Gemv.WG <= 0 {
 		opt.Gemv.WG = 256

@@ -142,8 +142,12 @@ func convertGGUF(in, out string, opts Options) (*Result, error) {
 		p := parts[spec.Name]
 		t := f.Tensor(p.name)
 		rows := max(specRows(spec), 1)
-		if t.Dims[0] != uint64(spec.Cols) || !p.fused && t.Rows() != int64(rows) || p.fused && t.Rows() < p.hi {
-			return nil, fmt.Errorf("%s: tensor %q has shape %v, wick's %s needs %d x %d (rows %d-%d of it)", in, t.Name, t.Dims, spec.Name, rows, spec.Cols, p.lo, p.hi)
+		want := int64(rows)
+		if p.total > 0 {
+			want = p.total
+		}
+		if t.Dims[0] != uint64(spec.Cols) || t.Rows() != want {
+			return nil, fmt.Errorf("%s: tensor %q has shape %v, wick's %s needs %d x %d (rows %d-%d of %d)", in, t.Name, t.Dims, spec.Name, rows, spec.Cols, p.lo, p.hi, want)
 		}
 		src := &ggufRows{f: f, t: t, lo: p.lo, hi: p.hi}
 		if a.permute && (strings.HasSuffix(t.Name, ".attn_q.weight") || strings.HasSuffix(t.Name, ".attn_k.weight")) {
@@ -164,7 +168,7 @@ func convertGGUF(in, out string, opts Options) (*Result, error) {
 type ggufPart struct {
 	name   string
 	lo, hi int64
-	fused  bool // rows of a larger tensor
+	total  int64 // the rows of the fused tensor these are part of; 0: not fused
 }
 
 // ggufLayerTensors names, per wick tensor of a layer, the GGUF tensor that
@@ -204,7 +208,7 @@ func ggufNames(f *gguf.File, cfg *model.Config, fused bool) (map[string]ggufPart
 			g = fmt.Sprintf("blk.%d.%s", spec.Layer, t)
 		}
 		rows := int64(max(specRows(spec), 1))
-		p := ggufPart{name: g, lo: 0, hi: rows}
+		p := ggufPart{name: g, hi: rows}
 		if fused {
 			p = ggufFused(f, cfg, spec, p)
 		}
@@ -240,19 +244,19 @@ func ggufFused(f *gguf.File, cfg *model.Config, spec model.TensorSpec, p ggufPar
 	if qkv := layer("attn_qkv.weight"); f.Tensor(qkv) != nil {
 		switch suffix {
 		case model.NameWQ:
-			return ggufPart{qkv, 0, q, true}
+			return ggufPart{qkv, 0, q, q + 2*kv}
 		case model.NameWK:
-			return ggufPart{qkv, q, q + kv, true}
+			return ggufPart{qkv, q, q + kv, q + 2*kv}
 		case model.NameWV:
-			return ggufPart{qkv, q + kv, q + 2*kv, true}
+			return ggufPart{qkv, q + kv, q + 2*kv, q + 2*kv}
 		}
 	}
 	if f.Tensor(layer("ffn_gate.weight")) == nil {
 		switch suffix {
 		case model.NameWGate:
-			return ggufPart{layer("ffn_up.weight"), 0, ff, true}
+			return ggufPart{layer("ffn_up.weight"), 0, ff, 2 * ff}
 		case model.NameWUp:
-			return ggufPart{layer("ffn_up.weight"), ff, 2 * ff, true}
+			return ggufPart{layer("ffn_up.weight"), ff, 2 * ff, 2 * ff}
 		}
 	}
 	return p

@@ -182,6 +182,10 @@ func TestGGUFRefusals(t *testing.T) {
 			`tokenizer.ggml.model "bogus" is not supported`},
 		{"odd rotary", ggufPatch(t, phi4, ggufValue(t, phi4, "phi3.rope.dimension_count"), 13),
 			"phi3.rope.dimension_count 13: want an even number"},
+		// attn_qkv's rows (its second dimension, just before its type) cut
+		// to q's alone.
+		{"fused rows", ggufPatch(t, phi4, ggufTensorType(t, phi4, "blk.0.attn_qkv.weight")-8, 64),
+			`tensor "blk.0.attn_qkv.weight" has shape [64 64], wick's layers.0.wq needs 64 x 64 (rows 0-64 of 128)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := filepath.Join(t.TempDir(), "x.gguf")

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 
 	"github.com/wick-run/wick/engine/convert"
@@ -206,7 +207,8 @@ func TestImportModel(t *testing.T) {
 // page as wick serve hosts it (cross-origin isolated: COOP and COEP
 // headers), beside the server's own model, and chats with it as
 // importAndChat does; the imported model is listed as kept in this
-// browser, and the server's model is still offered.
+// browser, and the server's model is still offered. Then a folder dropped
+// on the page imports too.
 func TestImportModelServed(t *testing.T) {
 	b := newBrowser(t, false)
 	s := startSite(t, "")
@@ -216,4 +218,22 @@ func TestImportModelServed(t *testing.T) {
 	if want := filepath.Base(modelDir) + "|model-q8_0 (in this browser)"; !strings.Contains(options, want) {
 		t.Fatalf("the model list is %q, want %q", options, want)
 	}
+
+	// A folder dropped on the Model box imports as a picked one does.
+	// (Headless Chromium takes one synthesised drop per page.)
+	llama, _ := filepath.Abs(filepath.Join(hfDir, "llama"))
+	b.do(t, 10*time.Second, "reset the import hooks", chromedp.Evaluate[chromedp.Void](`window.wick.lastImport = null`))
+	xy := eval[[]float64](t, b, `(() => { const r = document.getElementById('model-box').getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()`)
+	data := &input.DragData{Files: []string{llama}, DragOperationsMask: 1}
+	for _, typ := range []input.DispatchDragEventType{input.DispatchDragEventTypeDragEnter, input.DispatchDragEventTypeDragOver, input.DispatchDragEventTypeDrop} {
+		if _, err := chromedp.Call(b.ctx, input.DispatchDragEvent, input.DispatchDragEventParams{Type: typ, X: xy[0], Y: xy[1], Data: data}); err != nil {
+			t.Fatalf("drag %s: %v", typ, err)
+		}
+	}
+	b.do(t, 120*time.Second, "wait for the dropped folder's import",
+		chromedp.Poll[chromedp.Void](`window.wick.lastImport !== null`, chromedp.WithPollingTimeout(120*time.Second), chromedp.WithPollingInterval(100*time.Millisecond)))
+	if got := eval[string](t, b, `JSON.stringify(window.wick.lastImport)`); !strings.Contains(got, `"arch":"LlamaForCausalLM"`) {
+		t.Fatalf("the dropped folder's import: %s", got)
+	}
+	b.waitState(t, "ready", 120*time.Second)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -92,6 +93,16 @@ func sameStored(t *testing.T, b *browser, name, dir string) {
 	}
 }
 
+// needConverter is needBrowser for the import tests, which need the
+// converter module too.
+func needConverter(t *testing.T) {
+	t.Helper()
+	needBrowser(t)
+	if _, err := fs.Stat(web.Assets, "convert.wasm"); err != nil {
+		t.Fatalf("web/convert.wasm is not built (make wasm), so the page cannot import: %v", err)
+	}
+}
+
 // importAndChat imports input (a folder whose checkpoint file is
 // checkpoint, or a .gguf file when checkpoint is "") in the page, checks
 // its progress, that the files were read by ranges and that the stored
@@ -148,10 +159,7 @@ func importAndChat(t *testing.T, b *browser, input, checkpoint string) {
 // nothing, and bad checkpoints are refused in one sentence with nothing
 // kept.
 func TestImportModel(t *testing.T) {
-	needBrowser(t)
-	if _, err := os.Stat("../web/convert.wasm"); err != nil {
-		t.Fatalf("web/convert.wasm is not built (make wasm), so the page cannot import: %v", err)
-	}
+	needConverter(t)
 	hs := httptest.NewServer(http.FileServer(http.FS(web.Assets)))
 	t.Cleanup(hs.Close)
 	b := newBrowser(t, false)
@@ -210,6 +218,7 @@ func TestImportModel(t *testing.T) {
 // browser, and the server's model is still offered. Then a folder dropped
 // on the page imports too.
 func TestImportModelServed(t *testing.T) {
+	needConverter(t)
 	b := newBrowser(t, false)
 	s := startSite(t, "")
 	openPage(t, b, s.URL+"/?backend=cpu")

@@ -156,6 +156,10 @@ function perToken(c, n) {
     lists: runs / n,                            // command lists (run)
     commandsPerList: runs ? c.commands / runs : 0,
     encodeMsPerList: runs ? c.runMs / runs : 0, // JS time to replay one list into WebGPU calls
+    // Of it: the list's writes, and finish+submit (Dawn translating the
+    // commands for the GPU: in Chrome that is the GPU process's work).
+    writeMsPerList: runs ? (c.writeMs || 0) / runs : 0,
+    submitMsPerList: runs ? (c.submitMs || 0) / runs : 0,
     gpuCallsPerToken: (c.gpuCalls || 0) / n,
     // Each import's calls per token ("run", "map", "status", ...): what the
     // crossings are made of.
@@ -233,12 +237,12 @@ function printBench(r) {
   const lines = [
     `model ${r.model} on ${r.adapter} (Dawn via dawn.node), ${r.date}`,
     '',
-    '| part | tok/s | crossings/token | command lists/token | commands/list | JS encoding ms/list |',
-    '| --- | --- | --- | --- | --- | --- |',
+    '| part | tok/s | crossings/token | command lists/token | commands/list | JS encoding ms/list | of it: writes, finish+submit |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
   ];
   for (const k of ['prefill', 'greedy', 'sampled']) {
     const x = r[k];
-    lines.push(`| ${k === 'prefill' ? `prefill pp${x.tokens}` : `decode ${k} (${x.tokens} tokens)`} | ${f(x.tokPerSec, 0)} | ${f(x.crossings, 2)} | ${f(x.lists, 2)} | ${f(x.commandsPerList, 0)} | ${f(x.encodeMsPerList, 3)} |`);
+    lines.push(`| ${k === 'prefill' ? `prefill pp${x.tokens}` : `decode ${k} (${x.tokens} tokens)`} | ${f(x.tokPerSec, 0)} | ${f(x.crossings, 2)} | ${f(x.lists, 2)} | ${f(x.commandsPerList, 0)} | ${f(x.encodeMsPerList, 3)} | ${f(x.writeMsPerList, 3)}, ${f(x.submitMsPerList, 3)} |`);
   }
   if (r.profile) {
     const total = r.profile.kernels.reduce((a, k) => a + k.usPerStep, 0);

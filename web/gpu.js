@@ -112,7 +112,10 @@ export async function openDevice({ needBinding = 0, profile = false, tier = 'all
 // totals, and per import ("import:run") and per export ("export:wick_resume")
 // counts, which the worker adds.
 export function newCounters() {
-  return { imports: 0, gpuCalls: 0, runs: 0, runMs: 0, commands: 0 };
+  // writeMs and submitMs: the parts of runMs spent on the lists' writes
+  // and in finish+submit (Dawn's translation of the commands for the GPU,
+  // which Chrome does in its GPU process, the Node host on the JS thread).
+  return { imports: 0, gpuCalls: 0, runs: 0, runMs: 0, commands: 0, writeMs: 0, submitMs: 0 };
 }
 
 // GPUBridge implements the wick_gpu imports for one module instance.
@@ -140,6 +143,7 @@ export class GPUBridge {
     // Timestamp queries, where the device has them: {querySet, capacity},
     // made on first use, for run_timed and the profile.
     this.queries = null;
+    this.staging = []; // {obj, size, ready}: mapped buffers for a list's writes (#stageWrites)
     // The page's profile: every list timed, GPU time summed by kernel label.
     this.timing = profile && this.device && this.device.features.has('timestamp-query') ? { byLabel: new Map() } : null;
     if (this.device) {
@@ -329,7 +333,10 @@ export class GPUBridge {
     const c = this.counters;
     if (len % 4) throw new Error(`command list of ${len} bytes is not whole words`);
     const words = new Uint32Array(this.memory.buffer, ptr, len / 4);
-    const q = this.device.queue;
+    const q = this.device.queue, objs = this.objects;
+    // The loop runs per command of every step, so it keeps its state in
+    // locals that no closure captures (V8 keeps captured ones in a
+    // context object) and counts into locals, added to the counters once.
     let enc = null, pass = null;
     // A pass keeps its pipeline and bind group between dispatches; setting
     // them only when they change saves WebGPU calls (each one is a call
@@ -337,63 +344,81 @@ export class GPUBridge {
     let pipeline = null, group = null;
     const queries = times ? this.#queries() : null;
     let timed = times ? { n: 0, labels: [] } : null;
-    const endPass = () => { if (pass) { pass.end(); c.gpuCalls++; pass = null; pipeline = group = null; } };
+    let calls = 0, commands = 0, submitMs = 0, writeMs = 0;
     // A list may hold a whole decode batch. Once SPLIT_DISPATCHES
     // dispatches have gathered, what is encoded is submitted before the
     // next compute pass begins, so the GPU runs a batch's first steps
     // while JS encodes the rest; the queue keeps the order (see
     // engine/gpu/encoding.go).
     let dispatches = 0;
-    const submit = () => {
-      endPass();
-      if (timed && timed.n) { this.#resolveTimes(enc, timed, times); timed = { n: 0, labels: [] }; }
-      q.submit([enc.finish()]);
-      c.gpuCalls += 2;
-      enc = null;
-      dispatches = 0;
-    };
-    for (let i = 0; i < words.length;) {
+    let i = 0;
+    const staged = this.#stageWrites(words, ptr);
+    if (staged) {
+      enc = staged.enc;
+      i = staged.next;
+      commands += staged.writes;
+    }
+    const n = words.length;
+    while (i < n) {
       const op = words[i];
-      c.commands++;
-      if (op === OP_WRITE) {
-        const b = this.#get('buffer', words[i + 1]);
-        const n = words[i + 3];
-        if (n % 4) throw new Error(`command list: write of ${n} bytes to buffer ${words[i + 1]} is not whole words`);
-        q.writeBuffer(b.obj, words[i + 2], this.memory.buffer, ptr + 4 * (i + 4), n);
-        c.gpuCalls++;
-        i += 4 + ((n + 3) >>> 2);
-      } else if (op === OP_DISPATCH) {
-        if (enc && dispatches >= SPLIT_DISPATCHES && (!pass || timed)) submit();
-        if (!enc) { enc = this.device.createCommandEncoder(); c.gpuCalls++; }
+      commands++;
+      if (op === OP_DISPATCH) {
+        if (enc !== null && dispatches >= SPLIT_DISPATCHES && (pass === null || timed !== null)) {
+          if (pass !== null) { pass.end(); pass = null; pipeline = group = null; calls++; }
+          if (timed !== null && timed.n) { this.#resolveTimes(enc, timed, times); timed = { n: 0, labels: [] }; }
+          const ts = performance.now();
+          q.submit([enc.finish()]);
+          submitMs += performance.now() - ts;
+          calls += 2;
+          enc = null;
+          dispatches = 0;
+        }
+        if (enc === null) { enc = this.device.createCommandEncoder(); calls++; }
         dispatches++;
-        const kernel = this.#get('kernel', words[i + 1]);
-        if (timed) {
+        const kernel = objs[words[i + 1]], grp = objs[words[i + 2]];
+        if (kernel == null || kernel.kind !== 'kernel') throw new Error(`no kernel ${words[i + 1]}`);
+        if (grp == null || grp.kind !== 'group') throw new Error(`no group ${words[i + 2]}`);
+        if (timed !== null) {
           // One pass per dispatch, timestamps at its ends.
-          endPass();
+          if (pass !== null) { pass.end(); pass = null; pipeline = group = null; calls++; }
           if (timed.n + 2 > queries.capacity) throw new Error(`profile: a command list of more than ${queries.capacity / 2} dispatches`);
           pass = enc.beginComputePass({ timestampWrites: { querySet: queries.querySet, beginningOfPassWriteIndex: timed.n, endOfPassWriteIndex: timed.n + 1 } });
           timed.n += 2;
           timed.labels.push(kernel.label);
-          c.gpuCalls++;
+          calls++;
         }
-        if (!pass) { pass = enc.beginComputePass(); c.gpuCalls++; }
-        const p = kernel.obj, g = this.#get('group', words[i + 2]).obj;
-        if (p !== pipeline) { pass.setPipeline(p); pipeline = p; c.gpuCalls++; }
-        if (g !== group) { pass.setBindGroup(0, g); group = g; c.gpuCalls++; }
+        if (pass === null) { pass = enc.beginComputePass(); calls++; }
+        const pl = kernel.obj, g = grp.obj;
+        if (pl !== pipeline) { pass.setPipeline(pl); pipeline = pl; calls++; }
+        if (g !== group) { pass.setBindGroup(0, g); group = g; calls++; }
         pass.dispatchWorkgroups(words[i + 3], words[i + 4], words[i + 5]);
-        c.gpuCalls++;
+        calls++;
         i += 6;
       } else if (op === OP_COPY) {
-        if (!enc) { enc = this.device.createCommandEncoder(); c.gpuCalls++; }
-        endPass();
+        if (enc === null) { enc = this.device.createCommandEncoder(); calls++; }
+        if (pass !== null) { pass.end(); pass = null; pipeline = group = null; calls++; }
         enc.copyBufferToBuffer(this.#get('buffer', words[i + 1]).obj, words[i + 2],
           this.#get('buffer', words[i + 3]).obj, words[i + 4], words[i + 5]);
-        c.gpuCalls++;
+        calls++;
         i += 6;
+      } else if (op === OP_WRITE) {
+        // Writes #stageWrites did not take (no staging buffer was mapped).
+        const b = this.#get('buffer', words[i + 1]);
+        const len = words[i + 3];
+        if (len % 4) throw new Error(`command list: write of ${len} bytes to buffer ${words[i + 1]} is not whole words`);
+        const tw = performance.now();
+        q.writeBuffer(b.obj, words[i + 2], this.memory.buffer, ptr + 4 * (i + 4), len);
+        writeMs += performance.now() - tw;
+        calls++;
+        i += 4 + ((len + 3) >>> 2);
       } else {
         throw new Error(`command list: unknown opcode ${op} at word ${i}`);
       }
     }
+    c.commands += commands;
+    c.gpuCalls += calls;
+    c.writeMs += writeMs;
+    c.submitMs += submitMs;
     if (this.fault) {
       // A real validation error, for tests of recovery: a dispatch larger
       // than any device allows, in a pass of its own.
@@ -402,7 +427,7 @@ export class GPUBridge {
       this.fault = '';
       if (k && g) {
         if (!enc) enc = this.device.createCommandEncoder();
-        endPass();
+        if (pass) { pass.end(); pass = null; }
         const fp = enc.beginComputePass();
         fp.setPipeline(k.obj);
         fp.setBindGroup(0, g.obj);
@@ -410,7 +435,74 @@ export class GPUBridge {
         fp.end();
       }
     }
-    if (enc) submit();
+    if (enc) {
+      if (pass) { pass.end(); c.gpuCalls++; }
+      if (timed && timed.n) this.#resolveTimes(enc, timed, times);
+      const ts = performance.now();
+      q.submit([enc.finish()]);
+      c.submitMs += performance.now() - ts;
+      c.gpuCalls += 2;
+    }
+    if (staged) this.#restage(staged.buf);
+  }
+
+  // #stageWrites copies the writes at the head of a list (they all come
+  // first) into one staging buffer that is already mapped, and records
+  // their copies at the head of a new command encoder: the queue runs
+  // them before the list's dispatches, as it would queue.writeBuffer's.
+  // Dawn's writeBuffer takes a fresh staging allocation for the first write
+  // after the GPU went idle (on lavapipe ~1.5 ms, most of a small list's
+  // encoding); a few buffers kept mapped, and mapped again while the GPU
+  // works, avoid that. Returns null (writeBuffer then) when no buffer is
+  // mapped yet or the list has no writes.
+  #stageWrites(words, ptr) {
+    let bytes = 0, i = 0, writes = 0;
+    while (i < words.length && words[i] === OP_WRITE) {
+      const n = words[i + 3];
+      if (n % 4) return null; // #run reports it
+      bytes += n;
+      writes++;
+      i += 4 + (n >>> 2);
+    }
+    if (!bytes) return null;
+    const ts = performance.now();
+    const c = this.counters;
+    let buf = this.staging.find((b) => b.ready && b.size >= bytes);
+    if (!buf) {
+      if (this.staging.filter((b) => b.size >= bytes).length >= 2) return null; // still mapping
+      const size = Math.max(4096, 2 ** Math.ceil(Math.log2(bytes)));
+      buf = { obj: this.device.createBuffer({ label: 'staging', size, usage: GPUBufferUsage.MAP_WRITE | GPUBufferUsage.COPY_SRC, mappedAtCreation: true }), size, ready: true };
+      this.staging.push(buf);
+      c.gpuCalls++;
+    }
+    const range = new Uint8Array(buf.obj.getMappedRange(0, bytes));
+    const mem = new Uint8Array(this.memory.buffer);
+    for (let j = 0, at = 0; j < i;) {
+      const n = words[j + 3], from = ptr + 4 * (j + 4);
+      range.set(mem.subarray(from, from + n), at);
+      at += n;
+      j += 4 + (n >>> 2);
+    }
+    buf.obj.unmap();
+    buf.ready = false;
+    const enc = this.device.createCommandEncoder();
+    for (let j = 0, at = 0; j < i;) {
+      const n = words[j + 3];
+      enc.copyBufferToBuffer(buf.obj, at, this.#get('buffer', words[j + 1]).obj, words[j + 2], n);
+      at += n;
+      j += 4 + (n >>> 2);
+    }
+    c.gpuCalls += 4 + writes;
+    c.writeMs += performance.now() - ts;
+    return { enc, next: i, writes, buf };
+  }
+
+  // #restage maps a staging buffer again once the GPU has copied from it.
+  #restage(buf) {
+    this.counters.gpuCalls++;
+    this.pending.push(buf.obj.mapAsync(GPUMapMode.WRITE).then(() => { buf.ready = true; }, () => {
+      this.staging = this.staging.filter((b) => b !== buf);
+    }));
   }
 
   // takeStatus reports (once) what failed asynchronously since the last

@@ -15,8 +15,9 @@ import (
 //
 // Offsets and sizes are bytes and multiples of 4; they fit in uint32
 // because no single buffer wick makes reaches 4 GiB. All writes come first:
-// the executor applies them with queue.writeBuffer before it submits the
-// command buffer that holds the dispatches and copies, in order. Dispatches
+// the executor applies them before the dispatches and copies, in order
+// (queue.writeBuffer, or copies from a mapped staging buffer at the head of
+// the list's first command buffer, as web/gpu.js does). Dispatches
 // in a row share one compute pass; WebGPU orders them and makes each see
 // the storage writes of the ones before.
 //

@@ -619,6 +619,33 @@ fn key_scale_direct(at: vec2<u32>) -> f32 {
 #endif
 }
 
+// TW is how many words of a tile's K (and of its V) rows each invocation
+// loads.
+const TW = (KT * ROW_WORDS + {{WG}}u - 1u) / {{WG}}u;
+
+// tile_word is word i of the K (values false) or V rows of the tile of
+// KV head g's keys from position first, row after row.
+fn tile_word(first: u32, g: u32, i: u32, values: bool) -> u32 {
+  let at = locate(first + i / ROW_WORDS, g);
+  let chunk = at.y == 1u;
+  var base = select(p.k_word, p.ck_word, chunk);
+  if (values) {
+    base = select(p.v_word, p.cv_word, chunk);
+  }
+  return load(chunk, base + at.x * ROW_WORDS + i % ROW_WORDS);
+}
+
+// put_tile stores an invocation's loaded words (tile_word's, k-th at
+// li + k * WG) of the tile's tn rows into tile.
+fn put_tile(tn: u32, li: u32, w: ptr<function, array<u32, TW>>) {
+  for (var k = 0u; k < TW; k++) {
+    let i = li + k * {{WG}}u;
+    if (i < tn * ROW_WORDS) {
+      tile[(i / ROW_WORDS) * STRIDE + i % ROW_WORDS] = (*w)[k];
+    }
+  }
+}
+
 // quad is dimensions 4a..4a+3 of staged row j (K or V), unscaled.
 fn quad(j: u32, a: u32) -> vec4<f32> {
 #if INT8
@@ -647,7 +674,51 @@ fn attend_group(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
   // The group's query heads, QK-normed and roped, into gq.
   var inv: array<f32, G>;
   for (var h = 0u; h < G; h++) {
-    inv[h] = row_inv((g * G + h) * HD, li);
+    inv[h] = 1.0;
+  }
+  if (p.norm == 1u) {
+    // The G rows' sums of squares in one reduction (gpart is free until
+    // the first tile's partial scores).
+    var ss: array<f32, G>;
+    for (var h = 0u; h < G; h++) {
+      ss[h] = 0.0;
+      for (var i = li; i < HD; i += {{WG}}u) {
+        let v = qv((g * G + h) * HD, i);
+        ss[h] += v * v;
+      }
+    }
+#if SUBGROUPS
+    for (var h = 0u; h < G; h++) {
+      let sum = subgroupAdd(ss[h]);
+      if (sg_lane == 0u) {
+        gpart[h * SG_SLOTS + sg_id] = sum;
+      }
+    }
+    workgroupBarrier();
+    for (var h = 0u; h < G; h++) {
+      var sum = 0.0;
+      for (var i = 0u; i < SG_SLOTS; i++) {
+        sum += select(0.0, gpart[h * SG_SLOTS + i], i < sg_count);
+      }
+      inv[h] = inv_rms(sum, HD, p.eps);
+    }
+#else
+    for (var h = 0u; h < G; h++) {
+      gpart[h * {{WG}}u + li] = ss[h];
+    }
+    workgroupBarrier();
+    for (var st = {{WG}}u / 2u; st > 0u; st = st / 2u) {
+      if (li < st) {
+        for (var h = 0u; h < G; h++) {
+          gpart[h * {{WG}}u + li] += gpart[h * {{WG}}u + li + st];
+        }
+      }
+      workgroupBarrier();
+    }
+    for (var h = 0u; h < G; h++) {
+      inv[h] = inv_rms(gpart[h * {{WG}}u], HD, p.eps);
+    }
+#endif
   }
   for (var i = li; i < GQ; i += {{WG}}u) {
     let h = i / Q4;
@@ -686,15 +757,24 @@ fn attend_group(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
   for (var ti = t_lo; ti < t_hi; ti++) {
     let tile0 = ti * KT;
     let tn = min(KT, kr.y - tile0);
+    // The tile's K and V words and scales, loaded at once: V waits in
+    // registers until the K rows are done with.
+    var kw: array<u32, TW>;
+    var vw: array<u32, TW>;
+    for (var k = 0u; k < TW; k++) {
+      let i = li + k * {{WG}}u;
+      if (i < tn * ROW_WORDS) {
+        kw[k] = tile_word(kr.x + tile0, g, i, false);
+        vw[k] = tile_word(kr.x + tile0, g, i, true);
+      }
+    }
     for (var j = li; j < tn; j += {{WG}}u) {
       let at = locate(kr.x + tile0 + j, g);
-      rows[j] = at.x;
-      chunks[j] = at.y;
       gks[j] = key_scale_direct(at);
       gvs[j] = value_scale_direct(at);
     }
-    workgroupBarrier(); // also: the previous tile's value sums are done with tile
-    stage(tn, false, li);
+    workgroupBarrier(); // the previous tile's value sums are done with tile
+    put_tile(tn, li, &kw);
     workgroupBarrier();
     // Partial scores: invocation li takes key li / SPL, quads li % SPL + k*SPL.
     let j = li / SPL;
@@ -725,7 +805,7 @@ fn attend_group(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
         ges[i] = capped(sc * gks[jj] * p.scale);
       }
     }
-    stage(tn, true, li); // the barrier above ended every read of the K rows
+    put_tile(tn, li, &vw); // the barrier above ended every read of the K rows
     workgroupBarrier();
     if (li < G) {
       var mt = gm[li];

@@ -1,5 +1,7 @@
 // Package convert turns Hugging Face checkpoints (config.json, safetensors,
-// tokenizer.model) into wick model directories, float32 or quantised to int8.
+// tokenizer.json or tokenizer.model) and GGUF files (gguf.go: llama, qwen2,
+// qwen3, phi3, gemma2 and gemma3) into wick model directories, float32 or
+// quantised to int8.
 //
 // Each architecture family is one file holding a family value: how the
 // checkpoint's config.json maps onto model.Config (refusing, by name, any

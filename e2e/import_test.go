@@ -173,9 +173,11 @@ func TestImportModel(t *testing.T) {
 		before := storedKeys(t, b)
 		in, _ := filepath.Abs(filepath.Join(hfDir, "llama"))
 		b.do(t, 10*time.Second, "reset the import hooks", chromedp.Evaluate[chromedp.Void](`window.wick.lastImport = null`))
-		// The cancel reaches the worker while it starts the module, so the
-		// conversion stops at its first progress report.
+		// Cancel as soon as the import starts: the worker takes a second to
+		// start the module, and hears the cancel at its first progress
+		// report (or within 0.1 s of the conversion).
 		b.do(t, 30*time.Second, "pick "+in+" and cancel", chromedp.SetUploadFiles(chromedp.CSS("#import-model-dir"), []string{in}),
+			chromedp.Poll[chromedp.Void](`window.wick.state === 'importing'`, chromedp.WithPollingTimeout(10*time.Second), chromedp.WithPollingInterval(20*time.Millisecond)),
 			chromedp.Evaluate[chromedp.Void](`document.getElementById('import-model-cancel').click()`))
 		b.do(t, 60*time.Second, "wait for the cancelled import",
 			chromedp.Poll[chromedp.Void](`window.wick.lastImport !== null`, chromedp.WithPollingTimeout(60*time.Second), chromedp.WithPollingInterval(100*time.Millisecond)))

@@ -356,8 +356,9 @@ async function importModel(files, { gguf, name }) {
   $('import-model-cancel').hidden = false;
   const w = new Worker('import.js', { type: 'module' });
   importer = w;
+  let result = null, failure = null;
   try {
-    const result = await new Promise((resolve, reject) => {
+    result = await new Promise((resolve, reject) => {
       w.onmessage = (ev) => {
         const m = ev.data;
         if (m.progress) {
@@ -375,21 +376,26 @@ async function importModel(files, { gguf, name }) {
       w.onerror = (ev) => reject(new Error(`The import stopped: ${ev.message || 'the import worker failed'}.`));
       w.postMessage({ op: 'import', files, name, gguf, avoid: models.filter((m) => !m.local).map((m) => m.name) });
     });
-    hooks.lastImport = result;
-    status(`Imported ${label} as ${result.name}.`);
-    await initModels(result.name);
   } catch (e) {
-    hooks.lastImport = { error: e.message, details: e.details || '' };
-    hooks.state = before;
-    showError(e.message, e.details); // the converter's own words under Details
-    status(`${label} was not imported; nothing was kept.`);
+    failure = e;
   } finally {
+    // The import is over before the model loads: another may start.
     w.terminate();
     importer = null;
     bar.hidden = true;
     $('progress-text').textContent = '';
     $('import-model-cancel').hidden = true;
   }
+  if (failure) {
+    hooks.lastImport = { error: failure.message, details: failure.details || '' };
+    hooks.state = before;
+    showError(failure.message, failure.details); // the converter's own words under Details
+    status(`${label} was not imported; nothing was kept.`);
+    return;
+  }
+  hooks.lastImport = result;
+  status(`Imported ${label} as ${result.name}.`);
+  await initModels(result.name);
 }
 
 // pickedFolder takes the top level of a folder picked with webkitdirectory

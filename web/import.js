@@ -96,9 +96,16 @@ async function convert({ files, name, gguf, f32, avoid }) {
     const input = new TextEncoder().encode(JSON.stringify({ in: gguf ? `/in/${files[0].name}` : '/in', out: '/out', name: sink.name, f32: !!f32 }));
     new Uint8Array(x.memory.buffer, x.wick_buf(input.length), input.length).set(input);
     let st = x.wick_convert(input.length);
+    let yielded = performance.now();
     while (st === PROGRESS) {
       postMessage({ progress: JSON.parse(new TextDecoder().decode(view(x, x.wick_output()))) });
       await store(false);
+      if (performance.now() - yielded > 100) {
+        // Let queued messages (a cancel) in: a pause with nothing to store
+        // awaits no task, and the conversion would not hear it.
+        await new Promise((r) => setTimeout(r, 0));
+        yielded = performance.now();
+      }
       st = cancelled ? x.wick_cancel() : x.wick_resume(0);
     }
     if (st === ERROR) {

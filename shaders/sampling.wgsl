@@ -6,8 +6,8 @@
 // advances, so steps run back to back with nothing read back.
 //
 // Entry points, dispatched in order with nothing read back between. The
-// _part kernels run a workgroup per PART ids, each invocation 4
-// consecutive ids, and leave per-workgroup results in sel; the one
+// _part kernels run a workgroup per PART ids (mass_part) or RUN ids
+// (prep_part, draw_part) and leave per-workgroup results in sel; the one
 // workgroup after each merges them in workgroup order, so that every walk
 // "in ascending id order" of engine/sample is a walk over parts, then
 // invocations, then ids:
@@ -71,6 +71,12 @@ const SEL_PARTS = 16u;
 // 4 per invocation; mass_part stages them in workgroup memory as a bin and
 // a p each (8 KiB; with red_u, 9 KiB).
 const PART = 4u * {{WG}}u;
+// RUN is the ids of one prep_part or draw_part workgroup (engine/webgpu's
+// samplingRun), 16 per invocation: a CPU adapter (lavapipe) runs
+// workgroups one after another and pays for each one's barriers, so these
+// one-pass kernels take fewer, wider workgroups than mass_part (64 for
+// 262,144 ids).
+const RUN = 16u * {{WG}}u;
 
 // red_f (common.wgsl) and red_u carry per-invocation values.
 var<workgroup> red_u: array<u32, {{WG}}>;
@@ -184,29 +190,29 @@ fn kept(kk: u32, i: u32, kth: u32, kth_id: u32) -> bool {
   return kk > kth || (kk == kth && i <= kth_id);
 }
 
-// prep_part: steps 1 and 2 over PART ids: the cleaned and penalised
-// logits into x, and the workgroup's argmax (lowest id among equals) into
-// its two words of sel.
+// prep_part: steps 1 and 2 over RUN ids: the cleaned and penalised logits
+// into x, and the workgroup's argmax (lowest id among equals) into its two
+// words of sel. Invocation li reads ids li, li + WG, ... of the run, so
+// that neighbours read neighbours (the argmax breaks ties by id, so the
+// order of the walk does not matter).
 @compute @workgroup_size({{WG}})
 fn prep_part(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   let cols = p.cols;
-  let lo = wid.x * PART;
-  let hi = min(lo + PART, cols);
-  let first = lo + 4u * li;
+  let lo = wid.x * RUN;
+  let hi = min(lo + RUN, cols);
   // The logits rows hold tokens step.first..; the last token's is the last.
   let base = (step.n - 1u - step.first) * cols;
 
   // 1. Cleaned and penalised logits.
-  for (var k = 0u; k < 4u; k++) {
-    let i = first + k;
-    if (i < hi) {
-      x[i] = clean(logits[base + i]);
-    }
+  for (var i = lo + li; i < hi; i += {{WG}}u) {
+    x[i] = clean(logits[base + i]);
   }
-  storageBarrier();
   let pen = p.penalty;
-  let n_hist = min(state[1], p.hist_cap);
   if (pen != 0.0 && pen != 1.0) {
+    // Penalised ids are rewritten after every write above (another
+    // invocation's), and read below after these.
+    storageBarrier();
+    let n_hist = min(state[1], p.hist_cap);
     for (var j = li; j < n_hist; j += {{WG}}u) {
       let id = state[2u + j];
       if (id >= lo && id < hi) {
@@ -218,20 +224,17 @@ fn prep_part(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wi
         }
       }
     }
+    storageBarrier();
   }
-  storageBarrier();
 
   // 2. The workgroup's argmax.
   var bv = from_bits(NEG_INF);
   var bi = 0xffffffffu;
-  for (var k = 0u; k < 4u; k++) {
-    let i = first + k;
-    if (i < hi) {
-      let v = x[i];
-      if (bi == 0xffffffffu || v > bv) {
-        bv = v;
-        bi = i;
-      }
+  for (var i = lo + li; i < hi; i += {{WG}}u) {
+    let v = x[i];
+    if (bi == 0xffffffffu || v > bv) {
+      bv = v;
+      bi = i;
     }
   }
   arg_max(bv, bi, li);
@@ -266,7 +269,7 @@ fn arg_max(v: f32, id: u32, li: u32) {
 @compute @workgroup_size({{WG}})
 fn prep_merge(@builtin(local_invocation_index) li: u32) {
   let cols = p.cols;
-  let parts = (cols + PART - 1u) / PART;
+  let parts = (cols + RUN - 1u) / RUN;
   var bv = from_bits(NEG_INF);
   var bi = 0xffffffffu;
   for (var w = li; w < parts; w += {{WG}}u) {
@@ -495,7 +498,7 @@ fn mass_pick(@builtin(local_invocation_index) li: u32) {
   }
 }
 
-// draw_part: for the draw, the workgroup's PART ids' kept mass (with
+// draw_part: for the draw, the workgroup's RUN ids' kept mass (with
 // top-p, of the keys above the cut alone) and, with top-p, how many kept
 // ids have the cut's key: its two words of sel. The mass is summed as
 // draw_pick walks it: each invocation's ids in order, then the
@@ -513,10 +516,10 @@ fn draw_part(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wi
   let kth_id = sel[SEL_KTH_ID];
   let top_p = p.top_p > 0.0 && p.top_p < 1.0;
   let cut = sel[SEL_PREFIX];
-  let first = wid.x * PART + 4u * li;
+  let first = wid.x * RUN + 16u * li;
   var s = 0.0;
   var ties = 0u;
-  for (var k = 0u; k < 4u; k++) {
+  for (var k = 0u; k < 16u; k++) {
     let i = first + k;
     if (i < p.cols) {
       let v = x[i];
@@ -557,7 +560,7 @@ fn draw_pick(@builtin(local_invocation_index) li: u32) {
   if (workgroupUniformLoad(&wg_u) != 0u) {
     return;
   }
-  let parts = (p.cols + PART - 1u) / PART;
+  let parts = (p.cols + RUN - 1u) / RUN;
   let mx = bitcast<f32>(sel[SEL_MAX]);
   let kth = sel[SEL_KTH];
   let kth_id = sel[SEL_KTH_ID];
@@ -644,10 +647,10 @@ fn draw_pick(@builtin(local_invocation_index) li: u32) {
 
   // The owner part: each invocation's rank among the ties at cut, its
   // kept mass, then the invocation and the id that pass the goal.
-  let first = owner * PART + 4u * li;
+  let first = owner * RUN + 16u * li;
   var ties = 0u;
   if (top_p) {
-    for (var k = 0u; k < 4u; k++) {
+    for (var k = 0u; k < 16u; k++) {
       let i = first + k;
       if (i < p.cols) {
         let kk = key(x[i]);
@@ -661,7 +664,7 @@ fn draw_pick(@builtin(local_invocation_index) li: u32) {
   var run_sum = 0.0;
   var rp = p_rank;
   var last = 0xffffffffu;
-  for (var k = 0u; k < 4u; k++) {
+  for (var k = 0u; k < 16u; k++) {
     let i = first + k;
     if (i < p.cols) {
       let pi = kept_p(x[i], i, mx, kth, kth_id, cut, cut_keep, &rp, top_p);
@@ -700,7 +703,7 @@ fn draw_pick(@builtin(local_invocation_index) li: u32) {
     var part = 0.0;
     var pick = last;
     rp = p_rank;
-    for (var k = 0u; k < 4u; k++) {
+    for (var k = 0u; k < 16u; k++) {
       let i = first + k;
       if (i < p.cols) {
         let pi = kept_p(x[i], i, mx, kth, kth_id, cut, cut_keep, &rp, top_p);

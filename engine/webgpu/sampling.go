@@ -11,8 +11,9 @@ import (
 )
 
 // The kernels of shaders/sampling.wgsl, in the order a pick runs them:
-// prep_part (a workgroup per samplingPart ids) and prep_merge (one
-// workgroup), then for each of top-p's 4 digits mass_part and mass_pick,
+// prep_part (a workgroup per samplingRun ids) and prep_merge (one
+// workgroup), then for each of top-p's 4 digits mass_part (a workgroup per
+// samplingPart ids) and mass_pick,
 // then draw_part and draw_pick. A sampled step with top-p adds 12
 // dispatches after the logits (greedy's pick is 2); without top-p 4; at
 // temperature 0 2 (prep_merge picks).
@@ -35,8 +36,12 @@ var samplingKeys = [samplingKernels]shaders.Key{
 	{Family: "sampling", Entry: "draw_pick", WG: shaders.RowWG},
 }
 
-// samplingPart is the ids of one _part workgroup (sampling.wgsl's PART).
-const samplingPart = 1024
+// samplingPart is the ids of one mass_part workgroup (sampling.wgsl's
+// PART), samplingRun of one prep_part or draw_part workgroup (its RUN).
+const (
+	samplingPart = 1024
+	samplingRun  = 4096
+)
 
 // selBytes is the size of sampling.wgsl's sel buffer for a vocabulary of
 // cols: its 16 words, then 256 sums per mass_part workgroup.
@@ -83,9 +88,10 @@ func samplingSites(kern [samplingKernels]gpu.Kernel, groups [samplingKernels]gpu
 	at := func(i int, grid gridFunc) site {
 		return site{kernel: kern[i], group: groups[i], grid: grid, label: samplingKeys[i].Label()}
 	}
-	parts := (cols + samplingPart - 1) / samplingPart
+	parts, runs := (cols+samplingPart-1)/samplingPart, (cols+samplingRun-1)/samplingRun
 	each := func(int, int, int) (int, int, int) { return parts, 1, 1 }
-	sites := []site{at(samplePrepPart, each), at(samplePrepMerge, one)}
+	eachRun := func(int, int, int) (int, int, int) { return runs, 1, 1 }
+	sites := []site{at(samplePrepPart, eachRun), at(samplePrepMerge, one)}
 	if sp.InvT == 0 {
 		return sites
 	}
@@ -94,7 +100,7 @@ func samplingSites(kern [samplingKernels]gpu.Kernel, groups [samplingKernels]gpu
 			sites = append(sites, at(sampleMassPart, each), at(sampleMassPick, one))
 		}
 	}
-	return append(sites, at(sampleDrawPart, each), at(sampleDrawPick, one))
+	return append(sites, at(sampleDrawPart, eachRun), at(sampleDrawPick, one))
 }
 
 // samplingParams mirrors SampleParams of shaders/sampling.wgsl.

@@ -249,6 +249,7 @@ func TestTurnsExtend(t *testing.T) {
 		reprefill bool // whether turn N+1 must recompute part of turn N
 	}{
 		{"llama3.jinja", false}, {"qwen2.jinja", false}, {"qwen3.jinja", true}, {"smollm2.jinja", false},
+		{"llama32.jinja", false}, {"qwen25.jinja", false}, {"gemma3-it.jinja", false},
 		{"phi3.jinja", false}, {"phi4.jinja", false}, {"gemma2.jinja", false},
 	} {
 		t.Run(tc.file, func(t *testing.T) {

@@ -527,11 +527,19 @@ func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu
 	row = fmt.Sprintf("| %s | %s | %s | %.1f MB | %d | %.0f ±%.0f%% | %.1f%% | %.0f ±%.0f%% | %.1f%% | %.0f ±%.0f%% |", name, tier, pl, float64(wb)/1e6, s.Dispatches(1, longAt),
 		dec, tDecode.spread(), 100*dec/roof(0), long, tLong.spread(), 100*long/roof(longAt), float64(prompt)/tPrefill.median, tPrefill.spread())
 	if profile {
-		p, err := s.ProfileDecode(decode, 50)
-		if err != nil {
-			return "", "", fmt.Errorf("profile: %w", err)
+		// A step at position decode, and one from the long position where
+		// it is measured: attention's share grows with the keys.
+		positions := []int{decode}
+		if longAt > decode {
+			positions = append(positions, longAt)
 		}
-		prof = profileTable(name+", "+tier.String()+" kernels, plan "+pl.String(), decode, p)
+		for _, pos := range positions {
+			p, err := s.ProfileDecode(pos, 50)
+			if err != nil {
+				return "", "", fmt.Errorf("profile: %w", err)
+			}
+			prof += profileTable(name+", "+tier.String()+" kernels, plan "+pl.String(), pos, p)
+		}
 	}
 	return row, prof, nil
 }

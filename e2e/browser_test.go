@@ -128,8 +128,9 @@ func needBrowser(t testing.TB) string {
 
 // browser is one headless Chromium with a fresh profile.
 type browser struct {
-	ctx  context.Context
-	logs *logBuffer
+	ctx   context.Context
+	logs  *logBuffer
+	close context.CancelFunc // closes a tab (set by tab)
 }
 
 // newBrowser starts Chromium with the flags these machines need (see
@@ -175,7 +176,8 @@ func launchBrowser(t testing.TB, webgpu bool, dir string, extra ...chromedp.Exec
 	return b
 }
 
-// tab opens a new tab in the browser whose console goes to the same log.
+// tab opens a new tab in the browser whose console goes to the same log;
+// its close closes it.
 func (b *browser) tab(t testing.TB) *browser {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(b.ctx)
@@ -183,7 +185,7 @@ func (b *browser) tab(t testing.TB) *browser {
 	if err := chromedp.Do(ctx); err != nil {
 		t.Fatalf("new tab: %v", err)
 	}
-	nb := &browser{ctx: ctx, logs: b.logs}
+	nb := &browser{ctx: ctx, logs: b.logs, close: cancel}
 	nb.collectConsole(ctx)
 	return nb
 }

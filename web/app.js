@@ -15,7 +15,7 @@
 // used, it is replayed from its messages.
 
 import { Store, newID } from './store.js';
-import { listModels, download, stored, storedModels, remove } from './models.js';
+import { listModels, download, stored, storedModels, remove, sweepIncomplete } from './models.js';
 import { readCard, writeCard, cardPrompt } from './tools.js';
 import * as chatfile from './chatfile.js';
 
@@ -28,6 +28,7 @@ const secs = (ms) => `${(ms / 1000).toFixed(ms < 10000 ? 1 : 0)} s`;
 // Test and benchmark hooks: what the last turn streamed and measured, and
 // the page's own operations (the buttons call the same functions).
 const hooks = window.wick = {
+  swept: null, // the incomplete models deleted at the start (null: no sweep yet)
   streamed: [], lastReply: null, lastStats: null, lastRestore: null, lastSave: null, loaded: null, state: 'starting', note: '', saved: {},
   get openChat() { return store ? store.open.chat : ''; },
   get store() { return store; },
@@ -195,9 +196,15 @@ async function gpuProblem() {
   return { problem: '', fallback: !!(info.isFallbackAdapter || adapter.isFallbackAdapter), adapterName: [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') };
 }
 
+let sweeping = true; // the first initModels with the server's list sweeps
+
 // initModels lists the server's models and those kept in this browser that
 // the server does not offer (imported from disk, or a server gone), and
-// opens pick, the last open one, or the first.
+// opens pick, the last open one, or the first. At the page's start it
+// first deletes models left incomplete by a tab that closed mid-write
+// (models.js sweepIncomplete), keeping the partial downloads of the
+// server's models, which resume; when the server's list is not to be had,
+// it cannot tell those apart and sweeps nothing.
 async function initModels(pick) {
   let serverError = null;
   try {
@@ -205,6 +212,15 @@ async function initModels(pick) {
   } catch (e) {
     models = [];
     serverError = e;
+  }
+  if (sweeping && !serverError) {
+    sweeping = false;
+    try {
+      hooks.swept = await sweepIncomplete({ keep: models.map((m) => m.name) });
+      if (hooks.swept.length) console.log(`deleted the files of incomplete models: ${hooks.swept.join(', ')}`);
+    } catch (e) {
+      console.error('sweeping incomplete models:', e);
+    }
   }
   try {
     for (const name of await storedModels()) if (!models.some((m) => m.name === name)) models.push({ name, local: true });

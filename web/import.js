@@ -23,7 +23,9 @@
 // time: at each progress pause the worker stores the shards finished so far
 // and drops their bytes. Nothing counts as stored until the manifest and
 // the .complete marker are (openImport's commit); an error or a cancel
-// deletes what was put.
+// deletes what was put. openImport holds the model's Web Lock until then,
+// so that when this worker dies with its tab, the next start of the page
+// sweeps what it put (models.js sweepIncomplete).
 
 import { WASI, dirNode } from './wasi.js';
 import { openImport } from './models.js';

@@ -53,6 +53,28 @@ async function fileStore() {
 
 export function keyOf(name, file) { return `/models/${encodeURIComponent(name)}/${file}`; }
 
+// Writing a model (a download, an import) holds the exclusive Web Lock named
+// after its storage key, /models/NAME/, from before its first file until
+// its commit or abort. A tab that closes mid-write loses the lock with it,
+// so a model without .complete whose lock is free is an orphan
+// (sweepIncomplete), and one whose lock is held is being written.
+const lockName = (name) => keyOf(name, '');
+
+// holdLock takes model name's lock, waiting for it, or with wait false only
+// if it is free. It resolves to the function that releases it, or to null
+// when wait is false and another context holds it. Where navigator.locks is
+// missing (not a secure context) it resolves to a no-op at once: writers
+// then go unlocked, and sweepIncomplete sweeps nothing.
+function holdLock(name, { wait = true } = {}) {
+  if (!(globalThis.navigator && navigator.locks)) return Promise.resolve(() => {});
+  return new Promise((resolve, reject) => {
+    navigator.locks.request(lockName(name), { mode: 'exclusive', ifAvailable: !wait }, (lock) => {
+      if (!lock) { resolve(null); return undefined; }
+      return new Promise((release) => resolve(release)); // held until release()
+    }).catch(reject);
+  });
+}
+
 // listModels returns the server's /models/ list.
 export async function listModels() {
   const r = await fetch('/models/');
@@ -99,7 +121,18 @@ async function fetchChecked(url, want, onBytes, signal) {
 // download makes sure model `name` is fully stored. onProgress gets
 // {bytes, totalBytes, shards, totalShards, file} as it goes. It returns the
 // parsed manifest. Shards already stored are not fetched again.
-export async function download(name, { onProgress = () => {}, signal } = {}) {
+export async function download(name, opts = {}) {
+  // A second tab downloading the same model waits here, then finds its
+  // files stored.
+  const release = await holdLock(name);
+  try {
+    return await downloadLocked(name, opts);
+  } finally {
+    release();
+  }
+}
+
+async function downloadLocked(name, { onProgress = () => {}, signal } = {}) {
   const cache = await fileStore();
   const mr = await fetch(keyOf(name, 'manifest.pb'), { signal });
   if (!mr.ok) throw new Error(`model ${name}: manifest: HTTP ${mr.status}`);
@@ -170,16 +203,25 @@ async function takenNames(cache) {
 
 // openImport starts storing a model converted in this browser (import.js)
 // under a name of its own: want, or want-2, want-3, ... where want is taken
-// by a stored file or is among avoid (the server's models, not downloaded).
-// Files go in with put as they are finished; the model exists only after
-// commit, which stores the manifest and then the .complete marker, the
-// same commit a download makes; abort deletes every file put.
+// by a stored file, is among avoid (the server's models, not downloaded),
+// or is being written by another tab (its lock is held). Files go in with
+// put as they are finished; the model exists only after commit, which
+// stores the manifest and then the .complete marker, the same commit a
+// download makes; abort deletes every file put. The name's lock is held
+// until commit or abort.
 export async function openImport(want, avoid = []) {
   const cache = await fileStore();
-  const taken = await takenNames(cache);
-  for (const n of avoid) taken.add(n);
-  let name = want;
-  for (let i = 2; taken.has(name); i++) name = `${want}-${i}`;
+  const skip = new Set(avoid);
+  let name = want, release = null;
+  for (let i = 2; ; i++) {
+    if (!skip.has(name) && (release = await holdLock(name, { wait: false }))) {
+      // Under the lock no one else writes this name: its files (or none)
+      // stay as they are listed now.
+      if (!(await takenNames(cache)).has(name)) break;
+      release();
+    }
+    name = `${want}-${i}`;
+  }
   const written = [];
   const put = async (file, blob) => {
     const key = keyOf(name, file);
@@ -194,13 +236,53 @@ export async function openImport(want, avoid = []) {
     name,
     put,
     async commit(manifestBytes) {
-      await put('manifest.pb', new Blob([manifestBytes]));
-      await put(COMPLETE, new Blob([await sha256(manifestBytes)]));
+      try {
+        await put('manifest.pb', new Blob([manifestBytes]));
+        await put(COMPLETE, new Blob([await sha256(manifestBytes)]));
+      } finally {
+        release();
+      }
     },
     async abort() {
-      for (const key of written) await cache.delete(key);
+      try {
+        for (const key of written) await cache.delete(key);
+      } finally {
+        release();
+      }
     },
   };
+}
+
+// sweepIncomplete deletes the files of stored models without the .complete
+// marker that no context is writing (their lock is free): left by a tab
+// closed mid-import or mid-download, they are never listed, yet their name
+// counts as taken and their space is never given back. keep names models
+// whose partial files are wanted (the server's, whose download resumes
+// where it stopped). Complete models, and everything outside the model
+// files (chats, saves), are never touched. It returns the names swept.
+export async function sweepIncomplete({ keep = [] } = {}) {
+  // Without Web Locks (not a secure context) a model another tab is
+  // writing looks exactly like an orphan: sweep nothing rather than delete
+  // its files under it.
+  if (!(globalThis.navigator && navigator.locks)) return [];
+  const cache = await fileStore();
+  const complete = await storedModels();
+  const swept = [];
+  for (const name of await takenNames(cache)) {
+    if (complete.includes(name) || keep.includes(name)) continue;
+    const release = await holdLock(name, { wait: false });
+    if (!release) continue; // being written now
+    try {
+      // A writer may have committed between the listing and the lock.
+      if (await cache.has(keyOf(name, COMPLETE))) continue;
+      const prefix = keyOf(name, '');
+      for (const path of await cache.keys()) if (path.startsWith(prefix)) await cache.delete(path);
+      swept.push(name);
+    } finally {
+      release();
+    }
+  }
+  return swept;
 }
 
 // stored says whether model name is fully downloaded.

@@ -32,7 +32,7 @@ type Options struct {
 	// RereadRows runs the one-workgroup row kernels (pre-norm, gated
 	// activation) that reread their row from memory in every pass, rather
 	// than the ones holding it in registers (shaders.Key.Regs): wick bench
-	// compares the two.
+	// compares the two (equal within 1-2% on the H200, 2026-12-02).
 	RereadRows bool
 	// RowAttention plans prefill attention as a workgroup per (query
 	// head, token) reading K/V rows from memory (attn.wgsl's attend)
@@ -62,11 +62,13 @@ type Options struct {
 }
 
 // Fuse chooses the folds of a decode step's plan (plan.go), each on its
-// own, so that wick bench can measure every combination. All of them
-// measured slower than the separate dispatches on the H200 while every
-// workgroup of a product repeated the prologue over the whole row (the
-// Gemma-3-1B shape 286 against 367 tok/s through wgpu-native, 159 against
-// 326 through Dawn, 2026-12-02), so none is on by default.
+// own, so that wick bench can measure every combination (-plans). On the
+// H200 through Dawn (bench/BROWSER.md, 2026-12-02) every fold was slower
+// on the Gemma-3-1B shape, where hundreds of workgroups repeat a prologue
+// over rows of 1,152 or 2x6,912 values (434 tok/s unfolded, 398 with the
+// gated fold, 348-363 with both), and norm+gated over 32 workgroups was
+// 6% faster on the 270M shape (rows of 640 and 2x2,048): DefaultFuse
+// folds nothing.
 type Fuse struct {
 	// None folds nothing, whatever DefaultFuse holds (the zero Fuse
 	// stands for DefaultFuse).

@@ -8,17 +8,18 @@ import (
 
 // plan lays out the dispatches of one step: engine/cpu's Forward, step for
 // step, as kernels. A decode step (up to gemvMaxTokens tokens) of a Gemma 3
-// layer takes 10 dispatches: the pre-norm (residual add, RMSNorm,
-// quantisation: prenorm.wgsl), the Q|K|V product, qkv_prep (QK-norm,
-// RoPE, K/V quantisation), attention over tiles of keys, the merge of its
+// layer takes 9 dispatches: the pre-norm (residual add, RMSNorm,
+// quantisation: prenorm.wgsl), the Q|K|V product, attention over tiles of
+// keys by KV head with qkv_prep's QK-norm, RoPE and K/V quantisation
+// folded in (attend_group; Options.Attention can give qkv_prep its own
+// dispatch, or attention a workgroup per query head), the merge of its
 // partial states fused with the quantisation of its output, the output
 // product, the next pre-norm, gate|up, the gated activation with its
 // quantisation, and down. Options.Fuse folds some of them, down to 6: the
 // pre-norms into the products that follow (their prologues), the gated
-// activation into down's prologue, qkv_prep into attention
-// (attend_group). Longer steps (the tiled product) give those prologues
-// dispatches of their own. Products and attention have a decode and a
-// prefill form; the grids pick one per step.
+// activation into down's prologue. Longer steps (the tiled product) give
+// those prologues and qkv_prep dispatches of their own. Products and
+// attention have a decode and a prefill form; the grids pick one per step.
 func (s *Sequence) plan() error {
 	m, c := s.m, s.m.cfg
 	int8Mode := c.DType == model.Int8

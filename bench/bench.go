@@ -48,8 +48,8 @@ type Options struct {
 	RowAttention bool `json:"rowAttention"`
 	// Plans are the decode plans each model runs with, side by side,
 	// comma-separated: webgpu.ParseFuse's combinations ("none", "norm",
-	// "norm+gated+attn", "all+g64", ...), each optionally with "+reread"
-	// (webgpu.Options.RereadRows), "+attn-group-prep", "+attn-group" or
+	// "norm+gated+attn", "all+g64", ...), each optionally with "+regs"
+	// (webgpu.Options.RowRegs; "+reread", the default, is accepted), "+attn-group-prep", "+attn-group" or
 	// "+attn-split" (webgpu.Options.Attention) and "+roomN"
 	// (webgpu.Options.AttnRoom). "" is the default plan alone.
 	Plans string `json:"plans"`
@@ -200,10 +200,10 @@ func Run(dev gpu.Device, o Options, w io.Writer) error {
 }
 
 // Plan is a decode plan a model runs with: its folds and which row
-// kernels it uses (webgpu.Options.Fuse, RereadRows).
+// kernels it uses (webgpu.Options.Fuse, RowRegs).
 type Plan struct {
 	Fuse     webgpu.Fuse
-	Reread   bool
+	Regs     bool
 	Attn     string // the decode attention path (webgpu.Options.Attention; "" the default)
 	AttnRoom int    // its room for partial states (webgpu.Options.AttnRoom; 0 the default)
 }
@@ -211,8 +211,8 @@ type Plan struct {
 // String names p as ParsePlans reads it.
 func (p Plan) String() string {
 	s := p.Fuse.String()
-	if p.Reread {
-		s += "+reread"
+	if p.Regs {
+		s += "+regs"
 	}
 	if p.Attn != "" {
 		s += "+attn-" + p.Attn
@@ -238,8 +238,9 @@ func ParsePlans(s string) ([]Plan, error) {
 			room, isRoom := strings.CutPrefix(part, "room")
 			attn, isAttn := strings.CutPrefix(part, "attn-")
 			switch {
-			case part == "reread":
-				p.Reread = true
+			case part == "regs":
+				p.Regs = true
+			case part == "reread": // the default row kernels, named by earlier plans
 			case isAttn:
 				if !slices.Contains(webgpu.AttnPaths, attn) {
 					return nil, fmt.Errorf("-plans %q: attention path %q is none of %v", v, attn, webgpu.AttnPaths)
@@ -487,7 +488,7 @@ func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu
 	lim := b.dev.Info().Limits
 	// Steps as long as the prompt, where the logits of a whole step fit one binding.
 	chunk := max(1, min(prompt, int(lim.MaxStorageBufferBindingSize/(4*int64(c.Vocab)))))
-	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, Fuse: pl.Fuse, RereadRows: pl.Reread, RowAttention: b.rowAttention, Fallback: fallback,
+	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, Fuse: pl.Fuse, RowRegs: pl.Regs, RowAttention: b.rowAttention, Fallback: fallback,
 		Attention: pl.Attn, AttnRoom: pl.AttnRoom})
 	if err != nil {
 		return "", "", err

@@ -1,6 +1,6 @@
 #!/bin/sh
 # device-rows.sh: the decode plans of issue 12 item 2 (webgpu.Options.Fuse,
-# RereadRows: register-held row kernels, each fold on its own) checked and
+# RowRegs: register-held row kernels, each fold on its own) checked and
 # measured side by side on a GPU, from the repository root. It needs what a
 # device machine lacks and this one builds (Go is not there):
 #
@@ -21,11 +21,11 @@ step() {
 	"$@" >"$OUT/$name.txt" 2>&1
 	echo "$name rc=$? $(($(date +%s) - t0))s" >>"$OUT/summary.txt"
 }
-# The plans, in the order of the tables: today's kernels (rows reread from
-# memory), the register-held row kernels (the new default), each fold on
+# The plans, in the order of the tables: the default (rows reread from
+# memory), the register-held row kernels, each fold on
 # its own, the norm and gated folds with few workgroups per product (g32)
 # and with a few more (g96). Decode attention is the default path (attend_group with qkv_prep folded in).
-PLANS=none+reread,none,norm,gated,norm+gated,norm+gated+g32,norm+gated+g96
+PLANS=none,none+regs,norm,gated,norm+gated,norm+gated+g32,norm+gated+g96
 # Kernels against engine/cpu at the H200's subgroup size (wgpu-native, Dawn
 # with and without features): the register-held prenorm and gated_quant,
 # the products with register-held prologues.
@@ -43,4 +43,4 @@ step bench-native timeout 590 .devbin/wick bench -model '' -shapes 1b,270m -mib 
 # Per-kernel GPU time (timestamps) of a 1B decode step: today's, the
 # register-held rows, and the two folds with few workgroups.
 step profile-dawn-1b timeout 590 node node/host.mjs bench -model testdata/cai-tiny -decode 64 -prompt 16 -kernels -mib 64 -shapes 1b \
-	-plans none+reread,none,norm+gated+g32 -profile
+	-plans none,none+regs,norm+gated+g32 -profile

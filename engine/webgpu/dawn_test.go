@@ -20,7 +20,7 @@ import (
 // against engine/cpu: as int8, greedy decoding on the GPU gives the CPU's
 // tokens; in its float32 form every prompt position's and decode step's
 // logits agree within 1e-3; with the decode plans of Options.Fuse and
-// RereadRows too. (TestMatchesCPU and TestGreedyOnGPU check
+// RowRegs too. (TestMatchesCPU and TestGreedyOnGPU check
 // wgpu-native on random models.)
 func TestModelMatchesCPUOnDawn(t *testing.T) {
 	f, err := format.Open("../../testdata/cai-tiny")
@@ -54,11 +54,11 @@ func TestModelMatchesCPUOnDawn(t *testing.T) {
 			}
 		}
 		// The default plan, every fold with products over few workgroups,
-		// and the row kernels that reread memory.
+		// and the row kernels that hold their row in registers.
 		plans := []struct {
 			name string
 			opt  Options
-		}{{"", Options{}}, {"-fused-g4", Options{Fuse: Fuse{Norm: true, Gated: true, Attention: true, Groups: 4}}}, {"-reread", Options{RereadRows: true}}}
+		}{{"", Options{}}, {"-fused-g4", Options{Fuse: Fuse{Norm: true, Gated: true, Attention: true, Groups: 4}}}, {"-regs", Options{RowRegs: true}}}
 		for _, pl := range plans {
 			t.Run("int8-greedy"+pl.name, func(t *testing.T) {
 				cs, gm, gs := bothSequences(t, d, cfg8, w8, pl.opt, ctx)

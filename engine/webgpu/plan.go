@@ -212,10 +212,10 @@ func (s *Sequence) canStage(w *matrix, in string) bool {
 
 // rowKey is the variant of a one-workgroup row kernel (prenorm,
 // gated_quant) for rows of cols values: holding the row in registers
-// where it fits (shaders.Key.Regs) unless Options.RereadRows.
+// where it fits (shaders.Key.Regs) with Options.RowRegs.
 func (s *Sequence) rowKey(family, entry string, cols int) shaders.Key {
 	k := s.m.key(family, entry)
-	k.Regs = !s.m.opt.RereadRows && shaders.RowFits(cols, k.WG) && (family == "prenorm" || k.Int8)
+	k.Regs = s.m.opt.RowRegs && shaders.RowFits(cols, k.WG) && (family == "prenorm" || k.Int8)
 	return k
 }
 

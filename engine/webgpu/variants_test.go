@@ -190,9 +190,9 @@ func TestPlannedKernelsAreEnumerated(t *testing.T) {
 		}
 		benchOpts = append(benchOpts, webgpu.Options{Gemv: g})
 	}
-	// and the decode plans it compares (Options.Fuse, RereadRows).
+	// and the decode plans it compares (Options.Fuse, RowRegs).
 	benchOpts = append(benchOpts, webgpu.Options{Fuse: webgpu.Fuse{Norm: true, Gated: true, Attention: true}},
-		webgpu.Options{Fuse: webgpu.Fuse{Norm: true, Gated: true, Groups: 64}}, webgpu.Options{RereadRows: true})
+		webgpu.Options{Fuse: webgpu.Fuse{Norm: true, Gated: true, Groups: 64}}, webgpu.Options{RowRegs: true})
 	type loaded struct {
 		name  string
 		bench bool

@@ -82,11 +82,11 @@ func testCases() []testCase {
 		testCase{"plain-int8-fused", testmodel.Plain(testVocab, model.Int8), Options{Fuse: allFolds}},
 		testCase{"cai-f32-fused", testmodel.CAIShaped(testVocab, model.F32), Options{Fuse: allFolds}},
 		// Each fold on its own, products with a prologue over fewer
-		// workgroups, and the row kernels that reread memory.
+		// workgroups, and the row kernels that hold their row in registers.
 		testCase{"cai-int8-norm-g4", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: Fuse{Norm: true, Groups: 4}}},
 		testCase{"plain-int8-gated", testmodel.Plain(testVocab, model.Int8), Options{Fuse: Fuse{Gated: true}}},
 		testCase{"cai-f32-gated-attn", testmodel.CAIShaped(testVocab, model.F32), Options{Fuse: Fuse{Gated: true, Attention: true}}},
-		testCase{"cai-int8-reread", testmodel.CAIShaped(testVocab, model.Int8), Options{RereadRows: true}},
+		testCase{"cai-int8-regs", testmodel.CAIShaped(testVocab, model.Int8), Options{RowRegs: true}},
 		// The decode attention paths beside the default (group-prep): the
 		// grouped kernel after qkv_prep, with room for fewer partial
 		// states than a global layer's tiles; and a workgroup per query

@@ -372,13 +372,12 @@ fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 }
 
 // combine_quant's weights: exp(max_i - max) / sum of each (head, state),
-// at head * n + i, and each head's max and sum while they are made.
+// at head * n + i; cl and ce hold each state's scaled sum and exponential
+// while they are made.
 const CW = 1024u;
-const CH = 64u;
 var<workgroup> cw: array<f32, CW>;
 var<workgroup> cl: array<f32, CW>;
-var<workgroup> chm: array<f32, CH>;
-var<workgroup> chl: array<f32, CH>;
+var<workgroup> ce: array<f32, CW>;
 const MW = 4u; // row words each invocation keeps between the max and the quantisation
 
 // merged is dimensions 4w..4w+3 of a token's attention row (all heads side
@@ -416,7 +415,8 @@ fn merged(base: u32, n: u32, w: u32, weights: bool) -> vec4<f32> {
 // step's attention output goes to the output product without a quantize
 // dispatch. o is the int8 activation buffer (rows of heads * HD / 4 words,
 // scales at out_scale_word). The states' weights are made once, in
-// parallel over (head, state), where they fit workgroup memory; each
+// parallel over (head, state), where they fit workgroup memory (each
+// reading its head's maxima and sums: no invocation walks a head alone); each
 // invocation keeps its words of the merged row (up to MW) for the
 // quantisation, and merges again the words of rows wider than that. Needs
 // HD % 4 == 0 (int8 models only).
@@ -431,7 +431,7 @@ fn combine_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
   let base = t * p.heads * p.splits * PART;
   let words = p.heads * HD / 4u;
   let pairs = p.heads * n;
-  let fast = pairs <= CW && p.heads <= CH;
+  let fast = pairs <= CW;
   if (fast) {
     for (var i = li; i < pairs; i += {{WG}}u) {
       let s = base + ((i / n) * p.splits + i % n) * PART;
@@ -439,21 +439,26 @@ fn combine_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
       cl[i] = q[s + 1u];
     }
     workgroupBarrier();
-    for (var h = li; h < p.heads; h += {{WG}}u) {
+    // Each (head, state) reads its head's maxima (every invocation of a
+    // head the same words) and makes its own exp; then its head's sum.
+    for (var i = li; i < pairs; i += {{WG}}u) {
+      let h0 = i - i % n;
       var m = -3.0e38;
-      for (var i = 0u; i < n; i++) {
-        m = max(m, cw[h * n + i]);
+      for (var k = 0u; k < n; k++) {
+        m = max(m, cw[h0 + k]);
       }
-      var l = 0.0;
-      for (var i = 0u; i < n; i++) {
-        l += cl[h * n + i] * exp(cw[h * n + i] - m);
-      }
-      chm[h] = m;
-      chl[h] = l;
+      let e = exp(cw[i] - m);
+      ce[i] = e;
+      cl[i] = cl[i] * e;
     }
     workgroupBarrier();
     for (var i = li; i < pairs; i += {{WG}}u) {
-      cw[i] = exp(cw[i] - chm[i / n]) / chl[i / n];
+      let h0 = i - i % n;
+      var l = 0.0;
+      for (var k = 0u; k < n; k++) {
+        l += cl[h0 + k];
+      }
+      cw[i] = ce[i] / l;
     }
     workgroupBarrier();
   }

@@ -56,6 +56,9 @@ import gguf
 from gguf import GGMLQuantizationType as Q
 from gguf import quants
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_tokenizer_fixtures import read_sentencepiece  # noqa: E402
+
 TYPES = ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
 # Byte offsets of the float16 fields of each block type, which random bytes
 # would often make NaN or infinite.
@@ -121,54 +124,6 @@ def load_safetensors(path):
             raise ValueError(f"{path}: {name} is {h['dtype']}")
         out[name] = t.reshape(h["shape"]).astype(np.float32)
     return out
-
-
-def read_sentencepiece(path):
-    """(piece, score, type) of each ModelProto.pieces entry."""
-    import struct
-    data = open(path, "rb").read()
-
-    def varint(buf, i):
-        x = s = 0
-        while True:
-            b = buf[i]
-            i += 1
-            x |= (b & 0x7F) << s
-            s += 7
-            if b < 0x80:
-                return x, i
-
-    def fields(buf):
-        i = 0
-        while i < len(buf):
-            tag, i = varint(buf, i)
-            num, wt = tag >> 3, tag & 7
-            if wt == 0:
-                v, i = varint(buf, i)
-            elif wt == 2:
-                n, i = varint(buf, i)
-                v, i = buf[i:i + n], i + n
-            elif wt == 5:
-                v, i = struct.unpack("<f", buf[i:i + 4])[0], i + 4
-            elif wt == 1:
-                v, i = buf[i:i + 8], i + 8
-            else:
-                raise ValueError(f"wire type {wt}")
-            yield num, v
-
-    pieces = []
-    for num, v in fields(data):
-        if num == 1:
-            text, score, typ = "", 0.0, 1
-            for n2, v2 in fields(v):
-                if n2 == 1:
-                    text = v2.decode("utf-8")
-                elif n2 == 2:
-                    score = v2
-                elif n2 == 3:
-                    typ = v2
-            pieces.append((text, score, typ))
-    return pieces
 
 
 # Each fixture: its GGUF architecture, and how llama.cpp's converter writes

@@ -127,7 +127,10 @@ def bpe_file(vocab, merges, specials, normalizer, pre, decoder, ignore_merges=Fa
 
 
 def read_sentencepiece(path):
-    """(piece, type) of each ModelProto.pieces entry of a SentencePiece model."""
+    """(piece, score, type) of each ModelProto.pieces entry of a SentencePiece
+    model. Read by hand (a protobuf walk of three fields) so that neither the
+    sentencepiece nor the protobuf package is needed where fixtures are made;
+    make_gguf_fixtures.py uses it too."""
     data = open(path, "rb").read()
 
     def varint(buf, i):
@@ -161,26 +164,28 @@ def read_sentencepiece(path):
     pieces = []
     for num, v in fields(data):
         if num == 1:
-            text, typ = "", 1
+            text, score, typ = "", 0.0, 1
             for n2, v2 in fields(v):
                 if n2 == 1:
                     text = v2.decode("utf-8")
+                elif n2 == 2:
+                    score = v2
                 elif n2 == 3:
                     typ = v2
-            pieces.append((text, typ))
+            pieces.append((text, score, typ))
     return pieces
 
 
 def sentencepiece_files(model_path):
     """The SentencePiece-style tokenizer.json variants, one vocabulary."""
     pieces = read_sentencepiece(model_path)
-    vocab = {p: i for i, (p, _) in enumerate(pieces)}
+    vocab = {p: i for i, (p, _, _) in enumerate(pieces)}
     # Merges as Hugging Face's SentencePiece converter derives them: every
     # split of a normal piece into two pieces of the vocabulary, ordered by
     # the merged piece's id (SentencePiece orders pieces by score), then by
     # the parts' ids.
     merges = []
-    for p, typ in pieces:
+    for p, _, typ in pieces:
         if typ != 1 or len(p) < 2:
             continue
         for k in range(1, len(p)):
@@ -189,7 +194,7 @@ def sentencepiece_files(model_path):
                 merges.append((vocab[p], vocab[a], vocab[b], [a, b]))
     merges = [m[3] for m in sorted(merges)]
     toks = []
-    for i, (p, typ) in enumerate(pieces):
+    for i, (p, _, typ) in enumerate(pieces):
         if typ in (2, 3, 4):  # UNKNOWN, CONTROL, USER_DEFINED
             toks.append({"id": i, "content": p, "single_word": False, "lstrip": False, "rstrip": False,
                          "normalized": False, "special": typ != 4})

@@ -2,7 +2,6 @@ package host
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -66,13 +65,7 @@ func (r *Runtime) Convert(ctx context.Context, o ConvertOptions) (*ConvertResult
 	fsc := wazero.NewFSConfig().
 		WithReadOnlyDirMount(inDir, ConvertInMount).
 		WithDirMount(o.Out, ConvertOutMount)
-	mc := wazero.NewModuleConfig().
-		WithName("").
-		WithStartFunctions("_initialize").
-		WithSysWalltime().WithSysNanotime().WithSysNanosleep().
-		WithRandSource(rand.Reader).
-		WithStdout(r.stderr).WithStderr(r.stderr).
-		WithFSConfig(fsc)
+	mc := r.moduleConfig(fsc)
 	st := &state{}
 	mod, err := r.rt.InstantiateModule(withState(ctx, st), r.compiled, mc)
 	if err != nil {

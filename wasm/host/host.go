@@ -149,6 +149,19 @@ type Error struct{ Msg string }
 
 func (e *Error) Error() string { return e.Msg }
 
+// moduleConfig is how every module instance is set up: a reactor
+// (_initialize, no main), the host's clocks and randomness, stdout and
+// stderr to the runtime's stderr, and the files of fsc.
+func (r *Runtime) moduleConfig(fsc wazero.FSConfig) wazero.ModuleConfig {
+	return wazero.NewModuleConfig().
+		WithName("").
+		WithStartFunctions("_initialize").
+		WithSysWalltime().WithSysNanotime().WithSysNanosleep().
+		WithRandSource(rand.Reader).
+		WithStdout(r.stderr).WithStderr(r.stderr).
+		WithFSConfig(fsc)
+}
+
 // Instantiate starts a module instance with dir mounted, without loading a
 // model (Load does both).
 func (r *Runtime) Instantiate(ctx context.Context, dir string, dev gpu.Device) (*Instance, error) {
@@ -156,13 +169,7 @@ func (r *Runtime) Instantiate(ctx context.Context, dir string, dev gpu.Device) (
 	if dir != "" {
 		fsc = fsc.WithReadOnlyDirMount(dir, ModelMount)
 	}
-	mc := wazero.NewModuleConfig().
-		WithName("").
-		WithStartFunctions("_initialize").
-		WithSysWalltime().WithSysNanotime().WithSysNanosleep().
-		WithRandSource(rand.Reader).
-		WithStdout(r.stderr).WithStderr(r.stderr).
-		WithFSConfig(fsc)
+	mc := r.moduleConfig(fsc)
 	st := &state{dev: dev, dir: dir}
 	mod, err := r.rt.InstantiateModule(withState(ctx, st), r.compiled, mc)
 	if err != nil {

@@ -1,6 +1,6 @@
 package shaders
 
-// FlashEntry is attn.wgsl's flash-style prefill attention (attend_flash):
+// FlashEntry is the attn family's flash-style prefill attention (attend_flash, attn_flash.wgsl):
 // a workgroup per block of query rows of one KV head, every K/V tile shared
 // through workgroup memory by the block's rows.
 const FlashEntry = "attend_flash"

@@ -326,7 +326,7 @@ func (s *Sequence) attention(l int, qp shaders.QKVParams) {
 	}
 	kv, chunk := at(s.arena, r.K, regEnd-r.K), at(s.chunk, cr.k, cr.end-cr.k)
 	// Prefill: flash attention, a workgroup per block of query rows of one
-	// KV head sharing each K/V tile (attn.wgsl's attend_flash), or with
+	// KV head sharing each K/V tile (attend_flash, attn_flash.wgsl), or with
 	// Options.RowAttention a workgroup per (query head, token).
 	if s.m.opt.RowAttention {
 		s.add("attn", "attend", ap, func(n, _, _ int) (int, int, int) {

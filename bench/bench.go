@@ -540,6 +540,11 @@ func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu
 				return "", "", fmt.Errorf("profile: %w", err)
 			}
 			prof += profileTable(name+", "+tier.String()+" kernels, plan "+pl.String(), pos, p)
+			whole, om, err := s.OmissionProfile(pos, omissionSteps, timedRuns)
+			if err != nil {
+				return "", "", fmt.Errorf("profile: %w", err)
+			}
+			prof += omissionTable(pos, whole, om)
 		}
 	}
 	return row, prof, nil
@@ -614,6 +619,31 @@ func profileTable(name string, pos int, p webgpu.DecodeProfile) string {
 			grids = strings.Join(x.grids[:3], " ") + " ..."
 		}
 		fmt.Fprintf(&sb, "| %s | %d | %.1f | %.2f | %.0f%% | %s |\n", x.label, x.count, x.seconds*1e6, x.seconds*1e6/float64(x.count), 100*x.seconds/total, grids)
+	}
+	return sb.String()
+}
+
+// omissionSteps is how many decode steps one command list of an omission
+// profile holds: enough that a list's fixed costs (its submission, the
+// wait) stay a small part of a step's time.
+const omissionSteps = 16
+
+// omissionTable lists what each kernel variant costs a decode step where
+// it really runs (webgpu.Sequence.OmissionProfile), largest first.
+func omissionTable(pos int, whole float64, om []webgpu.Omission) string {
+	om = slices.Clone(om)
+	slices.SortFunc(om, func(a, b webgpu.Omission) int { return cmp.Compare(b.Seconds, a.Seconds) })
+	var sb strings.Builder
+	var sum float64
+	for _, o := range om {
+		sum += o.Seconds
+	}
+	fmt.Fprintf(&sb, "\nthe same step by omission (%d steps in one compute pass, each variant's dispatches left out in turn; medians of %d runs): "+
+		"%.0f us a step; single omissions save %.0f us in all (they need not add up to the step: work overlaps)\n",
+		omissionSteps, timedRuns, whole*1e6, sum*1e6)
+	sb.WriteString("| kernel | dispatches | us per step | us each | share of step |\n| --- | --- | --- | --- | --- |\n")
+	for _, o := range om {
+		fmt.Fprintf(&sb, "| %s | %d | %.1f | %.2f | %.0f%% |\n", o.Label, o.Dispatches, o.Seconds*1e6, o.Seconds*1e6/float64(o.Dispatches), 100*o.Seconds/whole)
 	}
 	return sb.String()
 }

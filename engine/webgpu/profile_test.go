@@ -3,6 +3,7 @@
 package webgpu
 
 import (
+	"maps"
 	"math"
 	"slices"
 	"testing"
@@ -118,4 +119,66 @@ func TestProfileDecodeTimestamps(t *testing.T) {
 		t.Fatalf("the %d dispatches sum to %.0f us of a %.0f us step, want 30-105%%", len(got), sum*1e6, p.StepSeconds*1e6)
 	}
 	t.Logf("%d dispatches, %.0f us in kernels of a %.0f us step", len(got), sum*1e6, p.StepSeconds*1e6)
+}
+
+// TestOmissionProfile runs the omission profile of a decode step of
+// testdata/cai-tiny: it names every kernel variant the step dispatches,
+// each with its count of dispatches in the step, and the list it runs for
+// a variant really leaves out that variant's dispatches and only those.
+func TestOmissionProfile(t *testing.T) {
+	f, err := format.Open("../../testdata/cai-tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := f.LoadWeights()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &labelled{Device: device(t), labels: map[gpu.Kernel]string{}}
+	m, err := New(d, f.Config(), w, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	s, err := m.NewSequence(64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const pos, steps = 9, 3
+	if _, err := s.Greedy(5, pos, 1); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{}
+	for _, l := range d.last {
+		want[l]++
+	}
+	whole, om, err := s.OmissionProfile(pos, steps, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if whole <= 0 {
+		t.Errorf("a whole step took %g s", whole)
+	}
+	got := map[string]int{}
+	for _, o := range om {
+		got[o.Label] = o.Dispatches
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("the profile's variants and dispatches %v, the step's %v", got, want)
+	}
+	// The last list run left out the last variant: steps times the rest.
+	last := om[len(om)-1]
+	ran := map[string]int{}
+	for _, l := range d.last {
+		ran[l]++
+	}
+	for l, n := range want {
+		if l == last.Label {
+			n = 0
+		}
+		if ran[l] != steps*n {
+			t.Errorf("the list without %s ran %s %d times, want %d", last.Label, l, ran[l], steps*n)
+		}
+	}
 }

@@ -172,8 +172,10 @@ function perToken(c, n) {
 // and sampled, with the boundary's traffic per token; with -kernels also
 // package bench's bandwidth and GEMV tables inside the module (the same
 // code as `wick bench`); with -profile the GPU time of each kernel of a
-// decode step, and of a prefill of -prompt tokens, from timestamp queries (on the page's path, and with
-// -kernels in package bench's tables too, through run_timed).
+// decode step (a turn's decode steps summed from its first token on, so
+// without the prefill before it, and divided by their number), and of a
+// prefill of -prompt tokens, from timestamp queries (on the page's path,
+// and with -kernels in package bench's tables too, through run_timed).
 async function bench(v) {
   const decode = num(v.decode, 'decode');
   const prompt = num(v.prompt ?? '512', 'prompt');
@@ -213,8 +215,26 @@ async function bench(v) {
     const steps = 16;
     // -temp T profiles sampled decoding (top-p from -top-p), else greedy.
     const sampled = Number(v.temp) > 0 ? { temperature: Number(v.temp), top_p: Number(v['top-p']), seed: 7 } : {};
-    await p.handle({ op: 'turn', session, kind: 'complete', turn: { ids: ids(1, 3), max_tokens: steps, ...sampled } });
-    res.profile = { steps, kernels: p.engine.gpu.profileTimes().map((k) => ({ label: k.label, perStep: k.count / steps, usPerStep: k.ns / 1000 / steps })) };
+    // The turn reads its prompt (a prefill, whose logits are read back)
+    // before its first token, and runs one decode step for each token it
+    // takes. The profile starts afresh at the first token, when every
+    // timestamp of the prefill is in (the module waited for its readback,
+    // and the host's settle for all its timestamps) and no decode step has
+    // been submitted yet (the module is paused at the token): what it sums
+    // after is the decode steps alone.
+    let decoding = false;
+    const r = await p.handle({ op: 'turn', session, kind: 'complete', turn: { ids: ids(1, 3), max_tokens: steps, ...sampled } }, () => {
+      if (!decoding) { decoding = true; p.engine.gpu.profileTimes(); }
+    });
+    // A reply cut by a stop token would have run steps past it (a decode
+    // batch is not cut short), which no count here could tell apart.
+    if (r.finish !== 'length' || r.tokens.length !== steps) {
+      throw new Error(`profile: the decode turn ended (${r.finish}) after ${r.tokens.length} of ${steps} tokens, so its steps cannot be counted`);
+    }
+    res.profile = {
+      steps, method: 'decode-only',
+      kernels: p.engine.gpu.profileTimes().map((k) => ({ label: k.label, perStep: k.count / steps, usPerStep: k.ns / 1000 / steps })),
+    };
     // Prefill by kernel: one prompt of `prompt` ids in a fresh session.
     const pre = await p.handle({ op: 'open', chat: '', messages: [] });
     await p.handle({ op: 'turn', session: pre.session, kind: 'complete', turn: { ids: ids(prompt, 1), max_tokens: 1 } });
@@ -246,7 +266,8 @@ function printBench(r) {
   }
   if (r.profile) {
     const total = r.profile.kernels.reduce((a, k) => a + k.usPerStep, 0);
-    lines.push('', `decode step by kernel (timestamp queries, ${r.profile.steps} steps): ${f(total)} us of GPU time per step`,
+    lines.push('', `decode step by kernel (timestamp queries, a compute pass per dispatch): ${f(total)} us of GPU time per step, ` +
+      `the GPU time of a turn's ${r.profile.steps} decode steps (from its first token on: its prefill left out) divided by ${r.profile.steps}`,
       '| kernel | dispatches/step | us/step | share |', '| --- | --- | --- | --- |');
     for (const k of r.profile.kernels) lines.push(`| ${k.label} | ${f(k.perStep, 1)} | ${f(k.usPerStep)} | ${f(100 * k.usPerStep / total, 0)}% |`);
   }

@@ -52,26 +52,32 @@ type hostReply struct {
 // runHost runs host.mjs gen and returns its reply.
 func runHost(t *testing.T, args ...string) hostReply {
 	t.Helper()
+	var r hostReply
+	runHostJSON(t, "gen", &r, args...)
+	return r
+}
+
+// runHostJSON runs host.mjs cmd with -json FILE and decodes FILE into out.
+func runHostJSON(t *testing.T, cmd string, out any, args ...string) {
+	t.Helper()
 	if _, err := os.Stat("node_modules/webgpu"); err != nil {
 		t.Fatalf("node/node_modules/webgpu is missing: run `make deps` (npm ci in node/): %v", err)
 	}
-	out := filepath.Join(t.TempDir(), "reply.json")
+	file := filepath.Join(t.TempDir(), "out.json")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", append([]string{"host.mjs", "gen", "-json", out}, args...)...)
-	log, err := cmd.CombinedOutput()
+	c := exec.CommandContext(ctx, "node", append([]string{"host.mjs", cmd, "-json", file}, args...)...)
+	log, err := c.CombinedOutput()
 	if err != nil {
-		t.Fatalf("node host.mjs gen %v: %v\n%s", args, err, log)
+		t.Fatalf("node host.mjs %s %v: %v\n%s", cmd, args, err, log)
 	}
-	var r hostReply
-	data, err := os.ReadFile(out)
+	data, err := os.ReadFile(file)
 	if err == nil {
-		err = json.Unmarshal(data, &r)
+		err = json.Unmarshal(data, out)
 	}
 	if err != nil {
-		t.Fatalf("host reply: %v\n%s", err, log)
+		t.Fatalf("host.mjs %s's output: %v\n%s", cmd, err, log)
 	}
-	return r
 }
 
 type genCase struct {
@@ -199,6 +205,50 @@ func TestDawnHostRecoversFromGPUError(t *testing.T) {
 	clean := runHost(t, "-model", dir, "-prompt", "Hi there.", "-max-tokens", "12")
 	if !slices.Equal(r.Tokens, clean.Tokens) || r.Prompt != clean.Prompt {
 		t.Errorf("after a failed turn: %v (prompt %d), a clean run: %v (prompt %d)", r.Tokens, r.Prompt, clean.Tokens, clean.Prompt)
+	}
+}
+
+// hostProfile is the decode profile `host.mjs bench -profile -json FILE`
+// writes.
+type hostProfile struct {
+	Profile struct {
+		Steps   int    `json:"steps"`
+		Method  string `json:"method"`
+		Kernels []struct {
+			Label     string  `json:"label"`
+			PerStep   float64 `json:"perStep"`
+			UsPerStep float64 `json:"usPerStep"`
+		} `json:"kernels"`
+	} `json:"profile"`
+}
+
+// TestDawnHostProfilesDecodeSteps checks that bench -profile's figures per
+// decode step are a decode step's: every decode step runs the same
+// dispatches, so each kernel's dispatches per step is a whole number, and
+// one token is embedded per step. The turn's prefill, counted in with
+// them, would add its dispatches to a few kernels (a fraction of a
+// dispatch per step) and its GPU time to the total.
+func TestDawnHostProfilesDecodeSteps(t *testing.T) {
+	var r hostProfile
+	runHostJSON(t, "bench", &r, "-model", "../testdata/cai-tiny", "-decode", "2", "-prompt", "8", "-profile")
+	p := r.Profile
+	if p.Steps <= 0 || len(p.Kernels) == 0 {
+		t.Fatalf("no decode profile (does the adapter lack timestamp-query?): %+v", p)
+	}
+	embed := 0.0
+	for _, k := range p.Kernels {
+		if k.PerStep != float64(int(k.PerStep)) || k.PerStep < 1 {
+			t.Errorf("%s: %g dispatches per decode step, want a whole number (the same dispatches every step)", k.Label, k.PerStep)
+		}
+		if k.UsPerStep < 0 {
+			t.Errorf("%s: %g us per step", k.Label, k.UsPerStep)
+		}
+		if strings.HasPrefix(k.Label, "embed.") {
+			embed += k.PerStep
+		}
+	}
+	if embed != 1 {
+		t.Errorf("%g embedding dispatches per decode step, want 1 (one token a step)", embed)
 	}
 }
 

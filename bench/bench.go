@@ -51,7 +51,9 @@ type Options struct {
 	// "norm+gated+attn", "all+g64", ...), each optionally with "+regs"
 	// (webgpu.Options.RowRegs; "+reread", the default, is accepted), "+attn-group-prep", "+attn-group" or
 	// "+attn-split" (webgpu.Options.Attention) and "+roomN"
-	// (webgpu.Options.AttnRoom). "" is the default plan alone.
+	// (webgpu.Options.AttnRoom), "+tile64" or "+tile128" (webgpu.Options.Tile:
+	// the prefill product's tile everywhere rather than by shape). "" is
+	// the default plan alone.
 	Plans string `json:"plans"`
 }
 
@@ -206,6 +208,7 @@ type Plan struct {
 	Regs     bool
 	Attn     string // the decode attention path (webgpu.Options.Attention; "" the default)
 	AttnRoom int    // its room for partial states (webgpu.Options.AttnRoom; 0 the default)
+	Tile     int    // the prefill product's tile (webgpu.Options.Tile; 0 by shape)
 }
 
 // String names p as ParsePlans reads it.
@@ -219,6 +222,9 @@ func (p Plan) String() string {
 	}
 	if p.AttnRoom != 0 {
 		s += fmt.Sprintf("+room%d", p.AttnRoom)
+	}
+	if p.Tile != 0 {
+		s += fmt.Sprintf("+tile%d", p.Tile)
 	}
 	return s
 }
@@ -236,6 +242,7 @@ func ParsePlans(s string) ([]Plan, error) {
 		var folds []string
 		for _, part := range strings.Split(strings.TrimSpace(v), "+") {
 			room, isRoom := strings.CutPrefix(part, "room")
+			tile, isTile := strings.CutPrefix(part, "tile")
 			attn, isAttn := strings.CutPrefix(part, "attn-")
 			switch {
 			case part == "regs":
@@ -246,6 +253,12 @@ func ParsePlans(s string) ([]Plan, error) {
 					return nil, fmt.Errorf("-plans %q: attention path %q is none of %v", v, attn, webgpu.AttnPaths)
 				}
 				p.Attn = attn
+			case isTile:
+				n, err := strconv.Atoi(tile)
+				if err != nil || n != 64 && n != shaders.TiledBig {
+					return nil, fmt.Errorf("-plans %q: %q names no prefill tile (tile64, tile%d)", v, part, shaders.TiledBig)
+				}
+				p.Tile = n
 			case isRoom:
 				n, err := strconv.Atoi(room)
 				if err != nil || n <= 0 {
@@ -488,7 +501,7 @@ func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu
 	lim := b.dev.Info().Limits
 	// Steps as long as the prompt, where the logits of a whole step fit one binding.
 	chunk := max(1, min(prompt, int(lim.MaxStorageBufferBindingSize/(4*int64(c.Vocab)))))
-	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, Fuse: pl.Fuse, RowRegs: pl.Regs, RowAttention: b.rowAttention, Fallback: fallback,
+	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, Fuse: pl.Fuse, RowRegs: pl.Regs, RowAttention: b.rowAttention, Fallback: fallback, Tile: pl.Tile,
 		Attention: pl.Attn, AttnRoom: pl.AttnRoom})
 	if err != nil {
 		return "", "", err

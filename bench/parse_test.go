@@ -23,3 +23,29 @@ func TestParseGemv(t *testing.T) {
 		}
 	}
 }
+
+// TestParsePlansTile reads the prefill tile parts of -plans, names them
+// back as they were written, and refuses tiles the product has not.
+func TestParsePlansTile(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		tile int
+	}{{"none", 0}, {"none+tile64", 64}, {"none+tile128", 128}, {"norm+tile128+regs", 128}} {
+		ps, err := ParsePlans(tc.in)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.in, err)
+		}
+		if len(ps) != 1 || ps[0].Tile != tc.tile {
+			t.Fatalf("%q read as %+v, want tile %d", tc.in, ps, tc.tile)
+		}
+		again, err := ParsePlans(ps[0].String())
+		if err != nil || again[0] != ps[0] {
+			t.Errorf("%q names itself %q, read back as %+v (%v)", tc.in, ps[0].String(), again, err)
+		}
+	}
+	for _, v := range []string{"none+tile", "none+tile32", "none+tilex", "none+tile256"} {
+		if _, err := ParsePlans(v); err == nil {
+			t.Errorf("%q: accepted", v)
+		}
+	}
+}

@@ -36,7 +36,8 @@ func testMatrixProducts(t *testing.T) {
 		t.Errorf("the device has %s (configurations %+v, subgroups %d..%d) but its tier %s leaves it unused: tiled's MATRIX variant needs %+v",
 			FeatureSubgroupMatrix, info.SubgroupMatrix, info.SubgroupMinSize, info.SubgroupMaxSize, tier, MatrixConfig)
 	}
-	t.Logf("tier %s: the int8 tiled product runs as %s", tier, tier.Apply(Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG}).Label())
+	t.Logf("tier %s: the int8 tiled product runs as %s and %s", tier, tier.Apply(Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG}).Label(),
+		tier.Apply(Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Tile: TiledBig}).Label())
 	type tcase struct {
 		name             string
 		key              Key
@@ -70,6 +71,18 @@ func testMatrixProducts(t *testing.T) {
 		tcase{"tiled-int8-many-tokens", tiled, model.Int8, 131, 4 * 37, 71, 0, 0, 0, 0, 131},
 		tcase{"tiled-f32-many-tokens", tiled, model.F32, 65, 4 * 19, 67, 1, 3, 0, 2, 70},
 	)
+	// The large tile (the 64x64 one on tiers without the packed dot
+	// product): rows and tokens across its edges, columns that end inside
+	// a pass (37 words of 8 a pass) or span many, logits tokens from
+	// first, a soft-cap, a part of a split W.
+	big := Key{Family: "tiled", Entry: "tiled", WG: 256, Tile: TiledBig}
+	cases = append(cases,
+		tcase{"tiled-big-int8", big, model.Int8, 131, 4 * 37, 130, 0, 0, 0, 0, 131},
+		tcase{"tiled-big-int8-wide", big, model.Int8, 259, 4 * 601, 257, 0, 0, 0, 0, 259},
+		tcase{"tiled-big-int8-one-pass", big, model.Int8, 128, 4 * 3, 128, 0, 0, 0, 0, 128},
+		tcase{"tiled-big-int8-logits-part", big, model.Int8, 45, 16 * 5, 140, 1, 9, 30, 7, 59},
+		tcase{"tiled-big-int8-softcap", big, model.Int8, 200, 16 * 9, 129, 0, 0, 30, 0, 200},
+	)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRand(t)
@@ -85,7 +98,8 @@ func testMatrixProducts(t *testing.T) {
 				rpw := tc.key.WG / tc.key.TPR
 				grid = [3]int{(tc.rows + rpw - 1) / rpw, 1, tokens}
 			default:
-				grid = [3]int{(tc.rows + 63) / 64, (tokens + 63) / 64, 1}
+				side := TiledTile(TierOf(device(t).Info()).Apply(tc.key))
+				grid = [3]int{(tc.rows + side - 1) / side, (tokens + side - 1) / side, 1}
 			}
 			dispatch(t, tc.key, Step{N: uint32(tc.n), First: uint32(tc.first)},
 				MatmulParams{Rows: uint32(tc.rows), Cols: uint32(tc.cols), WScaleWord: uint32(wScaleWord), XScaleWord: uint32(xScaleWord),

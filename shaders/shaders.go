@@ -64,6 +64,10 @@ type Key struct {
 	// cores): chromium-experimental-subgroup-matrix with the i8 -> i32
 	// configuration Tier.Matrix requires.
 	Matrix bool
+	// Tile is tiled's tile side (rows = tokens) where not TiledTile's
+	// default 64: TiledBig, the DOT4 product's 128x128 tile (Tiled says
+	// which products take it).
+	Tile int
 }
 
 // Label names the variant in errors and debuggers.
@@ -104,6 +108,9 @@ func (k Key) Label() string {
 	if k.Matrix {
 		s += "/sm"
 	}
+	if k.Tile != 0 {
+		s += fmt.Sprintf("/t%d", k.Tile)
+	}
 	return s
 }
 
@@ -125,9 +132,13 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	}
 	flags := map[string]bool{"INT8": k.Int8, "SILU": k.SiLU, "DOT4": k.Dot4, "FMA": k.FMA,
 		"STAGED": k.In != "", "NORM_IN": k.In == "norm", "GATED_IN": k.In == "gated", "GROUP": k.Group > 0, "PREP": k.In == "qkv",
-		"SUBGROUPS": k.Subgroups, "MATRIX": k.Matrix, "FLASH": k.Entry == FlashEntry, "REGS": k.Regs}
+		"SUBGROUPS": k.Subgroups, "MATRIX": k.Matrix, "FLASH": k.Entry == FlashEntry, "REGS": k.Regs,
+		"BIG": k.Tile == TiledBig}
 	if k.Matrix && (k.Family != "tiled" || !k.Int8 || k.Dot4) {
 		return nil, nil, fmt.Errorf("shader %s: only tiled's int8 product without Dot4 has a subgroup-matrix variant", k.Label())
+	}
+	if k.Tile != 0 && (k.Tile != TiledBig || k.Family != "tiled" || !k.Dot4) {
+		return nil, nil, fmt.Errorf("shader %s: only tiled's DOT4 product has a tile other than 64, of %d", k.Label(), TiledBig)
 	}
 	vals := map[string]string{"WG": strconv.Itoa(k.WG), "SG_ARGS": "", "SG_BEGIN": ""}
 	if k.Subgroups {

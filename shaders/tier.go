@@ -92,6 +92,9 @@ func (t Tier) Apply(k Key) Key {
 	if k.Family == "tiled" && k.Int8 && t.Matrix {
 		k.Matrix, k.Dot4 = true, false
 	}
+	if k.Family == "tiled" && !k.Dot4 {
+		k.Tile = 0 // only the DOT4 product has the large tile
+	}
 	if t.Subgroups && reduces(k) {
 		k.Subgroups = true
 	}

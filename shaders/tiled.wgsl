@@ -18,6 +18,15 @@
 // matrices into i32 ones: the same exact int32 sums, in another order
 // (integer sums do not depend on it). The sums pass through workgroup
 // memory once at the end, where every invocation dequantises its share.
+//
+// BIG (DOT4 with Key.Tile 128): a tile of 128 rows by 128 tokens, each
+// invocation an 8x8 block of sums (twice the products per value read from
+// workgroup memory of the 4x4 block), 32 int8 columns per pass, and two
+// buffers of workgroup memory (16 KiB, WebGPU's default): each invocation
+// reads pass k+1's words from storage into registers before it computes
+// pass k, and stores them into the other buffer after, so storage latency
+// hides behind the products and one barrier per pass suffices. The plan
+// gives it the products whose grid still fills the GPU (Tiled).
 #if MATRIX
 enable subgroups;
 enable chromium_experimental_subgroup_matrix;
@@ -34,6 +43,38 @@ const BM = 64u; // rows per tile
 const BN = 64u; // tokens per tile
 const BK = 32u; // columns per pass through workgroup memory
 
+#if BIG
+// wb[buf * 256 + v * 128 + r] is vector v (16 int8 columns) of the pass's
+// 32 columns of tile row r in buffer buf; xb likewise for tokens. An
+// invocation's rows are lx + 16*i and its tokens ly + 16*j, so the 16
+// invocations of a row of the workgroup read 16 neighbouring vectors of wb
+// and one of xb, and its neighbours write neighbouring rows of y.
+const BIG_T = 128u;  // rows and tokens of the tile
+const BIG_PW = 8u;   // words (4 int8 each) of a row per pass
+var<workgroup> wb: array<vec4<u32>, 512>;
+var<workgroup> xb: array<vec4<u32>, 512>;
+
+// big_load is vector sv of pass kt of row (or token) lim-checked r0 + sr
+// of W (or x): zero past the matrix, so rows of any multiple of 4 columns.
+fn big_load(src_w: bool, sr: u32, r0: u32, lim: u32, kt: u32, sv: u32, words: u32) -> vec4<u32> {
+  var v = vec4<u32>(0u);
+  if (r0 + sr >= lim) {
+    return v;
+  }
+  let word = kt * BIG_PW + sv * 4u;
+  let base = (r0 + sr) * words;
+  for (var e = 0u; e < 4u; e++) {
+    if (word + e < words) {
+      if (src_w) {
+        v[e] = w[base + word + e];
+      } else {
+        v[e] = x[base + word + e];
+      }
+    }
+  }
+  return v;
+}
+#else
 #if MATRIX
 // One pass stages 64 int8 columns (16 words) of the tile's 64 rows of W and
 // 64 tokens of x, row after row: sm[r * 16 + word] is W's, sm[XT + t * 16 +
@@ -113,7 +154,80 @@ fn stage_x(r: u32, kw: u32, v: u32) {
 #endif
 #endif
 #endif
+#endif
 
+#if BIG
+@compute @workgroup_size(256)
+fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let t0 = select(0u, step.first, p.from_first == 1u);
+  let row0 = wg.x * BIG_T;
+  let tok0 = t0 + wg.y * BIG_T;
+  if (tok0 >= step.n) {
+    return; // the whole workgroup
+  }
+  let lx = li % 16u; // rows lx + 16*i
+  let ly = li / 16u; // tokens ly + 16*j
+  var acc: array<array<i32, 8>, 8>; // acc[i][j]: row lx+16i, token ly+16j
+  let words = p.cols / 4u;
+  let passes = (words + BIG_PW - 1u) / BIG_PW;
+  // Each invocation stages one vector of W and one of x per pass: rows
+  // (tokens) sr, vector sv of the pass's two.
+  let sr = li / 2u;
+  let sv = li % 2u;
+  var wv = big_load(true, sr, row0, p.rows, 0u, sv, words);
+  var xv = big_load(false, sr, tok0, step.n, 0u, sv, words);
+  wb[sv * BIG_T + sr] = wv;
+  xb[sv * BIG_T + sr] = xv;
+  workgroupBarrier();
+  for (var kt = 0u; kt < passes; kt++) {
+    let cur = (kt % 2u) * 256u;
+    let more = kt + 1u < passes;
+    if (more) {
+      wv = big_load(true, sr, row0, p.rows, kt + 1u, sv, words);
+      xv = big_load(false, sr, tok0, step.n, kt + 1u, sv, words);
+    }
+    for (var v = 0u; v < 2u; v++) {
+      var b: array<vec4<u32>, 8>;
+      for (var j = 0u; j < 8u; j++) {
+        b[j] = xb[cur + v * BIG_T + j * 16u + ly];
+      }
+      for (var i = 0u; i < 8u; i++) {
+        let a = wb[cur + v * BIG_T + i * 16u + lx];
+        for (var j = 0u; j < 8u; j++) {
+          acc[i][j] += dot4I8Packed(a.x, b[j].x) + dot4I8Packed(a.y, b[j].y) +
+                       dot4I8Packed(a.z, b[j].z) + dot4I8Packed(a.w, b[j].w);
+        }
+      }
+    }
+    if (more) {
+      // The other buffer: every invocation finished reading it (pass
+      // kt-1) before the barrier that ended that pass.
+      let nxt = 256u - cur;
+      wb[nxt + sv * BIG_T + sr] = wv;
+      xb[nxt + sv * BIG_T + sr] = xv;
+    }
+    workgroupBarrier();
+  }
+  for (var j = 0u; j < 8u; j++) {
+    let t = tok0 + ly + 16u * j;
+    if (t >= step.n) {
+      continue;
+    }
+    let xsc = bitcast<f32>(x[p.x_scale_word + t]);
+    for (var i = 0u; i < 8u; i++) {
+      let row = row0 + lx + 16u * i;
+      if (row >= p.rows) {
+        continue;
+      }
+      var v = f32(acc[i][j]) * (xsc * bitcast<f32>(w[p.w_scale_word + row]));
+      if (p.softcap > 0.0) {
+        v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
+      }
+      y[(t - t0) * p.out_stride + p.out_row + row] = v;
+    }
+  }
+}
+#else
 #if MATRIX
 @compute @workgroup_size(256)
 fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32,
@@ -319,4 +433,5 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     }
   }
 }
+#endif
 #endif

@@ -19,6 +19,9 @@ const (
 	RowWG = 256
 	// TiledWG is tiled.wgsl's workgroup size, fixed in its source.
 	TiledWG = 256
+	// TiledBig is the side of tiled.wgsl's large tile (Key.Tile): 128 rows
+	// by 128 tokens, the DOT4 product's.
+	TiledBig = 128
 	// StreamWG is the workgroup size of wick bench's streaming read.
 	StreamWG = 256
 )
@@ -87,6 +90,7 @@ func Variants() []Key {
 		if i8 {
 			ks = append(ks,
 				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Dot4: true},
+				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Dot4: true, Tile: TiledBig},
 				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Matrix: true},
 				Key{Family: "act", Entry: "gated_quant", Int8: true, WG: RowWG, Regs: true},
 				Key{Family: "act", Entry: "gated_quant", Int8: true, WG: RowWG, SiLU: true, Regs: true})
@@ -139,3 +143,36 @@ func Variants() []Key {
 
 // HasHeadDim reports whether attention has variants for heads of width hd.
 func HasHeadDim(hd int) bool { return slices.Contains(HeadDims, hd) }
+
+// TiledTile is the side of the tile (rows and tokens) that tiled variant k
+// computes per workgroup: its grid is ceil(rows/side) by ceil(tokens/side).
+func TiledTile(k Key) int {
+	if k.Tile != 0 {
+		return k.Tile
+	}
+	return 64
+}
+
+// TiledMinGroups is how many workgroups a prefill product should have for
+// the large tile: two per multiprocessor of an H200 (132). A product of
+// fewer rows or tokens (the Q|K|V, output and down products of a 1B model
+// at 512 tokens have 36-48 large tiles) keeps the 64x64 tile, whose four
+// times as many workgroups keep more of the GPU busy.
+const TiledMinGroups = 264
+
+// Tiled is the tiled variant that tier runs for a product of rows rows and
+// n tokens: the large tile (Key.Tile) where the tier has it and its grid
+// has at least TiledMinGroups workgroups, else the 64x64 one. tile forces a
+// side (64 or TiledBig; 0 chooses by the grid).
+func Tiled(tier Tier, int8 bool, rows, n, tile int) Key {
+	base := tier.Apply(Key{Family: "tiled", Entry: "tiled", Int8: int8, WG: TiledWG})
+	big := tier.Apply(Key{Family: "tiled", Entry: "tiled", Int8: int8, WG: TiledWG, Tile: TiledBig})
+	if big.Tile == 0 || tile == 64 {
+		return base
+	}
+	groups := ((rows + TiledBig - 1) / TiledBig) * ((n + TiledBig - 1) / TiledBig)
+	if tile == TiledBig || groups >= TiledMinGroups {
+		return big
+	}
+	return base
+}

@@ -269,14 +269,24 @@ func (s *Sequence) project(y gpu.Buffer, w *matrix, x gpu.Buffer, fromFirst bool
 		} else {
 			s.addKey(s.gemvKey(tpr, ""), params, gemvGrid, bufs...)
 		}
-		tilesX := (p.rows + 63) / 64
-		s.addKey(shaders.Key{Family: "tiled", Entry: "tiled", Int8: m.cfg.DType == model.Int8, WG: shaders.TiledWG}, params,
-			func(n, first, _ int) (int, int, int) {
-				if k := count(n, first); k > gemvMaxTokens {
-					return tilesX, (k + 63) / 64, 1
+		// The prefill product: the variant shaders.Tiled picks for the
+		// step's tokens, so a plan holds both tiles where the tier has two,
+		// and each step runs the one its token count chooses.
+		int8 := m.cfg.DType == model.Int8
+		for _, tile := range []int{64, shaders.TiledBig} {
+			key := shaders.Tiled(m.tier, int8, p.rows, 0, tile)
+			if shaders.TiledTile(key) != tile {
+				continue // the tier has no such tile
+			}
+			rows := p.rows
+			s.addKey(key, params, func(n, first, _ int) (int, int, int) {
+				k := count(n, first)
+				if k <= gemvMaxTokens || shaders.Tiled(m.tier, int8, rows, k, m.opt.Tile) != key {
+					return 0, 0, 0
 				}
-				return 0, 0, 0
+				return (rows + tile - 1) / tile, (k + tile - 1) / tile, 1
 			}, bufs...)
+		}
 	}
 }
 

@@ -57,6 +57,11 @@ type Options struct {
 	// step leaves for the merge (default 64): longer spans of keys run
 	// several tiles per workgroup.
 	AttnRoom int
+	// Tile is the prefill product's tile side: 0 chooses by shape
+	// (shaders.Tiled: the 128x128 DOT4 tile where its grid fills the GPU),
+	// 64 keeps the 64x64 tile everywhere, shaders.TiledBig takes the large
+	// one wherever the tier has it. Benchmarks compare them with it.
+	Tile int
 	// Fallback runs the fallback tier of kernels even where the device
 	// offers more (shaders.Tier): benchmarks and tests compare the tiers
 	// on one device with it.
@@ -229,6 +234,9 @@ func New(dev gpu.Device, cfg *model.Config, w *model.Weights, opt Options) (*Mod
 	}
 	if opt.Fuse == (Fuse{}) {
 		opt.Fuse = DefaultFuse
+	}
+	if opt.Tile != 0 && opt.Tile != 64 && opt.Tile != shaders.TiledBig {
+		return nil, fmt.Errorf("webgpu model: prefill tile %d is none of 0 (by shape), 64, %d", opt.Tile, shaders.TiledBig)
 	}
 	if opt.Gemv.WG <= 0 {
 		opt.Gemv.WG = 256

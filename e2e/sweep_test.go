@@ -121,3 +121,53 @@ func TestSweepIncomplete(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoveWhileWriting removes a model while another tab is importing
+// it (holding its lock): models.js's remove must refuse, through the page's
+// Remove button too, and leave its files to the import, which would
+// otherwise go on storing into a model with files missing and then mark
+// it complete. Once the import has committed, the model is removed.
+func TestRemoveWhileWriting(t *testing.T) {
+	needBrowser(t)
+	hs := httptest.NewServer(http.FileServer(http.FS(web.Assets)))
+	t.Cleanup(hs.Close)
+	b := newBrowser(t, false)
+	b.do(t, 30*time.Second, "open the page", chromedp.Navigate(hs.URL+"/?backend=cpu"),
+		chromedp.Poll[chromedp.Void](`window.wick && window.wick.swept !== null`, chromedp.WithPollingTimeout(30*time.Second), chromedp.WithPollingInterval(50*time.Millisecond)))
+	writer := b.tab(t)
+	writer.do(t, 30*time.Second, "open a tab", chromedp.Navigate(hs.URL+"/style.css"))
+	if got := startWriting(t, writer, "busy"); got != "busy" {
+		t.Fatalf("the import of busy was named %q", got)
+	}
+
+	refused := eval[string](t, b, `import('/models.js').then((m) => m.remove('busy')).then(() => '', (e) => e.kind + ': ' + e.message)`)
+	if !strings.HasPrefix(refused, "busy: busy is being downloaded or imported") {
+		t.Errorf("remove while another tab imports the model: %q, want it refused as busy", refused)
+	}
+	// The page's Remove, with the model picked (an import in progress is
+	// not listed: add it as the list would once it is complete).
+	js(t, b, "press Remove", `
+		const sel = document.getElementById('model-select');
+		sel.add(new Option('busy', 'busy'));
+		sel.value = 'busy';
+		document.getElementById('delete-btn').click();`)
+	b.do(t, 10*time.Second, "wait for the refusal",
+		chromedp.Poll[chromedp.Void](`!document.getElementById('error').hidden`, chromedp.WithPollingTimeout(10*time.Second), chromedp.WithPollingInterval(50*time.Millisecond)))
+	if got := eval[string](t, b, `document.getElementById('error').textContent`); !strings.Contains(got, "busy is being downloaded or imported") {
+		t.Errorf("the page's Remove while the model is imported says %q", got)
+	}
+	if got := modelsStored(t, b); len(got) != 1 || got["busy"] {
+		t.Fatalf("after the refused removes, the stored models (name: complete) are %v, want busy still being written", got)
+	}
+
+	writer.do(t, 30*time.Second, "commit the import", chromedp.Evaluate[chromedp.Void](`window.writing.commit(new Uint8Array([1, 2, 3]))`, chromedp.EvalAwaitPromise))
+	if got := modelsStored(t, b); !got["busy"] {
+		t.Fatalf("after the commit, the stored models (name: complete) are %v, want busy complete", got)
+	}
+	if got := eval[string](t, b, `import('/models.js').then((m) => m.remove('busy')).then(() => '', (e) => e.message)`); got != "" {
+		t.Fatalf("remove after the import committed: %s", got)
+	}
+	if got := modelsStored(t, b); len(got) != 0 {
+		t.Errorf("after the remove, the stored models (name: complete) are %v, want none", got)
+	}
+}

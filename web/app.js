@@ -1,7 +1,8 @@
-// The chat page: model picker and download, characters (shared cards in and
-// out) and their chats, the message list with streamed replies, actions on
-// every message and alternative replies ("swipes"), and the engine worker
-// behind it.
+// The chat page: characters (shared cards in and out) and their chats, the
+// message list with streamed replies, actions on every message and
+// alternative replies ("swipes"), and the engine worker behind it, which
+// loads the model the model panel (modelpanel.js) picks. ui.js holds the
+// status line, errors and toasts both write to.
 //
 // The module keeps each conversation's KV cache in a session between turns.
 // After every turn the chat's messages and the session's save are written
@@ -15,27 +16,22 @@
 // used, it is replayed from its messages.
 
 import { Store, newID } from './store.js';
-import { listModels, download, stored, storedModels, remove, sweepIncomplete } from './models.js';
 import { readCard, writeCard, cardPrompt } from './tools.js';
 import * as chatfile from './chatfile.js';
+import { $, mb, kib, secs, hooks, status, showError, note, notice, toast, undoToast, copyText, downloadFile, safeName } from './ui.js';
+import { initModels, currentModelInfo, describeModel, downloadModel, downloadEnded, bindModelPanel } from './modelpanel.js';
 
-const $ = (id) => document.getElementById(id);
 let store = null;
-const mb = (n) => `${(n / 1e6).toFixed(n < 1e7 ? 1 : 0)} MB`;
-const kib = (n) => `${(n / 1024).toFixed(n < 10240 ? 1 : 0)} KiB`;
-const secs = (ms) => `${(ms / 1000).toFixed(ms < 10000 ? 1 : 0)} s`;
 
-// Test and benchmark hooks: what the last turn streamed and measured, and
-// the page's own operations (the buttons call the same functions).
-const hooks = window.wick = {
-  swept: null, // the incomplete models deleted at the start (null: no sweep yet)
-  streamed: [], lastReply: null, lastStats: null, lastRestore: null, lastSave: null, loaded: null, state: 'starting', note: '', saved: {},
-  get openChat() { return store ? store.open.chat : ''; },
-  get store() { return store; },
-  // fault makes the worker's next GPU step fail WebGPU's validation, so
-  // tests can check that the turn after a GPU error runs on the GPU.
-  fault: (kind = 'validation') => ask('fault', { fault: kind }),
-};
+// The chat's test hooks (ui.js hooks holds the rest): its store, the open
+// chat, and fault, which makes the worker's next GPU step fail WebGPU's
+// validation, so tests can check that the turn after a GPU error runs on
+// the GPU.
+Object.defineProperties(hooks, {
+  openChat: { get: () => (store ? store.open.chat : ''), enumerable: true },
+  store: { get: () => store, enumerable: true },
+});
+hooks.fault = (kind = 'validation') => ask('fault', { fault: kind });
 
 // ---- the worker ----
 
@@ -67,109 +63,8 @@ function ask(op, args = {}, onToken, onProgress) {
   });
 }
 
-// ---- status, errors, notices ----
+// ---- the loaded model ----
 
-// status shows one plain line; details go into its tooltip.
-function status(text, details = '') { $('status').textContent = text; $('status').title = details; }
-
-// splitError turns an error message into one plain line and the rest:
-// WebGPU's diagnostics run to dozens of lines, which belong in a collapsed
-// details element, not across the chat.
-function splitError(text, details = '') {
-  text = String(text || '');
-  const nl = text.indexOf('\n');
-  let head = nl < 0 ? text : text.slice(0, nl);
-  let rest = nl < 0 ? '' : text.slice(nl + 1);
-  if (head.length > 240) { rest = head.slice(240) + (rest ? '\n' + rest : ''); head = head.slice(0, 240) + '…'; }
-  if (/WebGPU|WGSL|CommandBuffer|ComputePipeline/.test(head) && !/^This /.test(head)) {
-    rest = head + (rest ? '\n' + rest : '');
-    head = 'The GPU could not run this step; the next message will try the GPU again.';
-  }
-  return { head, details: [rest, details].filter(Boolean).join('\n') };
-}
-
-// withDetails fills el with one line of text and, where there are details,
-// a collapsed element holding them.
-function withDetails(el, text, details) {
-  const { head, details: more } = splitError(text, details);
-  el.replaceChildren(document.createTextNode(head));
-  if (more) {
-    const d = document.createElement('details');
-    const sum = document.createElement('summary');
-    sum.textContent = 'Details';
-    const pre = document.createElement('pre');
-    pre.textContent = more;
-    d.append(sum, pre);
-    el.append(d);
-  }
-}
-
-function showError(text, details) { const e = $('error'); withDetails(e, text, details); e.hidden = !text; }
-// note tells what happened to a chat's saved session (restored, refused).
-function note(text) { $('note').textContent = text; $('note').hidden = !text; hooks.note = text; }
-function notice(text, { offerCPU = false, offerGPU = false, details = '' } = {}) {
-  $('notice').hidden = !text;
-  withDetails($('notice-text'), text || '', details);
-  $('use-cpu').hidden = !offerCPU;
-  $('use-gpu').hidden = !offerGPU;
-}
-
-// toast offers to undo what was just done; commit runs when the offer
-// lapses (after a while, or when another toast replaces it).
-let pendingToast = null;
-function toast(text, undo, commit = () => {}) {
-  if (pendingToast) pendingToast.commit();
-  const t = { undo, commit: () => { clearTimeout(t.timer); if (pendingToast === t) { pendingToast = null; $('toast').hidden = true; } commit(); } };
-  t.timer = setTimeout(t.commit, 8000);
-  pendingToast = t;
-  $('toast-text').textContent = text;
-  $('toast').hidden = false;
-}
-
-function undoToast() {
-  const t = pendingToast;
-  if (!t) return;
-  clearTimeout(t.timer);
-  pendingToast = null;
-  $('toast').hidden = true;
-  t.undo();
-}
-
-// copyText puts text on the clipboard: the Clipboard API where the page
-// is a secure context, else a selected textarea and execCommand.
-async function copyText(text) {
-  if (navigator.clipboard && window.isSecureContext) {
-    try { await navigator.clipboard.writeText(text); return true; } catch { /* fall back */ }
-  }
-  const ta = document.createElement('textarea');
-  ta.value = text;
-  ta.setAttribute('readonly', '');
-  ta.style.position = 'fixed';
-  ta.style.opacity = '0';
-  document.body.append(ta);
-  ta.select();
-  let ok = false;
-  try { ok = document.execCommand('copy'); } catch { ok = false; }
-  ta.remove();
-  return ok;
-}
-
-function downloadFile(name, bytes, type) {
-  const url = URL.createObjectURL(new Blob([bytes], { type }));
-  const a = document.createElement('a');
-  a.href = url;
-  a.download = name;
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10000);
-}
-
-const safeName = (s) => (s || 'chat').replace(/[^\p{L}\p{N} ._-]+/gu, '').trim().slice(0, 60) || 'chat';
-
-// ---- models ----
-
-let models = [];
 let loaded = null;       // {model, backend, key, ...} once the worker has one
 let sessions = new Map(); // chat id -> {ready}: a promise of the worker session that holds the chat's messages
 let saved = new Map();    // chat id -> bytes of its save for the loaded model
@@ -194,71 +89,6 @@ async function gpuProblem() {
   if (!adapter) return { problem: 'WebGPU is present but found no usable GPU (it may be disabled or blocklisted).' };
   const info = adapter.info || {};
   return { problem: '', fallback: !!(info.isFallbackAdapter || adapter.isFallbackAdapter), adapterName: [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') };
-}
-
-let sweeping = true; // the first initModels with the server's list sweeps
-
-// initModels lists the server's models and those kept in this browser that
-// the server does not offer (imported from disk, or a server gone), and
-// opens pick, the last open one, or the first. At the page's start it
-// first deletes models left incomplete by a tab that closed mid-write
-// (models.js sweepIncomplete), keeping the partial downloads of the
-// server's models, which resume; when the server's list is not to be had,
-// it cannot tell those apart and sweeps nothing.
-async function initModels(pick) {
-  let serverError = null;
-  try {
-    models = await listModels();
-  } catch (e) {
-    models = [];
-    serverError = e;
-  }
-  if (sweeping && !serverError) {
-    sweeping = false;
-    try {
-      hooks.swept = await sweepIncomplete({ keep: models.map((m) => m.name) });
-      if (hooks.swept.length) console.log(`deleted the files of incomplete models: ${hooks.swept.join(', ')}`);
-    } catch (e) {
-      console.error('sweeping incomplete models:', e);
-    }
-  }
-  try {
-    for (const name of await storedModels()) if (!models.some((m) => m.name === name)) models.push({ name, local: true });
-  } catch { /* no storage: the server's list only */ }
-  const sel = $('model-select');
-  sel.replaceChildren(...models.map((m) => new Option(`${m.name}${m.local ? ' (in this browser)' : m.title && m.title !== m.name ? ` (${m.title})` : ''}`, m.name)));
-  if (!models.length) {
-    if (serverError) showError(`Could not get the list of models: ${serverError.message}`);
-    else status('No models here yet: import one from this computer (a model folder or a .gguf file).');
-    return;
-  }
-  const want = [pick, store.open.model].find((n) => n && models.some((m) => m.name === n));
-  sel.value = want || models[0].name;
-  await openModel(sel.value);
-}
-
-function currentModelInfo() { return models.find((m) => m.name === $('model-select').value); }
-
-function describeModel(info) {
-  if (!info) return;
-  if (info.local) {
-    $('model-size').textContent = 'Kept in this browser';
-    $('model-size').title = 'Imported from this computer (or downloaded from a server that no longer offers it)';
-    $('intro').hidden = true;
-    return;
-  }
-  const c = info.config || {}, sz = info.sizes || {};
-  const params = c.params ? `${(c.params / 1e6).toFixed(c.params < 10e6 ? 1 : 0)}M parameters` : '';
-  $('model-size').textContent = `${mb(sz.download_bytes || 0)} download` + (params ? `, ${params}` : '');
-  $('model-size').title = `${sz.shards} shard file(s), ${c.dtype}, context of ${c.context_len} tokens`;
-  const intro = $('intro');
-  if (c.params && c.params < 100e6) {
-    intro.textContent = `${info.name} is a small demonstration model (${params}) that has read a few old books: ` +
-      'expect odd replies. For real conversations, convert a model with "wick convert" and serve it (see the README).';
-    intro.hidden = false;
-  } else {
-    intro.hidden = true;
-  }
 }
 
 // chooseBackend picks where the model runs: what the user chose, else
@@ -302,28 +132,9 @@ async function openModel(name) {
 }
 
 async function downloadAndLoad(name, backend) {
-  const bar = $('progress'), btn = $('download-btn');
-  btn.disabled = true;
   try {
     hooks.state = 'downloading';
-    const have = await stored(name);
-    const info = currentModelInfo();
-    if (info && info.local) {
-      // Imported (or its server is gone): there is nothing to download.
-      if (!have) throw new Error(`${name} is no longer stored in this browser; import it again.`);
-    } else {
-      if (!have) status(`Downloading ${name}…`);
-      bar.hidden = have;
-      await download(name, {
-        onProgress: (p) => {
-          bar.max = p.totalBytes || 1;
-          bar.value = p.bytes;
-          $('progress-text').textContent = `${mb(p.bytes)} of ${mb(p.totalBytes)}`;
-        },
-      });
-    }
-    bar.hidden = true;
-    $('progress-text').textContent = '';
+    await downloadModel(name);
     hooks.state = 'loading';
     status(`Starting ${name}…`);
     if (!worker) startWorker();
@@ -334,137 +145,17 @@ async function downloadAndLoad(name, backend) {
     if (li.gpuNote) notice(li.gpuDetails ? li.gpuNote : `${li.gpuNote} Running on the CPU.`, { details: li.gpuDetails });
     const where = li.backend.startsWith('webgpu') ? 'the GPU (WebGPU)' : 'the CPU';
     status(`Ready: ${li.name} runs on ${where}.`, `backend ${li.backend}${li.adapter ? `, adapter ${li.adapter}` : ''}; context ${li.context} tokens; started in ${secs(li.loadMs)}`);
-    btn.textContent = 'Downloaded';
+    downloadEnded(true);
     await refreshSaved();
     setBusy(false);
     render();
     $('input').focus();
   } catch (e) {
     hooks.state = 'error';
-    bar.hidden = true;
-    $('progress-text').textContent = '';
-    btn.textContent = 'Download';
-    btn.disabled = false;
+    downloadEnded(false);
     showError(e.kind === 'corrupt' ? `Download refused: ${e.message}` : e.message);
     status(`${name} is not loaded.`);
   }
-}
-
-// ---- importing a model from disk ----
-
-let importer = null; // the import worker while an import runs
-
-// importModel converts a model the person picked (a folder's files, or one
-// GGUF file) in import.js's worker, which loads the converter module only
-// now, and then opens it. Progress shows in the download bar; a failure is
-// one sentence and nothing is kept.
-async function importModel(files, { gguf, name }) {
-  if (importer) return;
-  const bar = $('progress'), before = hooks.state;
-  const label = gguf ? files[0].name : name;
-  hooks.state = 'importing';
-  hooks.importProgress = [];
-  hooks.lastImport = null;
-  showError('');
-  status(`Importing ${label}: converting it in this page…`);
-  bar.hidden = false;
-  bar.value = 0;
-  $('import-model-cancel').hidden = false;
-  const w = new Worker('import.js', { type: 'module' });
-  importer = w;
-  let result = null, failure = null;
-  try {
-    result = await new Promise((resolve, reject) => {
-      w.onmessage = (ev) => {
-        const m = ev.data;
-        if (m.progress) {
-          const p = m.progress;
-          hooks.importProgress.push(p);
-          bar.max = p.total_bytes || 1;
-          bar.value = p.bytes;
-          $('progress-text').textContent = `Converting: ${p.tensors} of ${p.total_tensors} tensors, ${mb(p.bytes)} of ${mb(p.total_bytes)}`;
-        } else if (m.result) {
-          resolve(m.result);
-        } else if (m.error !== undefined) {
-          reject(Object.assign(new Error(m.error), { details: m.details }));
-        }
-      };
-      w.onerror = (ev) => reject(new Error(`The import stopped: ${ev.message || 'the import worker failed'}.`));
-      w.postMessage({ op: 'import', files, name, gguf, avoid: models.filter((m) => !m.local).map((m) => m.name) });
-    });
-  } catch (e) {
-    failure = e;
-  } finally {
-    // The import is over before the model loads: another may start.
-    w.terminate();
-    importer = null;
-    bar.hidden = true;
-    $('progress-text').textContent = '';
-    $('import-model-cancel').hidden = true;
-  }
-  if (failure) {
-    hooks.lastImport = { error: failure.message, details: failure.details || '' };
-    hooks.state = before;
-    showError(failure.message, failure.details); // the converter's own words under Details
-    status(`${label} was not imported; nothing was kept.`);
-    return;
-  }
-  hooks.lastImport = result;
-  status(`Imported ${label} as ${result.name}.`);
-  await initModels(result.name);
-}
-
-// pickedFolder takes the top level of a folder picked with webkitdirectory
-// (subfolders, such as Llama's original/, are not part of the checkpoint).
-function pickedFolder(list) {
-  const files = [...list].filter((f) => (f.webkitRelativePath || f.name).split('/').length <= 2);
-  const name = files.length ? (files[0].webkitRelativePath || '').split('/')[0] || 'model' : 'model';
-  return { files, name };
-}
-
-// droppedModel reads a dropped folder's top-level files, or a dropped .gguf
-// file; null when the drop holds neither.
-async function droppedModel(dt) {
-  const entries = [...dt.items].map((i) => i.webkitGetAsEntry && i.webkitGetAsEntry()).filter(Boolean);
-  if (entries.length === 1 && entries[0].isDirectory) {
-    const reader = entries[0].createReader(), all = [];
-    for (;;) {
-      const batch = await new Promise((res, rej) => reader.readEntries(res, rej));
-      if (!batch.length) break;
-      all.push(...batch);
-    }
-    const files = await Promise.all(all.filter((e) => e.isFile).map((e) => new Promise((res, rej) => e.file(res, rej))));
-    return { files, gguf: false, name: entries[0].name };
-  }
-  const f = [...dt.files].find((x) => /\.gguf$/i.test(x.name));
-  return f ? { files: [f], gguf: true, name: f.name.replace(/\.gguf$/i, '') } : null;
-}
-
-function bindImport() {
-  $('import-model-dir-btn').onclick = () => $('import-model-dir').click();
-  $('import-model-gguf-btn').onclick = () => $('import-model-gguf').click();
-  $('import-model-cancel').onclick = () => importer && importer.postMessage({ op: 'cancel' });
-  $('import-model-dir').onchange = () => {
-    const { files, name } = pickedFolder($('import-model-dir').files);
-    $('import-model-dir').value = '';
-    if (files.length) importModel(files, { gguf: false, name });
-  };
-  $('import-model-gguf').onchange = () => {
-    const f = $('import-model-gguf').files[0];
-    $('import-model-gguf').value = '';
-    if (f) importModel([f], { gguf: true, name: f.name.replace(/\.gguf$/i, '') });
-  };
-  const box = $('model-box');
-  box.addEventListener('dragover', (ev) => { if (ev.dataTransfer.types.includes('Files')) { ev.preventDefault(); box.classList.add('drop'); } });
-  box.addEventListener('dragleave', () => box.classList.remove('drop'));
-  box.addEventListener('drop', async (ev) => {
-    box.classList.remove('drop');
-    if (!ev.dataTransfer.types.includes('Files')) return;
-    ev.preventDefault();
-    const m = await droppedModel(ev.dataTransfer);
-    if (m) importModel(m.files, m);
-    else showError('Drop a model folder (config.json, *.safetensors and the tokenizer files) or a .gguf file to import it.');
-  });
 }
 
 // ---- characters ----
@@ -1267,21 +958,16 @@ function wire() {
   $('backend').onchange = () => setBackend($('backend').value);
   $('use-cpu').onclick = () => setBackend('cpu');
   $('use-gpu').onclick = () => setBackend('webgpu');
-  $('model-select').onchange = () => openModel($('model-select').value);
-  bindImport();
-  $('download-btn').onclick = () => openModel($('model-select').value);
-  $('delete-btn').onclick = async () => {
-    const name = $('model-select').value;
-    const local = (currentModelInfo() || {}).local;
-    await remove(name);
-    if (local) { await initModels(); return; }
-    loaded = null;
-    hooks.loaded = null;
-    setBusy(false);
-    $('download-btn').textContent = 'Download';
-    $('download-btn').disabled = false;
-    status(`${name} was removed from this browser; Download fetches it again. Chats are kept.`);
-  };
+  bindModelPanel({
+    get store() { return store; },
+    open: openModel,
+    // The loaded model's files are gone: the chat waits for Download.
+    unloaded() {
+      loaded = null;
+      hooks.loaded = null;
+      setBusy(false);
+    },
+  });
   $('new-character').onclick = () => editCharacter(null);
   $('import-character').onclick = () => $('import-file').click();
   $('import-file').onchange = async () => {

@@ -296,12 +296,26 @@ export async function storedFiles(name) {
   return (await (await fileStore()).keys()).filter((p) => p.startsWith(prefix)).map((p) => p.slice(prefix.length));
 }
 
-// remove deletes every stored file of model name.
+// remove deletes every stored file of model name, holding its lock, so
+// that it never deletes under a download or an import of it (here or in
+// another tab), which would go on storing into a model with files missing
+// and then mark it complete. It takes the lock only if it is free, and
+// otherwise refuses (an error of kind 'busy'): waiting would hold the
+// page's Remove for the minutes a download takes, with nothing to show
+// for it, and then delete what the person may since have decided to keep.
 export async function remove(name) {
-  const cache = await fileStore();
-  const prefix = keyOf(name, '');
-  for (const path of await cache.keys()) {
-    if (path.startsWith(prefix)) await cache.delete(path);
+  const release = await holdLock(name, { wait: false });
+  if (!release) {
+    throw Object.assign(new Error(`${name} is being downloaded or imported (in this tab or another); remove it once that has ended.`), { kind: 'busy' });
+  }
+  try {
+    const cache = await fileStore();
+    const prefix = keyOf(name, '');
+    for (const path of await cache.keys()) {
+      if (path.startsWith(prefix)) await cache.delete(path);
+    }
+  } finally {
+    release();
   }
 }
 

@@ -553,11 +553,11 @@ func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu
 				return "", "", fmt.Errorf("profile: %w", err)
 			}
 			prof += profileTable(name+", "+tier.String()+" kernels, plan "+pl.String(), pos, p)
-			whole, om, err := s.OmissionProfile(pos, omissionSteps, timedRuns)
+			op, err := s.OmissionProfile(pos, omissionSteps, timedRuns)
 			if err != nil {
 				return "", "", fmt.Errorf("profile: %w", err)
 			}
-			prof += omissionTable(pos, whole, om)
+			prof += omissionTable(op)
 		}
 	}
 	return row, prof, nil
@@ -643,20 +643,24 @@ const omissionSteps = 16
 
 // omissionTable lists what each kernel variant costs a decode step where
 // it really runs (webgpu.Sequence.OmissionProfile), largest first.
-func omissionTable(pos int, whole float64, om []webgpu.Omission) string {
-	om = slices.Clone(om)
+func omissionTable(p webgpu.OmissionProfile) string {
+	om := slices.Clone(p.Kernels)
 	slices.SortFunc(om, func(a, b webgpu.Omission) int { return cmp.Compare(b.Seconds, a.Seconds) })
 	var sb strings.Builder
 	var sum float64
 	for _, o := range om {
 		sum += o.Seconds
 	}
-	fmt.Fprintf(&sb, "\nthe same step by omission (%d steps in one compute pass, each variant's dispatches left out in turn; medians of %d runs): "+
+	how := "wall clock"
+	if p.Timestamps {
+		how = fmt.Sprintf("the GPU's busy time from timestamps at the passes' ends; wall clock %.0f us a step, the rest the GPU waiting for the host's encoding", p.Wall*1e6)
+	}
+	fmt.Fprintf(&sb, "\nthe same step by omission (%d steps in one compute pass, each variant's dispatches left out in turn; medians of %d runs; %s): "+
 		"%.0f us a step; single omissions save %.0f us in all (they need not add up to the step: work overlaps)\n",
-		omissionSteps, timedRuns, whole*1e6, sum*1e6)
+		omissionSteps, timedRuns, how, p.Step*1e6, sum*1e6)
 	sb.WriteString("| kernel | dispatches | us per step | us each | share of step |\n| --- | --- | --- | --- | --- |\n")
 	for _, o := range om {
-		fmt.Fprintf(&sb, "| %s | %d | %.1f | %.2f | %.0f%% |\n", o.Label, o.Dispatches, o.Seconds*1e6, o.Seconds*1e6/float64(o.Dispatches), 100*o.Seconds/whole)
+		fmt.Fprintf(&sb, "| %s | %d | %.1f | %.2f | %.0f%% |\n", o.Label, o.Dispatches, o.Seconds*1e6, o.Seconds*1e6/float64(o.Dispatches), 100*o.Seconds/p.Step)
 	}
 	return sb.String()
 }

@@ -33,8 +33,9 @@
 //                        u32 count, count x (u32 req, u32 failed, u32 length, bytes)
 //   8 free               u32 kind, u32 handle                    -> 0
 //   9 close                                                      -> 0, then exit
-//  10 run_timed          u32 req, command list bytes             -> 0; the next poll
-//                        delivers req's bytes: per dispatch u64 begin, u64 end (ns)
+//  10 run_timed          u32 req, u32 by, command list bytes     -> 0; the next poll
+//                        delivers req's bytes: per dispatch (by 0) or compute
+//                        pass (by 1) u64 begin, u64 end (ns)
 //
 // Create calls report their errors synchronously, as the native device
 // does: the call settles the bridge (WGSL compile messages, validation
@@ -201,8 +202,8 @@ async function serve(req) {
       return imp.run(cp, body.length) < 0 ? fail(bridge.lastError) : reply(0);
     }
     case OP.runTimed: {
-      const [cp] = place(body.subarray(4));
-      return imp.run_timed(cp, body.length - 4, body.readUInt32LE(0)) < 0 ? fail(bridge.lastError) : reply(0);
+      const [cp] = place(body.subarray(8));
+      return imp.run_timed(cp, body.length - 8, body.readUInt32LE(0), body.readUInt32LE(4)) < 0 ? fail(bridge.lastError) : reply(0);
     }
     case OP.map:
       return imp.map(body.readUInt32LE(0), body.readBigInt64LE(4), body.readBigInt64LE(12), body.readUInt32LE(20)) < 0 ? fail(bridge.lastError) : reply(0);

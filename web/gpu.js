@@ -256,12 +256,13 @@ export class GPUBridge {
         c.runMs += performance.now() - t0;
         return 0;
       },
-      // run_timed is run with a timestamped pass per dispatch; the
-      // timestamps come back as readback req (engine/gpu.Timer).
-      run_timed: (ptr, len, req) => {
+      // run_timed is run with timestamped passes: a pass per dispatch (by
+      // 0) or the passes run makes (by 1); the timestamps come back as
+      // readback req (engine/gpu.Timer).
+      run_timed: (ptr, len, req, by) => {
         if (!this.device.features.has('timestamp-query')) throw new Error('the device was created without timestamp-query');
         const chunks = [];
-        this.#scope('WebGPU', () => this.#run(ptr, len, chunks));
+        this.#scope('WebGPU', () => this.#run(ptr, len, chunks, by === 1));
         c.runs++;
         this.pending.push(Promise.all(chunks).then((parts) => {
           const n = parts.reduce((a, p) => a + p.length, 0);
@@ -327,9 +328,10 @@ export class GPUBridge {
   // buffers (one, unless it is long: see SPLIT_DISPATCHES): writes first,
   // then dispatches and copies in order, consecutive dispatches sharing a
   // compute pass. With times, each dispatch gets a pass of its own with
-  // timestamps: times 'profile' adds them to profileTimes(), an array
-  // receives a promise per submitted part of the (begin, end) pairs.
-  #run(ptr, len, times = null) {
+  // timestamps (each pass as run makes it, with byPass): times 'profile'
+  // adds them to profileTimes(), an array receives a promise per submitted
+  // part of the (begin, end) pairs.
+  #run(ptr, len, times = null, byPass = false) {
     const c = this.counters;
     if (len % 4) throw new Error(`command list of ${len} bytes is not whole words`);
     const words = new Uint32Array(this.memory.buffer, ptr, len / 4);
@@ -363,7 +365,7 @@ export class GPUBridge {
       const op = words[i];
       commands++;
       if (op === OP_DISPATCH) {
-        if (enc !== null && dispatches >= SPLIT_DISPATCHES && (pass === null || timed !== null)) {
+        if (enc !== null && dispatches >= SPLIT_DISPATCHES && (pass === null || (timed !== null && !byPass))) {
           if (pass !== null) { pass.end(); pass = null; pipeline = group = null; calls++; }
           if (timed !== null && timed.n) { this.#resolveTimes(enc, timed, times); timed = { n: 0, labels: [] }; }
           const ts = performance.now();
@@ -378,7 +380,7 @@ export class GPUBridge {
         const kernel = objs[words[i + 1]], grp = objs[words[i + 2]];
         if (kernel == null || kernel.kind !== 'kernel') throw new Error(`no kernel ${words[i + 1]}`);
         if (grp == null || grp.kind !== 'group') throw new Error(`no group ${words[i + 2]}`);
-        if (timed !== null) {
+        if (timed !== null && !byPass) {
           // One pass per dispatch, timestamps at its ends.
           if (pass !== null) { pass.end(); pass = null; pipeline = group = null; calls++; }
           if (timed.n + 2 > queries.capacity) throw new Error(`profile: a command list of more than ${queries.capacity / 2} dispatches`);
@@ -387,7 +389,18 @@ export class GPUBridge {
           timed.labels.push(kernel.label);
           calls++;
         }
-        if (pass === null) { pass = enc.beginComputePass(); calls++; }
+        if (pass === null) {
+          if (timed !== null) {
+            // byPass: the pass as run makes it, timestamps at its ends.
+            if (timed.n + 2 > queries.capacity) throw new Error(`profile: a command list of more than ${queries.capacity / 2} passes`);
+            pass = enc.beginComputePass({ timestampWrites: { querySet: queries.querySet, beginningOfPassWriteIndex: timed.n, endOfPassWriteIndex: timed.n + 1 } });
+            timed.n += 2;
+            timed.labels.push('pass');
+          } else {
+            pass = enc.beginComputePass();
+          }
+          calls++;
+        }
         const pl = kernel.obj, g = grp.obj;
         if (pl !== pipeline) { pass.setPipeline(pl); pipeline = pl; calls++; }
         if (g !== group) { pass.setBindGroup(0, g); group = g; calls++; }

@@ -35,7 +35,7 @@ func gpuCreateBindGroup(kernel uint32, entries unsafe.Pointer, count uint32) int
 func gpuRun(cmds unsafe.Pointer, n uint32) int32
 
 //go:wasmimport wick_gpu run_timed
-func gpuRunTimed(cmds unsafe.Pointer, n uint32, req uint32) int32
+func gpuRunTimed(cmds unsafe.Pointer, n uint32, req uint32, by uint32) int32
 
 //go:wasmimport wick_gpu map
 func gpuMap(buf uint32, offset, size int64, req uint32) int32
@@ -211,17 +211,17 @@ func (d *Imported) Run(cmds []byte) error {
 	return nil
 }
 
-// RunTimed runs a command list with a timestamped pass per dispatch
-// (Timer, on a host whose device has FeatureTimestamps). The host hands
-// the timestamps back as a readback.
-func (d *Imported) RunTimed(cmds []byte, done func([]Interval, error)) error {
+// RunTimed runs a command list with timestamped passes (Timer, on a host
+// whose device has FeatureTimestamps). The host hands the timestamps back
+// as a readback.
+func (d *Imported) RunTimed(cmds []byte, by Timing, done func([]Interval, error)) error {
 	if len(cmds) == 0 {
 		done(nil, nil)
 		return nil
 	}
 	d.nextReq++
 	req := d.nextReq
-	if r := gpuRunTimed(ptr(cmds), uint32(len(cmds)), req); r < 0 {
+	if r := gpuRunTimed(ptr(cmds), uint32(len(cmds)), req, uint32(by)); r < 0 {
 		return fmt.Errorf("run timed command list: %w", hostError(r))
 	}
 	d.ran = true

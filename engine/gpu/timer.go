@@ -16,12 +16,27 @@ const FeatureTimestamps = "timestamp-query"
 // The native device has none: cogentcore/webgpu v0.23.0 exposes no
 // timestampWrites on compute passes, so profiles there are wall-clock.
 type Timer interface {
-	// RunTimed replays cmds as Run does, except that each dispatch gets a
-	// compute pass of its own whose beginning and end write timestamps
-	// (passes then never overlap, as a step's dispatches do not). Inside a
-	// later Poll, done gets one Interval per dispatch, in the list's order.
-	RunTimed(cmds []byte, done func([]Interval, error)) error
+	// RunTimed replays cmds as Run does, with timestamps at the beginning
+	// and end of compute passes, as by says. Inside a later Poll, done
+	// gets one Interval per dispatch (ByDispatch) or per pass (ByPass),
+	// in the list's order.
+	RunTimed(cmds []byte, by Timing, done func([]Interval, error)) error
 }
+
+// Timing is what a timed run times.
+type Timing uint32
+
+const (
+	// ByDispatch gives each dispatch a compute pass of its own and times
+	// it (passes then never overlap, as a step's dispatches do not): the
+	// time of each kernel, plus a pass's fixed cost.
+	ByDispatch Timing = 0
+	// ByPass keeps the passes that Run makes (consecutive dispatches share
+	// one) and times each: summed, how long the GPU was busy with the
+	// list's dispatches, without the time it waited for the host to
+	// encode and submit them.
+	ByPass Timing = 1
+)
 
 // Interval is when one dispatch ran on the GPU: timestamps in nanoseconds
 // on the device's clock (only differences mean anything).

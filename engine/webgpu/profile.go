@@ -103,7 +103,7 @@ func (s *Sequence) profileTimed(t gpu.Timer, start, steps int, p DecodeProfile) 
 	for run := 0; run <= steps; run++ {
 		var got []gpu.Interval
 		var gotErr error
-		if err := t.RunTimed(cmds, func(iv []gpu.Interval, err error) { got, gotErr = iv, err }); err != nil {
+		if err := t.RunTimed(cmds, gpu.ByDispatch, func(iv []gpu.Interval, err error) { got, gotErr = iv, err }); err != nil {
 			return p, fmt.Errorf("profile: %w", err)
 		}
 		if err := s.m.dev.Poll(true); err != nil {
@@ -144,65 +144,105 @@ type Omission struct {
 	Seconds    float64 // the step's time without them subtracted from the whole step's
 }
 
+// OmissionProfile is a decode step's time, and what each kernel variant
+// costs it (Sequence.OmissionProfile).
+type OmissionProfile struct {
+	// Step is a whole step's time: with Timestamps, how long the GPU was
+	// busy with its dispatches (the passes' timestamps summed), else wall
+	// clock.
+	Step float64
+	// Wall is a whole step's wall-clock time: the GPU's time plus what the
+	// GPU waited for (the host encoding and submitting the commands).
+	Wall       float64
+	Timestamps bool
+	Kernels    []Omission
+}
+
 // OmissionProfile times steps decode steps at position start recorded
 // whole, then once more per kernel variant with that variant's dispatches
-// left out, each as one command list as a decode batch runs it (medians
-// of reps runs after a warm-up). A timestamp profile puts each dispatch
-// in a compute pass of its own, which adds a fixed cost to every one; this
-// measures what each kernel costs where it really runs, between its
-// neighbours in one pass. Leaving a kernel out feeds the next ones stale
-// data; the kernels' work does not depend on their values, so the times
-// hold, but the tokens are garbage: it is for benchmarks. It overwrites
-// the run state and the KV of position start. whole is the step's time.
-func (s *Sequence) OmissionProfile(start, steps, reps int) (whole float64, o []Omission, err error) {
+// left out, each as one command list in one compute pass (medians of reps
+// runs after a warm-up), by the GPU's timestamps where the device has them
+// (gpu.ByPass), else by wall clock. A timestamp profile by dispatch puts
+// each dispatch in a compute pass of its own, which adds a fixed cost to
+// every one; this measures what each kernel costs where it really runs,
+// between its neighbours in one pass. Leaving a kernel out feeds the next
+// ones stale data; the kernels' work does not depend on their values, so
+// the times hold, but the tokens are garbage: it is for benchmarks. It
+// overwrites the run state and the KV of position start.
+func (s *Sequence) OmissionProfile(start, steps, reps int) (OmissionProfile, error) {
+	var p OmissionProfile
 	if start < 0 || start >= s.lay.Context || steps <= 0 || reps <= 0 {
-		return 0, nil, fmt.Errorf("omission profile: position %d outside the context of %d, or %d steps, %d repeats", start, s.lay.Context, steps, reps)
+		return p, fmt.Errorf("omission profile: position %d outside the context of %d, or %d steps, %d repeats", start, s.lay.Context, steps, reps)
 	}
-	sites := s.decodeSites()
 	count := map[string]int{}
-	for _, st := range sites {
+	for _, st := range s.decodeSites() {
 		if x, _, _ := st.grid(1, 0, start); x > 0 {
 			if count[st.label] == 0 {
-				o = append(o, Omission{Label: st.label})
+				p.Kernels = append(p.Kernels, Omission{Label: st.label})
 			}
 			count[st.label]++
 		}
 	}
-	timeWithout := func(label string) (float64, error) {
+	timer, timed := gpu.TimerOf(s.m.dev)
+	p.Timestamps = timed
+	// stepTime times the steps without the variant omit: the GPU's busy
+	// time and the wall clock's, per step.
+	stepTime := func(omit string) (busy, wall float64, err error) {
 		e := &s.enc
 		e.Reset()
 		s.recordStepWrites(start)
 		for range steps {
-			s.recordDispatches(start, label)
+			s.recordDispatches(start, omit)
 		}
 		if err := e.Err(); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		cmds := slices.Clone(e.Bytes())
-		var ts []float64
+		var busys, walls []float64
 		for run := 0; run <= reps; run++ {
+			var gotErr error
+			var sum uint64
 			t0 := time.Now()
-			if err := s.m.dev.Run(cmds); err != nil {
-				return 0, err
+			if timed {
+				err = timer.RunTimed(cmds, gpu.ByPass, func(iv []gpu.Interval, err error) {
+					gotErr = err
+					for _, x := range iv {
+						sum += x.Nanos()
+					}
+				})
+			} else {
+				err = s.m.dev.Run(cmds)
 			}
-			if err := s.m.dev.Poll(true); err != nil {
-				return 0, err
+			if err == nil {
+				err = s.m.dev.Poll(true)
+			}
+			if err == nil {
+				err = gotErr
+			}
+			if err != nil {
+				return 0, 0, err
 			}
 			if run > 0 {
-				ts = append(ts, time.Since(t0).Seconds()/float64(steps))
+				walls = append(walls, time.Since(t0).Seconds()/float64(steps))
+				busys = append(busys, float64(sum)*1e-9/float64(steps))
 			}
 		}
-		return median(ts), nil
-	}
-	if whole, err = timeWithout(""); err != nil {
-		return 0, nil, fmt.Errorf("omission profile: %w", err)
-	}
-	for i := range o {
-		t, err := timeWithout(o[i].Label)
-		if err != nil {
-			return 0, nil, fmt.Errorf("omission profile without %s: %w", o[i].Label, err)
+		wall = median(walls)
+		if !timed {
+			return wall, wall, nil
 		}
-		o[i].Dispatches, o[i].Seconds = count[o[i].Label], whole-t
+		return median(busys), wall, nil
 	}
-	return whole, o, nil
+	var err error
+	if p.Step, p.Wall, err = stepTime(""); err != nil {
+		return p, fmt.Errorf("omission profile: %w", err)
+	}
+	for i := range p.Kernels {
+		t, _, err := stepTime(p.Kernels[i].Label)
+		if err != nil {
+			return p, fmt.Errorf("omission profile without %s: %w", p.Kernels[i].Label, err)
+		}
+		p.Kernels[i].Dispatches, p.Kernels[i].Seconds = count[p.Kernels[i].Label], p.Step-t
+	}
+	return p, nil
 }

@@ -31,6 +31,17 @@ func (d *labelled) NewKernel(src gpu.KernelSource) (gpu.Kernel, error) {
 }
 
 func (d *labelled) Run(cmds []byte) error {
+	d.record(cmds)
+	return d.Device.Run(cmds)
+}
+
+func (d *labelled) RunTimed(cmds []byte, by gpu.Timing, done func([]gpu.Interval, error)) error {
+	d.record(cmds)
+	return d.Device.(gpu.Timer).RunTimed(cmds, by, done)
+}
+
+// record keeps the labels of the dispatches of cmds in d.last.
+func (d *labelled) record(cmds []byte) {
 	d.last = d.last[:0]
 	gpu.Decode(cmds, func(c gpu.Command) error {
 		if c.Op == gpu.OpDispatch {
@@ -38,11 +49,6 @@ func (d *labelled) Run(cmds []byte) error {
 		}
 		return nil
 	})
-	return d.Device.Run(cmds)
-}
-
-func (d *labelled) RunTimed(cmds []byte, done func([]gpu.Interval, error)) error {
-	return d.Device.(gpu.Timer).RunTimed(cmds, done)
 }
 
 // TestProfileDecodeTimestamps profiles a decode step of testdata/cai-tiny
@@ -122,9 +128,11 @@ func TestProfileDecodeTimestamps(t *testing.T) {
 }
 
 // TestOmissionProfile runs the omission profile of a decode step of
-// testdata/cai-tiny: it names every kernel variant the step dispatches,
-// each with its count of dispatches in the step, and the list it runs for
-// a variant really leaves out that variant's dispatches and only those.
+// testdata/cai-tiny natively (wall clock) and on Dawn (timestamps at the
+// passes' ends): it names every kernel variant the step dispatches, each
+// with its count of dispatches in the step; the list it runs for a variant
+// really leaves out that variant's dispatches and only those; and on Dawn
+// the GPU's busy time is positive and within the wall clock's.
 func TestOmissionProfile(t *testing.T) {
 	f, err := format.Open("../../testdata/cai-tiny")
 	if err != nil {
@@ -134,51 +142,69 @@ func TestOmissionProfile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &labelled{Device: device(t), labels: map[gpu.Kernel]string{}}
-	m, err := New(d, f.Config(), w, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	s, err := m.NewSequence(64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	const pos, steps = 9, 3
-	if _, err := s.Greedy(5, pos, 1); err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]int{}
-	for _, l := range d.last {
-		want[l]++
-	}
-	whole, om, err := s.OmissionProfile(pos, steps, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if whole <= 0 {
-		t.Errorf("a whole step took %g s", whole)
-	}
-	got := map[string]int{}
-	for _, o := range om {
-		got[o.Label] = o.Dispatches
-	}
-	if !maps.Equal(got, want) {
-		t.Fatalf("the profile's variants and dispatches %v, the step's %v", got, want)
-	}
-	// The last list run left out the last variant: steps times the rest.
-	last := om[len(om)-1]
-	ran := map[string]int{}
-	for _, l := range d.last {
-		ran[l]++
-	}
-	for l, n := range want {
-		if l == last.Label {
-			n = 0
-		}
-		if ran[l] != steps*n {
-			t.Errorf("the list without %s ran %s %d times, want %d", last.Label, l, ran[l], steps*n)
-		}
+	for _, timed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "native", true: "dawn-timestamps"}[timed], func(t *testing.T) {
+			var dev gpu.Device
+			if timed {
+				dd, err := dawn.Open(dawn.Options{Timestamps: true})
+				if err != nil {
+					t.Fatalf("%v (Dawn needs node, node/node_modules and lavapipe: `make deps`)", err)
+				}
+				defer dd.Close()
+				dev = dd
+			} else {
+				dev = device(t)
+			}
+			d := &labelled{Device: dev, labels: map[gpu.Kernel]string{}}
+			m, err := New(d, f.Config(), w, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			s, err := m.NewSequence(64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			const pos, steps = 9, 3
+			if _, err := s.Greedy(5, pos, 1); err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]int{}
+			for _, l := range d.last {
+				want[l]++
+			}
+			p, err := s.OmissionProfile(pos, steps, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Timestamps != timed {
+				t.Errorf("the profile used timestamps: %v, want %v", p.Timestamps, timed)
+			}
+			if p.Step <= 0 || p.Step > 1.01*p.Wall {
+				t.Errorf("a whole step took %g s, of %g s of wall clock", p.Step, p.Wall)
+			}
+			got := map[string]int{}
+			for _, o := range p.Kernels {
+				got[o.Label] = o.Dispatches
+			}
+			if !maps.Equal(got, want) {
+				t.Fatalf("the profile's variants and dispatches %v, the step's %v", got, want)
+			}
+			// The last list run left out the last variant: steps times the rest.
+			last := p.Kernels[len(p.Kernels)-1]
+			ran := map[string]int{}
+			for _, l := range d.last {
+				ran[l]++
+			}
+			for l, n := range want {
+				if l == last.Label {
+					n = 0
+				}
+				if ran[l] != steps*n {
+					t.Errorf("the list without %s ran %s %d times, want %d", last.Label, l, ran[l], steps*n)
+				}
+			}
+		})
 	}
 }

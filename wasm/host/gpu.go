@@ -180,7 +180,7 @@ func instantiateGPU(ctx context.Context, rt wazero.Runtime) error {
 		}
 		return 0
 	})
-	fn("run_timed", func(ctx context.Context, m api.Module, p, n, req uint32) int32 {
+	fn("run_timed", func(ctx context.Context, m api.Module, p, n, req, by uint32) int32 {
 		st := stateOf(ctx)
 		if st.dev == nil {
 			return st.noDevice()
@@ -193,7 +193,7 @@ func instantiateGPU(ctx context.Context, rt wazero.Runtime) error {
 		if !ok {
 			return st.fail(errMemory)
 		}
-		err := t.RunTimed(cmds, func(iv []gpu.Interval, err error) {
+		err := t.RunTimed(cmds, gpu.Timing(by), func(iv []gpu.Interval, err error) {
 			var data []byte
 			for _, x := range iv {
 				data = binary.LittleEndian.AppendUint64(data, x.Begin)

@@ -375,16 +375,16 @@ func (d *Device) Run(cmds []byte) error {
 	return nil
 }
 
-// RunTimed runs a command list with each dispatch timed by timestamp
-// queries (gpu.Timer); done gets the intervals in a later Poll.
-func (d *Device) RunTimed(cmds []byte, done func([]gpu.Interval, error)) error {
+// RunTimed runs a command list with its dispatches or passes timed by
+// timestamp queries (gpu.Timer); done gets the intervals in a later Poll.
+func (d *Device) RunTimed(cmds []byte, by gpu.Timing, done func([]gpu.Interval, error)) error {
 	if len(cmds) == 0 {
 		done(nil, nil)
 		return nil
 	}
 	d.nextReq++
 	req := d.nextReq
-	if _, _, err := d.call(opRunTimed, u32(req), cmds); err != nil {
+	if _, _, err := d.call(opRunTimed, u32(req), u32(uint32(by)), cmds); err != nil {
 		return fmt.Errorf("run timed command list: %w", err)
 	}
 	d.maps[req] = func(b []byte, err error) {

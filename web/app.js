@@ -18,7 +18,7 @@
 import { Store, newID } from './store.js';
 import { readCard, writeCard, cardPrompt } from './tools.js';
 import * as chatfile from './chatfile.js';
-import { $, mb, kib, secs, hooks, status, showError, note, notice, toast, undoToast, copyText, downloadFile, safeName } from './ui.js';
+import { $, mb, kib, secs, hooks, status, showError, note, notice, toast, undoToast, copyText, downloadFile, safeName, openDrawer, closeDrawer } from './ui.js';
 import { initModels, currentModelInfo, describeModel, downloadModel, downloadEnded, bindModelPanel } from './modelpanel.js';
 
 let store = null;
@@ -924,8 +924,6 @@ function readSettings() {
   store.save();
 }
 
-function openDrawer() { document.body.classList.add('drawer-open'); $('menu').setAttribute('aria-expanded', 'true'); $('backdrop').hidden = false; }
-function closeDrawer() { document.body.classList.remove('drawer-open'); $('menu').setAttribute('aria-expanded', 'false'); $('backdrop').hidden = true; }
 
 async function readFile(input) {
   const f = input.files[0];
@@ -974,14 +972,14 @@ function wire() {
     try {
       const f = await readFile($('import-file'));
       if (f) { await importCard(f.bytes, f.name); closeDrawer(); }
-    } catch (e) { showError(`Import a character: ${e.message}`); }
+    } catch (e) { showError(`Import a character: ${e.message}`); closeDrawer(); }
   };
   $('import-chat').onclick = () => $('import-chat-file').click();
   $('import-chat-file').onchange = async () => {
     try {
       const f = await readFile($('import-chat-file'));
       if (f) { await importChat(new TextDecoder().decode(f.bytes)); closeDrawer(); }
-    } catch (e) { showError(`Import a chat: ${e.message}`); }
+    } catch (e) { showError(`Import a chat: ${e.message}`); closeDrawer(); }
   };
   $('new-chat').onclick = () => {
     const ch = store.character(store.open.character);

@@ -6,7 +6,7 @@
 // app.open(name) when a model is picked.
 
 import { listModels, download, stored, storedModels, remove, sweepIncomplete } from './models.js';
-import { $, mb, hooks, status, showError } from './ui.js';
+import { $, mb, hooks, status, showError, closeDrawer } from './ui.js';
 
 let models = [];
 // app is what the panel needs of the chat (bindModelPanel): its store
@@ -123,6 +123,8 @@ export function downloadEnded(ok) {
 async function removeModel() {
   const name = $('model-select').value;
   const local = (currentModelInfo() || {}).local;
+  // The outcome is told in the chat's status line or error.
+  closeDrawer();
   try {
     await remove(name);
   } catch (e) {
@@ -187,6 +189,8 @@ async function importModel(files, { gguf, name }) {
     $('progress-text').textContent = '';
     $('import-model-cancel').hidden = true;
   }
+  // The outcome is told in the chat: its error, or the model loading.
+  closeDrawer();
   if (failure) {
     hooks.lastImport = { error: failure.message, details: failure.details || '' };
     hooks.state = before;

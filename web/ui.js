@@ -16,6 +16,15 @@ export const hooks = window.wick = {
   streamed: [], lastReply: null, lastStats: null, lastRestore: null, lastSave: null, loaded: null, state: 'starting', note: '', saved: {},
 };
 
+// ---- the drawer ----
+
+// On a narrow screen the side bar (characters, chats, the model panel) is
+// a drawer over the chat, and the status line and errors are in the chat,
+// under it: what the side bar starts and ends with a result or an error
+// closes the drawer, so that the result is seen.
+export function openDrawer() { document.body.classList.add('drawer-open'); $('menu').setAttribute('aria-expanded', 'true'); $('backdrop').hidden = false; }
+export function closeDrawer() { document.body.classList.remove('drawer-open'); $('menu').setAttribute('aria-expanded', 'false'); $('backdrop').hidden = true; }
+
 // ---- status, errors, notices ----
 
 // status shows one plain line; details go into its tooltip.

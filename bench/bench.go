@@ -501,7 +501,15 @@ func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu
 	lim := b.dev.Info().Limits
 	// Steps as long as the prompt, where the logits of a whole step fit one binding.
 	chunk := max(1, min(prompt, int(lim.MaxStorageBufferBindingSize/(4*int64(c.Vocab)))))
-	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, Fuse: pl.Fuse, RowRegs: pl.Regs, RowAttention: b.rowAttention, Fallback: fallback, Tile: pl.Tile,
+	// With a profile on a device with timestamps, the model runs on a
+	// busyDevice, which can time a decode batch's passes.
+	dev := b.dev
+	var busy *busyDevice
+	if t, ok := gpu.TimerOf(b.dev); ok && profile {
+		busy = &busyDevice{Device: b.dev, timer: t}
+		dev = busy
+	}
+	m, err := webgpu.New(dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, Fuse: pl.Fuse, RowRegs: pl.Regs, RowAttention: b.rowAttention, Fallback: fallback, Tile: pl.Tile,
 		Attention: pl.Attn, AttnRoom: pl.AttnRoom})
 	if err != nil {
 		return "", "", err
@@ -540,6 +548,21 @@ func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu
 	dec, long := float64(decode)/tDecode.median, float64(decode)/tLong.median
 	row = fmt.Sprintf("| %s | %s | %s | %.1f MB | %d | %.0f ±%.0f%% | %.1f%% | %.0f ±%.0f%% | %.1f%% | %.0f ±%.0f%% |", name, tier, pl, float64(wb)/1e6, s.Dispatches(1, longAt),
 		dec, tDecode.spread(), 100*dec/roof(0), long, tLong.spread(), 100*long/roof(longAt), float64(prompt)/tPrefill.median, tPrefill.spread())
+	if busy != nil {
+		busy.counting, busy.busy = true, 0
+		t0 := time.Now()
+		_, err := s.Greedy(tokens[0], 0, decode)
+		wall := time.Since(t0).Seconds()
+		busy.counting = false
+		if err == nil {
+			err = busy.err
+		}
+		if err != nil {
+			return "", "", fmt.Errorf("busy time: %w", err)
+		}
+		prof += fmt.Sprintf("\n%s, %s kernels, plan %s: a greedy batch of %d steps from 0, each pass timed: %.0f us a step of wall clock, the GPU busy %.0f us of it (%.0f%%); the rest is the GPU waiting for the host\n",
+			name, tier, pl, decode, wall/float64(decode)*1e6, float64(busy.busy)/1e3/float64(decode), 100*float64(busy.busy)*1e-9/wall)
+	}
 	if profile {
 		// A step at position decode, and one from the long position where
 		// it is measured: attention's share grows with the keys.
@@ -561,6 +584,36 @@ func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu
 		}
 	}
 	return row, prof, nil
+}
+
+// busyDevice times every command list it runs by pass while counting
+// (gpu.ByPass), adding up how long the GPU was busy, so that a decode
+// batch's GPU time can be set beside its wall clock: where they part, the
+// GPU waits for the host to encode and submit.
+type busyDevice struct {
+	gpu.Device
+	timer    gpu.Timer
+	counting bool
+	busy     uint64 // ns
+	err      error
+}
+
+func (d *busyDevice) Run(cmds []byte) error {
+	if !d.counting {
+		return d.Device.Run(cmds)
+	}
+	return d.timer.RunTimed(cmds, gpu.ByPass, func(iv []gpu.Interval, err error) {
+		if err != nil && d.err == nil {
+			d.err = err
+		}
+		for _, x := range iv {
+			d.busy += x.Nanos()
+		}
+	})
+}
+
+func (d *busyDevice) RunTimed(cmds []byte, by gpu.Timing, done func([]gpu.Interval, error)) error {
+	return d.timer.RunTimed(cmds, by, done)
 }
 
 // runTimes are the timed runs of one measurement.

@@ -1,8 +1,8 @@
-// The chat page: characters (shared cards in and out) and their chats, the
-// message list with streamed replies, actions on every message and
-// alternative replies ("swipes"), and the engine worker behind it, which
-// loads the model the model panel (modelpanel.js) picks. ui.js holds the
-// status line, errors and toasts both write to.
+// The chat page: the chats of each character, the message list with
+// streamed replies, actions on every message and alternative replies
+// ("swipes"), and the engine worker behind it, which loads the model the
+// model panel (modelpanel.js) picks. The characters are characters.js's;
+// ui.js holds the status line, errors and toasts all of them write to.
 //
 // The module keeps each conversation's KV cache in a session between turns.
 // After every turn the chat's messages and the session's save are written
@@ -16,9 +16,9 @@
 // used, it is replayed from its messages.
 
 import { Store, newID } from './store.js';
-import { readCard, writeCard, cardPrompt } from './tools.js';
 import * as chatfile from './chatfile.js';
-import { $, mb, kib, secs, hooks, status, showError, note, notice, toast, undoToast, copyText, downloadFile, safeName, openDrawer, closeDrawer } from './ui.js';
+import { $, kib, secs, hooks, status, showError, note, notice, toast, undoToast, copyText, downloadFile, safeName, openDrawer, closeDrawer, button, readFile } from './ui.js';
+import { promptOf, renderedPrompt, avatarNode, avatarURL, importCard, exportCard, renderCharacters, bindCharacters } from './characters.js';
 import { initModels, currentModelInfo, describeModel, downloadModel, downloadEnded, bindModelPanel } from './modelpanel.js';
 
 let store = null;
@@ -158,199 +158,6 @@ async function downloadAndLoad(name, backend) {
   }
 }
 
-// ---- characters ----
-
-const prompts = new Map(); // character id -> {key, system, greetings}
-
-// cardOf is a character as the module renders it (wasm/module/cards.go).
-function cardOf(ch) {
-  return {
-    name: ch.name, persona: ch.persona || '', greeting: ch.greeting || '', alternate_greetings: ch.alternate_greetings || [],
-    personality: ch.personality || '', scenario: ch.scenario || '', examples: ch.examples || '',
-    instructions: ch.instructions || '', post_history: ch.post_history || '',
-    user_name: store.settings.userName || '', user_persona: store.settings.userPersona || '',
-  };
-}
-
-// promptOf returns a character's system prompt and greetings, rendered by
-// engine/chat through the module (cached until the card changes).
-async function promptOf(ch) {
-  const card = cardOf(ch);
-  const key = JSON.stringify(card);
-  const p = prompts.get(ch.id);
-  if (p && p.key === key) return p;
-  const r = await cardPrompt(card);
-  const out = { key, system: r.system, greetings: r.greetings || [], postHistory: r.post_history || '' };
-  prompts.set(ch.id, out);
-  return out;
-}
-
-function avatarNode(ch, cls = 'avatar') {
-  const blob = ch && store.avatars.get(ch.id);
-  if (blob) {
-    const img = document.createElement('img');
-    img.className = cls;
-    img.alt = '';
-    img.src = avatarURL(ch.id, blob);
-    return img;
-  }
-  const span = document.createElement('span');
-  span.className = cls + ' letter';
-  span.textContent = ch ? (ch.name || '?').trim().slice(0, 1).toUpperCase() : '';
-  return span;
-}
-
-const avatarURLs = new Map();
-function avatarURL(id, blob) {
-  const have = avatarURLs.get(id);
-  if (have && have.blob === blob) return have.url;
-  if (have) URL.revokeObjectURL(have.url);
-  const url = URL.createObjectURL(blob);
-  avatarURLs.set(id, { blob, url });
-  return url;
-}
-
-// sharedCardOf returns a character as engine/chat's SharedCard, with what
-// its imported card held (character_book, extensions...) carried over.
-function sharedCardOf(ch) {
-  const src = ch.source || {};
-  return {
-    ...src, spec: src.spec || '',
-    name: ch.name, description: ch.persona || '', personality: ch.personality || '', scenario: ch.scenario || '',
-    first_mes: ch.greeting || '', mes_example: ch.examples || '', system_prompt: ch.instructions || '',
-    post_history_instructions: ch.post_history || '', alternate_greetings: ch.alternate_greetings || [],
-    tags: src.tags || [], creator: src.creator || '', creator_notes: src.creator_notes || '', character_version: src.character_version || '',
-  };
-}
-
-// importCard adds the character of a shared card file (JSON or PNG bytes);
-// a PNG is also its picture.
-async function importCard(bytes, fileName = '') {
-  const sc = await readCard(bytes);
-  const ch = {
-    id: newID('c'), name: sc.name, persona: sc.description || '', greeting: sc.first_mes || '',
-    alternate_greetings: sc.alternate_greetings || [], personality: sc.personality || '', scenario: sc.scenario || '',
-    examples: sc.mes_example || '', instructions: sc.system_prompt || '', post_history: sc.post_history_instructions || '',
-    source: sc, imported: fileName,
-  };
-  await store.putCharacter(ch);
-  if (bytes[0] === 0x89 && bytes[1] === 0x50) await store.setAvatar(ch.id, new Blob([bytes], { type: 'image/png' }));
-  store.open.character = ch.id;
-  store.open.chat = '';
-  store.save();
-  await render();
-  return ch.id;
-}
-
-// exportCard returns a character as a shared card file: format 'json'
-// (V2) or 'png' (V3, over its picture where that is a PNG).
-async function exportCard(id, format) {
-  const ch = store.character(id);
-  if (!ch) throw new Error(`no character ${id}`);
-  if (format === 'json') return writeCard(sharedCardOf(ch), { spec: 'chara_card_v2' });
-  let image = null;
-  const blob = store.avatars.get(id);
-  if (blob && blob.type === 'image/png') image = new Uint8Array(await blob.arrayBuffer());
-  return writeCard(sharedCardOf(ch), { spec: 'chara_card_v3', png: true, image });
-}
-
-function renderCharacters() {
-  const ul = $('characters');
-  ul.replaceChildren(...store.visibleCharacters().map((c) => {
-    const li = document.createElement('li');
-    li.className = 'character' + (c.id === store.open.character ? ' selected' : '');
-    li.dataset.id = c.id;
-    const name = document.createElement('span');
-    name.className = 'label';
-    name.textContent = c.name;
-    const edit = button('Edit', 'Edit this character', (ev) => { ev.stopPropagation(); editCharacter(c); });
-    edit.className = 'edit';
-    li.append(avatarNode(c), name, edit);
-    li.onclick = () => { store.open.character = c.id; store.open.chat = ''; store.save(); closeDrawer(); render(); };
-    return li;
-  }));
-}
-
-function button(text, title, onclick) {
-  const b = document.createElement('button');
-  b.type = 'button';
-  b.textContent = text;
-  if (title) b.title = title;
-  b.onclick = onclick;
-  return b;
-}
-
-function editCharacter(card) {
-  const dlg = $('card-dialog');
-  const isNew = !card;
-  card = card || { id: newID('c'), name: '', persona: '', greeting: '' };
-  const fields = { name: 'card-name', persona: 'card-persona', greeting: 'card-greeting', personality: 'card-personality', scenario: 'card-scenario', examples: 'card-examples', instructions: 'card-instructions', post_history: 'card-post' };
-  for (const [k, id] of Object.entries(fields)) $(id).value = card[k] || '';
-  $('card-alternates').value = (card.alternate_greetings || []).join('\n---\n');
-  let avatar = store.avatars.get(card.id) || null;
-  const showAvatar = () => {
-    const img = $('card-avatar');
-    if (avatar) img.src = URL.createObjectURL(avatar); else img.removeAttribute('src');
-  };
-  showAvatar();
-  $('card-avatar-file').value = '';
-  $('card-avatar-file').onchange = () => { const f = $('card-avatar-file').files[0]; if (f) { avatar = f; showAvatar(); } };
-  for (const id of ['card-delete', 'card-export-json', 'card-export-png']) $(id).hidden = isNew;
-  dlg.onclose = async () => {
-    const rv = dlg.returnValue;
-    try {
-      if (rv === 'save') {
-        const next = { ...card };
-        for (const [k, id] of Object.entries(fields)) next[k] = $(id).value;
-        next.name = next.name.trim() || 'Unnamed';
-        next.alternate_greetings = $('card-alternates').value.split(/\n\s*---\s*\n/).map((s) => s.trim()).filter(Boolean);
-        // A changed card changes the system prompt: its chats' sessions are
-        // rebuilt (from their saves, then brought up to the new prompt).
-        for (const c of store.chatsOf(card.id)) dropSession(c.id);
-        await store.putCharacter(next);
-        if (avatar !== (store.avatars.get(card.id) || null)) await store.setAvatar(card.id, avatar);
-        store.open.character = next.id;
-        if (isNew) store.open.chat = '';
-      } else if (rv === 'delete') {
-        deleteCharacter(card);
-      } else if (rv === 'export-json' || rv === 'export-png') {
-        const fmt = rv.slice(7);
-        downloadFile(`${safeName(card.name)}.${fmt}`, await exportCard(card.id, fmt), fmt === 'png' ? 'image/png' : 'application/json');
-      }
-    } catch (e) {
-      showError(e.message);
-    }
-    store.save();
-    render();
-  };
-  dlg.showModal();
-}
-
-// deleteCharacter hides a character and its chats at once, and removes
-// them when the offer to undo lapses.
-function deleteCharacter(card) {
-  const ch = store.character(card.id);
-  if (!ch) return;
-  const chats = store.chats.filter((c) => c.character === ch.id);
-  ch.deleting = true;
-  for (const c of chats) c.deleting = true;
-  if (store.open.character === ch.id) {
-    const next = store.visibleCharacters()[0];
-    store.open.character = next ? next.id : '';
-    store.open.chat = '';
-  }
-  toast(`Deleted ${ch.name} and ${chats.length} chat${chats.length === 1 ? '' : 's'}.`, () => {
-    delete ch.deleting;
-    for (const c of chats) delete c.deleting;
-    store.open.character = ch.id;
-    store.save();
-    render();
-  }, () => {
-    for (const c of chats) forgetChat(c.id);
-    store.deleteCharacter(ch.id);
-  });
-}
-
 // ---- chats ----
 
 // refreshSaved asks the worker which chats have a save for the loaded model.
@@ -474,7 +281,7 @@ function currentChat() {
   if (!ch || ch.deleting) return null;
   chat = store.chatsOf(ch.id)[0];
   if (!chat) {
-    const p = prompts.get(ch.id);
+    const p = renderedPrompt(ch.id);
     chat = store.newChat(ch, p ? p.greetings : (ch.greeting ? [ch.greeting] : []));
   }
   store.open.chat = chat.id;
@@ -925,13 +732,6 @@ function readSettings() {
 }
 
 
-async function readFile(input) {
-  const f = input.files[0];
-  input.value = '';
-  if (!f) return null;
-  if (f.size > 32 << 20) throw new Error(`${f.name} is ${mb(f.size)}: more than the 33 MB a card or chat may be`);
-  return { name: f.name, bytes: new Uint8Array(await f.arrayBuffer()) };
-}
 
 function wire() {
   const s = store.settings;
@@ -956,6 +756,7 @@ function wire() {
   $('backend').onchange = () => setBackend($('backend').value);
   $('use-cpu').onclick = () => setBackend('cpu');
   $('use-gpu').onclick = () => setBackend('webgpu');
+  bindCharacters(store, { render, dropSession, forgetChat });
   bindModelPanel({
     get store() { return store; },
     open: openModel,
@@ -966,14 +767,6 @@ function wire() {
       setBusy(false);
     },
   });
-  $('new-character').onclick = () => editCharacter(null);
-  $('import-character').onclick = () => $('import-file').click();
-  $('import-file').onchange = async () => {
-    try {
-      const f = await readFile($('import-file'));
-      if (f) { await importCard(f.bytes, f.name); closeDrawer(); }
-    } catch (e) { showError(`Import a character: ${e.message}`); closeDrawer(); }
-  };
   $('import-chat').onclick = () => $('import-chat-file').click();
   $('import-chat-file').onchange = async () => {
     try {
@@ -984,7 +777,7 @@ function wire() {
   $('new-chat').onclick = () => {
     const ch = store.character(store.open.character);
     if (!ch) return;
-    const p = prompts.get(ch.id);
+    const p = renderedPrompt(ch.id);
     store.open.chat = store.newChat(ch, p ? p.greetings : []).id;
     store.save();
     closeDrawer();

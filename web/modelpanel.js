@@ -8,7 +8,7 @@
 import { listModels, download, stored, storedModels, remove, sweepIncomplete } from './models.js';
 import { $, mb, hooks, status, showError, closeDrawer } from './ui.js';
 
-let models = [];
+let models = []; // the list: the server's (listModels), then {name, local: true} for those kept only here
 // app is what the panel needs of the chat (bindModelPanel): its store
 // (the last open model), open(name) to load a model, and unloaded() when
 // the loaded model's files were removed.
@@ -255,7 +255,6 @@ function bindImport() {
     else showError('Drop a model folder (config.json, *.safetensors and the tokenizer files) or a .gguf file to import it.');
   });
 }
-
 
 // bindModelPanel wires the panel's controls; chat is what it needs of the
 // page's chat (see app above).

@@ -124,3 +124,23 @@ export function downloadFile(name, bytes, type) {
 }
 
 export const safeName = (s) => (s || 'chat').replace(/[^\p{L}\p{N} ._-]+/gu, '').trim().slice(0, 60) || 'chat';
+
+// button makes a button of type button (not a form's submit).
+export function button(text, title, onclick) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.textContent = text;
+  if (title) b.title = title;
+  b.onclick = onclick;
+  return b;
+}
+
+// readFile reads the file picked in input (and clears it for the next
+// pick): a card or a chat, at most 32 MiB.
+export async function readFile(input) {
+  const f = input.files[0];
+  input.value = '';
+  if (!f) return null;
+  if (f.size > 32 << 20) throw new Error(`${f.name} is ${mb(f.size)}: more than the 33 MB a card or chat may be`);
+  return { name: f.name, bytes: new Uint8Array(await f.arrayBuffer()) };
+}

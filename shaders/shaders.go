@@ -65,8 +65,8 @@ type Key struct {
 	// configuration Tier.Matrix requires.
 	Matrix bool
 	// Tile is tiled's tile side (rows = tokens) where not TiledTile's
-	// default 64: TiledBig, the DOT4 product's 128x128 tile (Tiled says
-	// which products take it).
+	// default 64: TiledBig, the DOT4 and MATRIX products' 128x128 tile
+	// (Tiled says which products take it).
 	Tile int
 }
 
@@ -137,8 +137,8 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	if k.Matrix && (k.Family != "tiled" || !k.Int8 || k.Dot4) {
 		return nil, nil, fmt.Errorf("shader %s: only tiled's int8 product without Dot4 has a subgroup-matrix variant", k.Label())
 	}
-	if k.Tile != 0 && (k.Tile != TiledBig || k.Family != "tiled" || !k.Dot4) {
-		return nil, nil, fmt.Errorf("shader %s: only tiled's DOT4 product has a tile other than 64, of %d", k.Label(), TiledBig)
+	if k.Tile != 0 && (k.Tile != TiledBig || k.Family != "tiled" || !k.Dot4 && !k.Matrix) {
+		return nil, nil, fmt.Errorf("shader %s: only tiled's DOT4 and MATRIX products have a tile other than 64, of %d", k.Label(), TiledBig)
 	}
 	vals := map[string]string{"WG": strconv.Itoa(k.WG), "SG_ARGS": "", "SG_BEGIN": ""}
 	if k.Subgroups {

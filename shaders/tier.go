@@ -25,6 +25,11 @@ type Tier struct {
 	// features offer it (dawn.Options.Experimental, node/host.mjs
 	// -experimental; Chrome behind its unsafe-WebGPU flag).
 	Matrix bool
+	// MatrixTile is the MATRIX product's 128x128 tile (Key.Tile), which
+	// gives 2x4 blocks of 16x16 to each of 8 subgroups: subgroups of at
+	// most 32 invocations (the H200's are 32), so that a workgroup of 256
+	// has 8 or more.
+	MatrixTile bool
 }
 
 // FeatureSubgroupMatrix is the WebGPU feature Tier.Matrix needs.
@@ -54,6 +59,7 @@ func TierOf(info gpu.Info) Tier {
 	// which must be a multiple of the largest subgroup size.
 	t.Matrix = t.Subgroups && info.Has(FeatureSubgroupMatrix) && slices.Contains(info.SubgroupMatrix, MatrixConfig) &&
 		info.SubgroupMaxSize > 0 && TiledWG%info.SubgroupMaxSize == 0
+	t.MatrixTile = t.Matrix && info.SubgroupMaxSize <= 32
 	return t
 }
 
@@ -92,8 +98,8 @@ func (t Tier) Apply(k Key) Key {
 	if k.Family == "tiled" && k.Int8 && t.Matrix {
 		k.Matrix, k.Dot4 = true, false
 	}
-	if k.Family == "tiled" && !k.Dot4 {
-		k.Tile = 0 // only the DOT4 product has the large tile
+	if k.Family == "tiled" && !k.Dot4 && !(k.Matrix && t.MatrixTile) {
+		k.Tile = 0 // only these products have the large tile
 	}
 	if t.Subgroups && reduces(k) {
 		k.Subgroups = true

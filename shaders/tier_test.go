@@ -32,6 +32,7 @@ func TestTierOf(t *testing.T) {
 		{"no-feature", func(i *gpu.Info) { i.Features = i.Features[:1] }, false},
 		{"no-subgroups", func(i *gpu.Info) { i.Features = i.Features[1:] }, false},
 		{"subgroup-size-unknown", func(i *gpu.Info) { i.SubgroupMaxSize = 0 }, false},
+		{"subgroups-of-64", func(i *gpu.Info) { i.SubgroupMaxSize = 64 }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			info := h200
@@ -48,6 +49,16 @@ func TestTierOf(t *testing.T) {
 			f32 := tier.Apply(Key{Family: "tiled", Entry: "tiled", WG: TiledWG})
 			if f32.Matrix || f32.Dot4 {
 				t.Errorf("tier %s runs float32 tiled as %s", tier, f32.Label())
+			}
+			// The large tile: the MATRIX product's with subgroups of at
+			// most 32, the DOT4 product's without subgroup matrices.
+			big := tier.Apply(Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Tile: TiledBig})
+			wantTile := TiledBig
+			if tc.matrix && info.SubgroupMaxSize > 32 {
+				wantTile = 64
+			}
+			if TiledTile(big) != wantTile || big.Matrix != tc.matrix {
+				t.Errorf("tier %s runs the large tile as %s", tier, big.Label())
 			}
 			if g := tier.Apply(Key{Family: "gemv", Entry: "gemv", Int8: true, WG: 256, TPR: 8}); g.Matrix {
 				t.Errorf("tier %s runs the GEMV as %s", tier, g.Label())

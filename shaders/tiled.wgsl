@@ -27,6 +27,10 @@
 // pass k, and stores them into the other buffer after, so storage latency
 // hides behind the products and one barrier per pass suffices. The plan
 // gives it the products whose grid still fills the GPU (Tiled).
+//
+// BIG with MATRIX: the same tile, passes and buffers, the words kept as
+// i32 for the matrix loads; each of 8 subgroups of 32 multiplies 2x4
+// blocks of 16x16 (Tier.MatrixTile: subgroups of at most 32).
 #if MATRIX
 enable subgroups;
 enable chromium_experimental_subgroup_matrix;
@@ -44,16 +48,37 @@ const BN = 64u; // tokens per tile
 const BK = 32u; // columns per pass through workgroup memory
 
 #if BIG
+const BIG_T = 128u;  // rows and tokens of the tile
+const BIG_PW = 8u;   // words (4 int8 each) of a row per pass
+#if MATRIX
+// sm[buf * 2048 + r * 8 + word] is word `word` of the pass's 8 of tile row
+// r of W in buffer buf, sm[buf * 2048 + 1024 + t * 8 + word] x's for token
+// t. Subgroup sg < 8 owns tokens 32*(sg/2).. by rows 64*(sg%2)..: 2 by 4
+// blocks of 16x16, so each pass loads 2 left and 4 right matrices for 8
+// products (the 64x64 tile: 2 of each for 2). After the last pass sm holds
+// 16 blocks of int32 sums at a time, four rounds.
+const SM_M = 16u;
+const SM_K = 32u;
+const BYTES_PER_UNIT = 4u; // see the 64x64 MATRIX variant's
+const HALF = 2048u;        // words of one buffer
+const XOFF = 1024u;        // word offset of x's tile in a buffer
+var<workgroup> sm: array<i32, 4096>;
+
+fn big_store(buf: u32, sr: u32, sv: u32, wv: vec4<u32>, xv: vec4<u32>) {
+  for (var e = 0u; e < 4u; e++) {
+    sm[buf + sr * BIG_PW + sv * 4u + e] = bitcast<i32>(wv[e]);
+    sm[buf + XOFF + sr * BIG_PW + sv * 4u + e] = bitcast<i32>(xv[e]);
+  }
+}
+#else
 // wb[buf * 256 + v * 128 + r] is vector v (16 int8 columns) of the pass's
 // 32 columns of tile row r in buffer buf; xb likewise for tokens. An
 // invocation's rows are lx + 16*i and its tokens ly + 16*j, so the 16
 // invocations of a row of the workgroup read 16 neighbouring vectors of wb
 // and one of xb, and its neighbours write neighbouring rows of y.
-const BIG_T = 128u;  // rows and tokens of the tile
-const BIG_PW = 8u;   // words (4 int8 each) of a row per pass
 var<workgroup> wb: array<vec4<u32>, 512>;
 var<workgroup> xb: array<vec4<u32>, 512>;
-
+#endif
 // big_load is vector sv of pass kt of row (or token) lim-checked r0 + sr
 // of W (or x): zero past the matrix, so rows of any multiple of 4 columns.
 fn big_load(src_w: bool, sr: u32, r0: u32, lim: u32, kt: u32, sv: u32, words: u32) -> vec4<u32> {
@@ -157,6 +182,81 @@ fn stage_x(r: u32, kw: u32, v: u32) {
 #endif
 
 #if BIG
+#if MATRIX
+@compute @workgroup_size(256)
+fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32,
+         @builtin(subgroup_id) sg: u32) {
+  let t0 = select(0u, step.first, p.from_first == 1u);
+  let row0 = wg.x * BIG_T;
+  let tok0 = t0 + wg.y * BIG_T;
+  if (tok0 >= step.n) {
+    return; // the whole workgroup
+  }
+  // acc[ti * 4 + ri]: tokens 16*(2*(sg/2) + ti).. by rows 16*(4*(sg%2) + ri)..
+  var acc: array<subgroup_matrix_result<i32, SM_M, SM_M>, 8>;
+  let words = p.cols / 4u;
+  let passes = (words + BIG_PW - 1u) / BIG_PW;
+  let sr = li / 2u;
+  let sv = li % 2u;
+  var wv = big_load(true, sr, row0, p.rows, 0u, sv, words);
+  var xv = big_load(false, sr, tok0, step.n, 0u, sv, words);
+  big_store(0u, sr, sv, wv, xv);
+  workgroupBarrier();
+  let lt = XOFF + (sg / 2u) * 2u * SM_M * BIG_PW;
+  let rr = (sg % 2u) * 4u * SM_M * BIG_PW;
+  for (var kt = 0u; kt < passes; kt++) {
+    let cur = (kt % 2u) * HALF;
+    let more = kt + 1u < passes;
+    if (more) {
+      wv = big_load(true, sr, row0, p.rows, kt + 1u, sv, words);
+      xv = big_load(false, sr, tok0, step.n, kt + 1u, sv, words);
+    }
+    if (sg < 8u) {
+      let l0 = subgroupMatrixLoad<subgroup_matrix_left<i8, SM_K, SM_M>, row_major>(
+        &sm, (cur + lt) * 4u / BYTES_PER_UNIT, BIG_PW * 4u / BYTES_PER_UNIT);
+      let l1 = subgroupMatrixLoad<subgroup_matrix_left<i8, SM_K, SM_M>, row_major>(
+        &sm, (cur + lt + SM_M * BIG_PW) * 4u / BYTES_PER_UNIT, BIG_PW * 4u / BYTES_PER_UNIT);
+      for (var ri = 0u; ri < 4u; ri++) {
+        let r = subgroupMatrixLoad<subgroup_matrix_right<i8, SM_M, SM_K>, col_major>(
+          &sm, (cur + rr + ri * SM_M * BIG_PW) * 4u / BYTES_PER_UNIT, BIG_PW * 4u / BYTES_PER_UNIT);
+        acc[ri] = subgroupMatrixMultiplyAccumulate(l0, r, acc[ri]);
+        acc[4u + ri] = subgroupMatrixMultiplyAccumulate(l1, r, acc[4u + ri]);
+      }
+    }
+    if (more) {
+      // The other buffer: every subgroup finished reading it (pass kt-1)
+      // before the barrier that ended that pass.
+      big_store(HALF - cur, sr, sv, wv, xv);
+    }
+    workgroupBarrier();
+  }
+  // Round h: subgroup sg stores acc[2h] and acc[2h+1] into slots 2sg and
+  // 2sg+1; each invocation then dequantises element li of every slot
+  // (token li/16, row li%16 of its block: neighbours write neighbouring
+  // rows of y).
+  for (var h = 0u; h < 4u; h++) {
+    if (sg < 8u) {
+      subgroupMatrixStore<row_major>(&sm, (2u * sg) * SM_M * SM_M, acc[2u * h], SM_M);
+      subgroupMatrixStore<row_major>(&sm, (2u * sg + 1u) * SM_M * SM_M, acc[2u * h + 1u], SM_M);
+    }
+    workgroupBarrier();
+    for (var s = 0u; s < 16u; s++) {
+      let owner = s / 2u;
+      let j = 2u * h + s % 2u;
+      let t = tok0 + (2u * (owner / 2u) + j / 4u) * SM_M + li / SM_M;
+      let row = row0 + (4u * (owner % 2u) + j % 4u) * SM_M + li % SM_M;
+      if (t < step.n && row < p.rows) {
+        var v = f32(sm[s * SM_M * SM_M + li]) * (bitcast<f32>(x[p.x_scale_word + t]) * bitcast<f32>(w[p.w_scale_word + row]));
+        if (p.softcap > 0.0) {
+          v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
+        }
+        y[(t - t0) * p.out_stride + p.out_row + row] = v;
+      }
+    }
+    workgroupBarrier();
+  }
+}
+#else
 @compute @workgroup_size(256)
 fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let t0 = select(0u, step.first, p.from_first == 1u);
@@ -227,6 +327,7 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     }
   }
 }
+#endif
 #else
 #if MATRIX
 @compute @workgroup_size(256)

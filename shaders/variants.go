@@ -20,7 +20,7 @@ const (
 	// TiledWG is tiled.wgsl's workgroup size, fixed in its source.
 	TiledWG = 256
 	// TiledBig is the side of tiled.wgsl's large tile (Key.Tile): 128 rows
-	// by 128 tokens, the DOT4 product's.
+	// by 128 tokens, the DOT4 and MATRIX products'.
 	TiledBig = 128
 	// StreamWG is the workgroup size of wick bench's streaming read.
 	StreamWG = 256
@@ -92,6 +92,7 @@ func Variants() []Key {
 				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Dot4: true},
 				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Dot4: true, Tile: TiledBig},
 				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Matrix: true},
+				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Matrix: true, Tile: TiledBig},
 				Key{Family: "act", Entry: "gated_quant", Int8: true, WG: RowWG, Regs: true},
 				Key{Family: "act", Entry: "gated_quant", Int8: true, WG: RowWG, SiLU: true, Regs: true})
 		}

@@ -45,7 +45,8 @@ func TestModelMatchesCPUOnDawn(t *testing.T) {
 		// that has them; the fallback tier none.
 		want := shaders.Tier{}
 		if d.Info().Has(shaders.FeatureSubgroups) {
-			want = shaders.Tier{Dot4: true, Subgroups: true, Matrix: d.Info().Has(shaders.FeatureSubgroupMatrix)}
+			m := d.Info().Has(shaders.FeatureSubgroupMatrix)
+			want = shaders.Tier{Dot4: true, Subgroups: true, Matrix: m, MatrixTile: m && d.Info().SubgroupMaxSize <= 32}
 		}
 		tierOf := func(t *testing.T, m *Model) {
 			t.Helper()

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,8 +15,9 @@ import (
 	"github.com/wick-run/wick/web"
 )
 
-// panelLayout is the model panel's geometry in the open drawer.
-type panelLayout struct {
+// controlsLayout is the geometry of the controls in a part of the page
+// (measureControls).
+type controlsLayout struct {
 	Width, Height int // the viewport
 	SideLeft      float64
 	SideRight     float64
@@ -25,16 +27,17 @@ type panelLayout struct {
 	Overflows     []string // elements whose content is cut or scrolls sideways
 }
 
-// measurePanel reports the model panel's layout: every control shown in
-// #model-box must lie inside the drawer and the viewport, be at least
-// 24 px high and wide (a finger's target, WCAG 2.2's minimum), not overlap
-// another, and every element of the panel must hold its text without
-// scrolling sideways.
-func measurePanel(t testing.TB, b *browser) panelLayout {
+// measureControls reports the layout of the controls in the part of the
+// page that root selects. check (for a part of the open drawer, such as
+// #model-box, the model panel) wants every control shown in it inside the
+// drawer and the viewport, at least 24 px high and wide (a finger's
+// target, WCAG 2.2's minimum), over no other, and every element holding
+// its text without scrolling sideways.
+func measureControls(t testing.TB, b *browser, root string) controlsLayout {
 	t.Helper()
-	raw := eval[string](t, b, `JSON.stringify((() => {
+	raw := eval[string](t, b, `JSON.stringify(((root) => {
 		const side = document.getElementById('side').getBoundingClientRect();
-		const box = document.getElementById('model-box');
+		const box = document.querySelector(root);
 		const name = (el) => el.id || el.className || el.tagName;
 		const shown = [...box.querySelectorAll('button, select, input:not([type=file]), progress')]
 			.filter((el) => { const r = el.getBoundingClientRect(); return r.width > 0 || r.height > 0; });
@@ -56,15 +59,15 @@ func measurePanel(t testing.TB, b *browser) panelLayout {
 			if (el.scrollWidth > el.clientWidth + 1) out.Overflows.push(name(el) + ' ' + el.scrollWidth + ' > ' + el.clientWidth);
 		}
 		return out;
-	})())`)
-	var l panelLayout
+	})(`+strconv.Quote(root)+`))`)
+	var l controlsLayout
 	if err := json.Unmarshal([]byte(raw), &l); err != nil {
 		t.Fatalf("panel layout %s: %v", raw, err)
 	}
 	return l
 }
 
-func (l panelLayout) check(t testing.TB, what string) {
+func (l controlsLayout) check(t testing.TB, what string) {
 	t.Helper()
 	if l.SideLeft < -0.5 || l.SideRight > float64(l.Width)+0.5 {
 		t.Errorf("%s: the open drawer spans %.0f..%.0f px of %d", what, l.SideLeft, l.SideRight, l.Width)
@@ -87,8 +90,9 @@ func (l panelLayout) check(t testing.TB, what string) {
 // TestModelPanelOnPhone checks the model panel on a small phone (360x740,
 // the narrowest common Android screen) as the page shows it without a
 // model server: its controls at rest and while an import runs (the
-// progress bar and its line, Cancel import, a long model name), and then
-// that an import's refusal is seen: the page closes the drawer, which
+// progress bar and its line, Cancel import, a long model name), that the
+// drawer's other controls and a message's actions are big enough to tap,
+// and that an import's refusal is seen: the page closes the drawer, which
 // would otherwise cover the error.
 func TestModelPanelOnPhone(t *testing.T) {
 	needConverter(t)
@@ -99,9 +103,18 @@ func TestModelPanelOnPhone(t *testing.T) {
 	b.do(t, 30*time.Second, "open the page", chromedp.Navigate(hs.URL+"/?backend=cpu"),
 		chromedp.Poll[chromedp.Void](`document.getElementById('status').textContent.includes('import one')`, chromedp.WithPollingTimeout(30*time.Second)))
 	measure(t, b).check(t, "small phone")
+	// The greeting's actions (Copy, Edit, ...) are tapped too.
+	if small := measureControls(t, b, "#messages").Small; len(small) > 0 {
+		t.Errorf("in the chat, controls smaller than 24x24 px: %s", strings.Join(small, "; "))
+	}
 	js(t, b, "open the drawer", `document.getElementById('menu').click()`)
 	time.Sleep(400 * time.Millisecond) // the drawer slides in
-	measurePanel(t, b).check(t, "the model panel")
+	measureControls(t, b, "#model-box").check(t, "the model panel")
+	// The rest of the drawer (characters, chats) may run below the fold;
+	// its controls must still be big enough to tap.
+	if small := measureControls(t, b, "#side").Small; len(small) > 0 {
+		t.Errorf("in the drawer, controls smaller than 24x24 px: %s", strings.Join(small, "; "))
+	}
 
 	// The panel as an import shows it, with a long name in the list.
 	js(t, b, "show the panel as an import runs", `
@@ -111,7 +124,7 @@ func TestModelPanelOnPhone(t *testing.T) {
 		document.getElementById('progress').hidden = false;
 		document.getElementById('progress-text').textContent = 'Converting: 147 of 291 tensors, 1234.5 MB of 2471.9 MB';
 		document.getElementById('import-model-cancel').hidden = false;`)
-	measurePanel(t, b).check(t, "the model panel during an import")
+	measureControls(t, b, "#model-box").check(t, "the model panel during an import")
 	screenshot(t, b, "ux-small-phone-model-panel.png")
 	js(t, b, "end the shown import", `
 		document.getElementById('model-select').remove(document.getElementById('model-select').selectedIndex);

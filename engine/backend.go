@@ -48,10 +48,17 @@ type Backend interface {
 // prefilling everything.
 type Snapshotter interface {
 	// Snapshot copies the KV of positions [from, to) out of the sequence.
-	// to is the end of the last Forward or Restore: a local layer's ring
-	// holds only the last window positions written, so an earlier `to`
-	// may be refused with an error.
+	// to is usually the end of the last Forward or Restore: a local
+	// layer's ring holds only the last window positions written, so a
+	// range it no longer holds (kv.Layout.CanCapture) is refused with an
+	// error.
 	Snapshot(from, to int) (*kv.Snapshot, error)
+	// Snapshots copies several ranges out at once, each as Snapshot would,
+	// byte for byte: what a prefill step that completed several prefix
+	// cache blocks hands the cache. A backend whose KV lives on a device
+	// reads them all back in one round trip. If any range is refused,
+	// none is taken.
+	Snapshots(spans []kv.Span) ([]*kv.Snapshot, error)
 	// Restore loads the KV of positions [0, n) from parts, which cover
 	// [0, n) contiguously in order (one snapshot from 0, or a chain of
 	// prefix cache blocks); the next Forward starts at n. Parts that do
@@ -101,4 +108,14 @@ type SampleDecoder interface {
 	// step+i of p.Seed's random stream, with history (the tokens before
 	// the pick's position) and the picks before i as the history.
 	Sample(token int32, start, steps int, p sample.Params, step uint32, history []int32) ([]int32, error)
+}
+
+// PrefillStepper is a Sequence that says how many tokens a prompt's
+// Forward should take at a time when its reading is reported (and can be
+// cancelled) step by step: a GPU forwards a step of hundreds of tokens as
+// one command list, where a CPU backend would go minutes between reports.
+// Sequences without it step by prefillChunk tokens.
+type PrefillStepper interface {
+	// PrefillStep is the tokens of one step, at least 1.
+	PrefillStep() int
 }

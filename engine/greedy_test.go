@@ -29,7 +29,7 @@ type deviceSeq struct {
 
 type deviceLog struct {
 	batches    []int // steps of each Greedy call
-	badSnaps   int   // Snapshot calls refused by the KV
+	badSnaps   int   // Snapshot and Snapshots calls refused by the KV
 	deviceToks int   // positions Greedy ran
 }
 
@@ -53,6 +53,14 @@ func (s deviceSeq) Snapshot(from, to int) (*kv.Snapshot, error) {
 		s.log.badSnaps++
 	}
 	return snap, err
+}
+
+func (s deviceSeq) Snapshots(spans []kv.Span) ([]*kv.Snapshot, error) {
+	snaps, err := s.Sequence.Snapshots(spans)
+	if err != nil {
+		s.log.badSnaps++
+	}
+	return snaps, err
 }
 
 type deviceBackend struct {

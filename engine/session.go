@@ -640,7 +640,7 @@ func (s *Session) batchSteps(pos, n, maxTokens int) int {
 func (s *Session) took() {
 	s.kvLen++
 	if s.cache != nil && s.kvLen%s.cache.Block() == 0 {
-		s.remember()
+		s.remember(s.kvLen - 1)
 	}
 }
 
@@ -677,14 +677,17 @@ func (s *Session) restoreCached() {
 }
 
 // advance computes the KV of s.toks[s.kvLen:] and leaves the logits of the
-// last token in s.logits. With a prefix cache it forwards in chunks that end
-// on block boundaries and offers each completed block to the cache: a local
-// layer's ring holds only the last window positions, so a block must be
-// captured when the sequence reaches its end, not later. With progress, it
-// forwards at most prefillChunk tokens at a time, reports each chunk, and
-// stops early, leaving the rest unread, once cancelled is closed.
-// The per-token arithmetic does not depend on the chunking, so neither do
-// the logits.
+// last token in s.logits. With progress, it forwards a step of at most
+// prefillStep tokens at a time, reports each step, and stops early,
+// leaving the rest unread, once cancelled is closed. With a prefix cache it
+// offers every block a step completed to the cache after the step, in one
+// Snapshots call: a local layer's ring holds only the last window
+// positions, so a step ends where the first block it completes would leave
+// the ring (kv.Layout.CaptureBound), which on a model of 512-token windows
+// and 32-token blocks is 480 tokens past that block's end, and on one
+// whose window is not longer than a block is the block's end (or one
+// past), where the step then stops. The per-token arithmetic does not
+// depend on the steps, so neither do the logits.
 func (s *Session) advance(progress func(done, total int), cancelled <-chan struct{}) error {
 	from, end := s.kvLen, len(s.toks)
 	for s.kvLen < end {
@@ -695,22 +698,27 @@ func (s *Session) advance(progress func(done, total int), cancelled <-chan struc
 			default:
 			}
 		}
-		stop := end
+		start, stop := s.kvLen, end
+		if progress != nil {
+			stop = min(stop, start+s.prefillStep())
+		}
 		if s.cache != nil {
 			B := s.cache.Block()
-			stop = min(end, (s.kvLen/B+1)*B)
+			first := (start/B + 1) * B // the end of the first block the step can complete
+			if bound := s.m.layout.CaptureBound(first-B, first); bound < first+B {
+				stop = min(stop, first) // no second block fits: end at the first
+			} else {
+				stop = min(stop, bound)
+			}
 		}
-		if progress != nil {
-			stop = min(stop, s.kvLen+prefillChunk)
-		}
-		err := s.seq.Forward(s.toks[s.kvLen:stop], s.kvLen, s.logits)
-		s.wrote(s.kvLen, stop)
+		err := s.seq.Forward(s.toks[start:stop], start, s.logits)
+		s.wrote(start, stop)
 		if err != nil {
 			return err
 		}
 		s.kvLen = stop
-		if s.cache != nil && stop%s.cache.Block() == 0 {
-			s.remember()
+		if s.cache != nil {
+			s.remember(start)
 		}
 		if progress != nil {
 			progress(stop-from, end-from)
@@ -719,24 +727,51 @@ func (s *Session) advance(progress func(done, total int), cancelled <-chan struc
 	return nil
 }
 
+// prefillStep is the most tokens one forward of a prompt takes when its
+// progress is reported: the sequence's own step (PrefillStepper), else
+// prefillChunk.
+func (s *Session) prefillStep() int {
+	if st, ok := s.seq.(PrefillStepper); ok {
+		return max(st.PrefillStep(), 1)
+	}
+	return prefillChunk
+}
+
 // prefillChunk is the most tokens one forward of a prompt takes when its
-// progress is reported: small enough that a slow backend (a browser's CPU
-// one) reports every few seconds at worst, large enough that a GPU still
-// forwards most of a chunk's tokens as one command list.
+// progress is reported on a sequence that does not say (a CPU backend):
+// small enough that a slow backend (a browser's CPU one) reports every few
+// seconds at worst.
 const prefillChunk = 64
 
-// remember offers the block ending at s.kvLen to the prefix cache. Failures
+// remember offers the prefix cache the blocks that end in (start, s.kvLen],
+// which the sequence has just written, with one Snapshots call. Failures
 // only cost future reuse, so they are not errors of the turn.
-func (s *Session) remember() {
-	prefixToks := s.toks[:s.kvLen]
-	if s.written != s.kvLen || !s.cache.Wants(prefixToks) {
+func (s *Session) remember(start int) {
+	if s.written != s.kvLen {
 		return // a block must never hold positions run past the reply
 	}
-	snap, err := s.snap.Snapshot(s.kvLen-s.cache.Block(), s.kvLen)
+	B := s.cache.Block()
+	first := (start/B + 1) * B // the first block end the write reached
+	held := s.cache.Held(s.toks[:s.kvLen])
+	if held+B < first {
+		return // a block before these is missing: they could not be restored
+	}
+	var spans []kv.Span
+	for b := max(first, held+B); b <= s.kvLen; b += B {
+		spans = append(spans, kv.Span{From: b - B, To: b})
+	}
+	if len(spans) == 0 {
+		return
+	}
+	snaps, err := s.snap.Snapshots(spans)
 	if err != nil {
 		return
 	}
-	_ = s.cache.Insert(prefixToks, snap)
+	for i, sp := range spans {
+		if s.cache.Insert(s.toks[:sp.To], snaps[i]) != nil {
+			return
+		}
+	}
 }
 
 // KVLen is how many of the conversation's tokens have their KV in the

@@ -362,14 +362,33 @@ func (s *Sequence) Forward(tokens []int32, start int, logits []float32) error {
 	return nil
 }
 
-// Snapshot copies the KV of positions [from, to) out of the arena. to must
-// be the end of the last Forward or Restore, unless no ring has wrapped:
-// a ring keeps only the last window positions written.
+// Snapshot copies the KV of positions [from, to) out of the arena, if the
+// arena still holds them (kv.Layout.CanCapture): to is usually the end of
+// the last Forward or Restore, since a ring keeps only the last window
+// positions written.
 func (s *Sequence) Snapshot(from, to int) (*kv.Snapshot, error) {
-	if !s.Arena.CanCapture(s.end, to) {
-		return nil, fmt.Errorf("snapshot of positions [%d, %d): the KV holds positions up to %d, and its rings no longer hold those before %d", from, to, s.end, s.end)
+	if !s.Arena.CanCapture(s.end, from, to) {
+		return nil, fmt.Errorf("snapshot of positions [%d, %d): the KV holds positions up to %d, and its rings no longer hold all of these", from, to, s.end)
 	}
 	return s.Arena.Capture(from, to)
+}
+
+// Snapshots takes the snapshots of several spans (see Snapshot); if any is
+// refused, none is taken.
+func (s *Sequence) Snapshots(spans []kv.Span) ([]*kv.Snapshot, error) {
+	for _, sp := range spans {
+		if !s.Arena.CanCapture(s.end, sp.From, sp.To) {
+			return nil, fmt.Errorf("snapshot of positions [%d, %d): the KV holds positions up to %d, and its rings no longer hold all of these", sp.From, sp.To, s.end)
+		}
+	}
+	snaps := make([]*kv.Snapshot, len(spans))
+	for i, sp := range spans {
+		var err error
+		if snaps[i], err = s.Arena.Capture(sp.From, sp.To); err != nil {
+			return nil, err
+		}
+	}
+	return snaps, nil
 }
 
 // Restore loads the KV of positions [0, n) from parts (see kv.Arena.Restore);

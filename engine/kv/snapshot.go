@@ -49,23 +49,39 @@ func slotBytes(dtype model.DType, kvHeads, headDim int) int64 {
 	return 2 * int64(kvHeads) * (int64(headDim) + 4)
 }
 
-// CanCapture reports whether positions up to `to` can be copied out of an
-// arena whose last write (Forward or Restore) ended at position end. A global
-// region keeps every position. A snapshot of a ring holds only what a
-// continuation at `to` attends to, the Window-1 positions before it (see
-// Region.Live); writing position q overwrote q-Slots, so they are intact
-// unless a write reached past to+1 after the ring wrapped. That lets a
-// session save after a decode batch that ran one step past a stop token.
-func (l *Layout) CanCapture(end, to int) bool {
-	if to > end || to < 0 {
+// Span is the positions [From, To) of a snapshot to take.
+type Span struct{ From, To int }
+
+// CanCapture reports whether positions [from, to) can be copied out of an
+// arena whose last write (Forward or Restore) ended at position end: what a
+// snapshot keeps of them is still in place. A global region keeps every
+// position. A snapshot of a ring holds only what a continuation at `to`
+// attends to, the Window-1 positions before it (see Region.Live), and a
+// ring of Slots slots holds the positions [end-Slots, end) after writing
+// up to end. So a block can be taken after a write that ran past its end,
+// as long as the ring still holds the block's live part (a prefill step
+// longer than a block snapshots every block it completed afterwards), and
+// a session can save after a decode batch that ran one step past a stop
+// token.
+func (l *Layout) CanCapture(end, from, to int) bool {
+	if from < 0 || from > to || to > end {
 		return false
 	}
-	for _, r := range l.Regions {
-		if r.Ring && end > to+1 && end > r.Slots {
-			return false
+	return end <= l.CaptureBound(from, to)
+}
+
+// CaptureBound is the furthest a write may reach (the largest end) with
+// positions [from, to) still capturable (CanCapture): a ring's live part
+// of them, from Region.Live, is overwritten once position Live+Slots is
+// written. Without rings nothing bounds it (it returns the context).
+func (l *Layout) CaptureBound(from, to int) int {
+	bound := l.Context
+	for i := range l.Regions {
+		if r := &l.Regions[i]; r.Ring {
+			bound = min(bound, r.Live(from, to)+r.Slots)
 		}
 	}
-	return true
+	return bound
 }
 
 // Live is the first position of [from, to) that a snapshot keeps of r: all

@@ -338,3 +338,49 @@ func liveKVBytes(c *model.Config, n int) int64 {
 	}
 	return short.KVBytes(n)
 }
+
+// TestCanCapture states when a span can still be copied out: a ring of 8
+// slots holds positions [end-8, end) after a write up to end, and a
+// snapshot of [from, to) keeps its live part, from max(from, to-7); a
+// global region holds everything written.
+func TestCanCapture(t *testing.T) {
+	const ctx = 64
+	cai, err := kv.NewLayout(configs[0].cfg, ctx) // rings of 8 and a global region
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := kv.NewLayout(configs[2].cfg, ctx) // all global
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name          string
+		lay           *kv.Layout
+		end, from, to int
+		ok            bool
+	}{
+		{"block at the write's end", cai, 16, 8, 16, true},
+		{"one past the block", cai, 17, 8, 16, true},
+		{"two past the block", cai, 18, 8, 16, false},
+		{"short span, ring still holding it", cai, 20, 12, 16, true},
+		{"short span, overwritten", cai, 21, 12, 16, false},
+		{"ring not wrapped", cai, 8, 0, 3, true},
+		{"first position overwritten", cai, 9, 0, 3, false},
+		{"whole context written", cai, ctx, 0, ctx, true},
+		{"global, long after", plain, ctx, 0, 16, true},
+		{"past the write", plain, 16, 0, 17, false},
+		{"reversed", plain, 16, 9, 8, false},
+		{"negative", plain, 16, -1, 8, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.lay.CanCapture(tc.end, tc.from, tc.to); got != tc.ok {
+				t.Errorf("CanCapture(%d, %d, %d) = %v, want %v", tc.end, tc.from, tc.to, got, tc.ok)
+			}
+			if tc.from >= 0 && tc.from <= tc.to && tc.to <= tc.end {
+				if bound := tc.lay.CaptureBound(tc.from, tc.to); (tc.end <= bound) != tc.ok {
+					t.Errorf("CaptureBound(%d, %d) = %d, and a write to %d leaves it capturable: %v", tc.from, tc.to, bound, tc.end, tc.ok)
+				}
+			}
+		})
+	}
+}

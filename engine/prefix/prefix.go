@@ -184,6 +184,16 @@ func (c *Cache) Wants(tokens []int32) bool {
 	return len(c.walk(tokens, blocks)) == blocks-1
 }
 
+// Held is the length of the longest cached prefix of tokens (a multiple
+// of Block), as Lookup finds it but without counting as use: the blocks
+// after it are those Insert takes next, in order. Callers check it before
+// taking snapshots, which may cost a GPU readback.
+func (c *Cache) Held(tokens []int32) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.walk(tokens, len(tokens)/c.block)) * c.block
+}
+
 // ErrNoParent is returned by Insert when the block's parent prefix is not
 // cached (never was, or was evicted): a block alone cannot be restored.
 var ErrNoParent = errors.New("prefix cache: the block's parent prefix is not cached")

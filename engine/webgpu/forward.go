@@ -12,9 +12,9 @@ import (
 // Forward runs tokens at positions start.. like engine/cpu's Forward: it
 // reads the KV of earlier positions from the arena, writes the KV of these
 // tokens into it, and fills logits with the last token's logits (len Vocab)
-// or every token's (len(tokens)*Vocab). Each chunk of at most C tokens is
-// one command buffer; logits are read back once, at the end of the chunk
-// that produces them.
+// or every token's (len(tokens)*Vocab). Each step of at most C tokens (L
+// when every token's logits are asked for) is one command buffer; logits
+// are read back once, at the end of the step that produces them.
 func (s *Sequence) Forward(tokens []int32, start int, logits []float32) error {
 	c := s.m.cfg
 	n := len(tokens)
@@ -33,8 +33,12 @@ func (s *Sequence) Forward(tokens []int32, start int, logits []float32) error {
 			return fmt.Errorf("forward: token %d at index %d outside the vocabulary of %d", t, i, c.Vocab)
 		}
 	}
-	for lo := 0; lo < n; lo += s.C {
-		hi := min(lo+s.C, n)
+	step := s.C
+	if all {
+		step = s.L
+	}
+	for lo := 0; lo < n; lo += step {
+		hi := min(lo+step, n)
 		k := hi - lo
 		first := k // no logits from this chunk
 		var dst []float32
@@ -51,7 +55,8 @@ func (s *Sequence) Forward(tokens []int32, start int, logits []float32) error {
 	return nil
 }
 
-// step records and runs one chunk of n <= C tokens.
+// step records and runs one step of n <= C tokens, computing the logits of
+// tokens first.. (at most L of them).
 func (s *Sequence) step(tokens []int32, start, first int, logits []float32) error {
 	m, c := s.m, s.m.cfg
 	n, hd := len(tokens), c.HeadDim

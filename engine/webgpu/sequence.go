@@ -11,12 +11,13 @@ import (
 
 // Sequence is one sequence's KV arena on the GPU, with the scratch buffers,
 // bind groups and kernel parameters of its forward pass, all made once.
-// A Forward call records one command list per chunk of at most
-// Options.Chunk tokens and replays it as one command buffer.
+// A Forward call records one command list per step of at most C tokens
+// and replays it as one command buffer.
 type Sequence struct {
 	m   *Model
 	lay *kv.Layout
-	C   int // tokens per step
+	C   int // tokens per step (stepTokens)
+	L   int // logits rows: the most tokens a step computes logits of (logitRows)
 
 	arena   gpu.Buffer
 	chunk   gpu.Buffer    // the chunk KV of every producer: regions of C slots
@@ -27,7 +28,7 @@ type Sequence struct {
 	// h normed [C][Hidden]; qkv [C][QDim+2*KVDim] (Q|K|V, or Q alone on
 	// layers that read another's KV); q [C][QDim]; att [C][QDim];
 	// out [C][Hidden]; gu [C][2*FFNHidden] (gate then up); gate
-	// [C][FFNHidden]; logits [C][Vocab]; parts holds decode attention's
+	// [C][FFNHidden]; logits [L][Vocab]; parts holds decode attention's
 	// partial softmax states. The *q buffers hold int8 forms: values, then
 	// a scale per token at qScale.
 	stepBuf, params, ids, rope             gpu.Buffer
@@ -75,13 +76,55 @@ func (m *Model) NewSequence(context int) (*Sequence, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sequence{m: m, lay: lay, C: min(m.opt.Chunk, context), qScale: map[gpu.Buffer]int{}}
+	s := &Sequence{m: m, lay: lay, qScale: map[gpu.Buffer]int{}}
+	s.C = s.stepTokens()
+	s.L = s.logitRows()
 	if err := s.build(); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("webgpu sequence of %d positions: %w", context, err)
 	}
 	return s, nil
 }
+
+// stepTokens is the most tokens one step runs: Options.Chunk, no more than
+// the context, and no more than every step buffer (activations, the chunk
+// KV) can hold within one storage binding, so that the WebGPU default of
+// 128 MiB (phones, browsers that grant no more) still takes the model.
+// The logits, a row of the vocabulary per token, are sized apart
+// (logitRows).
+func (s *Sequence) stepTokens() int {
+	c := s.m.cfg
+	limit := s.m.dev.Info().Limits.MaxStorageBufferBindingSize
+	perToken := int64(max(2*c.Hidden, 2*c.FFNHidden, c.QDim()+2*c.KVDim(), 2*c.HeadDim)) * 4
+	var slot int64 // chunk KV bytes per token: every producer's K and V rows, and scales
+	for range s.lay.Regions {
+		slot += 2 * int64(c.KVHeads) * s.lay.RowBytes
+		if c.DType == model.Int8 {
+			slot += 2 * int64(c.KVHeads) * 4
+		}
+	}
+	fit := limit / perToken
+	if slot > 0 {
+		fit = min(fit, (limit-int64(4*len(s.lay.Regions))*kv.Align)/slot) // each array is aligned
+	}
+	return int(max(1, min(int64(s.m.opt.Chunk), int64(s.lay.Context), fit)))
+}
+
+// logitRows is how many tokens' logits a step can compute: a step reads
+// back the last token's (a prompt's reading, a decode step), and only a
+// Forward that asks for every token's runs in steps this short. A
+// vocabulary of 262,144 fills a 128 MiB binding with 128 rows: sized by
+// C, the logits would bound every step.
+func (s *Sequence) logitRows() int {
+	lim := s.m.dev.Info().Limits
+	row := 4 * int64(s.m.cfg.Vocab)
+	return int(max(1, min(int64(s.C), lim.MaxStorageBufferBindingSize/row, lim.MaxBufferSize/row)))
+}
+
+// PrefillStep is the tokens of one step (engine.PrefillStepper): a
+// session reading a prompt with its progress reported forwards this many
+// at a time.
+func (s *Sequence) PrefillStep() int { return s.C }
 
 // Context is the most positions the sequence holds.
 func (s *Sequence) Context() int { return s.lay.Context }
@@ -145,9 +188,9 @@ func (s *Sequence) build() error {
 	act(&s.gate, &s.gateq, c.FFNHidden, "gate")
 	act(&s.gu, nil, 2*c.FFNHidden, "gate_up")
 	mk(&s.parts, int64(c.Heads*s.maxSplits()*(c.HeadDim+2))*4, gpu.Storage, "attn_parts")
-	mk(&s.logits, int64(C*c.Vocab)*4, gpu.Storage, "logits")
+	mk(&s.logits, int64(s.L)*int64(c.Vocab)*4, gpu.Storage, "logits")
 	mk(&s.pickParts, int64((c.Vocab+argmaxBlock-1)/argmaxBlock)*8, gpu.Storage, "argmax_parts")
-	mk(&s.staging, int64(C*c.Vocab)*4, gpu.MapRead, "logits_readback")
+	mk(&s.staging, int64(s.L)*int64(c.Vocab)*4, gpu.MapRead, "logits_readback")
 	// Chunk KV: every producer's region mirrors the arena's, with C slots.
 	var off int64
 	rows := int64(C * c.KVHeads)

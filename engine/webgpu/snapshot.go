@@ -11,65 +11,89 @@ import (
 // Snapshot copies the KV of positions [from, to) out of the GPU arena: the
 // same kv.Snapshot, byte for byte, that kv.Arena.Capture gives for an arena
 // of the same bytes, so snapshots move freely between backends (the prefix
-// cache and saved files do not say which backend made them). to must be the
-// end of the last Forward, Greedy or Restore, unless no ring has wrapped: a
-// ring keeps only the last window positions written (kv.Layout.CanCapture
-// and kv.Region.Live).
-//
-// The live rows are copied on the GPU into one staging buffer already in
-// the snapshot's order (each array of a region is at most two runs of
-// slots, split where its ring wraps), which is read back with one map.
+// cache and saved files do not say which backend made them). The arena
+// must still hold them (kv.Layout.CanCapture): to is usually the end of
+// the last Forward, Greedy or Restore, since a ring keeps only the last
+// window positions written (kv.Region.Live).
 func (s *Sequence) Snapshot(from, to int) (*kv.Snapshot, error) {
-	if from < 0 || from > to || to > s.lay.Context {
-		return nil, fmt.Errorf("snapshot: positions [%d, %d) outside the KV arena's context of %d", from, to, s.lay.Context)
+	snaps, err := s.Snapshots([]kv.Span{{From: from, To: to}})
+	if err != nil {
+		return nil, err
 	}
-	if !s.lay.CanCapture(s.end, to) {
-		return nil, fmt.Errorf("snapshot of positions [%d, %d): the KV holds positions up to %d, and its rings no longer hold those before %d", from, to, s.end, s.end)
-	}
+	return snaps[0], nil
+}
+
+// Snapshots takes the snapshots of several spans, each as Snapshot would,
+// with one readback: the live rows of every span are copied on the GPU
+// into one staging buffer already in the snapshots' order (each array of a
+// region is at most two runs of slots, split where its ring wraps), which
+// is mapped once. A prefill step that completed several prefix cache
+// blocks so costs one round trip, not one per block. If any span is
+// refused, none is taken.
+func (s *Sequence) Snapshots(spans []kv.Span) ([]*kv.Snapshot, error) {
 	lay := s.lay
-	snap := &kv.Snapshot{Start: from, End: to, DType: lay.DType, KVHeads: lay.KVHeads, HeadDim: lay.HeadDim}
-	var size int64
-	for i := range lay.Regions {
-		r := &lay.Regions[i]
-		sr := kv.SnapRegion{Layer: r.Layer, Ring: r.Ring, From: r.Live(from, to)}
-		snap.Regions = append(snap.Regions, sr)
-		for _, a := range arraysOf(lay, r) {
-			size += int64(to-sr.From) * a.width
+	for _, sp := range spans {
+		if sp.From < 0 || sp.From > sp.To || sp.To > lay.Context {
+			return nil, fmt.Errorf("snapshot: positions [%d, %d) outside the KV arena's context of %d", sp.From, sp.To, lay.Context)
+		}
+		if !lay.CanCapture(s.end, sp.From, sp.To) {
+			return nil, fmt.Errorf("snapshot of positions [%d, %d): the KV holds positions up to %d, and its rings no longer hold all of these", sp.From, sp.To, s.end)
 		}
 	}
-	snap.Data = make([]byte, size)
+	snaps := make([]*kv.Snapshot, len(spans))
+	var size int64
+	for i, sp := range spans {
+		snap := &kv.Snapshot{Start: sp.From, End: sp.To, DType: lay.DType, KVHeads: lay.KVHeads, HeadDim: lay.HeadDim}
+		var n int64
+		for j := range lay.Regions {
+			r := &lay.Regions[j]
+			sr := kv.SnapRegion{Layer: r.Layer, Ring: r.Ring, From: r.Live(sp.From, sp.To)}
+			snap.Regions = append(snap.Regions, sr)
+			for _, a := range arraysOf(lay, r) {
+				n += int64(sp.To-sr.From) * a.width
+			}
+		}
+		snap.Data = make([]byte, n)
+		snaps[i] = snap
+		size += n
+	}
 	if size == 0 {
-		return snap, nil
+		return snaps, nil
 	}
 	mapped := (size + 7) &^ 7 // Map takes whole 8-byte units
+	what := fmt.Sprintf("snapshot of positions [%d, %d)", spans[0].From, spans[len(spans)-1].To)
 	back, err := s.m.dev.NewBuffer(mapped, gpu.MapRead, "kv_snapshot")
 	if err != nil {
-		return nil, fmt.Errorf("snapshot of positions [%d, %d): %w", from, to, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer s.m.dev.FreeBuffer(back)
 	e := &s.enc
 	e.Reset()
 	var at int64
-	for i := range lay.Regions {
-		r := &lay.Regions[i]
-		for _, a := range arraysOf(lay, r) {
-			eachRun(r, snap.Regions[i].From, to, func(_, slot, n int) {
-				e.Copy(s.arena, a.base+int64(slot)*a.width, back, at, int64(n)*a.width)
-				at += int64(n) * a.width
-			})
+	dsts := make([][]byte, len(snaps))
+	for k, snap := range snaps {
+		for i := range lay.Regions {
+			r := &lay.Regions[i]
+			for _, a := range arraysOf(lay, r) {
+				eachRun(r, snap.Regions[i].From, snap.End, func(_, slot, n int) {
+					e.Copy(s.arena, a.base+int64(slot)*a.width, back, at, int64(n)*a.width)
+					at += int64(n) * a.width
+				})
+			}
 		}
+		dsts[k] = snap.Data
 	}
-	if err := s.readBack(snap.Data, back, mapped); err != nil {
-		return nil, fmt.Errorf("snapshot of positions [%d, %d): %w", from, to, err)
+	if err := s.readBack(dsts, back, mapped); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	return snap, nil
+	return snaps, nil
 }
 
 // readBack runs the copies recorded in s.enc, which fill back, then maps
-// back and copies its first len(dst) bytes to dst. Map completes inside
-// Poll; in the wasm module Poll(true) hands control to the host until the
-// GPU is done, as Greedy's readback does.
-func (s *Sequence) readBack(dst []byte, back gpu.Buffer, mapped int64) error {
+// back and copies its bytes to dsts, one after another. Map completes
+// inside Poll; in the wasm module Poll(true) hands control to the host
+// until the GPU is done, as Greedy's readback does.
+func (s *Sequence) readBack(dsts [][]byte, back gpu.Buffer, mapped int64) error {
 	if err := s.enc.Err(); err != nil {
 		return err
 	}
@@ -81,7 +105,9 @@ func (s *Sequence) readBack(dst []byte, back gpu.Buffer, mapped int64) error {
 	if err := s.m.dev.Map(back, 0, mapped, func(data []byte, err error) {
 		done, mapErr = true, err
 		if err == nil {
-			copy(dst, data)
+			for _, dst := range dsts {
+				data = data[copy(dst, data):]
+			}
 		}
 	}); err != nil {
 		return err

@@ -72,13 +72,15 @@ func TestSnapshotMatchesCapture(t *testing.T) {
 				{5, 0, 5}, {8, 0, 8}, {9, 0, 9}, {20, 0, 20}, {20, 13, 20}, {20, 16, 20}, {20, 20, 20},
 				{23, 7, 23}, {ctx, 0, ctx}, {ctx, 33, ctx},
 				{6, 0, 3}, {6, 2, 4}, // no ring has wrapped: earlier ends are fine
-				{20, 8, 16}, // a wrapped ring: refused where there are rings
+				{20, 8, 16},  // a wrapped ring no longer holds 9..11: refused where there are rings
+				{20, 12, 16}, // ... but still holds 12..15
+				{17, 8, 16}, {21, 13, 16}, {21, 12, 16},
 				{5, 0, 6}, {5, 4, 3}, {ctx, 0, ctx + 1}, {5, -1, 5},
 			} {
 				t.Run(fmt.Sprintf("end%d/%d-%d", tc.end, tc.from, tc.to), func(t *testing.T) {
 					gs.end = tc.end
 					got, err := gs.Snapshot(tc.from, tc.to)
-					ok := tc.from >= 0 && tc.from <= tc.to && tc.to <= ctx && gs.lay.CanCapture(tc.end, tc.to)
+					ok := tc.from >= 0 && tc.from <= tc.to && tc.to <= ctx && gs.lay.CanCapture(tc.end, tc.from, tc.to)
 					if !ok {
 						if err == nil {
 							t.Fatalf("snapshot taken; the arena no longer holds it or it is outside the context")
@@ -100,6 +102,49 @@ func TestSnapshotMatchesCapture(t *testing.T) {
 						t.Fatalf("snapshot %+v, host capture %+v", got, want)
 					}
 				})
+			}
+		})
+	}
+}
+
+// TestSnapshotsInOneReadback takes several spans with one Snapshots call,
+// as a session does for the blocks a long prefill step completed: each
+// must equal kv.Arena.Capture's byte for byte, blocks that ended before
+// the last write included while the rings still hold them, and a span
+// the rings no longer hold refuses the whole call.
+func TestSnapshotsInOneReadback(t *testing.T) {
+	const ctx, end = 40, 20
+	for _, sc := range snapConfigs {
+		t.Run(sc.name, func(t *testing.T) {
+			gs, _ := newSeqPair(t, sc.cfg, ctx)
+			host := randomArena(t, gs, 5)
+			gs.end = end
+			spans := []kv.Span{{From: 12, To: 16}, {From: 16, To: 20}, {From: 20, To: 20}, {From: 0, To: 20}, {From: 13, To: 17}}
+			got, err := gs.Snapshots(spans)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(spans) {
+				t.Fatalf("%d snapshots for %d spans", len(got), len(spans))
+			}
+			for i, sp := range spans {
+				want, err := host.Capture(sp.From, sp.To)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(got[i], want) {
+					t.Errorf("span [%d, %d): the snapshot differs from the host capture", sp.From, sp.To)
+				}
+			}
+			rings := false
+			for _, r := range gs.lay.Regions {
+				rings = rings || r.Ring
+			}
+			// The rings of 8 hold positions 12..19 after a write up to 20;
+			// the block [8, 16) keeps 9..15.
+			_, err = gs.Snapshots([]kv.Span{{From: 16, To: 20}, {From: 8, To: 16}})
+			if (err != nil) != rings {
+				t.Errorf("a span the rings no longer hold: error %v (rings %v)", err, rings)
 			}
 		})
 	}

@@ -8,7 +8,7 @@
 //   node node/host.mjs gen   -model DIR [-prompt TEXT | -ids 1,2,3] [-system TEXT]
 //                            [-temp T -top-p P -top-k K -rep-penalty R -seed S -max-tokens N]
 //                            [-backend webgpu|cpu] [-json] [-fault]
-//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-plans none,norm+gated,...] [-row-attention]] [-json FILE]
+//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-chunk N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-plans none,norm+gated,...] [-row-attention]] [-json FILE]
 //   node node/host.mjs info [-tier all|fallback] [-experimental]
 //
 // Common flags: -experimental offers the adapter's chromium-experimental-*
@@ -44,6 +44,7 @@ const options = {
   backend: { type: 'string', default: 'webgpu' },
   json: { type: 'string' },
   decode: { type: 'string', default: '128' },
+  chunk: { type: 'string', default: '0' },
   mib: { type: 'string', default: '512' },
   shapes: { type: 'string', default: '' },
   configs: { type: 'string', default: '' },
@@ -168,8 +169,13 @@ function perToken(c, n) {
 }
 
 // bench measures the loaded model through the page's own path (load with
-// fills, chat turns through the driver): prefill and decode tok/s, greedy
-// and sampled, with the boundary's traffic per token; with -kernels also
+// fills, chat turns through the driver, the engine's sessions with their
+// prefix cache): prefill and decode tok/s, greedy and sampled, with the
+// boundary's traffic per token. The prefill reads its prompt with progress
+// reported, as the page does, and reports the steps it took (each a GPU
+// step of up to -chunk tokens, 0 the module's default, and ending where
+// the prefix cache's blocks must be captured); each run's prompt is a new
+// one, so that no run restores the last one's blocks. With -kernels also
 // package bench's bandwidth and GEMV tables inside the module (the same
 // code as `wick bench`); with -profile the GPU time of each kernel of a
 // decode step (a turn's decode steps summed from its first token on, so
@@ -182,27 +188,34 @@ async function bench(v) {
   const d = newDriver(v.wasm);
   // With -kernels -profile, package bench's profile takes the GPU's
   // timestamps: the device gets timestamp queries (they change no kernel).
-  const info = await d.handle({ op: 'load', model: v.model, backend: 'webgpu', tier: v.tier, timestamps: v.kernels && v.profile });
+  const chunk = num(v.chunk, 'chunk');
+  const info = await d.handle({ op: 'load', model: v.model, backend: 'webgpu', tier: v.tier, timestamps: v.kernels && v.profile, chunk });
   const res = { model: v.model, adapter: info.adapter, date: new Date().toISOString().slice(0, 10), vocab: info.vocab };
   const ids = (n, seed) => Array.from({ length: n }, (_, i) => 3 + ((i * 2654435761 + seed * 40503) >>> 0) % (info.vocab - 3));
-  const run = async (turn, n = 5) => {
+  // turn(i) is run i's turn; each run counts the progress reports it got.
+  const run = async (turn, n = 5, progress = false) => {
     // One warm-up, then the median of n runs, each in a fresh session.
     const all = [];
     for (let i = 0; i <= n; i++) {
       const { session } = await d.handle({ op: 'open', chat: '', messages: [] });
-      const r = await d.handle({ op: 'turn', session, kind: 'complete', turn });
+      let steps = 0;
+      const r = await d.handle({ op: 'turn', session, kind: 'complete', turn: turn(i) }, null, progress ? () => { steps++; } : undefined);
+      r.steps = steps;
       await d.handle({ op: 'close', session });
       if (i) all.push(r);
     }
     all.sort((a, b) => a.stats.ms - b.stats.ms);
     return all[all.length >> 1];
   };
-  // Prefill: the time to the first token of a prompt of `prompt` ids.
-  const pre = await run({ ids: ids(prompt, 1), max_tokens: 1 });
-  res.prefill = { tokens: prompt, tokPerSec: prompt / (pre.stats.firstMs / 1000), ...perToken(pre.stats.prefill, prompt) };
+  // Prefill: the time to the first token of a prompt of `prompt` ids, a
+  // new prompt each run (the model's prefix cache would restore the last
+  // one's blocks), read with progress as the page reads it.
+  const pre = await run((i) => ({ ids: ids(prompt, 10 + i), max_tokens: 1 }), 5, true);
+  res.prefill = { tokens: prompt, tokPerSec: prompt / (pre.stats.firstMs / 1000), steps: pre.steps, cached: pre.cached_tokens, chunk,
+    ...perToken(pre.stats.prefill, prompt) };
   // Decode: greedy and sampled (the page's defaults) from a short prompt.
   for (const [name, t] of [['greedy', { temperature: 0 }], ['sampled', { temperature: 0.8, top_p: 0.95, seed: 7 }]]) {
-    const r = await run({ ids: ids(8, 2), max_tokens: decode, ...t });
+    const r = await run(() => ({ ids: ids(8, 2), max_tokens: decode, ...t }));
     const n = Math.max(1, r.stats.tokens - 1);
     res[name] = { tokens: r.stats.tokens, finish: r.finish, tokPerSec: r.stats.decodeTokensPerSec, ...perToken(r.stats.decode || {}, n) };
   }
@@ -260,6 +273,8 @@ function printBench(r) {
     '| part | tok/s | crossings/token | command lists/token | commands/list | JS encoding ms/list | of it: writes, finish+submit |',
     '| --- | --- | --- | --- | --- | --- | --- |',
   ];
+  const p = r.prefill;
+  lines.splice(1, 0, `prefill pp${p.tokens}: ${p.steps} steps (${p.steps ? f(p.tokens / p.steps, 0) : '-'} tokens a step; -chunk ${p.chunk || 'default'}), ${p.cached} tokens restored from the prefix cache`);
   for (const k of ['prefill', 'greedy', 'sampled']) {
     const x = r[k];
     lines.push(`| ${k === 'prefill' ? `prefill pp${x.tokens}` : `decode ${k} (${x.tokens} tokens)`} | ${f(x.tokPerSec, 0)} | ${f(x.crossings, 2)} | ${f(x.lists, 2)} | ${f(x.commandsPerList, 0)} | ${f(x.encodeMsPerList, 3)} | ${f(x.writeMsPerList, 3)}, ${f(x.submitMsPerList, 3)} |`);

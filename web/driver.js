@@ -146,7 +146,9 @@ export class Driver {
   // optional feature, to test the portable kernels).
   // timestamps asks for timestamp queries without profiling every list
   // (profile does both): package bench's profile (wick_bench) uses them.
-  async load({ model, backend = '', profile = false, timestamps = false, tier = 'all' }) {
+  // chunk, when given, is the most tokens one GPU step runs (the module's
+  // default otherwise): benchmarks compare step lengths with it.
+  async load({ model, backend = '', profile = false, timestamps = false, tier = 'all', chunk = 0 }) {
     const manifestBytes = await this.a.readFile(model, 'manifest.pb');
     const m = parseManifest(manifestBytes);
     const tokBytes = await this.a.readFile(model, m.tokenizer.file, m.tokenizer.sha256);
@@ -186,7 +188,7 @@ export class Driver {
     const t0 = performance.now();
     let out;
     try {
-      out = await this.#runJSON('wick_load', JSON.stringify({ dir: '/model', backend: dev ? 'webgpu' : 'cpu' }), []);
+      out = await this.#runJSON('wick_load', JSON.stringify({ dir: '/model', backend: dev ? 'webgpu' : 'cpu', chunk }), []);
     } catch (e) {
       const failure = gpu.compileFailures[0];
       if (!dev || !failure) throw e;

@@ -110,16 +110,23 @@ func (s *Sequence) stepTokens() int {
 	return int(max(1, min(int64(s.m.opt.Chunk), int64(s.lay.Context), fit)))
 }
 
-// logitRows is how many tokens' logits a step can compute: a step reads
-// back the last token's (a prompt's reading, a decode step), and only a
-// Forward that asks for every token's runs in steps this short. A
-// vocabulary of 262,144 fills a 128 MiB binding with 128 rows: sized by
-// C, the logits would bound every step.
+// logitRows is how many tokens' logits a step can compute: at most
+// maxLogitRows, and what fits a binding. Sessions read only the last
+// token's (a prompt's reading, a decode step); a Forward that asks for
+// every token's (tests, evaluation) runs in steps of this many tokens.
+// Sized by C instead, the logits would bound every step: a vocabulary of
+// 262,144 fills a 128 MiB binding with 128 rows, and the buffer and its
+// readback twin would take 256 MiB of a phone's memory at C = 128.
 func (s *Sequence) logitRows() int {
 	lim := s.m.dev.Info().Limits
 	row := 4 * int64(s.m.cfg.Vocab)
-	return int(max(1, min(int64(s.C), lim.MaxStorageBufferBindingSize/row, lim.MaxBufferSize/row)))
+	return int(max(1, min(int64(s.C), maxLogitRows, lim.MaxStorageBufferBindingSize/row, lim.MaxBufferSize/row)))
 }
+
+// maxLogitRows bounds logitRows: enough that the steps of a Forward of
+// every token's logits run the tiled product (more than gemvMaxTokens
+// tokens) but for a short last one.
+const maxLogitRows = 16
 
 // PrefillStep is the tokens of one step (engine.PrefillStepper): a
 // session reading a prompt with its progress reported forwards this many

@@ -21,6 +21,9 @@ type loadOptions struct {
 	// CacheBytes is the prefix cache's budget in the module's memory: 0
 	// for engine.DefaultCacheBytes, negative for none (see engine.Options).
 	CacheBytes int64 `json:"cache_bytes"`
+	// Chunk is the most tokens one GPU step runs (webgpu.Options.Chunk):
+	// 0 for webgpu.DefaultChunk; benchmarks compare step lengths with it.
+	Chunk int `json:"chunk"`
 }
 
 // gpuDev is the host's GPU as the module reaches it, once a load found one.
@@ -62,7 +65,7 @@ func load(o loadOptions) (*engine.Model, error) {
 		if err != nil {
 			return nil, fmt.Errorf("load model %s: %w", o.Dir, err)
 		}
-		return loadOnGPU(f, dev, opts)
+		return loadOnGPU(f, dev, opts, o.Chunk)
 	case "cpu":
 	default:
 		return nil, fmt.Errorf("load: unknown backend %q (want webgpu or cpu)", o.Backend)
@@ -71,13 +74,14 @@ func load(o loadOptions) (*engine.Model, error) {
 }
 
 // loadOnGPU makes the webgpu backend on the host's device, its weights
-// streamed by the host (see streamDevice), and the model around it.
-func loadOnGPU(f *format.Model, dev *gpu.Imported, opts engine.Options) (*engine.Model, error) {
+// streamed by the host (see streamDevice), with steps of up to chunk tokens
+// (0: webgpu.DefaultChunk), and the model around it.
+func loadOnGPU(f *format.Model, dev *gpu.Imported, opts engine.Options, chunk int) (*engine.Model, error) {
 	// The device must take deliveries (wick_mapped) while the load runs;
 	// the model loaded before keeps its own until this one replaces it.
 	prev := gpuDev
 	gpuDev = dev
-	b, err := gpuBackend(f, dev)
+	b, err := gpuBackend(f, dev, chunk)
 	if err == nil {
 		var m *engine.Model
 		if m, err = engine.Assemble(f, f.Config(), b, opts); err == nil {
@@ -90,13 +94,13 @@ func loadOnGPU(f *format.Model, dev *gpu.Imported, opts engine.Options) (*engine
 	return nil, fmt.Errorf("load model %s: %w", f.Dir(), err)
 }
 
-func gpuBackend(f *format.Model, dev *gpu.Imported) (engine.Backend, error) {
+func gpuBackend(f *format.Model, dev *gpu.Imported, chunk int) (engine.Backend, error) {
 	sd := &streamDevice{Imported: dev, f: f, cfg: f.Config(), loading: true}
 	w, err := sd.placeholders()
 	if err != nil {
 		return nil, err
 	}
-	m, err := webgpu.New(sd, sd.cfg, w, webgpu.Options{})
+	m, err := webgpu.New(sd, sd.cfg, w, webgpu.Options{Chunk: chunk})
 	sd.loading = false
 	if err != nil {
 		return nil, err

@@ -1,0 +1,150 @@
+//go:build !js && !wasip1
+
+package webgpu
+
+import (
+	"context"
+	"reflect"
+	"slices"
+	"testing"
+
+	"github.com/wick-run/wick/engine"
+	"github.com/wick-run/wick/engine/format"
+	"github.com/wick-run/wick/engine/kv"
+	"github.com/wick-run/wick/engine/model"
+)
+
+// stepBackend runs a model on the tests' device as an engine.Backend whose
+// sequences count their Forward calls: the steps a session takes.
+type stepBackend struct {
+	*Model
+	forwards *int
+}
+
+type stepSeq struct {
+	*Sequence
+	forwards *int
+}
+
+func (b stepBackend) NewSequence(n int) (engine.Sequence, error) {
+	s, err := b.Model.NewSequence(n)
+	if err != nil {
+		return nil, err
+	}
+	return stepSeq{s, b.forwards}, nil
+}
+
+func (s stepSeq) Forward(tokens []int32, start int, logits []float32) error {
+	*s.forwards++
+	return s.Sequence.Forward(tokens, start, logits)
+}
+
+// stepModel loads the model in dir on the tests' device with steps of at
+// most chunk tokens, its local layers' windows set to window (0 keeps
+// them: the weights do not depend on it).
+func stepModel(t *testing.T, dir string, window, chunk int, forwards *int) *engine.Model {
+	t.Helper()
+	f, err := format.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := f.LoadWeights()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := *f.Config()
+	cfg.Layers = slices.Clone(cfg.Layers)
+	for i := range cfg.Layers {
+		if cfg.Layers[i].Kind == model.Local && window > 0 {
+			cfg.Layers[i].Window = window
+		}
+	}
+	gm, err := New(device(t), &cfg, w, Options{Chunk: chunk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gm.Close() })
+	m, err := engine.Assemble(f, &cfg, stepBackend{gm, forwards}, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestLongPrefillSteps reads a 300-token prompt on the GPU with its
+// progress reported, as the page does: in steps as long as the sequence's
+// (or as the rings allow the prefix cache's blocks to be captured after
+// them), far fewer than the step per 32-token block of a sequence whose
+// steps are 32 tokens (the page's stepping before), while the prefix cache
+// ends up with the same blocks, byte for byte, and the reply is the same.
+func TestLongPrefillSteps(t *testing.T) {
+	const prompt = 300
+	ids := make([]int32, prompt)
+	for i := range ids {
+		ids[i] = int32(3 + (i*2654435761)%380)
+	}
+	for _, tc := range []struct {
+		name   string
+		dir    string
+		window int
+		steps  int // the steps of the long stepping
+	}{
+		// All global: the prompt in one step.
+		{"plain-tiny", "../../testdata/plain-tiny", 0, 1},
+		// Rings of 100 slots: a step may run 68 positions past the first
+		// block it completes, [0, 100) [100, 196) [196, 292) [292, 300).
+		{"cai-tiny, windows of 100", "../../testdata/cai-tiny", 100, 4},
+		// Rings of 8: no step runs past a block, as before.
+		{"cai-tiny", "../../testdata/cai-tiny", 0, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			type run struct {
+				steps, reports int
+				done           []int
+				reply          *engine.Reply
+				cached         int
+				blocks         []*kv.Snapshot
+				m              *engine.Model
+			}
+			read := func(chunk int) run {
+				var r run
+				r.m = stepModel(t, tc.dir, tc.window, chunk, &r.steps)
+				s, err := r.m.NewSession("")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer s.Close()
+				p := engine.GenParams{MaxTokens: 1, OnPrefill: func(done, total int) {
+					r.reports++
+					r.done = append(r.done, done)
+					if total != prompt {
+						t.Errorf("progress of %d tokens, the prompt has %d", total, prompt)
+					}
+				}}
+				if r.reply, err = s.Complete(context.Background(), ids, p, nil); err != nil {
+					t.Fatal(err)
+				}
+				r.cached, r.blocks = r.m.Cache.Lookup(ids)
+				return r
+			}
+			short, long := read(32), read(DefaultChunk)
+			if short.steps != 10 || short.reports != 10 {
+				t.Errorf("32-token steps: %d forwards, %d reports for %d tokens; want 10", short.steps, short.reports, prompt)
+			}
+			if long.steps != tc.steps || long.reports != tc.steps || long.done[len(long.done)-1] != prompt {
+				t.Errorf("%d-token steps: %d forwards, progress %v; want %d steps up to %d", DefaultChunk, long.steps, long.done, tc.steps, prompt)
+			}
+			if short.cached != prompt/32*32 || long.cached != short.cached {
+				t.Errorf("the prefix cache holds %d tokens of the prompt after 32-token steps, %d after long ones; want %d", short.cached, long.cached, prompt/32*32)
+			}
+			for i := range min(len(short.blocks), len(long.blocks)) {
+				if !reflect.DeepEqual(short.blocks[i], long.blocks[i]) {
+					t.Errorf("block %d differs between the steppings", i)
+				}
+			}
+			if !reflect.DeepEqual(short.reply.Tokens, long.reply.Tokens) {
+				t.Errorf("reply %v after 32-token steps, %v after long ones", short.reply.Tokens, long.reply.Tokens)
+			}
+		})
+	}
+}

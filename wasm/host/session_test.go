@@ -86,8 +86,16 @@ func TestTurnsMatchNative(t *testing.T) {
 				t.Fatal(err)
 			}
 			var nativeProgress, moduleProgress [][2]int
+			// The progress turn reads 136 tokens: in steps of 64 on the
+			// CPU, of a 32-token prefix cache block where rings of 8
+			// slots must be captured before the next block (cai-tiny),
+			// and at once on the GPU otherwise (webgpu.DefaultChunk).
+			reports := 2
+			if tc.backend == "webgpu" && strings.Contains(tc.dir, "plain-tiny") {
+				reports = 1
+			}
 			defer func() {
-				if len(nativeProgress) < 2 || !slices.Equal(moduleProgress, nativeProgress) {
+				if len(nativeProgress) < reports || !slices.Equal(moduleProgress, nativeProgress) {
 					t.Errorf("progress: the module reported %v, native %v", moduleProgress, nativeProgress)
 				}
 			}()

@@ -42,11 +42,13 @@ type GenParams struct {
 	// reply over token by token (the wasm module).
 	OnToken func(id int32, text string)
 	// OnPrefill, when set, is called as the turn's prompt is read: after
-	// each chunk the session forwards, with the tokens of the turn
+	// each step the session forwards, with the tokens of the turn
 	// prefilled so far and in all (KV restored or kept is not counted).
 	// done grows to total; a turn whose prompt is all cached reports
-	// nothing. A long prompt is forwarded in chunks of at most
-	// prefillChunk tokens then, so that progress comes in steps.
+	// nothing. A long prompt is forwarded in steps of at most the
+	// sequence's PrefillStep (prefillChunk where it has none) then, so
+	// that progress comes in steps, and a cancel ends the reading
+	// between them.
 	OnPrefill func(done, total int)
 }
 
@@ -437,7 +439,7 @@ func (s *Session) Complete(ctx context.Context, ids []int32, p GenParams, onText
 // prefill computes the KV of the tokens the session lacks, restoring what
 // the prefix cache holds first, and leaves the last token's logits in
 // s.logits. The reply it returns counts them. With progress, a long prompt
-// is read in chunks, and a cancel of ctx between them ends the reading
+// is read in steps, and a cancel of ctx between them ends the reading
 // early (without an error: the turn's generate then ends at once, as
 // cancelled, and the rest is read by the next turn).
 func (s *Session) prefill(ctx context.Context, progress func(done, total int)) (*Reply, error) {

@@ -687,9 +687,10 @@ func (s *Session) restoreCached() {
 // positions, so a step ends where the first block it completes would leave
 // the ring (kv.Layout.CaptureBound), which on a model of 512-token windows
 // and 32-token blocks is 480 tokens past that block's end, and on one
-// whose window is not longer than a block is the block's end (or one
-// past), where the step then stops. The per-token arithmetic does not
-// depend on the steps, so neither do the logits.
+// whose window is not longer than a block is that block's end; a step
+// that stops before the prompt's end stops at a block boundary. The
+// per-token arithmetic does not depend on the steps, so neither do the
+// logits.
 func (s *Session) advance(progress func(done, total int), cancelled <-chan struct{}) error {
 	from, end := s.kvLen, len(s.toks)
 	for s.kvLen < end {
@@ -711,6 +712,17 @@ func (s *Session) advance(progress func(done, total int), cancelled <-chan struc
 				stop = min(stop, first) // no second block fits: end at the first
 			} else {
 				stop = min(stop, bound)
+			}
+			if stop < end && stop >= first {
+				// A step that stops short of the prompt's end stops at a block's:
+				// the next starts where a step per block would, so each block
+				// of query rows of the GPU's flash attention (a power of two
+				// tokens, at most 16) starts at the same position, its keys in
+				// the same tiles, and even float32 KV comes out bit for bit as
+				// a step per block gives it. (A turn's first step starts where
+				// the KV ends; a step per block would stop at the block's end,
+				// so in float32 a local layer's rounding may differ there.)
+				stop = stop / B * B
 			}
 		}
 		err := s.seq.Forward(s.toks[start:stop], start, s.logits)

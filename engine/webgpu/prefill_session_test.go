@@ -41,8 +41,8 @@ func (s stepSeq) Forward(tokens []int32, start int, logits []float32) error {
 
 // stepModel loads the model in dir on the tests' device with steps of at
 // most chunk tokens, its local layers' windows set to window (0 keeps
-// them: the weights do not depend on it).
-func stepModel(t *testing.T, dir string, window, chunk int, forwards *int) *engine.Model {
+// them: the weights do not depend on it), in the float32 mode with f32.
+func stepModel(t *testing.T, dir string, window int, f32 bool, chunk int, forwards *int) *engine.Model {
 	t.Helper()
 	f, err := format.Open(dir)
 	if err != nil {
@@ -53,6 +53,11 @@ func stepModel(t *testing.T, dir string, window, chunk int, forwards *int) *engi
 		t.Fatal(err)
 	}
 	cfg := *f.Config()
+	if f32 {
+		var c *model.Config
+		c, w = model.ToF32(&cfg, w)
+		cfg = *c
+	}
 	cfg.Layers = slices.Clone(cfg.Layers)
 	for i := range cfg.Layers {
 		if cfg.Layers[i].Kind == model.Local && window > 0 {
@@ -87,15 +92,18 @@ func TestLongPrefillSteps(t *testing.T) {
 		name   string
 		dir    string
 		window int
+		f32    bool
 		steps  int // the steps of the long stepping
 	}{
 		// All global: the prompt in one step.
-		{"plain-tiny", "../../testdata/plain-tiny", 0, 1},
+		{"plain-tiny", "../../testdata/plain-tiny", 0, false, 1},
 		// Rings of 100 slots: a step may run 68 positions past the first
-		// block it completes, [0, 100) [100, 196) [196, 292) [292, 300).
-		{"cai-tiny, windows of 100", "../../testdata/cai-tiny", 100, 4},
+		// block it completes, and stops at a block's end: [0, 96)
+		// [96, 192) [192, 288) [288, 300).
+		{"cai-tiny, windows of 100", "../../testdata/cai-tiny", 100, false, 4},
+		{"cai-tiny f32, windows of 100", "../../testdata/cai-tiny", 100, true, 4}, // float32 KV: bit for bit too
 		// Rings of 8: no step runs past a block, as before.
-		{"cai-tiny", "../../testdata/cai-tiny", 0, 10},
+		{"cai-tiny", "../../testdata/cai-tiny", 0, false, 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			type run struct {
@@ -108,7 +116,7 @@ func TestLongPrefillSteps(t *testing.T) {
 			}
 			read := func(chunk int) run {
 				var r run
-				r.m = stepModel(t, tc.dir, tc.window, chunk, &r.steps)
+				r.m = stepModel(t, tc.dir, tc.window, tc.f32, chunk, &r.steps)
 				s, err := r.m.NewSession("")
 				if err != nil {
 					t.Fatal(err)

@@ -498,9 +498,10 @@ const timedRuns = 5
 // device's own, or with fallback its fallback tier), and returns its
 // table row and, with profile, the table of its decode step by kernel.
 func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu.Gemv, tier shaders.Tier, fallback bool, pl Plan, decode, prompt, longAt int, bw float64, profile bool) (row, prof string, err error) {
-	lim := b.dev.Info().Limits
-	// Steps as long as the prompt, where the logits of a whole step fit one binding.
-	chunk := max(1, min(prompt, int(lim.MaxStorageBufferBindingSize/(4*int64(c.Vocab)))))
+	// Steps as long as the prompt, as far as a step's buffers fit the
+	// device's bindings (webgpu.Sequence.C; the logits, one row read per
+	// step, no longer bound it).
+	chunk := max(1, prompt)
 	// With a profile on a device with timestamps, the model runs on a
 	// busyDevice, which can time a decode batch's passes.
 	dev := b.dev

@@ -27,14 +27,35 @@
 // products' form (h) and, for NORM_IN, the new residual, into the other
 // half of a (the residual is read from one half and written to the other:
 // rewriting it in place would race with the other workgroups' reads).
+// QUANT_IN (int8) only quantises a float32 row that the gated epilogue
+// made, with the scale of the row's max |x| that the epilogue left in mx.
+//
+// The GATED_OUT variant (the gated epilogue) is the gate|up product that
+// writes act(gate) * up itself, which saves act.wgsl's gated_quant, a
+// one-workgroup dispatch over the whole FFN width: W holds the gate rows
+// then the up rows (p.rows of each), and of a workgroup's RPW row slots
+// the first half takes gate rows r and the second half up rows p.rows + r,
+// so the dot products run as in the plain kernel; the two halves meet in
+// workgroup memory and y gets h_r = act(gate_r) * up_r, p.rows values per
+// token. In int8 mode the down product needs h quantised by the max |h|
+// over the whole row, which spans many workgroups: each reduces its own
+// and takes the max into the token's word of mx with one atomicMax (the
+// bits of non-negative floats order as the floats do); down's QUANT_IN
+// prologue reads it. The word must be 0 before the product runs (the
+// engine clears it at the start of every step).
 #include "common.wgsl"
 
 #include "matmul_params.wgsl"
 #if STAGED
-#include "activation.wgsl"
 #include "rows.wgsl"
+#endif
+#if GATED_ACT
+#include "activation.wgsl"
+#endif
+#if GEMV_PARAMS
 
-// GemvParams is MatmulParams followed by the prologue's parameters.
+// GemvParams is MatmulParams followed by the prologue's and the epilogue's
+// parameters.
 struct GemvParams {
   rows: u32,
   cols: u32,
@@ -53,7 +74,7 @@ struct GemvParams {
   g1_word: u32,      // NORM_IN: post-norm weights, words into g
   g2_word: u32,      // NORM_IN: pre-norm weights
   h_scale_word: u32, // int8: word offset of the per-token scales in h
-  pad0: u32,
+  max_word: u32,     // GATED_OUT, QUANT_IN (int8): word of the first token's max |h| in mx
   pad1: u32,
   pad2: u32,
 }
@@ -66,7 +87,7 @@ struct GemvParams {
 #if NORM_IN
 @group(0) @binding(3) var<storage, read_write> a: array<f32>;
 #else
-@group(0) @binding(3) var<storage, read> gu: array<f32>;
+@group(0) @binding(3) var<storage, read> gu: array<f32>; // GATED_IN: gate|up rows; QUANT_IN: the epilogue's h rows
 #endif
 #else
 @group(0) @binding(3) var<storage, read> x: array<vec4<u32>>;
@@ -78,10 +99,24 @@ struct GemvParams {
 @group(0) @binding(6) var<storage, read> b: array<f32>;
 @group(0) @binding(7) var<storage, read> g: array<f32>;
 #endif
+#if QUANT_IN
+@group(0) @binding(6) var<storage, read> mx: array<u32>;
+#endif
+#endif
+#if GATED_OUT
+#if INT8
+// Its own buffer: a binding may not alias y, which is writable too.
+@group(0) @binding(5) var<storage, read_write> mx: array<atomic<u32>>;
+#endif
+// The dequantised dot products of the workgroup's row slots (gate, then up).
+var<workgroup> gv: array<f32, {{RPW}}>;
 #endif
 
 const TPR = {{TPR}}u;
 const RPW = {{WG}}u / {{TPR}}u;
+#if GATED_OUT
+const HR = RPW / 2u; // logical rows per workgroup
+#endif
 
 #if STAGED
 var<workgroup> xs: array<vec4<u32>, {{XV}}>; // the input row (up to XV vectors), in the form x would hold it
@@ -103,15 +138,28 @@ fn quad_at(li: u32, k: u32) -> u32 {
   return (li + (k / VQ) * {{WG}}u) * VQ + k % VQ;
 }
 
-// put_row stores the row x (scaled, quantised in int8 mode) through put.
-fn put_row(t: u32, li: u32, x: ptr<function, array<vec4<f32>, RQ>>, first: bool) {
-  let nv = p.cols / VW;
 #if INT8
+// row_scale is the int8 scale of token t's row x: package quant's, of the
+// row's max |x|, which QUANT_IN reads from the epilogue's word, the other
+// prologues reduce over the workgroup (each invocation holds a part).
+fn row_scale(t: u32, li: u32, x: ptr<function, array<vec4<f32>, RQ>>) -> f32 {
+#if QUANT_IN
+  return quant_scale(bitcast<f32>(mx[p.max_word + t]));
+#else
   var m = 0.0;
   for (var k = 0u; k < RQ; k++) {
     m = max(m, max4(abs((*x)[k])));
   }
-  let scale = quant_scale(wg_max(m, li));
+  return quant_scale(wg_max(m, li));
+#endif
+}
+#endif
+
+// put_row stores the row x (scaled, quantised in int8 mode) through put.
+fn put_row(t: u32, li: u32, x: ptr<function, array<vec4<f32>, RQ>>, first: bool) {
+  let nv = p.cols / VW;
+#if INT8
+  let scale = row_scale(t, li, x);
   for (var j = 0u; j < RQ / VQ; j++) {
     let v = li + j * {{WG}}u;
     if (v < nv) {
@@ -201,7 +249,23 @@ fn stage(t: u32, li: u32, first: bool) {
   }
   put_row(t, li, &x, first);
 }
-#else
+#endif
+#if QUANT_IN
+fn stage(t: u32, li: u32, first: bool) {
+  let base = t * p.cols;
+  let nq = p.cols / 4u;
+  var x: array<vec4<f32>, RQ>;
+  for (var k = 0u; k < RQ; k++) {
+    let q = quad_at(li, k);
+    if (q < nq) {
+      let c = base + 4u * q;
+      x[k] = vec4<f32>(gu[c], gu[c + 1u], gu[c + 2u], gu[c + 3u]);
+    }
+  }
+  put_row(t, li, &x, first);
+}
+#endif
+#if GATED_IN
 fn stage(t: u32, li: u32, first: bool) {
   let base = t * 2u * p.cols;
   let nq = p.cols / 4u;
@@ -305,7 +369,17 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
   {{SG_BEGIN}}
   let lane = li % TPR;
-  let row = wg_linear(wg, vec3<u32>(nwg.x, nwg.y, 1u)) * RPW + li / TPR;
+  let slot = li / TPR;
+  let wgi = wg_linear(wg, vec3<u32>(nwg.x, nwg.y, 1u));
+#if GATED_OUT
+  // Logical rows r < p.rows: slot s < HR takes gate row r, slot s + HR up row p.rows + r.
+  let r = wgi * HR + slot % HR;
+  let valid = r < p.rows;
+  let row = r + select(0u, p.rows, slot >= HR);
+#else
+  let row = wgi * RPW + slot;
+  let valid = row < p.rows;
+#endif
   let t0 = select(0u, step.first, p.from_first == 1u);
   let t = t0 + wg.z;
   if (t >= step.n) {
@@ -314,7 +388,6 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 #if STAGED
   stage(t, li, wg.x == 0u && wg.y == 0u);
 #endif
-  let valid = row < p.rows;
 #if INT8
   let vecs = p.cols / 16u;
   var acc = 0;
@@ -379,6 +452,26 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (p.softcap > 0.0) {
       v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
     }
+#if GATED_OUT
+    gv[slot] = v;
+#else
     y[(t - t0) * p.out_stride + p.out_row + row] = v;
+#endif
   }
+#if GATED_OUT
+  workgroupBarrier();
+  let hr = wgi * HR + li;
+  var hm = 0.0;
+  if (li < HR && hr < p.rows) {
+    let hv = act(gv[li]) * gv[li + HR];
+    y[(t - t0) * p.out_stride + p.out_row + hr] = hv;
+    hm = abs(hv);
+  }
+#if INT8
+  let m = wg_max(hm, li);
+  if (li == 0u) {
+    atomicMax(&mx[p.max_word + t], bitcast<u32>(m));
+  }
+#endif
+#endif
 }

@@ -93,14 +93,15 @@ type AttnParams struct {
 }
 
 // GemvParams mirrors gemv.wgsl's parameters of the variants with a
-// prologue: MatmulParams, then the prologue's.
+// prologue or an epilogue: MatmulParams, then theirs.
 type GemvParams struct {
 	Rows, Cols, WScaleWord, XScaleWord, OutRow, OutStride, FromFirst uint32
 	Softcap                                                          float32
 	OnePlus                                                          uint32
 	Eps                                                              float32
 	Add, PostNorm, AWord, AOutWord, G1Word, G2Word, HScaleWord       uint32
-	Pad0, Pad1, Pad2                                                 uint32
+	MaxWord                                                          uint32 // the gated epilogue's and QUANT_IN's max |h| words
+	Pad1, Pad2                                                       uint32
 }
 
 // StreamParams mirrors stream.wgsl.

@@ -41,8 +41,16 @@ type Key struct {
 	// memory from the previous step's outputs instead of reading it
 	// ready-made: "" (none), "norm" (residual add, RMSNorm, quantisation:
 	// prenorm.wgsl's work) or "gated" (gated activation and quantisation:
-	// act.wgsl's gated_quant). It saves a dispatch per product.
+	// act.wgsl's gated_quant). It saves a dispatch per product. "quant"
+	// (int8) only quantises the float32 row that a gated epilogue (Out)
+	// made, by the max |x| that the epilogue left in a word per token.
 	In string
+	// Out is gemv's epilogue: "" (none) or "gated", where the gate|up
+	// product writes act(gate)*up (and in int8 mode takes its max |x| into
+	// a word per token) instead of gate and up: act.wgsl's gated_quant
+	// then has nothing left to do. Its rows per workgroup must be even
+	// (TPR at most WG/2).
+	Out string
 	// For attn's attend_group, In "qkv" folds rope.wgsl's qkv_prep in: the
 	// kernel reads the raw Q|K|V product row and prepares the query heads
 	// (and the token's K/V) itself, which saves a dispatch.
@@ -96,6 +104,9 @@ func (k Key) Label() string {
 	if k.In != "" {
 		s += "/in-" + k.In
 	}
+	if k.Out != "" {
+		s += "/out-" + k.Out
+	}
 	if k.Group != 0 {
 		s += fmt.Sprintf("/g%d", k.Group)
 	}
@@ -123,6 +134,10 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	}
 	switch k.In {
 	case "", "norm", "gated":
+	case "quant":
+		if k.Family != "gemv" || !k.Int8 {
+			return nil, nil, fmt.Errorf("shader %s: prologue quant is int8 gemv's", k.Label())
+		}
 	case "qkv":
 		if k.Entry != "attend_group" {
 			return nil, nil, fmt.Errorf("shader %s: prologue qkv is attend_group's", k.Label())
@@ -130,8 +145,18 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	default:
 		return nil, nil, fmt.Errorf("shader %s: unknown prologue %q", k.Label(), k.In)
 	}
+	switch k.Out {
+	case "":
+	case "gated":
+		if k.Family != "gemv" || k.In != "" || k.TPR > k.WG/2 {
+			return nil, nil, fmt.Errorf("shader %s: the gated epilogue is gemv's without a prologue, at most WG/2 invocations per row", k.Label())
+		}
+	default:
+		return nil, nil, fmt.Errorf("shader %s: unknown epilogue %q", k.Label(), k.Out)
+	}
 	flags := map[string]bool{"INT8": k.Int8, "SILU": k.SiLU, "DOT4": k.Dot4, "FMA": k.FMA,
-		"STAGED": k.In != "", "NORM_IN": k.In == "norm", "GATED_IN": k.In == "gated", "GROUP": k.Group > 0, "PREP": k.In == "qkv",
+		"STAGED": k.In != "", "NORM_IN": k.In == "norm", "GATED_IN": k.In == "gated", "QUANT_IN": k.In == "quant",
+		"GATED_OUT": k.Out == "gated", "GATED_ACT": k.In == "gated" || k.Out == "gated", "GEMV_PARAMS": k.In != "" || k.Out != "", "GROUP": k.Group > 0, "PREP": k.In == "qkv",
 		"SUBGROUPS": k.Subgroups, "MATRIX": k.Matrix, "FLASH": k.Entry == FlashEntry, "REGS": k.Regs,
 		"BIG": k.Tile == TiledBig}
 	if k.Matrix && (k.Family != "tiled" || !k.Int8 || k.Dot4) {
@@ -175,6 +200,7 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	}
 	if k.TPR > 0 {
 		vals["TPR"] = strconv.Itoa(k.TPR)
+		vals["RPW"] = strconv.Itoa(k.WG / k.TPR)
 	}
 	if k.HD > 0 {
 		vals["HD"] = strconv.Itoa(k.HD)

@@ -109,8 +109,8 @@ func (t Tier) Apply(k Key) Key {
 
 // reduces reports whether variant k reduces over its workgroup through
 // common.wgsl's wg_sum, wg_max or wg_sum_i: the variants that have a
-// Subgroups form. gemv does only in its prologues (its rows' sums stay a
-// tree over the row's invocations).
+// Subgroups form. gemv does only in its prologues and epilogue (its rows' sums stay
+// a tree over the row's invocations).
 func reduces(k Key) bool {
 	if k.Entry == FlashEntry {
 		return false // its softmax is one invocation per row
@@ -119,7 +119,7 @@ func reduces(k Key) bool {
 	case "prenorm", "quant", "act", "rope", "attn", "norm", "matmul":
 		return true
 	case "gemv":
-		return k.In != ""
+		return k.In != "" || k.Out != ""
 	}
 	return false
 }

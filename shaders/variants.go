@@ -98,9 +98,18 @@ func Variants() []Key {
 		}
 		for _, wg := range GemvWGs {
 			for tpr := 1; tpr <= wg; tpr *= 2 {
-				// Without a prologue, and with each (gemv.wgsl's STAGED variants).
-				for _, in := range []Key{{}, {In: "norm"}, {In: "gated"}, {In: "gated", SiLU: true}} {
-					k := Key{Family: "gemv", Entry: "gemv", Int8: i8, WG: wg, TPR: tpr, In: in.In, SiLU: in.SiLU}
+				// Without a prologue, and with each (gemv.wgsl's STAGED
+				// variants); the gated epilogue (at most WG/2 per row) and
+				// the int8 prologue that quantises its rows.
+				forms := []Key{{}, {In: "norm"}, {In: "gated"}, {In: "gated", SiLU: true}}
+				if tpr <= wg/2 {
+					forms = append(forms, Key{Out: "gated"}, Key{Out: "gated", SiLU: true})
+				}
+				if i8 {
+					forms = append(forms, Key{In: "quant"})
+				}
+				for _, in := range forms {
+					k := Key{Family: "gemv", Entry: "gemv", Int8: i8, WG: wg, TPR: tpr, In: in.In, Out: in.Out, SiLU: in.SiLU}
 					ks = append(ks, k)
 					if i8 {
 						fma, dot4 := k, k

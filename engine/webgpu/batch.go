@@ -177,6 +177,7 @@ func (s *Sequence) runBatch(token int32, start, steps int, pick []site, writes f
 		for kind := range m.rope {
 			e.Copy(b.slots, at+stepBlockBytes+int64(kind*hd)*4, s.rope, int64(kind*s.C*hd)*4, int64(hd)*4)
 		}
+		s.clearMaxima(e)
 		for _, st := range sites {
 			if x, y, z := st.grid(1, 0, pos); x > 0 {
 				e.Dispatch(st.kernel, st.group, x, y, z)

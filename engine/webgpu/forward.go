@@ -71,6 +71,7 @@ func (s *Sequence) step(tokens []int32, start, first int, logits []float32) erro
 		}
 		e.Write(s.rope, int64(kind*s.C*hd)*4, f32bytes(s.ropeTab[:n*hd]))
 	}
+	s.clearMaxima(e)
 	sites := s.body
 	if first < n {
 		sites = append(sites[:len(sites):len(sites)], s.head...)

@@ -12,6 +12,8 @@ func TestParseFuse(t *testing.T) {
 		{"", "default", Fuse{}},
 		{"default", "default", Fuse{}},
 		{"none", "none", Fuse{None: true}},
+		{"epi", "epi", Fuse{Epilogue: true}},
+		{"epi+norm", "norm+epi", Fuse{Norm: true, Epilogue: true}},
 		{"norm", "norm", Fuse{Norm: true}},
 		{"gated+norm", "norm+gated", Fuse{Norm: true, Gated: true}},
 		{"all+g32", "norm+gated+attn+g32", Fuse{Norm: true, Gated: true, Attention: true, Groups: 32}},

@@ -54,8 +54,10 @@ func (s *Sequence) recordStepWrites(pos int) {
 }
 
 // recordDispatches records the dispatches of a decode step at position
-// pos, leaving out those of the kernel variant labelled omit ("": none).
+// pos, leaving out those of the kernel variant labelled omit ("": none),
+// after the clear of the gated epilogue's maxima that each step needs.
 func (s *Sequence) recordDispatches(pos int, omit string) {
+	s.clearMaxima(&s.enc)
 	for _, st := range s.decodeSites() {
 		if x, y, z := st.grid(1, 0, pos); x > 0 && (omit == "" || st.label != omit) {
 			s.enc.Dispatch(st.kernel, st.group, x, y, z)

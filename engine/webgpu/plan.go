@@ -15,11 +15,14 @@ import (
 // dispatch, or attention a workgroup per query head), the merge of its
 // partial states fused with the quantisation of its output, the output
 // product, the next pre-norm, gate|up, the gated activation with its
-// quantisation, and down. Options.Fuse folds some of them, down to 6: the
-// pre-norms into the products that follow (their prologues), the gated
-// activation into down's prologue. Longer steps (the tiled product) give
-// those prologues and qkv_prep dispatches of their own. Products and
-// attention have a decode and a prefill form; the grids pick one per step.
+// quantisation, and down; 8 by default, where gate|up writes the gated
+// activation itself (its epilogue; in int8 mode down's prologue quantises
+// it). Options.Fuse chooses the folds, down to 6: the pre-norms into the
+// products that follow (their prologues), the gated activation into
+// down's prologue or gate|up's epilogue. Longer steps (the tiled product)
+// give those prologues, the epilogue and qkv_prep dispatches of their own.
+// Products and attention have a decode and a prefill form; the grids pick
+// one per step.
 func (s *Sequence) plan() error {
 	m, c := s.m, s.m.cfg
 	int8Mode := c.DType == model.Int8
@@ -98,7 +101,7 @@ func (s *Sequence) plan() error {
 		// heads, and the K/V quantised per (token, KV head) into the chunk
 		// region, in one dispatch (a decode step's attention does this
 		// itself where its group fits).
-		s.project(s.qkv, lw.wq, input(s.h, s.hq), false, 0, in)
+		s.project(s.qkv, lw.wq, input(s.h, s.hq), false, 0, in, nil)
 		cr := s.chunkAt[ri]
 		rowHeads, kvh := c.Heads, 0
 		if c.Producer(l) {
@@ -133,18 +136,31 @@ func (s *Sequence) plan() error {
 		} else {
 			quantize(s.att, s.attq, qd)
 		}
-		s.project(s.out, lw.wo, input(s.att, s.attq), false, 0, nil)
+		s.project(s.out, lw.wo, input(s.att, s.attq), false, 0, nil, nil)
 		// 4. Gated FFN: residual and pre-norm, gate|up, activation, down.
-		in = prenorm(true, lw.postAttn, lw.ffnNorm, lw.gateUp)
-		s.project(s.gu, lw.gateUp, input(s.h, s.hq), false, 0, in)
+		// With the epilogue, a decode step's gate|up writes the gated
+		// activation (h, float32) into gate and, in int8 mode, the max |h|
+		// of each token into its word of layer l's in gmax; down's
+		// prologue quantises h into gateq by it. gated_quant then runs on
+		// prefill steps alone.
+		var epi *gatedOut
+		normed := lw.gateUp
+		if s.gatedEpilogue(lw.gateUp, lw.down) {
+			epi, normed = &gatedOut{h: s.gate, maxWord: l * gemvMaxTokens}, nil
+		}
+		in = prenorm(true, lw.postAttn, lw.ffnNorm, normed)
+		s.project(s.gu, lw.gateUp, input(s.h, s.hq), false, 0, in, epi)
 		dst := input(s.gate, s.gateq)
-		gated := &stagedIn{kind: "gated", x: s.gu, h: dst, params: shaders.GemvParams{HScaleWord: uint32(s.qScale[dst])}}
-		if !s.canStage(lw.down, "gated") {
-			gated = nil
+		var gated *stagedIn
+		switch {
+		case s.canStage(lw.down, "gated"):
+			gated = &stagedIn{kind: "gated", x: s.gu, h: dst, params: shaders.GemvParams{HScaleWord: uint32(s.qScale[dst])}}
+		case epi != nil && int8Mode:
+			gated = &stagedIn{kind: "quant", x: s.gate, h: dst, params: shaders.GemvParams{HScaleWord: uint32(s.qScale[dst]), MaxWord: uint32(epi.maxWord)}}
 		}
 		s.addKey(s.rowKey("act", "gated_quant", c.FFNHidden), shaders.GatedParams{Cols: uint32(c.FFNHidden), ScaleWord: uint32(s.qScale[dst])},
-			unlessStaged(gated != nil), whole(s.gu), whole(dst))
-		s.project(s.out, lw.down, input(s.gate, s.gateq), false, 0, gated)
+			unlessStaged(gated != nil || epi != nil), whole(s.gu), whole(dst))
+		s.project(s.out, lw.down, dst, false, 0, gated, nil)
 		post = lw.postFFN
 	}
 	// 5. The last residual, final norm and logits of the tokens first..,
@@ -152,7 +168,7 @@ func (s *Sequence) plan() error {
 	// thousands of workgroups would each repeat it.
 	s.inHead = true
 	prenorm(true, post, m.finalNorm, nil)
-	s.project(s.logits, m.lmHead, input(s.h, s.hq), true, float32(c.FinalSoftcap), nil)
+	s.project(s.logits, m.lmHead, input(s.h, s.hq), true, float32(c.FinalSoftcap), nil, nil)
 	s.inHead = false
 	// 6. Greedy sampling on the GPU: a workgroup per block of logits, then
 	// their merge; the id lands where the next step's embedding gather
@@ -179,13 +195,21 @@ type stagedIn struct {
 	params shaders.GemvParams
 }
 
-// gemvKey is the decode product's variant, with the prologue kind in (""
-// for none).
-func (s *Sequence) gemvKey(tpr int, in string) shaders.Key {
+// gatedOut is where a gate|up decode product with the gated epilogue
+// (shaders.Key.Out) writes h = act(gate)*up, and the first of its words
+// of max |h| in gmax (int8 mode).
+type gatedOut struct {
+	h       gpu.Buffer
+	maxWord int
+}
+
+// gemvKey is the decode product's variant, with the prologue kind in and
+// the epilogue kind out ("" for none).
+func (s *Sequence) gemvKey(tpr int, in, out string) shaders.Key {
 	m := s.m
 	int8Mode := m.cfg.DType == model.Int8
-	k := shaders.Key{Family: "gemv", Entry: "gemv", Int8: int8Mode, WG: m.opt.Gemv.WG, TPR: tpr, FMA: m.opt.Gemv.FMA && int8Mode, In: in}
-	k.SiLU = in == "gated" && m.cfg.Activation == model.SwiGLU
+	k := shaders.Key{Family: "gemv", Entry: "gemv", Int8: int8Mode, WG: m.opt.Gemv.WG, TPR: tpr, FMA: m.opt.Gemv.FMA && int8Mode, In: in, Out: out}
+	k.SiLU = (in == "gated" || out == "gated") && m.cfg.Activation == model.SwiGLU
 	return k
 }
 
@@ -206,8 +230,28 @@ func (s *Sequence) canStage(w *matrix, in string) bool {
 	if !(in == "norm" && f.Norm || in == "gated" && f.Gated) {
 		return false
 	}
+	return s.stageFits(w)
+}
+
+// stageFits reports whether the decode product of w can make its input row
+// in its prologue: it uses the vector kernel, and the row fits the staging
+// and the prologue's registers.
+func (s *Sequence) stageFits(w *matrix) bool {
 	v := s.vecWidth()
 	return w.cols%v == 0 && w.cols/v <= shaders.StagedVecs && shaders.RowFits(w.cols, s.m.opt.Gemv.WG)
+}
+
+// gatedEpilogue reports whether a decode step's gate|up product (gateUp)
+// writes the gated activation itself (Options.Fuse.Epilogue): the gated
+// fold into down's prologue is not made, gate|up is one buffer (its gate
+// and up rows side by side in one binding) of the vector kernel's width,
+// and in int8 mode down's prologue can quantise the activation (its row
+// fits) and the maxima's words exist.
+func (s *Sequence) gatedEpilogue(gateUp, down *matrix) bool {
+	if !s.m.opt.Fuse.Epilogue || s.canStage(down, "gated") || len(gateUp.parts) != 1 || gateUp.cols%s.vecWidth() != 0 {
+		return false
+	}
+	return s.m.cfg.DType != model.Int8 || s.gmax != 0 && s.stageFits(down)
 }
 
 // rowKey is the variant of a one-workgroup row kernel (prenorm,
@@ -224,8 +268,10 @@ func (s *Sequence) rowKey(family, entry string, cols int) shaders.Key {
 // tokens; y rows are W's rows apart. Each part gets the decode kernel
 // (gemv) for steps of few tokens and the tiled one for longer steps; W of
 // a width the vector loads cannot take gets the plain kernel for both.
-// With in, the decode kernel makes x itself (its prologue).
-func (s *Sequence) project(y gpu.Buffer, w *matrix, x gpu.Buffer, fromFirst bool, softcap float32, in *stagedIn) {
+// With in, the decode kernel makes x itself (its prologue); with out (W
+// being gate|up in one part), it writes the gated activation there
+// instead of y (its epilogue), and only the tiled kernel writes y.
+func (s *Sequence) project(y gpu.Buffer, w *matrix, x gpu.Buffer, fromFirst bool, softcap float32, in *stagedIn, out *gatedOut) {
 	m := s.m
 	count := func(n, first int) int {
 		if fromFirst {
@@ -257,17 +303,39 @@ func (s *Sequence) project(y gpu.Buffer, w *matrix, x gpu.Buffer, fromFirst bool
 			}
 			return 0, 0, 0
 		}
-		if in != nil {
+		if out != nil {
+			// Half the row slots take gate rows, half up rows: at most WG/2
+			// invocations a row, and a workgroup makes half its rows' h.
+			tpr = min(tpr, g.WG/2)
+			hr := g.WG / tpr / 2
+			f := p.rows / 2
+			hx, hy := grid2((f + hr - 1) / hr)
+			gp := shaders.GemvParams{Rows: uint32(f), Cols: uint32(w.cols), WScaleWord: uint32(p.scaleWord), XScaleWord: uint32(s.qScale[x]),
+				OutStride: uint32(f), MaxWord: uint32(out.maxWord)}
+			sb := []gpu.Binding{whole(p.buf), whole(x), whole(out.h)}
+			if m.cfg.DType == model.Int8 {
+				sb = append(sb, whole(s.gmax))
+			}
+			s.addKey(s.gemvKey(tpr, "", "gated"), gp, func(n, first, _ int) (int, int, int) {
+				if k := count(n, first); k <= gemvMaxTokens {
+					return hx, hy, k
+				}
+				return 0, 0, 0
+			}, sb...)
+		} else if in != nil {
 			gp := in.params
 			gp.Rows, gp.Cols, gp.WScaleWord, gp.XScaleWord = params.Rows, params.Cols, params.WScaleWord, params.XScaleWord
 			gp.OutRow, gp.OutStride, gp.FromFirst, gp.Softcap = params.OutRow, params.OutStride, params.FromFirst, params.Softcap
 			sb := []gpu.Binding{whole(p.buf), whole(in.x), whole(y), whole(in.h)}
-			if in.kind == "norm" {
+			switch in.kind {
+			case "norm":
 				sb = append(sb, whole(s.out), whole(m.norms))
+			case "quant":
+				sb = append(sb, whole(s.gmax))
 			}
-			s.addKey(s.gemvKey(tpr, in.kind), gp, gemvGrid, sb...)
+			s.addKey(s.gemvKey(tpr, in.kind, ""), gp, gemvGrid, sb...)
 		} else {
-			s.addKey(s.gemvKey(tpr, ""), params, gemvGrid, bufs...)
+			s.addKey(s.gemvKey(tpr, "", ""), params, gemvGrid, bufs...)
 		}
 		// The prefill product: the variant shaders.Tiled picks for the
 		// step's tokens, so a plan holds both tiles where the tier has two,

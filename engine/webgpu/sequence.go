@@ -35,6 +35,7 @@ type Sequence struct {
 	x, h, hq, qkv, q, att, attq, out, gate gpu.Buffer
 	gu, gateq, logits, staging, parts      gpu.Buffer
 	pickParts                              gpu.Buffer         // argmax_part's (value, index) per block of logits
+	gmax, gmaxZero                         gpu.Buffer         // int8 gated epilogue: max |h| words [layer][gemvMaxTokens], and zeros to clear them (clearMaxima)
 	qScale                                 map[gpu.Buffer]int // word offset of the scales in an int8 buffer
 	buffers                                []gpu.Buffer
 	groups                                 []gpu.BindGroup
@@ -197,6 +198,10 @@ func (s *Sequence) build() error {
 	mk(&s.parts, int64(c.Heads*s.maxSplits()*(c.HeadDim+2))*4, gpu.Storage, "attn_parts")
 	mk(&s.logits, int64(s.L)*int64(c.Vocab)*4, gpu.Storage, "logits")
 	mk(&s.pickParts, int64((c.Vocab+argmaxBlock-1)/argmaxBlock)*8, gpu.Storage, "argmax_parts")
+	if int8Mode && s.m.opt.Fuse.Epilogue {
+		mk(&s.gmax, s.maximaBytes(), gpu.Storage, "gated_max")
+		mk(&s.gmaxZero, s.maximaBytes(), gpu.Storage, "gated_max_zero")
+	}
 	mk(&s.staging, int64(s.L)*int64(c.Vocab)*4, gpu.MapRead, "logits_readback")
 	// Chunk KV: every producer's region mirrors the arena's, with C slots.
 	var off int64
@@ -228,6 +233,24 @@ func (s *Sequence) build() error {
 	}
 	// Bind groups name the params buffer, so they are made after it.
 	return s.bindAll()
+}
+
+// maximaBytes is the size of the gated epilogue's max |h| words: one per
+// (layer, token of a decode step).
+func (s *Sequence) maximaBytes() int64 { return int64(len(s.m.cfg.Layers)*gemvMaxTokens) * 4 }
+
+// clearMaxima records, ahead of a step's dispatches, the copy that zeroes
+// the gated epilogue's max |h| words (the gate|up products take their max
+// into them with atomicMax). One copy per step, not per layer: each layer
+// has words of its own, which its gate|up writes and its down reads, and
+// nothing else. Steps of a decode batch run in one command list, so the
+// clear is recorded among each step's own copies (a write would land
+// before the whole list); it costs no extra compute pass there, nor ahead
+// of the first dispatch of a lone step.
+func (s *Sequence) clearMaxima(e *gpu.Encoder) {
+	if s.gmax != 0 {
+		e.Copy(s.gmaxZero, 0, s.gmax, 0, s.maximaBytes())
+	}
 }
 
 // Planned dispatches are collected first (their params need a buffer of

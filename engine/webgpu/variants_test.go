@@ -193,7 +193,8 @@ func TestPlannedKernelsAreEnumerated(t *testing.T) {
 	// and the decode plans it compares (Options.Fuse, RowRegs).
 	benchOpts = append(benchOpts, webgpu.Options{Fuse: webgpu.Fuse{Norm: true, Gated: true, Attention: true}},
 		webgpu.Options{Fuse: webgpu.Fuse{Norm: true, Gated: true, Groups: 64}}, webgpu.Options{RowRegs: true},
-		webgpu.Options{Tile: 64}, webgpu.Options{Tile: shaders.TiledBig})
+		webgpu.Options{Tile: 64}, webgpu.Options{Tile: shaders.TiledBig},
+		webgpu.Options{Fuse: webgpu.Fuse{None: true}}, webgpu.Options{Fuse: webgpu.Fuse{Norm: true, Epilogue: true, Groups: 32}})
 	type loaded struct {
 		name  string
 		bench bool

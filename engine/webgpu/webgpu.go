@@ -81,8 +81,8 @@ type Options struct {
 // on the Gemma-3-1B shape, where hundreds of workgroups repeat a prologue
 // over rows of 1,152 or 2x6,912 values (434 tok/s unfolded, 398 with the
 // gated fold, 348-363 with both), and norm+gated over 32 workgroups was
-// 6% faster on the 270M shape (rows of 640 and 2x2,048): DefaultFuse
-// folds nothing.
+// 6% faster on the 270M shape (rows of 640 and 2x2,048). DefaultFuse
+// makes the gated epilogue alone, which repeats no work.
 type Fuse struct {
 	// None folds nothing, whatever DefaultFuse holds (the zero Fuse
 	// stands for DefaultFuse).
@@ -93,6 +93,17 @@ type Fuse struct {
 	// Gated makes the gated activation and its quantisation the down
 	// product's prologue.
 	Gated bool
+	// Epilogue makes the gated activation the gate|up product's epilogue
+	// (shaders.Key.Out): each workgroup computes its rows' gate and up and
+	// writes act(gate)*up, and in int8 mode takes its max |h| into a word
+	// per token, which the down product's prologue quantises by
+	// (shaders.Key.In "quant"). It saves gated_quant's dispatch, a
+	// workgroup per token over the whole FFN width, with no work repeated.
+	// Gated, where also asked for, wins; a gate|up product with the
+	// epilogue takes no norm prologue (its pre-norm keeps its dispatch).
+	// Only where gate|up is one buffer (not split by the binding limit)
+	// and, in int8 mode, down's row fits its prologue.
+	Epilogue bool
 	// Attention has a decode step's attention prepare its own query and
 	// K/V (QK-norm, RoPE, quantisation: attend_group). Options.Attention's
 	// default does so already; this overrides its "group" and "split".
@@ -103,13 +114,15 @@ type Fuse struct {
 	Groups int
 }
 
-// DefaultFuse is the folds a Model makes where Options.Fuse is zero: none
-// yet, as none measured faster (see Fuse).
-var DefaultFuse = Fuse{None: true}
+// DefaultFuse is the folds a Model makes where Options.Fuse is zero: the
+// gated epilogue (the prologue folds measured slower, see Fuse).
+var DefaultFuse = Fuse{Epilogue: true}
 
 // ParseFuse reads a combination of folds: "default" or "" (DefaultFuse),
-// "none", or parts joined by "+": norm, gated, attn, all (the three), gN
-// (Groups N); e.g. "norm+gated+g64".
+// "none", or parts joined by "+": norm, gated, attn, epi (Epilogue), all
+// (norm, gated, attn), gN (Groups N); e.g. "norm+gated+g64", "norm+epi".
+// Every combination but "default" leaves out what it does not name:
+// "none" and "norm" plan gated_quant's own dispatch.
 func ParseFuse(s string) (Fuse, error) {
 	var f Fuse
 	s = strings.TrimSpace(s)
@@ -127,12 +140,14 @@ func ParseFuse(s string) (Fuse, error) {
 			f.Gated = true
 		case "attn":
 			f.Attention = true
+		case "epi":
+			f.Epilogue = true
 		case "all":
 			f.Norm, f.Gated, f.Attention = true, true, true
 		default:
 			n, err := strconv.Atoi(strings.TrimPrefix(part, "g"))
 			if !strings.HasPrefix(part, "g") || err != nil || n <= 0 {
-				return f, fmt.Errorf("fuse %q: part %q is none of norm, gated, attn, all, gN (N > 0)", s, part)
+				return f, fmt.Errorf("fuse %q: part %q is none of norm, gated, attn, epi, all, gN (N > 0)", s, part)
 			}
 			f.Groups = n
 		}
@@ -146,7 +161,7 @@ func (f Fuse) String() string {
 	for _, p := range []struct {
 		on   bool
 		name string
-	}{{f.Norm, "norm"}, {f.Gated, "gated"}, {f.Attention, "attn"}} {
+	}{{f.Norm, "norm"}, {f.Gated, "gated"}, {f.Attention, "attn"}, {f.Epilogue, "epi"}} {
 		if p.on {
 			parts = append(parts, p.name)
 		}

@@ -87,6 +87,11 @@ func testCases() []testCase {
 		testCase{"plain-int8-gated", testmodel.Plain(testVocab, model.Int8), Options{Fuse: Fuse{Gated: true}}},
 		testCase{"cai-f32-gated-attn", testmodel.CAIShaped(testVocab, model.F32), Options{Fuse: Fuse{Gated: true, Attention: true}}},
 		testCase{"cai-int8-regs", testmodel.CAIShaped(testVocab, model.Int8), Options{RowRegs: true}},
+		// The default's gated epilogue beside the plan without it, and
+		// with the norm folds.
+		testCase{"cai-int8-none", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: Fuse{None: true}}},
+		testCase{"plain-f32-none", testmodel.Plain(testVocab, model.F32), Options{Fuse: Fuse{None: true}}},
+		testCase{"plain-int8-norm-epi", testmodel.Plain(testVocab, model.Int8), Options{Fuse: Fuse{Norm: true, Epilogue: true}}},
 		// The decode attention paths beside the default (group-prep): the
 		// grouped kernel after qkv_prep, with room for fewer partial
 		// states than a global layer's tiles; and a workgroup per query
@@ -296,26 +301,40 @@ func maxAbs(x []float32) float32 {
 	return m
 }
 
-// TestDecodeDispatches checks that an int8 decode step runs 6 dispatches
-// per layer (Q|K|V with the pre-norm, attention with QK-norm and RoPE, the
-// merge with its quantisation, the output product, gate|up with the
-// pre-norm, down with the activation), plus the embedding gather, the final
-// norm, the logits and the two-pass argmax; steps of several tokens and
-// models whose rows do not fit the staging keep the separate dispatches.
+// TestDecodeDispatches checks the dispatches per layer of a decode step,
+// plus the embedding gather, the final norm, the logits and the two-pass
+// argmax: with every fold 6 (Q|K|V with the pre-norm, attention with
+// QK-norm and RoPE, the merge with its quantisation, the output product,
+// gate|up with the pre-norm, down with the activation); with none 9 (the
+// pre-norms and gated_quant on their own); by default 8, gate|up writing
+// the gated activation itself (its epilogue), one dispatch fewer than
+// none; 7 with the norm folds and the epilogue (gate|up's pre-norm keeps
+// its own). Models whose rows do not fit the staging keep the separate
+// dispatches, and a gate|up split over buffers has no epilogue.
 func TestDecodeDispatches(t *testing.T) {
 	wide := testmodel.CAIShaped(testVocab, model.Int8)
 	wide.FFNHidden = 16 * 1024 // an FFN row of 16 KiB: down's input cannot be staged
+	none := Options{Fuse: Fuse{None: true}}
 	for _, tc := range []struct {
 		name     string
 		cfg      *model.Config
+		opt      Options
 		perLayer int
 	}{
-		{"cai-int8", testmodel.CAIShaped(testVocab, model.Int8), 6},
-		{"plain-int8", testmodel.Plain(testVocab, model.Int8), 6},
-		{"wide-ffn-int8", wide, 7},
+		{"cai-int8-all", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: allFolds}, 6},
+		{"plain-int8-all", testmodel.Plain(testVocab, model.Int8), Options{Fuse: allFolds}, 6},
+		{"wide-ffn-int8-all", wide, Options{Fuse: allFolds}, 7},
+		{"cai-int8-none", testmodel.CAIShaped(testVocab, model.Int8), none, 9},
+		{"cai-int8-default", testmodel.CAIShaped(testVocab, model.Int8), Options{}, 8},
+		{"plain-int8-default", testmodel.Plain(testVocab, model.Int8), Options{}, 8},
+		{"plain-f32-none", testmodel.Plain(testVocab, model.F32), none, 9},
+		{"plain-f32-default", testmodel.Plain(testVocab, model.F32), Options{}, 8},
+		{"cai-int8-norm-epi", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: Fuse{Norm: true, Attention: true, Epilogue: true}}, 7},
+		{"wide-ffn-int8-default", wide, Options{}, 9},
+		{"cai-int8-split-default", testmodel.CAIShaped(testVocab, model.Int8), Options{SplitBytes: 1000}, 0}, // as many as none
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			gm, err := New(device(t), tc.cfg, testmodel.Random(tc.cfg, 1), Options{Fuse: allFolds})
+			gm, err := New(device(t), tc.cfg, testmodel.Random(tc.cfg, 1), tc.opt)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -327,6 +346,22 @@ func TestDecodeDispatches(t *testing.T) {
 			defer s.Close()
 			fixed := len(gm.embed.parts) + 1 + len(gm.lmHead.parts) + 2
 			want := fixed + tc.perLayer*len(tc.cfg.Layers)
+			if tc.perLayer == 0 {
+				// Matrices split over buffers: as many as the plan without the epilogue.
+				opt := tc.opt
+				opt.Fuse = Fuse{None: true}
+				nm, err := New(device(t), tc.cfg, testmodel.Random(tc.cfg, 1), opt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer nm.Close()
+				ns, err := nm.NewSequence(64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer ns.Close()
+				want = ns.Dispatches(1, 0)
+			}
 			for _, pos := range []int{0, 40} {
 				if got := s.Dispatches(1, pos); got != want {
 					t.Errorf("decode at %d: %d dispatches, want %d (%d per layer)", pos, got, want, tc.perLayer)

@@ -47,8 +47,8 @@ type Options struct {
 	// instead of flash (webgpu.Options.RowAttention).
 	RowAttention bool `json:"rowAttention"`
 	// Plans are the decode plans each model runs with, side by side,
-	// comma-separated: webgpu.ParseFuse's combinations ("none", "norm",
-	// "norm+gated+attn", "all+g64", ...), each optionally with "+regs"
+	// comma-separated: webgpu.ParseFuse's combinations ("none", "epi",
+	// "norm", "norm+gated+attn", "all+g64", ...), each optionally with "+regs"
 	// (webgpu.Options.RowRegs; "+reread", the default, is accepted), "+attn-group-prep", "+attn-group" or
 	// "+attn-split" (webgpu.Options.Attention) and "+roomN"
 	// (webgpu.Options.AttnRoom), "+tile64" or "+tile128" (webgpu.Options.Tile:

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"github.com/wick-run/wick/engine/webgpu"
 	"strings"
 	"testing"
 )
@@ -46,6 +47,28 @@ func TestParsePlansTile(t *testing.T) {
 	for _, v := range []string{"none+tile", "none+tile32", "none+tilex", "none+tile256"} {
 		if _, err := ParsePlans(v); err == nil {
 			t.Errorf("%q: accepted", v)
+		}
+	}
+}
+
+// TestParsePlansEpilogue reads the side-by-side of the gated epilogue
+// (the default decode plan) and the plan before it, and names each back.
+func TestParsePlansEpilogue(t *testing.T) {
+	ps, err := ParsePlans("none,epi,epi+g64,norm+epi+regs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []webgpu.Fuse{{None: true}, {Epilogue: true}, {Epilogue: true, Groups: 64}, {Norm: true, Epilogue: true}}
+	if len(ps) != len(want) {
+		t.Fatalf("%d plans, want %d", len(ps), len(want))
+	}
+	for i, p := range ps {
+		if p.Fuse != want[i] {
+			t.Errorf("plan %d read as %+v, want %+v", i, p.Fuse, want[i])
+		}
+		again, err := ParsePlans(p.String())
+		if err != nil || again[0] != p {
+			t.Errorf("plan %d names itself %q, read back as %+v (%v)", i, p.String(), again, err)
 		}
 	}
 }

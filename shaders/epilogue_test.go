@@ -19,7 +19,11 @@ import (
 // prologue on that h: its quantised row and scale bit-identical to
 // quant.wgsl's quantize of the same h (gated_quant's formulas: the max
 // |h| over the row, quant_scale, quant_i8), and down's product equal to
-// engine/cpu's MatMul of that input. FFN widths are no multiple of the
+// engine/cpu's MatMul of that input. And against today's path on the same
+// device (the plain product, then gated_quant): h (float32) and down's
+// int8 input and scales (int8) bit for bit, as the dot products and
+// act(gate)*up are the same expressions over the same values: nothing
+// downstream of the epilogue changes. FFN widths are no multiple of the
 // workgroup's rows, up to gemvMaxTokens tokens, outputs and the words
 // around the maxima poisoned.
 func TestGatedEpilogue(t *testing.T) {
@@ -79,7 +83,15 @@ func testGatedEpilogue(t *testing.T) {
 				t.Fatalf("word after the h rows overwritten: %#x", g)
 			}
 			closeTo(t, "h", got[:n*f], ref, rel)
+			// Today's path on the same device: the plain product into gate|up
+			// rows, then gated_quant (float32: h itself).
+			today := todaysGated(t, tc.dtype, tc.act, f, tc.cols, n, tc.wg, tc.tpr, tc.fma, wdata, wScaleWord, xw, xScaleWord)
 			if !int8Mode {
+				for i, w := range today {
+					if g := math.Float32bits(got[i]); g != w {
+						t.Fatalf("h[%d] = %#x, gated_quant's %#x", i, g, w)
+					}
+				}
 				return
 			}
 			gotMx := bytesU32(read(t, mx, len(mxWords)))
@@ -117,6 +129,11 @@ func testGatedEpilogue(t *testing.T) {
 				if gotQ[i] != wantQ[i] {
 					t.Fatalf("down's quantised input word %d = %#x, quantize's %#x (values end at %d, scales from %d)", i, gotQ[i], wantQ[i], hWords, hScaleWord)
 				}
+				if i < hWords || i >= hScaleWord && i < hScaleWord+n {
+					if gotQ[i] != today[i] {
+						t.Fatalf("down's quantised input word %d = %#x, gated_quant's %#x (values end at %d, scales from %d)", i, gotQ[i], today[i], hWords, hScaleWord)
+					}
+				}
 			}
 			a := &cpu.Act{N: n, Cols: f, Q: unpackI8(gotQ, n*f), Scale: bytesF32(u32bytes(gotQ[hScaleWord : hScaleWord+n]))}
 			for i := 0; i < n; i++ {
@@ -132,4 +149,28 @@ func testGatedEpilogue(t *testing.T) {
 			}
 		})
 	}
+}
+
+// todaysGated runs the decode step's path before the epilogue on the same
+// gate|up matrix and input: the plain product into gate|up rows, then
+// gated_quant. It returns gated_quant's words: h's bits (float32), or the
+// int8 row with its scales at n*f/4 + 2 (int8).
+func todaysGated(t *testing.T, dtype model.DType, act model.Activation, f, cols, n, wg, tpr int, fma bool,
+	wdata []uint32, wScaleWord int, xw []uint32, xScaleWord int) []uint32 {
+	t.Helper()
+	int8Mode := dtype == model.Int8
+	gub := buffer(t, nil, n*2*f)
+	rpw := wg / tpr
+	dispatch(t, Key{Family: "gemv", Entry: "gemv", Int8: int8Mode, WG: wg, TPR: tpr, FMA: fma}, Step{N: uint32(n)},
+		MatmulParams{Rows: uint32(2 * f), Cols: uint32(cols), WScaleWord: uint32(wScaleWord), XScaleWord: uint32(xScaleWord), OutStride: uint32(2 * f)},
+		[3]int{(2*f + rpw - 1) / rpw, 1, n}, buffer(t, u32bytes(pad16(wdata)), 0), buffer(t, u32bytes(pad16(xw)), 0), gub)
+	words, scaleWord := n*f, 0
+	if int8Mode {
+		scaleWord = n*f/4 + 2
+		words = scaleWord + n
+	}
+	dst := buffer(t, nil, words)
+	dispatch(t, Key{Family: "act", Entry: "gated_quant", Int8: int8Mode, WG: RowWG, SiLU: act == model.SwiGLU}, Step{N: uint32(n)},
+		GatedParams{Cols: uint32(f), ScaleWord: uint32(scaleWord)}, [3]int{n, 1, 1}, gub, dst)
+	return bytesU32(read(t, dst, words))
 }

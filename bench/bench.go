@@ -52,8 +52,9 @@ type Options struct {
 	// (webgpu.Options.RowRegs; "+reread", the default, is accepted), "+attn-group-prep", "+attn-group" or
 	// "+attn-split" (webgpu.Options.Attention) and "+roomN"
 	// (webgpu.Options.AttnRoom), "+tile64" or "+tile128" (webgpu.Options.Tile:
-	// the prefill product's tile everywhere rather than by shape). "" is
-	// the default plan alone.
+	// the prefill product's tile everywhere rather than by shape), "+split"
+	// (webgpu.Options.Split: products of few rows split along their
+	// columns). "" is the default plan alone.
 	Plans string `json:"plans"`
 }
 
@@ -209,6 +210,7 @@ type Plan struct {
 	Attn     string // the decode attention path (webgpu.Options.Attention; "" the default)
 	AttnRoom int    // its room for partial states (webgpu.Options.AttnRoom; 0 the default)
 	Tile     int    // the prefill product's tile (webgpu.Options.Tile; 0 by shape)
+	Split    bool   // split prefill products of few rows (webgpu.Options.Split = webgpu.SplitPasses)
 }
 
 // String names p as ParsePlans reads it.
@@ -225,6 +227,9 @@ func (p Plan) String() string {
 	}
 	if p.Tile != 0 {
 		s += fmt.Sprintf("+tile%d", p.Tile)
+	}
+	if p.Split {
+		s += "+split"
 	}
 	return s
 }
@@ -247,6 +252,8 @@ func ParsePlans(s string) ([]Plan, error) {
 			switch {
 			case part == "regs":
 				p.Regs = true
+			case part == "split":
+				p.Split = true
 			case part == "reread": // the default row kernels, named by earlier plans
 			case isAttn:
 				if !slices.Contains(webgpu.AttnPaths, attn) {
@@ -510,7 +517,11 @@ func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu
 		busy = &busyDevice{Device: b.dev, timer: t}
 		dev = busy
 	}
-	m, err := webgpu.New(dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, Fuse: pl.Fuse, RowRegs: pl.Regs, RowAttention: b.rowAttention, Fallback: fallback, Tile: pl.Tile,
+	split := 0
+	if pl.Split {
+		split = webgpu.SplitPasses
+	}
+	m, err := webgpu.New(dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, Fuse: pl.Fuse, RowRegs: pl.Regs, RowAttention: b.rowAttention, Fallback: fallback, Tile: pl.Tile, Split: split,
 		Attention: pl.Attn, AttnRoom: pl.AttnRoom})
 	if err != nil {
 		return "", "", err

@@ -25,18 +25,18 @@ func TestParseGemv(t *testing.T) {
 	}
 }
 
-// TestParsePlansTile reads the prefill tile parts of -plans, names them
+// TestParsePlansTile reads the prefill tile and split parts of -plans, names them
 // back as they were written, and refuses tiles the product has not.
 func TestParsePlansTile(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
 		tile int
-	}{{"none", 0}, {"none+tile64", 64}, {"none+tile128", 128}, {"norm+tile128+regs", 128}} {
+	}{{"none", 0}, {"none+tile64", 64}, {"none+tile128", 128}, {"norm+tile128+regs", 128}, {"none+split", 0}} {
 		ps, err := ParsePlans(tc.in)
 		if err != nil {
 			t.Fatalf("%q: %v", tc.in, err)
 		}
-		if len(ps) != 1 || ps[0].Tile != tc.tile {
+		if len(ps) != 1 || ps[0].Tile != tc.tile || ps[0].Split != strings.Contains(tc.in, "split") {
 			t.Fatalf("%q read as %+v, want tile %d", tc.in, ps, tc.tile)
 		}
 		again, err := ParsePlans(ps[0].String())

@@ -123,6 +123,73 @@ func testMatrixProducts(t *testing.T) {
 	}
 }
 
+// TestTiledSplit runs the split product (the large DOT4 tile over slices
+// of the columns, adding int32 sums with atomics, then tiled_merge)
+// against engine/cpu's MatMul: slices that end inside a pass, more slices
+// than passes (empty ones), rows and tokens across tile edges, logits
+// tokens from first, a soft-cap; the scratch must be zero again after the
+// merge. Devices without the packed dot product have no split form.
+func TestTiledSplit(t *testing.T) { onDevices(t, testTiledSplit) }
+
+func testTiledSplit(t *testing.T) {
+	split := Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Tile: TiledBig, Split: true}
+	if k := TierOf(device(t).Info()).Apply(split); !k.Split {
+		t.Skipf("tier %s has no split product (it runs %s)", TierOf(device(t).Info()), k.Label())
+	}
+	merge := Key{Family: "tiled_merge", Entry: "merge", Int8: true, WG: TiledWG}
+	for _, tc := range []struct {
+		name           string
+		rows, cols, n  int
+		first          int
+		softcap        float32
+		outRow, stride int
+		slices         int
+	}{
+		{"four-slices", 131, 4 * 601, 130, 0, 0, 0, 131, 4},
+		{"uneven-slices", 259, 4 * 77, 200, 0, 0, 3, 270, 3},
+		{"more-slices-than-passes", 70, 4 * 20, 129, 0, 0, 0, 70, 8},
+		{"logits-part-softcap", 45, 16 * 37, 140, 9, 30, 7, 59, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRand(t)
+			m, xw, xScaleWord, want := matmulInputs(r, model.Int8, tc.rows, tc.cols, tc.n, tc.softcap)
+			wdata, wScaleWord := packMat(&m)
+			tokens := tc.n - tc.first
+			var fromFirst uint32
+			if tc.first > 0 {
+				fromFirst = 1
+			}
+			params := MatmulParams{Rows: uint32(tc.rows), Cols: uint32(tc.cols), WScaleWord: uint32(wScaleWord), XScaleWord: uint32(xScaleWord),
+				OutRow: uint32(tc.outRow), OutStride: uint32(tc.stride), FromFirst: fromFirst, Softcap: tc.softcap}
+			st := Step{N: uint32(tc.n), First: uint32(tc.first)}
+			wb, xb := buffer(t, u32bytes(pad16(wdata)), 0), buffer(t, u32bytes(pad16(xw)), 0)
+			part := buffer(t, make([]byte, 4*tokens*tc.rows), 0)
+			out := buffer(t, nil, tokens*tc.stride)
+			dispatch(t, split, st, params, [3]int{(tc.rows + TiledBig - 1) / TiledBig, (tokens + TiledBig - 1) / TiledBig, tc.slices}, wb, xb, part)
+			dispatch(t, merge, st, params, [3]int{(tc.rows + TiledWG - 1) / TiledWG, tokens, 1}, wb, xb, out, part)
+			got := bytesF32(read(t, out, tokens*tc.stride))
+			for tt := 0; tt < tokens; tt++ {
+				row := got[tt*tc.stride+tc.outRow : tt*tc.stride+tc.outRow+tc.rows]
+				ref := want[(tc.first+tt)*tc.rows : (tc.first+tt+1)*tc.rows]
+				if tc.softcap != 0 {
+					closeTo(t, "y", row, ref, rel)
+					continue
+				}
+				for i := range ref {
+					if row[i] != ref[i] {
+						t.Fatalf("token %d row %d: %v, want %v (int32 accumulators differ)", tt, i, row[i], ref[i])
+					}
+				}
+			}
+			for i, b := range read(t, part, tokens*tc.rows) {
+				if b != 0 {
+					t.Fatalf("scratch byte %d is %d after the merge, want 0", i, b)
+				}
+			}
+		})
+	}
+}
+
 // checkQuantised compares an int8 row and its scale with quant.Quantize of
 // the reference values: the scale within rel, each value within one step
 // where the reference sits this close to a rounding boundary.

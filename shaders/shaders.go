@@ -76,6 +76,11 @@ type Key struct {
 	// default 64: TiledBig, the DOT4 and MATRIX products' 128x128 tile
 	// (Tiled says which products take it).
 	Tile int
+	// Split makes the large DOT4 tile add its sums over a slice of the
+	// columns (the grid's z) into an int32 scratch buffer with atomics,
+	// which tiled_merge's merge then dequantises: products of few rows
+	// get workgroups for the whole GPU.
+	Split bool
 }
 
 // Label names the variant in errors and debuggers.
@@ -122,6 +127,9 @@ func (k Key) Label() string {
 	if k.Tile != 0 {
 		s += fmt.Sprintf("/t%d", k.Tile)
 	}
+	if k.Split {
+		s += "/split"
+	}
 	return s
 }
 
@@ -158,12 +166,15 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 		"STAGED": k.In != "", "NORM_IN": k.In == "norm", "GATED_IN": k.In == "gated", "QUANT_IN": k.In == "quant",
 		"GATED_OUT": k.Out == "gated", "GATED_ACT": k.In == "gated" || k.Out == "gated", "GEMV_PARAMS": k.In != "" || k.Out != "", "GROUP": k.Group > 0, "PREP": k.In == "qkv",
 		"SUBGROUPS": k.Subgroups, "MATRIX": k.Matrix, "FLASH": k.Entry == FlashEntry, "REGS": k.Regs,
-		"BIG": k.Tile == TiledBig}
+		"BIG": k.Tile == TiledBig, "SPLIT": k.Split}
 	if k.Matrix && (k.Family != "tiled" || !k.Int8 || k.Dot4) {
 		return nil, nil, fmt.Errorf("shader %s: only tiled's int8 product without Dot4 has a subgroup-matrix variant", k.Label())
 	}
 	if k.Tile != 0 && (k.Tile != TiledBig || k.Family != "tiled" || !k.Dot4 && !k.Matrix) {
 		return nil, nil, fmt.Errorf("shader %s: only tiled's DOT4 and MATRIX products have a tile other than 64, of %d", k.Label(), TiledBig)
+	}
+	if k.Split && (k.Tile != TiledBig || !k.Dot4) {
+		return nil, nil, fmt.Errorf("shader %s: only tiled's large DOT4 tile has a split form", k.Label())
 	}
 	vals := map[string]string{"WG": strconv.Itoa(k.WG), "SG_ARGS": "", "SG_BEGIN": ""}
 	if k.Subgroups {

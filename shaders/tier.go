@@ -95,11 +95,14 @@ func (t Tier) Apply(k Key) Key {
 			k.Dot4, k.FMA = true, false
 		}
 	}
-	if k.Family == "tiled" && k.Int8 && t.Matrix {
+	if k.Family == "tiled" && k.Int8 && t.Matrix && !k.Split {
 		k.Matrix, k.Dot4 = true, false
 	}
 	if k.Family == "tiled" && !k.Dot4 && !(k.Matrix && t.MatrixTile) {
 		k.Tile = 0 // only these products have the large tile
+	}
+	if k.Family == "tiled" && k.Tile == 0 {
+		k.Split = false // nor the split one
 	}
 	if t.Subgroups && reduces(k) {
 		k.Subgroups = true

@@ -28,6 +28,12 @@
 // hides behind the products and one barrier per pass suffices. The plan
 // gives it the products whose grid still fills the GPU (Tiled).
 //
+// SPLIT (BIG DOT4, Key.Split): the grid's z splits the columns' passes
+// into slices, so a product of few rows (a 1B model's down product, 1,152
+// rows of 6,912 columns: 36 tiles at 512 tokens) still has workgroups for
+// every multiprocessor; each adds its int32 sums into part with atomics,
+// exact in any order, and tiled_merge.wgsl dequantises them.
+//
 // BIG with MATRIX: the same tile, passes and buffers, the words kept as
 // i32 for the matrix loads; each of 8 subgroups of 32 multiplies 2x4
 // blocks of 16x16 (Tier.MatrixTile: subgroups of at most 32).
@@ -41,7 +47,13 @@ enable chromium_experimental_subgroup_matrix;
 @group(0) @binding(1) var<uniform> p: MatmulParams;
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read> x: array<u32>;
+#if SPLIT
+// The split product adds its slice's int32 sums into part[(t - t0) *
+// rows + row]; tiled_merge.wgsl dequantises them into y and zeroes part.
+@group(0) @binding(4) var<storage, read_write> part: array<atomic<i32>>;
+#else
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+#endif
 
 const BM = 64u; // rows per tile
 const BN = 64u; // tokens per tile
@@ -258,7 +270,8 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
 }
 #else
 @compute @workgroup_size(256)
-fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32,
+         @builtin(num_workgroups) nwg: vec3<u32>) {
   let t0 = select(0u, step.first, p.from_first == 1u);
   let row0 = wg.x * BIG_T;
   let tok0 = t0 + wg.y * BIG_T;
@@ -269,19 +282,27 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
   let ly = li / 16u; // tokens ly + 16*j
   var acc: array<array<i32, 8>, 8>; // acc[i][j]: row lx+16i, token ly+16j
   let words = p.cols / 4u;
-  let passes = (words + BIG_PW - 1u) / BIG_PW;
+  // The grid's z splits the passes into slices (SPLIT; one slice else):
+  // this workgroup takes passes k0..k1.
+  let all = (words + BIG_PW - 1u) / BIG_PW;
+  let per = (all + nwg.z - 1u) / nwg.z;
+  let k0 = min(all, wg.z * per);
+  let k1 = min(all, k0 + per);
+  if (k0 >= k1) {
+    return; // the whole workgroup: a slice past the columns
+  }
   // Each invocation stages one vector of W and one of x per pass: rows
   // (tokens) sr, vector sv of the pass's two.
   let sr = li / 2u;
   let sv = li % 2u;
-  var wv = big_load(true, sr, row0, p.rows, 0u, sv, words);
-  var xv = big_load(false, sr, tok0, step.n, 0u, sv, words);
+  var wv = big_load(true, sr, row0, p.rows, k0, sv, words);
+  var xv = big_load(false, sr, tok0, step.n, k0, sv, words);
   wb[sv * BIG_T + sr] = wv;
   xb[sv * BIG_T + sr] = xv;
   workgroupBarrier();
-  for (var kt = 0u; kt < passes; kt++) {
-    let cur = (kt % 2u) * 256u;
-    let more = kt + 1u < passes;
+  for (var kt = k0; kt < k1; kt++) {
+    let cur = ((kt - k0) % 2u) * 256u;
+    let more = kt + 1u < k1;
     if (more) {
       wv = big_load(true, sr, row0, p.rows, kt + 1u, sv, words);
       xv = big_load(false, sr, tok0, step.n, kt + 1u, sv, words);
@@ -313,17 +334,23 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     if (t >= step.n) {
       continue;
     }
+#if !SPLIT
     let xsc = bitcast<f32>(x[p.x_scale_word + t]);
+#endif
     for (var i = 0u; i < 8u; i++) {
       let row = row0 + lx + 16u * i;
       if (row >= p.rows) {
         continue;
       }
+#if SPLIT
+      atomicAdd(&part[(t - t0) * p.rows + row], acc[i][j]);
+#else
       var v = f32(acc[i][j]) * (xsc * bitcast<f32>(w[p.w_scale_word + row]));
       if (p.softcap > 0.0) {
         v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
       }
       y[(t - t0) * p.out_stride + p.out_row + row] = v;
+#endif
     }
   }
 }

@@ -22,6 +22,9 @@ const (
 	// TiledBig is the side of tiled.wgsl's large tile (Key.Tile): 128 rows
 	// by 128 tokens, the DOT4 and MATRIX products'.
 	TiledBig = 128
+	// TiledPassWords is how many words (4 int8 columns each) a pass of the
+	// large tile takes: its split product slices the columns by passes.
+	TiledPassWords = 8
 	// StreamWG is the workgroup size of wick bench's streaming read.
 	StreamWG = 256
 )
@@ -91,6 +94,8 @@ func Variants() []Key {
 			ks = append(ks,
 				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Dot4: true},
 				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Dot4: true, Tile: TiledBig},
+				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Dot4: true, Tile: TiledBig, Split: true},
+				Key{Family: "tiled_merge", Entry: "merge", Int8: true, WG: TiledWG},
 				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Matrix: true},
 				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Matrix: true, Tile: TiledBig},
 				Key{Family: "act", Entry: "gated_quant", Int8: true, WG: RowWG, Regs: true},

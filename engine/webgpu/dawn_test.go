@@ -57,12 +57,13 @@ func TestModelMatchesCPUOnDawn(t *testing.T) {
 		// The default plan, every fold with products over few workgroups,
 		// the row kernels that hold their row in registers, and the prefill
 		// product's large tile on every product (the default gives it only
-		// to grids that fill an H200, which no test model's do).
+		// to grids that fill an H200, which no test model's do), and every
+		// product split along its columns (slices of one pass or more).
 		plans := []struct {
 			name string
 			opt  Options
 		}{{"", Options{}}, {"-fused-g4", Options{Fuse: Fuse{Norm: true, Gated: true, Attention: true, Groups: 4}}}, {"-regs", Options{RowRegs: true}},
-			{"-tile128", Options{Tile: shaders.TiledBig}}}
+			{"-tile128", Options{Tile: shaders.TiledBig}}, {"-split", Options{Split: 1}}}
 		for _, pl := range plans {
 			t.Run("int8-greedy"+pl.name, func(t *testing.T) {
 				cs, gm, gs := bothSequences(t, d, cfg8, w8, pl.opt, ctx)

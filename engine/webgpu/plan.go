@@ -337,25 +337,93 @@ func (s *Sequence) project(y gpu.Buffer, w *matrix, x gpu.Buffer, fromFirst bool
 		} else {
 			s.addKey(s.gemvKey(tpr, "", ""), params, gemvGrid, bufs...)
 		}
-		// The prefill product: the variant shaders.Tiled picks for the
-		// step's tokens, so a plan holds both tiles where the tier has two,
-		// and each step runs the one its token count chooses.
-		int8 := m.cfg.DType == model.Int8
-		for _, tile := range []int{64, shaders.TiledBig} {
-			key := shaders.Tiled(m.tier, int8, p.rows, 0, tile)
-			if shaders.TiledTile(key) != tile {
-				continue // the tier has no such tile
+		// The prefill product: the variant tiledFor picks for the step's
+		// tokens, so a plan holds each variant the tier has (64x64 tile,
+		// 128x128, split with its merge), and each step runs the one its
+		// token count chooses.
+		rows, cols := p.rows, w.cols
+		for _, key := range s.tiledKeys(rows) {
+			tile := shaders.TiledTile(key)
+			if !key.Split {
+				s.addKey(key, params, func(n, first, _ int) (int, int, int) {
+					k := count(n, first)
+					if c, _ := s.tiledFor(rows, cols, k); k <= gemvMaxTokens || c != key {
+						return 0, 0, 0
+					}
+					return (rows + tile - 1) / tile, (k + tile - 1) / tile, 1
+				}, bufs...)
+				continue
 			}
-			rows := p.rows
-			s.addKey(key, params, func(n, first, _ int) (int, int, int) {
+			split := func(n, first int) (int, bool) {
 				k := count(n, first)
-				if k <= gemvMaxTokens || shaders.Tiled(m.tier, int8, rows, k, m.opt.Tile) != key {
+				c, slices := s.tiledFor(rows, cols, k)
+				return slices, k > gemvMaxTokens && c == key
+			}
+			s.addKey(key, params, func(n, first, _ int) (int, int, int) {
+				slices, ok := split(n, first)
+				if !ok {
 					return 0, 0, 0
 				}
-				return (rows + tile - 1) / tile, (k + tile - 1) / tile, 1
-			}, bufs...)
+				k := count(n, first)
+				return (rows + tile - 1) / tile, (k + tile - 1) / tile, slices
+			}, whole(p.buf), whole(x), whole(s.part))
+			s.addKey(shaders.Key{Family: "tiled_merge", Entry: "merge", Int8: true, WG: shaders.TiledWG}, params, func(n, first, _ int) (int, int, int) {
+				if _, ok := split(n, first); !ok {
+					return 0, 0, 0
+				}
+				return (rows + shaders.TiledWG - 1) / shaders.TiledWG, count(n, first), 1
+			}, whole(p.buf), whole(x), whole(y), whole(s.part))
 		}
 	}
+}
+
+// tiledKeys are the prefill product variants a part of W of rows rows may
+// run (tiledFor chooses among them by step): the 64x64 tile, the large
+// one where the tier has it, and with Options.Split the split one where
+// the tier has it and s.part holds the part's sums.
+func (s *Sequence) tiledKeys(rows int) []shaders.Key {
+	m := s.m
+	int8 := m.cfg.DType == model.Int8
+	ks := []shaders.Key{shaders.Tiled(m.tier, int8, rows, 0, 64)}
+	if big := shaders.Tiled(m.tier, int8, rows, 0, shaders.TiledBig); big != ks[0] {
+		ks = append(ks, big)
+	}
+	if k, ok := s.splitKey(rows); ok {
+		ks = append(ks, k)
+	}
+	return ks
+}
+
+// splitKey is the split product's variant for a part of rows rows, and
+// whether the plan can run it (Options.Split, a tier that has it, and
+// s.part room for the part's sums of a step).
+func (s *Sequence) splitKey(rows int) (shaders.Key, bool) {
+	m := s.m
+	k := m.tier.Apply(shaders.Key{Family: "tiled", Entry: "tiled", Int8: m.cfg.DType == model.Int8, WG: shaders.TiledWG, Tile: shaders.TiledBig, Split: true})
+	return k, m.opt.Split > 0 && k.Split && s.partBytes > 0 && int64(rows)*int64(s.C)*4 <= s.partBytes
+}
+
+// tiledFor is the prefill product variant a step of k tokens runs on a
+// part of rows rows of cols columns, and its slices of the columns (1 but
+// for the split one): shaders.Tiled's choice, except that with
+// Options.Split a product left to the 64x64 tile for want of workgroups
+// takes the large tile split into enough slices for shaders.TiledMinGroups
+// workgroups, each of at least Options.Split passes.
+func (s *Sequence) tiledFor(rows, cols, k int) (shaders.Key, int) {
+	m := s.m
+	int8 := m.cfg.DType == model.Int8
+	c := shaders.Tiled(m.tier, int8, rows, k, m.opt.Tile)
+	sk, ok := s.splitKey(rows)
+	if !ok || m.opt.Tile != 0 || shaders.TiledTile(c) == shaders.TiledBig || k > 65535 {
+		return c, 1
+	}
+	groups := ((rows + shaders.TiledBig - 1) / shaders.TiledBig) * ((k + shaders.TiledBig - 1) / shaders.TiledBig)
+	passes := (cols/4 + shaders.TiledPassWords - 1) / shaders.TiledPassWords
+	slices := min((shaders.TiledMinGroups+groups-1)/groups, passes/m.opt.Split)
+	if slices < 2 {
+		return c, 1
+	}
+	return sk, slices
 }
 
 // gemvMinGroups is how many workgroups a decode product should have to

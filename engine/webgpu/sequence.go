@@ -40,6 +40,11 @@ type Sequence struct {
 	buffers                                []gpu.Buffer
 	groups                                 []gpu.BindGroup
 
+	// part holds the split prefill product's int32 sums (Options.Split),
+	// partBytes long (0 without it).
+	part      gpu.Buffer
+	partBytes int64
+
 	body, head []site // dispatches of every step; of steps that compute logits
 	pick       []site // the greedy pick of the last token, into ids[0]
 	paramData  []byte
@@ -197,6 +202,13 @@ func (s *Sequence) build() error {
 	act(&s.gu, nil, 2*c.FFNHidden, "gate_up")
 	mk(&s.parts, int64(c.Heads*s.maxSplits()*(c.HeadDim+2))*4, gpu.Storage, "attn_parts")
 	mk(&s.logits, int64(s.L)*int64(c.Vocab)*4, gpu.Storage, "logits")
+	if s.m.opt.Split > 0 && int8Mode {
+		// The split product's int32 sums: a step of the widest layer
+		// product, within one binding (a wider part does not split).
+		rows := int64(max(c.QDim()+2*c.KVDim(), c.Hidden, 2*c.FFNHidden))
+		s.partBytes = min(int64(C)*rows*4, s.m.dev.Info().Limits.MaxStorageBufferBindingSize&^255)
+		mk(&s.part, s.partBytes, gpu.Storage, "tiled_split_sums")
+	}
 	mk(&s.pickParts, int64((c.Vocab+argmaxBlock-1)/argmaxBlock)*8, gpu.Storage, "argmax_parts")
 	if int8Mode && s.m.opt.Fuse.Epilogue {
 		mk(&s.gmax, s.maximaBytes(), gpu.Storage, "gated_max")

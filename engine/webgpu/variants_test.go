@@ -178,7 +178,7 @@ func TestPlannedKernelsAreEnumerated(t *testing.T) {
 	// Every model runs with the default options (wick serve, the page) and
 	// the tiny ones with the engine tests' splits; wick bench's models with
 	// each GEMV it may pick.
-	opts := []webgpu.Options{{}, {Chunk: 5, SplitBytes: 1000}, {Chunk: 3, SplitBytes: 3000}}
+	opts := []webgpu.Options{{}, {Chunk: 5, SplitBytes: 1000}, {Chunk: 3, SplitBytes: 3000}, {Chunk: 9, SplitBytes: 1000, Split: 1}}
 	for _, a := range webgpu.AttnPaths {
 		opts = append(opts, webgpu.Options{Attention: a})
 	}
@@ -193,7 +193,7 @@ func TestPlannedKernelsAreEnumerated(t *testing.T) {
 	// and the decode plans it compares (Options.Fuse, RowRegs).
 	benchOpts = append(benchOpts, webgpu.Options{Fuse: webgpu.Fuse{Norm: true, Gated: true, Attention: true}},
 		webgpu.Options{Fuse: webgpu.Fuse{Norm: true, Gated: true, Groups: 64}}, webgpu.Options{RowRegs: true},
-		webgpu.Options{Tile: 64}, webgpu.Options{Tile: shaders.TiledBig},
+		webgpu.Options{Tile: 64}, webgpu.Options{Tile: shaders.TiledBig}, webgpu.Options{Split: webgpu.SplitPasses},
 		webgpu.Options{Fuse: webgpu.Fuse{None: true}}, webgpu.Options{Fuse: webgpu.Fuse{Norm: true, Epilogue: true, Groups: 32}})
 	type loaded struct {
 		name  string

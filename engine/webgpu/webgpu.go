@@ -69,6 +69,14 @@ type Options struct {
 	// 64 keeps the 64x64 tile everywhere, shaders.TiledBig takes the large
 	// one wherever the tier has it. Benchmarks compare them with it.
 	Tile int
+	// Split, n > 0, lets a prefill product that the 64x64 tile would get
+	// for want of workgroups (few rows: a 1B model's down, output and
+	// Q|K|V products at 512 tokens) run the large tile split along its
+	// columns instead (shaders.Key.Split), in slices of at least n passes
+	// of 32 columns, with its int32 sums added with atomics into a scratch
+	// buffer and dequantised by a merge dispatch. 0 (the default until it
+	// is measured) splits nothing; wick bench's +split is SplitPasses.
+	Split int
 	// Fallback runs the fallback tier of kernels even where the device
 	// offers more (shaders.Tier): benchmarks and tests compare the tiers
 	// on one device with it.
@@ -203,6 +211,11 @@ const DefaultChunk = 512
 // to 64 tokens.
 const gemvMaxTokens = 4
 
+// SplitPasses is the fewest passes (of 32 columns) a slice of a split
+// prefill product takes in wick bench's +split plan, so that staging and
+// the atomic adds stay a small part of its work (Options.Split).
+const SplitPasses = 8
+
 // argmaxBlock is the logits each workgroup of the greedy pick's first pass
 // takes: a 262k vocabulary spreads over 256 workgroups.
 const argmaxBlock = 4 * shaders.RowWG
@@ -262,6 +275,9 @@ func New(dev gpu.Device, cfg *model.Config, w *model.Weights, opt Options) (*Mod
 	}
 	if opt.Tile != 0 && opt.Tile != 64 && opt.Tile != shaders.TiledBig {
 		return nil, fmt.Errorf("webgpu model: prefill tile %d is none of 0 (by shape), 64, %d", opt.Tile, shaders.TiledBig)
+	}
+	if opt.Split < 0 {
+		return nil, fmt.Errorf("webgpu model: split slices of %d passes", opt.Split)
 	}
 	if opt.Gemv.WG <= 0 {
 		opt.Gemv.WG = 256

@@ -25,17 +25,19 @@ step() {
 if [ "${TESTS:-1}" = 1 ]; then
 	# The products against engine/cpu on every device: stock tier (the
 	# 128x128 DOT4 tile), then with subgroup matrices (MATRIX).
-	step shaders-stock sh -c "cd '$root/shaders' && timeout 200 '$root/.devbin/shaders.test' -test.v -test.run 'TestMatrixProducts|TestTierOf'"
-	step shaders-matrix sh -c "cd '$root/shaders' && WICK_DAWN_EXPERIMENTAL=1 timeout 200 '$root/.devbin/shaders.test' -test.v -test.run 'TestMatrixLoadUnits|TestTierOf|TestMatrixProducts'"
+	step shaders-stock sh -c "cd '$root/shaders' && timeout 200 '$root/.devbin/shaders.test' -test.v -test.run 'TestMatrixProducts|TestTiledSplit|TestTierOf'"
+	step shaders-matrix sh -c "cd '$root/shaders' && WICK_DAWN_EXPERIMENTAL=1 timeout 200 '$root/.devbin/shaders.test' -test.v -test.run 'TestMatrixLoadUnits|TestTierOf|TestMatrixProducts|TestTiledSplit'"
 	step webgpu sh -c "cd '$root/engine/webgpu' && WICK_DAWN_EXPERIMENTAL=1 timeout 300 '$root/.devbin/webgpu.test' -test.v -test.run 'TestModelMatchesCPUOnDawn'"
 fi
 M=/tmp/m1b-prefill
 W=${WICK:-$root/.devbin/wick}
 [ -d "$M" ] || step write-1b "$W" bench -write-shape 1b "$M"
 # pp512 in 512-token steps (package bench's 1B shape), medians of 5 runs
-# with their spread, three plans: by shape, +tile64 (the old product
-# everywhere), +tile128. Stock Chrome's tier first, then with subgroup
-# matrices (their variant has the 64x64 tile only; +tile plans run it the same).
-B="node node/host.mjs bench -model $M -decode 16 -prompt 512 -kernels -mib 64 -shapes 1b -plans none,none+tile64,none+tile128"
+# with their spread, four plans (epi: the default decode plan): by shape,
+# +tile64 (the old product everywhere), +tile128 (the large tile
+# everywhere), +split (by shape, and the products of few rows split along
+# their columns on the large DOT4 tile). Stock Chrome's tier first, then
+# with subgroup matrices (the MATRIX product's 64x64 and 128x128 tiles).
+B="node node/host.mjs bench -model $M -decode 16 -prompt 512 -kernels -mib 64 -shapes 1b -plans epi,epi+tile64,epi+tile128,epi+split"
 step bench-stock timeout 500 $B
 step bench-experimental timeout 500 $B -experimental

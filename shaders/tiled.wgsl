@@ -25,8 +25,8 @@
 // buffers of workgroup memory (16 KiB, WebGPU's default): each invocation
 // reads pass k+1's words from storage into registers before it computes
 // pass k, and stores them into the other buffer after, so storage latency
-// hides behind the products and one barrier per pass suffices. The plan
-// gives it the products whose grid still fills the GPU (Tiled).
+// hides behind the products and one barrier per pass suffices. Opt-in
+// (Tiled): slower than the 64x64 tile on the H200 so far.
 //
 // SPLIT (BIG DOT4, Key.Split): the grid's z splits the columns' passes
 // into slices, so a product of few rows (a 1B model's down product, 1,152

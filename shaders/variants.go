@@ -168,25 +168,24 @@ func TiledTile(k Key) int {
 	return 64
 }
 
-// TiledMinGroups is how many workgroups a prefill product should have for
-// the large tile: two per multiprocessor of an H200 (132). A product of
-// fewer rows or tokens (the Q|K|V, output and down products of a 1B model
-// at 512 tokens have 36-48 large tiles) keeps the 64x64 tile, whose four
-// times as many workgroups keep more of the GPU busy.
+// TiledMinGroups is how many workgroups a prefill product should have to
+// fill the GPU: two per multiprocessor of an H200 (132). The split product
+// slices a product of few rows (the Q|K|V, output and down products of a
+// 1B model at 512 tokens have 36-48 large tiles) into as many.
 const TiledMinGroups = 264
 
-// Tiled is the tiled variant that tier runs for a product of rows rows and
-// n tokens: the large tile (Key.Tile) where the tier has it and its grid
-// has at least TiledMinGroups workgroups, else the 64x64 one. tile forces a
-// side (64 or TiledBig; 0 chooses by the grid).
-func Tiled(tier Tier, int8 bool, rows, n, tile int) Key {
+// Tiled is the tiled variant that tier runs for a tile side of 64 or
+// TiledBig (or 0, the default: 64): the large tile only where the tier has
+// it. The default is 64 because the large DOT4 tile measured slower on the
+// H200 (2026-12-02, 1B pp512 in 512-token steps: 6,850 tok/s with it on
+// every product, 9,450 with it where its grid had 264 workgroups or more,
+// 12,066 with 64x64 everywhere).
+func Tiled(tier Tier, int8 bool, tile int) Key {
 	base := tier.Apply(Key{Family: "tiled", Entry: "tiled", Int8: int8, WG: TiledWG})
-	big := tier.Apply(Key{Family: "tiled", Entry: "tiled", Int8: int8, WG: TiledWG, Tile: TiledBig})
-	if big.Tile == 0 || tile == 64 {
+	if tile != TiledBig {
 		return base
 	}
-	groups := ((rows + TiledBig - 1) / TiledBig) * ((n + TiledBig - 1) / TiledBig)
-	if tile == TiledBig || groups >= TiledMinGroups {
+	if big := tier.Apply(Key{Family: "tiled", Entry: "tiled", Int8: int8, WG: TiledWG, Tile: TiledBig}); big.Tile != 0 {
 		return big
 	}
 	return base

@@ -56,9 +56,9 @@ func TestModelMatchesCPUOnDawn(t *testing.T) {
 		}
 		// The default plan, every fold with products over few workgroups,
 		// the row kernels that hold their row in registers, and the prefill
-		// product's large tile on every product (the default gives it only
-		// to grids that fill an H200, which no test model's do), and every
-		// product split along its columns (slices of one pass or more).
+		// product's large tile on every product (the default is 64x64),
+		// and every product split along its columns (slices of one pass or
+		// more).
 		plans := []struct {
 			name string
 			opt  Options

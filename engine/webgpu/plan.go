@@ -379,13 +379,13 @@ func (s *Sequence) project(y gpu.Buffer, w *matrix, x gpu.Buffer, fromFirst bool
 
 // tiledKeys are the prefill product variants a part of W of rows rows may
 // run (tiledFor chooses among them by step): the 64x64 tile, the large
-// one where the tier has it, and with Options.Split the split one where
-// the tier has it and s.part holds the part's sums.
+// one with Options.Tile where the tier has it, and with Options.Split the
+// split one where the tier has it and s.part holds the part's sums.
 func (s *Sequence) tiledKeys(rows int) []shaders.Key {
 	m := s.m
 	int8 := m.cfg.DType == model.Int8
-	ks := []shaders.Key{shaders.Tiled(m.tier, int8, rows, 0, 64)}
-	if big := shaders.Tiled(m.tier, int8, rows, 0, shaders.TiledBig); big != ks[0] {
+	ks := []shaders.Key{shaders.Tiled(m.tier, int8, 64)}
+	if big := shaders.Tiled(m.tier, int8, m.opt.Tile); big != ks[0] {
 		ks = append(ks, big)
 	}
 	if k, ok := s.splitKey(rows); ok {
@@ -405,16 +405,16 @@ func (s *Sequence) splitKey(rows int) (shaders.Key, bool) {
 
 // tiledFor is the prefill product variant a step of k tokens runs on a
 // part of rows rows of cols columns, and its slices of the columns (1 but
-// for the split one): shaders.Tiled's choice, except that with
-// Options.Split a product left to the 64x64 tile for want of workgroups
-// takes the large tile split into enough slices for shaders.TiledMinGroups
-// workgroups, each of at least Options.Split passes.
+// for the split one): shaders.Tiled's choice for Options.Tile, except
+// that with Options.Split a product whose large tiles would be fewer than
+// shaders.TiledMinGroups takes the large tile split into enough slices for
+// that many workgroups, each of at least Options.Split passes.
 func (s *Sequence) tiledFor(rows, cols, k int) (shaders.Key, int) {
 	m := s.m
 	int8 := m.cfg.DType == model.Int8
-	c := shaders.Tiled(m.tier, int8, rows, k, m.opt.Tile)
+	c := shaders.Tiled(m.tier, int8, m.opt.Tile)
 	sk, ok := s.splitKey(rows)
-	if !ok || m.opt.Tile != 0 || shaders.TiledTile(c) == shaders.TiledBig || k > 65535 {
+	if !ok || shaders.TiledTile(c) == shaders.TiledBig || k > 65535 {
 		return c, 1
 	}
 	groups := ((rows + shaders.TiledBig - 1) / shaders.TiledBig) * ((k + shaders.TiledBig - 1) / shaders.TiledBig)

@@ -64,10 +64,10 @@ type Options struct {
 	// step leaves for the merge (default 64): longer spans of keys run
 	// several tiles per workgroup.
 	AttnRoom int
-	// Tile is the prefill product's tile side: 0 chooses by shape
-	// (shaders.Tiled: the 128x128 DOT4 tile where its grid fills the GPU),
-	// 64 keeps the 64x64 tile everywhere, shaders.TiledBig takes the large
-	// one wherever the tier has it. Benchmarks compare them with it.
+	// Tile is the prefill product's tile side: 0 or 64, the 64x64 tile
+	// (faster on the H200, shaders.Tiled says by how much), or
+	// shaders.TiledBig, the 128x128 one wherever the tier has it.
+	// Benchmarks compare them with it.
 	Tile int
 	// Split, n > 0, lets a prefill product that the 64x64 tile would get
 	// for want of workgroups (few rows: a 1B model's down, output and
@@ -274,7 +274,7 @@ func New(dev gpu.Device, cfg *model.Config, w *model.Weights, opt Options) (*Mod
 		opt.Fuse = DefaultFuse
 	}
 	if opt.Tile != 0 && opt.Tile != 64 && opt.Tile != shaders.TiledBig {
-		return nil, fmt.Errorf("webgpu model: prefill tile %d is none of 0 (by shape), 64, %d", opt.Tile, shaders.TiledBig)
+		return nil, fmt.Errorf("webgpu model: prefill tile %d is none of 0 (the default, 64), 64, %d", opt.Tile, shaders.TiledBig)
 	}
 	if opt.Split < 0 {
 		return nil, fmt.Errorf("webgpu model: split slices of %d passes", opt.Split)

@@ -177,6 +177,9 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 		return nil, nil, fmt.Errorf("shader %s: only tiled's large DOT4 tile has a split form", k.Label())
 	}
 	vals := map[string]string{"WG": strconv.Itoa(k.WG), "SG_ARGS": "", "SG_BEGIN": ""}
+	if k.Tile == TiledBig && k.Dot4 {
+		vals["BIG_DOTS"], vals["BIG_OUT"] = bigDots()
+	}
 	if k.Subgroups {
 		if !reduces(k) {
 			return nil, nil, fmt.Errorf("shader %s: family %s has no subgroup variants", k.Label(), k.Family)
@@ -460,4 +463,28 @@ func Compile(d gpu.Device, k Key) (gpu.Kernel, error) {
 		return 0, err
 	}
 	return kern, nil
+}
+
+// bigDots writes out the inner products of tiled.wgsl's large DOT4 tile
+// and its epilogue, one line each, with constant indices into its 8x8
+// accumulators: WGSL has no unrolling, and a loop the driver leaves
+// rolled indexes the accumulators at run time, which moves them from
+// registers to memory (suspected where the tile ran at half the 64x64
+// tile's speed on the H200).
+func bigDots() (dots, out string) {
+	var d, o strings.Builder
+	for j := range 8 {
+		fmt.Fprintf(&d, "let b%d = xb[o + %du + ly]; ", j, 16*j)
+	}
+	for i := range 8 {
+		fmt.Fprintf(&d, "{ let a = wb[o + %du + lx]; ", 16*i)
+		for j := range 8 {
+			fmt.Fprintf(&d, "acc[%d][%d] += dot4I8Packed(a.x, b%d.x) + dot4I8Packed(a.y, b%d.y) + dot4I8Packed(a.z, b%d.z) + dot4I8Packed(a.w, b%d.w); ", i, j, j, j, j, j)
+		}
+		d.WriteString("} ")
+		for j := range 8 {
+			fmt.Fprintf(&o, "big_out(%du, %du, acc[%d][%d], row0, tok0, t0, lx, ly); ", i, j, i, j)
+		}
+	}
+	return strings.TrimSpace(d.String()), strings.TrimSpace(o.String())
 }

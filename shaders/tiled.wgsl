@@ -82,6 +82,25 @@ fn big_store(buf: u32, sr: u32, sv: u32, wv: vec4<u32>, xv: vec4<u32>) {
     sm[buf + XOFF + sr * BIG_PW + sv * 4u + e] = bitcast<i32>(xv[e]);
   }
 }
+
+// big_round dequantises round h of the sums: element li of each of sm's 16
+// slots (token li/16, row li%16 of its block: neighbours write
+// neighbouring rows of y); slot s holds acc[2h + s%2] of subgroup s/2.
+fn big_round(h: u32, li: u32, row0: u32, tok0: u32, t0: u32) {
+  for (var s = 0u; s < 16u; s++) {
+    let owner = s / 2u;
+    let j = 2u * h + s % 2u;
+    let t = tok0 + (2u * (owner / 2u) + j / 4u) * SM_M + li / SM_M;
+    let row = row0 + (4u * (owner % 2u) + j % 4u) * SM_M + li % SM_M;
+    if (t < step.n && row < p.rows) {
+      var v = f32(sm[s * SM_M * SM_M + li]) * (bitcast<f32>(x[p.x_scale_word + t]) * bitcast<f32>(w[p.w_scale_word + row]));
+      if (p.softcap > 0.0) {
+        v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
+      }
+      y[(t - t0) * p.out_stride + p.out_row + row] = v;
+    }
+  }
+}
 #else
 // wb[buf * 256 + v * 128 + r] is vector v (16 int8 columns) of the pass's
 // 32 columns of tile row r in buffer buf; xb likewise for tokens. An
@@ -111,6 +130,27 @@ fn big_load(src_w: bool, sr: u32, r0: u32, lim: u32, kt: u32, sv: u32, words: u3
   }
   return v;
 }
+
+#if !MATRIX
+// big_out takes the sum of row lx + 16i, token ly + 16j of the tile: into
+// y, dequantised, or (SPLIT) added into part.
+fn big_out(i: u32, j: u32, sum: i32, row0: u32, tok0: u32, t0: u32, lx: u32, ly: u32) {
+  let t = tok0 + ly + 16u * j;
+  let row = row0 + lx + 16u * i;
+  if (t >= step.n || row >= p.rows) {
+    return;
+  }
+#if SPLIT
+  atomicAdd(&part[(t - t0) * p.rows + row], sum);
+#else
+  var v = f32(sum) * (bitcast<f32>(x[p.x_scale_word + t]) * bitcast<f32>(w[p.w_scale_word + row]));
+  if (p.softcap > 0.0) {
+    v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
+  }
+  y[(t - t0) * p.out_stride + p.out_row + row] = v;
+#endif
+}
+#endif
 #else
 #if MATRIX
 // One pass stages 64 int8 columns (16 words) of the tile's 64 rows of W and
@@ -228,12 +268,24 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
         &sm, (cur + lt) * 4u / BYTES_PER_UNIT, BIG_PW * 4u / BYTES_PER_UNIT);
       let l1 = subgroupMatrixLoad<subgroup_matrix_left<i8, SM_K, SM_M>, row_major>(
         &sm, (cur + lt + SM_M * BIG_PW) * 4u / BYTES_PER_UNIT, BIG_PW * 4u / BYTES_PER_UNIT);
-      for (var ri = 0u; ri < 4u; ri++) {
-        let r = subgroupMatrixLoad<subgroup_matrix_right<i8, SM_M, SM_K>, col_major>(
-          &sm, (cur + rr + ri * SM_M * BIG_PW) * 4u / BYTES_PER_UNIT, BIG_PW * 4u / BYTES_PER_UNIT);
-        acc[ri] = subgroupMatrixMultiplyAccumulate(l0, r, acc[ri]);
-        acc[4u + ri] = subgroupMatrixMultiplyAccumulate(l1, r, acc[4u + ri]);
-      }
+      // Row blocks 0..3 of the subgroup's, written out: constant indices
+      // keep acc in registers (see shaders.bigDots).
+      let r0 = subgroupMatrixLoad<subgroup_matrix_right<i8, SM_M, SM_K>, col_major>(
+        &sm, (cur + rr) * 4u / BYTES_PER_UNIT, BIG_PW * 4u / BYTES_PER_UNIT);
+      acc[0] = subgroupMatrixMultiplyAccumulate(l0, r0, acc[0]);
+      acc[4] = subgroupMatrixMultiplyAccumulate(l1, r0, acc[4]);
+      let r1 = subgroupMatrixLoad<subgroup_matrix_right<i8, SM_M, SM_K>, col_major>(
+        &sm, (cur + rr + SM_M * BIG_PW) * 4u / BYTES_PER_UNIT, BIG_PW * 4u / BYTES_PER_UNIT);
+      acc[1] = subgroupMatrixMultiplyAccumulate(l0, r1, acc[1]);
+      acc[5] = subgroupMatrixMultiplyAccumulate(l1, r1, acc[5]);
+      let r2 = subgroupMatrixLoad<subgroup_matrix_right<i8, SM_M, SM_K>, col_major>(
+        &sm, (cur + rr + 2u * SM_M * BIG_PW) * 4u / BYTES_PER_UNIT, BIG_PW * 4u / BYTES_PER_UNIT);
+      acc[2] = subgroupMatrixMultiplyAccumulate(l0, r2, acc[2]);
+      acc[6] = subgroupMatrixMultiplyAccumulate(l1, r2, acc[6]);
+      let r3 = subgroupMatrixLoad<subgroup_matrix_right<i8, SM_M, SM_K>, col_major>(
+        &sm, (cur + rr + 3u * SM_M * BIG_PW) * 4u / BYTES_PER_UNIT, BIG_PW * 4u / BYTES_PER_UNIT);
+      acc[3] = subgroupMatrixMultiplyAccumulate(l0, r3, acc[3]);
+      acc[7] = subgroupMatrixMultiplyAccumulate(l1, r3, acc[7]);
     }
     if (more) {
       // The other buffer: every subgroup finished reading it (pass kt-1)
@@ -243,30 +295,35 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
   }
   // Round h: subgroup sg stores acc[2h] and acc[2h+1] into slots 2sg and
-  // 2sg+1; each invocation then dequantises element li of every slot
-  // (token li/16, row li%16 of its block: neighbours write neighbouring
-  // rows of y).
-  for (var h = 0u; h < 4u; h++) {
-    if (sg < 8u) {
-      subgroupMatrixStore<row_major>(&sm, (2u * sg) * SM_M * SM_M, acc[2u * h], SM_M);
-      subgroupMatrixStore<row_major>(&sm, (2u * sg + 1u) * SM_M * SM_M, acc[2u * h + 1u], SM_M);
-    }
-    workgroupBarrier();
-    for (var s = 0u; s < 16u; s++) {
-      let owner = s / 2u;
-      let j = 2u * h + s % 2u;
-      let t = tok0 + (2u * (owner / 2u) + j / 4u) * SM_M + li / SM_M;
-      let row = row0 + (4u * (owner % 2u) + j % 4u) * SM_M + li % SM_M;
-      if (t < step.n && row < p.rows) {
-        var v = f32(sm[s * SM_M * SM_M + li]) * (bitcast<f32>(x[p.x_scale_word + t]) * bitcast<f32>(w[p.w_scale_word + row]));
-        if (p.softcap > 0.0) {
-          v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
-        }
-        y[(t - t0) * p.out_stride + p.out_row + row] = v;
-      }
-    }
-    workgroupBarrier();
+  // 2sg+1, and big_round dequantises them; the rounds written out, with
+  // constant indices into acc.
+  if (sg < 8u) {
+    subgroupMatrixStore<row_major>(&sm, (2u * sg) * SM_M * SM_M, acc[0], SM_M);
+    subgroupMatrixStore<row_major>(&sm, (2u * sg + 1u) * SM_M * SM_M, acc[1], SM_M);
   }
+  workgroupBarrier();
+  big_round(0u, li, row0, tok0, t0);
+  workgroupBarrier();
+  if (sg < 8u) {
+    subgroupMatrixStore<row_major>(&sm, (2u * sg) * SM_M * SM_M, acc[2], SM_M);
+    subgroupMatrixStore<row_major>(&sm, (2u * sg + 1u) * SM_M * SM_M, acc[3], SM_M);
+  }
+  workgroupBarrier();
+  big_round(1u, li, row0, tok0, t0);
+  workgroupBarrier();
+  if (sg < 8u) {
+    subgroupMatrixStore<row_major>(&sm, (2u * sg) * SM_M * SM_M, acc[4], SM_M);
+    subgroupMatrixStore<row_major>(&sm, (2u * sg + 1u) * SM_M * SM_M, acc[5], SM_M);
+  }
+  workgroupBarrier();
+  big_round(2u, li, row0, tok0, t0);
+  workgroupBarrier();
+  if (sg < 8u) {
+    subgroupMatrixStore<row_major>(&sm, (2u * sg) * SM_M * SM_M, acc[6], SM_M);
+    subgroupMatrixStore<row_major>(&sm, (2u * sg + 1u) * SM_M * SM_M, acc[7], SM_M);
+  }
+  workgroupBarrier();
+  big_round(3u, li, row0, tok0, t0);
 }
 #else
 @compute @workgroup_size(256)
@@ -308,17 +365,13 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
       xv = big_load(false, sr, tok0, step.n, kt + 1u, sv, words);
     }
     for (var v = 0u; v < 2u; v++) {
-      var b: array<vec4<u32>, 8>;
-      for (var j = 0u; j < 8u; j++) {
-        b[j] = xb[cur + v * BIG_T + j * 16u + ly];
-      }
-      for (var i = 0u; i < 8u; i++) {
-        let a = wb[cur + v * BIG_T + i * 16u + lx];
-        for (var j = 0u; j < 8u; j++) {
-          acc[i][j] += dot4I8Packed(a.x, b[j].x) + dot4I8Packed(a.y, b[j].y) +
-                       dot4I8Packed(a.z, b[j].z) + dot4I8Packed(a.w, b[j].w);
-        }
-      }
+      let o = cur + v * BIG_T;
+      // b0..b7 = xb[o + 16j + ly]; then for each row i, a = wb[o + 16i +
+      // lx] and acc[i][j] += the dot of a and bj: written out by
+      // shaders.bigDots with constant indices, so that acc stays in
+      // registers (a loop the driver leaves rolled indexes it at run
+      // time, which puts it in memory).
+      {{BIG_DOTS}}
     }
     if (more) {
       // The other buffer: every invocation finished reading it (pass
@@ -329,30 +382,8 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
   }
-  for (var j = 0u; j < 8u; j++) {
-    let t = tok0 + ly + 16u * j;
-    if (t >= step.n) {
-      continue;
-    }
-#if !SPLIT
-    let xsc = bitcast<f32>(x[p.x_scale_word + t]);
-#endif
-    for (var i = 0u; i < 8u; i++) {
-      let row = row0 + lx + 16u * i;
-      if (row >= p.rows) {
-        continue;
-      }
-#if SPLIT
-      atomicAdd(&part[(t - t0) * p.rows + row], acc[i][j]);
-#else
-      var v = f32(acc[i][j]) * (xsc * bitcast<f32>(w[p.w_scale_word + row]));
-      if (p.softcap > 0.0) {
-        v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
-      }
-      y[(t - t0) * p.out_stride + p.out_row + row] = v;
-#endif
-    }
-  }
+  // big_out for every acc[i][j], with constant indices (shaders.bigDots).
+  {{BIG_OUT}}
 }
 #endif
 #else

@@ -36,8 +36,9 @@ W=${WICK:-$root/.devbin/wick}
 # with their spread, three plans (epi: the default decode plan): the
 # default (the 64x64 tile), +tile128 (the large tile everywhere), +split
 # (the products of few rows split along their columns on the large DOT4
-# tile). Stock Chrome's tier first, then with subgroup matrices (the
+# tile, the others 64x64), +tile128+split (the others on the large tile).
+# Stock Chrome's tier first, then with subgroup matrices (the
 # MATRIX product's 64x64 and 128x128 tiles).
-B="node node/host.mjs bench -model $M -decode 16 -prompt 512 -kernels -mib 64 -shapes 1b -plans epi,epi+tile128,epi+split"
+B="node node/host.mjs bench -model $M -decode 16 -prompt 512 -kernels -mib 64 -shapes 1b -plans epi,epi+tile128,epi+split,epi+tile128+split"
 step bench-stock timeout 500 $B
 step bench-experimental timeout 500 $B -experimental

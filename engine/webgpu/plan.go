@@ -411,16 +411,15 @@ func (s *Sequence) splitKey(rows int) (shaders.Key, bool) {
 // that many workgroups, each of at least Options.Split passes.
 func (s *Sequence) tiledFor(rows, cols, k int) (shaders.Key, int) {
 	m := s.m
-	int8 := m.cfg.DType == model.Int8
-	c := shaders.Tiled(m.tier, int8, m.opt.Tile)
+	c := shaders.Tiled(m.tier, m.cfg.DType == model.Int8, m.opt.Tile)
 	sk, ok := s.splitKey(rows)
-	if !ok || shaders.TiledTile(c) == shaders.TiledBig || k > 65535 {
+	if !ok || k > 65535 {
 		return c, 1
 	}
 	groups := ((rows + shaders.TiledBig - 1) / shaders.TiledBig) * ((k + shaders.TiledBig - 1) / shaders.TiledBig)
 	passes := (cols/4 + shaders.TiledPassWords - 1) / shaders.TiledPassWords
 	slices := min((shaders.TiledMinGroups+groups-1)/groups, passes/m.opt.Split)
-	if slices < 2 {
+	if groups >= shaders.TiledMinGroups || slices < 2 {
 		return c, 1
 	}
 	return sk, slices

@@ -52,7 +52,8 @@ type Options struct {
 	// (webgpu.Options.RowRegs; "+reread", the default, is accepted), "+attn-group-prep", "+attn-group" or
 	// "+attn-split" (webgpu.Options.Attention) and "+roomN"
 	// (webgpu.Options.AttnRoom), "+tile64" or "+tile128" (webgpu.Options.Tile:
-	// the prefill product's tile; 64 is the default), "+split"
+	// the DOT4 product's 64x64 tile written out, or the 128x128 one, rather
+	// than the first 64x64 one), "+split"
 	// (webgpu.Options.Split: products of few rows split along their
 	// columns). "" is the default plan alone.
 	Plans string `json:"plans"`
@@ -209,7 +210,7 @@ type Plan struct {
 	Regs     bool
 	Attn     string // the decode attention path (webgpu.Options.Attention; "" the default)
 	AttnRoom int    // its room for partial states (webgpu.Options.AttnRoom; 0 the default)
-	Tile     int    // the prefill product's tile (webgpu.Options.Tile; 0 the default, 64)
+	Tile     int    // the prefill product's tile (webgpu.Options.Tile; 0 the default)
 	Split    bool   // split prefill products of few rows (webgpu.Options.Split = webgpu.SplitPasses)
 }
 

@@ -34,11 +34,12 @@ W=${WICK:-$root/.devbin/wick}
 [ -d "$M" ] || step write-1b "$W" bench -write-shape 1b "$M"
 # pp512 in 512-token steps (package bench's 1B shape), medians of 5 runs
 # with their spread, three plans (epi: the default decode plan): the
-# default (the 64x64 tile), +tile128 (the large tile everywhere), +split
+# default (the first 64x64 tile), +tile64 (the DOT4 64x64 tile with its
+# loops written out), +tile128 (the large tile everywhere), +split
 # (the products of few rows split along their columns on the large DOT4
 # tile, the others 64x64), +tile128+split (the others on the large tile).
 # Stock Chrome's tier first, then with subgroup matrices (the
 # MATRIX product's 64x64 and 128x128 tiles).
-B="node node/host.mjs bench -model $M -decode 16 -prompt 512 -kernels -mib 64 -shapes 1b -plans epi,epi+tile128,epi+split,epi+tile128+split"
+B="node node/host.mjs bench -model $M -decode 16 -prompt 512 -kernels -mib 64 -shapes 1b -plans epi,epi+tile64,epi+tile128,epi+split,epi+tile128+split"
 step bench-stock timeout 500 $B
 step bench-experimental timeout 500 $B -experimental

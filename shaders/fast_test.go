@@ -57,6 +57,7 @@ func testMatrixProducts(t *testing.T) {
 		{"gemv-int-tpr128", Key{Family: "gemv", Entry: "gemv", WG: 256, TPR: 128}},
 		{"gemv-fma", Key{Family: "gemv", Entry: "gemv", WG: 128, TPR: 32, FMA: true}},
 		{"tiled", Key{Family: "tiled", Entry: "tiled", WG: 256}},
+		{"tiled-t64", Key{Family: "tiled", Entry: "tiled", WG: 256, Tile: 64}},
 	} {
 		cases = append(cases,
 			tcase{g.name + "-int8", g.key, model.Int8, 67, 16 * 71, 1, 0, 0, 0, 0, 67},
@@ -71,12 +72,16 @@ func testMatrixProducts(t *testing.T) {
 		tcase{"tiled-int8-many-tokens", tiled, model.Int8, 131, 4 * 37, 71, 0, 0, 0, 0, 131},
 		tcase{"tiled-f32-many-tokens", tiled, model.F32, 65, 4 * 19, 67, 1, 3, 0, 2, 70},
 	)
-	// The large tile (the 64x64 one on tiers without the packed dot
-	// product): rows and tokens across its edges, columns that end inside
+	// The DOT4 product's written-out 64x64 tile and the large tile (the
+	// first 64x64 one on tiers without the packed dot product): rows and tokens across its edges, columns that end inside
 	// a pass (37 words of 8 a pass) or span many, logits tokens from
 	// first, a soft-cap, a part of a split W.
+	t64 := Key{Family: "tiled", Entry: "tiled", WG: 256, Tile: 64}
 	big := Key{Family: "tiled", Entry: "tiled", WG: 256, Tile: TiledBig}
 	cases = append(cases,
+		tcase{"tiled-t64-int8-wide", t64, model.Int8, 70, 4 * 601, 5, 0, 0, 0, 0, 70},
+		tcase{"tiled-t64-int8-many-tokens", t64, model.Int8, 131, 4 * 37, 71, 0, 0, 0, 0, 131},
+		tcase{"tiled-t64-int8-softcap", t64, model.Int8, 65, 16 * 9, 67, 1, 3, 30, 2, 70},
 		tcase{"tiled-big-int8", big, model.Int8, 131, 4 * 37, 130, 0, 0, 0, 0, 131},
 		tcase{"tiled-big-int8-wide", big, model.Int8, 259, 4 * 601, 257, 0, 0, 0, 0, 259},
 		tcase{"tiled-big-int8-one-pass", big, model.Int8, 128, 4 * 3, 128, 0, 0, 0, 0, 128},

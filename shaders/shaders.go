@@ -72,9 +72,10 @@ type Key struct {
 	// cores): chromium-experimental-subgroup-matrix with the i8 -> i32
 	// configuration Tier.Matrix requires.
 	Matrix bool
-	// Tile is tiled's tile side (rows = tokens) where not TiledTile's
-	// default 64: TiledBig, the DOT4 and MATRIX products' 128x128 tile
-	// (Tiled says which products take it).
+	// Tile is tiled's tile side (rows = tokens): 0, the 64x64 tile as
+	// written first; 64, the DOT4 product's 64x64 tile with its loops
+	// written out (constant indices into its sums); TiledBig, the DOT4
+	// and MATRIX products' 128x128 tile. Tiled says which runs.
 	Tile int
 	// Split makes the large DOT4 tile add its sums over a slice of the
 	// columns (the grid's z) into an int32 scratch buffer with atomics,
@@ -166,12 +167,20 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 		"STAGED": k.In != "", "NORM_IN": k.In == "norm", "GATED_IN": k.In == "gated", "QUANT_IN": k.In == "quant",
 		"GATED_OUT": k.Out == "gated", "GATED_ACT": k.In == "gated" || k.Out == "gated", "GEMV_PARAMS": k.In != "" || k.Out != "", "GROUP": k.Group > 0, "PREP": k.In == "qkv",
 		"SUBGROUPS": k.Subgroups, "MATRIX": k.Matrix, "FLASH": k.Entry == FlashEntry, "REGS": k.Regs,
-		"BIG": k.Tile == TiledBig, "SPLIT": k.Split}
+		"BIG": k.Tile == TiledBig, "SPLIT": k.Split, "UNROLL": k.Tile == 64}
 	if k.Matrix && (k.Family != "tiled" || !k.Int8 || k.Dot4) {
 		return nil, nil, fmt.Errorf("shader %s: only tiled's int8 product without Dot4 has a subgroup-matrix variant", k.Label())
 	}
-	if k.Tile != 0 && (k.Tile != TiledBig || k.Family != "tiled" || !k.Dot4 && !k.Matrix) {
-		return nil, nil, fmt.Errorf("shader %s: only tiled's DOT4 and MATRIX products have a tile other than 64, of %d", k.Label(), TiledBig)
+	switch {
+	case k.Tile == 0:
+	case k.Family != "tiled" || !k.Int8:
+		return nil, nil, fmt.Errorf("shader %s: only tiled's int8 products name a tile", k.Label())
+	case k.Tile == 64 && !k.Dot4:
+		return nil, nil, fmt.Errorf("shader %s: only the DOT4 product has the written-out 64x64 tile", k.Label())
+	case k.Tile == TiledBig && !k.Dot4 && !k.Matrix:
+		return nil, nil, fmt.Errorf("shader %s: only the DOT4 and MATRIX products have the %dx%[2]d tile", k.Label(), TiledBig)
+	case k.Tile != 64 && k.Tile != TiledBig:
+		return nil, nil, fmt.Errorf("shader %s: tile %d is none of 64, %d", k.Label(), k.Tile, TiledBig)
 	}
 	if k.Split && (k.Tile != TiledBig || !k.Dot4) {
 		return nil, nil, fmt.Errorf("shader %s: only tiled's large DOT4 tile has a split form", k.Label())
@@ -179,6 +188,9 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	vals := map[string]string{"WG": strconv.Itoa(k.WG), "SG_ARGS": "", "SG_BEGIN": ""}
 	if k.Tile == TiledBig && k.Dot4 {
 		vals["BIG_DOTS"], vals["BIG_OUT"] = bigDots()
+	}
+	if k.Tile == 64 {
+		vals["SMALL_DOTS"], vals["SMALL_OUT"] = smallDots()
 	}
 	if k.Subgroups {
 		if !reduces(k) {
@@ -484,6 +496,23 @@ func bigDots() (dots, out string) {
 		d.WriteString("} ")
 		for j := range 8 {
 			fmt.Fprintf(&o, "big_out(%du, %du, acc[%d][%d], row0, tok0, t0, lx, ly); ", i, j, i, j)
+		}
+	}
+	return strings.TrimSpace(d.String()), strings.TrimSpace(o.String())
+}
+
+// smallDots writes out the inner products of the 64x64 DOT4 tile for one
+// vector of the pass, and its epilogue, as bigDots does the large tile's.
+func smallDots() (dots, out string) {
+	var d, o strings.Builder
+	for i := range 4 {
+		fmt.Fprintf(&d, "let a%d = wp[v * 64u + %du + ty]; let b%d = xp[v * 64u + %du + tx]; ", i, 16*i, i, 16*i)
+	}
+	for j := range 4 {
+		for i := range 4 {
+			fmt.Fprintf(&d, "iacc[%d][%d] += dot4I8Packed(a%d.x, b%d.x) + dot4I8Packed(a%d.y, b%d.y) + dot4I8Packed(a%d.z, b%d.z) + dot4I8Packed(a%d.w, b%d.w); ",
+				j, i, i, j, i, j, i, j, i, j)
+			fmt.Fprintf(&o, "small_out(%du, %du, iacc[%d][%d], row0, tok0, t0, tx, ty); ", i, j, j, i)
 		}
 	}
 	return strings.TrimSpace(d.String()), strings.TrimSpace(o.String())

@@ -98,11 +98,16 @@ func (t Tier) Apply(k Key) Key {
 	if k.Family == "tiled" && k.Int8 && t.Matrix && !k.Split {
 		k.Matrix, k.Dot4 = true, false
 	}
-	if k.Family == "tiled" && !k.Dot4 && !(k.Matrix && t.MatrixTile) {
-		k.Tile = 0 // only these products have the large tile
-	}
-	if k.Family == "tiled" && k.Tile == 0 {
-		k.Split = false // nor the split one
+	if k.Family == "tiled" {
+		// The tiles other than the first 64x64 one are the DOT4 product's,
+		// and the large one the MATRIX product's with MatrixTile; the split
+		// form is the large DOT4 tile's.
+		if !k.Dot4 && !(k.Matrix && t.MatrixTile && k.Tile == TiledBig) {
+			k.Tile = 0
+		}
+		if k.Tile != TiledBig {
+			k.Split = false
+		}
 	}
 	if t.Subgroups && reduces(k) {
 		k.Subgroups = true

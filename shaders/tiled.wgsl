@@ -208,6 +208,22 @@ fn stage_word(src_w: bool, r: u32, r0: u32, lim: u32, word: u32, words: u32) -> 
   }
   return x[(r0 + r) * words + word];
 }
+#if UNROLL
+// small_out takes the sum of row 4*ty + i, token 4*tx + j of the tile
+// into y, dequantised.
+fn small_out(i: u32, j: u32, sum: i32, row0: u32, tok0: u32, t0: u32, tx: u32, ty: u32) {
+  let t = tok0 + 4u * tx + j;
+  let row = row0 + 4u * ty + i;
+  if (t >= step.n || row >= p.rows) {
+    return;
+  }
+  var v = f32(sum) * (bitcast<f32>(x[p.x_scale_word + t]) * bitcast<f32>(w[p.w_scale_word + row]));
+  if (p.softcap > 0.0) {
+    v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
+  }
+  y[(t - t0) * p.out_stride + p.out_row + row] = v;
+}
+#endif
 #else
 // ws[k * 16 + r / 4][r % 4] is W[row0 + r][k0 + k]; xs likewise for tokens.
 var<workgroup> ws: array<vec4<f32>, 512>;
@@ -484,6 +500,13 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     wp[sv * 64u + slot(sr)] = wv;
     xp[sv * 64u + slot(sr)] = xv;
     workgroupBarrier();
+#if UNROLL
+    for (var v = 0u; v < 4u; v++) {
+      // The loops below written out by shaders.smallDots, with constant
+      // indices into iacc (see the large tile's).
+      {{SMALL_DOTS}}
+    }
+#else
     for (var v = 0u; v < 4u; v++) {
       var a: array<vec4<u32>, 4>;
       var b: array<vec4<u32>, 4>;
@@ -498,6 +521,7 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
         }
       }
     }
+#endif
     workgroupBarrier();
   }
 #else
@@ -567,6 +591,10 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
 #endif
   }
 #endif
+#if UNROLL
+  // small_out for every iacc[j][i], with constant indices (shaders.smallDots).
+  {{SMALL_OUT}}
+#else
   for (var j = 0u; j < 4u; j++) {
     let t = tok0 + 4u * tx + j;
     if (t >= step.n) {
@@ -591,6 +619,7 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
       y[(t - t0) * p.out_stride + p.out_row + row] = v;
     }
   }
+#endif
 }
 #endif
 #endif

@@ -93,6 +93,7 @@ func Variants() []Key {
 		if i8 {
 			ks = append(ks,
 				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Dot4: true},
+				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Dot4: true, Tile: 64},
 				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Dot4: true, Tile: TiledBig},
 				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Dot4: true, Tile: TiledBig, Split: true},
 				Key{Family: "tiled_merge", Entry: "merge", Int8: true, WG: TiledWG},
@@ -174,19 +175,14 @@ func TiledTile(k Key) int {
 // 1B model at 512 tokens have 36-48 large tiles) into as many.
 const TiledMinGroups = 264
 
-// Tiled is the tiled variant that tier runs for a tile side of 64 or
-// TiledBig (or 0, the default: 64): the large tile only where the tier has
-// it. The default is 64 because the large DOT4 tile measured slower on the
-// H200 (2026-12-02, 1B pp512 in 512-token steps: 6,850 tok/s with it on
-// every product, 9,450 with it where its grid had 264 workgroups or more,
-// 12,066 with 64x64 everywhere).
+// Tiled is the tiled variant that tier runs for tile: 0, the first 64x64
+// tile (the default); 64, the DOT4 product's 64x64 tile with its loops
+// written out; TiledBig, the large tile. Each where the tier has it, the
+// first 64x64 tile elsewhere. The default is the first tile because the
+// large DOT4 tile measured slower on the H200 (2026-12-02, 1B pp512 in
+// 512-token steps: 6,850 tok/s with it on every product, 9,450 with it
+// where its grid had 264 workgroups or more, 12,066 with 64x64
+// everywhere), before its loops were written out too.
 func Tiled(tier Tier, int8 bool, tile int) Key {
-	base := tier.Apply(Key{Family: "tiled", Entry: "tiled", Int8: int8, WG: TiledWG})
-	if tile != TiledBig {
-		return base
-	}
-	if big := tier.Apply(Key{Family: "tiled", Entry: "tiled", Int8: int8, WG: TiledWG, Tile: TiledBig}); big.Tile != 0 {
-		return big
-	}
-	return base
+	return tier.Apply(Key{Family: "tiled", Entry: "tiled", Int8: int8, WG: TiledWG, Tile: tile})
 }

@@ -56,13 +56,15 @@ func TestModelMatchesCPUOnDawn(t *testing.T) {
 		}
 		// The default plan, every fold with products over few workgroups,
 		// the row kernels that hold their row in registers, and the prefill
-		// product's large tile on every product (the default is 64x64),
+		// product's written-out 64x64 tile and its large tile on every
+		// product (the default is the first 64x64 tile),
 		// and every product split along its columns (slices of one pass or
 		// more).
 		plans := []struct {
 			name string
 			opt  Options
 		}{{"", Options{}}, {"-fused-g4", Options{Fuse: Fuse{Norm: true, Gated: true, Attention: true, Groups: 4}}}, {"-regs", Options{RowRegs: true}},
+			{"-tile64", Options{Tile: 64}},
 			{"-tile128", Options{Tile: shaders.TiledBig}}, {"-split", Options{Split: 1}}}
 		for _, pl := range plans {
 			t.Run("int8-greedy"+pl.name, func(t *testing.T) {

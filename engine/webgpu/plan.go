@@ -384,7 +384,7 @@ func (s *Sequence) project(y gpu.Buffer, w *matrix, x gpu.Buffer, fromFirst bool
 func (s *Sequence) tiledKeys(rows int) []shaders.Key {
 	m := s.m
 	int8 := m.cfg.DType == model.Int8
-	ks := []shaders.Key{shaders.Tiled(m.tier, int8, 64)}
+	ks := []shaders.Key{shaders.Tiled(m.tier, int8, 0)}
 	if big := shaders.Tiled(m.tier, int8, m.opt.Tile); big != ks[0] {
 		ks = append(ks, big)
 	}

@@ -64,9 +64,10 @@ type Options struct {
 	// step leaves for the merge (default 64): longer spans of keys run
 	// several tiles per workgroup.
 	AttnRoom int
-	// Tile is the prefill product's tile side: 0 or 64, the 64x64 tile
-	// (faster on the H200, shaders.Tiled says by how much), or
-	// shaders.TiledBig, the 128x128 one wherever the tier has it.
+	// Tile is the prefill product's tile (shaders.Tiled): 0, the first
+	// 64x64 tile (the default: faster on the H200 than the large one so
+	// far); 64, the DOT4 product's 64x64 tile with its loops written out;
+	// shaders.TiledBig, the 128x128 one; each where the tier has it.
 	// Benchmarks compare them with it.
 	Tile int
 	// Split, n > 0, lets a prefill product that the 64x64 tile would get
@@ -274,7 +275,7 @@ func New(dev gpu.Device, cfg *model.Config, w *model.Weights, opt Options) (*Mod
 		opt.Fuse = DefaultFuse
 	}
 	if opt.Tile != 0 && opt.Tile != 64 && opt.Tile != shaders.TiledBig {
-		return nil, fmt.Errorf("webgpu model: prefill tile %d is none of 0 (the default, 64), 64, %d", opt.Tile, shaders.TiledBig)
+		return nil, fmt.Errorf("webgpu model: prefill tile %d is none of 0 (the default), 64, %d", opt.Tile, shaders.TiledBig)
 	}
 	if opt.Split < 0 {
 		return nil, fmt.Errorf("webgpu model: split slices of %d passes", opt.Split)

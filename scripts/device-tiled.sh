@@ -12,7 +12,9 @@
 #   a wick binary at .devbin/wick (or $WICK), to write the 1B shape
 #
 # plus node/node_modules (dawn.node). Results go to $OUT: one file per
-# step and summary.txt with each step's exit status.
+# step and summary.txt with each step's exit status. TESTS=0, STOCK=0,
+# EXPERIMENTAL=0 leave out the checks or a half of the benches, to fit a
+# call's time.
 set -u
 OUT=${OUT:?set OUT to the results folder}
 root=$(pwd)
@@ -33,7 +35,7 @@ M=/tmp/m1b-prefill
 W=${WICK:-$root/.devbin/wick}
 [ -d "$M" ] || step write-1b "$W" bench -write-shape 1b "$M"
 # pp512 in 512-token steps (package bench's 1B shape), medians of 5 runs
-# with their spread, three plans (epi: the default decode plan): the
+# with their spread, five plans (epi: the default decode plan): the
 # default (the first 64x64 tile), +tile64 (the DOT4 64x64 tile with its
 # loops written out), +tile128 (the large tile everywhere), +split
 # (the products of few rows split along their columns on the large DOT4
@@ -41,5 +43,6 @@ W=${WICK:-$root/.devbin/wick}
 # Stock Chrome's tier first, then with subgroup matrices (the
 # MATRIX product's 64x64 and 128x128 tiles).
 B="node node/host.mjs bench -model $M -decode 16 -prompt 512 -kernels -mib 64 -shapes 1b -plans epi,epi+tile64,epi+tile128,epi+split,epi+tile128+split"
-step bench-stock timeout 500 $B
-step bench-experimental timeout 500 $B -experimental
+# STOCK=0 or EXPERIMENTAL=0 leaves that half out (each may take minutes).
+[ "${STOCK:-1}" = 1 ] && step bench-stock timeout 500 $B
+[ "${EXPERIMENTAL:-1}" = 1 ] && step bench-experimental timeout 500 $B -experimental

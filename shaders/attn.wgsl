@@ -2,6 +2,10 @@
 // positions (read from the layer's region of the KV arena, a ring for local
 // layers) and of the chunk's own positions (read from the chunk KV, which is
 // committed to the arena only after the last layer: engine/cpu's scheme).
+// attend_group with PREP (a one-token decode step, qkv_prep folded in) is
+// the exception: it writes the token's K/V straight into its arena slot and
+// reads every position from the arena, so the step has nothing to commit
+// (a ring's slot for the token held a position the window no longer sees).
 // attend_flash (at the end, the FLASH variants) is prefill's: a workgroup
 // per block of query rows of one KV head, sharing each K/V tile through
 // workgroup memory. attend (prefill with webgpu.Options.RowAttention): one
@@ -49,8 +53,12 @@ struct AttnParams {
 @group(0) @binding(2) var<storage, read> q: array<f32>;
 // o holds float32 bits, or packed int8 rows and their scales (combine_quant).
 @group(0) @binding(3) var<storage, read_write> o: array<u32>;
+#if PREP
+@group(0) @binding(4) var<storage, read_write> kv: array<u32>; // attend_group writes the token's K/V
+#else
 @group(0) @binding(4) var<storage, read> kv: array<u32>;
-@group(0) @binding(5) var<storage, read_write> ck: array<u32>; // attend_group writes the token's K/V
+@group(0) @binding(5) var<storage, read_write> ck: array<u32>;
+#endif
 
 const HD = {{HD}}u;
 const HPT = {{HPT}}u; // head dims per invocation: ceil(HD / WG)
@@ -73,17 +81,21 @@ var<workgroup> chunks: array<u32, {{KT}}>; // 1 where that row is in the chunk
 // Where key/value position j of KV head g lives: .x is the row index in
 // its array, .y is 1 when the row is in the chunk.
 fn locate(j: u32, g: u32) -> vec2<u32> {
-  if (j < step.start) {
-    let slot = select(j, j % p.slots, p.ring == 1u);
-    return vec2<u32>(slot * p.kv_heads + g, 0u);
+#if !PREP
+  if (j >= step.start) {
+    return vec2<u32>((j - step.start) * p.kv_heads + g, 1u);
   }
-  return vec2<u32>((j - step.start) * p.kv_heads + g, 1u);
+#endif
+  let slot = select(j, j % p.slots, p.ring == 1u);
+  return vec2<u32>(slot * p.kv_heads + g, 0u);
 }
 
 fn load(chunk: bool, i: u32) -> u32 {
+#if !PREP
   if (chunk) {
     return ck[i];
   }
+#endif
   return kv[i];
 }
 

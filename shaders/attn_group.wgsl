@@ -14,8 +14,10 @@
 // product row, the query heads get the QK-norm and RoPE here (in every
 // workgroup, a dimension at a time, with qkv_prep's arithmetic), and the
 // workgroup of the last tile prepares the token's K (QK-norm, RoPE) and V,
-// quantises them into the chunk KV (what qkv_prep would have written) and
-// reads them back from there. Without PREP, q holds the prepared query rows.
+// quantises them (as qkv_prep would) into the token's slot of the arena
+// (attn.wgsl's locate: every position is read from the arena then) and
+// reads them back from there. Without PREP, q holds the prepared query rows
+// and the token's K/V are in the chunk.
 const G = {{G}}u;
 const SPL = {{SPL}}u; // invocations per key's score: KT * SPL = WG
 const Q4 = HD / 4u;   // quads per head row
@@ -32,8 +34,8 @@ var<workgroup> gm: array<f32, {{G}}>;        // each head's running max
 var<workgroup> gc: array<f32, {{G}}>;        // exp(previous max - max) of the tile
 
 #if PREP
-@group(0) @binding(6) var<storage, read> gn: array<f32>;
-@group(0) @binding(7) var<storage, read> cs: array<f32>;
+@group(0) @binding(5) var<storage, read> gn: array<f32>;
+@group(0) @binding(6) var<storage, read> cs: array<f32>;
 
 fn gnorm(at: u32, i: u32) -> f32 {
   return select(gn[at + i], gn[at + i] + 1.0, p.one_plus == 1u);
@@ -96,10 +98,11 @@ fn kv_src(values: bool, base: u32, i: u32) -> f32 {
   return bitcast<f32>(tile[i]);
 }
 
-// put_kv quantises (int8) or copies the token's new K or V row into chunk
-// row g of its array.
+// put_kv quantises (int8) or copies the token's new K or V row of KV head g
+// into its arena slot.
 fn put_kv(li: u32, g: u32, values: bool, base: u32) {
-  let vals = select(p.ck_word, p.cv_word, values) + g * ROW_WORDS;
+  let row = locate(step.start, g).x;
+  let vals = select(p.k_word, p.v_word, values) + row * ROW_WORDS;
 #if INT8
   var m = 0.0;
   for (var i = li; i < HD; i += {{WG}}u) {
@@ -109,14 +112,14 @@ fn put_kv(li: u32, g: u32, values: bool, base: u32) {
   for (var w = li; w < ROW_WORDS; w += {{WG}}u) {
     let q4 = vec4<i32>(quant_i8(kv_src(values, base, 4u * w), scale), quant_i8(kv_src(values, base, 4u * w + 1u), scale),
                        quant_i8(kv_src(values, base, 4u * w + 2u), scale), quant_i8(kv_src(values, base, 4u * w + 3u), scale));
-    ck[vals + w] = pack_i8(q4);
+    kv[vals + w] = pack_i8(q4);
   }
   if (li == 0u) {
-    ck[select(p.cks_word, p.cvs_word, values) + g] = bitcast<u32>(scale);
+    kv[select(p.ks_word, p.vs_word, values) + row] = bitcast<u32>(scale);
   }
 #else
   for (var i = li; i < HD; i += {{WG}}u) {
-    ck[vals + i] = bitcast<u32>(kv_src(values, base, i));
+    kv[vals + i] = bitcast<u32>(kv_src(values, base, i));
   }
 #endif
 }
@@ -241,7 +244,7 @@ fn attend_group(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
   }
   if (p.prep_kv == 1u && t_hi == tiles) {
     // The token's own K (normed and roped, staged in tile as floats) and
-    // V, into chunk row g.
+    // V, into their arena slot.
     let kbase = (p.heads + g) * HD;
     let kinv = row_inv(kbase, li);
     for (var i = li; i < HD; i += {{WG}}u) {
@@ -250,7 +253,7 @@ fn attend_group(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     workgroupBarrier();
     put_kv(li, g, false, 0u);
     put_kv(li, g, true, (p.heads + p.kv_heads + g) * HD);
-    storageBarrier(); // the chunk rows are read back below
+    storageBarrier(); // the rows are read back below
   }
 #else
   for (var i = li; i < GQ; i += {{WG}}u) {

@@ -654,17 +654,30 @@ func attnArena(t *testing.T, r *rand.Rand, c *model.Config, l, start int) (*cpu.
 			}
 		}
 	}
-	end := reg.V + int64(reg.Slots*c.KVHeads)*lay.RowBytes
-	if int8Mode {
-		end = reg.VScale + int64(reg.Slots*c.KVHeads)*4
-	}
 	word := func(off int64) uint32 { return uint32((off - reg.K) / 4) }
 	p := AttnParams{Heads: uint32(c.Heads), KVHeads: uint32(c.KVHeads), Window: uint32(c.Layers[l].Window),
 		Slots: uint32(reg.Slots), Ring: b2u(reg.Ring), Scale: c.Scale(), Softcap: float32(c.AttnSoftcap), KWord: 0, VWord: word(reg.V)}
 	if int8Mode {
 		p.KSWord, p.VSWord = word(reg.KScale), word(reg.VScale)
 	}
-	return m, arena, buffer(t, arena.Buf[reg.K:end], 0), p
+	return m, arena, regionBuffer(t, arena, l), p
+}
+
+// regionBounds are the first and end bytes of the arena region layer l
+// reads: its K and V values and (int8) scales.
+func regionBounds(arena *kv.Arena, l int) (lo, hi int64) {
+	reg := arena.Region(l)
+	rows := int64(reg.Slots * arena.KVHeads)
+	if arena.DType == model.Int8 {
+		return reg.K, reg.VScale + rows*4
+	}
+	return reg.K, reg.V + rows*arena.RowBytes
+}
+
+// regionBuffer uploads the arena region layer l reads, as the kernels bind it.
+func regionBuffer(t *testing.T, arena *kv.Arena, l int) gpu.Buffer {
+	lo, hi := regionBounds(arena, l)
+	return buffer(t, arena.Buf[lo:hi], 0)
 }
 
 // matmulInputs makes a random rows x cols matrix of dtype and n tokens of

@@ -3,11 +3,13 @@
 package shaders
 
 import (
+	"encoding/binary"
 	"math"
 	"testing"
 
 	"github.com/wick-run/wick/engine/cpu"
 	"github.com/wick-run/wick/engine/gpu"
+	"github.com/wick-run/wick/engine/kv"
 	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/engine/quant"
 	"github.com/wick-run/wick/internal/testmodel"
@@ -152,10 +154,12 @@ func testStagedProducts(t *testing.T) {
 // (attend_group, then combine, and for int8 combine_quant) against
 // engine/cpu, with qkv_prep folded in (the raw Q|K|V product row goes in;
 // the query heads' QK-norm and RoPE, the token's own K and V quantised
-// into the chunk, and the attention over the arena's history and that new
-// key must match) and without (prepared query rows and chunk). Local
-// (ring) and global layers, producers and consumers (which read a chunk
-// another layer filled), MQA and GQA, partial RoPE, the first position,
+// into their arena slot, every other arena word untouched, and the
+// attention over the arena's history and that new key must match) and
+// without (prepared query rows and chunk). Local (ring) and global layers,
+// producers and consumers (which read the K/V another layer wrote: from
+// the arena with the fold, else from the chunk), MQA and GQA, partial
+// RoPE, the first position,
 // positions past a window of several tiles, and room for fewer partial
 // states than tiles (each workgroup then runs several tiles: evenly and
 // unevenly), at each workgroup size a group may run with.
@@ -218,6 +222,7 @@ func testGroupAttention(t *testing.T) {
 func groupAttentionCase(t *testing.T, c *model.Config, layer, start, wg, room int, bias, prep bool) {
 	r := newRand(t)
 	m, arena, kvb, p := attnArena(t, r, c, layer, start)
+	reg := arena.Region(layer)
 	int8Mode := c.DType == model.Int8
 	hd, kvh, qd, kvd := c.HeadDim, c.KVHeads, c.QDim(), c.KVDim()
 	producer := c.Producer(layer)
@@ -300,6 +305,28 @@ func groupAttentionCase(t *testing.T, c *model.Config, layer, start, wg, room in
 	} else {
 		m.AttendChunk(want, q, arena, layer, start, 1, kf, vf, nil, nil, nil, nil)
 	}
+	// With the fold, the token's K/V live in its arena slot: a consumer's
+	// were written there by its producer; a producer writes its own, and
+	// the slot is poisoned first. Its old contents (a ring's slot held a
+	// position the window no longer sees) are not attended to.
+	before := append([]byte(nil), arena.Buf...)
+	if prep {
+		for h := 0; h < kvh; h++ {
+			for i, row := range []kv.Row{arena.K(reg, start, h), arena.V(reg, start, h)} {
+				src := [][]float32{kf, vf}[i][h*hd : (h+1)*hd]
+				switch {
+				case producer:
+					poisonRow(row)
+				case int8Mode:
+					*row.Scale = quant.Quantize(row.I8, src)
+				default:
+					copy(row.F32, src)
+				}
+			}
+		}
+		kvb = regionBuffer(t, arena, layer)
+		before = append(before[:0], arena.Buf...)
+	}
 	key := Key{Family: "attn", Entry: "attend_group", Int8: int8Mode, HD: hd, Group: c.Heads / kvh}
 	if prep {
 		key.In = "qkv"
@@ -334,7 +361,7 @@ func groupAttentionCase(t *testing.T, c *model.Config, layer, start, wg, room in
 	// One workgroup more than tiles: those past the runs do nothing.
 	grid := [3]int{tiles + 1, kvh, 1}
 	if prep {
-		dispatch(t, key, step, p, grid, buffer(t, f32bytes(raw), 0), parts, kvb, ckb,
+		dispatch(t, key, step, p, grid, buffer(t, f32bytes(raw), 0), parts, kvb,
 			buffer(t, f32bytes(g), 0), buffer(t, f32bytes(table), 0))
 	} else {
 		dispatch(t, key, step, p, grid, buffer(t, f32bytes(q), 0), parts, kvb, ckb)
@@ -345,6 +372,10 @@ func groupAttentionCase(t *testing.T, c *model.Config, layer, start, wg, room in
 	closeTo(t, "attention", merged, want, rel)
 	if int8Mode {
 		checkCombineQuant(t, p, step, parts, merged, qd)
+	}
+	if prep {
+		checkArenaSlot(t, arena, before, kvb, layer, start, producer, kf, vf)
+		return
 	}
 	got := bytesU32(read(t, ckb, len(chunk)))
 	if filled {
@@ -368,6 +399,70 @@ func groupAttentionCase(t *testing.T, c *model.Config, layer, start, wg, room in
 			} else {
 				closeTo(t, a.what, bytesF32(u32bytes(words)), ref, rel)
 			}
+		}
+	}
+}
+
+// poisonRow fills an arena row with the poison word.
+func poisonRow(row kv.Row) {
+	if row.I8 != nil {
+		for i := range row.I8 {
+			row.I8[i] = -1 // the poison word's bytes
+		}
+		*row.Scale = math.Float32frombits(poison)
+		return
+	}
+	for i := range row.F32 {
+		row.F32[i] = math.Float32frombits(poison)
+	}
+}
+
+// checkArenaSlot reads layer's arena region back from kvb after a decode
+// step at position start with qkv_prep folded in: a producer's K and V
+// rows at start (of every KV head) must be kf and vf (quantised as
+// engine/cpu does), and every other byte of the region, a consumer's
+// whole region, must be what it was (before, the arena's bytes).
+func checkArenaSlot(t *testing.T, arena *kv.Arena, before []byte, kvb gpu.Buffer, layer, start int, producer bool, kf, vf []float32) {
+	t.Helper()
+	reg := arena.Region(layer)
+	lo, hi := regionBounds(arena, layer)
+	got := read(t, kvb, int(hi-lo)/4)
+	hd := arena.HeadDim
+	written := map[int64]bool{}
+	mark := func(off, n int64) {
+		for b := off; b < off+n; b++ {
+			written[b] = true
+		}
+	}
+	if producer {
+		for h := 0; h < arena.KVHeads; h++ {
+			idx := int64(reg.Slot(start))*int64(arena.KVHeads) + int64(h)
+			for _, a := range []struct {
+				what         string
+				vals, scales int64
+				ref          []float32
+			}{{"K", reg.K, reg.KScale, kf}, {"V", reg.V, reg.VScale, vf}} {
+				ref := a.ref[h*hd : (h+1)*hd]
+				off := a.vals + idx*arena.RowBytes
+				mark(off, arena.RowBytes)
+				rb := got[off-lo : off-lo+arena.RowBytes]
+				if arena.DType == model.Int8 {
+					so := a.scales + idx*4
+					mark(so, 4)
+					q := make([]int8, hd)
+					for j := range q {
+						q[j] = int8(rb[j])
+					}
+					checkQuantised(t, a.what, q, math.Float32frombits(binary.LittleEndian.Uint32(got[so-lo:])), ref)
+				} else {
+					closeTo(t, a.what, bytesF32(rb), ref, rel)
+				}
+			}
+		}
+	}
+	for b := lo; b < hi; b++ {
+		if !written[b] && got[b-lo] != before[b] {
+			t.Fatalf("arena byte %d of layer %d's region changed: %#x, was %#x", b-lo, layer, got[b-lo], before[b])
 		}
 	}
 }

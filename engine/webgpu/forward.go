@@ -119,9 +119,14 @@ func (s *Sequence) step(tokens []int32, start, first int, logits []float32) erro
 // the last layer has read them: positions start..start+n-1, each into its
 // slot; a ring only keeps the last Slots of them. Consecutive positions are
 // consecutive slots up to the ring's wrap, so each array takes at most two
-// copies.
+// copies. A one-token step whose attention prepares the token's K/V itself
+// (groupPrep) has written them into the arena already: four copies per
+// layer a decode step saves.
 func (s *Sequence) commit(start, n int) {
 	s.end = start + n
+	if n == 1 && s.groupPrep() {
+		return
+	}
 	kvh := int64(s.m.cfg.KVHeads)
 	int8Mode := s.m.cfg.DType == model.Int8
 	for ri := range s.lay.Regions {

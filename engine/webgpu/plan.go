@@ -516,7 +516,8 @@ func (s *Sequence) attention(l int, qp shaders.QKVParams) {
 		gp := ap
 		gp.Norm, gp.OnePlus, gp.Eps, gp.Table, gp.QNorm, gp.KNorm = qp.Norm, qp.OnePlus, qp.Eps, qp.Table, qp.QNorm, qp.KNorm
 		gp.PrepKV, gp.Bias, gp.BiasWord, gp.RotHalf = b2u(qp.KVHeads > 0), qp.Bias, qp.BiasWord, qp.RotHalf
-		s.addKey(s.groupKey(), gp, decode(c.KVHeads), whole(s.qkv), whole(s.parts), kv, chunk, whole(s.m.norms), whole(s.rope))
+		// The token's K/V go straight to the arena: no chunk (see commit).
+		s.addKey(s.groupKey(), gp, decode(c.KVHeads), whole(s.qkv), whole(s.parts), at(s.arena, r.K, regEnd-r.K), whole(s.m.norms), whole(s.rope))
 	case s.groupAttention():
 		s.addKey(s.groupKey(), ap, decode(c.KVHeads), whole(s.q), whole(s.parts), kv, chunk)
 	default:

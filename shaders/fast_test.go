@@ -24,9 +24,10 @@ func pad16(w []uint32) []uint32 {
 // rows that fill no whole workgroup, more than 1024 columns (the float32
 // sums of int8 products move to int32 in chunks), token counts across tile
 // edges, logits tokens from first, a soft-cap, and a part of a split W.
-// The int8 tiled cases run the device's tier: subgroup matrices where Dawn
-// offers them (WICK_DAWN_EXPERIMENTAL=1 on a GPU that has them), else the
-// packed dot product or the fallback.
+// The int8 tiled cases run the device's tier: the packed dot product or
+// the fallback, and where Dawn offers subgroup matrices
+// (WICK_DAWN_EXPERIMENTAL=1 on a GPU that has them) the large tile on
+// them, and the 64x64 MATRIX tile by name.
 func TestMatrixProducts(t *testing.T) { onDevices(t, testMatrixProducts) }
 
 func testMatrixProducts(t *testing.T) {
@@ -88,6 +89,16 @@ func testMatrixProducts(t *testing.T) {
 		tcase{"tiled-big-int8-logits-part", big, model.Int8, 45, 16 * 5, 140, 1, 9, 30, 7, 59},
 		tcase{"tiled-big-int8-softcap", big, model.Int8, 200, 16 * 9, 129, 0, 0, 30, 0, 200},
 	)
+	// The 64x64 MATRIX tile, which tiers leave to DOT4 (Tier.Apply), where
+	// the device has subgroup matrices.
+	if tier.Matrix {
+		sm := Key{Family: "tiled", Entry: "tiled", WG: 256, Matrix: true}
+		cases = append(cases,
+			tcase{"tiled-sm-int8-wide", sm, model.Int8, 70, 4 * 601, 5, 0, 0, 0, 0, 70},
+			tcase{"tiled-sm-int8-many-tokens", sm, model.Int8, 131, 4 * 37, 71, 0, 0, 0, 0, 131},
+			tcase{"tiled-sm-int8-logits-part", sm, model.Int8, 45, 16 * 5, 4, 1, 2, 30, 7, 59},
+		)
+	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRand(t)

@@ -19,11 +19,11 @@ type Tier struct {
 	// workgroup reductions of norms, quantisation scans, softmax and
 	// attention merges go through subgroup operations (Key.Subgroups).
 	Subgroups bool
-	// Matrix is chromium-experimental-subgroup-matrix with int8 products
-	// into int32 at 16x16x32 (MatrixConfig): the tiled prefill product on
-	// tensor cores (Key.Matrix). Only hosts that opt into experimental
-	// features offer it (dawn.Options.Experimental, node/host.mjs
-	// -experimental; Chrome behind its unsafe-WebGPU flag).
+	// Matrix is chromium-experimental-subgroup-matrix with int8 products into
+	// int32 at 16x16x32 (MatrixConfig): the tiled prefill product on tensor
+	// cores (Key.Matrix), its large tile where MatrixTile (Apply). Only hosts
+	// that opt into experimental features offer it (dawn.Options.Experimental,
+	// node/host.mjs -experimental; Chrome behind its unsafe-WebGPU flag).
 	Matrix bool
 	// MatrixTile is the MATRIX product's 128x128 tile (Key.Tile), which
 	// gives 2x4 blocks of 16x16 to each of 8 subgroups: subgroups of at
@@ -86,16 +86,19 @@ func (t Tier) String() string {
 // matmul) take the packed dot product where t has it, which also replaces
 // gemv's float32-FMA path (both are exact; the packed one issues a
 // quarter of the instructions), and the reducing families their subgroup
-// form. The tiled product takes subgroup matrices over the packed dot
-// where t has both.
+// form. The tiled product's large tile takes subgroup matrices where t
+// has MatrixTile; its 64x64 tiles stay DOT4, which the H200 measured
+// faster than the 64x64 MATRIX tile (2026-12-02: 12,066 against 8,308
+// tok/s at 1B pp512, and 13,028 against 9,233 in an earlier call). A key
+// that asks for Matrix keeps it (tests run the 64x64 MATRIX tile so).
 func (t Tier) Apply(k Key) Key {
 	switch k.Family {
 	case "gemv", "tiled", "matmul":
-		if k.Int8 && t.Dot4 {
+		if k.Int8 && t.Dot4 && !k.Matrix {
 			k.Dot4, k.FMA = true, false
 		}
 	}
-	if k.Family == "tiled" && k.Int8 && t.Matrix && !k.Split {
+	if k.Family == "tiled" && k.Int8 && t.MatrixTile && k.Tile == TiledBig && !k.Split {
 		k.Matrix, k.Dot4 = true, false
 	}
 	if k.Family == "tiled" {

@@ -43,6 +43,7 @@ func testGatedEpilogue(t *testing.T) {
 		{"int8-swiglu-four-tokens", model.Int8, model.SwiGLU, 16 * 9, 16 * 37, 4, 128, 2, false},    // 4.5 of 32
 		{"int8-fma-wide", model.Int8, model.GeGLUTanh, 16 * 7, 16 * 71, 2, 128, 2, true},            // sums past 1024 products
 		{"int8-one-row-per-workgroup", model.Int8, model.SwiGLU, 16 * 3, 16 * 5, 3, 128, 64, false}, // half the slots gate, half up
+		{"int8-wide-ffn", model.Int8, model.GeGLUTanh, 16 * 131, 16 * 3, 2, 256, 4, false},          // down's row of 2,096 > 32 x its 64 invocations
 		{"f32-geglu", model.F32, model.GeGLUTanh, 29, 4 * 37, 3, 64, 4, false},                      // 3.6 of 8
 		{"f32-swiglu-tpr-half", model.F32, model.SwiGLU, 19, 4 * 150, 1, 256, 128, false},           // one row a workgroup
 	} {

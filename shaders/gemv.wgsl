@@ -140,18 +140,13 @@ fn quad_at(li: u32, k: u32) -> u32 {
 
 #if INT8
 // row_scale is the int8 scale of token t's row x: package quant's, of the
-// row's max |x|, which QUANT_IN reads from the epilogue's word, the other
-// prologues reduce over the workgroup (each invocation holds a part).
+// row's max |x| over the workgroup (each invocation holds a part).
 fn row_scale(t: u32, li: u32, x: ptr<function, array<vec4<f32>, RQ>>) -> f32 {
-#if QUANT_IN
-  return quant_scale(bitcast<f32>(mx[p.max_word + t]));
-#else
   var m = 0.0;
   for (var k = 0u; k < RQ; k++) {
     m = max(m, max4(abs((*x)[k])));
   }
   return quant_scale(wg_max(m, li));
-#endif
 }
 #endif
 
@@ -251,18 +246,23 @@ fn stage(t: u32, li: u32, first: bool) {
 }
 #endif
 #if QUANT_IN
+// quant_quad quantises the 4 values of h from word d.
+fn quant_quad(d: u32, scale: f32) -> u32 {
+  return quant4(vec4<f32>(gu[d], gu[d + 1u], gu[d + 2u], gu[d + 3u]), scale);
+}
+
+// QUANT_IN knows the scale before it reads the row (the epilogue's max),
+// so it quantises in one pass over whole vectors and holds nothing in
+// registers: rows of up to XV vectors whatever the workgroup size.
 fn stage(t: u32, li: u32, first: bool) {
   let base = t * p.cols;
-  let nq = p.cols / 4u;
-  var x: array<vec4<f32>, RQ>;
-  for (var k = 0u; k < RQ; k++) {
-    let q = quad_at(li, k);
-    if (q < nq) {
-      let c = base + 4u * q;
-      x[k] = vec4<f32>(gu[c], gu[c + 1u], gu[c + 2u], gu[c + 3u]);
-    }
+  let scale = quant_scale(bitcast<f32>(mx[p.max_word + t]));
+  for (var v = li; v < p.cols / 16u; v += {{WG}}u) {
+    let c = base + 16u * v;
+    put(t, v, vec4<u32>(quant_quad(c, scale), quant_quad(c + 4u, scale), quant_quad(c + 8u, scale), quant_quad(c + 12u, scale)), first);
   }
-  put_row(t, li, &x, first);
+  put_scale(t, scale, li, first);
+  workgroupBarrier();
 }
 #endif
 #if GATED_IN

@@ -246,12 +246,13 @@ func (s *Sequence) stageFits(w *matrix) bool {
 // fold into down's prologue is not made, gate|up is one buffer (its gate
 // and up rows side by side in one binding) of the vector kernel's width,
 // and in int8 mode down's prologue can quantise the activation (its row
-// fits) and the maxima's words exist.
+// fits the staging: the quant prologue holds no row in registers, so any
+// workgroup size takes a 1B model's) and the maxima's words exist.
 func (s *Sequence) gatedEpilogue(gateUp, down *matrix) bool {
 	if !s.m.opt.Fuse.Epilogue || s.canStage(down, "gated") || len(gateUp.parts) != 1 || gateUp.cols%s.vecWidth() != 0 {
 		return false
 	}
-	return s.m.cfg.DType != model.Int8 || s.gmax != 0 && s.stageFits(down)
+	return s.m.cfg.DType != model.Int8 || s.gmax != 0 && down.cols%16 == 0 && down.cols/16 <= shaders.StagedVecs
 }
 
 // rowKey is the variant of a one-workgroup row kernel (prenorm,

@@ -92,6 +92,7 @@ func testCases() []testCase {
 		testCase{"cai-int8-none", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: Fuse{None: true}}},
 		testCase{"plain-f32-none", testmodel.Plain(testVocab, model.F32), Options{Fuse: Fuse{None: true}}},
 		testCase{"plain-int8-norm-epi", testmodel.Plain(testVocab, model.Int8), Options{Fuse: Fuse{Norm: true, Epilogue: true}}},
+		testCase{"plain-int8-wg64", testmodel.Plain(testVocab, model.Int8), Options{Gemv: Gemv{WG: 64, TPR: 4}}},
 		// The decode attention paths beside the default (group-prep): the
 		// grouped kernel after qkv_prep, with room for fewer partial
 		// states than a global layer's tiles; and a workgroup per query
@@ -315,6 +316,9 @@ func TestDecodeDispatches(t *testing.T) {
 	wide := testmodel.CAIShaped(testVocab, model.Int8)
 	wide.FFNHidden = 16 * 1024 // an FFN row of 16 KiB: down's input cannot be staged
 	none := Options{Fuse: Fuse{None: true}}
+	mid := testmodel.CAIShaped(testVocab, model.Int8)
+	mid.FFNHidden = 4096 // down's row past a 64-invocation workgroup's registers, within the staging
+	wg64 := Options{Gemv: Gemv{WG: 64, TPR: 8}}
 	for _, tc := range []struct {
 		name     string
 		cfg      *model.Config
@@ -331,6 +335,7 @@ func TestDecodeDispatches(t *testing.T) {
 		{"plain-f32-default", testmodel.Plain(testVocab, model.F32), Options{}, 8},
 		{"cai-int8-norm-epi", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: Fuse{Norm: true, Attention: true, Epilogue: true}}, 7},
 		{"wide-ffn-int8-default", wide, Options{}, 9},
+		{"mid-ffn-int8-wg64-default", mid, wg64, 8},                                                          // the quant prologue holds no row in registers
 		{"cai-int8-split-default", testmodel.CAIShaped(testVocab, model.Int8), Options{SplitBytes: 1000}, 0}, // as many as none
 	} {
 		t.Run(tc.name, func(t *testing.T) {

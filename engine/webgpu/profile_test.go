@@ -51,13 +51,28 @@ func (d *labelled) record(cmds []byte) {
 	})
 }
 
-// TestProfileDecodeTimestamps profiles a decode step of testdata/cai-tiny
-// on Dawn with timestamp queries (lavapipe offers them): every dispatch the
-// step makes is there, in the plan's order and with its kernel's label,
-// each took positive GPU time, and together they make up most of the
-// step's GPU time (the rest is the gaps between their passes) and never
-// more.
-func TestProfileDecodeTimestamps(t *testing.T) {
+// profiledPos is the position the profile tests decode at.
+const profiledPos = 9
+
+// timedDawn opens Dawn with timestamp queries (lavapipe offers them).
+func timedDawn(t *testing.T) gpu.Device {
+	t.Helper()
+	dd, err := dawn.Open(dawn.Options{Timestamps: true})
+	if err != nil {
+		t.Fatalf("%v (Dawn needs node, node/node_modules and lavapipe: `make deps`)", err)
+	}
+	t.Cleanup(func() { dd.Close() })
+	if _, ok := gpu.TimerOf(dd); !ok {
+		t.Fatalf("Dawn on %s was opened with timestamps but offers no %s (features %v)", dd.Info().Adapter, gpu.FeatureTimestamps, dd.Info().Features)
+	}
+	return dd
+}
+
+// profiledSequence loads testdata/cai-tiny on dev behind a labelled
+// device and decodes one step at profiledPos, whose dispatches' labels it
+// returns: the plan's step as the device saw it.
+func profiledSequence(t *testing.T, dev gpu.Device) (*labelled, *Sequence, []string) {
+	t.Helper()
 	f, err := format.Open("../../testdata/cai-tiny")
 	if err != nil {
 		t.Fatal(err)
@@ -66,31 +81,32 @@ func TestProfileDecodeTimestamps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dd, err := dawn.Open(dawn.Options{Timestamps: true})
-	if err != nil {
-		t.Fatalf("%v (Dawn needs node, node/node_modules and lavapipe: `make deps`)", err)
-	}
-	defer dd.Close()
-	if _, ok := gpu.TimerOf(dd); !ok {
-		t.Fatalf("Dawn on %s was opened with timestamps but offers no %s (features %v)", dd.Info().Adapter, gpu.FeatureTimestamps, dd.Info().Features)
-	}
-	d := &labelled{Device: dd, labels: map[gpu.Kernel]string{}}
+	d := &labelled{Device: dev, labels: map[gpu.Kernel]string{}}
 	m, err := New(d, f.Config(), w, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	t.Cleanup(func() { m.Close() })
 	s, err := m.NewSequence(64)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	const pos = 9
-	if _, err := s.Greedy(5, pos, 1); err != nil {
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.Greedy(5, profiledPos, 1); err != nil {
 		t.Fatal(err)
 	}
-	plan := slices.Clone(d.last)
-	p, err := s.ProfileDecode(pos, 50)
+	return d, s, slices.Clone(d.last)
+}
+
+// TestProfileDecodeTimestamps profiles a decode step of testdata/cai-tiny
+// on Dawn with timestamp queries (lavapipe offers them): every dispatch the
+// step makes is there, in the plan's order and with its kernel's label,
+// each took positive GPU time, and together they make up most of the
+// step's GPU time (the rest is the gaps between their passes) and never
+// more.
+func TestProfileDecodeTimestamps(t *testing.T) {
+	_, s, plan := profiledSequence(t, timedDawn(t))
+	p, err := s.ProfileDecode(profiledPos, 50)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,47 +150,19 @@ func TestProfileDecodeTimestamps(t *testing.T) {
 // really leaves out that variant's dispatches and only those; and on Dawn
 // the GPU's busy time is positive and within the wall clock's.
 func TestOmissionProfile(t *testing.T) {
-	f, err := format.Open("../../testdata/cai-tiny")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := f.LoadWeights()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, timed := range []bool{false, true} {
 		t.Run(map[bool]string{false: "native", true: "dawn-timestamps"}[timed], func(t *testing.T) {
-			var dev gpu.Device
+			dev := device(t)
 			if timed {
-				dd, err := dawn.Open(dawn.Options{Timestamps: true})
-				if err != nil {
-					t.Fatalf("%v (Dawn needs node, node/node_modules and lavapipe: `make deps`)", err)
-				}
-				defer dd.Close()
-				dev = dd
-			} else {
-				dev = device(t)
+				dev = timedDawn(t)
 			}
-			d := &labelled{Device: dev, labels: map[gpu.Kernel]string{}}
-			m, err := New(d, f.Config(), w, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer m.Close()
-			s, err := m.NewSequence(64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			const pos, steps = 9, 3
-			if _, err := s.Greedy(5, pos, 1); err != nil {
-				t.Fatal(err)
-			}
+			d, s, step := profiledSequence(t, dev)
+			const steps = 3
 			want := map[string]int{}
-			for _, l := range d.last {
+			for _, l := range step {
 				want[l]++
 			}
-			p, err := s.OmissionProfile(pos, steps, 2)
+			p, err := s.OmissionProfile(profiledPos, steps, 2)
 			if err != nil {
 				t.Fatal(err)
 			}

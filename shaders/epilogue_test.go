@@ -27,7 +27,7 @@ import (
 // workgroup's rows, up to gemvMaxTokens tokens, outputs and the words
 // around the maxima poisoned.
 func TestGatedEpilogue(t *testing.T) {
-	onDevices(t, testGatedEpilogue, "int8-geglu", "int8-swiglu-four-tokens")
+	onDevices(t, testGatedEpilogue, "int8-geglu", "int8-swiglu-four-tokens", "int8-wide-ffn")
 }
 
 func testGatedEpilogue(t *testing.T) {

@@ -140,13 +140,18 @@ fn quad_at(li: u32, k: u32) -> u32 {
 
 #if INT8
 // row_scale is the int8 scale of token t's row x: package quant's, of the
-// row's max |x| over the workgroup (each invocation holds a part).
+// row's max |x|, which QUANT_IN reads from the epilogue's word, the other
+// prologues reduce over the workgroup (each invocation holds a part).
 fn row_scale(t: u32, li: u32, x: ptr<function, array<vec4<f32>, RQ>>) -> f32 {
+#if QUANT_IN
+  return quant_scale(bitcast<f32>(mx[p.max_word + t]));
+#else
   var m = 0.0;
   for (var k = 0u; k < RQ; k++) {
     m = max(m, max4(abs((*x)[k])));
   }
   return quant_scale(wg_max(m, li));
+#endif
 }
 #endif
 
@@ -251,11 +256,27 @@ fn quant_quad(d: u32, scale: f32) -> u32 {
   return quant4(vec4<f32>(gu[d], gu[d + 1u], gu[d + 2u], gu[d + 3u]), scale);
 }
 
-// QUANT_IN knows the scale before it reads the row (the epilogue's max),
-// so it quantises in one pass over whole vectors and holds nothing in
-// registers: rows of up to XV vectors whatever the workgroup size.
+// QUANT_IN holds the row in registers where it fits (every load up front:
+// one latency for the row); wider rows, which the other prologues cannot
+// take at all, it quantises in a loop over whole vectors, as it knows the
+// scale before it reads the row (the epilogue's max): rows of up to XV
+// vectors whatever the workgroup size. p.cols is uniform, and so is the
+// branch.
 fn stage(t: u32, li: u32, first: bool) {
   let base = t * p.cols;
+  if (p.cols <= 4u * RQ * {{WG}}u) {
+    let nq = p.cols / 4u;
+    var x: array<vec4<f32>, RQ>;
+    for (var k = 0u; k < RQ; k++) {
+      let q = quad_at(li, k);
+      if (q < nq) {
+        let c = base + 4u * q;
+        x[k] = vec4<f32>(gu[c], gu[c + 1u], gu[c + 2u], gu[c + 3u]);
+      }
+    }
+    put_row(t, li, &x, first);
+    return;
+  }
   let scale = quant_scale(bitcast<f32>(mx[p.max_word + t]));
   for (var v = li; v < p.cols / 16u; v += {{WG}}u) {
     let c = base + 16u * v;

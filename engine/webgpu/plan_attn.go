@@ -1,0 +1,193 @@
+package webgpu
+
+import (
+	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/shaders"
+)
+
+// attention plans layer l's attention: for a step of one token,
+// flash-decoding (workgroups over tiles of keys, then the merge of their
+// partial states, fused with the output's quantisation where it can be):
+// by default a workgroup per (run of tiles, KV head) for all its query
+// heads, with qkv_prep's work folded in (attend_group; qp holds that
+// work's parameters), or as Options.Attention chooses; for longer steps,
+// a workgroup per (head, token).
+func (s *Sequence) attention(l int, qp shaders.QKVParams) {
+	c := s.m.cfg
+	int8Mode := c.DType == model.Int8
+	ri := s.lay.OfLayer[l]
+	cr := s.chunkAt[ri]
+	r := &s.lay.Regions[ri]
+	regEnd := r.V + int64(r.Slots*c.KVHeads)*s.lay.RowBytes
+	if int8Mode {
+		regEnd = r.VScale + int64(r.Slots*c.KVHeads)*4
+	}
+	word := func(off int64) uint32 { return uint32((off - r.K) / 4) }
+	window := c.Layers[l].Window
+	kt, room := s.attnTile(), s.maxSplits()
+	ap := shaders.AttnParams{Heads: uint32(c.Heads), KVHeads: uint32(c.KVHeads), Window: uint32(window),
+		Slots: uint32(r.Slots), Ring: b2u(r.Ring), Scale: c.Scale(), Softcap: float32(c.AttnSoftcap), Splits: uint32(room),
+		Tile: uint32(kt), KWord: 0, VWord: word(r.V), CKWord: 0, CVWord: uint32((cr.v - cr.k) / 4)}
+	if int8Mode {
+		ap.KSWord, ap.VSWord = word(r.KScale), word(r.VScale)
+		ap.CKSWord, ap.CVSWord = uint32((cr.ks-cr.k)/4), uint32((cr.vs-cr.k)/4)
+	}
+	kv, chunk := at(s.arena, r.K, regEnd-r.K), at(s.chunk, cr.k, cr.end-cr.k)
+	// Prefill: flash attention, a workgroup per block of query rows of one
+	// KV head sharing each K/V tile (attend_flash, attn_flash.wgsl), or with
+	// Options.RowAttention a workgroup per (query head, token).
+	if s.m.opt.RowAttention {
+		s.add("attn", "attend", ap, func(n, _, _ int) (int, int, int) {
+			if n == 1 {
+				return 0, 0, 0
+			}
+			return c.Heads, n, 1
+		}, whole(s.q), whole(s.att), kv, chunk)
+	} else {
+		flash := s.m.key("attn", shaders.FlashEntry)
+		flash.WG = shaders.RowWG
+		s.addKey(flash, ap, func(n, _, _ int) (int, int, int) {
+			if n == 1 {
+				return 0, 0, 0
+			}
+			g := shaders.FlashGrid(flash, n, c.Heads, c.KVHeads)
+			return g[0], g[1], g[2]
+		}, whole(s.q), whole(s.att), kv, chunk)
+	}
+	// parts is how many partial states a decode step at start leaves: its
+	// keys' tiles in at most room runs of equally many (attn.wgsl's
+	// parts_of).
+	parts := func(start int) int {
+		keys := start + 1
+		if window > 0 {
+			keys = min(keys, window)
+		}
+		tiles := (keys + kt - 1) / kt
+		per := (tiles + room - 1) / room
+		return (tiles + per - 1) / per
+	}
+	decode := func(rows int) gridFunc {
+		return func(n, _, start int) (int, int, int) {
+			if n != 1 {
+				return 0, 0, 0
+			}
+			return parts(start), rows, 1
+		}
+	}
+	switch {
+	case s.groupPrep():
+		gp := ap
+		gp.Norm, gp.OnePlus, gp.Eps, gp.Table, gp.QNorm, gp.KNorm = qp.Norm, qp.OnePlus, qp.Eps, qp.Table, qp.QNorm, qp.KNorm
+		gp.PrepKV, gp.Bias, gp.BiasWord, gp.RotHalf = b2u(qp.KVHeads > 0), qp.Bias, qp.BiasWord, qp.RotHalf
+		// The token's K/V go straight to the arena: no chunk (see commit).
+		s.addKey(s.groupKey(), gp, decode(c.KVHeads), whole(s.qkv), whole(s.parts), at(s.arena, r.K, regEnd-r.K), whole(s.m.norms), whole(s.rope))
+	case s.groupAttention():
+		s.addKey(s.groupKey(), ap, decode(c.KVHeads), whole(s.q), whole(s.parts), kv, chunk)
+	default:
+		s.add("attn", "attend_split", ap, decode(c.Heads), whole(s.q), whole(s.parts), kv, chunk)
+	}
+	if s.fusedCombine() {
+		ap.OutScaleWord = uint32(s.qScale[s.attq])
+		key := s.m.key("attn", "combine_quant")
+		key.WG = shaders.RowWG
+		s.addKey(key, ap, func(n, _, _ int) (int, int, int) {
+			if n != 1 {
+				return 0, 0, 0
+			}
+			return 1, 1, 1
+		}, whole(s.parts), whole(s.attq))
+		return
+	}
+	s.add("attn", "combine", ap, func(n, _, _ int) (int, int, int) {
+		if n != 1 {
+			return 0, 0, 0
+		}
+		return c.Heads, 1, 1
+	}, whole(s.parts), whole(s.att))
+}
+
+// The decode attention paths Options.Attention names.
+const (
+	AttnGroupPrep = "group-prep" // attend_group with qkv_prep folded in (the default)
+	AttnGroup     = "group"      // attend_group after qkv_prep's own dispatch
+	AttnSplit     = "split"      // attend_split: a workgroup per (tile, query head)
+)
+
+// AttnPaths lists the decode attention paths, the default first.
+var AttnPaths = []string{AttnGroupPrep, AttnGroup, AttnSplit}
+
+// defaultAttnRoom is how many partial states a grouped decode step leaves
+// per head at most (Options.AttnRoom): 16-key tiles up to 1024 keys each
+// get a workgroup, longer spans run several tiles per workgroup, and the
+// merge weighs at most this many states.
+const defaultAttnRoom = 64
+
+// groupKey is attend_group's variant for this model, with qkv_prep folded
+// in or not as Options.Attention says, at the workgroup size its group
+// fits (0 where none).
+func (s *Sequence) groupKey() shaders.Key {
+	c := s.m.cfg
+	k := s.m.key("attn", "attend_group")
+	k.Group = c.Heads / c.KVHeads
+	if o := s.m.opt; o.Attention == "" || o.Attention == AttnGroupPrep || o.Fuse.Attention {
+		k.In = "qkv"
+	}
+	k.WG = shaders.GroupWG(k)
+	return k
+}
+
+// groupAttention reports whether a decode step's attention runs as
+// attend_group: Options.Attention asks for it (the default does; so does
+// Fuse.Attention, with qkv_prep folded in, whatever Attention says) and the
+// model's group of query heads has a variant that fits WebGPU's default
+// workgroup memory. Others run attend_split.
+func (s *Sequence) groupAttention() bool {
+	return (s.m.opt.Attention != AttnSplit || s.m.opt.Fuse.Attention) && s.groupKey().WG > 0
+}
+
+// groupPrep reports whether the grouped attention also does qkv_prep's
+// work for a decode step (qkv_prep then dispatches nothing).
+func (s *Sequence) groupPrep() bool {
+	return s.groupAttention() && s.groupKey().In == "qkv"
+}
+
+// fusedCombine reports whether a decode step's attention merge also
+// quantises its output for the output product (attn.wgsl's combine_quant):
+// int8 models whose heads are whole int8 words.
+func (s *Sequence) fusedCombine() bool {
+	c := s.m.cfg
+	return c.DType == model.Int8 && c.HeadDim%4 == 0
+}
+
+// maxSplits is the room for partial states per head of a decode step's
+// attention (AttnParams.Splits): every tile of the longest span of keys
+// (a window's worth on local layers, the whole context on global ones)
+// for attend_split; for attend_group at most Options.AttnRoom, its runs
+// of tiles longer where the span has more.
+func (s *Sequence) maxSplits() int {
+	keys := 0
+	for _, l := range s.m.cfg.Layers {
+		k := s.lay.Context
+		if l.Window > 0 {
+			k = min(k, l.Window)
+		}
+		keys = max(keys, k)
+	}
+	tiles := (keys + s.attnTile() - 1) / s.attnTile()
+	if s.groupAttention() {
+		room := s.m.opt.AttnRoom
+		if room <= 0 {
+			room = defaultAttnRoom
+		}
+		return min(tiles, room)
+	}
+	return tiles
+}
+
+// attnTile is the keys per tile of the decode step's attention kernel.
+func (s *Sequence) attnTile() int {
+	if s.groupAttention() {
+		return shaders.AttnTile(s.groupKey())
+	}
+	return shaders.AttnTile(s.m.key("attn", "attend_split"))
+}

@@ -21,13 +21,7 @@
 set -u
 OUT=${OUT:?set OUT to the results folder}
 root=$(pwd)
-step() {
-	name=$1
-	shift
-	t0=$(date +%s)
-	"$@" >"$OUT/$name.txt" 2>&1
-	echo "$name rc=$? $(($(date +%s) - t0))s" >>"$OUT/summary.txt"
-}
+. "$(dirname "$0")/device-step.sh"
 # Kernels against engine/cpu at the H200's subgroup size (32), on Dawn's
 # two tiers and wgpu-native: the grouped attention (both forms, runs of
 # tiles, rings), the split one, the merges.

@@ -14,12 +14,7 @@
 set -u
 OUT=${OUT:?set OUT to the results folder}
 WICK=${WICK:-.devbin/wick}
-step() {
-	name=$1
-	shift
-	"$@" >"$OUT/$name.txt" 2>&1
-	echo "$name rc=$?" >>"$OUT/summary.txt"
-}
+. "$(dirname "$0")/device-step.sh"
 step write-1b timeout 120 "$WICK" bench -write-shape 1b /tmp/m1b
 for chunk in 32 512 256 128 64; do
 	step page-1b-chunk$chunk timeout 200 node node/host.mjs bench -model /tmp/m1b -decode 16 -prompt 512 -chunk $chunk -json "$OUT/page-1b-chunk$chunk.json"

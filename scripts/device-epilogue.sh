@@ -25,13 +25,7 @@ set -u
 OUT=${OUT:?set OUT to the results folder}
 PARTS=${PARTS:-tests dawn native profile}
 root=$(pwd)
-step() {
-	name=$1
-	shift
-	t0=$(date +%s)
-	"$@" >"$OUT/$name.txt" 2>&1
-	echo "$name rc=$? $(($(date +%s) - t0))s" >>"$OUT/summary.txt"
-}
+. "$(dirname "$0")/device-step.sh"
 PLANS=none,epi,epi+g64
 for part in $PARTS; do
 	case $part in

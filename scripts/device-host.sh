@@ -11,12 +11,7 @@
 set -u
 OUT=${OUT:?set OUT to the results folder}
 WICK=${WICK:-.devbin/wick}
-step() {
-	name=$1
-	shift
-	"$@" >"$OUT/$name.txt" 2>&1
-	echo "$name rc=$?" >>"$OUT/summary.txt"
-}
+. "$(dirname "$0")/device-step.sh"
 step write-1b timeout 120 "$WICK" bench -write-shape 1b /tmp/m1b
 # The page's path: prefill, greedy and sampled decode with the JS encoding
 # per list and its parts.

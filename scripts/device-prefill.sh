@@ -14,12 +14,7 @@
 set -u
 OUT=${OUT:?set OUT to the results folder}
 root=$(pwd)
-step() {
-	name=$1
-	shift
-	"$@" >"$OUT/$name.txt" 2>&1
-	echo "$name rc=$?" >>"$OUT/summary.txt"
-}
+. "$(dirname "$0")/device-step.sh"
 if [ "${TESTS:-0}" = 1 ]; then
 	# Kernels against engine/cpu, Dawn with experimental features: the int8
 	# tiled product on subgroup matrices (tier ...+matrix), the load units it

@@ -14,13 +14,7 @@
 set -u
 OUT=${OUT:?set OUT to the results folder}
 root=$(pwd)
-step() {
-	name=$1
-	shift
-	t0=$(date +%s)
-	"$@" >"$OUT/$name.txt" 2>&1
-	echo "$name rc=$? $(($(date +%s) - t0))s" >>"$OUT/summary.txt"
-}
+. "$(dirname "$0")/device-step.sh"
 # The plans, in the order of the tables: the default (rows reread from
 # memory), the register-held row kernels, each fold on
 # its own, the norm and gated folds with few workgroups per product (g32)

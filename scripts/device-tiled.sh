@@ -18,12 +18,7 @@
 set -u
 OUT=${OUT:?set OUT to the results folder}
 root=$(pwd)
-step() {
-	name=$1
-	shift
-	"$@" >"$OUT/$name.txt" 2>&1
-	echo "$name rc=$?" >>"$OUT/summary.txt"
-}
+. "$(dirname "$0")/device-step.sh"
 if [ "${TESTS:-1}" = 1 ]; then
 	# The products against engine/cpu on every device: stock tier (the
 	# 128x128 DOT4 tile), then with subgroup matrices (MATRIX).

@@ -62,16 +62,7 @@ func TestBatchIsOneCommandList(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cd := &countingDevice{Device: device(t)}
-			gm, err := New(cd, cfg, w, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer gm.Close()
-			s, err := gm.NewSequence(64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
+			_, s := gpuSequence(t, cd, cfg, w, Options{}, 64)
 			logits := make([]float32, cfg.Vocab)
 			decode := func(token int32, pos, k int, history []int32) []int32 {
 				t.Helper()

@@ -20,16 +20,7 @@ import (
 // quantisation scale then too coarse, silently).
 func TestGatedMaximaCleared(t *testing.T) {
 	cfg := testmodel.Plain(testVocab, model.Int8)
-	gm, err := New(device(t), cfg, testmodel.Random(cfg, 5), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gm.Close()
-	s, err := gm.NewSequence(64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	gm, s := gpuSequence(t, device(t), cfg, testmodel.Random(cfg, 5), Options{}, 64)
 	if s.gmax == 0 {
 		t.Fatal("the default int8 plan has no gated epilogue")
 	}

@@ -82,16 +82,7 @@ func profiledSequence(t *testing.T, dev gpu.Device) (*labelled, *Sequence, []str
 		t.Fatal(err)
 	}
 	d := &labelled{Device: dev, labels: map[gpu.Kernel]string{}}
-	m, err := New(d, f.Config(), w, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	s, err := m.NewSequence(64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	_, s := gpuSequence(t, d, f.Config(), w, Options{}, 64)
 	if _, err := s.Greedy(5, profiledPos, 1); err != nil {
 		t.Fatal(err)
 	}

@@ -46,6 +46,14 @@ func bothSequences(t *testing.T, d gpu.Device, cfg *model.Config, w *model.Weigh
 	if err != nil {
 		t.Fatal(err)
 	}
+	gm, gs := gpuSequence(t, d, cfg, w, opt, ctx)
+	return cs, gm, gs
+}
+
+// gpuSequence loads w on d with opt and opens a sequence of ctx positions
+// on it; both are closed when t ends.
+func gpuSequence(t *testing.T, d gpu.Device, cfg *model.Config, w *model.Weights, opt Options, ctx int) (*Model, *Sequence) {
+	t.Helper()
 	gm, err := New(d, cfg, w, opt)
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +64,7 @@ func bothSequences(t *testing.T, d gpu.Device, cfg *model.Config, w *model.Weigh
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { gs.Close() })
-	return cs, gm, gs
+	return gm, gs
 }
 
 type testCase struct {

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/internal/gputest"
@@ -23,15 +22,7 @@ import (
 // RowRegs too. (TestMatchesCPU and TestGreedyOnGPU check
 // wgpu-native on random models.)
 func TestModelMatchesCPUOnDawn(t *testing.T) {
-	f, err := format.Open("../../testdata/cai-tiny")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w8, err := f.LoadWeights()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg8 := f.Config()
+	cfg8, w8 := loadDir(t, "../../testdata/cai-tiny")
 	cfg32, w32 := model.ToF32(cfg8, w8)
 	const prompt, steps, ctx = 40, 32, 128
 	ids := make([]int32, prompt)

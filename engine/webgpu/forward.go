@@ -121,10 +121,10 @@ func (s *Sequence) step(tokens []int32, start, first int, logits []float32) erro
 // consecutive slots up to the ring's wrap, so each array takes at most two
 // copies. A one-token step whose attention prepares the token's K/V itself
 // (groupPrep) has written them into the arena already: four copies per
-// layer a decode step saves.
+// layer a decode step saves (s.directKV, fixed by the plan).
 func (s *Sequence) commit(start, n int) {
 	s.end = start + n
-	if n == 1 && s.groupPrep() {
+	if n == 1 && s.directKV {
 		return
 	}
 	kvh := int64(s.m.cfg.KVHeads)

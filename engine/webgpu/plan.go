@@ -92,6 +92,7 @@ func (s *Sequence) plan() error {
 			ScaleWord: uint32(p.scaleWord), Scale: c.Embedding()}, tokens, whole(s.ids), whole(p.buf), at(s.x, 0, half*4))
 	}
 	post := int64(-1) // the previous block's post-norm
+	s.directKV = s.groupPrep()
 	for l := range c.Layers {
 		lw, kind := &m.layers[l], c.Layers[l].Kind
 		ri := s.lay.OfLayer[l]
@@ -115,7 +116,7 @@ func (s *Sequence) plan() error {
 		if int8Mode {
 			qp.KSWord, qp.VSWord = uint32((cr.ks-cr.k)/4), uint32((cr.vs-cr.k)/4)
 		}
-		folded := s.groupPrep()
+		folded := s.directKV
 		s.add("rope", "qkv_prep", qp, func(n, _, _ int) (int, int, int) {
 			if folded && n == 1 {
 				return 0, 0, 0

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/gpu/dawn"
 )
@@ -73,16 +72,9 @@ func timedDawn(t *testing.T) gpu.Device {
 // returns: the plan's step as the device saw it.
 func profiledSequence(t *testing.T, dev gpu.Device) (*labelled, *Sequence, []string) {
 	t.Helper()
-	f, err := format.Open("../../testdata/cai-tiny")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := f.LoadWeights()
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, w := loadDir(t, "../../testdata/cai-tiny")
 	d := &labelled{Device: dev, labels: map[gpu.Kernel]string{}}
-	_, s := gpuSequence(t, d, f.Config(), w, Options{}, 64)
+	_, s := gpuSequence(t, d, cfg, w, Options{}, 64)
 	if _, err := s.Greedy(5, profiledPos, 1); err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,10 @@ type Sequence struct {
 	arena   gpu.Buffer
 	chunk   gpu.Buffer    // the chunk KV of every producer: regions of C slots
 	chunkAt []chunkRegion // by arena region
+	// directKV: a one-token step's attention writes the token's K/V into
+	// the arena itself (attend_group with qkv_prep folded in), so commit
+	// has nothing to copy for it.
+	directKV bool
 
 	// Run state, shapes per step of C tokens: x residual [2][C][Hidden]
 	// (it alternates between the halves);

@@ -131,9 +131,12 @@ fn sg_begin(lane: u32, id: u32, count: u32) {
   sg_count = count;
 }
 
-// The cross-subgroup steps read every slot with a constant trip count (the
-// compiler unrolls it; a bound of sg_count would be non-uniform to WGSL's
-// analysis) and keep only the slots that subgroups wrote.
+// The cross-subgroup steps read the slots that subgroups wrote, sg_count
+// of them (8 at 256 invocations in subgroups of 32), not every slot that
+// subgroups of 4 would need: a loop of constant trip count that the driver
+// leaves rolled costs a dependent load of workgroup memory per slot, 64 of
+// them at 256 invocations. The bound is non-uniform to WGSL's analysis,
+// which is allowed: the loops hold no barrier.
 fn wg_sum(v: f32, li: u32) -> f32 {
   let s = subgroupAdd(v);
   if (sg_lane == 0u) {
@@ -141,8 +144,8 @@ fn wg_sum(v: f32, li: u32) -> f32 {
   }
   workgroupBarrier();
   var r = 0.0;
-  for (var i = 0u; i < SG_SLOTS; i++) {
-    r += select(0.0, red_sg_f[i], i < sg_count);
+  for (var i = 0u; i < sg_count; i++) {
+    r += red_sg_f[i];
   }
   workgroupBarrier();
   return r;
@@ -155,8 +158,8 @@ fn wg_max(v: f32, li: u32) -> f32 {
   }
   workgroupBarrier();
   var r = red_sg_f[0];
-  for (var i = 1u; i < SG_SLOTS; i++) {
-    r = select(r, max(r, red_sg_f[i]), i < sg_count);
+  for (var i = 1u; i < sg_count; i++) {
+    r = max(r, red_sg_f[i]);
   }
   workgroupBarrier();
   return r;
@@ -169,8 +172,8 @@ fn wg_sum_i(v: i32, li: u32) -> i32 {
   }
   workgroupBarrier();
   var r = 0;
-  for (var i = 0u; i < SG_SLOTS; i++) {
-    r += select(0, red_sg_i[i], i < sg_count);
+  for (var i = 0u; i < sg_count; i++) {
+    r += red_sg_i[i];
   }
   workgroupBarrier();
   return r;

@@ -3,7 +3,9 @@
 package shaders
 
 import (
+	"fmt"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/wick-run/wick/engine/cpu"
@@ -242,12 +244,13 @@ func testPrenorm(t *testing.T) {
 		{"f32-residual-post-norm", false, 71, 3, true, true, false},
 		{"int8-wide-post-norm", true, 4 * 201, 2, true, true, true},
 	} {
-		// Both forms: the row reread from memory, and held in registers
-		// (several quads per invocation in the wide case).
-		for _, regs := range []bool{false, true} {
+		// Both forms: the row reread from memory, and held in registers,
+		// as many quads an invocation as the row needs (several in the
+		// wide case) and the most (quads the row does not reach).
+		for _, regs := range slices.Compact([]int{0, RowQuadsFor(tc.cols, 32), RowQuadCounts[len(RowQuadCounts)-1]}) {
 			name := tc.name
-			if regs {
-				name += "-regs"
+			if regs != 0 {
+				name += fmt.Sprintf("-regs%d", regs)
 			}
 			t.Run(name, func(t *testing.T) {
 				r := newRand(t)
@@ -315,12 +318,12 @@ func testGatedQuant(t *testing.T) {
 	} {
 		// The int8 form also held in registers (several quads per
 		// invocation in the wide case).
-		for _, regs := range []bool{false, true} {
-			if regs && !tc.int8 {
+		for _, regs := range []int{0, RowQuads} {
+			if regs != 0 && !tc.int8 {
 				continue
 			}
 			name := tc.name
-			if regs {
+			if regs != 0 {
 				name += "-regs"
 			}
 			t.Run(name, func(t *testing.T) {

@@ -88,6 +88,8 @@ fn put_a(at: u32, q: u32, v: vec4<f32>) {
   }
 }
 
+// The loops over the invocation's RQ quads are written out (#unroll):
+// every array index is a constant, so the arrays stay in registers.
 @compute @workgroup_size({{WG}})
 fn prenorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
@@ -102,78 +104,77 @@ fn prenorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
   let nq = (p.cols + 3u) / 4u;
   let add = p.add == 1u;
   let post = add && p.post_norm == 1u;
-  // Every load up front: one latency for the whole row.
+  // Every load up front: one latency for the whole row. Quads past the
+  // row stay zero.
   var x: array<vec4<f32>, RQ>;
   var y: array<vec4<f32>, RQ>;
   var g1q: array<vec4<f32>, RQ>;
   var g2q: array<vec4<f32>, RQ>;
-  for (var k = 0u; k < RQ; k++) {
-    let q = li + k * {{WG}}u;
-    if (q < nq) {
-      x[k] = quad_a(src, q);
-      g2q[k] = gains2(q);
-      if (add) {
-        y[k] = quad_b(base, q);
-      }
-      if (post) {
-        g1q[k] = gains1(q);
-      }
+#unroll K RQ
+  if (li + {{K}} * {{WG}}u < nq) {
+    let q = li + {{K}} * {{WG}}u;
+    x[{{K}}] = quad_a(src, q);
+    g2q[{{K}}] = gains2(q);
+    if (add) {
+      y[{{K}}] = quad_b(base, q);
+    }
+    if (post) {
+      g1q[{{K}}] = gains1(q);
     }
   }
+#end
   if (add) {
     var inv1 = 1.0;
     if (post) {
       var ss = 0.0;
-      for (var k = 0u; k < RQ; k++) {
-        ss += dot(y[k], y[k]);
-      }
+#unroll K RQ
+      ss += dot(y[{{K}}], y[{{K}}]);
+#end
       inv1 = inv_rms(wg_sum(ss, li), p.cols, p.eps);
     }
-    for (var k = 0u; k < RQ; k++) {
-      let q = li + k * {{WG}}u;
-      if (q < nq) {
-        var v = y[k];
-        if (post) {
-          v = v * inv1 * g1q[k];
-        }
-        x[k] = x[k] + v;
-        put_a(cur, q, x[k]);
+#unroll K RQ
+    if (li + {{K}} * {{WG}}u < nq) {
+      var v = y[{{K}}];
+      if (post) {
+        v = v * inv1 * g1q[{{K}}];
       }
+      x[{{K}}] = x[{{K}}] + v;
+      put_a(cur, li + {{K}} * {{WG}}u, x[{{K}}]);
     }
+#end
   }
   var ss = 0.0;
-  for (var k = 0u; k < RQ; k++) {
-    ss += dot(x[k], x[k]);
-  }
+#unroll K RQ
+  ss += dot(x[{{K}}], x[{{K}}]);
+#end
   let inv = inv_rms(wg_sum(ss, li), p.cols, p.eps);
-  for (var k = 0u; k < RQ; k++) {
-    x[k] = x[k] * inv * g2q[k];
-  }
+#unroll K RQ
+  x[{{K}}] = x[{{K}}] * inv * g2q[{{K}}];
+#end
 #if INT8
   var m = 0.0;
-  for (var k = 0u; k < RQ; k++) {
-    m = max(m, max4(abs(x[k])));
-  }
+#unroll K RQ
+  m = max(m, max4(abs(x[{{K}}])));
+#end
   let scale = quant_scale(wg_max(m, li));
   let words = p.cols / 4u;
-  for (var k = 0u; k < RQ; k++) {
-    let q = li + k * {{WG}}u;
-    if (q < nq) {
-      h[row * words + q] = quant4(x[k], scale);
-    }
+#unroll K RQ
+  if (li + {{K}} * {{WG}}u < nq) {
+    h[row * words + li + {{K}} * {{WG}}u] = quant4(x[{{K}}], scale);
   }
+#end
   if (li == 0u) {
     h[p.scale_word + row] = bitcast<u32>(scale);
   }
 #else
-  for (var k = 0u; k < RQ; k++) {
-    let q = li + k * {{WG}}u;
-    for (var e = 0u; e < 4u; e++) {
-      if (q < nq && 4u * q + e < p.cols) {
-        h[base + 4u * q + e] = bitcast<u32>(x[k][e]);
-      }
+#unroll K RQ
+  for (var e = 0u; e < 4u; e++) {
+    let c = 4u * (li + {{K}} * {{WG}}u) + e;
+    if (c < p.cols) {
+      h[base + c] = bitcast<u32>(x[{{K}}][e]);
     }
   }
+#end
 #endif
 }
 #else

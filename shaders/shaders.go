@@ -14,6 +14,7 @@ package shaders
 import (
 	"embed"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
@@ -59,11 +60,11 @@ type Key struct {
 	// takes all of them in one workgroup (attend_group).
 	Group int
 	// Regs makes a one-workgroup row kernel (prenorm, act's gated_quant)
-	// load its row once into registers, RowQuads quads of 4 values per
-	// invocation, instead of rereading it from memory in each pass: rows
-	// of up to 4*RowQuads*WG values (RowFits). gemv's prologues always
-	// hold their row so.
-	Regs bool
+	// load its row once into registers, Regs quads of 4 values per
+	// invocation (one of RowQuadCounts), instead of rereading it from
+	// memory in each pass: rows of up to 4*Regs*WG values (RowQuadsFor).
+	// gemv's prologues always hold their row so, RowQuads quads each.
+	Regs int
 	// Subgroups makes the workgroup reductions (common.wgsl's wg_sum,
 	// wg_max, wg_sum_i) subgroup operations: the subgroups feature and
 	// WGSL's subgroup_id (see Tier).
@@ -116,8 +117,8 @@ func (k Key) Label() string {
 	if k.Group != 0 {
 		s += fmt.Sprintf("/g%d", k.Group)
 	}
-	if k.Regs {
-		s += "/regs"
+	if k.Regs != 0 {
+		s += fmt.Sprintf("/regs%d", k.Regs)
 	}
 	if k.Subgroups {
 		s += "/sg"
@@ -166,7 +167,7 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	flags := map[string]bool{"INT8": k.Int8, "SILU": k.SiLU, "DOT4": k.Dot4, "FMA": k.FMA,
 		"STAGED": k.In != "", "NORM_IN": k.In == "norm", "GATED_IN": k.In == "gated", "QUANT_IN": k.In == "quant",
 		"GATED_OUT": k.Out == "gated", "GATED_ACT": k.In == "gated" || k.Out == "gated", "GEMV_PARAMS": k.In != "" || k.Out != "", "GROUP": k.Group > 0, "PREP": k.In == "qkv",
-		"SUBGROUPS": k.Subgroups, "MATRIX": k.Matrix, "FLASH": k.Entry == FlashEntry, "REGS": k.Regs,
+		"SUBGROUPS": k.Subgroups, "MATRIX": k.Matrix, "FLASH": k.Entry == FlashEntry, "REGS": k.Regs != 0,
 		"BIG": k.Tile == TiledBig, "SPLIT": k.Split, "UNROLL": k.Tile == 64}
 	if k.Matrix && (k.Family != "tiled" || !k.Int8 || k.Dot4) {
 		return nil, nil, fmt.Errorf("shader %s: only tiled's int8 product without Dot4 has a subgroup-matrix variant", k.Label())
@@ -199,13 +200,19 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 		vals["SG_ARGS"] = ", @builtin(subgroup_invocation_id) sg_l: u32, @builtin(subgroup_id) sg_i: u32, @builtin(num_subgroups) sg_n: u32"
 		vals["SG_BEGIN"] = "sg_begin(sg_l, sg_i, sg_n);"
 	}
-	if k.Regs && k.Family != "prenorm" && !(k.Family == "act" && k.Entry == "gated_quant" && k.Int8) {
+	if k.Regs != 0 && !slices.Contains(RowQuadCounts, k.Regs) {
+		return nil, nil, fmt.Errorf("shader %s: %d quads an invocation is none of %v", k.Label(), k.Regs, RowQuadCounts)
+	}
+	if k.Regs != 0 && k.Family != "prenorm" && !(k.Family == "act" && k.Entry == "gated_quant" && k.Int8) {
 		return nil, nil, fmt.Errorf("shader %s: only prenorm and int8 gated_quant have a register variant", k.Label())
 	}
 	if k.In != "" {
 		vals["XV"] = strconv.Itoa(StagedVecs)
 	}
-	if k.In != "" || k.Regs {
+	switch {
+	case k.Regs != 0:
+		vals["RQ"] = strconv.Itoa(k.Regs)
+	case k.In != "":
 		vals["RQ"] = strconv.Itoa(RowQuads)
 	}
 	if k.Group > 0 {
@@ -260,15 +267,32 @@ const WorkgroupBytes = 16384
 // variants few (Variants lists them all).
 const StagedVecs = 768
 
-// RowQuads is how many quads (4 values) of a row each invocation of a
-// register-held row kernel keeps (Key.Regs, gemv's prologues): 32 values,
-// so rows of up to 8192 values at 256 invocations (a 1B model's FFN width,
-// 6912, included). A fixed count keeps the variants few; wider rows take
-// the kernels that reread memory.
+// RowQuads is how many quads (4 values) of a row each invocation of
+// gemv's prologues keeps in registers: 32 values, so rows of up to 8192
+// values at 256 invocations (a 1B model's FFN width, 6912, included). A
+// fixed count keeps the variants few; wider rows take the kernels that
+// reread memory.
 const RowQuads = 8
 
-// RowFits reports whether a row of cols values fits the registers of a
-// row kernel of wg invocations (Key.Regs, gemv's prologues).
+// RowQuadCounts are the quads an invocation of a register-held row kernel
+// (Key.Regs) may hold: the row's own count rounded up to one of these, so
+// that a 1B model's 1152-wide row takes 2 at 256 invocations, not 8 (every
+// quad held costs registers and loads whether the row reaches it or not).
+var RowQuadCounts = []int{1, 2, 4, 8}
+
+// RowQuadsFor is the Key.Regs a row kernel of wg invocations takes for
+// rows of cols values, or 0 where the row is too wide for registers.
+func RowQuadsFor(cols, wg int) int {
+	for _, n := range RowQuadCounts {
+		if cols <= 4*n*wg {
+			return n
+		}
+	}
+	return 0
+}
+
+// RowFits reports whether a row of cols values fits the registers of
+// gemv's prologues at wg invocations.
 func RowFits(cols, wg int) bool { return cols <= 4*RowQuads*wg }
 
 // GroupSizes are the query heads per KV head that attend_group has
@@ -374,11 +398,23 @@ func expand(b *strings.Builder, src *Source, file string, flags map[string]bool,
 	if err != nil {
 		return fmt.Errorf("read %s: %w", file, err)
 	}
+	return expandLines(b, src, file, strings.Split(strings.TrimSuffix(string(text), "\n"), "\n"), 0, flags, vals, depth)
+}
+
+// expandLines expands lines first+1.. of file (their numbers in errors and
+// Source.Lines). Besides #include and #if/#else/#endif it takes
+// "#unroll NAME COUNT" ... "#end": the lines between, COUNT times (COUNT a
+// number or a value's name), with {{NAME}} the iteration's index as a u32
+// literal. WGSL has no unrolling, and a loop the driver leaves rolled
+// indexes its function-scope arrays at run time, which moves them from
+// registers to memory: written out, every index is a constant.
+func expandLines(b *strings.Builder, src *Source, file string, lines []string, first int, flags map[string]bool, vals map[string]string, depth int) error {
 	type cond struct{ keep, parentKeep, sawElse bool }
 	var stack []cond
 	keep := true
-	for i, line := range strings.Split(strings.TrimSuffix(string(text), "\n"), "\n") {
-		where := fmt.Sprintf("%s:%d", file, i+1)
+	for i := 0; i < len(lines); i++ {
+		line := lines[i]
+		where := fmt.Sprintf("%s:%d", file, first+i+1)
 		trim := strings.TrimSpace(line)
 		emit := func(s string) {
 			b.WriteString(s)
@@ -386,6 +422,38 @@ func expand(b *strings.Builder, src *Source, file string, flags map[string]bool,
 			src.Lines = append(src.Lines, where)
 		}
 		switch {
+		case strings.HasPrefix(trim, "#unroll "):
+			f := strings.Fields(trim)
+			end := unrollEnd(lines, i)
+			if len(f) != 3 || !valueRef.MatchString("{{"+f[1]+"}}") || end < 0 {
+				return fmt.Errorf("%s: want #unroll NAME COUNT ... #end", where)
+			}
+			emit("")
+			if keep {
+				count, err := strconv.Atoi(f[2])
+				if v, ok := vals[f[2]]; ok {
+					count, err = strconv.Atoi(v)
+				}
+				if err != nil || count < 0 {
+					return fmt.Errorf("%s: #unroll count %q is not a count", where, f[2])
+				}
+				for n := range count {
+					inner := maps.Clone(vals)
+					inner[f[1]] = fmt.Sprintf("%du", n)
+					if err := expandLines(b, src, file, lines[i+1:end], first+i+1, flags, inner, depth); err != nil {
+						return err
+					}
+				}
+			} else {
+				for range lines[i+1 : end] {
+					emit("")
+				}
+			}
+			i = end
+			emit("")
+			continue
+		case trim == "#end":
+			return fmt.Errorf("%s: #end without #unroll", where)
 		case strings.HasPrefix(trim, "#include "):
 			if keep {
 				name, err := strconv.Unquote(strings.TrimSpace(strings.TrimPrefix(trim, "#include")))
@@ -450,9 +518,27 @@ func expand(b *strings.Builder, src *Source, file string, flags map[string]bool,
 		emit(line)
 	}
 	if len(stack) != 0 {
-		return fmt.Errorf("%s: #if without #endif", file)
+		return fmt.Errorf("%s:%d: #if without #endif", file, first)
 	}
 	return nil
+}
+
+// unrollEnd is the index of the #end that closes the #unroll at lines[at],
+// or -1.
+func unrollEnd(lines []string, at int) int {
+	depth := 0
+	for i := at + 1; i < len(lines); i++ {
+		switch trim := strings.TrimSpace(lines[i]); {
+		case strings.HasPrefix(trim, "#unroll "):
+			depth++
+		case trim == "#end":
+			if depth == 0 {
+				return i
+			}
+			depth--
+		}
+	}
+	return -1
 }
 
 var errLine = regexp.MustCompile(`:(\d+):(\d+)`)

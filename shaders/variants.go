@@ -57,7 +57,6 @@ func Variants() []Key {
 		ks = append(ks,
 			Key{Family: "embed", Entry: "embed", Int8: i8, WG: WG},
 			Key{Family: "prenorm", Entry: "prenorm", Int8: i8, WG: RowWG},
-			Key{Family: "prenorm", Entry: "prenorm", Int8: i8, WG: RowWG, Regs: true},
 			Key{Family: "quant", Entry: "quantize", Int8: i8, WG: RowWG},
 			Key{Family: "rope", Entry: "qkv_prep", Int8: i8, WG: WG},
 			Key{Family: "act", Entry: "gated_quant", Int8: i8, WG: RowWG},
@@ -68,6 +67,9 @@ func Variants() []Key {
 			Key{Family: "sample", Entry: "argmax_part", Int8: i8, WG: RowWG},
 			Key{Family: "sample", Entry: "argmax_merge", Int8: i8, WG: RowWG},
 		)
+		for _, n := range RowQuadCounts {
+			ks = append(ks, Key{Family: "prenorm", Entry: "prenorm", Int8: i8, WG: RowWG, Regs: n})
+		}
 		for _, hd := range HeadDims {
 			for _, e := range []string{"attend", "attend_split", "combine"} {
 				ks = append(ks, Key{Family: "attn", Entry: e, Int8: i8, WG: WG, HD: hd})
@@ -99,8 +101,8 @@ func Variants() []Key {
 				Key{Family: "tiled_merge", Entry: "merge", Int8: true, WG: TiledWG},
 				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Matrix: true},
 				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Matrix: true, Tile: TiledBig},
-				Key{Family: "act", Entry: "gated_quant", Int8: true, WG: RowWG, Regs: true},
-				Key{Family: "act", Entry: "gated_quant", Int8: true, WG: RowWG, SiLU: true, Regs: true})
+				Key{Family: "act", Entry: "gated_quant", Int8: true, WG: RowWG, Regs: RowQuads},
+				Key{Family: "act", Entry: "gated_quant", Int8: true, WG: RowWG, SiLU: true, Regs: RowQuads})
 		}
 		for _, wg := range GemvWGs {
 			for tpr := 1; tpr <= wg; tpr *= 2 {

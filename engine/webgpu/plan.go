@@ -261,7 +261,13 @@ func (s *Sequence) gatedEpilogue(gateUp, down *matrix) bool {
 // where it fits (shaders.Key.Regs) with Options.RowRegs.
 func (s *Sequence) rowKey(family, entry string, cols int) shaders.Key {
 	k := s.m.key(family, entry)
-	k.Regs = s.m.opt.RowRegs && shaders.RowFits(cols, k.WG) && (family == "prenorm" || k.Int8)
+	switch {
+	case !s.m.opt.RowRegs:
+	case family == "prenorm":
+		k.Regs = shaders.RowQuadsFor(cols, k.WG)
+	case k.Int8 && shaders.RowFits(cols, k.WG):
+		k.Regs = shaders.RowQuads
+	}
 	return k
 }
 

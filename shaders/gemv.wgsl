@@ -147,9 +147,9 @@ fn row_scale(t: u32, li: u32, x: ptr<function, array<vec4<f32>, RQ>>) -> f32 {
   return quant_scale(bitcast<f32>(mx[p.max_word + t]));
 #else
   var m = 0.0;
-  for (var k = 0u; k < RQ; k++) {
-    m = max(m, max4(abs((*x)[k])));
-  }
+#unroll K RQ
+  m = max(m, max4(abs((*x)[{{K}}])));
+#end
   return quant_scale(wg_max(m, li));
 #endif
 }
@@ -160,21 +160,19 @@ fn put_row(t: u32, li: u32, x: ptr<function, array<vec4<f32>, RQ>>, first: bool)
   let nv = p.cols / VW;
 #if INT8
   let scale = row_scale(t, li, x);
-  for (var j = 0u; j < RQ / VQ; j++) {
-    let v = li + j * {{WG}}u;
-    if (v < nv) {
-      let k = j * VQ;
-      put(t, v, vec4<u32>(quant4((*x)[k], scale), quant4((*x)[k + 1u], scale), quant4((*x)[k + 2u], scale), quant4((*x)[k + 3u], scale)), first);
-    }
+#unroll J RV
+  if (li + {{J}} * {{WG}}u < nv) {
+    let k = {{J}} * VQ;
+    put(t, li + {{J}} * {{WG}}u, vec4<u32>(quant4((*x)[k], scale), quant4((*x)[k + 1u], scale), quant4((*x)[k + 2u], scale), quant4((*x)[k + 3u], scale)), first);
   }
+#end
   put_scale(t, scale, li, first);
 #else
-  for (var j = 0u; j < RQ; j++) {
-    let v = li + j * {{WG}}u;
-    if (v < nv) {
-      put(t, v, bitcast<vec4<u32>>((*x)[j]), first);
-    }
+#unroll J RQ
+  if (li + {{J}} * {{WG}}u < nv) {
+    put(t, li + {{J}} * {{WG}}u, bitcast<vec4<u32>>((*x)[{{J}}]), first);
   }
+#end
 #endif
   workgroupBarrier();
 }
@@ -198,55 +196,55 @@ fn stage(t: u32, li: u32, first: bool) {
   var y: array<vec4<f32>, RQ>;
   var g1q: array<vec4<f32>, RQ>;
   var g2q: array<vec4<f32>, RQ>;
-  for (var k = 0u; k < RQ; k++) {
-    let q = quad_at(li, k);
-    if (q < nq) {
-      let c = 4u * q;
-      let s = p.a_word + base + c;
-      x[k] = vec4<f32>(a[s], a[s + 1u], a[s + 2u], a[s + 3u]);
-      g2q[k] = gain4(p.g2_word, c);
-      if (add) {
-        let d = base + c;
-        y[k] = vec4<f32>(b[d], b[d + 1u], b[d + 2u], b[d + 3u]);
-      }
-      if (post) {
-        g1q[k] = gain4(p.g1_word, c);
-      }
+#unroll K RQ
+  if (quad_at(li, {{K}}) < nq) {
+    let c = 4u * quad_at(li, {{K}});
+    let s = p.a_word + base + c;
+    x[{{K}}] = vec4<f32>(a[s], a[s + 1u], a[s + 2u], a[s + 3u]);
+    g2q[{{K}}] = gain4(p.g2_word, c);
+    if (add) {
+      let d = base + c;
+      y[{{K}}] = vec4<f32>(b[d], b[d + 1u], b[d + 2u], b[d + 3u]);
+    }
+    if (post) {
+      g1q[{{K}}] = gain4(p.g1_word, c);
     }
   }
+#end
   if (add) {
     var inv1 = 1.0;
     if (post) {
       var ss = 0.0;
-      for (var k = 0u; k < RQ; k++) {
-        ss += dot(y[k], y[k]);
-      }
+#unroll K RQ
+      ss += dot(y[{{K}}], y[{{K}}]);
+#end
       inv1 = inv_rms(wg_sum(ss, li), p.cols, p.eps);
     }
-    for (var k = 0u; k < RQ; k++) {
-      var v = y[k];
+#unroll K RQ
+    {
+      var v = y[{{K}}];
       if (post) {
-        v = v * inv1 * g1q[k];
+        v = v * inv1 * g1q[{{K}}];
       }
-      x[k] = x[k] + v;
-      let q = quad_at(li, k);
-      if (first && q < nq) {
-        let o = p.a_out_word + base + 4u * q;
-        a[o] = x[k].x;
-        a[o + 1u] = x[k].y;
-        a[o + 2u] = x[k].z;
-        a[o + 3u] = x[k].w;
+      x[{{K}}] = x[{{K}}] + v;
+      if (first && quad_at(li, {{K}}) < nq) {
+        let o = p.a_out_word + base + 4u * quad_at(li, {{K}});
+        a[o] = x[{{K}}].x;
+        a[o + 1u] = x[{{K}}].y;
+        a[o + 2u] = x[{{K}}].z;
+        a[o + 3u] = x[{{K}}].w;
       }
     }
+#end
   }
   var ss = 0.0;
-  for (var k = 0u; k < RQ; k++) {
-    ss += dot(x[k], x[k]);
-  }
+#unroll K RQ
+  ss += dot(x[{{K}}], x[{{K}}]);
+#end
   let inv = inv_rms(wg_sum(ss, li), p.cols, p.eps);
-  for (var k = 0u; k < RQ; k++) {
-    x[k] = x[k] * inv * g2q[k];
-  }
+#unroll K RQ
+  x[{{K}}] = x[{{K}}] * inv * g2q[{{K}}];
+#end
   put_row(t, li, &x, first);
 }
 #endif
@@ -256,32 +254,21 @@ fn quant_quad(d: u32, scale: f32) -> u32 {
   return quant4(vec4<f32>(gu[d], gu[d + 1u], gu[d + 2u], gu[d + 3u]), scale);
 }
 
-// QUANT_IN holds the row in registers where it fits (every load up front:
-// one latency for the row); wider rows, which the other prologues cannot
-// take at all, it quantises in a loop over whole vectors, as it knows the
-// scale before it reads the row (the epilogue's max): rows of up to XV
-// vectors whatever the workgroup size. p.cols is uniform, and so is the
-// branch.
+// QUANT_IN knows its scale before it reads the row (the epilogue's max),
+// so it quantises each vector as it loads it, holding nothing across a
+// reduction: the loop over an invocation's vectors is written out (XVI =
+// XV / WG of them, guarded) so that every load is issued before the first
+// result is needed, one latency for the row rather than one a vector.
 fn stage(t: u32, li: u32, first: bool) {
   let base = t * p.cols;
-  if (p.cols <= 4u * RQ * {{WG}}u) {
-    let nq = p.cols / 4u;
-    var x: array<vec4<f32>, RQ>;
-    for (var k = 0u; k < RQ; k++) {
-      let q = quad_at(li, k);
-      if (q < nq) {
-        let c = base + 4u * q;
-        x[k] = vec4<f32>(gu[c], gu[c + 1u], gu[c + 2u], gu[c + 3u]);
-      }
-    }
-    put_row(t, li, &x, first);
-    return;
-  }
+  let nv = p.cols / 16u;
   let scale = quant_scale(bitcast<f32>(mx[p.max_word + t]));
-  for (var v = li; v < p.cols / 16u; v += {{WG}}u) {
-    let c = base + 16u * v;
-    put(t, v, vec4<u32>(quant_quad(c, scale), quant_quad(c + 4u, scale), quant_quad(c + 8u, scale), quant_quad(c + 12u, scale)), first);
+#unroll J XVI
+  if (li + {{J}} * {{WG}}u < nv) {
+    let c = base + 16u * (li + {{J}} * {{WG}}u);
+    put(t, li + {{J}} * {{WG}}u, vec4<u32>(quant_quad(c, scale), quant_quad(c + 4u, scale), quant_quad(c + 8u, scale), quant_quad(c + 12u, scale)), first);
   }
+#end
   put_scale(t, scale, li, first);
   workgroupBarrier();
 }
@@ -292,19 +279,17 @@ fn stage(t: u32, li: u32, first: bool) {
   let nq = p.cols / 4u;
   var x: array<vec4<f32>, RQ>;
   var u: array<vec4<f32>, RQ>;
-  for (var k = 0u; k < RQ; k++) {
-    let q = quad_at(li, k);
-    if (q < nq) {
-      let c = base + 4u * q;
-      x[k] = vec4<f32>(gu[c], gu[c + 1u], gu[c + 2u], gu[c + 3u]);
-      let d = c + p.cols;
-      u[k] = vec4<f32>(gu[d], gu[d + 1u], gu[d + 2u], gu[d + 3u]);
-    }
+#unroll K RQ
+  if (quad_at(li, {{K}}) < nq) {
+    let c = base + 4u * quad_at(li, {{K}});
+    x[{{K}}] = vec4<f32>(gu[c], gu[c + 1u], gu[c + 2u], gu[c + 3u]);
+    let d = c + p.cols;
+    u[{{K}}] = vec4<f32>(gu[d], gu[d + 1u], gu[d + 2u], gu[d + 3u]);
   }
-  for (var k = 0u; k < RQ; k++) {
-    let v = x[k];
-    x[k] = vec4<f32>(act(v.x), act(v.y), act(v.z), act(v.w)) * u[k];
-  }
+#end
+#unroll K RQ
+  x[{{K}}] = vec4<f32>(act(x[{{K}}].x), act(x[{{K}}].y), act(x[{{K}}].z), act(x[{{K}}].w)) * u[{{K}}];
+#end
   put_row(t, li, &x, first);
 }
 #endif

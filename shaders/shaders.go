@@ -208,6 +208,8 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	}
 	if k.In != "" {
 		vals["XV"] = strconv.Itoa(StagedVecs)
+		vals["XVI"] = strconv.Itoa((StagedVecs + k.WG - 1) / k.WG)
+		vals["RV"] = strconv.Itoa(RowQuads / 4)
 	}
 	switch {
 	case k.Regs != 0:

@@ -92,121 +92,13 @@ fn quant_scale(m: f32) -> f32 {
   return bitcast<f32>(((e + k - 8u) << 23u) | (keep & 0x7fffffu));
 }
 
-// quant_i8 is package quant's rule: v / scale rounded to float32, then
-// to an integer half to even (WGSL round), clamped to [-127, 127]; a zero
-// scale gives 0. The quotient is taken as v times 1/scale: that is within
-// a few ULPs of v / scale (WGSL's division is within 2.5, the product adds
-// one), under 6e-5 for the quotients that are not clamped (|q| < 128), so
-// it rounds to the same integer unless a rounding tie k + 1/2 is that
-// close; only those quotients take quant_tie. Every workgroup of a product
-// with a quant prologue quantises the whole row (6912 values for a 1B
-// model's down product, hundreds of workgroups): two divisions a value
-// were most of that prologue.
-const TIE = 2.5e-4; // 4x the largest error of the product
-
+// quant_i8 is package quant's rule: round half to even (WGSL round), clamp
+// to [-127, 127]; a zero scale gives 0.
 fn quant_i8(v: f32, scale: f32) -> i32 {
   if (scale == 0.0) {
     return 0;
   }
-  return quant_q(v, scale, v * (1.0 / scale));
-}
-
-// quant4 packs four values quantised by quant_i8's rule, with one
-// reciprocal for the four.
-fn quant4(v: vec4<f32>, scale: f32) -> u32 {
-  if (scale == 0.0) {
-    return 0u;
-  }
-  let q = v * (1.0 / scale);
-  return pack_i8(vec4<i32>(quant_q(v.x, scale, q.x), quant_q(v.y, scale, q.y), quant_q(v.z, scale, q.z), quant_q(v.w, scale, q.w)));
-}
-
-// quant_q is quant_i8 of v given q, v times 1/scale.
-fn quant_q(v: f32, scale: f32, q: f32) -> i32 {
-  let a = abs(q);
-  if (abs(fract(a) - 0.5) < TIE || !(a < 1.0e6)) {
-    return quant_tie(v, scale, a);
-  }
-  return i32(clamp(round(q), -127.0, 127.0));
-}
-
-// quant_tie is quant_i8 of v whose quotient a (estimated, |v| * 1/scale) is
-// near the tie t = k + 1/2, k = floor(a), decided exactly: v / scale
-// rounds to t when |v| / scale lies within half an ULP of t, and below or
-// above that to the floats either side, so it compares |v| with (t +/- half
-// an ULP of t) * scale in 64-bit integers. No float arithmetic is exact
-// enough for it: div_rn's FMA correction needs a fused fma, which WGSL does
-// not promise (lavapipe's is not: it gave 1.4999999 for 1.5 = 0.87443024 /
-// 0.5829535). Non-finite estimates and subnormal operands keep div_rn.
-fn quant_tie(v: f32, scale: f32, a: f32) -> i32 {
-  let vb = bitcast<u32>(abs(v));
-  let sb = bitcast<u32>(scale);
-  let ve = i32(vb >> 23u);
-  let se = i32((sb >> 23u) & 0xffu);
-  if (!(a < 1.0e6) || ve == 0 || ve == 255 || se == 0 || se == 255) {
-    return i32(clamp(round(div_rn(v, scale)), -127.0, 127.0));
-  }
-  let sign = select(1, -1, v < 0.0);
-  let k = u32(a);
-  if (k >= 127u) {
-    return sign * 127; // 127 or 128 before the clamp
-  }
-  // t = odd / 2 lies in [2^e, 2^(e+1)), e = b - 1 for odd's top bit b;
-  // t = n * 2^(e-24) with n = odd << (24 - b), of 25 bits, and half an
-  // ULP of t is 2^(e-24): the bounds are (n -/+ 1) * 2^(e-24).
-  let odd = 2u * k + 1u;
-  let bit = firstLeadingBit(odd);
-  let n = odd << (24u - bit);
-  let mv = (vb & 0x7fffffu) | 0x800000u; // |v| = mv * 2^(ve - 150)
-  let ms = (sb & 0x7fffffu) | 0x800000u; // scale = ms * 2^(se - 150)
-  // |v| vs bound * scale  <=>  mv * 2^d vs (n -/+ 1) * ms
-  let d = ve - se - (i32(bit) - 1) + 24;
-  if (d < 0 || d > 40) { // mv << d must fit 64 bits
-    return i32(clamp(round(div_rn(v, scale)), -127.0, 127.0));
-  }
-  let lhs = shl64(mv, u32(d));
-  var r = k + (k & 1u); // on t: to even
-  if (cmp64(lhs, mul64(n - 1u, ms)) < 0) {
-    r = k;
-  } else if (cmp64(lhs, mul64(n + 1u, ms)) > 0) {
-    r = k + 1u;
-  }
-  return sign * i32(min(r, 127u));
-}
-
-// mul64 is a * b as (high, low) words.
-fn mul64(a: u32, b: u32) -> vec2<u32> {
-  let a0 = a & 0xffffu;
-  let a1 = a >> 16u;
-  let b0 = b & 0xffffu;
-  let b1 = b >> 16u;
-  let p00 = a0 * b0;
-  let p01 = a0 * b1;
-  let p10 = a1 * b0;
-  let mid = (p00 >> 16u) + (p01 & 0xffffu) + (p10 & 0xffffu);
-  return vec2<u32>(a1 * b1 + (p01 >> 16u) + (p10 >> 16u) + (mid >> 16u), (p00 & 0xffffu) | (mid << 16u));
-}
-
-// shl64 is m << d as (high, low) words, for m << d below 2^64.
-fn shl64(m: u32, d: u32) -> vec2<u32> {
-  if (d == 0u) {
-    return vec2<u32>(0u, m);
-  }
-  if (d < 32u) {
-    return vec2<u32>(m >> (32u - d), m << d);
-  }
-  return vec2<u32>(m << (d - 32u), 0u);
-}
-
-// cmp64 is -1, 0 or 1 as x is below, equal to or above y.
-fn cmp64(x: vec2<u32>, y: vec2<u32>) -> i32 {
-  if (x.x != y.x) {
-    return select(-1, 1, x.x > y.x);
-  }
-  if (x.y != y.y) {
-    return select(-1, 1, x.y > y.y);
-  }
-  return 0;
+  return i32(clamp(round(div_rn(v, scale)), -127.0, 127.0));
 }
 
 // inv_rms is RMSNorm's 1/sqrt(mean(x^2) + eps) from the sum of squares.

@@ -9,6 +9,11 @@
 // trip count are unrolled into registers.
 const RQ = {{RQ}}u;
 
+// quant4 packs four values quantised by package quant's rule.
+fn quant4(v: vec4<f32>, scale: f32) -> u32 {
+  return pack_i8(vec4<i32>(quant_i8(v.x, scale), quant_i8(v.y, scale), quant_i8(v.z, scale), quant_i8(v.w, scale)));
+}
+
 fn max4(v: vec4<f32>) -> f32 {
   return max(max(v.x, v.y), max(v.z, v.w));
 }

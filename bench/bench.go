@@ -47,8 +47,8 @@ type Options struct {
 	RowAttention bool `json:"rowAttention"`
 	// Plans are the decode plans each model runs with, side by side,
 	// comma-separated: webgpu.ParseFuse's combinations ("none", "epi",
-	// "norm", "norm+gated+attn", "all+g64", ...), each optionally with "+reread"
-	// (webgpu.Options.RowReread; "+regs", the default, is accepted), "+attn-group-prep", "+attn-group" or
+	// "norm", "norm+gated+attn", "all+g64", ...), each optionally with "+regs"
+	// (webgpu.Options.RowRegs; "+reread", the default, is accepted), "+attn-group-prep", "+attn-group" or
 	// "+attn-split" (webgpu.Options.Attention) and "+roomN"
 	// (webgpu.Options.AttnRoom), "+tile64" or "+tile128" (webgpu.Options.Tile:
 	// the DOT4 product's 64x64 tile written out, or the 128x128 one, rather
@@ -203,10 +203,10 @@ func Run(dev gpu.Device, o Options, w io.Writer) error {
 }
 
 // Plan is a decode plan a model runs with: its folds and which row
-// kernels it uses (webgpu.Options.Fuse, RowReread).
+// kernels it uses (webgpu.Options.Fuse, RowRegs).
 type Plan struct {
 	Fuse     webgpu.Fuse
-	Reread   bool
+	Regs     bool
 	Attn     string // the decode attention path (webgpu.Options.Attention; "" the default)
 	AttnRoom int    // its room for partial states (webgpu.Options.AttnRoom; 0 the default)
 	Tile     int    // the prefill product's tile (webgpu.Options.Tile; 0 the default)
@@ -216,8 +216,8 @@ type Plan struct {
 // String names p as ParsePlans reads it.
 func (p Plan) String() string {
 	s := p.Fuse.String()
-	if p.Reread {
-		s += "+reread"
+	if p.Regs {
+		s += "+regs"
 	}
 	if p.Attn != "" {
 		s += "+attn-" + p.Attn
@@ -250,11 +250,11 @@ func ParsePlans(s string) ([]Plan, error) {
 			tile, isTile := strings.CutPrefix(part, "tile")
 			attn, isAttn := strings.CutPrefix(part, "attn-")
 			switch {
-			case part == "reread":
-				p.Reread = true
+			case part == "regs":
+				p.Regs = true
 			case part == "split":
 				p.Split = true
-			case part == "regs": // the default row kernels, named by earlier plans
+			case part == "reread": // the default row kernels, named by earlier plans
 			case isAttn:
 				if !slices.Contains(webgpu.AttnPaths, attn) {
 					return nil, fmt.Errorf("-plans %q: attention path %q is none of %v", v, attn, webgpu.AttnPaths)
@@ -521,7 +521,7 @@ func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu
 	if pl.Split {
 		split = webgpu.SplitPasses
 	}
-	m, err := webgpu.New(dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, Fuse: pl.Fuse, RowReread: pl.Reread, RowAttention: b.rowAttention, Fallback: fallback, Tile: pl.Tile, Split: split,
+	m, err := webgpu.New(dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, Fuse: pl.Fuse, RowRegs: pl.Regs, RowAttention: b.rowAttention, Fallback: fallback, Tile: pl.Tile, Split: split,
 		Attention: pl.Attn, AttnRoom: pl.AttnRoom})
 	if err != nil {
 		return "", "", err

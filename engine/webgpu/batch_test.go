@@ -3,6 +3,7 @@
 package webgpu
 
 import (
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"testing"
@@ -18,9 +19,33 @@ import (
 type countingDevice struct {
 	gpu.Device
 	runs, maps, waits, makes, frees int
+	copies                          int // buffer copies in the command lists run
 }
 
-func (d *countingDevice) Run(cmds []byte) error { d.runs++; return d.Device.Run(cmds) }
+func (d *countingDevice) Run(cmds []byte) error {
+	d.runs++
+	d.copies += listCopies(cmds)
+	return d.Device.Run(cmds)
+}
+
+// listCopies counts the copy commands of a command list (the encoding of
+// engine/gpu's Encoder: write 1, buffer, offset, length, data words;
+// dispatch 2 and copy 3 with five operands each).
+func listCopies(cmds []byte) int {
+	n := 0
+	for i := 0; i+4 <= len(cmds); {
+		switch op := binary.LittleEndian.Uint32(cmds[i:]); op {
+		case 1:
+			i += 16 + int(binary.LittleEndian.Uint32(cmds[i+12:])+3)&^3
+		case 3:
+			n++
+			fallthrough
+		default:
+			i += 24
+		}
+	}
+	return n
+}
 func (d *countingDevice) Map(b gpu.Buffer, off, size int64, done func([]byte, error)) error {
 	d.maps++
 	return d.Device.Map(b, off, size, done)

@@ -58,6 +58,9 @@ type Sequence struct {
 	batch      batchBufs // decode batches' buffers (batch.go)
 	ropeTab    []float32
 	end        int // one past the last position written (Forward, Greedy, Restore): what Snapshot can still read
+
+	snapBack gpu.Buffer // Snapshots' staging buffer, snapSize bytes (0: none yet; see snapshotBuffer)
+	snapSize int64
 }
 
 // chunkRegion is where one producer's chunk KV lives in Sequence.chunk:
@@ -149,6 +152,7 @@ func (s *Sequence) Context() int { return s.lay.Context }
 // Close frees the sequence's buffers and bind groups.
 func (s *Sequence) Close() error {
 	s.freeBatch()
+	s.freeSnapshotBuffer()
 	for _, g := range s.groups {
 		s.m.dev.FreeBindGroup(g)
 	}

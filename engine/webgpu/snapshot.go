@@ -25,11 +25,15 @@ func (s *Sequence) Snapshot(from, to int) (*kv.Snapshot, error) {
 
 // Snapshots takes the snapshots of several spans, each as Snapshot would,
 // with one readback: the live rows of every span are copied on the GPU
-// into one staging buffer already in the snapshots' order (each array of a
-// region is at most two runs of slots, split where its ring wraps), which
-// is mapped once. A prefill step that completed several prefix cache
-// blocks so costs one round trip, not one per block. If any span is
-// refused, none is taken.
+// into one staging buffer, which is mapped once, and then handed out to
+// the snapshots. A prefill step that completed several prefix cache
+// blocks so costs one round trip, not one per block. The copies are laid
+// out by array (K, V, and their scales, of each region), not by span:
+// consecutive blocks are consecutive slots of every array, so one copy
+// takes an array's rows of all of them (two where a ring wraps), where a
+// copy per block and array (1,664 for 16 blocks of a Gemma-3-1B shape)
+// cost a WebGPU call each in a browser and a barrier each on the GPU. If
+// any span is refused, none is taken.
 func (s *Sequence) Snapshots(spans []kv.Span) ([]*kv.Snapshot, error) {
 	lay := s.lay
 	for _, sp := range spans {
@@ -62,38 +66,110 @@ func (s *Sequence) Snapshots(spans []kv.Span) ([]*kv.Snapshot, error) {
 	}
 	mapped := (size + 7) &^ 7 // Map takes whole 8-byte units
 	what := fmt.Sprintf("snapshot of positions [%d, %d)", spans[0].From, spans[len(spans)-1].To)
-	back, err := s.m.dev.NewBuffer(mapped, gpu.MapRead, "kv_snapshot")
+	back, err := s.snapshotBuffer(mapped)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	defer s.m.dev.FreeBuffer(back)
+	if back != s.snapBack {
+		defer s.m.dev.FreeBuffer(back)
+	}
 	e := &s.enc
 	e.Reset()
+	// The staging buffer holds each array's rows of every span in turn;
+	// a span's rows that continue the last copy's in the arena (the next
+	// position in the next slot) extend that copy. pieces say where each
+	// span's rows of each array land in its snapshot's Data.
+	var pieces []snapPiece
+	dstAt := make([]int64, len(snaps)) // each snapshot's Data filled so far
 	var at int64
-	dsts := make([][]byte, len(snaps))
-	for k, snap := range snaps {
-		for i := range lay.Regions {
-			r := &lay.Regions[i]
-			for _, a := range arraysOf(lay, r) {
-				eachRun(r, snap.Regions[i].From, snap.End, func(_, slot, n int) {
-					e.Copy(s.arena, a.base+int64(slot)*a.width, back, at, int64(n)*a.width)
-					at += int64(n) * a.width
+	for i := range lay.Regions {
+		r := &lay.Regions[i]
+		for _, a := range arraysOf(lay, r) {
+			var run struct{ pos, slot, n int } // the copy being gathered
+			var runAt int64
+			flush := func() {
+				if run.n > 0 {
+					e.Copy(s.arena, a.base+int64(run.slot)*a.width, back, runAt, int64(run.n)*a.width)
+				}
+			}
+			for k, snap := range snaps {
+				eachRun(r, snap.Regions[i].From, snap.End, func(pos, slot, n int) {
+					if run.n == 0 || pos != run.pos+run.n || slot != run.slot+run.n {
+						flush()
+						run.pos, run.slot, run.n, runAt = pos, slot, 0, at
+					}
+					run.n += n
+					bytes := int64(n) * a.width
+					pieces = append(pieces, snapPiece{snap: k, dst: dstAt[k], src: at, n: bytes})
+					dstAt[k] += bytes
+					at += bytes
 				})
 			}
+			flush()
 		}
-		dsts[k] = snap.Data
 	}
-	if err := s.readBack(dsts, back, mapped); err != nil {
+	if err := s.readBack(back, mapped, func(data []byte) {
+		for _, p := range pieces {
+			copy(snaps[p.snap].Data[p.dst:p.dst+p.n], data[p.src:p.src+p.n])
+		}
+	}); err != nil {
+		if back == s.snapBack {
+			s.freeSnapshotBuffer() // its map may still be pending: the next call makes another
+		}
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return snaps, nil
 }
 
+// snapPiece is n bytes of the staging buffer at src that belong in
+// snapshot snap's Data at dst.
+type snapPiece struct {
+	snap        int
+	dst, src, n int64
+}
+
+// snapshotBuffer returns a MapRead buffer of at least size bytes for
+// Snapshots: the sequence's own, made once and kept, when size is what the
+// blocks of a prefill step take (the prefix cache's snapshots after every
+// step, which would otherwise make and free a buffer of megabytes each
+// time); a buffer of its own, for the caller to free, for larger ones (a
+// saved chat's whole KV), which are rare and would hold memory for good.
+func (s *Sequence) snapshotBuffer(size int64) (gpu.Buffer, error) {
+	if size <= s.snapSize {
+		return s.snapBack, nil
+	}
+	var perPos int64
+	for i := range s.lay.Regions {
+		for _, a := range arraysOf(s.lay, &s.lay.Regions[i]) {
+			perPos += a.width
+		}
+	}
+	// A step's blocks: its C positions and the part of a block before it.
+	if keep := 2 * int64(s.C) * perPos; size > keep {
+		return s.m.dev.NewBuffer(size, gpu.MapRead, "kv_snapshot")
+	}
+	b, err := s.m.dev.NewBuffer(size, gpu.MapRead, "kv_snapshot")
+	if err != nil {
+		return 0, err
+	}
+	s.freeSnapshotBuffer()
+	s.snapBack, s.snapSize = b, size
+	return b, nil
+}
+
+// freeSnapshotBuffer frees the buffer snapshotBuffer keeps, if any.
+func (s *Sequence) freeSnapshotBuffer() {
+	if s.snapSize > 0 {
+		s.m.dev.FreeBuffer(s.snapBack)
+	}
+	s.snapBack, s.snapSize = 0, 0
+}
+
 // readBack runs the copies recorded in s.enc, which fill back, then maps
-// back and copies its bytes to dsts, one after another. Map completes
-// inside Poll; in the wasm module Poll(true) hands control to the host
-// until the GPU is done, as Greedy's readback does.
-func (s *Sequence) readBack(dsts [][]byte, back gpu.Buffer, mapped int64) error {
+// back and hands its bytes to deliver. Map completes inside Poll; in the
+// wasm module Poll(true) hands control to the host until the GPU is done,
+// as Greedy's readback does.
+func (s *Sequence) readBack(back gpu.Buffer, mapped int64, deliver func([]byte)) error {
 	if err := s.enc.Err(); err != nil {
 		return err
 	}
@@ -105,9 +181,7 @@ func (s *Sequence) readBack(dsts [][]byte, back gpu.Buffer, mapped int64) error 
 	if err := s.m.dev.Map(back, 0, mapped, func(data []byte, err error) {
 		done, mapErr = true, err
 		if err == nil {
-			for _, dst := range dsts {
-				data = data[copy(dst, data):]
-			}
+			deliver(data)
 		}
 	}); err != nil {
 		return err

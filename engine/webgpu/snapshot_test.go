@@ -150,6 +150,57 @@ func TestSnapshotsInOneReadback(t *testing.T) {
 	}
 }
 
+// TestSnapshotsCopyEachArrayOnce takes the blocks of a long step as the
+// session does after it (consecutive spans, the last ending where the
+// step did): each must equal kv.Arena.Capture's, and the readback must
+// copy each array of the arena once, or twice where its ring wraps, not
+// once per block, and keep its staging buffer for the next step's
+// blocks: a second call makes and frees nothing.
+func TestSnapshotsCopyEachArrayOnce(t *testing.T) {
+	const ctx, block = 40, 4
+	for _, sc := range snapConfigs {
+		t.Run(sc.name, func(t *testing.T) {
+			cd := &countingDevice{Device: device(t)}
+			_, gs := gpuSequence(t, cd, sc.cfg, testmodel.Random(sc.cfg, 7), Options{Chunk: 16}, ctx)
+			host := randomArena(t, gs, 9)
+			arrays := 0
+			for i := range gs.lay.Regions {
+				arrays += len(arraysOf(gs.lay, &gs.lay.Regions[i]))
+			}
+			for try, end := range []int{28, 20} {
+				gs.end = end
+				var spans []kv.Span
+				for b := end / block * block; b-block >= 0 && gs.lay.CanCapture(end, b-block, b); b -= block {
+					spans = append([]kv.Span{{From: b - block, To: b}}, spans...)
+				}
+				if len(spans) < 2 {
+					t.Fatalf("end %d: %d blocks the arena still holds; the test needs several", end, len(spans))
+				}
+				before := *cd
+				got, err := gs.Snapshots(spans)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i, sp := range spans {
+					want, err := host.Capture(sp.From, sp.To)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !reflect.DeepEqual(got[i], want) {
+						t.Errorf("end %d: block [%d, %d) differs from the host capture", end, sp.From, sp.To)
+					}
+				}
+				if copies := cd.copies - before.copies; copies > 2*arrays {
+					t.Errorf("end %d: %d blocks took %d copies for %d arrays; want one per array, two where a ring wraps", end, len(spans), copies, arrays)
+				}
+				if try > 0 && (cd.makes != before.makes || cd.frees != before.frees) {
+					t.Errorf("end %d: a second call made %d objects and freed %d; want none", end, cd.makes-before.makes, cd.frees-before.frees)
+				}
+			}
+		})
+	}
+}
+
 // TestRestoreMatchesArenaRestore restores chains of snapshots into a GPU
 // arena and a host arena that start with the same random bytes: the whole
 // arenas must then be equal, and refused parts must leave the GPU arena

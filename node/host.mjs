@@ -8,7 +8,7 @@
 //   node node/host.mjs gen   -model DIR [-prompt TEXT | -ids 1,2,3] [-system TEXT]
 //                            [-temp T -top-p P -top-k K -rep-penalty R -seed S -max-tokens N]
 //                            [-backend webgpu|cpu] [-json] [-fault]
-//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-chunk N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-plans none,norm+gated,...] [-row-attention]] [-json FILE]
+//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-chunk N] [-runs N] [-cache-bytes N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-plans none,norm+gated,...] [-row-attention]] [-json FILE]
 //   node node/host.mjs info [-tier all|fallback] [-experimental]
 //
 // Common flags: -experimental offers the adapter's chromium-experimental-*
@@ -45,6 +45,8 @@ const options = {
   json: { type: 'string' },
   decode: { type: 'string', default: '128' },
   chunk: { type: 'string', default: '0' },
+  runs: { type: 'string', default: '5' },
+  'cache-bytes': { type: 'string', default: '0' },
   mib: { type: 'string', default: '512' },
   shapes: { type: 'string', default: '' },
   configs: { type: 'string', default: '' },
@@ -168,6 +170,20 @@ function perToken(c, n) {
   };
 }
 
+// phases splits a turn part of ms milliseconds (its counters c) by where
+// the time went: the module's own code (calls into it, less the imports it
+// made), JS in the GPU imports (of it replaying command lists, runMs),
+// awaiting the GPU at status 2 (its work and the readbacks' mapping),
+// JS copying the readbacks in, and the rest (the driver's loop, progress
+// reports, yields to the event loop); with the readbacks and copies.
+function phases(c, ms) {
+  const exp = c.exportMs || 0, imp = c.importMs || 0, settle = c.settleMs || 0, deliver = c.deliverMs || 0;
+  return {
+    ms, wasmMs: exp - imp, importMs: imp, encodeMs: c.runMs || 0, settleMs: settle, deliverMs: deliver, restMs: ms - exp - settle - deliver,
+    maps: c.maps || 0, mapBytes: c.mapBytes || 0, copies: c.copies || 0, lists: c.runs || 0, commands: c.commands || 0,
+  };
+}
+
 // bench measures the loaded model through the page's own path (load with
 // fills, chat turns through the driver, the engine's sessions with their
 // prefix cache): prefill and decode tok/s, greedy and sampled, with the
@@ -175,7 +191,12 @@ function perToken(c, n) {
 // reported, as the page does, and reports the steps it took (each a GPU
 // step of up to -chunk tokens, 0 the module's default, and ending where
 // the prefix cache's blocks must be captured); each run's prompt is a new
-// one, so that no run restores the last one's blocks. With -kernels also
+// one, so that no run restores the last one's blocks. Figures are medians
+// of -runs runs after a warm-up; the prefill's table also gives its
+// fastest and slowest run and where its time went (phases: the module's Go
+// code, JS in the GPU imports, awaiting the GPU and the readbacks), and
+// -cache-bytes sets the prefix cache's budget (-1: no cache, so no
+// snapshots; 0: the module's default). With -kernels also
 // package bench's bandwidth and GEMV tables inside the module (the same
 // code as `wick bench`); with -profile the GPU time of each kernel of a
 // decode step (a turn's decode steps summed from its first token on, so
@@ -189,12 +210,16 @@ async function bench(v) {
   // With -kernels -profile, package bench's profile takes the GPU's
   // timestamps: the device gets timestamp queries (they change no kernel).
   const chunk = num(v.chunk, 'chunk');
-  const info = await d.handle({ op: 'load', model: v.model, backend: 'webgpu', tier: v.tier, timestamps: v.kernels && v.profile, chunk });
+  const runs = num(v.runs, 'runs');
+  if (runs < 1) usage(`-runs ${v.runs}: at least one run`);
+  const info = await d.handle({ op: 'load', model: v.model, backend: 'webgpu', tier: v.tier, timestamps: v.kernels && v.profile, chunk,
+    cacheBytes: num(v['cache-bytes'], 'cache-bytes') });
   const res = { model: v.model, adapter: info.adapter, date: new Date().toISOString().slice(0, 10), vocab: info.vocab };
   const ids = (n, seed) => Array.from({ length: n }, (_, i) => 3 + ((i * 2654435761 + seed * 40503) >>> 0) % (info.vocab - 3));
   // turn(i) is run i's turn; each run counts the progress reports it got.
-  const run = async (turn, n = 5, progress = false) => {
-    // One warm-up, then the median of n runs, each in a fresh session.
+  const run = async (turn, n = runs, progress = false) => {
+    // One warm-up, then the median of n runs, each in a fresh session
+    // (with the fastest and slowest run's times beside it).
     const all = [];
     for (let i = 0; i <= n; i++) {
       const { session } = await d.handle({ op: 'open', chat: '', messages: [] });
@@ -205,13 +230,18 @@ async function bench(v) {
       if (i) all.push(r);
     }
     all.sort((a, b) => a.stats.ms - b.stats.ms);
-    return all[all.length >> 1];
+    const med = all[all.length >> 1];
+    const first = all.map((r) => r.stats.firstMs).sort((a, b) => a - b);
+    med.spread = { runs: all.length, minFirstMs: first[0], maxFirstMs: first[first.length - 1] };
+    return med;
   };
   // Prefill: the time to the first token of a prompt of `prompt` ids, a
   // new prompt each run (the model's prefix cache would restore the last
   // one's blocks), read with progress as the page reads it.
-  const pre = await run((i) => ({ ids: ids(prompt, 10 + i), max_tokens: 1 }), 5, true);
+  const pre = await run((i) => ({ ids: ids(prompt, 10 + i), max_tokens: 1 }), runs, true);
   res.prefill = { tokens: prompt, tokPerSec: prompt / (pre.stats.firstMs / 1000), steps: pre.steps, cached: pre.cached_tokens, chunk,
+    runs: pre.spread.runs, minTokPerSec: prompt / (pre.spread.maxFirstMs / 1000), maxTokPerSec: prompt / (pre.spread.minFirstMs / 1000),
+    cacheBytes: num(v['cache-bytes'], 'cache-bytes'), phases: phases(pre.stats.prefill, pre.stats.firstMs), waits: pre.stats.prefillWaits,
     ...perToken(pre.stats.prefill, prompt) };
   // Decode: greedy and sampled (the page's defaults) from a short prompt.
   for (const [name, t] of [['greedy', { temperature: 0 }], ['sampled', { temperature: 0.8, top_p: 0.95, seed: 7 }]]) {
@@ -274,10 +304,19 @@ function printBench(r) {
     '| --- | --- | --- | --- | --- | --- | --- |',
   ];
   const p = r.prefill;
-  lines.splice(1, 0, `prefill pp${p.tokens}: ${p.steps} steps (${p.steps ? f(p.tokens / p.steps, 0) : '-'} tokens a step; -chunk ${p.chunk || 'default'}), ${p.cached} tokens restored from the prefix cache`);
+  lines.splice(1, 0, `prefill pp${p.tokens}: ${p.steps} steps (${p.steps ? f(p.tokens / p.steps, 0) : '-'} tokens a step; -chunk ${p.chunk || 'default'}), ${p.cached} tokens restored from the prefix cache` +
+    `${p.cacheBytes < 0 ? ' (no prefix cache)' : ''}; ${f(p.tokPerSec, 0)} tok/s the median of ${p.runs} runs, ${f(p.minTokPerSec, 0)}-${f(p.maxTokPerSec, 0)}`);
   for (const k of ['prefill', 'greedy', 'sampled']) {
     const x = r[k];
     lines.push(`| ${k === 'prefill' ? `prefill pp${x.tokens}` : `decode ${k} (${x.tokens} tokens)`} | ${f(x.tokPerSec, 0)} | ${f(x.crossings, 2)} | ${f(x.lists, 2)} | ${f(x.commandsPerList, 0)} | ${f(x.encodeMsPerList, 3)} | ${f(x.writeMsPerList, 3)}, ${f(x.submitMsPerList, 3)} |`);
+  }
+  if (p.phases) {
+    const ph = p.phases;
+    lines.push('', `prefill pp${p.tokens} by phase (the median run, ms): ${f(ph.ms, 1)} to the first token`,
+      '| Go in the module | JS in GPU imports (of it replaying lists) | awaiting the GPU and readbacks | JS copying readbacks in | rest | readbacks (MB) | command lists (commands, copies) |',
+      '| --- | --- | --- | --- | --- | --- | --- |',
+      `| ${f(ph.wasmMs)} | ${f(ph.importMs)} (${f(ph.encodeMs)}) | ${f(ph.settleMs)} | ${f(ph.deliverMs)} | ${f(ph.restMs)} | ${ph.maps} (${f(ph.mapBytes / 1e6, 2)}) | ${ph.lists} (${ph.commands}, ${ph.copies}) |`);
+    if (p.waits) lines.push(`waits for the GPU in turn: ${p.waits.map((w) => `${f(w.ms)} ms (${w.readbacks} readbacks, ${f(w.bytes / 1e6, 2)} MB)`).join(', ')}`);
   }
   if (r.profile) {
     const total = r.profile.kernels.reduce((a, k) => a + k.usPerStep, 0);

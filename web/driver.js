@@ -55,6 +55,7 @@ export class Driver {
     this.counters = newCounters();
     this.exportCalls = 0;
     this.lastYield = 0;
+    this.waits = []; // the statuses 2 of the turn in flight: {ms, readbacks, bytes} each
   }
 
   // cancel asks the reply in flight to stop at its next token.
@@ -64,7 +65,12 @@ export class Driver {
     this.exportCalls++;
     const key = `export:${name}`;
     this.counters[key] = (this.counters[key] || 0) + 1;
-    return this.engine.exports[name](...args);
+    const t0 = performance.now();
+    try {
+      return this.engine.exports[name](...args);
+    } finally {
+      this.counters.exportMs += performance.now() - t0;
+    }
   }
 
   // #view returns the bytes an i64 ptr<<32|len result names, in the
@@ -113,14 +119,20 @@ export class Driver {
           break;
         }
         case WAIT: {
+          const t0 = performance.now();
           const done = await this.engine.gpu.settle();
           this.lastYield = performance.now();
+          this.counters.settleMs += this.lastYield - t0;
+          this.waits.push({ ms: this.lastYield - t0, readbacks: done.length, bytes: done.reduce((a, d) => a + (d.data ? d.data.length : 0), 0) });
+          const e0 = this.counters.exportMs;
           for (const d of done) {
             const failed = d.error !== undefined;
             const n = this.#put(failed ? encode(d.error) : d.data);
             const st = this.#call('wick_mapped', d.req, n, failed ? 1 : 0);
             if (st !== DONE) throw new ModuleError(`deliver readback ${d.req}: ${this.#unpack(this.#call('wick_error'))}`);
           }
+          // JS's copying alone: the calls into the module count as theirs.
+          this.counters.deliverMs += performance.now() - this.lastYield - (this.counters.exportMs - e0);
           status = this.#call('wick_resume', this.engine.gpu.takeStatus());
           break;
         }
@@ -148,7 +160,10 @@ export class Driver {
   // (profile does both): package bench's profile (wick_bench) uses them.
   // chunk, when given, is the most tokens one GPU step runs (the module's
   // default otherwise): benchmarks compare step lengths with it.
-  async load({ model, backend = '', profile = false, timestamps = false, tier = 'all', chunk = 0 }) {
+  // cacheBytes, when given, is the prefix cache's budget (negative: no
+  // cache; the module's default otherwise): benchmarks weigh the cache's
+  // snapshots with it.
+  async load({ model, backend = '', profile = false, timestamps = false, tier = 'all', chunk = 0, cacheBytes = 0 }) {
     const manifestBytes = await this.a.readFile(model, 'manifest.pb');
     const m = parseManifest(manifestBytes);
     const tokBytes = await this.a.readFile(model, m.tokenizer.file, m.tokenizer.sha256);
@@ -188,7 +203,7 @@ export class Driver {
     const t0 = performance.now();
     let out;
     try {
-      out = await this.#runJSON('wick_load', JSON.stringify({ dir: '/model', backend: dev ? 'webgpu' : 'cpu', chunk }), []);
+      out = await this.#runJSON('wick_load', JSON.stringify({ dir: '/model', backend: dev ? 'webgpu' : 'cpu', chunk, cache_bytes: cacheBytes }), []);
     } catch (e) {
       const failure = gpu.compileFailures[0];
       if (!dev || !failure) throw e;
@@ -283,11 +298,12 @@ export class Driver {
     if (!name) throw new Error(`unknown turn kind ${kind}`);
     this.cancelRequested = false;
     const before = this.#snapshot();
+    this.waits = [];
     const t0 = performance.now();
-    let first = 0, n = 0, atFirst = null;
+    let first = 0, n = 0, atFirst = null, waitsAtFirst = 0;
     const reply = await this.#runJSON(name, JSON.stringify(onProgress ? { ...input, progress: true } : input), [session], (tok) => {
       n++;
-      if (!first) { first = performance.now(); atFirst = this.#snapshot(); }
+      if (!first) { first = performance.now(); atFirst = this.#snapshot(); waitsAtFirst = this.waits.length; }
       if (onToken) onToken(tok);
     }, onProgress);
     const t1 = performance.now();
@@ -298,6 +314,9 @@ export class Driver {
       decodeTokensPerSec: n > 1 ? (n - 1) / ((t1 - first) / 1000) : 0,
       prefill: atFirst ? diff(atFirst, before) : diff(now, before),
       decode: atFirst ? diff(now, atFirst) : null,
+      // Each wait for the GPU up to the first token: a prefill step's,
+      // then its blocks' snapshots' (benchmarks tell them apart).
+      prefillWaits: this.waits.slice(0, atFirst ? waitsAtFirst : this.waits.length),
     };
     if (chat) reply.save = await this.#save(session, chat, handSave);
     return reply;

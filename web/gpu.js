@@ -115,7 +115,15 @@ export function newCounters() {
   // writeMs and submitMs: the parts of runMs spent on the lists' writes
   // and in finish+submit (Dawn's translation of the commands for the GPU,
   // which Chrome does in its GPU process, the Node host on the JS thread).
-  return { imports: 0, gpuCalls: 0, runs: 0, runMs: 0, commands: 0, writeMs: 0, submitMs: 0 };
+  // The rest say where a turn's time goes (the bench's phases): exportMs
+  // in calls into the module (importMs of it back out in these imports),
+  // settleMs awaiting the GPU at status 2 (its work, then the readbacks'
+  // mapping), deliverMs JS copying the readbacks' bytes in; maps and mapBytes
+  // are the readbacks, copies the buffer copies of the command lists.
+  return {
+    imports: 0, gpuCalls: 0, runs: 0, runMs: 0, commands: 0, writeMs: 0, submitMs: 0,
+    exportMs: 0, importMs: 0, settleMs: 0, deliverMs: 0, maps: 0, mapBytes: 0, copies: 0,
+  };
 }
 
 // GPUBridge implements the wick_gpu imports for one module instance.
@@ -277,6 +285,8 @@ export class GPUBridge {
         const b = this.#get('buffer', h);
         const o = Number(off), n = Number(size);
         c.gpuCalls++;
+        c.maps++;
+        c.mapBytes += n;
         this.pending.push(b.obj.mapAsync(GPUMapMode.READ, o, n).then(() => {
           c.gpuCalls += 2;
           const data = new Uint8Array(b.obj.getMappedRange(o, n)).slice();
@@ -309,6 +319,7 @@ export class GPUBridge {
       imp[name] = (...args) => {
         c.imports++;
         c[key] = (c[key] || 0) + 1;
+        const t0 = performance.now();
         try {
           // Every i32 of this ABI is unsigned (pointers, lengths, handles),
           // but JS receives i32s signed: a pointer past 2 GiB of the
@@ -318,6 +329,8 @@ export class GPUBridge {
         } catch (e) {
           this.lastError = `${name}: ${errorText(e)}`;
           return name === 'free' ? undefined : -1;
+        } finally {
+          c.importMs += performance.now() - t0;
         }
       };
     }
@@ -346,7 +359,7 @@ export class GPUBridge {
     let pipeline = null, group = null;
     const queries = times ? this.#queries() : null;
     let timed = times ? { n: 0, labels: [] } : null;
-    let calls = 0, commands = 0, submitMs = 0, writeMs = 0;
+    let calls = 0, commands = 0, submitMs = 0, writeMs = 0, copies = 0;
     // A list may hold a whole decode batch. Once SPLIT_DISPATCHES
     // dispatches have gathered, what is encoded is submitted before the
     // next compute pass begins, so the GPU runs a batch's first steps
@@ -413,6 +426,7 @@ export class GPUBridge {
         enc.copyBufferToBuffer(this.#get('buffer', words[i + 1]).obj, words[i + 2],
           this.#get('buffer', words[i + 3]).obj, words[i + 4], words[i + 5]);
         calls++;
+        copies++;
         i += 6;
       } else if (op === OP_WRITE) {
         // Writes #stageWrites did not take (no staging buffer was mapped).
@@ -429,6 +443,7 @@ export class GPUBridge {
       }
     }
     c.commands += commands;
+    c.copies += copies;
     c.gpuCalls += calls;
     c.writeMs += writeMs;
     c.submitMs += submitMs;

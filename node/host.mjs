@@ -195,7 +195,7 @@ function phases(c, ms) {
 // of -runs runs after a warm-up; the prefill's table also gives its
 // fastest and slowest run and where its time went (phases: the module's Go
 // code, JS in the GPU imports, awaiting the GPU and the readbacks), and
-// -cache-bytes sets the prefix cache's budget (-1: no cache, so no
+// -cache-bytes sets the prefix cache's budget (-1, written -cache-bytes=-1: no cache, so no
 // snapshots; 0: the module's default). With -kernels also
 // package bench's bandwidth and GEMV tables inside the module (the same
 // code as `wick bench`); with -profile the GPU time of each kernel of a

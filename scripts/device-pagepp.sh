@@ -8,7 +8,7 @@
 # median run's phases (Go in the module, JS in the GPU imports, awaiting the
 # GPU, each wait with its readbacks). Old beside new: $BASE holds the build
 # before this branch (its node/, web/ with its wick.wasm; skipped when
-# absent); with the prefix cache off (-cache-bytes -1: no snapshots); then
+# absent); with the prefix cache off (-cache-bytes=-1: no snapshots); then
 # package bench's 512-token step in the module on Dawn, and native `wick
 # bench`'s GEMV pick by decode speed. It needs web/wick.wasm (make wasm),
 # $WICK (default .devbin/wick) and node/node_modules (dawn.node). Results go
@@ -22,7 +22,7 @@ BASE=${BASE:-.devbase}
 page="-model /tmp/m1b -decode 8 -prompt 512 -chunk 512"
 step write-1b timeout 90 "$WICK" bench -write-shape 1b /tmp/m1b
 step new-page timeout 60 node node/host.mjs bench $page -runs 7 -json "$OUT/new-page.json"
-step new-page-nocache timeout 60 node node/host.mjs bench $page -runs 7 -cache-bytes -1 -json "$OUT/new-page-nocache.json"
+step new-page-nocache timeout 60 node node/host.mjs bench $page -runs 7 -cache-bytes=-1 -json "$OUT/new-page-nocache.json"
 if [ -f "$BASE/node/host.mjs" ]; then
 	step old-page timeout 60 node "$BASE/node/host.mjs" bench $page -json "$OUT/old-page.json"
 	step new-page-again timeout 60 node node/host.mjs bench $page -runs 7 -json "$OUT/new-page-again.json"

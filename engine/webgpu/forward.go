@@ -66,10 +66,7 @@ func (s *Sequence) step(tokens []int32, start, first int, logits []float32) erro
 	e.Write(s.stepBuf, 0, shaders.Bytes(shaders.Step{Start: uint32(start), N: uint32(n), First: uint32(first)}))
 	e.Write(s.ids, 0, unsafe.Slice((*byte)(unsafe.Pointer(&tokens[0])), 4*n))
 	for kind := range m.rope {
-		for t := 0; t < n; t++ {
-			m.rope[kind].CosSin(s.ropeTab[t*hd:(t+1)*hd], start+t)
-		}
-		e.Write(s.rope, int64(kind*s.C*hd)*4, f32bytes(s.ropeTab[:n*hd]))
+		e.Write(s.rope, int64(kind*s.C*hd)*4, f32bytes(m.ropeRows.table(kind, start, n, s.ropeTab)))
 	}
 	s.clearMaxima(e)
 	sites := s.body

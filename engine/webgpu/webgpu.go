@@ -228,6 +228,8 @@ type Model struct {
 	opt  Options
 	tier shaders.Tier  // what the kernels may use of the device
 	rope [2]model.Rope // RoPE by model.AttnKind
+	// ropeRows keeps rope's table rows of the positions steps have used.
+	ropeRows *ropeRows
 
 	kernels map[shaders.Key]gpu.Kernel
 	owned   []gpu.Buffer // weight buffers, freed by Close
@@ -301,6 +303,7 @@ func New(dev gpu.Device, cfg *model.Config, w *model.Weights, opt Options) (*Mod
 	}
 	m.rope[model.Global] = cfg.Rope(model.Global)
 	m.rope[model.Local] = cfg.Rope(model.Local)
+	m.ropeRows = newRopeRows(&m.rope, cfg.HeadDim)
 	err := m.upload(w)
 	m.scratch = nil
 	if err != nil {

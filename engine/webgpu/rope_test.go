@@ -22,7 +22,7 @@ func TestRopeRowsAreCosSin(t *testing.T) {
 	r.max = 200 // small, so that runs pass it
 	runs := [][2]int{{0, 5}, {5, 1}, {3, 70}, {0, 130}, {190, 10}, {195, 9}, {199, 40}, {400, 3}, {128, 1}}
 	var wg sync.WaitGroup
-	errs := make(chan error, 4*len(runs))
+	errs := make(chan error, 4*len(runs)*len(rope)) // room for every failure: a full channel would block the test
 	for g := range 4 {
 		wg.Add(1)
 		go func() {

@@ -678,23 +678,29 @@ func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu
 
 // freshRuns times a Forward of tokens from position 0 on a new sequence
 // of ctx positions of m, as medianRuns does (a warm-up, then timedRuns
-// runs); making and closing each sequence is not timed.
+// runs); making and closing each sequence is not timed. The sequences
+// stay open until the last run, so that each is made afresh (the model
+// hands a closed one back to the next NewSequence).
 func freshRuns(m *webgpu.Model, ctx int, tokens []int32, logits []float32) (runTimes, error) {
 	var ts []float64
+	var open []*webgpu.Sequence
+	defer func() {
+		for _, s := range open {
+			s.Close()
+		}
+	}()
 	for i := 0; i <= timedRuns; i++ {
 		s, err := m.NewSequence(ctx)
 		if err != nil {
 			return runTimes{}, err
 		}
+		open = append(open, s)
 		t0 := time.Now()
-		err = s.Forward(tokens, 0, logits)
-		t := time.Since(t0).Seconds()
-		s.Close()
-		if err != nil {
+		if err := s.Forward(tokens, 0, logits); err != nil {
 			return runTimes{}, err
 		}
 		if i > 0 {
-			ts = append(ts, t)
+			ts = append(ts, time.Since(t0).Seconds())
 		}
 	}
 	slices.Sort(ts)

@@ -180,7 +180,7 @@ func (s *Sequence) Close() error {
 	s.closed = true
 	m := s.m
 	m.spareMu.Lock()
-	kept := m.spare == nil && len(s.buffers) > 0
+	kept := m.spare == nil && !m.closed && len(s.buffers) > 0
 	if kept {
 		m.spare = s
 	}

@@ -232,9 +232,11 @@ type Model struct {
 	// ropeRows keeps rope's table rows of the positions steps have used.
 	ropeRows *ropeRows
 	// spare is the last closed sequence, kept for the next NewSequence of
-	// its context (see Sequence.Close); spareMu guards it.
+	// its context (see Sequence.Close); closed says the model is, so none
+	// is kept any more. spareMu guards both.
 	spareMu sync.Mutex
 	spare   *Sequence
+	closed  bool
 
 	kernels map[shaders.Key]gpu.Kernel
 	owned   []gpu.Buffer // weight buffers, freed by Close
@@ -331,7 +333,7 @@ func (m *Model) Tier() shaders.Tier { return m.tier }
 func (m *Model) Close() error {
 	m.spareMu.Lock()
 	spare := m.spare
-	m.spare = nil
+	m.spare, m.closed = nil, true
 	m.spareMu.Unlock()
 	if spare != nil {
 		spare.release()

@@ -10,7 +10,19 @@
 // numerics of attend: float q and probabilities, K/V dequantised by their
 // row scales). Each row masks the keys outside its own window. FQ and FK
 // are sized so that everything fits WebGPU's default 16 KiB of workgroup
-// memory (shaders.FlashShape).
+// memory (shaders.FlashShape). The REGS variant (attn_flash_regs.wgsl)
+// spreads each tile's work over the invocations with its sums in registers.
+
+// flash_keys returns the first key position and the last one (inclusive)
+// query row qr (of the n * group rows of a KV head) attends to.
+fn flash_keys(qr: u32, group: u32) -> vec2<u32> {
+  let kr = keys(qr / group);
+  return vec2<u32>(kr.x, kr.x + kr.y - 1u);
+}
+
+#if REGS
+#include "attn_flash_regs.wgsl"
+#else
 const FQ = {{FQ}}u;
 const FK = {{FK}}u;
 const FSTRIDE = ROW_WORDS + 1u; // words per staged row: odd, over every bank
@@ -25,13 +37,6 @@ var<workgroup> fvs: array<f32, {{FK}}>;           // each tile key's V scale
 var<workgroup> fm: array<f32, {{FQ}}>;            // each row's running max
 var<workgroup> fl: array<f32, {{FQ}}>;            // each row's running sum
 var<workgroup> fcorr: array<f32, {{FQ}}>;         // each row's rescale for this tile
-
-// flash_keys returns the first key position and the last one (inclusive)
-// query row qr (of the n * group rows of a KV head) attends to.
-fn flash_keys(qr: u32, group: u32) -> vec2<u32> {
-  let kr = keys(qr / group);
-  return vec2<u32>(kr.x, kr.x + kr.y - 1u);
-}
 
 @compute @workgroup_size({{WG}})
 fn attend_flash(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -190,3 +195,4 @@ fn flash_value(j: u32, d: u32) -> f32 {
   return bitcast<f32>(fkv[j * FSTRIDE + d]);
 #endif
 }
+#endif

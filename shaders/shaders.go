@@ -76,7 +76,9 @@ type Key struct {
 	// Tile is tiled's tile side (rows = tokens): 0, the 64x64 tile as
 	// written first; 64, the DOT4 product's 64x64 tile with its loops
 	// written out (constant indices into its sums); TiledBig, the DOT4
-	// and MATRIX products' 128x128 tile. Tiled says which runs.
+	// and MATRIX products' 128x128 tile. Tiled says which runs. For
+	// attend_flash's Regs variant it is the keys per tile (a power of two
+	// up to 64; 0 for FlashShape's choice), the rows shrinking to fit.
 	Tile int
 	// Split makes the large DOT4 tile add its sums over a slice of the
 	// columns (the grid's z) into an int32 scratch buffer with atomics,
@@ -174,6 +176,10 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	}
 	switch {
 	case k.Tile == 0:
+	case k.Entry == FlashEntry:
+		if k.Regs == 0 || k.Tile&(k.Tile-1) != 0 || k.Tile > 64 {
+			return nil, nil, fmt.Errorf("shader %s: only attend_flash's register variant names its keys per tile, a power of two up to 64", k.Label())
+		}
 	case k.Family != "tiled" || !k.Int8:
 		return nil, nil, fmt.Errorf("shader %s: only tiled's int8 products name a tile", k.Label())
 	case k.Tile == 64 && !k.Dot4:
@@ -200,11 +206,15 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 		vals["SG_ARGS"] = ", @builtin(subgroup_invocation_id) sg_l: u32, @builtin(subgroup_id) sg_i: u32, @builtin(num_subgroups) sg_n: u32"
 		vals["SG_BEGIN"] = "sg_begin(sg_l, sg_i, sg_n);"
 	}
-	if k.Regs != 0 && !slices.Contains(RowQuadCounts, k.Regs) {
+	if k.Entry == FlashEntry {
+		if k.Regs != 0 && k.Regs != FlashRegs {
+			return nil, nil, fmt.Errorf("shader %s: attend_flash's register variant is Regs %d", k.Label(), FlashRegs)
+		}
+	} else if k.Regs != 0 && !slices.Contains(RowQuadCounts, k.Regs) {
 		return nil, nil, fmt.Errorf("shader %s: %d quads an invocation is none of %v", k.Label(), k.Regs, RowQuadCounts)
 	}
-	if k.Regs != 0 && k.Family != "prenorm" && !(k.Family == "act" && k.Entry == "gated_quant" && k.Int8) {
-		return nil, nil, fmt.Errorf("shader %s: only prenorm and int8 gated_quant have a register variant", k.Label())
+	if k.Regs != 0 && k.Family != "prenorm" && !(k.Family == "act" && k.Entry == "gated_quant" && k.Int8) && k.Entry != FlashEntry {
+		return nil, nil, fmt.Errorf("shader %s: only prenorm, int8 gated_quant and attend_flash have a register variant", k.Label())
 	}
 	if k.In != "" {
 		vals["XV"] = strconv.Itoa(StagedVecs)
@@ -249,9 +259,22 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 			return nil, nil, fmt.Errorf("shader %s: flash attention needs a head width (of whole int8 words)", k.Label())
 		}
 		fq, fk := FlashShape(k)
+		if fq == 0 {
+			return nil, nil, fmt.Errorf("shader %s: no block of query rows fits beside tiles of %d keys", k.Label(), fk)
+		}
 		vals["FQ"], vals["FK"] = strconv.Itoa(fq), strconv.Itoa(fk)
 		vals["FQHD"], vals["FQFK"] = strconv.Itoa(fq*k.HD), strconv.Itoa(fq*fk)
 		vals["FTILE"] = strconv.Itoa(fk * (attnRowWords(k) + 1))
+		if k.Regs != 0 {
+			if k.HD%4 != 0 || k.WG != RowWG {
+				return nil, nil, fmt.Errorf("shader %s: the register flash attention needs a head width of whole quads and %d invocations", k.Label(), RowWG)
+			}
+			vals["FDS"] = strconv.Itoa(flashSlices(k, fq, fk))
+			vals["FPR"] = strconv.Itoa(flashRowsPer(k, fq))
+			vals["FW"] = strconv.Itoa((fk*attnRowWords(k) + k.WG - 1) / k.WG)
+			vals["FQV"] = strconv.Itoa(fq * (k.HD/4 + 1))
+			vals["FSW"] = strconv.Itoa(max(flashSlices(k, fq, fk), 2) * fq * fk)
+		}
 	}
 	return flags, vals, nil
 }

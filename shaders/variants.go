@@ -75,8 +75,14 @@ func Variants() []Key {
 				ks = append(ks, Key{Family: "attn", Entry: e, Int8: i8, WG: WG, HD: hd})
 			}
 			// Prefill's flash attention (no workgroup reductions, so no
-			// subgroup form).
-			ks = append(ks, Key{Family: "attn", Entry: FlashEntry, Int8: i8, WG: RowWG, HD: hd})
+			// subgroup form), and its register variant.
+			ks = append(ks, Key{Family: "attn", Entry: FlashEntry, Int8: i8, WG: RowWG, HD: hd},
+				Key{Family: "attn", Entry: FlashEntry, Int8: i8, WG: RowWG, HD: hd, Regs: FlashRegs})
+			// The register variant with FlashTiles keys a tile, where rows fit
+			// beside them.
+			if k := (Key{Family: "attn", Entry: FlashEntry, Int8: i8, WG: RowWG, HD: hd, Regs: FlashRegs, Tile: FlashTiles}); FlashFits(k) {
+				ks = append(ks, k)
+			}
 			if i8 {
 				ks = append(ks, Key{Family: "attn", Entry: "combine_quant", Int8: true, WG: RowWG, HD: hd})
 			}

@@ -34,7 +34,8 @@ func (s *Sequence) attention(l int, qp shaders.QKVParams) {
 	}
 	kv, chunk := at(s.arena, r.K, regEnd-r.K), at(s.chunk, cr.k, cr.end-cr.k)
 	// Prefill: flash attention, a workgroup per block of query rows of one
-	// KV head sharing each K/V tile (attend_flash, attn_flash.wgsl), or with
+	// KV head sharing each K/V tile (attend_flash, attn_flash.wgsl: its
+	// register variant unless Options.FlashFirst), or with
 	// Options.RowAttention a workgroup per (query head, token).
 	if s.m.opt.RowAttention {
 		s.add("attn", "attend", ap, func(n, _, _ int) (int, int, int) {
@@ -46,6 +47,12 @@ func (s *Sequence) attention(l int, qp shaders.QKVParams) {
 	} else {
 		flash := s.m.key("attn", shaders.FlashEntry)
 		flash.WG = shaders.RowWG
+		if !s.m.opt.FlashFirst {
+			flash.Regs, flash.Tile = shaders.FlashRegs, s.m.opt.FlashTile
+			if !shaders.FlashFits(flash) {
+				flash.Tile = 0 // no rows fit beside that many keys: the shape's own
+			}
+		}
 		s.addKey(flash, ap, func(n, _, _ int) (int, int, int) {
 			if n == 1 {
 				return 0, 0, 0

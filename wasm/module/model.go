@@ -24,6 +24,12 @@ type loadOptions struct {
 	// Chunk is the most tokens one GPU step runs (webgpu.Options.Chunk):
 	// 0 for webgpu.DefaultChunk; benchmarks compare step lengths with it.
 	Chunk int `json:"chunk"`
+	// FlashFirst plans prefill attention's first variant rather than its
+	// register one (webgpu.Options.FlashFirst), FlashTile the register
+	// one's keys per tile (FlashTile; 0 its default): benchmarks compare
+	// them with these.
+	FlashFirst bool `json:"flash_first"`
+	FlashTile  int  `json:"flash_tile"`
 }
 
 // gpuDev is the host's GPU as the module reaches it, once a load found one.
@@ -65,7 +71,7 @@ func load(o loadOptions) (*engine.Model, error) {
 		if err != nil {
 			return nil, fmt.Errorf("load model %s: %w", o.Dir, err)
 		}
-		return loadOnGPU(f, dev, opts, o.Chunk)
+		return loadOnGPU(f, dev, opts, webgpu.Options{Chunk: o.Chunk, FlashFirst: o.FlashFirst, FlashTile: o.FlashTile})
 	case "cpu":
 	default:
 		return nil, fmt.Errorf("load: unknown backend %q (want webgpu or cpu)", o.Backend)
@@ -74,14 +80,14 @@ func load(o loadOptions) (*engine.Model, error) {
 }
 
 // loadOnGPU makes the webgpu backend on the host's device, its weights
-// streamed by the host (see streamDevice), with steps of up to chunk tokens
-// (0: webgpu.DefaultChunk), and the model around it.
-func loadOnGPU(f *format.Model, dev *gpu.Imported, opts engine.Options, chunk int) (*engine.Model, error) {
+// streamed by the host (see streamDevice), planned with wo (steps of up to
+// wo.Chunk tokens, 0: webgpu.DefaultChunk), and the model around it.
+func loadOnGPU(f *format.Model, dev *gpu.Imported, opts engine.Options, wo webgpu.Options) (*engine.Model, error) {
 	// The device must take deliveries (wick_mapped) while the load runs;
 	// the model loaded before keeps its own until this one replaces it.
 	prev := gpuDev
 	gpuDev = dev
-	b, err := gpuBackend(f, dev, chunk)
+	b, err := gpuBackend(f, dev, wo)
 	if err == nil {
 		var m *engine.Model
 		if m, err = engine.Assemble(f, f.Config(), b, opts); err == nil {
@@ -94,13 +100,13 @@ func loadOnGPU(f *format.Model, dev *gpu.Imported, opts engine.Options, chunk in
 	return nil, fmt.Errorf("load model %s: %w", f.Dir(), err)
 }
 
-func gpuBackend(f *format.Model, dev *gpu.Imported, chunk int) (engine.Backend, error) {
+func gpuBackend(f *format.Model, dev *gpu.Imported, wo webgpu.Options) (engine.Backend, error) {
 	sd := &streamDevice{Imported: dev, f: f, cfg: f.Config(), loading: true}
 	w, err := sd.placeholders()
 	if err != nil {
 		return nil, err
 	}
-	m, err := webgpu.New(sd, sd.cfg, w, webgpu.Options{Chunk: chunk})
+	m, err := webgpu.New(sd, sd.cfg, w, wo)
 	sd.loading = false
 	if err != nil {
 		return nil, err

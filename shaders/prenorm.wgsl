@@ -5,9 +5,6 @@
 // scale_word) or written as float32. It replaces a residual, an rmsnorm
 // and a quantize dispatch.
 #include "common.wgsl"
-#if REGS
-#include "rows.wgsl"
-#endif
 
 struct PrenormParams {
   cols: u32,       // row width
@@ -36,60 +33,43 @@ fn gain2(i: u32) -> f32 {
   return select(g2[i], g2[i] + 1.0, p.one_plus == 1u);
 }
 
+// finish writes h from the new residual a[cur..] (as both forms leave it)
+// and inv, its 1/rms: int8 quantised by the scale of m, the row's max |h|;
+// float32 as it is. An invocation packs whole words, whose values other
+// invocations' passes wrote.
+fn finish(row: u32, base: u32, cur: u32, inv: f32, m: f32, li: u32) {
+#if INT8
+  let scale = quant_scale(m);
+  let words = p.cols / 4u;
+  for (var i = li; i < words; i += {{WG}}u) {
+    let c = 4u * i;
+    let q = vec4<i32>(quant_i8(a[cur + c] * inv * gain2(c), scale), quant_i8(a[cur + c + 1u] * inv * gain2(c + 1u), scale),
+                      quant_i8(a[cur + c + 2u] * inv * gain2(c + 2u), scale), quant_i8(a[cur + c + 3u] * inv * gain2(c + 3u), scale));
+    h[row * words + i] = pack_i8(q);
+  }
+  if (li == 0u) {
+    h[p.scale_word + row] = bitcast<u32>(scale);
+  }
+#else
+  for (var i = li; i < p.cols; i += {{WG}}u) {
+    h[base + i] = bitcast<u32>(a[cur + i] * inv * gain2(i));
+  }
+#endif
+}
+
 #if REGS
-// The REGS variant loads the row once and keeps it in registers (rows.wgsl):
-// rows of up to 4*RQ*WG values. Quads past cols read as zero.
-fn quad_a(at: u32, q: u32) -> vec4<f32> {
-  let c = 4u * q;
-  if (c + 4u <= p.cols) {
-    return vec4<f32>(a[at + c], a[at + c + 1u], a[at + c + 2u], a[at + c + 3u]);
-  }
-  var v = vec4<f32>(0.0);
-  for (var e = 0u; c + e < p.cols; e++) {
-    v[e] = a[at + c + e];
-  }
-  return v;
-}
+const RS = {{RS}}u; // values an invocation holds
 
-fn quad_b(at: u32, q: u32) -> vec4<f32> {
-  let c = 4u * q;
-  if (c + 4u <= p.cols) {
-    return vec4<f32>(b[at + c], b[at + c + 1u], b[at + c + 2u], b[at + c + 3u]);
-  }
-  var v = vec4<f32>(0.0);
-  for (var e = 0u; c + e < p.cols; e++) {
-    v[e] = b[at + c + e];
-  }
-  return v;
-}
-
-fn gains1(q: u32) -> vec4<f32> {
-  var v = vec4<f32>(0.0);
-  for (var e = 0u; e < 4u && 4u * q + e < p.cols; e++) {
-    v[e] = gain1(4u * q + e);
-  }
-  return v;
-}
-
-fn gains2(q: u32) -> vec4<f32> {
-  var v = vec4<f32>(0.0);
-  for (var e = 0u; e < 4u && 4u * q + e < p.cols; e++) {
-    v[e] = gain2(4u * q + e);
-  }
-  return v;
-}
-
-// put_a stores quad q of the new residual at.
-fn put_a(at: u32, q: u32, v: vec4<f32>) {
-  for (var e = 0u; e < 4u; e++) {
-    if (4u * q + e < p.cols) {
-      a[at + 4u * q + e] = v[e];
-    }
-  }
-}
-
-// The loops over the invocation's RQ quads are written out (#unroll):
-// every array index is a constant, so the arrays stay in registers.
+// The REGS variant loads the row once, up front (one latency for the
+// row), and keeps it in registers through the reductions: RS values an
+// invocation, rows of up to RS*WG. Invocation li holds columns li, li +
+// WG, ..., the columns the rereading form gives it, and adds them in that
+// order with the same expressions, so every sum, the residual and h are
+// bit for bit that form's (a register form holding quads summed them in
+// another order, which moved a seeded sampled stream). Only finish
+// rereads the row: its words span invocations. The loops over the
+// invocation's values are written out (#unroll) so that every array index
+// is a constant and the arrays stay in registers.
 @compute @workgroup_size({{WG}})
 fn prenorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
@@ -101,25 +81,22 @@ fn prenorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
   let base = row * p.cols;
   let src = p.a_word + base;
   let cur = select(p.a_word, p.a_out_word, p.add == 1u) + base;
-  let nq = (p.cols + 3u) / 4u;
   let add = p.add == 1u;
   let post = add && p.post_norm == 1u;
-  // Every load up front: one latency for the whole row. Quads past the
-  // row stay zero.
-  var x: array<vec4<f32>, RQ>;
-  var y: array<vec4<f32>, RQ>;
-  var g1q: array<vec4<f32>, RQ>;
-  var g2q: array<vec4<f32>, RQ>;
-#unroll K RQ
-  if (li + {{K}} * {{WG}}u < nq) {
-    let q = li + {{K}} * {{WG}}u;
-    x[{{K}}] = quad_a(src, q);
-    g2q[{{K}}] = gains2(q);
+  var x: array<f32, RS>;
+  var y: array<f32, RS>;
+  var g1v: array<f32, RS>;
+  var g2v: array<f32, RS>;
+#unroll J RS
+  if (li + {{J}} * {{WG}}u < p.cols) {
+    let c = li + {{J}} * {{WG}}u;
+    x[{{J}}] = a[src + c];
+    g2v[{{J}}] = gain2(c);
     if (add) {
-      y[{{K}}] = quad_b(base, q);
+      y[{{J}}] = b[base + c];
     }
     if (post) {
-      g1q[{{K}}] = gains1(q);
+      g1v[{{J}}] = gain1(c);
     }
   }
 #end
@@ -127,55 +104,41 @@ fn prenorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     var inv1 = 1.0;
     if (post) {
       var ss = 0.0;
-#unroll K RQ
-      ss += dot(y[{{K}}], y[{{K}}]);
+#unroll J RS
+      if (li + {{J}} * {{WG}}u < p.cols) {
+        ss += y[{{J}}] * y[{{J}}];
+      }
 #end
       inv1 = inv_rms(wg_sum(ss, li), p.cols, p.eps);
     }
-#unroll K RQ
-    if (li + {{K}} * {{WG}}u < nq) {
-      var v = y[{{K}}];
+#unroll J RS
+    if (li + {{J}} * {{WG}}u < p.cols) {
+      var v = y[{{J}}];
       if (post) {
-        v = v * inv1 * g1q[{{K}}];
+        v = v * inv1 * g1v[{{J}}];
       }
-      x[{{K}}] = x[{{K}}] + v;
-      put_a(cur, li + {{K}} * {{WG}}u, x[{{K}}]);
+      x[{{J}}] = x[{{J}}] + v;
+      a[cur + li + {{J}} * {{WG}}u] = x[{{J}}];
     }
 #end
   }
   var ss = 0.0;
-#unroll K RQ
-  ss += dot(x[{{K}}], x[{{K}}]);
+#unroll J RS
+  if (li + {{J}} * {{WG}}u < p.cols) {
+    ss += x[{{J}}] * x[{{J}}];
+  }
 #end
   let inv = inv_rms(wg_sum(ss, li), p.cols, p.eps);
-#unroll K RQ
-  x[{{K}}] = x[{{K}}] * inv * g2q[{{K}}];
-#end
-#if INT8
   var m = 0.0;
-#unroll K RQ
-  m = max(m, max4(abs(x[{{K}}])));
-#end
-  let scale = quant_scale(wg_max(m, li));
-  let words = p.cols / 4u;
-#unroll K RQ
-  if (li + {{K}} * {{WG}}u < nq) {
-    h[row * words + li + {{K}} * {{WG}}u] = quant4(x[{{K}}], scale);
+#if INT8
+#unroll J RS
+  if (li + {{J}} * {{WG}}u < p.cols) {
+    m = max(m, abs(x[{{J}}] * inv * g2v[{{J}}]));
   }
 #end
-  if (li == 0u) {
-    h[p.scale_word + row] = bitcast<u32>(scale);
-  }
-#else
-#unroll K RQ
-  for (var e = 0u; e < 4u; e++) {
-    let c = 4u * (li + {{K}} * {{WG}}u) + e;
-    if (c < p.cols) {
-      h[base + c] = bitcast<u32>(x[{{K}}][e]);
-    }
-  }
-#end
+  m = wg_max(m, li);
 #endif
+  finish(row, base, cur, inv, m, li);
 }
 #else
 // Each invocation owns the same columns in every pass (it rereads what it
@@ -214,26 +177,13 @@ fn prenorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     ss += a[cur + i] * a[cur + i];
   }
   let inv = inv_rms(wg_sum(ss, li), p.cols, p.eps);
-#if INT8
   var m = 0.0;
+#if INT8
   for (var i = li; i < p.cols; i += {{WG}}u) {
     m = max(m, abs(a[cur + i] * inv * gain2(i)));
   }
-  let scale = quant_scale(wg_max(m, li));
-  let words = p.cols / 4u;
-  for (var i = li; i < words; i += {{WG}}u) {
-    let c = 4u * i;
-    let q = vec4<i32>(quant_i8(a[cur + c] * inv * gain2(c), scale), quant_i8(a[cur + c + 1u] * inv * gain2(c + 1u), scale),
-                      quant_i8(a[cur + c + 2u] * inv * gain2(c + 2u), scale), quant_i8(a[cur + c + 3u] * inv * gain2(c + 3u), scale));
-    h[row * words + i] = pack_i8(q);
-  }
-  if (li == 0u) {
-    h[p.scale_word + row] = bitcast<u32>(scale);
-  }
-#else
-  for (var i = li; i < p.cols; i += {{WG}}u) {
-    h[base + i] = bitcast<u32>(a[cur + i] * inv * gain2(i));
-  }
+  m = wg_max(m, li);
 #endif
+  finish(row, base, cur, inv, m, li);
 }
 #endif

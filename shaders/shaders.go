@@ -224,6 +224,7 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	switch {
 	case k.Regs != 0:
 		vals["RQ"] = strconv.Itoa(k.Regs)
+		vals["RS"] = strconv.Itoa(4 * k.Regs) // prenorm holds values, not quads
 	case k.In != "":
 		vals["RQ"] = strconv.Itoa(RowQuads)
 	}

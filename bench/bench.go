@@ -47,8 +47,8 @@ type Options struct {
 	RowAttention bool `json:"rowAttention"`
 	// Plans are the decode plans each model runs with, side by side,
 	// comma-separated: webgpu.ParseFuse's combinations ("none", "epi",
-	// "norm", "norm+gated+attn", "all+g64", ...), each optionally with "+regs"
-	// (webgpu.Options.RowRegs; "+reread", the default, is accepted), "+attn-group-prep", "+attn-group" or
+	// "norm", "norm+gated+attn", "all+g64", ...), each optionally with "+reread"
+	// (webgpu.Options.RowReread; "+regs", the default, is accepted), "+attn-group-prep", "+attn-group" or
 	// "+attn-split" (webgpu.Options.Attention) and "+roomN"
 	// (webgpu.Options.AttnRoom), "+tile64" or "+tile128" (webgpu.Options.Tile:
 	// the DOT4 product's 64x64 tile written out, or the 128x128 one, rather
@@ -215,10 +215,10 @@ func Run(dev gpu.Device, o Options, w io.Writer) error {
 }
 
 // Plan is a decode plan a model runs with: its folds and which row
-// kernels it uses (webgpu.Options.Fuse, RowRegs).
+// kernels it uses (webgpu.Options.Fuse, RowReread).
 type Plan struct {
 	Fuse       webgpu.Fuse
-	Regs       bool
+	Reread     bool
 	Attn       string // the decode attention path (webgpu.Options.Attention; "" the default)
 	AttnRoom   int    // its room for partial states (webgpu.Options.AttnRoom; 0 the default)
 	Tile       int    // the prefill product's tile (webgpu.Options.Tile; 0 the default)
@@ -230,8 +230,8 @@ type Plan struct {
 // String names p as ParsePlans reads it.
 func (p Plan) String() string {
 	s := p.Fuse.String()
-	if p.Regs {
-		s += "+regs"
+	if p.Reread {
+		s += "+reread"
 	}
 	if p.Attn != "" {
 		s += "+attn-" + p.Attn
@@ -270,11 +270,11 @@ func ParsePlans(s string) ([]Plan, error) {
 			tile, isTile := strings.CutPrefix(part, "tile")
 			attn, isAttn := strings.CutPrefix(part, "attn-")
 			switch {
-			case part == "regs":
-				p.Regs = true
+			case part == "reread":
+				p.Reread = true
 			case part == "split":
 				p.Split = true
-			case part == "reread": // the default row kernels, named by earlier plans
+			case part == "regs": // the default row kernels, named by earlier plans
 			case part == "flash-first":
 				p.FlashFirst = true
 			case strings.HasPrefix(part, "flash"):
@@ -561,7 +561,7 @@ func (b *bencher) pickGemv(c *model.Config, w *model.Weights, candidates []webgp
 // decodeTime is the fastest of pickRuns greedy decodes of pickSteps steps
 // of model c with GEMV variant g, in seconds.
 func (b *bencher) decodeTime(c *model.Config, w *model.Weights, g webgpu.Gemv, pl Plan) (float64, error) {
-	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: 1, Gemv: g, Fuse: pl.Fuse, RowRegs: pl.Regs, Attention: pl.Attn, AttnRoom: pl.AttnRoom})
+	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: 1, Gemv: g, Fuse: pl.Fuse, RowReread: pl.Reread, Attention: pl.Attn, AttnRoom: pl.AttnRoom})
 	if err != nil {
 		return 0, err
 	}
@@ -607,7 +607,7 @@ func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu
 	if pl.Split {
 		split = webgpu.SplitPasses
 	}
-	m, err := webgpu.New(dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, Fuse: pl.Fuse, RowRegs: pl.Regs, RowAttention: b.rowAttention, Fallback: fallback, Tile: pl.Tile, Split: split, FlashFirst: pl.FlashFirst, FlashTile: pl.FlashK,
+	m, err := webgpu.New(dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, Fuse: pl.Fuse, RowReread: pl.Reread, RowAttention: b.rowAttention, Fallback: fallback, Tile: pl.Tile, Split: split, FlashFirst: pl.FlashFirst, FlashTile: pl.FlashK,
 		Attention: pl.Attn, AttnRoom: pl.AttnRoom})
 	if err != nil {
 		return "", "", err

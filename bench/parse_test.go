@@ -31,7 +31,7 @@ func TestParsePlansTile(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
 		tile int
-	}{{"none", 0}, {"none+tile64", 64}, {"none+tile128", 128}, {"norm+tile128+regs", 128}, {"none+split", 0}, {"epi+flash-first", 0}, {"epi+flash32", 0}} {
+	}{{"none", 0}, {"none+tile64", 64}, {"none+tile128", 128}, {"norm+tile128+reread", 128}, {"none+split", 0}, {"epi+flash-first", 0}, {"epi+flash32", 0}} {
 		ps, err := ParsePlans(tc.in)
 		if err != nil {
 			t.Fatalf("%q: %v", tc.in, err)
@@ -54,7 +54,7 @@ func TestParsePlansTile(t *testing.T) {
 // TestParsePlansEpilogue reads the side-by-side of the gated epilogue
 // (the default decode plan) and the plan before it, and names each back.
 func TestParsePlansEpilogue(t *testing.T) {
-	ps, err := ParsePlans("none,epi,epi+g64,norm+epi+regs")
+	ps, err := ParsePlans("none,epi,epi+g64,norm+epi+reread")
 	if err != nil {
 		t.Fatal(err)
 	}

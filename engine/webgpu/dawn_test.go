@@ -19,7 +19,7 @@ import (
 // against engine/cpu: as int8, greedy decoding on the GPU gives the CPU's
 // tokens; in its float32 form every prompt position's and decode step's
 // logits agree within 1e-3; with the decode plans of Options.Fuse and
-// RowRegs too, and (greedy int8) prefill attention's first variant
+// RowReread too, and (greedy int8) prefill attention's first variant
 // (FlashFirst; the register one is the default). (TestMatchesCPU and
 // TestGreedyOnGPU check wgpu-native on random models.)
 func TestModelMatchesCPUOnDawn(t *testing.T) {
@@ -55,7 +55,7 @@ func TestModelMatchesCPUOnDawn(t *testing.T) {
 		plans := []struct {
 			name string
 			opt  Options
-		}{{"", Options{}}, {"-fused-g4", Options{Fuse: Fuse{Norm: true, Gated: true, Attention: true, Groups: 4}}}, {"-regs", Options{RowRegs: true}},
+		}{{"", Options{}}, {"-fused-g4", Options{Fuse: Fuse{Norm: true, Gated: true, Attention: true, Groups: 4}}}, {"-reread", Options{RowReread: true}},
 			{"-tile64", Options{Tile: 64}},
 			{"-tile128", Options{Tile: shaders.TiledBig}}, {"-split", Options{Split: 1}}, {"-flash-first", Options{FlashFirst: true}}}
 		for _, pl := range plans {

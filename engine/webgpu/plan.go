@@ -258,11 +258,11 @@ func (s *Sequence) gatedEpilogue(gateUp, down *matrix) bool {
 
 // rowKey is the variant of a one-workgroup row kernel (prenorm,
 // gated_quant) for rows of cols values: holding the row in registers
-// where it fits (shaders.Key.Regs) with Options.RowRegs.
+// where it fits (shaders.Key.Regs) unless Options.RowReread.
 func (s *Sequence) rowKey(family, entry string, cols int) shaders.Key {
 	k := s.m.key(family, entry)
 	switch {
-	case !s.m.opt.RowRegs:
+	case s.m.opt.RowReread:
 	case family == "prenorm":
 		k.Regs = shaders.RowQuadsFor(cols, k.WG)
 	case k.Int8 && shaders.RowFits(cols, k.WG):

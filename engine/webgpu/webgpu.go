@@ -37,13 +37,14 @@ type Options struct {
 	// Fuse chooses which kernels of a decode step fold into others (the
 	// zero value: DefaultFuse).
 	Fuse Fuse
-	// RowRegs runs the one-workgroup row kernels (pre-norm, gated
-	// activation) that hold their row in registers (shaders.Key.Regs)
-	// rather than rereading it from memory in every pass. Off by default:
-	// no faster on the H200 (within 1-2%, 2026-12-02), and their sums of
-	// squares, added in another order, moved a wgpu-native sampled stream
-	// off engine/cpu's (node's TestDawnHostEqualsNative).
-	RowRegs bool
+	// RowReread runs the one-workgroup row kernels (pre-norm, gated
+	// activation) that reread their row from memory in every pass rather
+	// than holding it in registers (shaders.Key.Regs: as many values an
+	// invocation as the row needs, loops written out, the pre-norm's sums
+	// bit for bit the rereading form's), the default since those measured
+	// faster on the H200 (2026-12-02, 1B decode under Dawn 496 -> 518
+	// tok/s, natively 270M 896 -> 942, the quad-holding form).
+	RowReread bool
 	// RowAttention plans prefill attention as a workgroup per (query
 	// head, token) reading K/V rows from memory (attn.wgsl's attend)
 	// rather than the flash kernel that shares each K/V tile among a block

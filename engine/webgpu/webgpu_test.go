@@ -109,7 +109,7 @@ func testCases() []testCase {
 		testCase{"cai-int8-norm-g4", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: Fuse{Norm: true, Groups: 4}}},
 		testCase{"plain-int8-gated", testmodel.Plain(testVocab, model.Int8), Options{Fuse: Fuse{Gated: true}}},
 		testCase{"cai-f32-gated-attn", testmodel.CAIShaped(testVocab, model.F32), Options{Fuse: Fuse{Gated: true, Attention: true}}},
-		testCase{"cai-int8-regs", testmodel.CAIShaped(testVocab, model.Int8), Options{RowRegs: true}},
+		testCase{"cai-int8-reread", testmodel.CAIShaped(testVocab, model.Int8), Options{RowReread: true}},
 		// The default's gated epilogue beside the plan without it, and
 		// with the norm folds.
 		testCase{"cai-int8-none", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: Fuse{None: true}}},

@@ -127,7 +127,7 @@ func testCases() []testCase {
 		// Prefill attention's first variant beside the register one (the
 		// default; chunks of 5 leave blocks and tiles partial), and the
 		// register one with 32 keys a tile.
-		testCase{"cai-int8-flash-first-chunk5", testmodel.CAIShaped(testVocab, model.Int8), Options{FlashFirst: true, Chunk: 5}},
+		testCase{"cai-int8-flash-regs-chunk5", testmodel.CAIShaped(testVocab, model.Int8), Options{FlashRegs: true, Chunk: 5}},
 		testCase{"plain-f32-flash32", testmodel.Plain(testVocab, model.F32), Options{FlashTile: 32}})
 	return cases
 }

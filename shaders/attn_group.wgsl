@@ -161,6 +161,28 @@ fn put_tile(tn: u32, li: u32, w: ptr<function, array<u32, TW>>) {
   }
 }
 
+// fetch_tile loads an invocation's words (tile_word's, k-th at li + k *
+// WG) of the K and V rows of tile ti of the keys kr (first, count) into kw
+// and vw, and returns key li's K and V scales (li < the tile's keys;
+// KT <= WG).
+fn fetch_tile(kr: vec2<u32>, ti: u32, g: u32, li: u32, kw: ptr<function, array<u32, TW>>, vw: ptr<function, array<u32, TW>>) -> vec2<f32> {
+  let first = kr.x + ti * KT;
+  let tn = min(KT, kr.y - ti * KT);
+  for (var k = 0u; k < TW; k++) {
+    let i = li + k * {{WG}}u;
+    if (i < tn * ROW_WORDS) {
+      (*kw)[k] = tile_word(first, g, i, false);
+      (*vw)[k] = tile_word(first, g, i, true);
+    }
+  }
+  var sc = vec2<f32>(0.0);
+  if (li < tn) {
+    let at = locate(first + li, g);
+    sc = vec2<f32>(key_scale_direct(at), value_scale_direct(at));
+  }
+  return sc;
+}
+
 // quad is dimensions 4a..4a+3 of staged row j (K or V), unscaled.
 fn quad(j: u32, a: u32) -> vec4<f32> {
 #if INT8
@@ -269,26 +291,21 @@ fn attend_group(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
   for (var k = 0u; k < VPT; k++) {
     acc[k] = vec4<f32>(0.0);
   }
+  // The tile's K and V words and its scales wait in registers (V until
+  // the K rows are done with): the next tile's are loaded as soon as this
+  // one's are staged, so that a run of several tiles (long positions)
+  // waits for memory once, not once a tile.
+  var kw: array<u32, TW>;
+  var vw: array<u32, TW>;
+  var sc = fetch_tile(kr, t_lo, g, li, &kw, &vw);
   for (var ti = t_lo; ti < t_hi; ti++) {
     let tile0 = ti * KT;
     let tn = min(KT, kr.y - tile0);
-    // The tile's K and V words and scales, loaded at once: V waits in
-    // registers until the K rows are done with.
-    var kw: array<u32, TW>;
-    var vw: array<u32, TW>;
-    for (var k = 0u; k < TW; k++) {
-      let i = li + k * {{WG}}u;
-      if (i < tn * ROW_WORDS) {
-        kw[k] = tile_word(kr.x + tile0, g, i, false);
-        vw[k] = tile_word(kr.x + tile0, g, i, true);
-      }
-    }
-    for (var j = li; j < tn; j += {{WG}}u) {
-      let at = locate(kr.x + tile0 + j, g);
-      gks[j] = key_scale_direct(at);
-      gvs[j] = value_scale_direct(at);
-    }
     workgroupBarrier(); // the previous tile's value sums are done with tile
+    if (li < tn) {
+      gks[li] = sc.x;
+      gvs[li] = sc.y;
+    }
     put_tile(tn, li, &kw);
     workgroupBarrier();
     // Partial scores: invocation li takes key li / SPL, quads li % SPL + k*SPL.
@@ -321,6 +338,9 @@ fn attend_group(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
       }
     }
     put_tile(tn, li, &vw); // the barrier above ended every read of the K rows
+    if (ti + 1u < t_hi) {
+      sc = fetch_tile(kr, ti + 1u, g, li, &kw, &vw);
+    }
     workgroupBarrier();
     if (li < G) {
       var mt = gm[li];

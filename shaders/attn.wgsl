@@ -391,12 +391,14 @@ var<workgroup> cw: array<f32, CW>;
 var<workgroup> cl: array<f32, CW>;
 var<workgroup> ce: array<f32, CW>;
 const MW = 4u; // row words each invocation keeps between the max and the quantisation
-// MU is how many partial states an invocation of the merge loads at once:
-// a loop with a bound known to the compiler, unrolled, so MU loads are in
-// flight together; a loop over the states one at a time waited for each
-// load in turn (at 4096 keys a global layer's 52 states cost combine_quant
-// 16 us, against 7 us for 9 states at position 128).
-const MU = 8u;
+// MU is how many partial states an invocation of the merge loads at once,
+// in a loop whose bound the compiler knows and unrolls, so that MU loads
+// are in flight together: a loop over the states one at a time waited for
+// each load in turn (at 4096 keys the 1B shape's combine_quant took 16 us
+// for a global layer's 52 states per head and a local layer's 32, against
+// 7 us for 9 at position 128). 16: a local layer's 32 states in two
+// batches; the registers are there, as one workgroup runs the merge.
+const MU = 16u;
 
 // head_max is the maximum of a head's n state maxima in cw from h0, and
 // head_sum the sum of its n scaled sums in cl: four reads of workgroup

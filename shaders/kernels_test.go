@@ -704,3 +704,101 @@ func matmulInputs(r *rand.Rand, dtype model.DType, rows, cols, n int, softcap fl
 	}
 	return m, xw, xScaleWord, want
 }
+
+// TestCombineQuant merges random partial states straight (no attention
+// before it) into combine_quant's int8 rows: counts of states per head
+// on either side of the merge's batches of loads (MU) and of the four
+// values its weights are read by, more than the workgroup memory holds
+// for the weights (the slow path), room for more states than used (the
+// rest poisoned), and two tokens, the second with one state more. The
+// reference merges in float64. One head width for all: each variant's
+// compile costs tens of seconds on lavapipe.
+func TestCombineQuant(t *testing.T) {
+	onDevices(t, testCombineQuant, "mqa-52-states", "many-heads-past-weights-room")
+}
+
+func testCombineQuant(t *testing.T) {
+	for _, tc := range []struct {
+		name               string
+		heads, hd, n, room int
+	}{
+		{"one-state", 4, 16, 1, 3},
+		{"mqa-17-states", 4, 16, 17, 18},
+		{"mqa-52-states", 4, 16, 52, 64},
+		{"odd-heads-37-states", 3, 16, 37, 40},
+		{"many-heads-past-weights-room", 8, 16, 130, 131},
+	} {
+		runCase(t, tc.name, func(t *testing.T) {
+			r := newRand(t)
+			const tokens = 2
+			part := tc.hd + 2
+			words := tc.heads * tc.hd / 4
+			parts := make([]uint32, tokens*tc.heads*tc.room*part)
+			for i := range parts {
+				parts[i] = poison
+			}
+			merged := make([]float32, tokens*tc.heads*tc.hd)
+			for tok := range tokens {
+				n := tc.n + tok // keys(t) is one longer for each token
+				for h := range tc.heads {
+					base := (tok*tc.heads + h) * tc.room * part
+					ms, ls := randF32(r, n, 3), make([]float64, n)
+					vals := randF32(r, n*tc.hd, 1)
+					mx := math.Inf(-1)
+					for i := range n {
+						mx = max(mx, float64(ms[i]))
+					}
+					var l float64
+					for i := range n {
+						ls[i] = 0.5 + 2*r.Float64()
+						l += ls[i] * math.Exp(float64(ms[i])-mx)
+						s := parts[base+i*part:]
+						s[0], s[1] = math.Float32bits(ms[i]), math.Float32bits(float32(ls[i]))
+						for d := range tc.hd {
+							s[2+d] = math.Float32bits(vals[i*tc.hd+d])
+						}
+					}
+					for d := range tc.hd {
+						var a float64
+						for i := range n {
+							a += float64(vals[i*tc.hd+d]) * math.Exp(float64(ms[i])-mx) / l
+						}
+						merged[(tok*tc.heads+h)*tc.hd+d] = float32(a)
+					}
+				}
+			}
+			// tile 1, no window: a token at start+t attends to start+t+1
+			// keys, each its own state.
+			p := AttnParams{Heads: uint32(tc.heads), KVHeads: 1, Splits: uint32(tc.room), Tile: 1}
+			p.OutScaleWord = uint32(words*tokens + 3)
+			step := Step{Start: uint32(tc.n - 1), N: tokens}
+			for _, wg := range []int{32, RowWG} {
+				out := buffer(t, nil, int(p.OutScaleWord)+tokens+1)
+				dispatch(t, Key{Family: "attn", Entry: "combine_quant", Int8: true, WG: wg, HD: tc.hd}, step, p, [3]int{tokens, 1, 1},
+					buffer(t, u32bytes(parts), 0), out)
+				got := bytesU32(read(t, out, int(p.OutScaleWord)+tokens+1))
+				for _, i := range []int{words * tokens, int(p.OutScaleWord) - 1, int(p.OutScaleWord) + tokens} {
+					if got[i] != poison {
+						t.Fatalf("wg %d: word %d, outside the rows and scales, overwritten: %#x", wg, i, got[i])
+					}
+				}
+				vals := unpackI8(got, tokens*tc.heads*tc.hd)
+				want := make([]int8, tc.heads*tc.hd)
+				for tok := range tokens {
+					row := merged[tok*tc.heads*tc.hd:][:tc.heads*tc.hd]
+					ws := quant.Quantize(want, row)
+					if gs := math.Float32frombits(got[int(p.OutScaleWord)+tok]); math.Abs(float64(gs-ws)) > 1e-5*float64(ws) {
+						t.Fatalf("wg %d token %d: scale %v, want %v", wg, tok, gs, ws)
+					}
+					for i, w := range want {
+						// float32 sums against float64: a value at a
+						// rounding tie may land one step over.
+						if g := vals[tok*tc.heads*tc.hd+i]; g-w > 1 || w-g > 1 {
+							t.Fatalf("wg %d token %d value %d: %d, want %d (x=%v)", wg, tok, i, g, w, row[i])
+						}
+					}
+				}
+			}
+		})
+	}
+}

@@ -21,9 +21,6 @@ root=$(pwd)
 OLD=${OLD:-.devbin/wick-main.wasm}
 NEW=${NEW:-web/wick.wasm}
 . "$(dirname "$0")/device-step.sh"
-# The merge and the grouped attention against engine/cpu at the H200's
-# subgroup size (32), on Dawn's two tiers and wgpu-native.
-step shaders sh -c "cd '$root/shaders' && timeout 100 '$root/.devbin/shaders.test' -test.v -test.run 'TestAttention/.*/(global-long-int8|local-decode-int8)\$|TestGroupAttention/.*/(global-runs-uneven-int8|ring-window-several-tiles-int8|global-producer-long-int8)\$'"
 # Package bench inside the module on Dawn: tg128 from position 128 and
 # from 4096, with the omission profile (timestamps) at both positions.
 B="node node/host.mjs bench -model testdata/cai-tiny -decode 128 -prompt 16 -kernels -mib 64 -profile"
@@ -34,6 +31,9 @@ done
 # The room for partial states (default 64: at 4096 a global layer's 257
 # tiles run 5 to a workgroup): with a cheaper merge more states may pay.
 step new-1b-rooms timeout 150 node node/host.mjs bench -model testdata/cai-tiny -decode 128 -prompt 16 -kernels -mib 64 -wasm "$NEW" -shapes 1b -plans default+room32,default+room128,default+room256
+# Last (the benches first): the merge and the grouped attention against
+# engine/cpu at the H200's subgroup size (32), on Dawn's two tiers and wgpu-native.
+step shaders sh -c "cd '$root/shaders' && timeout 60 '$root/.devbin/shaders.test' -test.v -test.run 'TestCombineQuant|TestAttention/.*/(global-long-int8|local-decode-int8)\$|TestGroupAttention/.*/(global-runs-uneven-int8|ring-window-several-tiles-int8|global-producer-long-int8)\$'"
 # The table: each run's model rows, then its attention kernels' lines.
 for f in old-1b new-1b old-270m new-270m new-1b-rooms; do
 	echo "== $f" >>"$OUT/table.txt"

@@ -297,14 +297,14 @@ fn attend_group(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
   // waits for memory once, not once a tile.
   var kw: array<u32, TW>;
   var vw: array<u32, TW>;
-  var sc = fetch_tile(kr, t_lo, g, li, &kw, &vw);
+  var scales = fetch_tile(kr, t_lo, g, li, &kw, &vw);
   for (var ti = t_lo; ti < t_hi; ti++) {
     let tile0 = ti * KT;
     let tn = min(KT, kr.y - tile0);
     workgroupBarrier(); // the previous tile's value sums are done with tile
     if (li < tn) {
-      gks[li] = sc.x;
-      gvs[li] = sc.y;
+      gks[li] = scales.x;
+      gvs[li] = scales.y;
     }
     put_tile(tn, li, &kw);
     workgroupBarrier();
@@ -335,16 +335,21 @@ fn attend_group(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
           sc += gpart[i * (SPL + 1u) + k];
         }
         ges[i] = capped(sc * gks[jj] * p.scale);
+      } else {
+        ges[i] = -3.0e38; // no key: below every score
       }
     }
     put_tile(tn, li, &vw); // the barrier above ended every read of the K rows
     if (ti + 1u < t_hi) {
-      sc = fetch_tile(kr, ti + 1u, g, li, &kw, &vw);
+      scales = fetch_tile(kr, ti + 1u, g, li, &kw, &vw);
     }
     workgroupBarrier();
     if (li < G) {
+      // Over all KT entries, those past tn neutral: a loop whose bound the
+      // compiler knows and unrolls, so its reads of workgroup memory are
+      // in flight together rather than one after another (the same below).
       var mt = gm[li];
-      for (var jj = 0u; jj < tn; jj++) {
+      for (var jj = 0u; jj < KT; jj++) {
         mt = max(mt, ges[li * KT + jj]);
       }
       gc[li] = exp(gm[li] - mt);
@@ -357,12 +362,15 @@ fn attend_group(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
         let e = exp(ges[i] - gm[i / KT]);
         ges[i] = e;
         gev[i] = e * gvs[jj];
+      } else {
+        ges[i] = 0.0;
+        gev[i] = 0.0;
       }
     }
     workgroupBarrier();
     if (li < G) {
       var sum = 0.0;
-      for (var jj = 0u; jj < tn; jj++) {
+      for (var jj = 0u; jj < KT; jj++) {
         sum += ges[li * KT + jj];
       }
       lsum = lsum * gc[li] + sum;
@@ -373,8 +381,10 @@ fn attend_group(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
         let h = i / Q4;
         let a = i % Q4;
         var v = acc[k] * gc[h];
-        for (var jj = 0u; jj < tn; jj++) {
-          v += gev[h * KT + jj] * quad(jj, a);
+        for (var jj = 0u; jj < KT; jj++) {
+          // Staged rows past tn are an earlier tile's (or zero): finite,
+          // but kept out all the same.
+          v += select(vec4<f32>(0.0), gev[h * KT + jj] * quad(jj, a), jj < tn);
         }
         acc[k] = v;
       }

@@ -316,10 +316,14 @@ fn attend_group(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
       d[h] = 0.0;
     }
     if (j < tn) {
-      for (var a = s; a < Q4; a += SPL) {
-        let k4 = quad(j, a);
-        for (var h = 0u; h < G; h++) {
-          d[h] += dot(gq[h * Q4 + a], k4);
+      // A count the compiler knows (unrolled, the quads' reads together).
+      for (var c = 0u; c < (Q4 + SPL - 1u) / SPL; c++) {
+        let a = s + c * SPL;
+        if (a < Q4) {
+          let k4 = quad(j, a);
+          for (var h = 0u; h < G; h++) {
+            d[h] += dot(gq[h * Q4 + a], k4);
+          }
         }
       }
     }

@@ -61,7 +61,6 @@ type Sequence struct {
 
 	snapBack gpu.Buffer // Snapshots' staging buffer, snapSize bytes (0: none yet; see snapshotBuffer)
 	snapSize int64
-	closed   bool // Close has been called (the model may keep it for reuse)
 }
 
 // chunkRegion is where one producer's chunk KV lives in Sequence.chunk:
@@ -84,33 +83,17 @@ type site struct {
 type gridFunc func(n, first, start int) (x, y, z int)
 
 // NewSequence allocates a KV arena for context positions and prepares the
-// forward pass over it: the last closed sequence's, when it had the same
-// context (see Close).
+// forward pass over it.
 func (m *Model) NewSequence(context int) (*Sequence, error) {
-	m.spareMu.Lock()
-	s := m.spare
-	if s != nil && s.lay.Context == context {
-		m.spare = nil
-	} else {
-		s = nil
-	}
-	m.spareMu.Unlock()
-	if s != nil {
-		// Its KV is stale: nothing is read before it is written again
-		// (Forward and Restore write from position 0 on, and snapshots
-		// may hold only what the new owner wrote).
-		s.end, s.closed = 0, false
-		return s, nil
-	}
 	lay, err := kv.NewLayout(m.cfg, context)
 	if err != nil {
 		return nil, err
 	}
-	s = &Sequence{m: m, lay: lay, qScale: map[gpu.Buffer]int{}}
+	s := &Sequence{m: m, lay: lay, qScale: map[gpu.Buffer]int{}}
 	s.C = s.stepTokens()
 	s.L = s.logitRows()
 	if err := s.build(); err != nil {
-		s.release() // never kept: it is not whole
+		s.Close()
 		return nil, fmt.Errorf("webgpu sequence of %d positions: %w", context, err)
 	}
 	return s, nil
@@ -166,33 +149,8 @@ func (s *Sequence) PrefillStep() int { return s.C }
 // Context is the most positions the sequence holds.
 func (s *Sequence) Context() int { return s.lay.Context }
 
-// Close ends the sequence. The model keeps the last closed one, buffers,
-// bind groups and all, for the next NewSequence of the same context (one
-// per model, freed by Model.Close; any other is freed here): a chat's
-// first step on buffers WebGPU has just made pays for readying them (Dawn
-// clears each on first use), and making a sequence's hundreds of objects
-// costs a WebGPU call each in a browser. The page opens a session for
-// every chat it shows, and its bench one per run.
+// Close frees the sequence's buffers and bind groups.
 func (s *Sequence) Close() error {
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	m := s.m
-	m.spareMu.Lock()
-	kept := m.spare == nil && !m.closed && len(s.buffers) > 0
-	if kept {
-		m.spare = s
-	}
-	m.spareMu.Unlock()
-	if !kept {
-		s.release()
-	}
-	return nil
-}
-
-// release frees the sequence's buffers and bind groups.
-func (s *Sequence) release() {
 	s.freeBatch()
 	s.freeSnapshotBuffer()
 	for _, g := range s.groups {
@@ -202,6 +160,7 @@ func (s *Sequence) release() {
 		s.m.dev.FreeBuffer(b)
 	}
 	s.groups, s.buffers = nil, nil
+	return nil
 }
 
 func (s *Sequence) buffer(size int64, usage gpu.Usage, label string) (gpu.Buffer, error) {

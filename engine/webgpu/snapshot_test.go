@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
-	"slices"
 	"strings"
 	"testing"
 
@@ -392,68 +391,4 @@ func snapshot(t *testing.T, s *Sequence, toks []int32) *kv.Snapshot {
 		t.Fatal(err)
 	}
 	return p
-}
-
-// TestClosedSequenceIsReused closes a sequence whose arena holds a long
-// prompt's KV and opens another of the same context: the model must hand
-// the closed one back (nothing made), and a prompt read on it must give
-// the logits and greedy picks it gave on the sequence when new, bit for
-// bit: the stale KV is never read. A sequence of another context is made
-// afresh, and closing twice keeps it once.
-func TestClosedSequenceIsReused(t *testing.T) {
-	cfg := testmodel.CAIShaped(testVocab, model.Int8) // rings of 8: the long prompt wraps them
-	cd := &countingDevice{Device: device(t)}
-	gm, err := New(cd, cfg, testmodel.Random(cfg, 3), Options{Chunk: 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gm.Close()
-	const ctx = 48
-	short, long := randomTokens(6, 1), randomTokens(40, 2)
-	read := func(s *Sequence) ([]float32, []int32) {
-		t.Helper()
-		logits := make([]float32, cfg.Vocab)
-		if err := s.Forward(short, 0, logits); err != nil {
-			t.Fatal(err)
-		}
-		ids, err := s.Greedy(short[len(short)-1], len(short)-1, 4)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return logits, ids
-	}
-	a, err := gm.NewSequence(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantLogits, wantIDs := read(a)
-	if err := a.Forward(long, 0, make([]float32, cfg.Vocab)); err != nil {
-		t.Fatal(err)
-	}
-	a.Close()
-	a.Close()
-	before := *cd
-	b, err := gm.NewSequence(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b != a || cd.makes != before.makes {
-		t.Fatalf("a new sequence of the closed one's context made %d objects (the same sequence: %v); want the closed one back", cd.makes-before.makes, b == a)
-	}
-	if _, err := b.Snapshot(len(long)-4, len(long)); err == nil {
-		t.Errorf("the reused sequence took a snapshot of KV it has not written")
-	}
-	gotLogits, gotIDs := read(b)
-	if !slices.Equal(gotLogits, wantLogits) || !slices.Equal(gotIDs, wantIDs) {
-		t.Errorf("on the reused sequence the prompt gave other logits or picks (%v, want %v)", gotIDs, wantIDs)
-	}
-	c, err := gm.NewSequence(ctx + 8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c == b {
-		t.Errorf("a sequence of another context was handed the one in use")
-	}
-	c.Close()
-	b.Close() // c is kept: b is freed
 }

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"unsafe"
 
 	"github.com/wick-run/wick/engine/gpu"
@@ -246,12 +245,6 @@ type Model struct {
 	rope [2]model.Rope // RoPE by model.AttnKind
 	// ropeRows keeps rope's table rows of the positions steps have used.
 	ropeRows *ropeRows
-	// spare is the last closed sequence, kept for the next NewSequence of
-	// its context (see Sequence.Close); closed says the model is, so none
-	// is kept any more. spareMu guards both.
-	spareMu sync.Mutex
-	spare   *Sequence
-	closed  bool
 
 	kernels map[shaders.Key]gpu.Kernel
 	owned   []gpu.Buffer // weight buffers, freed by Close
@@ -343,16 +336,8 @@ func (m *Model) Name() string {
 // Tier is the tier of kernels the model runs (see shaders.Tier).
 func (m *Model) Tier() shaders.Tier { return m.tier }
 
-// Close frees the weights, and the sequence kept for reuse. Sequences must
-// be closed first.
+// Close frees the weights. Sequences must be closed first.
 func (m *Model) Close() error {
-	m.spareMu.Lock()
-	spare := m.spare
-	m.spare, m.closed = nil, true
-	m.spareMu.Unlock()
-	if spare != nil {
-		spare.release()
-	}
 	for _, b := range m.owned {
 		m.dev.FreeBuffer(b)
 	}

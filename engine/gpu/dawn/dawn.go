@@ -58,9 +58,14 @@ type Options struct {
 	// give it. The device always gets the adapter's largest binding and
 	// buffer sizes, as in the browser.
 	Need gpu.Limits
-	// Timeout bounds each call's wait for the Node process (0: 2 minutes;
+	// Timeout bounds each call's wait for the Node process (0: 5 minutes;
 	// opening the device gets at least a minute). A call that runs past it
-	// fails, and the process is killed.
+	// fails, and the process is killed. The default covers compiling a
+	// whole decode plan on lavapipe with a cold shader cache, which one
+	// wait can hold (Dawn compiles a step's pipelines before running it):
+	// engine/webgpu's cai-tiny int8-greedy on Dawn's fallback tier waited
+	// 90 s for it at accb1da and 132 s at f87f9a2 on a 2-core machine, and
+	// failed the 2 minutes this default was under a loaded make test.
 	Timeout time.Duration
 	// Root is the module's root directory, which holds node/device.mjs and
 	// node/node_modules; empty: found from the working directory upward,
@@ -123,7 +128,7 @@ func Open(opts Options) (*Device, error) {
 	}
 	timeout := opts.Timeout
 	if timeout <= 0 {
-		timeout = 2 * time.Minute
+		timeout = 5 * time.Minute
 	}
 	need := max(opts.Need.MaxStorageBufferBindingSize, opts.Need.MaxBufferSize)
 	args := []string{filepath.Join(root, "node", "device.mjs"), "-tier", tier, "-need", strconv.FormatInt(need, 10)}

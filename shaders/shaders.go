@@ -63,7 +63,7 @@ type Key struct {
 	// load its row once into registers, Regs quads of 4 values per
 	// invocation (one of RowQuadCounts), instead of rereading it from
 	// memory in each pass: rows of up to 4*Regs*WG values (RowQuadsFor).
-	// gemv's prologues always hold their row so, RowQuads quads each.
+	// gemv's prologues always hold their row so, StageQuads quads each.
 	Regs int
 	// Subgroups makes the workgroup reductions (common.wgsl's wg_sum,
 	// wg_max, wg_sum_i) subgroup operations: the subgroups feature and
@@ -219,14 +219,15 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	if k.In != "" {
 		vals["XV"] = strconv.Itoa(StagedVecs)
 		vals["XVI"] = strconv.Itoa((StagedVecs + k.WG - 1) / k.WG)
-		vals["RV"] = strconv.Itoa(RowQuads / 4)
 	}
 	switch {
 	case k.Regs != 0:
 		vals["RQ"] = strconv.Itoa(k.Regs)
 		vals["RS"] = strconv.Itoa(4 * k.Regs) // prenorm holds values, not quads
 	case k.In != "":
-		vals["RQ"] = strconv.Itoa(RowQuads)
+		rq := StageQuads(k.In)
+		vals["RQ"] = strconv.Itoa(rq)
+		vals["RV"] = strconv.Itoa(max(rq/4, 1)) // int8: whole 16-value vectors, 4 quads each
 	}
 	if k.Group > 0 {
 		if k.HD <= 0 || k.HD%4 != 0 {
@@ -318,8 +319,29 @@ func RowQuadsFor(cols, wg int) int {
 }
 
 // RowFits reports whether a row of cols values fits the registers of
-// gemv's prologues at wg invocations.
+// gemv's gated prologue at wg invocations.
 func RowFits(cols, wg int) bool { return cols <= 4*RowQuads*wg }
+
+// NormQuads is how many quads each invocation of gemv's NORM_IN prologue
+// keeps in registers: 16 values, rows of up to 4096 at 256 invocations
+// (every hidden width up to Llama 8B's). Half the gated prologue's, because
+// the prologue holds four arrays of them (residual, branch output, both
+// norms' weights) and a kernel takes registers for its largest part: at 8
+// quads the product's loop ran with the prologue's 128 registers an
+// invocation, so fewer workgroups per multiprocessor.
+const NormQuads = 4
+
+// StageQuads is the quads an invocation of gemv's prologue in holds.
+func StageQuads(in string) int {
+	if in == "norm" {
+		return NormQuads
+	}
+	return RowQuads
+}
+
+// StageFits reports whether a row of cols values fits the registers of
+// gemv's prologue in at wg invocations.
+func StageFits(in string, cols, wg int) bool { return cols <= 4*StageQuads(in)*wg }
 
 // GroupSizes are the query heads per KV head that attend_group has
 // variants for: MQA and GQA checkpoints' (Gemma 3, Llama 3, Qwen 2.5 and

@@ -39,14 +39,18 @@ func testStagedProducts(t *testing.T) {
 	}{
 		{"norm-int8-first-layer", "norm", model.Int8, 0, 67, 16 * 9, 1, false, false, true, 64, 8},
 		{"norm-int8-post-norm", "norm", model.Int8, 0, 131, 16 * 23, 2, true, true, true, 256, 8},
-		{"norm-int8-residual-tpr64", "norm", model.Int8, 0, 45, 16 * 71, 3, true, false, false, 64, 64}, // two vectors per invocation
+		{"norm-int8-residual-tpr64", "norm", model.Int8, 0, 45, 16 * 61, 3, true, false, false, 64, 64}, // a vector per invocation, 3 idle
 		{"norm-f32-post-norm", "norm", model.F32, 0, 29, 4 * 37, 2, true, true, false, 64, 4},
+		{"norm-f32-wide", "norm", model.F32, 0, 23, 4 * 249, 1, true, true, true, 64, 16}, // 4 quads per invocation but 7
 		{"gated-int8-geglu", "gated", model.Int8, model.GeGLUTanh, 67, 16 * 13, 1, false, false, false, 64, 16},
 		{"gated-int8-swiglu", "gated", model.Int8, model.SwiGLU, 70, 16 * 37, 4, false, false, false, 256, 32},
 		{"gated-f32-geglu", "gated", model.F32, model.GeGLUTanh, 33, 4 * 29, 2, false, false, false, 64, 8},
 		{"gated-f32-wide", "gated", model.F32, model.SwiGLU, 19, 4 * 150, 1, false, false, false, 64, 8}, // three vectors per invocation
 	} {
 		runCase(t, tc.name, func(t *testing.T) {
+			if !StageFits(tc.in, tc.cols, tc.wg) {
+				t.Fatalf("a row of %d values does not fit the %s prologue at %d invocations", tc.cols, tc.in, tc.wg)
+			}
 			r := newRand(t)
 			int8Mode := tc.dtype == model.Int8
 			n, cols := tc.n, tc.cols

@@ -231,15 +231,15 @@ func (s *Sequence) canStage(w *matrix, in string) bool {
 	if !(in == "norm" && f.Norm || in == "gated" && f.Gated) {
 		return false
 	}
-	return s.stageFits(w)
+	return s.stageFits(w, in)
 }
 
 // stageFits reports whether the decode product of w can make its input row
 // in its prologue: it uses the vector kernel, and the row fits the staging
 // and the prologue's registers.
-func (s *Sequence) stageFits(w *matrix) bool {
+func (s *Sequence) stageFits(w *matrix, in string) bool {
 	v := s.vecWidth()
-	return w.cols%v == 0 && w.cols/v <= shaders.StagedVecs && shaders.RowFits(w.cols, s.m.opt.Gemv.WG)
+	return w.cols%v == 0 && w.cols/v <= shaders.StagedVecs && shaders.StageFits(in, w.cols, s.m.opt.Gemv.WG)
 }
 
 // gatedEpilogue reports whether a decode step's gate|up product (gateUp)

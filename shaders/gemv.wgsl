@@ -42,7 +42,8 @@
 // and takes the max into the token's word of mx with one atomicMax (the
 // bits of non-negative floats order as the floats do); down's QUANT_IN
 // prologue reads it. The word must be 0 before the product runs (the
-// engine clears it at the start of every step).
+// engine clears it at the start of every step). The epilogue also takes
+// the NORM_IN prologue (int8): gate|up then makes its own input row.
 #include "common.wgsl"
 
 #include "matmul_params.wgsl"
@@ -105,8 +106,13 @@ struct GemvParams {
 #endif
 #if GATED_OUT
 #if INT8
-// Its own buffer: a binding may not alias y, which is writable too.
+// Its own buffer: a binding may not alias y, which is writable too. After
+// the norm prologue's bindings where the product has that prologue.
+#if NORM_IN
+@group(0) @binding(8) var<storage, read_write> mx: array<atomic<u32>>;
+#else
 @group(0) @binding(5) var<storage, read_write> mx: array<atomic<u32>>;
+#endif
 #endif
 // The dequantised dot products of the workgroup's row slots (gate, then up).
 var<workgroup> gv: array<f32, {{RPW}}>;

@@ -160,8 +160,8 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	switch k.Out {
 	case "":
 	case "gated":
-		if k.Family != "gemv" || k.In != "" || k.TPR > k.WG/2 {
-			return nil, nil, fmt.Errorf("shader %s: the gated epilogue is gemv's without a prologue, at most WG/2 invocations per row", k.Label())
+		if k.Family != "gemv" || !(k.In == "" || k.In == "norm" && k.Int8 && !k.FMA) || k.TPR > k.WG/2 {
+			return nil, nil, fmt.Errorf("shader %s: the gated epilogue is gemv's without a prologue or (int8, integer sums) with the norm prologue, at most WG/2 invocations per row", k.Label())
 		}
 	default:
 		return nil, nil, fmt.Errorf("shader %s: unknown epilogue %q", k.Label(), k.Out)

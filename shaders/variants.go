@@ -125,6 +125,12 @@ func Variants() []Key {
 				for _, in := range forms {
 					k := Key{Family: "gemv", Entry: "gemv", Int8: i8, WG: wg, TPR: tpr, In: in.In, Out: in.Out, SiLU: in.SiLU}
 					ks = append(ks, k)
+					if i8 && in.Out != "" {
+						// The epilogue with the norm prologue: integer sums only.
+						np, npd := k, k
+						np.In, npd.In, npd.Dot4 = "norm", "norm", true
+						ks = append(ks, np, npd)
+					}
 					if i8 {
 						fma, dot4 := k, k
 						fma.FMA, dot4.Dot4 = true, true

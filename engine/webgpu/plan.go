@@ -147,7 +147,10 @@ func (s *Sequence) plan() error {
 		var epi *gatedOut
 		normed := lw.gateUp
 		if s.gatedEpilogue(lw.gateUp, lw.down) {
-			epi, normed = &gatedOut{h: s.gate, maxWord: l * gemvMaxTokens}, nil
+			epi = &gatedOut{h: s.gate, maxWord: l * gemvMaxTokens}
+			if !s.normEpilogue() {
+				normed = nil
+			}
 		}
 		in = prenorm(true, lw.postAttn, lw.ffnNorm, normed)
 		s.project(s.gu, lw.gateUp, input(s.h, s.hq), false, 0, in, epi)
@@ -256,6 +259,14 @@ func (s *Sequence) gatedEpilogue(gateUp, down *matrix) bool {
 	return s.m.cfg.DType != model.Int8 || s.gmax != 0 && down.cols%16 == 0 && down.cols/16 <= shaders.StagedVecs
 }
 
+// normEpilogue reports whether a gate|up product with the gated epilogue
+// also takes its pre-norm as its prologue where Options.Fuse asks for the
+// norm fold: int8 products with integer sums (gemv.wgsl has the pair only
+// so), which leaves a decode layer 6 dispatches.
+func (s *Sequence) normEpilogue() bool {
+	return s.m.opt.Fuse.Norm && s.m.cfg.DType == model.Int8 && !s.m.opt.Gemv.FMA
+}
+
 // rowKey is the variant of a one-workgroup row kernel (prenorm,
 // gated_quant) for rows of cols values: holding the row in registers
 // where it fits (shaders.Key.Regs) unless Options.RowReread.
@@ -318,13 +329,21 @@ func (s *Sequence) project(y gpu.Buffer, w *matrix, x gpu.Buffer, fromFirst bool
 			hr := g.WG / tpr / 2
 			f := p.rows / 2
 			hx, hy := grid2((f + hr - 1) / hr)
-			gp := shaders.GemvParams{Rows: uint32(f), Cols: uint32(w.cols), WScaleWord: uint32(p.scaleWord), XScaleWord: uint32(s.qScale[x]),
-				OutStride: uint32(f), MaxWord: uint32(out.maxWord)}
+			var gp shaders.GemvParams
 			sb := []gpu.Binding{whole(p.buf), whole(x), whole(out.h)}
+			kind := ""
+			if in != nil {
+				// The norm prologue too (normEpilogue): its parameters and
+				// bindings, the maxima's after them.
+				gp, kind = in.params, in.kind
+				sb = []gpu.Binding{whole(p.buf), whole(in.x), whole(out.h), whole(in.h), whole(s.out), whole(m.norms)}
+			}
+			gp.Rows, gp.Cols, gp.WScaleWord, gp.XScaleWord = uint32(f), uint32(w.cols), uint32(p.scaleWord), uint32(s.qScale[x])
+			gp.OutStride, gp.MaxWord = uint32(f), uint32(out.maxWord)
 			if m.cfg.DType == model.Int8 {
 				sb = append(sb, whole(s.gmax))
 			}
-			s.addKey(s.gemvKey(tpr, "", "gated"), gp, func(n, first, _ int) (int, int, int) {
+			s.addKey(s.gemvKey(tpr, kind, "gated"), gp, func(n, first, _ int) (int, int, int) {
 				if k := count(n, first); k <= gemvMaxTokens {
 					return hx, hy, k
 				}

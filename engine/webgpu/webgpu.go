@@ -123,8 +123,10 @@ type Fuse struct {
 	// per token, which the down product's prologue quantises by
 	// (shaders.Key.In "quant"). It saves gated_quant's dispatch, a
 	// workgroup per token over the whole FFN width, with no work repeated.
-	// Gated, where also asked for, wins; a gate|up product with the
-	// epilogue takes no norm prologue (its pre-norm keeps its dispatch).
+	// Gated, where also asked for, wins; with Norm an int8 gate|up
+	// product with the epilogue takes its pre-norm as its prologue too
+	// (6 dispatches a layer), except with Gemv.FMA (its pre-norm then
+	// keeps its dispatch).
 	// Only where gate|up is one buffer (not split by the binding limit)
 	// and, in int8 mode, down's row fits its prologue.
 	Epilogue bool

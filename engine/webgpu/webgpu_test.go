@@ -337,9 +337,9 @@ func maxAbs(x []float32) float32 {
 // gate|up with the pre-norm, down with the activation); with none 9 (the
 // pre-norms and gated_quant on their own); by default 8, gate|up writing
 // the gated activation itself (its epilogue), one dispatch fewer than
-// none; 7 with the norm folds and the epilogue (gate|up's pre-norm keeps
-// its own). Models whose rows do not fit the staging keep the separate
-// dispatches, and a gate|up split over buffers has no epilogue.
+// none; 6 with the norm folds and the epilogue (int8: gate|up takes its
+// pre-norm too), 7 with the float32 products of FMA. Models whose rows do
+// not fit the staging keep the separate dispatches, and a gate|up split over buffers has no epilogue.
 func TestDecodeDispatches(t *testing.T) {
 	wide := testmodel.CAIShaped(testVocab, model.Int8)
 	wide.FFNHidden = 16 * 1024 // an FFN row of 16 KiB: down's input cannot be staged
@@ -361,7 +361,8 @@ func TestDecodeDispatches(t *testing.T) {
 		{"plain-int8-default", testmodel.Plain(testVocab, model.Int8), Options{}, 8},
 		{"plain-f32-none", testmodel.Plain(testVocab, model.F32), none, 9},
 		{"plain-f32-default", testmodel.Plain(testVocab, model.F32), Options{}, 8},
-		{"cai-int8-norm-epi", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: Fuse{Norm: true, Attention: true, Epilogue: true}}, 7},
+		{"cai-int8-norm-epi", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: Fuse{Norm: true, Attention: true, Epilogue: true}}, 6},
+		{"cai-int8-norm-epi-fma", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: Fuse{Norm: true, Attention: true, Epilogue: true}, Gemv: Gemv{WG: 256, TPR: 8, FMA: true}}, 7},
 		{"wide-ffn-int8-default", wide, Options{}, 9},
 		{"mid-ffn-int8-wg64-default", mid, wg64, 8},                                                          // the quant prologue holds no row in registers
 		{"cai-int8-split-default", testmodel.CAIShaped(testVocab, model.Int8), Options{SplitBytes: 1000}, 0}, // as many as none

@@ -72,7 +72,8 @@ func flashFits(k Key, fq, fk int) bool {
 // (up to 16: more rows share each K/V tile), then as many keys (up to 16:
 // the 256 scores of 16 rows by 16 keys are one per invocation); or, where
 // k names its keys per tile (Key.Tile), as many rows as fit beside them
-// (0 rows where none does).
+// (0 rows where none does, as for the register variant of a head too wide
+// for it).
 func FlashShape(k Key) (rows, keys int) {
 	if k.Tile > 0 {
 		for fq := 16; fq >= 1; fq /= 2 {
@@ -89,6 +90,9 @@ func FlashShape(k Key) (rows, keys int) {
 			}
 		}
 	}
+	if k.Regs != 0 {
+		return 0, 1 // a head too wide for the register variant: FlashFits is false
+	}
 	return 1, 1
 }
 
@@ -99,7 +103,9 @@ func FlashShape(k Key) (rows, keys int) {
 const FlashTiles = 32
 
 // FlashFits reports whether attend_flash variant k has a shape: false
-// where it names a tile of keys that no block of rows fits beside.
+// where it names a tile of keys that no block of rows fits beside, or is
+// the register variant of a head too wide for it (more quads than
+// invocations).
 func FlashFits(k Key) bool {
 	fq, _ := FlashShape(k)
 	return fq > 0

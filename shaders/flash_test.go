@@ -115,4 +115,15 @@ func TestFlashShape(t *testing.T) {
 		}
 		t.Logf("%s: %d query rows, %d keys a tile", k.Label(), fq, fk)
 	}
+	// The register variant gives each invocation a quad of a row: a head
+	// of more quads than invocations has no shape, so the plan takes the
+	// first variant there.
+	wide := Key{Family: "attn", Entry: FlashEntry, WG: RowWG, HD: 4*RowWG + 4, Regs: FlashRegs}
+	if FlashFits(wide) {
+		fq, fk := FlashShape(wide)
+		t.Errorf("%s: the register variant fits (%d rows by %d keys) a head of %d quads on %d invocations", wide.Label(), fq, fk, wide.HD/4, RowWG)
+	}
+	if wide.Regs = 0; !FlashFits(wide) {
+		t.Errorf("%s: the first variant does not fit", wide.Label())
+	}
 }

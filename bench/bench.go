@@ -54,8 +54,9 @@ type Options struct {
 	// the DOT4 product's 64x64 tile written out, or the 128x128 one, rather
 	// than the first 64x64 one), "+split"
 	// (webgpu.Options.Split: products of few rows split along their
-	// columns), "+flash-regs" (webgpu.Options.FlashRegs: prefill
-	// attention's register variant rather than its first one) or
+	// columns), "+flash-first" (webgpu.Options.FlashFirst: prefill
+	// attention's first variant rather than its register one, the
+	// default; "+flash-regs", which earlier plans named, is accepted) or
 	// "+flash32" (the register one with tiles of 32 keys,
 	// webgpu.Options.FlashTile). "" is the default plan alone.
 	Plans string `json:"plans"`
@@ -217,14 +218,14 @@ func Run(dev gpu.Device, o Options, w io.Writer) error {
 // Plan is a decode plan a model runs with: its folds and which row
 // kernels it uses (webgpu.Options.Fuse, RowReread).
 type Plan struct {
-	Fuse      webgpu.Fuse
-	Reread    bool
-	Attn      string // the decode attention path (webgpu.Options.Attention; "" the default)
-	AttnRoom  int    // its room for partial states (webgpu.Options.AttnRoom; 0 the default)
-	Tile      int    // the prefill product's tile (webgpu.Options.Tile; 0 the default)
-	Split     bool   // split prefill products of few rows (webgpu.Options.Split = webgpu.SplitPasses)
-	FlashRegs bool   // prefill attention's register variant (webgpu.Options.FlashRegs)
-	FlashK    int    // the register one's keys per tile (webgpu.Options.FlashTile; 0 its default)
+	Fuse       webgpu.Fuse
+	Reread     bool
+	Attn       string // the decode attention path (webgpu.Options.Attention; "" the default)
+	AttnRoom   int    // its room for partial states (webgpu.Options.AttnRoom; 0 the default)
+	Tile       int    // the prefill product's tile (webgpu.Options.Tile; 0 the default)
+	Split      bool   // split prefill products of few rows (webgpu.Options.Split = webgpu.SplitPasses)
+	FlashFirst bool   // prefill attention's first variant (webgpu.Options.FlashFirst)
+	FlashK     int    // the register one's keys per tile (webgpu.Options.FlashTile; 0 its default)
 }
 
 // String names p as ParsePlans reads it.
@@ -245,8 +246,8 @@ func (p Plan) String() string {
 	if p.Split {
 		s += "+split"
 	}
-	if p.FlashRegs {
-		s += "+flash-regs"
+	if p.FlashFirst {
+		s += "+flash-first"
 	}
 	if p.FlashK != 0 {
 		s += fmt.Sprintf("+flash%d", p.FlashK)
@@ -275,11 +276,12 @@ func ParsePlans(s string) ([]Plan, error) {
 			case part == "split":
 				p.Split = true
 			case part == "regs": // the default row kernels, named by earlier plans
-			case part == "flash-regs":
-				p.FlashRegs = true
+			case part == "flash-regs": // the default prefill attention, named by earlier plans
+			case part == "flash-first":
+				p.FlashFirst = true
 			case strings.HasPrefix(part, "flash"):
 				if p.FlashK, _ = strconv.Atoi(strings.TrimPrefix(part, "flash")); p.FlashK != shaders.FlashTiles {
-					return nil, fmt.Errorf("-plans %q: %q is neither flash-regs nor flash%d (prefill attention's tiles of keys)", v, part, shaders.FlashTiles)
+					return nil, fmt.Errorf("-plans %q: %q is neither flash-first nor flash%d (prefill attention's tiles of keys)", v, part, shaders.FlashTiles)
 				}
 			case isAttn:
 				if !slices.Contains(webgpu.AttnPaths, attn) {
@@ -607,7 +609,7 @@ func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu
 	if pl.Split {
 		split = webgpu.SplitPasses
 	}
-	m, err := webgpu.New(dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, Fuse: pl.Fuse, RowReread: pl.Reread, RowAttention: b.rowAttention, Fallback: fallback, Tile: pl.Tile, Split: split, FlashRegs: pl.FlashRegs, FlashTile: pl.FlashK,
+	m, err := webgpu.New(dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, Fuse: pl.Fuse, RowReread: pl.Reread, RowAttention: b.rowAttention, Fallback: fallback, Tile: pl.Tile, Split: split, FlashFirst: pl.FlashFirst, FlashTile: pl.FlashK,
 		Attention: pl.Attn, AttnRoom: pl.AttnRoom})
 	if err != nil {
 		return "", "", err

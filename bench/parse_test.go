@@ -26,17 +26,18 @@ func TestParseGemv(t *testing.T) {
 }
 
 // TestParsePlansTile reads the prefill tile, split and flash parts of -plans, names them
-// back as they were written, and refuses tiles the product has not.
+// back as they were written (flash-regs, which earlier plans named, as the
+// default it now is), and refuses tiles the product has not.
 func TestParsePlansTile(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
 		tile int
-	}{{"none", 0}, {"none+tile64", 64}, {"none+tile128", 128}, {"norm+tile128+reread", 128}, {"none+split", 0}, {"epi+flash-regs", 0}, {"epi+flash32", 0}} {
+	}{{"none", 0}, {"none+tile64", 64}, {"none+tile128", 128}, {"norm+tile128+reread", 128}, {"none+split", 0}, {"epi+flash-first", 0}, {"epi+flash-regs", 0}, {"epi+flash32", 0}} {
 		ps, err := ParsePlans(tc.in)
 		if err != nil {
 			t.Fatalf("%q: %v", tc.in, err)
 		}
-		if len(ps) != 1 || ps[0].Tile != tc.tile || ps[0].Split != strings.Contains(tc.in, "split") || ps[0].FlashRegs != strings.Contains(tc.in, "flash-regs") || (ps[0].FlashK == 32) != strings.Contains(tc.in, "flash32") {
+		if len(ps) != 1 || ps[0].Tile != tc.tile || ps[0].Split != strings.Contains(tc.in, "split") || ps[0].FlashFirst != strings.Contains(tc.in, "flash-first") || (ps[0].FlashK == 32) != strings.Contains(tc.in, "flash32") {
 			t.Fatalf("%q read as %+v, want tile %d", tc.in, ps, tc.tile)
 		}
 		again, err := ParsePlans(ps[0].String())
@@ -44,7 +45,7 @@ func TestParsePlansTile(t *testing.T) {
 			t.Errorf("%q names itself %q, read back as %+v (%v)", tc.in, ps[0].String(), again, err)
 		}
 	}
-	for _, v := range []string{"none+tile", "none+tile32", "none+tilex", "none+tile256", "epi+flash7", "epi+flashx", "epi+flash-first"} {
+	for _, v := range []string{"none+tile", "none+tile32", "none+tilex", "none+tile256", "epi+flash7", "epi+flashx", "epi+flash-last"} {
 		if _, err := ParsePlans(v); err == nil {
 			t.Errorf("%q: accepted", v)
 		}

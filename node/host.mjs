@@ -8,7 +8,7 @@
 //   node node/host.mjs gen   -model DIR [-prompt TEXT | -ids 1,2,3] [-system TEXT]
 //                            [-temp T -top-p P -top-k K -rep-penalty R -seed S -max-tokens N]
 //                            [-backend webgpu|cpu] [-json] [-fault]
-//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-chunk N] [-runs N] [-cache-bytes N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-plans none,norm+gated,...] [-row-attention]] [-flash-regs | -flash-tile 32] [-json FILE]
+//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-chunk N] [-runs N] [-cache-bytes N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-plans none,norm+gated,...] [-row-attention]] [-flash-first | -flash-tile 32] [-json FILE]
 //   node node/host.mjs info [-tier all|fallback] [-experimental]
 //
 // Common flags: -experimental offers the adapter's chromium-experimental-*
@@ -55,7 +55,7 @@ const options = {
   fault: { type: 'boolean', default: false },
   plans: { type: 'string', default: '' },
   'row-attention': { type: 'boolean', default: false },
-  'flash-regs': { type: 'boolean', default: false },
+  'flash-first': { type: 'boolean', default: false },
   'flash-tile': { type: 'string', default: '0' },
   experimental: { type: 'boolean', default: false },
   tier: { type: 'string', default: 'all' },
@@ -205,10 +205,10 @@ function phases(c, ms) {
 // without the prefill before it, and divided by their number), and of a
 // prefill of -prompt tokens, from timestamp queries (on the page's path,
 // and with -kernels in package bench's tables too, through run_timed).
-// -flash-regs loads the model with prefill attention's register variant
-// rather than its first one (webgpu.Options.FlashRegs), -flash-tile 32
-// the register one with tiles of 32 keys (FlashTile); package bench's
-// plans take +flash-regs and +flash32.
+// -flash-first loads the model with prefill attention's first variant
+// rather than its register one, the default (webgpu.Options.FlashFirst),
+// -flash-tile 32 the register one with tiles of 32 keys (FlashTile);
+// package bench's plans take +flash-first and +flash32.
 async function bench(v) {
   const decode = num(v.decode, 'decode');
   const prompt = num(v.prompt ?? '512', 'prompt');
@@ -219,8 +219,8 @@ async function bench(v) {
   const runs = num(v.runs, 'runs');
   if (runs < 1) usage(`-runs ${v.runs}: at least one run`);
   const info = await d.handle({ op: 'load', model: v.model, backend: 'webgpu', tier: v.tier, timestamps: v.kernels && v.profile, chunk,
-    cacheBytes: num(v['cache-bytes'], 'cache-bytes'), flashRegs: v['flash-regs'], flashTile: num(v['flash-tile'], 'flash-tile') });
-  const res = { model: v.model, flashRegs: v['flash-regs'], flashTile: num(v['flash-tile'], 'flash-tile'), adapter: info.adapter, date: new Date().toISOString().slice(0, 10), vocab: info.vocab };
+    cacheBytes: num(v['cache-bytes'], 'cache-bytes'), flashFirst: v['flash-first'], flashTile: num(v['flash-tile'], 'flash-tile') });
+  const res = { model: v.model, flashFirst: v['flash-first'], flashTile: num(v['flash-tile'], 'flash-tile'), adapter: info.adapter, date: new Date().toISOString().slice(0, 10), vocab: info.vocab };
   const ids = (n, seed) => Array.from({ length: n }, (_, i) => 3 + ((i * 2654435761 + seed * 40503) >>> 0) % (info.vocab - 3));
   // turn(i) is run i's turn; each run counts the progress reports it got.
   const run = async (turn, n = runs, progress = false) => {
@@ -257,7 +257,7 @@ async function bench(v) {
   }
   if (v.profile) {
     const p = newDriver(v.wasm);
-    await p.handle({ op: 'load', model: v.model, backend: 'webgpu', profile: true, tier: v.tier, chunk, flashRegs: v['flash-regs'], flashTile: num(v['flash-tile'], 'flash-tile') });
+    await p.handle({ op: 'load', model: v.model, backend: 'webgpu', profile: true, tier: v.tier, chunk, flashFirst: v['flash-first'], flashTile: num(v['flash-tile'], 'flash-tile') });
     const { session } = await p.handle({ op: 'open', chat: '', messages: [] });
     await p.handle({ op: 'turn', session, kind: 'complete', turn: { ids: ids(8, 2), max_tokens: 2 } });
     p.engine.gpu.profileTimes();
@@ -304,7 +304,7 @@ async function bench(v) {
 function printBench(r) {
   const f = (x, d = 1) => x.toFixed(d);
   const lines = [
-    `model ${r.model} on ${r.adapter} (Dawn via dawn.node), ${r.date}, prefill attention: attend_flash${r.flashRegs || r.flashTile ? `/regs${r.flashTile ? `/t${r.flashTile}` : ''}` : ' (first variant)'}`,
+    `model ${r.model} on ${r.adapter} (Dawn via dawn.node), ${r.date}, prefill attention: attend_flash${r.flashFirst ? ' (first variant)' : `/regs${r.flashTile ? `/t${r.flashTile}` : ''}`}`,
     '',
     '| part | tok/s | crossings/token | command lists/token | commands/list | JS encoding ms/list | of it: writes, finish+submit |',
     '| --- | --- | --- | --- | --- | --- | --- |',

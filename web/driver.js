@@ -163,11 +163,11 @@ export class Driver {
   // cacheBytes, when given, is the prefix cache's budget (negative: no
   // cache; the module's default otherwise): benchmarks weigh the cache's
   // snapshots with it.
-  // flashRegs plans prefill attention's register variant rather than its
-  // first one (the module's webgpu.Options.FlashRegs), flashTile the
+  // flashFirst plans prefill attention's first variant rather than its
+  // register one, the default (the module's webgpu.Options.FlashFirst), flashTile the
   // register one's keys per tile (FlashTile, 0 its default): benchmarks
   // compare them with these.
-  async load({ model, backend = '', profile = false, timestamps = false, tier = 'all', chunk = 0, cacheBytes = 0, flashRegs = false, flashTile = 0 }) {
+  async load({ model, backend = '', profile = false, timestamps = false, tier = 'all', chunk = 0, cacheBytes = 0, flashFirst = false, flashTile = 0 }) {
     const manifestBytes = await this.a.readFile(model, 'manifest.pb');
     const m = parseManifest(manifestBytes);
     const tokBytes = await this.a.readFile(model, m.tokenizer.file, m.tokenizer.sha256);
@@ -207,7 +207,7 @@ export class Driver {
     const t0 = performance.now();
     let out;
     try {
-      out = await this.#runJSON('wick_load', JSON.stringify({ dir: '/model', backend: dev ? 'webgpu' : 'cpu', chunk, cache_bytes: cacheBytes, flash_regs: flashRegs, flash_tile: flashTile }), []);
+      out = await this.#runJSON('wick_load', JSON.stringify({ dir: '/model', backend: dev ? 'webgpu' : 'cpu', chunk, cache_bytes: cacheBytes, flash_first: flashFirst, flash_tile: flashTile }), []);
     } catch (e) {
       const failure = gpu.compileFailures[0];
       if (!dev || !failure) throw e;

@@ -19,8 +19,8 @@ import (
 // against engine/cpu: as int8, greedy decoding on the GPU gives the CPU's
 // tokens; in its float32 form every prompt position's and decode step's
 // logits agree within 1e-3; with the decode plans of Options.Fuse and
-// RowReread too, and (greedy int8) prefill attention's register variant
-// (FlashRegs; the first one is the default). (TestMatchesCPU and
+// RowReread too, and (greedy int8) prefill attention's first variant
+// (FlashFirst; the register one is the default). (TestMatchesCPU and
 // TestGreedyOnGPU check wgpu-native on random models.)
 func TestModelMatchesCPUOnDawn(t *testing.T) {
 	cfg8, w8 := loadDir(t, "../../testdata/cai-tiny")
@@ -57,7 +57,7 @@ func TestModelMatchesCPUOnDawn(t *testing.T) {
 			opt  Options
 		}{{"", Options{}}, {"-fused-g4", Options{Fuse: Fuse{Norm: true, Gated: true, Attention: true, Groups: 4}}}, {"-reread", Options{RowReread: true}},
 			{"-tile64", Options{Tile: 64}},
-			{"-tile128", Options{Tile: shaders.TiledBig}}, {"-split", Options{Split: 1}}, {"-flash-regs", Options{FlashRegs: true}}}
+			{"-tile128", Options{Tile: shaders.TiledBig}}, {"-split", Options{Split: 1}}, {"-flash-first", Options{FlashFirst: true}}}
 		for _, pl := range plans {
 			t.Run("int8-greedy"+pl.name, func(t *testing.T) {
 				cs, gm, gs := bothSequences(t, d, cfg8, w8, pl.opt, ctx)

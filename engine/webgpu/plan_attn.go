@@ -35,7 +35,8 @@ func (s *Sequence) attention(l int, qp shaders.QKVParams) {
 	kv, chunk := at(s.arena, r.K, regEnd-r.K), at(s.chunk, cr.k, cr.end-cr.k)
 	// Prefill: flash attention, a workgroup per block of query rows of one
 	// KV head sharing each K/V tile (attend_flash, attn_flash.wgsl: its
-	// register variant with Options.FlashRegs or FlashTile), or with
+	// register variant where it fits the head, its first one with
+	// Options.FlashFirst), or with
 	// Options.RowAttention a workgroup per (query head, token).
 	if s.m.opt.RowAttention {
 		s.add("attn", "attend", ap, func(n, _, _ int) (int, int, int) {
@@ -47,11 +48,15 @@ func (s *Sequence) attention(l int, qp shaders.QKVParams) {
 	} else {
 		flash := s.m.key("attn", shaders.FlashEntry)
 		flash.WG = shaders.RowWG
-		if s.m.opt.FlashRegs || s.m.opt.FlashTile != 0 {
-			flash.Regs, flash.Tile = shaders.FlashRegs, s.m.opt.FlashTile
-			if !shaders.FlashFits(flash) {
-				flash.Tile = 0 // no rows fit beside that many keys: the shape's own
+		if !s.m.opt.FlashFirst {
+			regs := flash
+			regs.Regs, regs.Tile = shaders.FlashRegs, s.m.opt.FlashTile
+			if !shaders.FlashFits(regs) {
+				regs.Tile = 0 // no rows fit beside that many keys: the shape's own
 			}
+			if shaders.FlashFits(regs) {
+				flash = regs
+			} // else a head too wide for it: the first variant
 		}
 		s.addKey(flash, ap, func(n, _, _ int) (int, int, int) {
 			if n == 1 {

@@ -191,13 +191,13 @@ func TestPlannedKernelsAreEnumerated(t *testing.T) {
 		benchOpts = append(benchOpts, webgpu.Options{Gemv: g})
 	}
 	// and the decode plans it compares (Options.Fuse, RowReread), and
-	// prefill attention's register variant and its 32-key tiles
-	// (FlashRegs, FlashTile).
+	// prefill attention's first variant and the register one's 32-key
+	// tiles (FlashFirst, FlashTile).
 	benchOpts = append(benchOpts, webgpu.Options{Fuse: webgpu.Fuse{Norm: true, Gated: true, Attention: true}},
 		webgpu.Options{Fuse: webgpu.Fuse{Norm: true, Gated: true, Groups: 64}}, webgpu.Options{RowReread: true},
 		webgpu.Options{Tile: 64}, webgpu.Options{Tile: shaders.TiledBig}, webgpu.Options{Split: webgpu.SplitPasses},
 		webgpu.Options{Fuse: webgpu.Fuse{None: true}}, webgpu.Options{Fuse: webgpu.Fuse{Norm: true, Epilogue: true, Groups: 32}},
-		webgpu.Options{FlashRegs: true}, webgpu.Options{FlashTile: shaders.FlashTiles})
+		webgpu.Options{FlashFirst: true}, webgpu.Options{FlashTile: shaders.FlashTiles})
 	type loaded struct {
 		name  string
 		bench bool

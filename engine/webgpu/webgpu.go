@@ -49,16 +49,15 @@ type Options struct {
 	// rather than the flash kernel that shares each K/V tile among a block
 	// of query rows (attend_flash): benchmarks compare the two with it.
 	RowAttention bool
-	// FlashRegs plans attend_flash's register variant (shaders.Key.Regs:
-	// each tile's scores, softmax and P.V spread over the invocations,
-	// sums in registers, the next tile's rows loaded ahead) instead of its
-	// first one. It measured 2.6x faster on the H200 (2026-12-02, Dawn, 1B
-	// 512-token step: 0.168 ms a dispatch against 0.440; native pp512
-	// 8,617 -> 9,436 tok/s) but is not the default: with it on Dawn's
-	// dot4+subgroups tier, node's TestDawnHostEqualsNative drew other
-	// tokens than native (cai-tiny, page-defaults and greedy-rep-penalty;
-	// equal on Dawn's fallback tier), not yet explained.
-	FlashRegs bool
+	// FlashFirst plans attend_flash's first variant rather than its
+	// register one (shaders.Key.Regs: each tile's scores, softmax and P.V
+	// spread over the invocations, sums in registers, the next tile's rows
+	// loaded ahead), the default since it measured 2.6x faster on the
+	// H200 (2026-12-02, Dawn, 1B 512-token step: 0.168 ms a dispatch
+	// against 0.440; native pp512 8,617 -> 9,436 tok/s). Benchmarks
+	// compare the two with it. (Both variants give the same bits on Dawn
+	// and wgpu-native; neither has a subgroup form.)
+	FlashFirst bool
 	// FlashTile is the register variant's keys per tile (shaders.Key.Tile:
 	// shaders.FlashTiles, the rows shrinking to fit beside them; the
 	// shape's own where none fits); 0 for shaders.FlashShape's choice.

@@ -124,10 +124,11 @@ func testCases() []testCase {
 		testCase{"plain-f32-attn-group", testmodel.Plain(testVocab, model.F32), Options{Attention: AttnGroup}},
 		testCase{"cai-int8-attn-split", testmodel.CAIShaped(testVocab, model.Int8), Options{Attention: AttnSplit}},
 		testCase{"plain-f32-attn-split", testmodel.Plain(testVocab, model.F32), Options{Attention: AttnSplit}},
-		// Prefill attention's first variant beside the register one (the
-		// default; chunks of 5 leave blocks and tiles partial), and the
-		// register one with 32 keys a tile.
-		testCase{"cai-int8-flash-regs-chunk5", testmodel.CAIShaped(testVocab, model.Int8), Options{FlashRegs: true, Chunk: 5}},
+		// Prefill attention's register variant (the default) with chunks
+		// of 5, which leave blocks and tiles partial, its first one, and
+		// the register one with 32 keys a tile.
+		testCase{"cai-int8-flash-chunk5", testmodel.CAIShaped(testVocab, model.Int8), Options{Chunk: 5}},
+		testCase{"cai-int8-flash-first", testmodel.CAIShaped(testVocab, model.Int8), Options{FlashFirst: true}},
 		testCase{"plain-f32-flash32", testmodel.Plain(testVocab, model.F32), Options{FlashTile: 32}})
 	return cases
 }

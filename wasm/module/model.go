@@ -24,12 +24,12 @@ type loadOptions struct {
 	// Chunk is the most tokens one GPU step runs (webgpu.Options.Chunk):
 	// 0 for webgpu.DefaultChunk; benchmarks compare step lengths with it.
 	Chunk int `json:"chunk"`
-	// FlashRegs plans prefill attention's register variant rather than
-	// its first one (webgpu.Options.FlashRegs), FlashTile the register
-	// one's keys per tile (FlashTile; 0 its default): benchmarks compare
-	// them with these.
-	FlashRegs bool `json:"flash_regs"`
-	FlashTile int  `json:"flash_tile"`
+	// FlashFirst plans prefill attention's first variant rather than its
+	// register one, the default (webgpu.Options.FlashFirst), FlashTile the
+	// register one's keys per tile (FlashTile; 0 its default): benchmarks
+	// compare them with these.
+	FlashFirst bool `json:"flash_first"`
+	FlashTile  int  `json:"flash_tile"`
 }
 
 // gpuDev is the host's GPU as the module reaches it, once a load found one.
@@ -71,7 +71,7 @@ func load(o loadOptions) (*engine.Model, error) {
 		if err != nil {
 			return nil, fmt.Errorf("load model %s: %w", o.Dir, err)
 		}
-		return loadOnGPU(f, dev, opts, webgpu.Options{Chunk: o.Chunk, FlashRegs: o.FlashRegs, FlashTile: o.FlashTile})
+		return loadOnGPU(f, dev, opts, webgpu.Options{Chunk: o.Chunk, FlashFirst: o.FlashFirst, FlashTile: o.FlashTile})
 	case "cpu":
 	default:
 		return nil, fmt.Errorf("load: unknown backend %q (want webgpu or cpu)", o.Backend)

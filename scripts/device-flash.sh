@@ -1,7 +1,8 @@
 #!/bin/sh
 # device-flash.sh: prefill attention's variants on the H200, from the
-# repository root: attend_flash as first written (the default) against
-# its register variant (webgpu.Options.FlashRegs, shaders.Key.Regs: 8 query
+# repository root: attend_flash as first written against
+# its register variant (the default since branch flashdef; the first is
+# webgpu.Options.FlashFirst; shaders.Key.Regs: 8 query
 # rows by 16 keys a tile at head width 256) and the register variant with
 # 32 keys a tile (FlashTile, Key.Tile 32: 4 rows, half the tiles) on the
 # Gemma-3-1B shape's 512-token prefill (head width 256, 4 query heads on 1
@@ -30,15 +31,15 @@ M=/tmp/m1b-flash
 # The page's path: pp512 (medians of 5) and the prefill's kernels, old
 # variant, the register one, with 32 keys a tile, then old again (drift).
 P="node node/host.mjs bench -model $M -decode 16 -prompt 512 -chunk 512 -profile"
-step page-old timeout 150 $P -json "$OUT/page-old.json"
-step page-regs timeout 150 $P -flash-regs -json "$OUT/page-regs.json"
+step page-old timeout 150 $P -flash-first -json "$OUT/page-old.json"
+step page-regs timeout 150 $P -json "$OUT/page-regs.json"
 step page-regs32 timeout 150 $P -flash-tile 32 -json "$OUT/page-regs32.json"
-step page-old2 timeout 150 $P
+step page-old2 timeout 150 $P -flash-first
 # Natively (wgpu-native): pp512 of the three in one run.
-step native timeout 200 "$W" bench -model "" -shapes 1b -mib 64 -decode 16 -prompt 512 -plans epi,epi+flash-regs,epi+flash32
+step native timeout 200 "$W" bench -model "" -shapes 1b -mib 64 -decode 16 -prompt 512 -plans epi+flash-first,epi,epi+flash32
 if [ "${TESTS:-1}" = 1 ]; then
 	step shaders sh -c "cd '$root/shaders' && timeout 150 '$root/.devbin/shaders.test' -test.v -test.run 'TestPrefillAttention|TestFlashShape'"
-	step webgpu sh -c "cd '$root/engine/webgpu' && timeout 150 '$root/.devbin/webgpu.test' -test.v -test.run 'TestModelMatchesCPUOnDawn/.*/int8-greedy(-flash-regs)?$|TestMatchesCPU/(cai-int8|plain-f32|.*flash.*)$'"
+	step webgpu sh -c "cd '$root/engine/webgpu' && timeout 150 '$root/.devbin/webgpu.test' -test.v -test.run 'TestModelMatchesCPUOnDawn/.*/int8-greedy(-flash-first)?$|TestMatchesCPU/(cai-int8|plain-f32|.*flash.*)$'"
 fi
 # table.txt: pp512 and attend_flash's GPU time a dispatch, by run.
 {

@@ -55,8 +55,10 @@ type Options struct {
 	// loaded ahead), the default since it measured 2.6x faster on the
 	// H200 (2026-12-02, Dawn, 1B 512-token step: 0.168 ms a dispatch
 	// against 0.440; native pp512 8,617 -> 9,436 tok/s). Benchmarks
-	// compare the two with it. (Both variants give the same bits on Dawn
-	// and wgpu-native; neither has a subgroup form.)
+	// compare the two with it. Neither has a subgroup form: each gives
+	// the same bits on every tier of one compiler and driver (and, on
+	// lavapipe, under Tint and naga alike); the two differ from each
+	// other in the last bits, as any two orders of float sums do.
 	FlashFirst bool
 	// FlashTile is the register variant's keys per tile (shaders.Key.Tile:
 	// shaders.FlashTiles, the rows shrinking to fit beside them; the

@@ -67,6 +67,26 @@ type Snapshotter interface {
 	Restore(parts []*kv.Snapshot) error
 }
 
+// SnapshotStarter is a Snapshotter whose snapshots can be started without
+// waiting for them: a backend whose KV lives on a device queues the copies
+// (ordered after the work that wrote the KV, before any that follows) and
+// hands the bytes over later. Sessions use it for the prefix cache's
+// blocks, so that a prompt's first token waits only for its logits, not
+// for megabytes of KV read back for the cache (a 512-token step of a
+// Gemma-3-1B shape: 6.9 MB beside 1 MB of logits). It is optional.
+type SnapshotStarter interface {
+	// StartSnapshots takes the snapshots of spans as Snapshots would, and
+	// calls done with them (or with the error that refused or lost them)
+	// no later than the next FinishSnapshots: often earlier, inside the
+	// sequence's next wait for its device. A snapshot already started and
+	// not yet done is finished first. done must not call the sequence.
+	StartSnapshots(spans []kv.Span, done func([]*kv.Snapshot, error)) error
+	// FinishSnapshots waits for the snapshots started and not yet done,
+	// and calls their done. With none outstanding it returns at once,
+	// without touching the device.
+	FinishSnapshots() error
+}
+
 // GreedyDecoder is a Sequence that takes the argmax of each step's logits
 // on its device, where they are: what greedy decoding (sample.Params with
 // Temperature 0 and no repetition penalty) needs instead of a readback of

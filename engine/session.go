@@ -104,6 +104,8 @@ type Session struct {
 	// refilled, whatever the rings' slots would otherwise allow.
 	restored int
 	logits   []float32
+	// starting is the sequence while snapshots remember started are out.
+	starting SnapshotStarter
 }
 
 // NewSession starts a conversation; system, when not empty, is the system
@@ -131,8 +133,12 @@ func (m *Model) newSession(seq Sequence) *Session {
 	return s
 }
 
-// Close frees the session's KV cache.
-func (s *Session) Close() error { return s.seq.Close() }
+// Close frees the session's KV cache. Turns finish their snapshots, so
+// none is lost here.
+func (s *Session) Close() error {
+	s.finishSnapshots()
+	return s.seq.Close()
+}
 
 // Messages returns the conversation so far.
 func (s *Session) Messages() []chat.Message { return append([]chat.Message(nil), s.msgs...) }
@@ -191,6 +197,7 @@ func (s *Session) Continue(ctx context.Context, p GenParams, onText func(string)
 	if i < 0 || s.msgs[i].Role != chat.Assistant {
 		return nil, errors.New("continue: the last message is not a reply")
 	}
+	defer s.finishSnapshots()
 	saved := s.mark()
 	prior := s.msgs[i].Tokens
 	if !s.open {
@@ -370,6 +377,7 @@ func (s *Session) reply(ctx context.Context, p GenParams, onText func(string), a
 		s.msgs = s.msgs[:len(s.msgs)-added]
 		return nil, err
 	}
+	defer s.finishSnapshots()
 	saved := s.mark()
 	saved.msgs -= added
 	s.render()
@@ -426,6 +434,7 @@ func (s *Session) Complete(ctx context.Context, ids []int32, p GenParams, onText
 	if n, limit := len(s.toks)+len(ids), s.seq.Context(); n >= limit {
 		return nil, fmt.Errorf("complete: %w: %d tokens, the context holds %d", ErrContextFull, n, limit)
 	}
+	defer s.finishSnapshots()
 	mark := len(s.toks)
 	s.toks = append(s.toks, ids...)
 	r, err := s.prefill(ctx, p.OnPrefill)
@@ -759,11 +768,16 @@ const prefillChunk = 64
 
 // remember offers the prefix cache the blocks that end in (start, s.kvLen],
 // which the sequence has just written, with one Snapshots call. Failures
-// only cost future reuse, so they are not errors of the turn.
+// only cost future reuse, so they are not errors of the turn. On a
+// SnapshotStarter the snapshots are only started: the blocks go into the
+// cache when their bytes are back, after the turn's first token at the
+// latest (see finishSnapshots), so the token does not wait for them.
 func (s *Session) remember(start int) {
 	if s.written != s.kvLen {
 		return // a block must never hold positions run past the reply
 	}
+	// Blocks started earlier go in first: Held must count them.
+	s.finishSnapshots()
 	B := s.cache.Block()
 	first := (start/B + 1) * B // the first block end the write reached
 	held := s.cache.Held(s.toks[:s.kvLen])
@@ -777,14 +791,37 @@ func (s *Session) remember(start int) {
 	if len(spans) == 0 {
 		return
 	}
-	snaps, err := s.snap.Snapshots(spans)
-	if err != nil {
-		return
-	}
-	for i, sp := range spans {
-		if s.cache.Insert(s.toks[:sp.To], snaps[i]) != nil {
+	// The tokens as they are now: s.toks may be cut and written over
+	// before the snapshots are back.
+	toks, cache := slices.Clone(s.toks[:s.kvLen]), s.cache
+	insert := func(snaps []*kv.Snapshot, err error) {
+		if err != nil {
 			return
 		}
+		for i, sp := range spans {
+			if cache.Insert(toks[:sp.To], snaps[i]) != nil {
+				return
+			}
+		}
+	}
+	if st, ok := s.snap.(SnapshotStarter); ok {
+		if st.StartSnapshots(spans, insert) == nil {
+			s.starting = st
+		}
+		return
+	}
+	insert(s.snap.Snapshots(spans))
+}
+
+// finishSnapshots puts the blocks whose snapshots remember started into
+// the prefix cache, waiting for their bytes where they are not back yet
+// (usually they are: any wait for the device delivers them). Every turn
+// ends with it, so the blocks a turn computed are in the cache for the
+// next turn of any session, and Close never leaves a readback behind.
+func (s *Session) finishSnapshots() {
+	if s.starting != nil {
+		s.starting.FinishSnapshots() // a failure only costs the blocks
+		s.starting = nil
 	}
 }
 

@@ -35,13 +35,38 @@ func (s *Sequence) Snapshot(from, to int) (*kv.Snapshot, error) {
 // cost a WebGPU call each in a browser and a barrier each on the GPU. If
 // any span is refused, none is taken.
 func (s *Sequence) Snapshots(spans []kv.Span) ([]*kv.Snapshot, error) {
+	var snaps []*kv.Snapshot
+	var snapErr error
+	if err := s.StartSnapshots(spans, func(got []*kv.Snapshot, err error) { snaps, snapErr = got, err }); err != nil {
+		return nil, err
+	}
+	if err := s.FinishSnapshots(); err != nil {
+		return nil, err
+	}
+	return snaps, snapErr
+}
+
+// StartSnapshots is Snapshots without the wait (engine.SnapshotStarter):
+// the copies are submitted at once, behind the work that wrote the KV, so
+// later steps may overwrite the arena (a ring's slots) freely; the staging
+// buffer's map is asked for, and done runs when the bytes are back, in
+// whichever wait for the device comes first (the next step's readback, a
+// decode batch's, FinishSnapshots). A prompt's first token so waits for
+// its logits alone: the blocks the prefix cache takes come back while the
+// host has the token. The staging buffer is the one Snapshots keeps; one
+// started snapshot is outstanding at a time (WebGPU maps a buffer once at
+// a time), so an earlier one is finished first.
+func (s *Sequence) StartSnapshots(spans []kv.Span, done func([]*kv.Snapshot, error)) error {
+	if err := s.FinishSnapshots(); err != nil {
+		return err
+	}
 	lay := s.lay
 	for _, sp := range spans {
 		if sp.From < 0 || sp.From > sp.To || sp.To > lay.Context {
-			return nil, fmt.Errorf("snapshot: positions [%d, %d) outside the KV arena's context of %d", sp.From, sp.To, lay.Context)
+			return fmt.Errorf("snapshot: positions [%d, %d) outside the KV arena's context of %d", sp.From, sp.To, lay.Context)
 		}
 		if !lay.CanCapture(s.end, sp.From, sp.To) {
-			return nil, fmt.Errorf("snapshot of positions [%d, %d): the KV holds positions up to %d, and its rings no longer hold all of these", sp.From, sp.To, s.end)
+			return fmt.Errorf("snapshot of positions [%d, %d): the KV holds positions up to %d, and its rings no longer hold all of these", sp.From, sp.To, s.end)
 		}
 	}
 	snaps := make([]*kv.Snapshot, len(spans))
@@ -62,16 +87,14 @@ func (s *Sequence) Snapshots(spans []kv.Span) ([]*kv.Snapshot, error) {
 		size += n
 	}
 	if size == 0 {
-		return snaps, nil
+		done(snaps, nil)
+		return nil
 	}
 	mapped := (size + 7) &^ 7 // Map takes whole 8-byte units
 	what := fmt.Sprintf("snapshot of positions [%d, %d)", spans[0].From, spans[len(spans)-1].To)
 	back, err := s.snapshotBuffer(mapped)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	if back != s.snapBack {
-		defer s.m.dev.FreeBuffer(back)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	e := &s.enc
 	e.Reset()
@@ -108,17 +131,68 @@ func (s *Sequence) Snapshots(spans []kv.Span) ([]*kv.Snapshot, error) {
 			flush()
 		}
 	}
-	if err := s.readBack(back, mapped, func(data []byte) {
+	p := &pendingSnap{back: back, temp: back != s.snapBack}
+	err = s.readBack(back, mapped, func(data []byte, err error) {
+		p.done = true
+		if err != nil {
+			done(nil, fmt.Errorf("%s: %w", what, err))
+			return
+		}
 		for _, p := range pieces {
 			copy(snaps[p.snap].Data[p.dst:p.dst+p.n], data[p.src:p.src+p.n])
 		}
-	}); err != nil {
-		if back == s.snapBack {
-			s.freeSnapshotBuffer() // its map may still be pending: the next call makes another
-		}
-		return nil, fmt.Errorf("%s: %w", what, err)
+		done(snaps, nil)
+	})
+	if err != nil {
+		s.dropSnapshotBuffer(p)
+		return fmt.Errorf("%s: %w", what, err)
 	}
-	return snaps, nil
+	s.snapPending = p
+	return nil
+}
+
+// pendingSnap is a started snapshot's readback: its staging buffer (temp:
+// one of its own, freed once it is back) and whether its bytes are in.
+type pendingSnap struct {
+	back gpu.Buffer
+	temp bool
+	done bool
+}
+
+// FinishSnapshots waits for the snapshot StartSnapshots started, if it is
+// still out, and so runs its done (engine.SnapshotStarter).
+func (s *Sequence) FinishSnapshots() error {
+	p := s.snapPending
+	if p == nil {
+		return nil
+	}
+	var err error
+	if !p.done {
+		err = s.m.dev.Poll(true)
+		if err == nil && !p.done {
+			err = fmt.Errorf("KV readback did not complete")
+		}
+	}
+	s.snapPending = nil
+	if err != nil {
+		s.dropSnapshotBuffer(p)
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	if p.temp {
+		s.m.dev.FreeBuffer(p.back)
+	}
+	return nil
+}
+
+// dropSnapshotBuffer frees the staging buffer of a readback that failed:
+// its map may still be pending, so the kept one is not reused either (the
+// next snapshot makes another).
+func (s *Sequence) dropSnapshotBuffer(p *pendingSnap) {
+	if p.temp {
+		s.m.dev.FreeBuffer(p.back)
+	} else if p.back == s.snapBack {
+		s.freeSnapshotBuffer()
+	}
 }
 
 // snapPiece is n bytes of the staging buffer at src that belong in
@@ -165,34 +239,18 @@ func (s *Sequence) freeSnapshotBuffer() {
 	s.snapBack, s.snapSize = 0, 0
 }
 
-// readBack runs the copies recorded in s.enc, which fill back, then maps
-// back and hands its bytes to deliver. Map completes inside Poll; in the
-// wasm module Poll(true) hands control to the host until the GPU is done,
-// as Greedy's readback does.
-func (s *Sequence) readBack(back gpu.Buffer, mapped int64, deliver func([]byte)) error {
+// readBack runs the copies recorded in s.enc, which fill back, and asks
+// for back's map: deliver gets its bytes, or the error that lost them,
+// inside a later Poll (in the wasm module, Poll(true) hands control to the
+// host until the GPU is done, as Greedy's readback does).
+func (s *Sequence) readBack(back gpu.Buffer, mapped int64, deliver func([]byte, error)) error {
 	if err := s.enc.Err(); err != nil {
 		return err
 	}
 	if err := s.m.dev.Run(s.enc.Bytes()); err != nil {
 		return err
 	}
-	var mapErr error
-	done := false
-	if err := s.m.dev.Map(back, 0, mapped, func(data []byte, err error) {
-		done, mapErr = true, err
-		if err == nil {
-			deliver(data)
-		}
-	}); err != nil {
-		return err
-	}
-	if err := s.m.dev.Poll(true); err != nil {
-		return err
-	}
-	if !done {
-		return fmt.Errorf("KV readback did not complete")
-	}
-	return mapErr
+	return s.m.dev.Map(back, 0, mapped, deliver)
 }
 
 // Restore loads the KV of positions [0, n) from parts (see

@@ -70,6 +70,7 @@ func (s *Sequence) StartSnapshots(spans []kv.Span, done func([]*kv.Snapshot, err
 		}
 	}
 	snaps := make([]*kv.Snapshot, len(spans))
+	sizes := make([]int64, len(spans))
 	var size int64
 	for i, sp := range spans {
 		snap := &kv.Snapshot{Start: sp.From, End: sp.To, DType: lay.DType, KVHeads: lay.KVHeads, HeadDim: lay.HeadDim}
@@ -82,11 +83,20 @@ func (s *Sequence) StartSnapshots(spans []kv.Span, done func([]*kv.Snapshot, err
 				n += int64(sp.To-sr.From) * a.width
 			}
 		}
-		snap.Data = make([]byte, n)
+		// Data is made when the bytes are back (sizes keeps its length):
+		// megabytes of zeroed memory (and the GC work it brings) that
+		// would otherwise stand before a prompt's first token.
+		sizes[i] = n
 		snaps[i] = snap
 		size += n
 	}
+	alloc := func() {
+		for i, snap := range snaps {
+			snap.Data = make([]byte, sizes[i])
+		}
+	}
 	if size == 0 {
+		alloc()
 		done(snaps, nil)
 		return nil
 	}
@@ -138,6 +148,7 @@ func (s *Sequence) StartSnapshots(spans []kv.Span, done func([]*kv.Snapshot, err
 			done(nil, fmt.Errorf("%s: %w", what, err))
 			return
 		}
+		alloc()
 		for _, p := range pieces {
 			copy(snaps[p.snap].Data[p.dst:p.dst+p.n], data[p.src:p.src+p.n])
 		}

@@ -156,6 +156,11 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 	if n == 0 {
 		return -1
 	}
+	if r := s.p.RepetitionPenalty; s.p.Temperature == 0 && (r == 0 || r == 1) {
+		// Steps 1 and 3 alone: no copy of the logits (a megabyte of a
+		// 262k vocabulary, made for every reply's first token).
+		return greedyClean(logits)
+	}
 	x := s.penalise(logits, history)
 	if s.p.Temperature == 0 {
 		return Greedy(x)
@@ -260,6 +265,18 @@ func (s *Sampler) penalise(logits []float32, history []int32) []float32 {
 		}
 	}
 	return x
+}
+
+// greedyClean is Greedy of the logits as penalise copies them (clean), the
+// lowest id among equals, without the copy.
+func greedyClean(logits []float32) int32 {
+	best, top := 0, clean(logits[0])
+	for i, v := range logits[1:] {
+		if c := clean(v); c > top {
+			best, top = i+1, c
+		}
+	}
+	return int32(best)
 }
 
 // clean maps NaN to -Inf and +Inf to the largest float32.

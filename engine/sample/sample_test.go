@@ -103,6 +103,32 @@ func TestGreedy(t *testing.T) {
 	}
 }
 
+// TestGreedyWithoutCopy checks that a greedy Sample, which skips the copy
+// of the logits, picks what Greedy picks of the copy penalise makes: NaN
+// as -Inf, +Inf as the largest float32 (so an +Inf after a largest finite
+// logit does not win), the lowest id among equals.
+func TestGreedyWithoutCopy(t *testing.T) {
+	nan, inf, big := float32(math.NaN()), float32(math.Inf(1)), float32(math.MaxFloat32)
+	rng := rand.New(rand.NewPCG(3, 4))
+	cases := [][]float32{{big, inf}, {nan, -inf}, {-inf, nan, -inf}, {nan}, {2, nan, 2}}
+	for range 200 {
+		x := randomLogits(rng, 1+rng.IntN(40))
+		for range rng.IntN(4) {
+			x[rng.IntN(len(x))] = []float32{nan, inf, -inf, big, x[0]}[rng.IntN(5)]
+		}
+		cases = append(cases, x)
+	}
+	for _, x := range cases {
+		for _, r := range []float32{0, 1} {
+			s := newSampler(t, Params{RepetitionPenalty: r})
+			want := Greedy(s.penalise(x, nil))
+			if got := s.Sample(x, nil); got != want {
+				t.Fatalf("Sample(%v) at temperature 0, penalty %v = %d; Greedy of the cleaned copy = %d", x, r, got, want)
+			}
+		}
+	}
+}
+
 // TestUniform pins the random stream, so that a GPU port can be checked
 // against these values (computed independently with Python integers).
 func TestUniform(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"unsafe"
 )
 
@@ -76,6 +77,12 @@ type Imported struct {
 	ran     bool           // command lists were submitted since the last wait
 	fence   [2]Buffer      // a word of storage and its MapRead twin, for Poll(true) with nothing to read
 	scratch []byte
+	// spare holds delivery buffers whose callbacks have run, for the next
+	// readbacks: a step's logits (1 MB of a 262k vocabulary) and a prefix
+	// cache snapshot (megabytes) would otherwise be a fresh allocation
+	// each, garbage the collector then works through inside a prompt's
+	// time to first token.
+	spare [][]byte
 }
 
 type importedMap struct {
@@ -274,10 +281,31 @@ func (d *Imported) Deliver(req uint32, data []byte, failure string) error {
 	if failure != "" {
 		m.err = fmt.Errorf("map buffer: %s", failure)
 	} else {
-		m.data = append([]byte(nil), data...)
+		m.data = append(d.spareFor(len(data)), data...)
 	}
 	return nil
 }
+
+// spareFor returns an empty buffer from d.spare with room for n bytes, or
+// nil (append then makes one).
+func (d *Imported) spareFor(n int) []byte {
+	best := -1 // the smallest that fits: a step's logits leave a snapshot's room to it
+	for i, b := range d.spare {
+		if cap(b) >= n && (best < 0 || cap(b) < cap(d.spare[best])) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return nil
+	}
+	b := d.spare[best]
+	d.spare = append(d.spare[:best], d.spare[best+1:]...)
+	return b[:0]
+}
+
+// maxSpare bounds the delivery buffers kept: a step's readbacks are its
+// logits and at most one snapshot.
+const maxSpare = 2
 
 func (d *Imported) outstanding() bool {
 	for _, m := range d.maps {
@@ -340,6 +368,14 @@ func (d *Imported) Poll(wait bool) error {
 	d.maps = rest
 	for _, m := range ready {
 		m.done(m.data, m.err)
+		// The bytes were valid only during the call (Device.Map): the
+		// buffer serves the next readback, the largest ones kept.
+		if m.data != nil {
+			d.spare = append(d.spare, m.data)
+			slices.SortFunc(d.spare, func(a, b []byte) int { return cap(b) - cap(a) })
+			d.spare = d.spare[:min(len(d.spare), maxSpare)]
+			m.data = nil
+		}
 	}
 	return nil
 }

@@ -64,8 +64,10 @@ func (s *Sequence) step(tokens []int32, start, first int, logits []float32) erro
 	// Writes: the Step block, token ids and the RoPE table of both kinds.
 	e.Write(s.stepBuf, 0, shaders.Bytes(shaders.Step{Start: uint32(start), N: uint32(n), First: uint32(first)}))
 	e.Write(s.ids, 0, unsafe.Slice((*byte)(unsafe.Pointer(&tokens[0])), 4*n))
-	for kind := range m.rope {
-		e.Write(s.rope, int64(kind*s.C*hd)*4, f32bytes(m.ropeRows.table(kind, start, n, s.ropeTab)))
+	if !m.copyRope(e, s.rope, int64(s.C*hd)*4, start, n) {
+		for kind := range m.rope {
+			e.Write(s.rope, int64(kind*s.C*hd)*4, f32bytes(m.ropeRows.table(kind, start, n, s.ropeTab)))
+		}
 	}
 	s.clearMaxima(e)
 	sites := s.body

@@ -246,8 +246,10 @@ type Model struct {
 	opt  Options
 	tier shaders.Tier  // what the kernels may use of the device
 	rope [2]model.Rope // RoPE by model.AttnKind
-	// ropeRows keeps rope's table rows of the positions steps have used.
+	// ropeRows keeps rope's table rows of the positions steps have used,
+	// and ropeDev the same rows on the GPU.
 	ropeRows *ropeRows
+	ropeDev  ropeDevice
 
 	kernels map[shaders.Key]gpu.Kernel
 	owned   []gpu.Buffer // weight buffers, freed by Close
@@ -341,6 +343,7 @@ func (m *Model) Tier() shaders.Tier { return m.tier }
 
 // Close frees the weights. Sequences must be closed first.
 func (m *Model) Close() error {
+	m.freeRope()
 	for _, b := range m.owned {
 		m.dev.FreeBuffer(b)
 	}

@@ -270,10 +270,24 @@ func (s *Sampler) penalise(logits []float32, history []int32) []float32 {
 // greedyClean is Greedy of the logits as penalise copies them (clean), the
 // lowest id among equals, without the copy.
 func greedyClean(logits []float32) int32 {
-	best, top := 0, clean(logits[0])
-	for i, v := range logits[1:] {
-		if c := clean(v); c > top {
-			best, top = i+1, c
+	// One plain comparison per logit: NaN never compares greater, and
+	// cleaning changes the order only where some logit is +Inf.
+	best, top := -1, float32(math.Inf(-1))
+	for i, v := range logits {
+		if v > top {
+			best, top = i, v
+		}
+	}
+	switch {
+	case best < 0: // every logit NaN or -Inf: all clean to -Inf
+		return 0
+	case math.IsInf(float64(top), 1):
+		// +Inf cleans to the largest float32: the first logit that is
+		// either wins.
+		for i, v := range logits {
+			if v >= math.MaxFloat32 {
+				return int32(i)
+			}
 		}
 	}
 	return int32(best)

@@ -8,7 +8,7 @@
 //   node node/host.mjs gen   -model DIR [-prompt TEXT | -ids 1,2,3] [-system TEXT]
 //                            [-temp T -top-p P -top-k K -rep-penalty R -seed S -max-tokens N]
 //                            [-backend webgpu|cpu] [-json] [-fault]
-//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-chunk N] [-runs N] [-cache-bytes N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-plans none,norm+gated,...] [-row-attention]] [-flash-first | -flash-tile 32] [-json FILE]
+//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-chunk N] [-runs N] [-cache-bytes N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-plans none,norm+gated,...] [-row-attention]] [-flash-first | -flash-tile 32] [-page-sampling] [-json FILE]
 //   node node/host.mjs info [-tier all|fallback] [-experimental]
 //
 // Common flags: -experimental offers the adapter's chromium-experimental-*
@@ -57,6 +57,7 @@ const options = {
   'row-attention': { type: 'boolean', default: false },
   'flash-first': { type: 'boolean', default: false },
   'flash-tile': { type: 'string', default: '0' },
+  'page-sampling': { type: 'boolean', default: false },
   experimental: { type: 'boolean', default: false },
   tier: { type: 'string', default: 'all' },
   wasm: { type: 'string', default: path.join(root, 'web', 'wick.wasm') },
@@ -205,6 +206,9 @@ function phases(c, ms) {
 // without the prefill before it, and divided by their number), and of a
 // prefill of -prompt tokens, from timestamp queries (on the page's path,
 // and with -kernels in package bench's tables too, through run_timed).
+// -page-sampling draws the prefill's token as the page does by default
+// (temperature 0.8, top-p 0.95: on the host, from the logits read back)
+// rather than greedily, so the time to the first token is the page's.
 // -flash-first loads the model with prefill attention's first variant
 // rather than its register one, the default (webgpu.Options.FlashFirst),
 // -flash-tile 32 the register one with tiles of 32 keys (FlashTile);
@@ -244,10 +248,11 @@ async function bench(v) {
   // Prefill: the time to the first token of a prompt of `prompt` ids, a
   // new prompt each run (the model's prefix cache would restore the last
   // one's blocks), read with progress as the page reads it.
-  const pre = await run((i) => ({ ids: ids(prompt, 10 + i), max_tokens: 1 }), runs, true);
+  const draw = v['page-sampling'] ? { temperature: 0.8, top_p: 0.95, seed: 7 } : {};
+  const pre = await run((i) => ({ ids: ids(prompt, 10 + i), max_tokens: 1, ...draw }), runs, true);
   res.prefill = { tokens: prompt, tokPerSec: prompt / (pre.stats.firstMs / 1000), steps: pre.steps, cached: pre.cached_tokens, chunk,
     runs: pre.spread.runs, minTokPerSec: prompt / (pre.spread.maxFirstMs / 1000), maxTokPerSec: prompt / (pre.spread.minFirstMs / 1000),
-    cacheBytes: num(v['cache-bytes'], 'cache-bytes'), phases: phases(pre.stats.prefill, pre.stats.firstMs), waits: pre.stats.prefillWaits,
+    sampled: v['page-sampling'], cacheBytes: num(v['cache-bytes'], 'cache-bytes'), phases: phases(pre.stats.prefill, pre.stats.firstMs), waits: pre.stats.prefillWaits,
     ...perToken(pre.stats.prefill, prompt) };
   // Decode: greedy and sampled (the page's defaults) from a short prompt.
   for (const [name, t] of [['greedy', { temperature: 0 }], ['sampled', { temperature: 0.8, top_p: 0.95, seed: 7 }]]) {
@@ -311,7 +316,7 @@ function printBench(r) {
   ];
   const p = r.prefill;
   lines.splice(1, 0, `prefill pp${p.tokens}: ${p.steps} steps (${p.steps ? f(p.tokens / p.steps, 0) : '-'} tokens a step; -chunk ${p.chunk || 'default'}), ${p.cached} tokens restored from the prefix cache` +
-    `${p.cacheBytes < 0 ? ' (no prefix cache)' : ''}; ${f(p.tokPerSec, 0)} tok/s the median of ${p.runs} runs, ${f(p.minTokPerSec, 0)}-${f(p.maxTokPerSec, 0)}`);
+    `${p.cacheBytes < 0 ? ' (no prefix cache)' : ''}${p.sampled ? '; the token drawn as the page draws it (temperature 0.8, top-p 0.95)' : ''}; ${f(p.tokPerSec, 0)} tok/s the median of ${p.runs} runs, ${f(p.minTokPerSec, 0)}-${f(p.maxTokPerSec, 0)}`);
   for (const k of ['prefill', 'greedy', 'sampled']) {
     const x = r[k];
     lines.push(`| ${k === 'prefill' ? `prefill pp${x.tokens}` : `decode ${k} (${x.tokens} tokens)`} | ${f(x.tokPerSec, 0)} | ${f(x.crossings, 2)} | ${f(x.lists, 2)} | ${f(x.commandsPerList, 0)} | ${f(x.encodeMsPerList, 3)} | ${f(x.writeMsPerList, 3)}, ${f(x.submitMsPerList, 3)} |`);

@@ -38,6 +38,10 @@ for round in 1 2; do
 		step old-page-$round timeout 60 node "$BASE/node/host.mjs" bench $page -json "$OUT/old-page-$round.json"
 	fi
 done
+# The same on this build with the token drawn as the page draws it by
+# default (temperature 0.8, top-p 0.95, on the host from the logits):
+# the page's own time to the first token, beside the greedy one above.
+step new-page-sampled timeout 60 node node/host.mjs bench $page -page-sampling -json "$OUT/new-page-sampled.json"
 # Package bench's 512-token step (webgpu.Sequence.Forward on one sequence,
 # and on a new sequence each run: the last two columns) in the module on
 # Dawn: the GPU's work for the step without the page's sessions.
@@ -46,12 +50,12 @@ step kernels-1b timeout 120 node node/host.mjs bench -model /tmp/m1b -decode 8 -
 	cat "$OUT/summary.txt"
 	echo
 	echo "page pp512, 1B, one 512-token step, runs 7 (median tok/s, slowest-fastest):"
-	for f in new-page-1 old-page-1 new-page-2 old-page-2; do
+	for f in new-page-1 old-page-1 new-page-2 old-page-2 new-page-sampled; do
 		[ -f "$OUT/$f.txt" ] && grep -m1 '^prefill pp512' "$OUT/$f.txt" | sed "s/^/$f: /"
 	done
 	echo
 	echo "phases of the median run (ms): Go in the module | JS in GPU imports (replaying) | awaiting the GPU | JS copying readbacks | rest | readbacks (MB) | lists (commands, copies)"
-	for f in new-page-1 old-page-1 new-page-2 old-page-2; do
+	for f in new-page-1 old-page-1 new-page-2 old-page-2 new-page-sampled; do
 		[ -f "$OUT/$f.txt" ] || continue
 		echo "$f: $(grep -A3 'by phase' "$OUT/$f.txt" | head -1 | sed 's/.*: //')"
 		grep -A3 'by phase' "$OUT/$f.txt" | tail -1

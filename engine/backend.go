@@ -87,6 +87,18 @@ type SnapshotStarter interface {
 	FinishSnapshots() error
 }
 
+// KVFiller is a Sequence that can run tokens for their KV alone: no
+// logits computed, nothing read back, nothing waited for. A session reads
+// a long prompt's steps before its last with it, so the device runs them
+// back to back instead of idling through a readback of logits nobody
+// reads (a megabyte each for a 262k vocabulary). It is optional.
+type KVFiller interface {
+	// Fill runs tokens at positions start.. as Forward does, without
+	// logits. Errors of the device's work may surface only in a later
+	// call that waits for it.
+	Fill(tokens []int32, start int) error
+}
+
 // GreedyDecoder is a Sequence that takes the argmax of each step's logits
 // on its device, where they are: what greedy decoding (sample.Params with
 // Temperature 0 and no repetition penalty) needs instead of a readback of

@@ -104,8 +104,11 @@ type Session struct {
 	// refilled, whatever the rings' slots would otherwise allow.
 	restored int
 	logits   []float32
-	// starting is the sequence while snapshots remember started are out.
-	starting SnapshotStarter
+	// starting is the sequence while snapshots remember started are out,
+	// and startedTo the end of the last block they take: the blocks up to
+	// it count as held for the next ones.
+	starting  SnapshotStarter
+	startedTo int
 }
 
 // NewSession starts a conversation; system, when not empty, is the system
@@ -734,7 +737,14 @@ func (s *Session) advance(progress func(done, total int), cancelled <-chan struc
 				stop = stop / B * B
 			}
 		}
-		err := s.seq.Forward(s.toks[start:stop], start, s.logits)
+		var err error
+		if f, ok := s.seq.(KVFiller); ok && stop < end {
+			// Not the prompt's last step: its logits would be overwritten
+			// unread, so it is not waited for either.
+			err = f.Fill(s.toks[start:stop], start)
+		} else {
+			err = s.seq.Forward(s.toks[start:stop], start, s.logits)
+		}
 		s.wrote(start, stop)
 		if err != nil {
 			return err
@@ -776,11 +786,12 @@ func (s *Session) remember(start int) {
 	if s.written != s.kvLen {
 		return // a block must never hold positions run past the reply
 	}
-	// Blocks started earlier go in first: Held must count them.
-	s.finishSnapshots()
 	B := s.cache.Block()
 	first := (start/B + 1) * B // the first block end the write reached
 	held := s.cache.Held(s.toks[:s.kvLen])
+	if s.startedTo > held && s.startedTo <= s.kvLen {
+		held = s.startedTo // blocks started this turn, not back yet: they go in first
+	}
 	if held+B < first {
 		return // a block before these is missing: they could not be restored
 	}
@@ -806,7 +817,7 @@ func (s *Session) remember(start int) {
 	}
 	if st, ok := s.snap.(SnapshotStarter); ok {
 		if st.StartSnapshots(spans, insert) == nil {
-			s.starting = st
+			s.starting, s.startedTo = st, spans[len(spans)-1].To
 		}
 		return
 	}
@@ -821,7 +832,7 @@ func (s *Session) remember(start int) {
 func (s *Session) finishSnapshots() {
 	if s.starting != nil {
 		s.starting.FinishSnapshots() // a failure only costs the blocks
-		s.starting = nil
+		s.starting, s.startedTo = nil, 0
 	}
 }
 

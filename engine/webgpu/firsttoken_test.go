@@ -12,6 +12,8 @@ import (
 	"github.com/wick-run/wick/engine"
 	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/gpu"
+	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/internal/testmodel"
 )
 
 // orderDevice logs, in order, every wait for the device and every
@@ -36,16 +38,17 @@ func (d orderDevice) Poll(wait bool) error {
 }
 
 // TestFirstTokenWaitsForLogitsAlone reads a prompt with the prefix cache
-// on and checks that the reply's first token waited for the device once
-// per step of the prompt, for that step's logits: the snapshots of the
-// blocks a step completed (megabytes on a real model, which the page's
-// first token used to wait for, in a wait of their own) come back after
-// the token, in the decode's first wait, or with the next step's logits.
-// None is lost: every block is in the cache when the turn returns, and a
-// new chat with the prompt restores them and replies the same. plain-tiny
-// reads the prompt in one step; cai-tiny, whose rings hold 8 positions,
-// stops a step at each block's end, so each block's snapshot is still out
-// when the next step starts.
+// on and checks that the reply's first token waited for the device once,
+// for the last step's logits: the steps before it compute no logits and
+// are not waited for, and the snapshots of the blocks each step completed
+// (megabytes on a real model, which the page's first token used to wait
+// for, in a wait of their own after each step) come back beside those
+// logits, or after the token for the last step's blocks. None is lost:
+// every block is in the cache when the turn returns, and a new chat with
+// the prompt restores them and replies the same. plain-tiny reads the
+// prompt in one step; cai-tiny, whose rings hold 8 positions, stops a step
+// at each block's end, so each block's snapshot is still out when the
+// next step starts.
 func TestFirstTokenWaitsForLogitsAlone(t *testing.T) {
 	for _, tc := range []struct {
 		dir           string
@@ -95,8 +98,8 @@ func TestFirstTokenWaitsForLogitsAlone(t *testing.T) {
 				return r
 			}
 			r := reply()
-			// The log of a step's wait: its logits, after the blocks of the
-			// step before it (started after that step) where it has some.
+			// One wait: the blocks of the steps before the last, then the
+			// last step's logits.
 			logits := fmt.Sprintf("readback %d", 4*f.Config().Vocab)
 			block := func(e string) bool {
 				var n int
@@ -104,14 +107,11 @@ func TestFirstTokenWaitsForLogitsAlone(t *testing.T) {
 				return err == nil && e != logits && n > 64 // the decode's picks take a few words
 			}
 			first := slices.Index(log, "token")
-			var want []string
-			for i := range tc.steps {
-				want = append(want, "wait")
-				if i > 0 {
-					want = append(want, "blocks")
-				}
-				want = append(want, logits)
+			want := []string{"wait"}
+			for range tc.steps - 1 {
+				want = append(want, "blocks")
 			}
+			want = append(want, logits)
 			var got []string
 			for _, e := range log[:max(first, 0)] {
 				if block(e) {
@@ -120,7 +120,7 @@ func TestFirstTokenWaitsForLogitsAlone(t *testing.T) {
 				got = append(got, e)
 			}
 			if forwards != tc.steps || !slices.Equal(got, want) {
-				t.Errorf("%d steps of the prompt did, before the first token:\n%s\nwant a wait for each step's logits (%s), the blocks of the step before it beside them:\n%s",
+				t.Errorf("%d steps of the prompt did, before the first token:\n%s\nwant one wait, for the last step's logits (%s), the blocks of the steps before it beside them:\n%s",
 					forwards, strings.Join(got, "\n"), logits, strings.Join(want, "\n"))
 			}
 			if !slices.ContainsFunc(log[max(first, 0):], block) {
@@ -135,5 +135,45 @@ func TestFirstTokenWaitsForLogitsAlone(t *testing.T) {
 				t.Errorf("a new chat restored %d tokens and replied %v; want %d and %v", again.CachedTokens, again.Tokens, (tc.prompt-1)/32*32, r.Tokens)
 			}
 		})
+	}
+}
+
+// TestFillMatchesForward checks that Fill writes the KV Forward writes:
+// a prompt filled in steps (the last 5 tokens forwarded) gives the logits
+// and the KV, bit for bit, of the prompt forwarded whole, in a sequence
+// whose arena held other KV before.
+func TestFillMatchesForward(t *testing.T) {
+	cfg := testmodel.CAIShaped(testVocab, model.Int8)
+	w := testmodel.Random(cfg, 5)
+	d := device(t)
+	prompt := randomTokens(45, 11)
+	_, a := gpuSequence(t, d, cfg, w, Options{Chunk: 16}, 64)
+	_, b := gpuSequence(t, d, cfg, w, Options{Chunk: 16}, 64)
+	want, got := make([]float32, cfg.Vocab), make([]float32, cfg.Vocab)
+	if err := a.Forward(randomTokens(60, 12), 0, got); err != nil { // poison a's arena
+		t.Fatal(err)
+	}
+	if err := b.Forward(prompt, 0, want); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Fill(prompt[:40], 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Forward(prompt[40:], 40, got); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(f32bytes(got), f32bytes(want)) {
+		t.Error("the logits after Fill and Forward are not those of one Forward")
+	}
+	sa, err := a.Snapshot(0, len(prompt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := b.Snapshot(0, len(prompt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(sa.Data, sb.Data) {
+		t.Error("the KV Fill wrote is not the KV Forward wrote")
 	}
 }

@@ -54,6 +54,31 @@ func (s *Sequence) Forward(tokens []int32, start int, logits []float32) error {
 	return nil
 }
 
+// Fill runs tokens at positions start.. like Forward, without logits
+// (engine.KVFiller): each step is submitted and not waited for, so a long
+// prompt's steps before its last run back to back on the GPU.
+func (s *Sequence) Fill(tokens []int32, start int) error {
+	n := len(tokens)
+	if n == 0 {
+		return fmt.Errorf("fill: no tokens")
+	}
+	if start < 0 || start+n > s.lay.Context {
+		return fmt.Errorf("fill: positions %d..%d outside the KV arena's context of %d", start, start+n-1, s.lay.Context)
+	}
+	for i, t := range tokens {
+		if t < 0 || int(t) >= s.m.cfg.Vocab {
+			return fmt.Errorf("fill: token %d at index %d outside the vocabulary of %d", t, i, s.m.cfg.Vocab)
+		}
+	}
+	for lo := 0; lo < n; lo += s.C {
+		hi := min(lo+s.C, n)
+		if err := s.step(tokens[lo:hi], start+lo, hi-lo, nil); err != nil {
+			return fmt.Errorf("fill: positions %d..%d: %w", start+lo, start+hi-1, err)
+		}
+	}
+	return nil
+}
+
 // step records and runs one step of n <= C tokens, computing the logits of
 // tokens first.. (at most L of them).
 func (s *Sequence) step(tokens []int32, start, first int, logits []float32) error {

@@ -15,7 +15,7 @@ import (
 )
 
 // stepBackend runs a model on the tests' device as an engine.Backend whose
-// sequences count their Forward calls: the steps a session takes.
+// sequences count their Forward and Fill calls: the steps a session takes.
 type stepBackend struct {
 	*Model
 	forwards *int
@@ -37,6 +37,12 @@ func (b stepBackend) NewSequence(n int) (engine.Sequence, error) {
 func (s stepSeq) Forward(tokens []int32, start int, logits []float32) error {
 	*s.forwards++
 	return s.Sequence.Forward(tokens, start, logits)
+}
+
+// Fill counts as a step too: a long prompt's steps before its last.
+func (s stepSeq) Fill(tokens []int32, start int) error {
+	*s.forwards++
+	return s.Sequence.Fill(tokens, start)
 }
 
 // stepModel loads the model in dir on the tests' device with steps of at

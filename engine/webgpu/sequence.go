@@ -61,9 +61,9 @@ type Sequence struct {
 
 	snapBack gpu.Buffer // Snapshots' staging buffer, snapSize bytes (0: none yet; see snapshotBuffer)
 	snapSize int64
-	// snapPending is the snapshot StartSnapshots started whose FinishSnapshots
-	// has not run (nil: none).
-	snapPending *pendingSnap
+	// snapPending are the snapshots StartSnapshots started whose
+	// FinishSnapshots has not run, in order.
+	snapPending []*pendingSnap
 }
 
 // chunkRegion is where one producer's chunk KV lives in Sequence.chunk:
@@ -157,8 +157,10 @@ func (s *Sequence) Close() error {
 	s.freeBatch()
 	// A started snapshot still out is given up (sessions finish theirs at
 	// the end of each turn): its done sees its map fail, or never runs.
-	if p := s.snapPending; p != nil && p.temp {
-		s.m.dev.FreeBuffer(p.back)
+	for _, p := range s.snapPending {
+		if p.temp {
+			s.m.dev.FreeBuffer(p.back)
+		}
 	}
 	s.snapPending = nil
 	s.freeSnapshotBuffer()

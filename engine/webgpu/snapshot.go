@@ -2,6 +2,7 @@ package webgpu
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/kv"
@@ -53,13 +54,11 @@ func (s *Sequence) Snapshots(spans []kv.Span) ([]*kv.Snapshot, error) {
 // whichever wait for the device comes first (the next step's readback, a
 // decode batch's, FinishSnapshots). A prompt's first token so waits for
 // its logits alone: the blocks the prefix cache takes come back while the
-// host has the token. The staging buffer is the one Snapshots keeps; one
-// started snapshot is outstanding at a time (WebGPU maps a buffer once at
-// a time), so an earlier one is finished first.
+// host has the token. Snapshots started one after another are all out at
+// once (a long prompt's steps are not waited for): the first takes the
+// staging buffer Snapshots keeps, the others one of their own each
+// (WebGPU maps a buffer once at a time), freed when they are finished.
 func (s *Sequence) StartSnapshots(spans []kv.Span, done func([]*kv.Snapshot, error)) error {
-	if err := s.FinishSnapshots(); err != nil {
-		return err
-	}
 	lay := s.lay
 	for _, sp := range spans {
 		if sp.From < 0 || sp.From > sp.To || sp.To > lay.Context {
@@ -102,7 +101,7 @@ func (s *Sequence) StartSnapshots(spans []kv.Span, done func([]*kv.Snapshot, err
 	}
 	mapped := (size + 7) &^ 7 // Map takes whole 8-byte units
 	what := fmt.Sprintf("snapshot of positions [%d, %d)", spans[0].From, spans[len(spans)-1].To)
-	back, err := s.snapshotBuffer(mapped)
+	back, temp, err := s.snapshotBuffer(mapped)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
@@ -141,10 +140,11 @@ func (s *Sequence) StartSnapshots(spans []kv.Span, done func([]*kv.Snapshot, err
 			flush()
 		}
 	}
-	p := &pendingSnap{back: back, temp: back != s.snapBack}
+	p := &pendingSnap{back: back, temp: temp}
 	err = s.readBack(back, mapped, func(data []byte, err error) {
 		p.done = true
 		if err != nil {
+			p.failed = true
 			done(nil, fmt.Errorf("%s: %w", what, err))
 			return
 		}
@@ -158,39 +158,45 @@ func (s *Sequence) StartSnapshots(spans []kv.Span, done func([]*kv.Snapshot, err
 		s.dropSnapshotBuffer(p)
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	s.snapPending = p
+	s.snapPending = append(s.snapPending, p)
 	return nil
 }
 
 // pendingSnap is a started snapshot's readback: its staging buffer (temp:
-// one of its own, freed once it is back) and whether its bytes are in.
+// one of its own, freed once it is finished), whether its bytes are in,
+// and whether its map failed.
 type pendingSnap struct {
-	back gpu.Buffer
-	temp bool
-	done bool
+	back         gpu.Buffer
+	temp         bool
+	done, failed bool
 }
 
-// FinishSnapshots waits for the snapshot StartSnapshots started, if it is
-// still out, and so runs its done (engine.SnapshotStarter).
+// FinishSnapshots waits for the snapshots StartSnapshots started that are
+// still out, and so runs their done (engine.SnapshotStarter).
 func (s *Sequence) FinishSnapshots() error {
-	p := s.snapPending
-	if p == nil {
+	out := func() bool {
+		return slices.ContainsFunc(s.snapPending, func(p *pendingSnap) bool { return !p.done })
+	}
+	if len(s.snapPending) == 0 {
 		return nil
 	}
 	var err error
-	if !p.done {
+	if out() {
 		err = s.m.dev.Poll(true)
-		if err == nil && !p.done {
+		if err == nil && out() {
 			err = fmt.Errorf("KV readback did not complete")
+		}
+	}
+	for _, p := range s.snapPending {
+		if p.failed || !p.done {
+			s.dropSnapshotBuffer(p)
+		} else if p.temp {
+			s.m.dev.FreeBuffer(p.back)
 		}
 	}
 	s.snapPending = nil
 	if err != nil {
-		s.dropSnapshotBuffer(p)
 		return fmt.Errorf("snapshot: %w", err)
-	}
-	if p.temp {
-		s.m.dev.FreeBuffer(p.back)
 	}
 	return nil
 }
@@ -217,11 +223,17 @@ type snapPiece struct {
 // Snapshots: the sequence's own, made once and kept, when size is what the
 // blocks of a prefill step take (the prefix cache's snapshots after every
 // step, which would otherwise make and free a buffer of megabytes each
-// time); a buffer of its own, for the caller to free, for larger ones (a
-// saved chat's whole KV), which are rare and would hold memory for good.
-func (s *Sequence) snapshotBuffer(size int64) (gpu.Buffer, error) {
+// time); a buffer of its own (temp), for the caller to free, for larger
+// ones (a saved chat's whole KV), which are rare and would hold memory for
+// good, and while the kept one is still out.
+func (s *Sequence) snapshotBuffer(size int64) (b gpu.Buffer, temp bool, err error) {
+	kept := slices.ContainsFunc(s.snapPending, func(p *pendingSnap) bool { return !p.temp })
+	if kept {
+		b, err = s.m.dev.NewBuffer(size, gpu.MapRead, "kv_snapshot")
+		return b, true, err
+	}
 	if size <= s.snapSize {
-		return s.snapBack, nil
+		return s.snapBack, false, nil
 	}
 	var perPos int64
 	for i := range s.lay.Regions {
@@ -231,15 +243,15 @@ func (s *Sequence) snapshotBuffer(size int64) (gpu.Buffer, error) {
 	}
 	// A step's blocks: its C positions and the part of a block before it.
 	if keep := 2 * int64(s.C) * perPos; size > keep {
-		return s.m.dev.NewBuffer(size, gpu.MapRead, "kv_snapshot")
+		b, err = s.m.dev.NewBuffer(size, gpu.MapRead, "kv_snapshot")
+		return b, true, err
 	}
-	b, err := s.m.dev.NewBuffer(size, gpu.MapRead, "kv_snapshot")
-	if err != nil {
-		return 0, err
+	if b, err = s.m.dev.NewBuffer(size, gpu.MapRead, "kv_snapshot"); err != nil {
+		return 0, false, err
 	}
 	s.freeSnapshotBuffer()
 	s.snapBack, s.snapSize = b, size
-	return b, nil
+	return b, false, nil
 }
 
 // freeSnapshotBuffer frees the buffer snapshotBuffer keeps, if any.

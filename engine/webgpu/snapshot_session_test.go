@@ -41,6 +41,11 @@ func (s talliedSeq) Forward(tokens []int32, start int, logits []float32) error {
 	return s.Sequence.Forward(tokens, start, logits)
 }
 
+func (s talliedSeq) Fill(tokens []int32, start int) error {
+	s.n.forwarded += len(tokens)
+	return s.Sequence.Fill(tokens, start)
+}
+
 func (s talliedSeq) Greedy(token int32, start, steps int) ([]int32, error) {
 	s.n.greedy++
 	return s.Sequence.Greedy(token, start, steps)

@@ -318,9 +318,10 @@ export class Driver {
       decodeTokensPerSec: n > 1 ? (n - 1) / ((t1 - first) / 1000) : 0,
       prefill: atFirst ? diff(atFirst, before) : diff(now, before),
       decode: atFirst ? diff(now, atFirst) : null,
-      // Each wait for the GPU up to the first token: one per prefill
-      // step, for its logits (with the prefix cache's blocks of the step
-      // before it, if any: a step's own come back after the token).
+      // Each wait for the GPU up to the first token: one, for the last
+      // prefill step's logits (the steps before it are not waited for;
+      // the prefix cache's blocks of those steps come back with it, the
+      // last step's own after the token).
       prefillWaits: this.waits.slice(0, atFirst ? waitsAtFirst : this.waits.length),
     };
     if (chat) reply.save = await this.#save(session, chat, handSave);

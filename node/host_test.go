@@ -121,6 +121,30 @@ func hostArgs(p sample.Params) []string {
 		"-rep-penalty", f(p.RepetitionPenalty), "-seed", strconv.FormatUint(p.Seed, 10)}
 }
 
+// TestDawnHostFirstTokenWaitsOnce runs the host's bench on a prompt that
+// the page reads in four steps (cai-tiny's rings of 8 positions end a step
+// at each 32-token block of the prefix cache) and checks the driver's
+// waits before the first token: one, for the last step's logits, with the
+// blocks of the steps before it (each step used to wait for its logits,
+// then again for its blocks).
+func TestDawnHostFirstTokenWaitsOnce(t *testing.T) {
+	var out struct {
+		Vocab   int `json:"vocab"`
+		Prefill struct {
+			Steps int `json:"steps"`
+			Waits []struct {
+				Readbacks int `json:"readbacks"`
+				Bytes     int `json:"bytes"`
+			} `json:"waits"`
+		} `json:"prefill"`
+	}
+	runHostJSON(t, "bench", &out, "-model", "../testdata/cai-tiny", "-prompt", "100", "-decode", "2", "-runs", "1")
+	p := out.Prefill
+	if p.Steps != 4 || len(p.Waits) != 1 || p.Waits[0].Readbacks != p.Steps || p.Waits[0].Bytes <= 4*out.Vocab {
+		t.Errorf("%d steps waited %+v before the first token; want 4 steps and one wait, for the logits (%d bytes) and the blocks of the three steps before the last", p.Steps, p.Waits, 4*out.Vocab)
+	}
+}
+
 // TestDawnHostEqualsNative checks that the Node host (the page's wasm
 // runtime and its JS bridge on Dawn) generates exactly the tokens of the
 // Go engine run natively on the same device and tier of kernels, greedy

@@ -109,6 +109,10 @@ type Session struct {
 	// it count as held for the next ones.
 	starting  SnapshotStarter
 	startedTo int
+	// rememberLater is set when advance left the blocks of the step from
+	// rememberFrom on for rememberNow to offer the cache.
+	rememberLater bool
+	rememberFrom  int
 }
 
 // NewSession starts a conversation; system, when not empty, is the system
@@ -606,6 +610,7 @@ const maxGreedySteps = 4
 // s.kvLen; n is the reply's length with it) and the device's picks after
 // it, and returns the picks.
 func (s *Session) greedyBatch(gd GreedyDecoder, n, maxTokens int) ([]int32, error) {
+	s.rememberNow()
 	pos := s.kvLen
 	steps := s.batchSteps(pos, n, maxTokens)
 	ids, err := gd.Greedy(s.toks[pos], pos, steps)
@@ -652,6 +657,7 @@ func (s *Session) batchSteps(pos, n, maxTokens int) int {
 // took counts the KV of the token at s.kvLen, which a greedy batch has
 // run, and offers a block it completes to the prefix cache.
 func (s *Session) took() {
+	s.rememberNow()
 	s.kvLen++
 	if s.cache != nil && s.kvLen%s.cache.Block() == 0 {
 		s.remember(s.kvLen - 1)
@@ -704,6 +710,7 @@ func (s *Session) restoreCached() {
 // per-token arithmetic does not depend on the steps, so neither do the
 // logits.
 func (s *Session) advance(progress func(done, total int), cancelled <-chan struct{}) error {
+	s.rememberNow()
 	from, end := s.kvLen, len(s.toks)
 	for s.kvLen < end {
 		if progress != nil {
@@ -751,7 +758,15 @@ func (s *Session) advance(progress func(done, total int), cancelled <-chan struc
 		}
 		s.kvLen = stop
 		if s.cache != nil {
-			s.remember(start)
+			if stop == end {
+				// The prompt's last step: its blocks are taken once its
+				// token is out (rememberNow), before anything else runs
+				// on the sequence, so the token does not wait even for
+				// the copies' encoding and submission.
+				s.rememberFrom, s.rememberLater = start, true
+			} else {
+				s.remember(start)
+			}
 		}
 		if progress != nil {
 			progress(stop-from, end-from)
@@ -824,12 +839,23 @@ func (s *Session) remember(start int) {
 	insert(s.snap.Snapshots(spans))
 }
 
+// rememberNow offers the cache the blocks of the step advance left for
+// later (the prompt's last), if any: the session calls it before the
+// sequence's next forward, decode batch or the turn's end.
+func (s *Session) rememberNow() {
+	if s.rememberLater {
+		s.rememberLater = false
+		s.remember(s.rememberFrom)
+	}
+}
+
 // finishSnapshots puts the blocks whose snapshots remember started into
 // the prefix cache, waiting for their bytes where they are not back yet
 // (usually they are: any wait for the device delivers them). Every turn
 // ends with it, so the blocks a turn computed are in the cache for the
 // next turn of any session, and Close never leaves a readback behind.
 func (s *Session) finishSnapshots() {
+	s.rememberNow()
 	if s.starting != nil {
 		s.starting.FinishSnapshots() // a failure only costs the blocks
 		s.starting, s.startedTo = nil, 0

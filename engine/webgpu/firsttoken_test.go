@@ -16,8 +16,8 @@ import (
 	"github.com/wick-run/wick/internal/testmodel"
 )
 
-// orderDevice logs, in order, every wait for the device and every
-// readback's delivery with its size.
+// orderDevice logs, in order, every command list run, every wait for the
+// device and every readback's delivery with its size.
 type orderDevice struct {
 	gpu.Device
 	log *[]string
@@ -28,6 +28,11 @@ func (d orderDevice) Map(b gpu.Buffer, off, size int64, done func([]byte, error)
 		*d.log = append(*d.log, fmt.Sprintf("readback %d", size))
 		done(data, err)
 	})
+}
+
+func (d orderDevice) Run(cmds []byte) error {
+	*d.log = append(*d.log, "run")
+	return d.Device.Run(cmds)
 }
 
 func (d orderDevice) Poll(wait bool) error {
@@ -43,7 +48,9 @@ func (d orderDevice) Poll(wait bool) error {
 // are not waited for, and the snapshots of the blocks each step completed
 // (megabytes on a real model, which the page's first token used to wait
 // for, in a wait of their own after each step) come back beside those
-// logits, or after the token for the last step's blocks. None is lost:
+// logits, or after the token for the last step's blocks, whose copies are
+// not even submitted before the token (nothing runs between the last
+// step's logits and the token). None is lost:
 // every block is in the cache when the turn returns, and a new chat with
 // the prompt restores them and replies the same. plain-tiny reads the
 // prompt in one step; cai-tiny, whose rings hold 8 positions, stops a step
@@ -113,11 +120,19 @@ func TestFirstTokenWaitsForLogitsAlone(t *testing.T) {
 			}
 			want = append(want, logits)
 			var got []string
+			ran := false // a list run since the last wait
 			for _, e := range log[:max(first, 0)] {
+				ran = e == "run" || ran && e != "wait"
+				if e == "run" {
+					continue
+				}
 				if block(e) {
 					e = "blocks"
 				}
 				got = append(got, e)
+			}
+			if ran {
+				t.Errorf("a command list ran between the last step's logits and the first token:\n%s", strings.Join(log, "\n"))
 			}
 			if forwards != tc.steps || !slices.Equal(got, want) {
 				t.Errorf("%d steps of the prompt did, before the first token:\n%s\nwant one wait, for the last step's logits (%s), the blocks of the steps before it beside them:\n%s",

@@ -16,7 +16,9 @@
 // without it the host offers what stock Chrome offers. -tier fallback
 // withholds every optional feature from the kernels (web/gpu.js TIERS), so
 // the portable kernels run as on a browser without them; -tier all (the
-// default) asks for every feature the kernels can use.
+// default) asks for every feature the kernels can use. -null-gpu runs on
+// a WebGPU that does no work (nullgpu.mjs) instead of Dawn: the page's
+// path with its host costs alone (bench's phases; its tokens mean nothing).
 
 import { readFile, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
@@ -27,6 +29,7 @@ import path from 'node:path';
 import { Driver } from '../web/driver.js';
 import { openDevice } from '../web/gpu.js';
 import { installGPU } from './dawn.mjs';
+import { installNullGPU } from './nullgpu.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -58,6 +61,7 @@ const options = {
   'flash-first': { type: 'boolean', default: false },
   'flash-tile': { type: 'string', default: '0' },
   'page-sampling': { type: 'boolean', default: false },
+  'null-gpu': { type: 'boolean', default: false },
   experimental: { type: 'boolean', default: false },
   tier: { type: 'string', default: 'all' },
   wasm: { type: 'string', default: path.join(root, 'web', 'wick.wasm') },
@@ -309,7 +313,7 @@ async function bench(v) {
 function printBench(r) {
   const f = (x, d = 1) => x.toFixed(d);
   const lines = [
-    `model ${r.model} on ${r.adapter} (Dawn via dawn.node), ${r.date}, prefill attention: attend_flash${r.flashFirst ? ' (first variant)' : `/regs${r.flashTile ? `/t${r.flashTile}` : ''}`}`,
+    `model ${r.model} on ${r.adapter}${r.adapter.startsWith('none') ? '' : ' (Dawn via dawn.node)'}, ${r.date}, prefill attention: attend_flash${r.flashFirst ? ' (first variant)' : `/regs${r.flashTile ? `/t${r.flashTile}` : ''}`}`,
     '',
     '| part | tok/s | crossings/token | command lists/token | commands/list | JS encoding ms/list | of it: writes, finish+submit |',
     '| --- | --- | --- | --- | --- | --- | --- |',
@@ -372,7 +376,8 @@ try {
   usage(e.message);
 }
 if (cmd !== 'info' && !parsed.model) usage(`${cmd} needs -model DIR`);
-installGPU(parsed.experimental);
+if (parsed['null-gpu']) installNullGPU();
+else installGPU(parsed.experimental);
 try {
   await commands[cmd](parsed);
   // dawn.node keeps the event loop alive: leave once the work is done.

@@ -42,6 +42,15 @@ done
 # default (temperature 0.8, top-p 0.95, on the host from the logits):
 # the page's own time to the first token, beside the greedy one above.
 step new-page-sampled timeout 60 node node/host.mjs bench $page -page-sampling -json "$OUT/new-page-sampled.json"
+# The host's costs alone, on this machine's CPU: the same bench on a WebGPU
+# that does no work (host.mjs -null-gpu), this branch's module beside the
+# baseline's (this branch's host runs both: the baseline's has no
+# -null-gpu). The phases are then the Go, JS and copying the page's path
+# puts before its first token, with nothing of the GPU's.
+step null-new timeout 60 node node/host.mjs bench -null-gpu $page -json "$OUT/null-new.json"
+if [ $old = 1 ]; then
+	step null-old timeout 60 node node/host.mjs bench -null-gpu $page -wasm "$BASE/web/wick.wasm" -json "$OUT/null-old.json"
+fi
 # Package bench's 512-token step (webgpu.Sequence.Forward on one sequence,
 # and on a new sequence each run: the last two columns) in the module on
 # Dawn: the GPU's work for the step without the page's sessions.
@@ -50,12 +59,12 @@ step kernels-1b timeout 120 node node/host.mjs bench -model /tmp/m1b -decode 8 -
 	cat "$OUT/summary.txt"
 	echo
 	echo "page pp512, 1B, one 512-token step, runs 7 (median tok/s, slowest-fastest):"
-	for f in new-page-1 old-page-1 new-page-2 old-page-2 new-page-sampled; do
+	for f in new-page-1 old-page-1 new-page-2 old-page-2 new-page-sampled null-new null-old; do
 		[ -f "$OUT/$f.txt" ] && grep -m1 '^prefill pp512' "$OUT/$f.txt" | sed "s/^/$f: /"
 	done
 	echo
 	echo "phases of the median run (ms): Go in the module | JS in GPU imports (replaying) | awaiting the GPU | JS copying readbacks | rest | readbacks (MB) | lists (commands, copies)"
-	for f in new-page-1 old-page-1 new-page-2 old-page-2 new-page-sampled; do
+	for f in new-page-1 old-page-1 new-page-2 old-page-2 new-page-sampled null-new null-old; do
 		[ -f "$OUT/$f.txt" ] || continue
 		echo "$f: $(grep -A3 'by phase' "$OUT/$f.txt" | head -1 | sed 's/.*: //')"
 		grep -A3 'by phase' "$OUT/$f.txt" | tail -1

@@ -44,6 +44,8 @@ type GenParams struct {
 	// OnPrefill, when set, is called as the turn's prompt is read: after
 	// each step the session forwards, with the tokens of the turn
 	// prefilled so far and in all (KV restored or kept is not counted).
+	// On a KVFiller the steps before the last are handed to the device
+	// without waiting for them, so "so far" may be ahead of the device.
 	// done grows to total; a turn whose prompt is all cached reports
 	// nothing. A long prompt is forwarded in steps of at most the
 	// sequence's PrefillStep (prefillChunk where it has none) then, so

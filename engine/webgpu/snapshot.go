@@ -227,8 +227,9 @@ type snapPiece struct {
 // ones (a saved chat's whole KV), which are rare and would hold memory for
 // good, and while the kept one is still out.
 func (s *Sequence) snapshotBuffer(size int64) (b gpu.Buffer, temp bool, err error) {
-	kept := slices.ContainsFunc(s.snapPending, func(p *pendingSnap) bool { return !p.temp })
-	if kept {
+	// The kept buffer is out while its map is (or failed: FinishSnapshots
+	// frees it); once its bytes are back it serves again.
+	if slices.ContainsFunc(s.snapPending, func(p *pendingSnap) bool { return !p.temp && (!p.done || p.failed) }) {
 		b, err = s.m.dev.NewBuffer(size, gpu.MapRead, "kv_snapshot")
 		return b, true, err
 	}

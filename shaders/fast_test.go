@@ -92,6 +92,14 @@ func testMatrixProducts(t *testing.T) {
 		tcase{"tiled-big-int8-logits-part", big, model.Int8, 45, 16 * 5, 140, 1, 9, 30, 7, 59},
 		tcase{"tiled-big-int8-softcap", big, model.Int8, 200, 16 * 9, 129, 0, 0, 30, 0, 200},
 	)
+	// The written-out 64x64 tile as MATRIX (128 columns a pass): columns
+	// that end inside a pass or span many, rows and tokens across its
+	// edges; the DOT4 one where the tier has no MatrixTile (Tier.Apply).
+	cases = append(cases,
+		tcase{"tiled-t64-int8-deep", t64, model.Int8, 97, 4 * 1001, 130, 0, 0, 0, 0, 97},
+		tcase{"tiled-t64-int8-one-pass", t64, model.Int8, 64, 4 * 3, 64, 0, 0, 0, 0, 64},
+		tcase{"tiled-t64-int8-from-first", t64, model.Int8, 45, 16 * 5, 70, 1, 5, 0, 7, 59},
+	)
 	// The 64x64 MATRIX tile, which tiers leave to DOT4 (Tier.Apply), where
 	// the device has subgroup matrices.
 	if tier.Matrix {
@@ -151,10 +159,22 @@ func testMatrixProducts(t *testing.T) {
 func TestTiledSplit(t *testing.T) { onDevices(t, testTiledSplit) }
 
 func testTiledSplit(t *testing.T) {
-	split := Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Tile: TiledBig, Split: true}
-	if k := TierOf(device(t).Info()).Apply(split); !k.Split {
-		t.Skipf("tier %s has no split product (it runs %s)", TierOf(device(t).Info()), k.Label())
+	// The large tile's split form (DOT4) and the written-out 64x64 tile's
+	// (DOT4, or MATRIX where the tier has MatrixTile).
+	for _, tile := range []int{TiledBig, 64} {
+		split := Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Tile: tile, Split: true}
+		t.Run(fmt.Sprintf("t%d", tile), func(t *testing.T) {
+			if k := TierOf(device(t).Info()).Apply(split); !k.Split {
+				t.Skipf("tier %s has no split product (it runs %s)", TierOf(device(t).Info()), k.Label())
+			}
+			testTiledSplitKey(t, split)
+		})
 	}
+}
+
+func testTiledSplitKey(t *testing.T, split Key) {
+	side := TiledTile(TierOf(device(t).Info()).Apply(split))
+	t.Logf("runs %s", TierOf(device(t).Info()).Apply(split).Label())
 	merge := Key{Family: "tiled_merge", Entry: "merge", Int8: true, WG: TiledWG}
 	for _, tc := range []struct {
 		name           string
@@ -168,6 +188,7 @@ func testTiledSplit(t *testing.T) {
 		{"uneven-slices", 259, 4 * 77, 200, 0, 0, 3, 270, 3},
 		{"more-slices-than-passes", 70, 4 * 20, 129, 0, 0, 0, 70, 8},
 		{"logits-part-softcap", 45, 16 * 37, 140, 9, 30, 7, 59, 2},
+		{"deep-slices", 67, 4 * 1001, 71, 0, 0, 0, 67, 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRand(t)
@@ -184,7 +205,7 @@ func testTiledSplit(t *testing.T) {
 			wb, xb := buffer(t, u32bytes(pad16(wdata)), 0), buffer(t, u32bytes(pad16(xw)), 0)
 			part := buffer(t, make([]byte, 4*tokens*tc.rows), 0)
 			out := buffer(t, nil, tokens*tc.stride)
-			dispatch(t, split, st, params, [3]int{(tc.rows + TiledBig - 1) / TiledBig, (tokens + TiledBig - 1) / TiledBig, tc.slices}, wb, xb, part)
+			dispatch(t, split, st, params, [3]int{(tc.rows + side - 1) / side, (tokens + side - 1) / side, tc.slices}, wb, xb, part)
 			dispatch(t, merge, st, params, [3]int{(tc.rows + TiledWG - 1) / TiledWG, tokens, 1}, wb, xb, out, part)
 			got := bytesF32(read(t, out, tokens*tc.stride))
 			for tt := 0; tt < tokens; tt++ {

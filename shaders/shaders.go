@@ -182,21 +182,21 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 		}
 	case k.Family != "tiled" || !k.Int8:
 		return nil, nil, fmt.Errorf("shader %s: only tiled's int8 products name a tile", k.Label())
-	case k.Tile == 64 && !k.Dot4:
-		return nil, nil, fmt.Errorf("shader %s: only the DOT4 product has the written-out 64x64 tile", k.Label())
+	case k.Tile == 64 && !k.Dot4 && !k.Matrix:
+		return nil, nil, fmt.Errorf("shader %s: only the DOT4 and MATRIX products have the written-out 64x64 tile", k.Label())
 	case k.Tile == TiledBig && !k.Dot4 && !k.Matrix:
 		return nil, nil, fmt.Errorf("shader %s: only the DOT4 and MATRIX products have the %dx%[2]d tile", k.Label(), TiledBig)
 	case k.Tile != 64 && k.Tile != TiledBig:
 		return nil, nil, fmt.Errorf("shader %s: tile %d is none of 64, %d", k.Label(), k.Tile, TiledBig)
 	}
-	if k.Split && (k.Tile != TiledBig || !k.Dot4) {
-		return nil, nil, fmt.Errorf("shader %s: only tiled's large DOT4 tile has a split form", k.Label())
+	if k.Split && !(k.Tile == TiledBig && k.Dot4) && k.Tile != 64 {
+		return nil, nil, fmt.Errorf("shader %s: only tiled's large DOT4 tile and written-out 64x64 tiles have a split form", k.Label())
 	}
 	vals := map[string]string{"WG": strconv.Itoa(k.WG), "SG_ARGS": "", "SG_BEGIN": ""}
 	if k.Tile == TiledBig && k.Dot4 {
 		vals["BIG_DOTS"], vals["BIG_OUT"] = bigDots()
 	}
-	if k.Tile == 64 {
+	if k.Tile == 64 && k.Dot4 {
 		vals["SMALL_DOTS"], vals["SMALL_OUT"] = smallDots()
 	}
 	if k.Subgroups {

@@ -21,14 +21,15 @@ type Tier struct {
 	Subgroups bool
 	// Matrix is chromium-experimental-subgroup-matrix with int8 products into
 	// int32 at 16x16x32 (MatrixConfig): the tiled prefill product on tensor
-	// cores (Key.Matrix), its large tile where MatrixTile (Apply). Only hosts
+	// cores (Key.Matrix), its written-out 64x64 and large tiles where
+	// MatrixTile (Apply). Only hosts
 	// that opt into experimental features offer it (dawn.Options.Experimental,
 	// node/host.mjs -experimental; Chrome behind its unsafe-WebGPU flag).
 	Matrix bool
 	// MatrixTile is the MATRIX product's 128x128 tile (Key.Tile), which
-	// gives 2x4 blocks of 16x16 to each of 8 subgroups: subgroups of at
-	// most 32 invocations (the H200's are 32), so that a workgroup of 256
-	// has 8 or more.
+	// gives 2x4 blocks of 16x16 to each of 8 subgroups, and its written-out
+	// 64x64 tile (1x2 blocks each): subgroups of at most 32 invocations
+	// (the H200's are 32), so that a workgroup of 256 has 8 or more.
 	MatrixTile bool
 }
 
@@ -86,11 +87,12 @@ func (t Tier) String() string {
 // matmul) take the packed dot product where t has it, which also replaces
 // gemv's float32-FMA path (both are exact; the packed one issues a
 // quarter of the instructions), and the reducing families their subgroup
-// form. The tiled product's large tile takes subgroup matrices where t
-// has MatrixTile; its 64x64 tiles stay DOT4, which the H200 measured
-// faster than the 64x64 MATRIX tile (2026-12-02: 12,066 against 8,308
-// tok/s at 1B pp512, and 13,028 against 9,233 in an earlier call). A key
-// that asks for Matrix keeps it (tests run the 64x64 MATRIX tile so).
+// form. The tiled product's large and written-out 64x64 tiles (Tile
+// TiledBig, 64: opt-in) take subgroup matrices where t has MatrixTile; its
+// first 64x64 tile (the default) stays DOT4, which the H200 measured
+// faster than the first 64x64 MATRIX tile (2026-12-02: 12,066 against
+// 8,308 tok/s at 1B pp512, and 13,028 against 9,233 in an earlier call).
+// A key that asks for Matrix keeps it (tests run the first MATRIX tile so).
 func (t Tier) Apply(k Key) Key {
 	switch k.Family {
 	case "gemv", "tiled", "matmul":
@@ -98,17 +100,18 @@ func (t Tier) Apply(k Key) Key {
 			k.Dot4, k.FMA = true, false
 		}
 	}
-	if k.Family == "tiled" && k.Int8 && t.MatrixTile && k.Tile == TiledBig && !k.Split {
+	if k.Family == "tiled" && k.Int8 && t.MatrixTile && (k.Tile == TiledBig && !k.Split || k.Tile == 64) {
 		k.Matrix, k.Dot4 = true, false
 	}
 	if k.Family == "tiled" {
 		// The tiles other than the first 64x64 one are the DOT4 product's,
-		// and the large one the MATRIX product's with MatrixTile; the split
-		// form is the large DOT4 tile's.
-		if !k.Dot4 && !(k.Matrix && t.MatrixTile && k.Tile == TiledBig) {
+		// and with MatrixTile the MATRIX product's (the written-out 64x64
+		// and the large one); the split form is the large DOT4 tile's and
+		// the written-out 64x64 tiles'.
+		if !k.Dot4 && !(k.Matrix && t.MatrixTile && (k.Tile == TiledBig || k.Tile == 64)) {
 			k.Tile = 0
 		}
-		if k.Tile != TiledBig {
+		if k.Tile != TiledBig && k.Tile != 64 {
 			k.Split = false
 		}
 	}

@@ -153,6 +153,40 @@ fn big_out(i: u32, j: u32, sum: i32, row0: u32, tok0: u32, t0: u32, lx: u32, ly:
 #endif
 #else
 #if MATRIX
+#if UNROLL
+// The written-out 64x64 MATRIX tile (Key.Tile 64): 128 int8 columns (32
+// words) a pass, so each of 8 subgroups (of at most 32: Tier.MatrixTile)
+// does 8 products between barriers where the first MATRIX tile does 2; its
+// two accumulators are plain variables (constant indices: registers); and
+// each invocation reads its share of pass k+1 from storage into registers
+// before it computes pass k, so storage latency hides behind the products.
+// sm[r * 32 + word] is word `word` of the pass of tile row r of W, sm[MX +
+// t * 32 + word] x's for token t (8 + 8 KiB: WebGPU's default 16 KiB);
+// after the last pass it holds the tile's 16 blocks of int32 sums.
+const SM_M = 16u;
+const SM_K = 32u;
+const MP = 32u;            // words of a tile row per pass (128 int8)
+const MX = 2048u;          // word offset of x's tile in sm
+const BYTES_PER_UNIT = 4u; // see the first MATRIX tile's
+var<workgroup> sm: array<i32, 4096>;
+
+// m_word is word e*256 + li of pass kt of the tile of W (or x), whose rows
+// (tokens) start at r0: row (e*256 + li) / 32, so a subgroup of 32 reads
+// one row's 128 bytes at once. Zero past the matrix: rows of any multiple
+// of 4 columns.
+fn m_word(src_w: bool, e: u32, li: u32, r0: u32, lim: u32, kt: u32, words: u32) -> u32 {
+  let idx = e * 256u + li;
+  let r = r0 + idx / MP;
+  let word = kt * MP + idx % MP;
+  if (r >= lim || word >= words) {
+    return 0u;
+  }
+  if (src_w) {
+    return w[r * words + word];
+  }
+  return x[r * words + word];
+}
+#else
 // One pass stages 64 int8 columns (16 words) of the tile's 64 rows of W and
 // 64 tokens of x, row after row: sm[r * 16 + word] is W's, sm[XT + t * 16 +
 // word] x's. After the last pass the same memory holds 8 blocks of int32
@@ -183,6 +217,7 @@ fn stage_word(src_w: bool, r: u32, r0: u32, lim: u32, word: u32, words: u32) -> 
   }
   return x[(r0 + r) * words + word];
 }
+#endif
 #else
 #if DOT4
 // wp[v * 64 + slot(r)] is vector v (16 int8 columns) of the pass's 64
@@ -217,11 +252,15 @@ fn small_out(i: u32, j: u32, sum: i32, row0: u32, tok0: u32, t0: u32, tx: u32, t
   if (t >= step.n || row >= p.rows) {
     return;
   }
+#if SPLIT
+  atomicAdd(&part[(t - t0) * p.rows + row], sum);
+#else
   var v = f32(sum) * (bitcast<f32>(x[p.x_scale_word + t]) * bitcast<f32>(w[p.w_scale_word + row]));
   if (p.softcap > 0.0) {
     v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
   }
   y[(t - t0) * p.out_stride + p.out_row + row] = v;
+#endif
 }
 #endif
 #else
@@ -404,6 +443,95 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
 #endif
 #else
 #if MATRIX
+#if UNROLL
+@compute @workgroup_size(256)
+fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32,
+         @builtin(subgroup_id) sg: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let t0 = select(0u, step.first, p.from_first == 1u);
+  let row0 = wg.x * BM;
+  let tok0 = t0 + wg.y * BN;
+  if (tok0 >= step.n) {
+    return; // the whole workgroup
+  }
+  let words = p.cols / 4u;
+  // The grid's z splits the passes into slices (SPLIT; one slice else):
+  // this workgroup takes passes k0..k1.
+  let all = (words + MP - 1u) / MP;
+  let per = (all + nwg.z - 1u) / nwg.z;
+  let k0 = min(all, wg.z * per);
+  let k1 = min(all, k0 + per);
+  // (An empty slice, k0 = k1, adds zeros: no return before the barriers.)
+  var wv: array<u32, 8>;
+  var xv: array<u32, 8>;
+#unroll E 8
+  wv[{{E}}] = m_word(true, {{E}}, li, row0, p.rows, k0, words);
+  xv[{{E}}] = m_word(false, {{E}}, li, tok0, step.n, k0, words);
+#end
+  // Subgroup sg < 8 owns tokens 16*(sg/2).. (the left matrix: x's tile,
+  // tokens by columns, row-major) by rows 32*(sg%2).. (two right ones: W's
+  // tile seen as columns by rows, column-major): acc0 and acc1 its two
+  // 16x16 blocks of sums, tokens by rows.
+  var acc0: subgroup_matrix_result<i32, SM_M, SM_M>;
+  var acc1: subgroup_matrix_result<i32, SM_M, SM_M>;
+  let lo = MX + (sg / 2u) * SM_M * MP;
+  let ro = (sg % 2u) * 2u * SM_M * MP;
+  for (var kt = k0; kt < k1; kt++) {
+#unroll E 8
+    sm[{{E}} * 256u + li] = bitcast<i32>(wv[{{E}}]);
+    sm[MX + {{E}} * 256u + li] = bitcast<i32>(xv[{{E}}]);
+#end
+    workgroupBarrier();
+    if (kt + 1u < k1) {
+#unroll E 8
+      wv[{{E}}] = m_word(true, {{E}}, li, row0, p.rows, kt + 1u, words);
+      xv[{{E}}] = m_word(false, {{E}}, li, tok0, step.n, kt + 1u, words);
+#end
+    }
+    if (sg < 8u) {
+      // The pass's 4 steps of 32 columns (8 words), written out.
+#unroll S 4
+      {
+        let l = subgroupMatrixLoad<subgroup_matrix_left<i8, SM_K, SM_M>, row_major>(
+          &sm, (lo + {{S}} * 8u) * 4u / BYTES_PER_UNIT, MP * 4u / BYTES_PER_UNIT);
+        let r0 = subgroupMatrixLoad<subgroup_matrix_right<i8, SM_M, SM_K>, col_major>(
+          &sm, (ro + {{S}} * 8u) * 4u / BYTES_PER_UNIT, MP * 4u / BYTES_PER_UNIT);
+        let r1 = subgroupMatrixLoad<subgroup_matrix_right<i8, SM_M, SM_K>, col_major>(
+          &sm, (ro + SM_M * MP + {{S}} * 8u) * 4u / BYTES_PER_UNIT, MP * 4u / BYTES_PER_UNIT);
+        acc0 = subgroupMatrixMultiplyAccumulate(l, r0, acc0);
+        acc1 = subgroupMatrixMultiplyAccumulate(l, r1, acc1);
+      }
+#end
+    }
+    // The next pass overwrites sm: every subgroup must be done with it.
+    workgroupBarrier();
+  }
+  // The 16 blocks of sums through sm (block b: tokens 16*(b/4).., rows
+  // 16*(b%4)..), then each invocation takes element li of every block
+  // (token li/16, row li%16: neighbours write neighbouring rows of y).
+  if (sg < 8u) {
+    let b0 = (sg / 2u) * 4u + (sg % 2u) * 2u;
+    subgroupMatrixStore<row_major>(&sm, b0 * SM_M * SM_M, acc0, SM_M);
+    subgroupMatrixStore<row_major>(&sm, (b0 + 1u) * SM_M * SM_M, acc1, SM_M);
+  }
+  workgroupBarrier();
+  for (var b = 0u; b < 16u; b++) {
+    let t = tok0 + (b / 4u) * SM_M + li / SM_M;
+    let row = row0 + (b % 4u) * SM_M + li % SM_M;
+    if (t < step.n && row < p.rows) {
+      let sum = sm[b * SM_M * SM_M + li];
+#if SPLIT
+      atomicAdd(&part[(t - t0) * p.rows + row], sum);
+#else
+      var v = f32(sum) * (bitcast<f32>(x[p.x_scale_word + t]) * bitcast<f32>(w[p.w_scale_word + row]));
+      if (p.softcap > 0.0) {
+        v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
+      }
+      y[(t - t0) * p.out_stride + p.out_row + row] = v;
+#endif
+    }
+  }
+}
+#else
 @compute @workgroup_size(256)
 fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32,
          @builtin(subgroup_id) sg: u32, @builtin(num_subgroups) sgn: u32) {
@@ -471,9 +599,11 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
   }
 }
+#endif
 #else
 @compute @workgroup_size(256)
-fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32,
+         @builtin(num_workgroups) nwg: vec3<u32>) {
   let t0 = select(0u, step.first, p.from_first == 1u);
   let row0 = wg.x * BM;
   let tok0 = t0 + wg.y * BN;
@@ -486,10 +616,15 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
   var iacc: array<vec4<i32>, 4>; // iacc[j][i]: token 4*tx+j, row 4*ty+i
   let words = p.cols / 4u;
   let passes = (words + 15u) / 16u;
+  // The grid's z splits the passes into slices (SPLIT, the written-out
+  // tile's; one slice else): this workgroup takes passes k0..k1.
+  let per = (passes + nwg.z - 1u) / nwg.z;
+  let k0 = min(passes, wg.z * per);
+  let k1 = min(passes, k0 + per);
   // Each invocation stages one vector (4 words) of W and one of x per pass.
   let sr = li / 4u;
   let sv = li % 4u;
-  for (var kt = 0u; kt < passes; kt++) {
+  for (var kt = k0; kt < k1; kt++) {
     let word = kt * 16u + sv * 4u;
     var wv: vec4<u32>;
     var xv: vec4<u32>;

@@ -107,6 +107,9 @@ func Variants() []Key {
 				Key{Family: "tiled_merge", Entry: "merge", Int8: true, WG: TiledWG},
 				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Matrix: true},
 				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Matrix: true, Tile: TiledBig},
+				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Dot4: true, Tile: 64, Split: true},
+				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Matrix: true, Tile: 64},
+				Key{Family: "tiled", Entry: "tiled", Int8: true, WG: TiledWG, Matrix: true, Tile: 64, Split: true},
 				Key{Family: "act", Entry: "gated_quant", Int8: true, WG: RowWG, Regs: RowQuads},
 				Key{Family: "act", Entry: "gated_quant", Int8: true, WG: RowWG, SiLU: true, Regs: RowQuads})
 		}
@@ -188,6 +191,29 @@ func TiledTile(k Key) int {
 // slices a product of few rows (the Q|K|V, output and down products of a
 // 1B model at 512 tokens have 36-48 large tiles) into as many.
 const TiledMinGroups = 264
+
+// TiledMinGroupsFor is TiledMinGroups for split variant k: twice as many
+// for the 64x64 tiles (144-192 tiles on those products), whose workgroups
+// hold a quarter of the large tile's sums and fit several to a
+// multiprocessor.
+func TiledMinGroupsFor(k Key) int {
+	if TiledTile(k) == 64 {
+		return 2 * TiledMinGroups
+	}
+	return TiledMinGroups
+}
+
+// TiledPass is how many words (4 int8 columns each) a pass of int8 tiled
+// variant k takes: its split form slices the columns by passes.
+func TiledPass(k Key) int {
+	switch {
+	case k.Tile == TiledBig:
+		return TiledPassWords
+	case k.Matrix && k.Tile == 64:
+		return 32
+	}
+	return 16 // the 64x64 DOT4 and first MATRIX tiles
+}
 
 // Tiled is the tiled variant that tier runs for tile: 0, the first 64x64
 // tile (the default); 64, the DOT4 product's 64x64 tile with its loops

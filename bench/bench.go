@@ -51,10 +51,11 @@ type Options struct {
 	// (webgpu.Options.RowReread; "+regs", the default, is accepted), "+attn-group-prep", "+attn-group" or
 	// "+attn-split" (webgpu.Options.Attention) and "+roomN"
 	// (webgpu.Options.AttnRoom), "+tile64" or "+tile128" (webgpu.Options.Tile:
-	// the DOT4 product's 64x64 tile written out, or the 128x128 one, rather
-	// than the first 64x64 one), "+split"
+	// the 64x64 tile written out, DOT4 or on the matrix tier MATRIX, or the
+	// 128x128 one, rather than the first 64x64 one), "+split"
 	// (webgpu.Options.Split: products of few rows split along their
-	// columns), "+flash-first" (webgpu.Options.FlashFirst: prefill
+	// columns, on the written-out 64x64 tile with +tile64, the large one
+	// else), "+flash-first" (webgpu.Options.FlashFirst: prefill
 	// attention's first variant rather than its register one, the
 	// default; "+flash-regs", which earlier plans named, is accepted) or
 	// "+flash32" (the register one with tiles of 32 keys,

@@ -51,13 +51,15 @@ func TestModelMatchesCPUOnDawn(t *testing.T) {
 		// product's written-out 64x64 tile and its large tile on every
 		// product (the default is the first 64x64 tile),
 		// and every product split along its columns (slices of one pass or
-		// more).
+		// more) on the large tile and on the written-out 64x64 one (MATRIX
+		// where the tier has subgroup matrices).
 		plans := []struct {
 			name string
 			opt  Options
 		}{{"", Options{}}, {"-fused-g4", Options{Fuse: Fuse{Norm: true, Gated: true, Attention: true, Groups: 4}}}, {"-reread", Options{RowReread: true}},
 			{"-tile64", Options{Tile: 64}},
-			{"-tile128", Options{Tile: shaders.TiledBig}}, {"-split", Options{Split: 1}}, {"-flash-first", Options{FlashFirst: true}}}
+			{"-tile128", Options{Tile: shaders.TiledBig}}, {"-split", Options{Split: 1}}, {"-tile64-split", Options{Tile: 64, Split: 1}},
+			{"-flash-first", Options{FlashFirst: true}}}
 		for _, pl := range plans {
 			t.Run("int8-greedy"+pl.name, func(t *testing.T) {
 				cs, gm, gs := bothSequences(t, d, cfg8, w8, pl.opt, ctx)

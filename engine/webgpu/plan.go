@@ -423,10 +423,15 @@ func (s *Sequence) tiledKeys(rows int) []shaders.Key {
 
 // splitKey is the split product's variant for a part of rows rows, and
 // whether the plan can run it (Options.Split, a tier that has it, and
-// s.part room for the part's sums of a step).
+// s.part room for the part's sums of a step): the written-out 64x64 tile's
+// with Options.Tile 64, the large tile's else.
 func (s *Sequence) splitKey(rows int) (shaders.Key, bool) {
 	m := s.m
-	k := m.tier.Apply(shaders.Key{Family: "tiled", Entry: "tiled", Int8: m.cfg.DType == model.Int8, WG: shaders.TiledWG, Tile: shaders.TiledBig, Split: true})
+	tile := shaders.TiledBig
+	if m.opt.Tile == 64 {
+		tile = 64
+	}
+	k := m.tier.Apply(shaders.Key{Family: "tiled", Entry: "tiled", Int8: m.cfg.DType == model.Int8, WG: shaders.TiledWG, Tile: tile, Split: true})
 	return k, m.opt.Split > 0 && k.Split && s.partBytes > 0 && int64(rows)*int64(s.C)*4 <= s.partBytes
 }
 
@@ -434,8 +439,9 @@ func (s *Sequence) splitKey(rows int) (shaders.Key, bool) {
 // part of rows rows of cols columns, and its slices of the columns (1 but
 // for the split one): shaders.Tiled's choice for Options.Tile, except
 // that with Options.Split a product whose large tiles would be fewer than
-// shaders.TiledMinGroups takes the large tile split into enough slices for
-// that many workgroups, each of at least Options.Split passes.
+// shaders.TiledMinGroupsFor takes its split tile (splitKey) in enough
+// slices for that many workgroups, each of at least Options.Split passes
+// of 32 columns.
 func (s *Sequence) tiledFor(rows, cols, k int) (shaders.Key, int) {
 	m := s.m
 	c := shaders.Tiled(m.tier, m.cfg.DType == model.Int8, m.opt.Tile)
@@ -443,10 +449,13 @@ func (s *Sequence) tiledFor(rows, cols, k int) (shaders.Key, int) {
 	if !ok || k > 65535 {
 		return c, 1
 	}
-	groups := ((rows + shaders.TiledBig - 1) / shaders.TiledBig) * ((k + shaders.TiledBig - 1) / shaders.TiledBig)
-	passes := (cols/4 + shaders.TiledPassWords - 1) / shaders.TiledPassWords
-	slices := min((shaders.TiledMinGroups+groups-1)/groups, passes/m.opt.Split)
-	if groups >= shaders.TiledMinGroups || slices < 2 {
+	side, pass := shaders.TiledTile(sk), shaders.TiledPass(sk)
+	groups := ((rows + side - 1) / side) * ((k + side - 1) / side)
+	passes := (cols/4 + pass - 1) / pass
+	least := max(1, m.opt.Split*shaders.TiledPassWords/pass) // passes a slice
+	want := shaders.TiledMinGroupsFor(sk)
+	slices := min((want+groups-1)/groups, passes/least)
+	if groups >= want || slices < 2 {
 		return c, 1
 	}
 	return sk, slices

@@ -196,7 +196,7 @@ func TestPlannedKernelsAreEnumerated(t *testing.T) {
 	benchOpts = append(benchOpts, webgpu.Options{Fuse: webgpu.Fuse{Norm: true, Gated: true, Attention: true}},
 		webgpu.Options{Fuse: webgpu.Fuse{Norm: true, Gated: true, Groups: 64}}, webgpu.Options{RowReread: true},
 		webgpu.Options{Tile: 64}, webgpu.Options{Tile: shaders.TiledBig}, webgpu.Options{Split: webgpu.SplitPasses},
-		webgpu.Options{Fuse: webgpu.Fuse{None: true}}, webgpu.Options{Fuse: webgpu.Fuse{Norm: true, Epilogue: true, Groups: 32}},
+		webgpu.Options{Tile: 64, Split: webgpu.SplitPasses}, webgpu.Options{Fuse: webgpu.Fuse{None: true}}, webgpu.Options{Fuse: webgpu.Fuse{Norm: true, Epilogue: true, Groups: 32}},
 		webgpu.Options{FlashFirst: true}, webgpu.Options{FlashTile: shaders.FlashTiles})
 	type loaded struct {
 		name  string

@@ -82,17 +82,19 @@ type Options struct {
 	AttnRoom int
 	// Tile is the prefill product's tile (shaders.Tiled): 0, the first
 	// 64x64 tile (the default: faster on the H200 than the large one so
-	// far); 64, the DOT4 product's 64x64 tile with its loops written out;
+	// far); 64, the 64x64 tile with its loops written out (DOT4, or MATRIX
+	// where the tier has subgroup matrices for it: Tier.MatrixTile);
 	// shaders.TiledBig, the 128x128 one; each where the tier has it.
 	// Benchmarks compare them with it.
 	Tile int
-	// Split, n > 0, lets a prefill product that the 64x64 tile would get
-	// for want of workgroups (few rows: a 1B model's down, output and
-	// Q|K|V products at 512 tokens) run the large tile split along its
-	// columns instead (shaders.Key.Split), in slices of at least n passes
-	// of 32 columns, with its int32 sums added with atomics into a scratch
-	// buffer and dequantised by a merge dispatch. 0 (the default until it
-	// is measured) splits nothing; wick bench's +split is SplitPasses.
+	// Split, n > 0, lets a prefill product that would get too few
+	// workgroups (few rows: a 1B model's down, output and Q|K|V products
+	// at 512 tokens) run split along its columns (shaders.Key.Split): the
+	// written-out 64x64 tile with Tile 64, the large tile else, in slices
+	// of at least n passes of 32 columns, with its int32 sums added with
+	// atomics into a scratch buffer and dequantised by a merge dispatch. 0
+	// (the default until it is measured) splits nothing; wick bench's
+	// +split is SplitPasses.
 	Split int
 	// Fallback runs the fallback tier of kernels even where the device
 	// offers more (shaders.Tier): benchmarks and tests compare the tiers

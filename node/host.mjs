@@ -8,7 +8,7 @@
 //   node node/host.mjs gen   -model DIR [-prompt TEXT | -ids 1,2,3] [-system TEXT]
 //                            [-temp T -top-p P -top-k K -rep-penalty R -seed S -max-tokens N]
 //                            [-backend webgpu|cpu] [-json] [-fault]
-//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-chunk N] [-runs N] [-cache-bytes N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-plans none,norm+gated,...] [-row-attention]] [-flash-first | -flash-tile 32] [-page-sampling] [-json FILE]
+//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-chunk N] [-runs N] [-cache-bytes N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-plans none,norm+gated,...] [-row-attention]] [-flash-first | -flash-tile 32] [-prefill-tile 64|128 [-prefill-split]] [-page-sampling] [-json FILE]
 //   node node/host.mjs info [-tier all|fallback] [-experimental]
 //
 // Common flags: -experimental offers the adapter's chromium-experimental-*
@@ -62,6 +62,8 @@ const options = {
   'flash-tile': { type: 'string', default: '0' },
   'page-sampling': { type: 'boolean', default: false },
   'null-gpu': { type: 'boolean', default: false },
+  'prefill-tile': { type: 'string', default: '0' },
+  'prefill-split': { type: 'boolean', default: false },
   experimental: { type: 'boolean', default: false },
   tier: { type: 'string', default: 'all' },
   wasm: { type: 'string', default: path.join(root, 'web', 'wick.wasm') },
@@ -216,7 +218,11 @@ function phases(c, ms) {
 // -flash-first loads the model with prefill attention's first variant
 // rather than its register one, the default (webgpu.Options.FlashFirst),
 // -flash-tile 32 the register one with tiles of 32 keys (FlashTile);
-// package bench's plans take +flash-first and +flash32.
+// package bench's plans take +flash-first and +flash32. -prefill-tile 64
+// or 128 loads it with that prefill product tile (webgpu.Options.Tile)
+// and -prefill-split with its products of few rows split (Options.Split),
+// as package bench's plans +tile64, +tile128 and +split do: -profile then
+// times each.
 async function bench(v) {
   const decode = num(v.decode, 'decode');
   const prompt = num(v.prompt ?? '512', 'prompt');
@@ -227,8 +233,9 @@ async function bench(v) {
   const runs = num(v.runs, 'runs');
   if (runs < 1) usage(`-runs ${v.runs}: at least one run`);
   const info = await d.handle({ op: 'load', model: v.model, backend: 'webgpu', tier: v.tier, timestamps: v.kernels && v.profile, chunk,
-    cacheBytes: num(v['cache-bytes'], 'cache-bytes'), flashFirst: v['flash-first'], flashTile: num(v['flash-tile'], 'flash-tile') });
-  const res = { model: v.model, flashFirst: v['flash-first'], flashTile: num(v['flash-tile'], 'flash-tile'), adapter: info.adapter, date: new Date().toISOString().slice(0, 10), vocab: info.vocab };
+    cacheBytes: num(v['cache-bytes'], 'cache-bytes'), flashFirst: v['flash-first'], flashTile: num(v['flash-tile'], 'flash-tile'),
+    prefillTile: num(v['prefill-tile'], 'prefill-tile'), prefillSplit: v['prefill-split'] });
+  const res = { model: v.model, flashFirst: v['flash-first'], flashTile: num(v['flash-tile'], 'flash-tile'), prefillTile: num(v['prefill-tile'], 'prefill-tile'), prefillSplit: v['prefill-split'], adapter: info.adapter, date: new Date().toISOString().slice(0, 10), vocab: info.vocab };
   const ids = (n, seed) => Array.from({ length: n }, (_, i) => 3 + ((i * 2654435761 + seed * 40503) >>> 0) % (info.vocab - 3));
   // turn(i) is run i's turn; each run counts the progress reports it got.
   const run = async (turn, n = runs, progress = false) => {
@@ -266,7 +273,8 @@ async function bench(v) {
   }
   if (v.profile) {
     const p = newDriver(v.wasm);
-    await p.handle({ op: 'load', model: v.model, backend: 'webgpu', profile: true, tier: v.tier, chunk, flashFirst: v['flash-first'], flashTile: num(v['flash-tile'], 'flash-tile') });
+    await p.handle({ op: 'load', model: v.model, backend: 'webgpu', profile: true, tier: v.tier, chunk, flashFirst: v['flash-first'], flashTile: num(v['flash-tile'], 'flash-tile'),
+      prefillTile: num(v['prefill-tile'], 'prefill-tile'), prefillSplit: v['prefill-split'] });
     const { session } = await p.handle({ op: 'open', chat: '', messages: [] });
     await p.handle({ op: 'turn', session, kind: 'complete', turn: { ids: ids(8, 2), max_tokens: 2 } });
     p.engine.gpu.profileTimes();
@@ -313,7 +321,7 @@ async function bench(v) {
 function printBench(r) {
   const f = (x, d = 1) => x.toFixed(d);
   const lines = [
-    `model ${r.model} on ${r.adapter}${r.adapter.startsWith('none') ? '' : ' (Dawn via dawn.node)'}, ${r.date}, prefill attention: attend_flash${r.flashFirst ? ' (first variant)' : `/regs${r.flashTile ? `/t${r.flashTile}` : ''}`}`,
+    `model ${r.model} on ${r.adapter}${r.adapter.startsWith('none') ? '' : ' (Dawn via dawn.node)'}, ${r.date}, prefill attention: attend_flash${r.flashFirst ? ' (first variant)' : `/regs${r.flashTile ? `/t${r.flashTile}` : ''}`}, prefill product: ${r.prefillTile ? `tile ${r.prefillTile}` : 'the default tile'}${r.prefillSplit ? ', split' : ''}`,
     '',
     '| part | tok/s | crossings/token | command lists/token | commands/list | JS encoding ms/list | of it: writes, finish+submit |',
     '| --- | --- | --- | --- | --- | --- | --- |',

@@ -166,8 +166,10 @@ export class Driver {
   // flashFirst plans prefill attention's first variant rather than its
   // register one, the default (the module's webgpu.Options.FlashFirst), flashTile the
   // register one's keys per tile (FlashTile, 0 its default): benchmarks
-  // compare them with these.
-  async load({ model, backend = '', profile = false, timestamps = false, tier = 'all', chunk = 0, cacheBytes = 0, flashFirst = false, flashTile = 0 }) {
+  // compare them with these. prefillTile and prefillSplit choose the
+  // prefill product's tile (Options.Tile, 0 its default) and split its
+  // products of few rows (Options.Split): benchmarks compare them so.
+  async load({ model, backend = '', profile = false, timestamps = false, tier = 'all', chunk = 0, cacheBytes = 0, flashFirst = false, flashTile = 0, prefillTile = 0, prefillSplit = false }) {
     const manifestBytes = await this.a.readFile(model, 'manifest.pb');
     const m = parseManifest(manifestBytes);
     const tokBytes = await this.a.readFile(model, m.tokenizer.file, m.tokenizer.sha256);
@@ -207,7 +209,7 @@ export class Driver {
     const t0 = performance.now();
     let out;
     try {
-      out = await this.#runJSON('wick_load', JSON.stringify({ dir: '/model', backend: dev ? 'webgpu' : 'cpu', chunk, cache_bytes: cacheBytes, flash_first: flashFirst, flash_tile: flashTile }), []);
+      out = await this.#runJSON('wick_load', JSON.stringify({ dir: '/model', backend: dev ? 'webgpu' : 'cpu', chunk, cache_bytes: cacheBytes, flash_first: flashFirst, flash_tile: flashTile, prefill_tile: prefillTile, prefill_split: prefillSplit }), []);
     } catch (e) {
       const failure = gpu.compileFailures[0];
       if (!dev || !failure) throw e;

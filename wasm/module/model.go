@@ -30,6 +30,12 @@ type loadOptions struct {
 	// compare them with these.
 	FlashFirst bool `json:"flash_first"`
 	FlashTile  int  `json:"flash_tile"`
+	// PrefillTile is the prefill product's tile (webgpu.Options.Tile: 0
+	// its default) and PrefillSplit splits its products of few rows
+	// (Options.Split = webgpu.SplitPasses): benchmarks profile the page's
+	// prefill with each.
+	PrefillTile  int  `json:"prefill_tile"`
+	PrefillSplit bool `json:"prefill_split"`
 }
 
 // gpuDev is the host's GPU as the module reaches it, once a load found one.
@@ -71,7 +77,11 @@ func load(o loadOptions) (*engine.Model, error) {
 		if err != nil {
 			return nil, fmt.Errorf("load model %s: %w", o.Dir, err)
 		}
-		return loadOnGPU(f, dev, opts, webgpu.Options{Chunk: o.Chunk, FlashFirst: o.FlashFirst, FlashTile: o.FlashTile})
+		wo := webgpu.Options{Chunk: o.Chunk, FlashFirst: o.FlashFirst, FlashTile: o.FlashTile, Tile: o.PrefillTile}
+		if o.PrefillSplit {
+			wo.Split = webgpu.SplitPasses
+		}
+		return loadOnGPU(f, dev, opts, wo)
 	case "cpu":
 	default:
 		return nil, fmt.Errorf("load: unknown backend %q (want webgpu or cpu)", o.Backend)

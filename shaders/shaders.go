@@ -636,11 +636,12 @@ func bigDots() (dots, out string) {
 }
 
 // smallDots writes out the inner products of the 64x64 DOT4 tile for one
-// vector of the pass, and its epilogue, as bigDots does the large tile's.
+// vector of the pass (at o in its buffers), and its epilogue, as bigDots
+// does the large tile's.
 func smallDots() (dots, out string) {
 	var d, o strings.Builder
 	for i := range 4 {
-		fmt.Fprintf(&d, "let a%d = wp[v * 64u + %du + ty]; let b%d = xp[v * 64u + %du + tx]; ", i, 16*i, i, 16*i)
+		fmt.Fprintf(&d, "let a%d = wp[o + %du + ty]; let b%d = xp[o + %du + tx]; ", i, 16*i, i, 16*i)
 	}
 	for j := range 4 {
 		for i := range 4 {

@@ -34,6 +34,14 @@
 // every multiprocessor; each adds its int32 sums into part with atomics,
 // exact in any order, and tiled_merge.wgsl dequantises them.
 //
+// UNROLL (Key.Tile 64, opt-in), the written-out 64x64 tiles. DOT4: the
+// first tile's products with constant indices into the sums, and two
+// buffers of workgroup memory with the next pass read into registers
+// first, one barrier a pass (as the large tile). MATRIX (where the tier
+// has MatrixTile): 128 int8 columns a pass, each of 8 subgroups a 16x32
+// block of the tile (8 products a pass), the next pass read into registers
+// first. Both have a SPLIT form, for products of few rows.
+//
 // BIG with MATRIX: the same tile, passes and buffers, the words kept as
 // i32 for the matrix loads; each of 8 subgroups of 32 multiplies 2x4
 // blocks of 16x16 (Tier.MatrixTile: subgroups of at most 32).
@@ -225,8 +233,14 @@ fn stage_word(src_w: bool, r: u32, r0: u32, lim: u32, word: u32, words: u32) -> 
 // i*16+q, so the invocations that share a row block (ty) or token block
 // (tx) read neighbouring vectors: 16-byte reads spread over every bank of
 // workgroup memory, where a row-major tile sends them to the same few.
+#if UNROLL
+// Two buffers of each (16 KiB in all): wp[256 * buf + v * 64 + slot(r)].
+var<workgroup> wp: array<vec4<u32>, 512>;
+var<workgroup> xp: array<vec4<u32>, 512>;
+#else
 var<workgroup> wp: array<vec4<u32>, 256>;
 var<workgroup> xp: array<vec4<u32>, 256>;
+#endif
 
 fn slot(r: u32) -> u32 {
   return (r % 4u) * 16u + r / 4u;
@@ -244,6 +258,17 @@ fn stage_word(src_w: bool, r: u32, r0: u32, lim: u32, word: u32, words: u32) -> 
   return x[(r0 + r) * words + word];
 }
 #if UNROLL
+// small_load is vector sv of pass kt (16 words) of row (or token) r0 + sr
+// of W (or x), zero past the matrix.
+fn small_load(src_w: bool, sr: u32, r0: u32, lim: u32, kt: u32, sv: u32, words: u32) -> vec4<u32> {
+  let word = kt * 16u + sv * 4u;
+  var v: vec4<u32>;
+  for (var e = 0u; e < 4u; e++) {
+    v[e] = stage_word(src_w, sr, r0, lim, word + e, words);
+  }
+  return v;
+}
+
 // small_out takes the sum of row 4*ty + i, token 4*tx + j of the tile
 // into y, dequantised.
 fn small_out(i: u32, j: u32, sum: i32, row0: u32, tok0: u32, t0: u32, tx: u32, ty: u32) {
@@ -624,6 +649,39 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
   // Each invocation stages one vector (4 words) of W and one of x per pass.
   let sr = li / 4u;
   let sv = li % 4u;
+#if UNROLL
+  // Two buffers: pass kt+1's vectors come from storage into registers
+  // before pass kt's products and go into the other buffer after them, so
+  // storage latency hides behind the products and one barrier a pass
+  // suffices (the first tile has two and waits for each pass's loads).
+  var wv = small_load(true, sr, row0, p.rows, k0, sv, words);
+  var xv = small_load(false, sr, tok0, step.n, k0, sv, words);
+  wp[sv * 64u + slot(sr)] = wv;
+  xp[sv * 64u + slot(sr)] = xv;
+  workgroupBarrier();
+  for (var kt = k0; kt < k1; kt++) {
+    let cur = ((kt - k0) % 2u) * 256u;
+    let more = kt + 1u < k1;
+    if (more) {
+      wv = small_load(true, sr, row0, p.rows, kt + 1u, sv, words);
+      xv = small_load(false, sr, tok0, step.n, kt + 1u, sv, words);
+    }
+    for (var v = 0u; v < 4u; v++) {
+      let o = cur + v * 64u;
+      // The loops of the first tile's products written out by
+      // shaders.smallDots, with constant indices into iacc (see the large
+      // tile's).
+      {{SMALL_DOTS}}
+    }
+    if (more) {
+      // The other buffer: every invocation finished reading it (pass
+      // kt-1) before the barrier that ended that pass.
+      wp[256u - cur + sv * 64u + slot(sr)] = wv;
+      xp[256u - cur + sv * 64u + slot(sr)] = xv;
+    }
+    workgroupBarrier();
+  }
+#else
   for (var kt = k0; kt < k1; kt++) {
     let word = kt * 16u + sv * 4u;
     var wv: vec4<u32>;
@@ -635,13 +693,6 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     wp[sv * 64u + slot(sr)] = wv;
     xp[sv * 64u + slot(sr)] = xv;
     workgroupBarrier();
-#if UNROLL
-    for (var v = 0u; v < 4u; v++) {
-      // The loops below written out by shaders.smallDots, with constant
-      // indices into iacc (see the large tile's).
-      {{SMALL_DOTS}}
-    }
-#else
     for (var v = 0u; v < 4u; v++) {
       var a: array<vec4<u32>, 4>;
       var b: array<vec4<u32>, 4>;
@@ -656,9 +707,9 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
         }
       }
     }
-#endif
     workgroupBarrier();
   }
+#endif
 #else
   var acc: array<vec4<f32>, 4>; // acc[j][i]: token 4*tx+j, row 4*ty+i
 #if INT8

@@ -198,6 +198,13 @@ func Run(dev gpu.Device, o Options, w io.Writer) error {
 			r.name, tiers[0], plans[0], pickSteps, pickRuns, table)
 		for i, tier := range tiers {
 			for _, pl := range plans {
+				base := pl
+				base.Tile, base.Split = 0, false
+				if i > 0 && base != pl && slices.Contains(plans, base) {
+					// The fallback tier has no other prefill tile nor split
+					// (Tier.Apply): its row would repeat base's.
+					continue
+				}
 				row, prof, err := b.model(r.name, c, wts, best, tier, i > 0, pl, o.Decode, o.Prompt, o.Long, roofBW, o.Profile)
 				if err != nil {
 					return fmt.Errorf("%s (%s kernels, plan %s): %w", r.name, tier, pl, err)

@@ -15,6 +15,7 @@
 # is not on the device machine):
 #
 #   go test -c -o .devbin/shaders.test ./shaders
+#   go test -c -o .devbin/webgpu.test ./engine/webgpu
 #   go build -o .devbin/wick ./cmd/wick       # writes the 1B shape
 #   make wasm                                  # web/wick.wasm
 #
@@ -28,6 +29,7 @@ root=$(pwd)
 . "$(dirname "$0")/device-step.sh"
 if [ "${TESTS:-1}" = 1 ]; then
 	step shaders-matrix sh -c "cd '$root/shaders' && WICK_DAWN_EXPERIMENTAL=1 timeout 100 '$root/.devbin/shaders.test' -test.v -test.run 'TestMatrixLoadUnits|TestTierOf|TestMatrixProducts|TestTiledSplit'"
+	step webgpu-matrix sh -c "cd '$root/engine/webgpu' && WICK_DAWN_EXPERIMENTAL=1 timeout 120 '$root/.devbin/webgpu.test' -test.v -test.run 'TestModelMatchesCPUOnDawn/.*/int8-greedy(-tile64.*)?$'"
 	step shaders-stock sh -c "cd '$root/shaders' && timeout 60 '$root/.devbin/shaders.test' -test.v -test.run 'TestTiledSplit|TestMatrixProducts/.*/tiled-t64'"
 fi
 # M and PROMPT (the page's model and prompt) and BENCH=0 (no package
@@ -46,8 +48,10 @@ fi
 [ "${BENCH:-1}" = 1 ] && [ "${STOCK:-1}" = 1 ] && step bench-stock timeout 300 node node/host.mjs bench -model $M -decode 16 -prompt 512 -kernels -mib 64 -shapes 1b -plans epi,epi+tile64,epi+tile64+split
 {
 	echo "checks:"
-	grep -h -E '^(--- )?(FAIL|ok|PASS)' "$OUT"/shaders-*.txt 2>/dev/null | head -20
-	grep -h -E 'matrix loads|runs tiled|tiled product runs as' "$OUT"/shaders-matrix.txt 2>/dev/null | sort -u | head -6
+	for f in shaders-matrix webgpu-matrix shaders-stock; do
+		[ -f "$OUT/$f.txt" ] && echo "$f: $(grep -c -- '--- PASS' "$OUT/$f.txt") passed, $(grep -c -- '--- SKIP' "$OUT/$f.txt") skipped, $(grep -c -- '--- FAIL' "$OUT/$f.txt") failed" && grep -h -m8 -A2 -- '--- FAIL' "$OUT/$f.txt"
+	done
+	grep -h -E 'matrix loads|runs tiled|tiled product runs as' "$OUT"/shaders-matrix.txt 2>/dev/null | sed 's/^ *//' | sort -u | head -6
 	echo
 	echo "1B pp512 (package bench, 512-token steps): file | kernels | plan | pp512 tok/s | on a new sequence | tg16"
 	for f in bench-experimental bench-stock; do

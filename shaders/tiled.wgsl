@@ -38,8 +38,8 @@
 // first tile's products with constant indices into the sums, and two
 // buffers of workgroup memory with the next pass read into registers
 // first, one barrier a pass (as the large tile). MATRIX (where the tier
-// has MatrixTile): 128 int8 columns a pass, each of 8 subgroups a 16x32
-// block of the tile (8 products a pass), the next pass read into registers
+// has MatrixTile): 96 int8 columns a pass, each of 8 subgroups a 16x32
+// block of the tile (6 products a pass), the next pass read into registers
 // first. Both have a SPLIT form, for products of few rows.
 //
 // BIG with MATRIX: the same tile, passes and buffers, the words kept as
@@ -162,26 +162,31 @@ fn big_out(i: u32, j: u32, sum: i32, row0: u32, tok0: u32, t0: u32, lx: u32, ly:
 #else
 #if MATRIX
 #if UNROLL
-// The written-out 64x64 MATRIX tile (Key.Tile 64): 128 int8 columns (32
+// The written-out 64x64 MATRIX tile (Key.Tile 64): 96 int8 columns (24
 // words) a pass, so each of 8 subgroups (of at most 32: Tier.MatrixTile)
-// does 8 products between barriers where the first MATRIX tile does 2; its
+// does 6 products between barriers where the first MATRIX tile does 2; its
 // two accumulators are plain variables (constant indices: registers); and
 // each invocation reads its share of pass k+1 from storage into registers
 // before it computes pass k, so storage latency hides behind the products.
-// sm[r * 32 + word] is word `word` of the pass of tile row r of W, sm[MX +
-// t * 32 + word] x's for token t (8 + 8 KiB: WebGPU's default 16 KiB);
-// after the last pass it holds the tile's 16 blocks of int32 sums.
+// sm[r * 28 + word] is word `word` of the pass of tile row r of W, sm[MX +
+// t * 28 + word] x's for token t: rows 112 bytes apart, so the 8 rows of
+// 16 bytes that a matrix load reads at a time fall in 8 distinct groups
+// of banks (rows 128 bytes apart, a pass of 128 columns, would all fall
+// in one, and 36 words a row do not fit 16 KiB). After the last pass sm
+// holds the tile's 16 blocks of int32 sums (all of its 16 KiB).
 const SM_M = 16u;
 const SM_K = 32u;
-const MP = 32u;            // words of a tile row per pass (128 int8)
-const MX = 2048u;          // word offset of x's tile in sm
+const MP = 24u;            // words of a tile row per pass (96 int8)
+const MS = 28u;            // words from one row of sm to the next
+const MX = 1792u;          // word offset of x's tile in sm (64 rows of W)
+const MV = 6u;             // words each invocation stages per pass, of W and of x
 const BYTES_PER_UNIT = 4u; // see the first MATRIX tile's
 var<workgroup> sm: array<i32, 4096>;
 
 // m_word is word e*256 + li of pass kt of the tile of W (or x), whose rows
-// (tokens) start at r0: row (e*256 + li) / 32, so a subgroup of 32 reads
-// one row's 128 bytes at once. Zero past the matrix: rows of any multiple
-// of 4 columns.
+// (tokens) start at r0: row (e*256 + li) / 24, so a subgroup reads
+// neighbouring words of a row or two. Zero past the matrix: rows of any
+// multiple of 4 columns.
 fn m_word(src_w: bool, e: u32, li: u32, r0: u32, lim: u32, kt: u32, words: u32) -> u32 {
   let idx = e * 256u + li;
   let r = r0 + idx / MP;
@@ -193,6 +198,12 @@ fn m_word(src_w: bool, e: u32, li: u32, r0: u32, lim: u32, kt: u32, words: u32) 
     return w[r * words + word];
   }
   return x[r * words + word];
+}
+
+// m_slot is where m_word's word e goes in sm (W's; x's at MX after it).
+fn m_slot(e: u32, li: u32) -> u32 {
+  let idx = e * 256u + li;
+  return (idx / MP) * MS + idx % MP;
 }
 #else
 // One pass stages 64 int8 columns (16 words) of the tile's 64 rows of W and
@@ -486,9 +497,9 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
   let k0 = min(all, wg.z * per);
   let k1 = min(all, k0 + per);
   // (An empty slice, k0 = k1, adds zeros: no return before the barriers.)
-  var wv: array<u32, 8>;
-  var xv: array<u32, 8>;
-#unroll E 8
+  var wv: array<u32, MV>;
+  var xv: array<u32, MV>;
+#unroll E 6
   wv[{{E}}] = m_word(true, {{E}}, li, row0, p.rows, k0, words);
   xv[{{E}}] = m_word(false, {{E}}, li, tok0, step.n, k0, words);
 #end
@@ -498,30 +509,30 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
   // 16x16 blocks of sums, tokens by rows.
   var acc0: subgroup_matrix_result<i32, SM_M, SM_M>;
   var acc1: subgroup_matrix_result<i32, SM_M, SM_M>;
-  let lo = MX + (sg / 2u) * SM_M * MP;
-  let ro = (sg % 2u) * 2u * SM_M * MP;
+  let lo = MX + (sg / 2u) * SM_M * MS;
+  let ro = (sg % 2u) * 2u * SM_M * MS;
   for (var kt = k0; kt < k1; kt++) {
-#unroll E 8
-    sm[{{E}} * 256u + li] = bitcast<i32>(wv[{{E}}]);
-    sm[MX + {{E}} * 256u + li] = bitcast<i32>(xv[{{E}}]);
+#unroll E 6
+    sm[m_slot({{E}}, li)] = bitcast<i32>(wv[{{E}}]);
+    sm[MX + m_slot({{E}}, li)] = bitcast<i32>(xv[{{E}}]);
 #end
     workgroupBarrier();
     if (kt + 1u < k1) {
-#unroll E 8
+#unroll E 6
       wv[{{E}}] = m_word(true, {{E}}, li, row0, p.rows, kt + 1u, words);
       xv[{{E}}] = m_word(false, {{E}}, li, tok0, step.n, kt + 1u, words);
 #end
     }
     if (sg < 8u) {
-      // The pass's 4 steps of 32 columns (8 words), written out.
-#unroll S 4
+      // The pass's 3 steps of 32 columns (8 words), written out.
+#unroll S 3
       {
         let l = subgroupMatrixLoad<subgroup_matrix_left<i8, SM_K, SM_M>, row_major>(
-          &sm, (lo + {{S}} * 8u) * 4u / BYTES_PER_UNIT, MP * 4u / BYTES_PER_UNIT);
+          &sm, (lo + {{S}} * 8u) * 4u / BYTES_PER_UNIT, MS * 4u / BYTES_PER_UNIT);
         let r0 = subgroupMatrixLoad<subgroup_matrix_right<i8, SM_M, SM_K>, col_major>(
-          &sm, (ro + {{S}} * 8u) * 4u / BYTES_PER_UNIT, MP * 4u / BYTES_PER_UNIT);
+          &sm, (ro + {{S}} * 8u) * 4u / BYTES_PER_UNIT, MS * 4u / BYTES_PER_UNIT);
         let r1 = subgroupMatrixLoad<subgroup_matrix_right<i8, SM_M, SM_K>, col_major>(
-          &sm, (ro + SM_M * MP + {{S}} * 8u) * 4u / BYTES_PER_UNIT, MP * 4u / BYTES_PER_UNIT);
+          &sm, (ro + SM_M * MS + {{S}} * 8u) * 4u / BYTES_PER_UNIT, MS * 4u / BYTES_PER_UNIT);
         acc0 = subgroupMatrixMultiplyAccumulate(l, r0, acc0);
         acc1 = subgroupMatrixMultiplyAccumulate(l, r1, acc1);
       }

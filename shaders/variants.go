@@ -210,7 +210,7 @@ func TiledPass(k Key) int {
 	case k.Tile == TiledBig:
 		return TiledPassWords
 	case k.Matrix && k.Tile == 64:
-		return 32
+		return 24
 	}
 	return 16 // the 64x64 DOT4 and first MATRIX tiles
 }

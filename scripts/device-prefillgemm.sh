@@ -40,12 +40,12 @@ W=${WICK:-$root/.devbin/wick}
 [ -d "$M" ] || step write-1b timeout 120 "$W" bench -write-shape 1b "$M"
 B="node node/host.mjs bench -model $M -decode 16 -prompt 512 -kernels -mib 64 -shapes 1b -plans epi,epi+tile64,epi+tile64+split,epi+tile128"
 [ "${BENCH:-1}" = 1 ] && step bench-experimental timeout 300 $B -experimental
+[ "${BENCH:-1}" = 1 ] && [ "${STOCK:-1}" = 1 ] && step bench-stock timeout 300 node node/host.mjs bench -model $M -decode 16 -prompt 512 -kernels -mib 64 -shapes 1b -plans epi,epi+tile64,epi+tile64+split
 if [ "${PAGE:-1}" = 1 ]; then
 	P="node node/host.mjs bench -model $M -decode 16 -prompt $PROMPT -chunk $PROMPT -runs 3 -profile -experimental"
 	step page-default timeout 120 $P
 	step page-tile64-split timeout 120 $P -prefill-tile 64 -prefill-split
 fi
-[ "${BENCH:-1}" = 1 ] && [ "${STOCK:-1}" = 1 ] && step bench-stock timeout 300 node node/host.mjs bench -model $M -decode 16 -prompt 512 -kernels -mib 64 -shapes 1b -plans epi,epi+tile64,epi+tile64+split
 {
 	echo "checks:"
 	for f in shaders-matrix webgpu-matrix shaders-stock; do

@@ -28,7 +28,7 @@ OUT=${OUT:?set OUT to the results folder}
 root=$(pwd)
 . "$(dirname "$0")/device-step.sh"
 if [ "${TESTS:-1}" = 1 ]; then
-	step shaders-matrix sh -c "cd '$root/shaders' && WICK_DAWN_EXPERIMENTAL=1 timeout 100 '$root/.devbin/shaders.test' -test.v -test.run 'TestMatrixLoadUnits|TestTierOf|TestMatrixProducts|TestTiledSplit'"
+	step shaders-matrix sh -c "cd '$root/shaders' && WICK_DAWN_EXPERIMENTAL=1 timeout 150 '$root/.devbin/shaders.test' -test.v -test.run 'TestMatrixLoadUnits|TestTierOf|TestMatrixProducts|TestTiledSplit'"
 	step webgpu-matrix sh -c "cd '$root/engine/webgpu' && WICK_DAWN_EXPERIMENTAL=1 timeout 120 '$root/.devbin/webgpu.test' -test.v -test.run 'TestModelMatchesCPUOnDawn/.*/int8-greedy(-tile64.*)?$'"
 	step shaders-stock sh -c "cd '$root/shaders' && timeout 60 '$root/.devbin/shaders.test' -test.v -test.run 'TestTiledSplit|TestMatrixProducts/.*/tiled-t64'"
 fi

@@ -22,7 +22,8 @@
 # plus node/node_modules (dawn.node). Results go to $OUT: one file per step,
 # summary.txt with each step's exit status, table.txt (printed last).
 # TESTS=0, STOCK=0, PAGE=0 leave out the checks, the stock tier's bench or
-# the page profiles, to fit a call's time.
+# the page profiles, to fit a call's time; STOCKPAGE=1 adds the page
+# profiles on the stock tier.
 set -u
 OUT=${OUT:?set OUT to the results folder}
 root=$(pwd)
@@ -46,6 +47,12 @@ if [ "${PAGE:-1}" = 1 ]; then
 	step page-default timeout 120 $P
 	step page-tile64-split timeout 120 $P -prefill-tile 64 -prefill-split
 fi
+if [ "${STOCKPAGE:-0}" = 1 ]; then
+	# The same on the stock tier (the DOT4 tiles), where a call has time.
+	P="node node/host.mjs bench -model $M -decode 16 -prompt $PROMPT -chunk $PROMPT -runs 3 -profile"
+	step page-stock-default timeout 120 $P
+	step page-stock-tile64-split timeout 120 $P -prefill-tile 64 -prefill-split
+fi
 {
 	echo "checks:"
 	for f in shaders-matrix webgpu-matrix shaders-stock; do
@@ -58,8 +65,8 @@ fi
 		[ -f "$OUT/$f.txt" ] && awk -F'|' -v f="$f" '$2 ~ /gemma-3-1b/ { printf "%s |%s|%s|%s|%s|%s\n", f, $3, $4, $11, $12, $7 }' "$OUT/$f.txt"
 	done
 	echo
-	echo "page prefill of $PROMPT tokens (-experimental): tiled kernels' GPU time (label | dispatches | us | share)"
-	for f in page-default page-tile64-split; do
+	echo "page prefill of $PROMPT tokens (page-stock-*: without -experimental): tiled kernels' GPU time (label | dispatches | us | share)"
+	for f in page-default page-tile64-split page-stock-default page-stock-tile64-split; do
 		[ -f "$OUT/$f.txt" ] || continue
 		echo "$f: $(grep -h -m1 "^prefill pp$PROMPT:" "$OUT/$f.txt" | sed 's/.*; //'); $(grep -h -m1 "prefill of $PROMPT tokens by kernel" "$OUT/$f.txt" | sed 's/.*: //')"
 		grep -h -E '^\| (tiled|attn\.attend_flash)' "$OUT/$f.txt" | head -8

@@ -164,9 +164,9 @@ export class Driver {
   // cache; the module's default otherwise): benchmarks weigh the cache's
   // snapshots with it.
   // flashFirst plans prefill attention's first variant rather than its
-  // register one, the default (the module's webgpu.Options.FlashFirst), flashTile the
-  // register one's keys per tile (FlashTile, 0 its default): benchmarks
-  // compare them with these. prefillTile and prefillSplit choose the
+  // register one, the default (the module's webgpu.Options.FlashFirst),
+  // flashTile the register one's keys per tile (FlashTile, 0 its default):
+  // benchmarks compare them with these. prefillTile and prefillSplit choose the
   // prefill product's tile (Options.Tile, 0 its default) and split its
   // products of few rows (Options.Split): benchmarks compare them so.
   async load({ model, backend = '', profile = false, timestamps = false, tier = 'all', chunk = 0, cacheBytes = 0, flashFirst = false, flashTile = 0, prefillTile = 0, prefillSplit = false }) {

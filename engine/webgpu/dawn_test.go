@@ -47,6 +47,7 @@ func TestModelMatchesCPUOnDawn(t *testing.T) {
 			}
 		}
 		// The default plan, every fold with products over few workgroups,
+		// the norm folds with gate|up's epilogue (its pre-norm too),
 		// the row kernels that hold their row in registers, and the prefill
 		// product's written-out 64x64 tile and its large tile on every
 		// product (the default is the first 64x64 tile),
@@ -57,7 +58,7 @@ func TestModelMatchesCPUOnDawn(t *testing.T) {
 			name string
 			opt  Options
 		}{{"", Options{}}, {"-fused-g4", Options{Fuse: Fuse{Norm: true, Gated: true, Attention: true, Groups: 4}}}, {"-reread", Options{RowReread: true}},
-			{"-tile64", Options{Tile: 64}},
+			{"-norm-epi-g4", Options{Fuse: Fuse{Norm: true, Attention: true, Epilogue: true, Groups: 4}}}, {"-tile64", Options{Tile: 64}},
 			{"-tile128", Options{Tile: shaders.TiledBig}}, {"-split", Options{Split: 1}}, {"-tile64-split", Options{Tile: 64, Split: 1}},
 			{"-flash-first", Options{FlashFirst: true}}}
 		for _, pl := range plans {

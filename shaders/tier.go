@@ -88,10 +88,11 @@ func (t Tier) String() string {
 // gemv's float32-FMA path (both are exact; the packed one issues a
 // quarter of the instructions), and the reducing families their subgroup
 // form. The tiled product's large and written-out 64x64 tiles (Tile
-// TiledBig, 64: opt-in) take subgroup matrices where t has MatrixTile; its
-// first 64x64 tile (the default) stays DOT4, which the H200 measured
-// faster than the first 64x64 MATRIX tile (2026-12-02: 12,066 against
-// 8,308 tok/s at 1B pp512, and 13,028 against 9,233 in an earlier call).
+// TiledBig, 64) take subgroup matrices where t has MatrixTile (engine/webgpu
+// plans the written-out one there by default); its first 64x64 tile stays
+// DOT4, which the H200 measured faster than the first 64x64 MATRIX tile
+// (2026-12-02: 12,066 against 8,308 tok/s at 1B pp512, and 13,028 against
+// 9,233 in an earlier call).
 // A key that asks for Matrix keeps it (tests run the first MATRIX tile so).
 func (t Tier) Apply(k Key) Key {
 	switch k.Family {

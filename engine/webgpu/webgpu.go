@@ -80,12 +80,12 @@ type Options struct {
 	// step leaves for the merge (default 64): longer spans of keys run
 	// several tiles per workgroup.
 	AttnRoom int
-	// Tile is the prefill product's tile (shaders.Tiled): 0, the first
-	// 64x64 tile (the default: faster on the H200 than the large one so
-	// far); 64, the 64x64 tile with its loops written out (DOT4, or MATRIX
-	// where the tier has subgroup matrices for it: Tier.MatrixTile);
-	// shaders.TiledBig, the 128x128 one; each where the tier has it.
-	// Benchmarks compare them with it.
+	// Tile is the prefill product's tile (shaders.Tiled): 0, the default,
+	// 64 where the tier has subgroup matrices for it (Tier.MatrixTile) and
+	// the first 64x64 tile elsewhere (faster on the H200 than the large
+	// one so far); 64, the 64x64 tile with its loops written out (DOT4, or
+	// MATRIX on subgroup matrices); shaders.TiledBig, the 128x128 one;
+	// each where the tier has it. Benchmarks compare them with it.
 	Tile int
 	// Split, n > 0, lets a prefill product that would get too few
 	// workgroups (few rows: a 1B model's down, output and Q|K|V products
@@ -322,6 +322,12 @@ func New(dev gpu.Device, cfg *model.Config, w *model.Weights, opt Options) (*Mod
 	m := &Model{dev: dev, cfg: cfg, opt: opt, kernels: map[shaders.Key]gpu.Kernel{}}
 	if !opt.Fallback {
 		m.tier = shaders.TierOf(dev.Info())
+	}
+	if opt.Tile == 0 && m.tier.MatrixTile {
+		// The written-out 64x64 MATRIX tile: on the H200 through Dawn
+		// (2026-12-03, bench/BROWSER.md) 1B pp512 ran 32,937 tok/s with
+		// it against 21,102 with the first 64x64 tile, in one run.
+		m.opt.Tile = 64
 	}
 	m.rope[model.Global] = cfg.Rope(model.Global)
 	m.rope[model.Local] = cfg.Rope(model.Local)

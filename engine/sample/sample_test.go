@@ -387,17 +387,21 @@ func TestTopPNucleus(t *testing.T) {
 	}
 
 	t.Run("large vocabulary", func(t *testing.T) {
-		// A peaked distribution over many ids takes the threshold shortcut; a
-		// flat one sorts everything; a long tail below the first threshold
-		// holding most of the mass needs the second. Each must keep exactly
-		// the nucleus computed by brute force.
+		// The nucleus ends in one bin of probabilities (Sampler.nucleus),
+		// which alone is sorted: a peaked distribution puts a handful of ids
+		// before it, a flat one most of the vocabulary in a few bins, equal
+		// logits all in one (ties: the lower ids first), a long tail far
+		// below the head the end in the tail's bins. Each must keep exactly
+		// the nucleus computed by brute force, at Gemma's vocabulary too.
 		rng := rand.New(rand.NewPCG(9, 10))
 		for _, tc := range []struct {
 			name   string
+			n      int
 			spread float64
 			tail   float64 // logit of ids 10 on, plus noise; 0: no tail
-		}{{"peaked", 8, 0}, {"normal", 2, 0}, {"flat", 0.01, 0}, {"long tail", 0.01, -7.5}} {
-			logits := make([]float32, 5000)
+		}{{"peaked", 5000, 8, 0}, {"normal", 5000, 2, 0}, {"flat", 5000, 0.01, 0}, {"equal", 5000, 0, 0}, {"long tail", 5000, 0.01, -7.5},
+			{"gemma vocabulary, flat", 262144, 0.05, 0}, {"gemma vocabulary, normal", 262144, 3, 0}} {
+			logits := make([]float32, tc.n)
 			for i := range logits {
 				logits[i] = float32(rng.NormFloat64() * tc.spread)
 				if tc.tail != 0 && i >= 10 {
@@ -415,7 +419,7 @@ func TestTopPNucleus(t *testing.T) {
 			}
 			slices.SortStableFunc(order, func(a, b int32) int { return -cmpFloat(p[a], p[b]) })
 			var want []int32
-			for cum, i := 0.0, 0; cum < 0.9; i++ {
+			for cum, i := 0.0, 0; cum < float64(float32(0.9)); i++ { // TopP is a float32
 				cum += p[order[i]]
 				want = append(want, order[i])
 			}

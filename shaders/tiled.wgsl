@@ -63,6 +63,21 @@ enable chromium_experimental_subgroup_matrix;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 #endif
 
+// out_sum takes a tile's int32 sum for (row, token t), t0 the step's
+// first token: its split slice's share into part, else dequantised (and
+// soft-capped) into y. Every int8 tile ends with it.
+fn out_sum(t: u32, row: u32, t0: u32, sum: i32) {
+#if SPLIT
+  atomicAdd(&part[(t - t0) * p.rows + row], sum);
+#else
+  var v = f32(sum) * (bitcast<f32>(x[p.x_scale_word + t]) * bitcast<f32>(w[p.w_scale_word + row]));
+  if (p.softcap > 0.0) {
+    v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
+  }
+  y[(t - t0) * p.out_stride + p.out_row + row] = v;
+#endif
+}
+
 const BM = 64u; // rows per tile
 const BN = 64u; // tokens per tile
 const BK = 32u; // columns per pass through workgroup memory
@@ -101,11 +116,7 @@ fn big_round(h: u32, li: u32, row0: u32, tok0: u32, t0: u32) {
     let t = tok0 + (2u * (owner / 2u) + j / 4u) * SM_M + li / SM_M;
     let row = row0 + (4u * (owner % 2u) + j % 4u) * SM_M + li % SM_M;
     if (t < step.n && row < p.rows) {
-      var v = f32(sm[s * SM_M * SM_M + li]) * (bitcast<f32>(x[p.x_scale_word + t]) * bitcast<f32>(w[p.w_scale_word + row]));
-      if (p.softcap > 0.0) {
-        v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
-      }
-      y[(t - t0) * p.out_stride + p.out_row + row] = v;
+      out_sum(t, row, t0, sm[s * SM_M * SM_M + li]);
     }
   }
 }
@@ -148,15 +159,7 @@ fn big_out(i: u32, j: u32, sum: i32, row0: u32, tok0: u32, t0: u32, lx: u32, ly:
   if (t >= step.n || row >= p.rows) {
     return;
   }
-#if SPLIT
-  atomicAdd(&part[(t - t0) * p.rows + row], sum);
-#else
-  var v = f32(sum) * (bitcast<f32>(x[p.x_scale_word + t]) * bitcast<f32>(w[p.w_scale_word + row]));
-  if (p.softcap > 0.0) {
-    v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
-  }
-  y[(t - t0) * p.out_stride + p.out_row + row] = v;
-#endif
+  out_sum(t, row, t0, sum);
 }
 #endif
 #else
@@ -288,15 +291,7 @@ fn small_out(i: u32, j: u32, sum: i32, row0: u32, tok0: u32, t0: u32, tx: u32, t
   if (t >= step.n || row >= p.rows) {
     return;
   }
-#if SPLIT
-  atomicAdd(&part[(t - t0) * p.rows + row], sum);
-#else
-  var v = f32(sum) * (bitcast<f32>(x[p.x_scale_word + t]) * bitcast<f32>(w[p.w_scale_word + row]));
-  if (p.softcap > 0.0) {
-    v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
-  }
-  y[(t - t0) * p.out_stride + p.out_row + row] = v;
-#endif
+  out_sum(t, row, t0, sum);
 }
 #endif
 #else
@@ -555,15 +550,7 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     let row = row0 + (b % 4u) * SM_M + li % SM_M;
     if (t < step.n && row < p.rows) {
       let sum = sm[b * SM_M * SM_M + li];
-#if SPLIT
-      atomicAdd(&part[(t - t0) * p.rows + row], sum);
-#else
-      var v = f32(sum) * (bitcast<f32>(x[p.x_scale_word + t]) * bitcast<f32>(w[p.w_scale_word + row]));
-      if (p.softcap > 0.0) {
-        v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
-      }
-      y[(t - t0) * p.out_stride + p.out_row + row] = v;
-#endif
+      out_sum(t, row, t0, sum);
     }
   }
 }
@@ -625,11 +612,7 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
       let t = tok0 + (b / 4u) * SM_M + li / SM_M;
       let row = row0 + (b % 4u) * SM_M + li % SM_M;
       if (t < step.n && row < p.rows) {
-        var v = f32(sm[s * SM_M * SM_M + li]) * (bitcast<f32>(x[p.x_scale_word + t]) * bitcast<f32>(w[p.w_scale_word + row]));
-        if (p.softcap > 0.0) {
-          v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));
-        }
-        y[(t - t0) * p.out_stride + p.out_row + row] = v;
+        out_sum(t, row, t0, sm[s * SM_M * SM_M + li]);
       }
     }
     workgroupBarrier();

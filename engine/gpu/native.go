@@ -292,9 +292,7 @@ func (n *native) Map(b Buffer, offset, size int64, done func([]byte, error)) err
 		return fmt.Errorf("map: %w", err)
 	}
 	pm := &pendingMap{buf: wb, offset: offset, size: size, done: done}
-	if err := wb.MapAsync(wgpu.MapModeRead, uint64(offset), uint64(size), func(s wgpu.BufferMapAsyncStatus) {
-		pm.status, pm.finished = s, true
-	}); err != nil {
+	if err := mapRead(n.dev, pm); err != nil {
 		return fmt.Errorf("map buffer %d: %w", b, err)
 	}
 	n.maps = append(n.maps, pm)

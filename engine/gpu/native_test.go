@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -314,5 +315,78 @@ func TestWaitOutlastsWgpuTimeout(t *testing.T) {
 			t.Fatalf("Poll waited only %v: the work must outlast wgpu-native's 5 s wait to test it", waited)
 		}
 		perStep = took.Seconds() / total
+	}
+}
+
+// TestMapsOutlastGC leaves readbacks pending through garbage collections
+// and a churn of small allocations before polling for them, as the prefix
+// cache's snapshots stay out while a reply's first token is drawn. Each
+// must come back with its own bytes. Through cogentcore/webgpu's
+// MapAsync, whose callback data the collector could free while the map
+// was out, this crashed the process ("misuse of an invalid Handle"; see
+// nativemap.go).
+func TestMapsOutlastGC(t *testing.T) {
+	d := openTest(t)
+	const maps, n = 16, 64
+	var e Encoder
+	bufs := make([]Buffer, maps)
+	var srcs []Buffer
+	for i := range bufs {
+		var err error
+		if bufs[i], err = d.NewBuffer(4*n, MapRead, "readback"); err != nil {
+			t.Fatal(err)
+		}
+		vals := make([]float32, n)
+		for j := range vals {
+			vals[j] = float32(i*n + j)
+		}
+		src, err := d.NewBuffer(4*n, Storage, "src")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Write(src, 0, f32bytes(vals))
+		srcs = append(srcs, src)
+	}
+	for i, src := range srcs { // a list's writes come first
+		e.Copy(src, 0, bufs[i], 0, 4*n)
+	}
+	if err := e.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Run(e.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	got := make([][]byte, maps)
+	for i, b := range bufs {
+		if err := d.Map(b, 0, 4*n, func(data []byte, err error) {
+			if err != nil {
+				t.Errorf("map %d: %v", i, err)
+				return
+			}
+			got[i] = append([]byte(nil), data...)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// Churn: what freed memory is reused for.
+		junk := make([]*[2]uint32, 0, 4096)
+		for k := range 4096 {
+			junk = append(junk, &[2]uint32{0xdeadbeef, uint32(k)})
+		}
+		runtime.GC()
+		runtime.KeepAlive(junk)
+	}
+	runtime.GC()
+	if err := d.Poll(true); err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		if len(got[i]) != 4*n {
+			t.Fatalf("map %d delivered %d bytes, want %d", i, len(got[i]), 4*n)
+		}
+		for j := range n {
+			if v := math.Float32frombits(binary.LittleEndian.Uint32(got[i][4*j:])); v != float32(i*n+j) {
+				t.Fatalf("map %d value %d = %v, want %v", i, j, v, float32(i*n+j))
+			}
+		}
 	}
 }

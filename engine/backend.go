@@ -142,6 +142,24 @@ type SampleDecoder interface {
 	Sample(token int32, start, steps int, p sample.Params, step uint32, history []int32) ([]int32, error)
 }
 
+// FirstPicker is a Sequence that draws the token after a prompt on its
+// device, from the logits its last step leaves there: one id comes back
+// instead of the whole logits row (a megabyte at a 262k vocabulary) and the
+// host's sampler over it (tens of milliseconds of a browser's first token
+// at the page's defaults). Sessions use it for the first token of replies
+// that decode on the device anyway (a GreedyDecoder's greedy replies, a
+// SampleDecoder's sampled ones), so the whole reply is drawn by one
+// sampler. engine/webgpu.Sequence implements it.
+type FirstPicker interface {
+	// ForwardPick runs tokens at positions start.. as Forward does and
+	// returns the token drawn after the last of them: with p greedy
+	// (temperature 0, no repetition penalty) the argmax, the lowest id
+	// among equals, else p's draw at step step of p.Seed's random stream
+	// with history (the tokens before the pick's position) as
+	// SampleDecoder draws it. No logits come back.
+	ForwardPick(tokens []int32, start int, p sample.Params, step uint32, history []int32) (int32, error)
+}
+
 // PrefillStepper is a Sequence that says how many tokens a prompt's
 // Forward should take at a time when its reading is reported (and can be
 // cancelled) step by step: a GPU forwards a step of hundreds of tokens as

@@ -81,6 +81,7 @@ type Session struct {
 	snap    Snapshotter   // seq, when its KV can be copied out (nil otherwise)
 	greedy  GreedyDecoder // seq, when it takes the argmax on its device (nil otherwise)
 	sampler SampleDecoder // seq, when it samples on its device (nil otherwise)
+	picker  FirstPicker   // seq, when it draws a prompt's next token on its device (nil otherwise)
 	cache   *prefix.Cache // the model's prefix cache, when on and seq can use it
 	msgs    []chat.Message
 	toks    []int32 // the conversation so far
@@ -115,6 +116,11 @@ type Session struct {
 	// rememberFrom on for rememberNow to offer the cache.
 	rememberLater bool
 	rememberFrom  int
+	// first is the token the last prefill drew on the device (FirstPicker)
+	// for the reply's first draw, while firstOK: its logits stayed there,
+	// so s.logits does not hold them.
+	first   int32
+	firstOK bool
 }
 
 // NewSession starts a conversation; system, when not empty, is the system
@@ -136,6 +142,7 @@ func (m *Model) newSession(seq Sequence) *Session {
 	s.snap, _ = seq.(Snapshotter)
 	s.greedy, _ = seq.(GreedyDecoder)
 	s.sampler, _ = seq.(SampleDecoder)
+	s.picker, _ = seq.(FirstPicker)
 	if s.snap != nil {
 		s.cache = m.Cache
 	}
@@ -223,7 +230,7 @@ func (s *Session) Continue(ctx context.Context, p GenParams, onText func(string)
 		s.cut(n)
 		s.toks = append(s.toks, last)
 	}
-	r, err := s.prefill(ctx, p.OnPrefill)
+	r, err := s.prefill(ctx, p)
 	if err == nil {
 		last := &s.msgs[i]
 		err = s.generate(ctx, r, p, onText, prior)
@@ -405,7 +412,7 @@ func (s *Session) reply(ctx context.Context, p GenParams, onText func(string), a
 		s.back(saved)
 		s.kvLen = 0
 	}
-	r, err := s.prefill(ctx, p.OnPrefill)
+	r, err := s.prefill(ctx, p)
 	if err != nil {
 		undo()
 		return nil, err
@@ -446,7 +453,7 @@ func (s *Session) Complete(ctx context.Context, ids []int32, p GenParams, onText
 	defer s.finishSnapshots()
 	mark := len(s.toks)
 	s.toks = append(s.toks, ids...)
-	r, err := s.prefill(ctx, p.OnPrefill)
+	r, err := s.prefill(ctx, p)
 	if err != nil {
 		s.cut(mark)
 		return nil, err
@@ -456,15 +463,21 @@ func (s *Session) Complete(ctx context.Context, ids []int32, p GenParams, onText
 
 // prefill computes the KV of the tokens the session lacks, restoring what
 // the prefix cache holds first, and leaves the last token's logits in
-// s.logits. The reply it returns counts them. With progress, a long prompt
+// s.logits, or, where the reply p asks for decodes on the device and the
+// sequence is a FirstPicker, the reply's first token in s.first, drawn
+// there. The reply it returns counts them. With p.OnPrefill, a long prompt
 // is read in steps, and a cancel of ctx between them ends the reading
 // early (without an error: the turn's generate then ends at once, as
 // cancelled, and the rest is read by the next turn).
-func (s *Session) prefill(ctx context.Context, progress func(done, total int)) (*Reply, error) {
+func (s *Session) prefill(ctx context.Context, p GenParams) (*Reply, error) {
 	s.restoreCached()
 	r := &Reply{CachedTokens: s.kvLen}
 	from := s.kvLen
-	err := s.advance(progress, ctx.Done())
+	var draw *sample.Params
+	if s.picker != nil && s.onDevice(p.Sample, r) != nil {
+		draw = &p.Sample
+	}
+	err := s.advance(p.OnPrefill, ctx.Done(), draw)
 	r.PromptTokens = s.kvLen - from
 	return r, err
 }
@@ -501,6 +514,7 @@ func (s *Session) generate(ctx context.Context, r *Reply, p GenParams, onText fu
 		r.Text = string(text)
 	}()
 	gd := s.onDevice(p.Sample, r)
+	defer func() { s.firstOK = false }()
 	// ahead holds the picks of the last greedy batch not yet taken; all
 	// but the last have run.
 	var ahead []int32
@@ -514,9 +528,14 @@ func (s *Session) generate(ctx context.Context, r *Reply, p GenParams, onText fu
 			return nil
 		}
 		var id int32
-		if len(ahead) > 0 {
+		switch {
+		case len(ahead) > 0:
 			id, ahead = ahead[0], ahead[1:]
-		} else {
+		case s.firstOK:
+			// Drawn by the prefill on the device, as the step-0 draw of the
+			// device's sampler (see FirstPicker).
+			id, s.firstOK = s.first, false
+		default:
 			id = sampler.Sample(s.logits, s.toks)
 		}
 		if s.m.Template.IsStop(id) {
@@ -543,7 +562,7 @@ func (s *Session) generate(ctx context.Context, r *Reply, p GenParams, onText fu
 		case gd != nil:
 			ahead, err = s.greedyBatch(gd, len(r.Tokens), p.MaxTokens)
 		default:
-			err = s.advance(nil, nil)
+			err = s.advance(nil, nil, nil)
 		}
 		if err != nil {
 			return err
@@ -699,7 +718,8 @@ func (s *Session) restoreCached() {
 }
 
 // advance computes the KV of s.toks[s.kvLen:] and leaves the logits of the
-// last token in s.logits. With progress, it forwards a step of at most
+// last token in s.logits, or with draw the token drawn after it with draw's
+// parameters on the device (s.picker) in s.first. With progress, it forwards a step of at most
 // prefillStep tokens at a time, reports each step, and stops early,
 // leaving the rest unread, once cancelled is closed. With a prefix cache it
 // offers every block a step completed to the cache after the step, in one
@@ -711,8 +731,9 @@ func (s *Session) restoreCached() {
 // that stops before the prompt's end stops at a block boundary. The
 // per-token arithmetic does not depend on the steps, so neither do the
 // logits.
-func (s *Session) advance(progress func(done, total int), cancelled <-chan struct{}) error {
+func (s *Session) advance(progress func(done, total int), cancelled <-chan struct{}, draw *sample.Params) error {
 	s.rememberNow()
+	s.firstOK = false
 	from, end := s.kvLen, len(s.toks)
 	for s.kvLen < end {
 		if progress != nil {
@@ -751,6 +772,14 @@ func (s *Session) advance(progress func(done, total int), cancelled <-chan struc
 			// Not the prompt's last step: its logits would be overwritten
 			// unread, so it is not waited for either.
 			err = f.Fill(s.toks[start:stop], start)
+		} else if draw != nil && stop == end {
+			// The reply's first draw, at step 0 of its sampler, with the
+			// whole conversation as its history.
+			s.first, err = s.picker.ForwardPick(s.toks[start:stop], start, *draw, 0, s.toks)
+			if err == nil && (s.first < 0 || int(s.first) >= s.m.Config.Vocab) {
+				err = fmt.Errorf("prefill: the first pick is token %d, outside the vocabulary of %d", s.first, s.m.Config.Vocab)
+			}
+			s.firstOK = err == nil
 		} else {
 			err = s.seq.Forward(s.toks[start:stop], start, s.logits)
 		}

@@ -186,6 +186,13 @@ func (s *Sequence) runBatch(token int32, start, steps int, pick []site, writes f
 		s.commit(pos, 1)
 		e.Copy(s.ids, 0, b.out, int64(i)*4, 4)
 	}
+	return s.readPicks(steps)
+}
+
+// readPicks ends the list in s.enc with the copy of the first steps picks
+// (batch ids) into their readback buffer, runs it, and reads them back.
+func (s *Sequence) readPicks(steps int) ([]int32, error) {
+	m, b, e := s.m, &s.batch, &s.enc
 	size := readbackBytes(steps)
 	e.Copy(b.out, 0, b.back, 0, size)
 	if err := e.Err(); err != nil {

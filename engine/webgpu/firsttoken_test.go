@@ -13,6 +13,7 @@ import (
 	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/engine/sample"
 	"github.com/wick-run/wick/internal/testmodel"
 )
 
@@ -42,21 +43,23 @@ func (d orderDevice) Poll(wait bool) error {
 	return d.Device.Poll(wait)
 }
 
-// TestFirstTokenWaitsForLogitsAlone reads a prompt with the prefix cache
+// TestFirstTokenWaitsForPickAlone reads a prompt with the prefix cache
 // on and checks that the reply's first token waited for the device once,
-// for the last step's logits: the steps before it compute no logits and
-// are not waited for, and the snapshots of the blocks each step completed
+// for the last step's pick (engine.FirstPicker: one id drawn on the GPU,
+// greedy or with the page's default draw; the logits never come back):
+// the steps before it compute no logits and are not waited for, and the
+// snapshots of the blocks each step completed
 // (megabytes on a real model, which the page's first token used to wait
 // for, in a wait of their own after each step) come back beside those
 // logits, or after the token for the last step's blocks, whose copies are
 // not even submitted before the token (nothing runs between the last
-// step's logits and the token). None is lost:
+// step's pick and the token). None is lost:
 // every block is in the cache when the turn returns, and a new chat with
 // the prompt restores them and replies the same. plain-tiny reads the
 // prompt in one step; cai-tiny, whose rings hold 8 positions, stops a step
 // at each block's end, so each block's snapshot is still out when the
 // next step starts.
-func TestFirstTokenWaitsForLogitsAlone(t *testing.T) {
+func TestFirstTokenWaitsForPickAlone(t *testing.T) {
 	for _, tc := range []struct {
 		dir           string
 		prompt, steps int
@@ -64,92 +67,100 @@ func TestFirstTokenWaitsForLogitsAlone(t *testing.T) {
 		{"../../testdata/plain-tiny", 100, 1},
 		{"../../testdata/cai-tiny", 96, 3},
 	} {
-		t.Run(tc.dir, func(t *testing.T) {
-			ids := make([]int32, tc.prompt)
-			for i := range ids {
-				ids[i] = int32(3 + (i*2654435761)%380)
-			}
-			blocks := tc.prompt / 32 * 32
-			f, err := format.Open(tc.dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w, err := f.LoadWeights()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var log []string
-			gm, err := New(orderDevice{device(t), &log}, f.Config(), w, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { gm.Close() })
-			var forwards int
-			m, err := engine.Assemble(f, f.Config(), stepBackend{gm, &forwards}, engine.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			reply := func() *engine.Reply {
-				t.Helper()
-				s, err := m.NewSession("")
+		for _, draw := range []struct {
+			name string
+			p    sample.Params
+		}{
+			{"greedy", sample.Params{}},
+			{"page-defaults", sample.Params{Temperature: 0.8, TopP: 0.95, Seed: 7}},
+		} {
+			t.Run(tc.dir+"/"+draw.name, func(t *testing.T) {
+				ids := make([]int32, tc.prompt)
+				for i := range ids {
+					ids[i] = int32(3 + (i*2654435761)%380)
+				}
+				blocks := tc.prompt / 32 * 32
+				f, err := format.Open(tc.dir)
 				if err != nil {
 					t.Fatal(err)
 				}
-				defer s.Close()
-				log = log[:0]
-				p := engine.GenParams{MaxTokens: 4, OnToken: func(int32, string) { log = append(log, "token") }}
-				r, err := s.Complete(context.Background(), ids, p, nil)
+				w, err := f.LoadWeights()
 				if err != nil {
 					t.Fatal(err)
 				}
-				return r
-			}
-			r := reply()
-			// One wait: the blocks of the steps before the last, then the
-			// last step's logits.
-			logits := fmt.Sprintf("readback %d", 4*f.Config().Vocab)
-			block := func(e string) bool {
-				var n int
-				_, err := fmt.Sscanf(e, "readback %d", &n)
-				return err == nil && e != logits && n > 64 // the decode's picks take a few words
-			}
-			first := slices.Index(log, "token")
-			want := []string{"wait"}
-			for range tc.steps - 1 {
-				want = append(want, "blocks")
-			}
-			want = append(want, logits)
-			var got []string
-			ran := false // a list run since the last wait
-			for _, e := range log[:max(first, 0)] {
-				ran = e == "run" || ran && e != "wait"
-				if e == "run" {
-					continue
+				var log []string
+				gm, err := New(orderDevice{device(t), &log}, f.Config(), w, Options{})
+				if err != nil {
+					t.Fatal(err)
 				}
-				if block(e) {
-					e = "blocks"
+				t.Cleanup(func() { gm.Close() })
+				var forwards int
+				m, err := engine.Assemble(f, f.Config(), stepBackend{gm, &forwards}, engine.Options{})
+				if err != nil {
+					t.Fatal(err)
 				}
-				got = append(got, e)
-			}
-			if ran {
-				t.Errorf("a command list ran between the last step's logits and the first token:\n%s", strings.Join(log, "\n"))
-			}
-			if forwards != tc.steps || !slices.Equal(got, want) {
-				t.Errorf("%d steps of the prompt did, before the first token:\n%s\nwant one wait, for the last step's logits (%s), the blocks of the steps before it beside them:\n%s",
-					forwards, strings.Join(got, "\n"), logits, strings.Join(want, "\n"))
-			}
-			if !slices.ContainsFunc(log[max(first, 0):], block) {
-				t.Errorf("the last step's blocks did not come back after the first token:\n%s", strings.Join(log, "\n"))
-			}
-			if held := m.Cache.Held(ids); held != blocks {
-				t.Errorf("the prefix cache holds %d tokens of the prompt after the turn, want %d", held, blocks)
-			}
-			again := reply()
-			// The last token is prefilled again: its logits start the reply.
-			if again.CachedTokens != (tc.prompt-1)/32*32 || !slices.Equal(again.Tokens, r.Tokens) {
-				t.Errorf("a new chat restored %d tokens and replied %v; want %d and %v", again.CachedTokens, again.Tokens, (tc.prompt-1)/32*32, r.Tokens)
-			}
-		})
+				reply := func() *engine.Reply {
+					t.Helper()
+					s, err := m.NewSession("")
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer s.Close()
+					log = log[:0]
+					p := engine.GenParams{Sample: draw.p, MaxTokens: 4, OnToken: func(int32, string) { log = append(log, "token") }}
+					r, err := s.Complete(context.Background(), ids, p, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return r
+				}
+				r := reply()
+				// One wait: the blocks of the steps before the last, then the
+				// last step's pick (one id, in a readback of 8 bytes).
+				pick := "readback 8"
+				block := func(e string) bool {
+					var n int
+					_, err := fmt.Sscanf(e, "readback %d", &n)
+					return err == nil && n > 64 // the picks take a few words
+				}
+				first := slices.Index(log, "token")
+				want := []string{"wait"}
+				for range tc.steps - 1 {
+					want = append(want, "blocks")
+				}
+				want = append(want, pick)
+				var got []string
+				ran := false // a list run since the last wait
+				for _, e := range log[:max(first, 0)] {
+					ran = e == "run" || ran && e != "wait"
+					if e == "run" {
+						continue
+					}
+					if block(e) {
+						e = "blocks"
+					}
+					got = append(got, e)
+				}
+				if ran {
+					t.Errorf("a command list ran between the last step's pick and the first token:\n%s", strings.Join(log, "\n"))
+				}
+				if forwards != tc.steps || !slices.Equal(got, want) {
+					t.Errorf("%d steps of the prompt did, before the first token:\n%s\nwant one wait, for the last step's pick (%s), the blocks of the steps before it beside them:\n%s",
+						forwards, strings.Join(got, "\n"), pick, strings.Join(want, "\n"))
+				}
+				if !slices.ContainsFunc(log[max(first, 0):], block) {
+					t.Errorf("the last step's blocks did not come back after the first token:\n%s", strings.Join(log, "\n"))
+				}
+				if held := m.Cache.Held(ids); held != blocks {
+					t.Errorf("the prefix cache holds %d tokens of the prompt after the turn, want %d", held, blocks)
+				}
+				again := reply()
+				// The last token is prefilled again: its pick starts the reply.
+				if again.CachedTokens != (tc.prompt-1)/32*32 || !slices.Equal(again.Tokens, r.Tokens) {
+					t.Errorf("a new chat restored %d tokens and replied %v; want %d and %v", again.CachedTokens, again.Tokens, (tc.prompt-1)/32*32, r.Tokens)
+				}
+			})
+		}
 	}
 }
 
@@ -190,5 +201,56 @@ func TestFillMatchesForward(t *testing.T) {
 	}
 	if !slices.Equal(sa.Data, sb.Data) {
 		t.Error("the KV Fill wrote is not the KV Forward wrote")
+	}
+}
+
+// TestForwardPickMatchesForward draws the token after prompts of one and
+// of several steps (Chunk 16) on the GPU (ForwardPick) and checks it
+// against engine/sample over the logits Forward reads back from a second
+// sequence: greedy, the page's default draw, top-k with a repetition
+// penalty. The pick's sequence then holds the prompt's KV: its next
+// Forward gives the reference's logits bit for bit.
+func TestForwardPickMatchesForward(t *testing.T) {
+	cfg := testmodel.CAIShaped(testVocab, model.Int8)
+	w := testmodel.Random(cfg, 5)
+	d := device(t)
+	for _, n := range []int{1, 16, 45} {
+		for _, p := range []sample.Params{
+			{},
+			{Temperature: 0.8, TopP: 0.95, Seed: 7},
+			{Temperature: 1.1, TopK: 5, RepetitionPenalty: 1.3, Seed: 3},
+		} {
+			t.Run(fmt.Sprintf("%d/%+v", n, p), func(t *testing.T) {
+				prompt := randomTokens(n, uint64(20+n))
+				history := append(randomTokens(9, 1), prompt...)
+				_, a := gpuSequence(t, d, cfg, w, Options{Chunk: 16}, 64)
+				_, b := gpuSequence(t, d, cfg, w, Options{Chunk: 16}, 64)
+				if err := a.Forward(randomTokens(60, 12), 0, make([]float32, cfg.Vocab)); err != nil { // poison a's arena
+					t.Fatal(err)
+				}
+				logits := make([]float32, cfg.Vocab)
+				if err := b.Forward(prompt, 0, logits); err != nil {
+					t.Fatal(err)
+				}
+				want := sample.NewSampler(p).Sample(logits, history)
+				got, err := a.ForwardPick(prompt, 0, p, 0, history)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got != want {
+					t.Errorf("picked %d on the GPU, engine/sample %d from the logits", got, want)
+				}
+				next, ref := make([]float32, cfg.Vocab), make([]float32, cfg.Vocab)
+				if err := a.Forward([]int32{want}, n, next); err != nil {
+					t.Fatal(err)
+				}
+				if err := b.Forward([]int32{want}, n, ref); err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(f32bytes(next), f32bytes(ref)) {
+					t.Error("after the pick, the next position's logits are not those after Forward")
+				}
+			})
+		}
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"unsafe"
 
+	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/engine/sample"
 	"github.com/wick-run/wick/shaders"
 )
 
@@ -83,28 +85,9 @@ func (s *Sequence) Fill(tokens []int32, start int) error {
 // tokens first.. (at most L of them).
 func (s *Sequence) step(tokens []int32, start, first int, logits []float32) error {
 	m, c := s.m, s.m.cfg
-	n, hd := len(tokens), c.HeadDim
+	n := len(tokens)
 	e := &s.enc
-	e.Reset()
-	// Writes: the Step block, token ids and the RoPE table of both kinds.
-	e.Write(s.stepBuf, 0, shaders.Bytes(shaders.Step{Start: uint32(start), N: uint32(n), First: uint32(first)}))
-	e.Write(s.ids, 0, unsafe.Slice((*byte)(unsafe.Pointer(&tokens[0])), 4*n))
-	if !m.copyRope(e, s.rope, int64(s.C*hd)*4, start, n) {
-		for kind := range m.rope {
-			e.Write(s.rope, int64(kind*s.C*hd)*4, f32bytes(m.ropeRows.table(kind, start, n, s.ropeTab)))
-		}
-	}
-	s.clearMaxima(e)
-	sites := s.body
-	if first < n {
-		sites = append(sites[:len(sites):len(sites)], s.head...)
-	}
-	for _, st := range sites {
-		if x, y, z := st.grid(n, first, start); x > 0 {
-			e.Dispatch(st.kernel, st.group, x, y, z)
-		}
-	}
-	s.commit(start, n)
+	s.recordStep(tokens, start, first, nil, nil)
 	if first < n {
 		e.Copy(s.logits, 0, s.staging, 0, int64((n-first)*c.Vocab)*4)
 	}
@@ -138,6 +121,85 @@ func (s *Sequence) step(tokens []int32, start, first int, logits []float32) erro
 		return fmt.Errorf("logits readback did not complete")
 	}
 	return mapErr
+}
+
+// recordStep records into s.enc one step of n <= C tokens, computing the
+// logits of tokens first.. (none when first is n), then the sites of pick
+// (after writes, the caller's own writes: a list's writes come first), and
+// the KV commit.
+func (s *Sequence) recordStep(tokens []int32, start, first int, pick []site, writes func(e *gpu.Encoder)) {
+	m, c := s.m, s.m.cfg
+	n, hd := len(tokens), c.HeadDim
+	e := &s.enc
+	e.Reset()
+	// Writes: the Step block, token ids and the RoPE table of both kinds.
+	e.Write(s.stepBuf, 0, shaders.Bytes(shaders.Step{Start: uint32(start), N: uint32(n), First: uint32(first)}))
+	e.Write(s.ids, 0, unsafe.Slice((*byte)(unsafe.Pointer(&tokens[0])), 4*n))
+	if writes != nil {
+		writes(e)
+	}
+	// The RoPE rows: copies where the device keeps them, which must follow
+	// every write.
+	if !m.copyRope(e, s.rope, int64(s.C*hd)*4, start, n) {
+		for kind := range m.rope {
+			e.Write(s.rope, int64(kind*s.C*hd)*4, f32bytes(m.ropeRows.table(kind, start, n, s.ropeTab)))
+		}
+	}
+	s.clearMaxima(e)
+	sites := s.body
+	if first < n {
+		sites = append(sites[:len(sites):len(sites)], s.head...)
+		sites = append(sites, pick...)
+	}
+	for _, st := range sites {
+		if x, y, z := st.grid(n, first, start); x > 0 {
+			e.Dispatch(st.kernel, st.group, x, y, z)
+		}
+	}
+	s.commit(start, n)
+}
+
+// ForwardPick runs tokens at positions start.. like Forward and draws the
+// token after them on the GPU (engine.FirstPicker): the last step's logits
+// row stays on the device, where the sites of a pick (Greedy's argmax, or
+// Sample's kernels with p) follow the head in the same command list, and
+// one id is read back, as a decode batch reads its picks.
+func (s *Sequence) ForwardPick(tokens []int32, start int, p sample.Params, step uint32, history []int32) (int32, error) {
+	c := s.m.cfg
+	n := len(tokens)
+	if n == 0 {
+		return -1, fmt.Errorf("forward: no tokens")
+	}
+	if start < 0 || start+n > s.lay.Context {
+		return -1, fmt.Errorf("forward: positions %d..%d outside the KV arena's context of %d", start, start+n-1, s.lay.Context)
+	}
+	for i, t := range tokens {
+		if t < 0 || int(t) >= c.Vocab {
+			return -1, fmt.Errorf("forward: token %d at index %d outside the vocabulary of %d", t, i, c.Vocab)
+		}
+	}
+	pick, writes, err := s.pickSites(p, step, history, 1)
+	if err != nil {
+		return -1, fmt.Errorf("forward: %w", err)
+	}
+	if err := s.growBatch(1); err != nil {
+		return -1, fmt.Errorf("forward: %w", err)
+	}
+	last := (n - 1) / s.C * s.C // where the last step starts
+	for lo := 0; lo < last; lo += s.C {
+		if err := s.step(tokens[lo:lo+s.C], start+lo, s.C, nil); err != nil {
+			return -1, fmt.Errorf("forward: positions %d..%d: %w", start+lo, start+lo+s.C-1, err)
+		}
+	}
+	k := n - last
+	s.recordStep(tokens[last:], start+last, k-1, pick, writes)
+	b := &s.batch
+	s.enc.Copy(s.ids, 0, b.out, 0, 4)
+	ids, err := s.readPicks(1)
+	if err != nil {
+		return -1, fmt.Errorf("forward: positions %d..%d: %w", start+last, start+n-1, err)
+	}
+	return ids[0], nil
 }
 
 // commit records the copies that move the chunk's K/V into the arena, after

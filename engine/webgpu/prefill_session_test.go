@@ -12,10 +12,12 @@ import (
 	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/kv"
 	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/engine/sample"
 )
 
 // stepBackend runs a model on the tests' device as an engine.Backend whose
-// sequences count their Forward and Fill calls: the steps a session takes.
+// sequences count their Forward, Fill and ForwardPick calls: the steps a
+// session takes.
 type stepBackend struct {
 	*Model
 	forwards *int
@@ -37,6 +39,13 @@ func (b stepBackend) NewSequence(n int) (engine.Sequence, error) {
 func (s stepSeq) Forward(tokens []int32, start int, logits []float32) error {
 	*s.forwards++
 	return s.Sequence.Forward(tokens, start, logits)
+}
+
+// ForwardPick counts as a step: a prompt's last, drawing the reply's first
+// token on the device.
+func (s stepSeq) ForwardPick(tokens []int32, start int, p sample.Params, step uint32, history []int32) (int32, error) {
+	*s.forwards++
+	return s.Sequence.ForwardPick(tokens, start, p, step, history)
 }
 
 // Fill counts as a step too: a long prompt's steps before its last.

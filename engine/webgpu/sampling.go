@@ -81,9 +81,9 @@ func bindSampling(dev gpu.Device, kern [samplingKernels]gpu.Kernel, b samplingBu
 	return groups, nil
 }
 
-// samplingSites are the dispatches of one pick with parameters sp, over a
+// samplingSitesOf are the dispatches of one pick with parameters sp, over a
 // vocabulary of cols: the top-p search only where a draw uses it.
-func samplingSites(kern [samplingKernels]gpu.Kernel, groups [samplingKernels]gpu.BindGroup, cols int, sp samplingParams) []site {
+func samplingSitesOf(kern [samplingKernels]gpu.Kernel, groups [samplingKernels]gpu.BindGroup, cols int, sp samplingParams) []site {
 	one := func(int, int, int) (int, int, int) { return 1, 1, 1 }
 	at := func(i int, grid gridFunc) site {
 		return site{kernel: kern[i], group: groups[i], grid: grid, label: samplingKeys[i].Label()}
@@ -122,7 +122,7 @@ type samplingParams struct {
 // can differ where a draw or the top-p mass falls within float32 rounding
 // of a boundary between two tokens (see TestSampleMatchesSampler).
 func (s *Sequence) Sample(token int32, start, steps int, p sample.Params, step uint32, history []int32) ([]int32, error) {
-	m, c := s.m, s.m.cfg
+	c := s.m.cfg
 	if steps <= 0 {
 		return nil, nil
 	}
@@ -135,11 +135,44 @@ func (s *Sequence) Sample(token int32, start, steps int, p sample.Params, step u
 	if start < 0 || start+steps > s.lay.Context {
 		return nil, fmt.Errorf("sample: positions %d..%d outside the KV arena's context of %d", start, start+steps-1, s.lay.Context)
 	}
+	if err := s.growBatch(steps); err != nil {
+		return nil, fmt.Errorf("sample: %w", err)
+	}
+	pick, writes, err := s.samplingSites(p, step, history, steps)
+	if err != nil {
+		return nil, fmt.Errorf("sample: %w", err)
+	}
+	ids, err := s.runBatch(token, start, steps, pick, writes)
+	if err != nil {
+		return nil, fmt.Errorf("sample: positions %d..%d: %w", start, start+steps-1, err)
+	}
+	return ids, nil
+}
+
+// pickSites are the sites that draw a step's token with p (Greedy's
+// argmax where p is greedy, else the sampling kernels) and the writes of
+// their state (nil for the argmax): steps picks from step step of p.Seed's
+// stream, after history.
+func (s *Sequence) pickSites(p sample.Params, step uint32, history []int32, steps int) ([]site, func(*gpu.Encoder), error) {
+	if err := p.Validate(); err != nil {
+		return nil, nil, err
+	}
+	if p.Temperature == 0 && (p.RepetitionPenalty == 0 || p.RepetitionPenalty == 1) {
+		return s.pick, nil, nil
+	}
+	return s.samplingSites(p, step, history, steps)
+}
+
+// samplingSites are the sampling kernels' sites for steps picks with p
+// from step step of its stream after history, and the writes of their
+// parameters and state; they make the sampling buffers on first use.
+func (s *Sequence) samplingSites(p sample.Params, step uint32, history []int32, steps int) ([]site, func(*gpu.Encoder), error) {
+	m, c := s.m, s.m.cfg
 	var kern [samplingKernels]gpu.Kernel
 	for i, k := range samplingKeys {
 		var err error
 		if kern[i], err = m.kernel(k); err != nil {
-			return nil, fmt.Errorf("sample: %w", err)
+			return nil, nil, err
 		}
 	}
 	// The history and the picks, after the step counter and the length.
@@ -158,22 +191,14 @@ func (s *Sequence) Sample(token int32, start, steps int, p sample.Params, step u
 	if p.TopK > 0 && p.TopK < c.Vocab {
 		sp.TopK = uint32(p.TopK)
 	}
-	if err := s.growBatch(steps); err != nil {
-		return nil, fmt.Errorf("sample: %w", err)
-	}
 	if err := s.growSampling(kern, histCap); err != nil {
-		return nil, fmt.Errorf("sample: %w", err)
+		return nil, nil, err
 	}
 	b := &s.batch
-	pick := samplingSites(kern, b.groups, c.Vocab, sp)
-	ids, err := s.runBatch(token, start, steps, pick, func(e *gpu.Encoder) {
+	return samplingSitesOf(kern, b.groups, c.Vocab, sp), func(e *gpu.Encoder) {
 		e.Write(b.sparams, 0, paramBytes(sp))
 		e.Write(b.state, 0, state)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("sample: positions %d..%d: %w", start, start+steps-1, err)
-	}
-	return ids, nil
+	}, nil
 }
 
 func paramBytes(p samplingParams) []byte {

@@ -71,7 +71,7 @@ func (r samplingRig) run(t *testing.T, logits []float32, p sample.Params, histor
 	e.Write(params, 0, paramBytes(sp))
 	e.Write(lg, 0, f32bytes(logits))
 	e.Write(state, 0, u32le(st))
-	sites := samplingSites(r.kern, groups, V, sp)
+	sites := samplingSitesOf(r.kern, groups, V, sp)
 	for i := 0; i < steps; i++ {
 		for _, st := range sites {
 			x, y, z := st.grid(1, 0, 0)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/wick-run/wick/engine"
 	"github.com/wick-run/wick/engine/kv"
+	"github.com/wick-run/wick/engine/sample"
 	"github.com/wick-run/wick/engine/webgpu"
 )
 
@@ -44,6 +45,11 @@ func (s talliedSeq) Forward(tokens []int32, start int, logits []float32) error {
 func (s talliedSeq) Fill(tokens []int32, start int) error {
 	s.n.forwarded += len(tokens)
 	return s.Sequence.Fill(tokens, start)
+}
+
+func (s talliedSeq) ForwardPick(tokens []int32, start int, p sample.Params, step uint32, history []int32) (int32, error) {
+	s.n.forwarded += len(tokens)
+	return s.Sequence.ForwardPick(tokens, start, p, step, history)
 }
 
 func (s talliedSeq) Greedy(token int32, start, steps int) ([]int32, error) {

@@ -10,9 +10,9 @@ import (
 	"testing"
 
 	"github.com/wick-run/wick/engine"
-	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/internal/modeltest"
 	"github.com/wick-run/wick/internal/testmodel"
 )
 
@@ -70,14 +70,7 @@ func TestFirstTokenWaitsForLogitsAlone(t *testing.T) {
 				ids[i] = int32(3 + (i*2654435761)%380)
 			}
 			blocks := tc.prompt / 32 * 32
-			f, err := format.Open(tc.dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w, err := f.LoadWeights()
-			if err != nil {
-				t.Fatal(err)
-			}
+			f, w := modeltest.Load(t, tc.dir)
 			var log []string
 			gm, err := New(orderDevice{device(t), &log}, f.Config(), w, Options{})
 			if err != nil {

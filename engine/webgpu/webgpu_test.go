@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/wick-run/wick/engine/cpu"
-	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/internal/testmodel"
@@ -49,20 +48,6 @@ func bothSequences(t *testing.T, d gpu.Device, cfg *model.Config, w *model.Weigh
 	}
 	gm, gs := gpuSequence(t, d, cfg, w, opt, ctx)
 	return cs, gm, gs
-}
-
-// loadDir reads the model directory dir: its configuration and weights.
-func loadDir(t *testing.T, dir string) (*model.Config, *model.Weights) {
-	t.Helper()
-	f, err := format.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := f.LoadWeights()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f.Config(), w
 }
 
 // gpuSequence loads w on d with opt and opens a sequence of ctx positions

@@ -14,6 +14,7 @@ import (
 	"github.com/wick-run/wick/engine/cpu"
 	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/internal/modeltest"
 	"github.com/wick-run/wick/internal/testmodel"
 )
 
@@ -83,14 +84,7 @@ func TestExportRoundTrip(t *testing.T) {
 	if err := export(writeExport(t, cfg, w, nil), testTokenizer, out, 0); err != nil {
 		t.Fatal(err)
 	}
-	f, err := format.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := f.LoadWeights()
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, got := modeltest.Load(t, out)
 	if _, err := cpu.New(f.Config(), got); err != nil {
 		t.Fatal(err)
 	}

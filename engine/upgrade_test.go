@@ -23,19 +23,7 @@ func asFormatVersion1(t *testing.T, src string) string {
 	t.Helper()
 	f := modeltest.Open(t, src)
 	dir := t.TempDir()
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		data, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, e.Name()), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	modeltest.Copy(t, src, dir)
 	m := proto.Clone(f.Manifest()).(*manifestpb.Manifest)
 	m.FormatVersion = 1
 	for _, l := range m.Config.Layers {

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wick-run/wick/engine/format"
+	"github.com/wick-run/wick/internal/modeltest"
 )
 
 var testModelDirs = []string{"../testdata/cai-tiny", "../testdata/plain-tiny"}
@@ -36,9 +37,7 @@ var testModelDirs = []string{"../testdata/cai-tiny", "../testdata/plain-tiny"}
 func copyModel(t *testing.T, from, name string) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), name)
-	if err := os.CopyFS(dir, os.DirFS(from)); err != nil {
-		t.Fatal(err)
-	}
+	modeltest.Copy(t, from, dir)
 	return dir
 }
 

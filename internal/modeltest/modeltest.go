@@ -1,10 +1,11 @@
-// Package modeltest opens and loads model directories for wick's
+// Package modeltest opens, loads and copies model directories for wick's
 // tests, failing the test where that goes wrong. It imports package
 // testing, so only tests may import it: internal/testmodel, which package
 // bench links into binaries, must not grow these helpers.
 package modeltest
 
 import (
+	"os"
 	"testing"
 
 	"github.com/wick-run/wick/engine/format"
@@ -32,4 +33,14 @@ func Load(t testing.TB, dir string) (f *format.Model, w *model.Weights) {
 		t.Fatal(err)
 	}
 	return f, w
+}
+
+// Copy copies the files of the model directory src into dst, creating it
+// where needed, so a test can edit, break or add files without touching
+// testdata/.
+func Copy(t testing.TB, src, dst string) {
+	t.Helper()
+	if err := os.CopyFS(dst, os.DirFS(src)); err != nil {
+		t.Fatalf("copy model %s to %s: %v", src, dst, err)
+	}
 }

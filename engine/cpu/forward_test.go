@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/wick-run/wick/engine/kv"
@@ -126,7 +127,7 @@ func TestRingHoldsLastWindow(t *testing.T) {
 			// The one position among the last window that maps to this slot.
 			pos := n - r.Slots + ((slot-(n-r.Slots))%r.Slots+r.Slots)%r.Slots
 			got := whole.K(r, pos, 0)
-			if !bytes.Equal(i8bytes(got.I8), i8bytes(ck.kq[pos*c.HeadDim:(pos+1)*c.HeadDim])) || *got.Scale != ck.kScale[pos] {
+			if !slices.Equal(got.I8, ck.kq[pos*c.HeadDim:(pos+1)*c.HeadDim]) || *got.Scale != ck.kScale[pos] {
 				t.Errorf("layer %d slot %d: does not hold position %d", r.Layer, slot, pos)
 			}
 		}
@@ -143,14 +144,6 @@ func TestRingHoldsLastWindow(t *testing.T) {
 	if !bytes.Equal(whole.Buf, stepped.Buf) {
 		t.Error("arena after token-by-token decode differs from the arena after one prefill")
 	}
-}
-
-func i8bytes(v []int8) []byte {
-	b := make([]byte, len(v))
-	for i, x := range v {
-		b[i] = byte(x)
-	}
-	return b
 }
 
 // TestConsumerReadsProducerKV checks cross-layer sharing: a consumer layer

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -88,17 +89,9 @@ func TestExportRoundTrip(t *testing.T) {
 	if _, err := cpu.New(f.Config(), got); err != nil {
 		t.Fatal(err)
 	}
-	if string(i8(got.Layers[3].WGate.I8)) != string(i8(w.Layers[3].WGate.I8)) || got.Embed.Scale[5] != w.Embed.Scale[5] {
+	if !slices.Equal(got.Layers[3].WGate.I8, w.Layers[3].WGate.I8) || got.Embed.Scale[5] != w.Embed.Scale[5] {
 		t.Errorf("weights changed on the way through the export")
 	}
-}
-
-func i8(v []int8) []byte {
-	b := make([]byte, len(v))
-	for i, x := range v {
-		b[i] = byte(x)
-	}
-	return b
 }
 
 // TestExportRefusesConfig checks that configs wick cannot run are refused

@@ -154,11 +154,11 @@ func TestFillMatchesForward(t *testing.T) {
 	cfg := testmodel.CAIShaped(testVocab, model.Int8)
 	w := testmodel.Random(cfg, 5)
 	d := device(t)
-	prompt := randomTokens(45, 11)
+	prompt := testmodel.Tokens(45, testVocab, 11)
 	_, a := gpuSequence(t, d, cfg, w, Options{Chunk: 16}, 64)
 	_, b := gpuSequence(t, d, cfg, w, Options{Chunk: 16}, 64)
 	want, got := make([]float32, cfg.Vocab), make([]float32, cfg.Vocab)
-	if err := a.Forward(randomTokens(60, 12), 0, got); err != nil { // poison a's arena
+	if err := a.Forward(testmodel.Tokens(60, testVocab, 12), 0, got); err != nil { // poison a's arena
 		t.Fatal(err)
 	}
 	if err := b.Forward(prompt, 0, want); err != nil {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/wick-run/wick/engine"
 	"github.com/wick-run/wick/engine/chat"
-	"github.com/wick-run/wick/engine/format"
+	"github.com/wick-run/wick/internal/modeltest"
 )
 
 // The page's default character (web/store.js). The page gives the model
@@ -389,10 +389,7 @@ func report(t testing.TB, name string, r pageReply) {
 // TestCorruptShard serves one shard with a flipped byte: the page must
 // refuse it with a visible error and store nothing of it.
 func TestCorruptShard(t *testing.T) {
-	f, err := format.Open(modelDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := modeltest.Open(t, modelDir)
 	shards := f.Manifest().GetShards()
 	bad := shards[len(shards)/2].GetFile()
 	b := newBrowser(t, true)

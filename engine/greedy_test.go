@@ -10,10 +10,10 @@ import (
 
 	"github.com/wick-run/wick/engine/chat"
 	"github.com/wick-run/wick/engine/cpu"
-	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/format/manifestpb"
 	"github.com/wick-run/wick/engine/kv"
 	"github.com/wick-run/wick/engine/sample"
+	"github.com/wick-run/wick/internal/modeltest"
 )
 
 // deviceSeq is a cpu.Sequence that also decodes greedily as a GPU does
@@ -82,15 +82,14 @@ func (b deviceBackend) NewSequence(context int) (Sequence, error) {
 // handling of stops is what is under test.
 func withStops(t *testing.T, m *Model, extra ...int32) {
 	t.Helper()
-	f, err := format.Open(m.Dir)
+	f := modeltest.Open(t, m.Dir)
+	ct := proto.Clone(f.Manifest().GetChat()).(*manifestpb.ChatTemplate)
+	ct.StopIds = append(ct.StopIds, extra...)
+	tmpl, err := chat.New(ct, m.Tokenizer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ct := proto.Clone(f.Manifest().GetChat()).(*manifestpb.ChatTemplate)
-	ct.StopIds = append(ct.StopIds, extra...)
-	if m.Template, err = chat.New(ct, m.Tokenizer); err != nil {
-		t.Fatal(err)
-	}
+	m.Template = tmpl
 }
 
 // turnLog is everything a turn shows its caller.

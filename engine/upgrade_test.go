@@ -13,6 +13,7 @@ import (
 	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/format/manifestpb"
 	"github.com/wick-run/wick/engine/kv"
+	"github.com/wick-run/wick/internal/modeltest"
 )
 
 // asFormatVersion1 copies the model directory src to a temporary one whose
@@ -20,24 +21,9 @@ import (
 // same shards, no kv_role.
 func asFormatVersion1(t *testing.T, src string) string {
 	t.Helper()
-	f, err := format.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := modeltest.Open(t, src)
 	dir := t.TempDir()
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		data, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, e.Name()), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	modeltest.Copy(t, src, dir)
 	m := proto.Clone(f.Manifest()).(*manifestpb.Manifest)
 	m.FormatVersion = 1
 	for _, l := range m.Config.Layers {

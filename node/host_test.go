@@ -32,6 +32,7 @@ import (
 	"github.com/wick-run/wick/engine/sample"
 	"github.com/wick-run/wick/engine/tokenizer"
 	"github.com/wick-run/wick/engine/webgpu" // also registers the webgpu backend
+	"github.com/wick-run/wick/internal/modeltest"
 )
 
 // hostReply is what `host.mjs gen -json FILE` writes.
@@ -209,14 +210,7 @@ func loadOnDawn(t *testing.T, dir string) *engine.Model {
 		t.Fatalf("Dawn for the engine's reference (`make deps` installs it): %v", err)
 	}
 	t.Cleanup(func() { dev.Close() })
-	f, err := format.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := f.LoadWeights()
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, w := modeltest.Load(t, dir)
 	gm, err := webgpu.New(dev, f.Config(), w, webgpu.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wick-run/wick/engine/format"
+	"github.com/wick-run/wick/internal/modeltest"
 )
 
 var testModelDirs = []string{"../testdata/cai-tiny", "../testdata/plain-tiny"}
@@ -36,9 +37,7 @@ var testModelDirs = []string{"../testdata/cai-tiny", "../testdata/plain-tiny"}
 func copyModel(t *testing.T, from, name string) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), name)
-	if err := os.CopyFS(dir, os.DirFS(from)); err != nil {
-		t.Fatal(err)
-	}
+	modeltest.Copy(t, from, dir)
 	return dir
 }
 
@@ -491,6 +490,24 @@ func decode(t *testing.T, encoding string, body []byte) []byte {
 	return out
 }
 
+// checkSecurityHeaders fails t unless resp carries the headers every
+// response of the server has, whatever its status. The CSP is the
+// caller's to check: its sources depend on the config.
+func checkSecurityHeaders(t *testing.T, resp *http.Response) {
+	t.Helper()
+	for k, want := range map[string]string{
+		"X-Content-Type-Options":       "nosniff",
+		"Cross-Origin-Opener-Policy":   "same-origin",
+		"Cross-Origin-Embedder-Policy": "require-corp",
+		"Cross-Origin-Resource-Policy": "same-origin",
+		"Referrer-Policy":              "no-referrer",
+	} {
+		if got := resp.Header.Get(k); got != want {
+			t.Errorf("%s: %q, want %q", k, got, want)
+		}
+	}
+}
+
 // TestSecurityHeaders checks the headers every kind of response carries,
 // errors included.
 func TestSecurityHeaders(t *testing.T) {
@@ -499,17 +516,7 @@ func TestSecurityHeaders(t *testing.T) {
 	for _, path := range []string{"/", "/app.js", "/wick.wasm", "/models/", "/models/cai-tiny/manifest.pb", "/models/cai-tiny/" + shard, "/models/cai-tiny/nope", "/v1/models"} {
 		t.Run(path, func(t *testing.T) {
 			resp, _ := do(t, hs, "GET", path, nil)
-			for k, want := range map[string]string{
-				"X-Content-Type-Options":       "nosniff",
-				"Cross-Origin-Opener-Policy":   "same-origin",
-				"Cross-Origin-Embedder-Policy": "require-corp",
-				"Cross-Origin-Resource-Policy": "same-origin",
-				"Referrer-Policy":              "no-referrer",
-			} {
-				if got := resp.Header.Get(k); got != want {
-					t.Errorf("%s: %q, want %q", k, got, want)
-				}
-			}
+			checkSecurityHeaders(t, resp)
 			csp := resp.Header.Get("Content-Security-Policy")
 			for _, want := range []string{"script-src 'self' 'wasm-unsafe-eval';", "connect-src 'self' https://cdn.example.com:8443;", "object-src 'none'", "frame-ancestors 'none'"} {
 				if !strings.Contains(csp, want) {

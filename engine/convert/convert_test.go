@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/wick-run/wick/engine/chat"
-	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/engine/tokenizer"
+	"github.com/wick-run/wick/internal/modeltest"
 )
 
 const fixtureDir = "../../testdata/hf"
@@ -269,14 +269,8 @@ func TestShardedCheckpoint(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	a, err := format.Open(outs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := format.Open(outs[1])
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := modeltest.Open(t, outs[0])
+	b := modeltest.Open(t, outs[1])
 	for _, spec := range a.Config().TensorSpecs() {
 		x, err1 := a.ReadTensor(spec.Name)
 		y, err2 := b.ReadTensor(spec.Name)
@@ -292,10 +286,7 @@ func TestShardSize(t *testing.T) {
 	if _, err := Convert(copyFixture(t, "gemma3"), out, Options{DType: model.Int8, ShardSize: 16 << 10}); err != nil {
 		t.Fatal(err)
 	}
-	f, err := format.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := modeltest.Open(t, out)
 	if err := f.Verify(); err != nil {
 		t.Fatal(err)
 	}
@@ -370,10 +361,7 @@ func TestTemplateChat(t *testing.T) {
 			for _, n := range res.ChatNotes {
 				t.Logf("note: %s", n)
 			}
-			f, err := format.Open(out)
-			if err != nil {
-				t.Fatal(err)
-			}
+			f := modeltest.Open(t, out)
 			data, err := f.ReadTokenizer()
 			if err != nil {
 				t.Fatal(err)
@@ -488,10 +476,7 @@ func TestLongRopeForms(t *testing.T) {
 			if _, err := Convert(in, out, Options{DType: model.F32}); err != nil {
 				t.Fatal(err)
 			}
-			f, err := format.Open(out)
-			if err != nil {
-				t.Fatal(err)
-			}
+			f := modeltest.Open(t, out)
 			w := want
 			w.AttnFactor = tc.attn
 			got := f.Config().LongRope

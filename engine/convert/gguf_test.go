@@ -13,10 +13,10 @@ import (
 
 	"github.com/wick-run/wick/engine"
 	"github.com/wick-run/wick/engine/convert"
-	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/gguf"
 	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/engine/tokenizer"
+	"github.com/wick-run/wick/internal/modeltest"
 )
 
 // TestGGUFParity converts the GGUF files gguf-py wrote from the family
@@ -86,10 +86,7 @@ func TestGGUFParity(t *testing.T) {
 					case file.dtype == model.Int8 && r.MinCosine < bar:
 						t.Errorf("int8 from Q8_0: min cosine %.5f < %v", r.MinCosine, bar)
 					}
-					f, err := format.Open(dir)
-					if err != nil {
-						t.Fatal(err)
-					}
+					f := modeltest.Open(t, dir)
 					data, err := f.ReadTokenizer()
 					if err != nil {
 						t.Fatal(err)
@@ -133,14 +130,8 @@ func TestGGUFLlamaRows(t *testing.T) {
 	if err := fx.Convert(sdir, model.F32); err != nil {
 		t.Fatal(err)
 	}
-	g, err := format.Open(gdir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := format.Open(sdir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := modeltest.Open(t, gdir)
+	s := modeltest.Open(t, sdir)
 	for _, spec := range g.Config().TensorSpecs() {
 		a, err := g.ReadTensor(spec.Name)
 		if err != nil {

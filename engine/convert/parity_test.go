@@ -9,9 +9,9 @@ import (
 	"github.com/wick-run/wick/engine"
 	"github.com/wick-run/wick/engine/convert/parity"
 	"github.com/wick-run/wick/engine/cpu"
-	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/model"
 	_ "github.com/wick-run/wick/engine/webgpu" // the webgpu backend, checked against the same fixtures
+	"github.com/wick-run/wick/internal/modeltest"
 )
 
 // The fixtures are made by scripts/make_hf_fixtures.py and
@@ -105,10 +105,7 @@ func TestRopeFreqs(t *testing.T) {
 			if err := fx.Convert(dir, model.F32); err != nil {
 				t.Fatal(err)
 			}
-			f, err := format.Open(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
+			f := modeltest.Open(t, dir)
 			for buf, kind := range tc.buffers {
 				want, ok := fx.InvFreq[buf]
 				if !ok {
@@ -137,14 +134,7 @@ func TestSlidingWindowSemantics(t *testing.T) {
 	if err := fx.Convert(dir, model.F32); err != nil {
 		t.Fatal(err)
 	}
-	f, err := format.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := f.LoadWeights()
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, w := modeltest.Load(t, dir)
 	for _, delta := range []int{-1, 0, 1} {
 		cfg := *f.Config()
 		cfg.Layers = append([]model.Layer(nil), cfg.Layers...)
@@ -202,14 +192,7 @@ func TestLongRopeSemantics(t *testing.T) {
 	if err := fx.Convert(dir, model.F32); err != nil {
 		t.Fatal(err)
 	}
-	f, err := format.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := f.LoadWeights()
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, w := modeltest.Load(t, dir)
 	for _, tc := range []struct {
 		name string
 		edit func(l *model.LongRope)

@@ -3,7 +3,7 @@ package cpu
 import (
 	"bytes"
 	"math"
-	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/wick-run/wick/engine/kv"
@@ -45,15 +45,6 @@ func newArena(t *testing.T, c *model.Config, ctx int) *kv.Arena {
 	return kv.NewArena(lay)
 }
 
-func randomTokens(n int, seed uint64) []int32 {
-	r := rand.New(rand.NewPCG(seed, 1))
-	ids := make([]int32, n)
-	for i := range ids {
-		ids[i] = int32(r.IntN(testVocab))
-	}
-	return ids
-}
-
 // TestDecodeMatchesRecompute runs a sequence several times longer than the
 // window through the cache in uneven chunks (decode steps among them) and
 // compares every position's logits with one prefill of the whole sequence.
@@ -64,7 +55,7 @@ func TestDecodeMatchesRecompute(t *testing.T) {
 	for _, tc := range testCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newModel(t, tc.cfg)
-			ids := randomTokens(n, 3)
+			ids := testmodel.Tokens(n, testVocab, 3)
 			V := tc.cfg.Vocab
 			want := make([]float32, n*V)
 			if err := m.Forward(newArena(t, tc.cfg, 64), ids, 0, want); err != nil {
@@ -103,7 +94,7 @@ func TestRingHoldsLastWindow(t *testing.T) {
 	c := testmodel.CAIShaped(testVocab, model.Int8)
 	m := newModel(t, c)
 	const n = 29
-	ids := randomTokens(n, 5)
+	ids := testmodel.Tokens(n, testVocab, 5)
 	whole := newArena(t, c, 64)
 	seen := map[int]*chunkKV{}
 	m.observeKV = func(ri int, ck *chunkKV) { seen[ri] = ck }
@@ -126,7 +117,7 @@ func TestRingHoldsLastWindow(t *testing.T) {
 			// The one position among the last window that maps to this slot.
 			pos := n - r.Slots + ((slot-(n-r.Slots))%r.Slots+r.Slots)%r.Slots
 			got := whole.K(r, pos, 0)
-			if !bytes.Equal(i8bytes(got.I8), i8bytes(ck.kq[pos*c.HeadDim:(pos+1)*c.HeadDim])) || *got.Scale != ck.kScale[pos] {
+			if !slices.Equal(got.I8, ck.kq[pos*c.HeadDim:(pos+1)*c.HeadDim]) || *got.Scale != ck.kScale[pos] {
 				t.Errorf("layer %d slot %d: does not hold position %d", r.Layer, slot, pos)
 			}
 		}
@@ -145,14 +136,6 @@ func TestRingHoldsLastWindow(t *testing.T) {
 	}
 }
 
-func i8bytes(v []int8) []byte {
-	b := make([]byte, len(v))
-	for i, x := range v {
-		b[i] = byte(x)
-	}
-	return b
-}
-
 // TestConsumerReadsProducerKV checks cross-layer sharing: a consumer layer
 // has no region of its own, its attention changes when its producer's KV is
 // perturbed and not when another producer's is.
@@ -160,7 +143,7 @@ func TestConsumerReadsProducerKV(t *testing.T) {
 	c := testmodel.CAIShaped(testVocab, model.Int8)
 	m := newModel(t, c)
 	a := newArena(t, c, 64)
-	ids := randomTokens(20, 9)
+	ids := testmodel.Tokens(20, testVocab, 9)
 	if err := m.Forward(a, ids, 0, make([]float32, c.Vocab)); err != nil {
 		t.Fatal(err)
 	}

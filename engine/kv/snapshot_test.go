@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -45,15 +44,6 @@ func newSeq(t testing.TB, m *cpu.Model, ctx int) *cpu.Sequence {
 	return s
 }
 
-func tokens(n int, seed uint64) []int32 {
-	r := rand.New(rand.NewPCG(seed, 1))
-	ids := make([]int32, n)
-	for i := range ids {
-		ids[i] = int32(r.IntN(vocab))
-	}
-	return ids
-}
-
 var id = kv.Identity{Model: [32]byte{1, 2, 3}, Config: [32]byte{4, 5, 6}}
 
 // sameLogits demands bit-equal int8 logits (the per-token arithmetic is the
@@ -82,7 +72,7 @@ func TestRestoreThenPrefillMatchesFullPrefill(t *testing.T) {
 	for _, tc := range configs {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newModel(t, tc.cfg)
-			ids := tokens(n, 3)
+			ids := testmodel.Tokens(n, vocab, 3)
 			want := make([]float32, n*vocab)
 			if err := newSeq(t, m, 64).Forward(ids, 0, want); err != nil {
 				t.Fatal(err)
@@ -133,7 +123,7 @@ func TestRestoreBlockChain(t *testing.T) {
 	for _, tc := range configs {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newModel(t, tc.cfg)
-			ids := tokens(n, 5)
+			ids := testmodel.Tokens(n, vocab, 5)
 			want := make([]float32, n*vocab)
 			if err := newSeq(t, m, 64).Forward(ids, 0, want); err != nil {
 				t.Fatal(err)
@@ -185,7 +175,7 @@ func TestSnapshotRefusesOverwrittenRing(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newSeq(t, newModel(t, tc.cfg), 64)
-			if err := s.Forward(tokens(tc.wrote, 1), 0, make([]float32, vocab)); err != nil {
+			if err := s.Forward(testmodel.Tokens(tc.wrote, vocab, 1), 0, make([]float32, vocab)); err != nil {
 				t.Fatal(err)
 			}
 			_, err := s.Snapshot(0, tc.prefix)
@@ -201,7 +191,7 @@ func TestRestoreRejectsMismatch(t *testing.T) {
 	plain := newModel(t, configs[2].cfg)
 	snap := func(m *cpu.Model, from, to int) *kv.Snapshot {
 		s := newSeq(t, m, 64)
-		if err := s.Forward(tokens(to, 1), 0, make([]float32, vocab)); err != nil {
+		if err := s.Forward(testmodel.Tokens(to, vocab, 1), 0, make([]float32, vocab)); err != nil {
 			t.Fatal(err)
 		}
 		x, err := s.Snapshot(from, to)
@@ -237,7 +227,7 @@ func TestRestoreRejectsMismatch(t *testing.T) {
 // future snapshot file is refused with the right error, never a panic.
 func TestDecodeFileRejects(t *testing.T) {
 	s := newSeq(t, newModel(t, configs[0].cfg), 64)
-	ids := tokens(20, 2)
+	ids := testmodel.Tokens(20, vocab, 2)
 	if err := s.Forward(ids, 0, make([]float32, vocab)); err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +284,7 @@ func TestDecodeFileRejects(t *testing.T) {
 func FuzzDecodeFile(f *testing.F) {
 	m := newModel(f, configs[0].cfg)
 	s := newSeq(f, m, 64)
-	ids := tokens(12, 2)
+	ids := testmodel.Tokens(12, vocab, 2)
 	if err := s.Forward(ids, 0, make([]float32, vocab)); err != nil {
 		f.Fatal(err)
 	}

@@ -77,7 +77,7 @@ func TestBatchIsOneCommandList(t *testing.T) {
 	cfg := testmodel.CAIShaped(testVocab, model.Int8)
 	w := testmodel.Random(cfg, 3)
 	const start, steps = 5, 8
-	prompt := randomTokens(start+1, 9)
+	prompt := testmodel.Tokens(start+1, testVocab, 9)
 	for _, tc := range []struct {
 		name string
 		p    *sample.Params // nil: greedy

@@ -10,6 +10,7 @@ import (
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/internal/gputest"
+	"github.com/wick-run/wick/internal/modeltest"
 	"github.com/wick-run/wick/internal/testmodel"
 	"github.com/wick-run/wick/shaders"
 )
@@ -23,7 +24,8 @@ import (
 // (FlashFirst; the register one is the default). (TestMatchesCPU and
 // TestGreedyOnGPU check wgpu-native on random models.)
 func TestModelMatchesCPUOnDawn(t *testing.T) {
-	cfg8, w8 := loadDir(t, "../../testdata/cai-tiny")
+	f8, w8 := modeltest.Load(t, "../../testdata/cai-tiny")
+	cfg8 := f8.Config()
 	cfg32, w32 := model.ToF32(cfg8, w8)
 	const prompt, steps, ctx = 40, 32, 128
 	ids := make([]int32, prompt)

@@ -46,7 +46,7 @@ func TestGatedMaximaCleared(t *testing.T) {
 			t.Fatalf("%s: the last layer's max |h| word holds %v, the step's h has %v", what, got, want)
 		}
 	}
-	prompt := randomTokens(9, 4)
+	prompt := testmodel.Tokens(9, testVocab, 4)
 	logits := make([]float32, testVocab)
 	if err := s.Forward(prompt, 0, logits); err != nil {
 		t.Fatal(err)

@@ -10,10 +10,10 @@ import (
 	"testing"
 
 	"github.com/wick-run/wick/engine"
-	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/engine/sample"
+	"github.com/wick-run/wick/internal/modeltest"
 	"github.com/wick-run/wick/internal/testmodel"
 )
 
@@ -80,14 +80,7 @@ func TestFirstTokenWaitsForPickAlone(t *testing.T) {
 					ids[i] = int32(3 + (i*2654435761)%380)
 				}
 				blocks := tc.prompt / 32 * 32
-				f, err := format.Open(tc.dir)
-				if err != nil {
-					t.Fatal(err)
-				}
-				w, err := f.LoadWeights()
-				if err != nil {
-					t.Fatal(err)
-				}
+				f, w := modeltest.Load(t, tc.dir)
 				var log []string
 				gm, err := New(orderDevice{device(t), &log}, f.Config(), w, Options{})
 				if err != nil {
@@ -172,11 +165,11 @@ func TestFillMatchesForward(t *testing.T) {
 	cfg := testmodel.CAIShaped(testVocab, model.Int8)
 	w := testmodel.Random(cfg, 5)
 	d := device(t)
-	prompt := randomTokens(45, 11)
+	prompt := testmodel.Tokens(45, testVocab, 11)
 	_, a := gpuSequence(t, d, cfg, w, Options{Chunk: 16}, 64)
 	_, b := gpuSequence(t, d, cfg, w, Options{Chunk: 16}, 64)
 	want, got := make([]float32, cfg.Vocab), make([]float32, cfg.Vocab)
-	if err := a.Forward(randomTokens(60, 12), 0, got); err != nil { // poison a's arena
+	if err := a.Forward(testmodel.Tokens(60, testVocab, 12), 0, got); err != nil { // poison a's arena
 		t.Fatal(err)
 	}
 	if err := b.Forward(prompt, 0, want); err != nil {
@@ -221,11 +214,11 @@ func TestForwardPickMatchesForward(t *testing.T) {
 			{Temperature: 1.1, TopK: 5, RepetitionPenalty: 1.3, Seed: 3},
 		} {
 			t.Run(fmt.Sprintf("%d/%+v", n, p), func(t *testing.T) {
-				prompt := randomTokens(n, uint64(20+n))
-				history := append(randomTokens(9, 1), prompt...)
+				prompt := testmodel.Tokens(n, testVocab, uint64(20+n))
+				history := append(testmodel.Tokens(9, testVocab, 1), prompt...)
 				_, a := gpuSequence(t, d, cfg, w, Options{Chunk: 16}, 64)
 				_, b := gpuSequence(t, d, cfg, w, Options{Chunk: 16}, 64)
-				if err := a.Forward(randomTokens(60, 12), 0, make([]float32, cfg.Vocab)); err != nil { // poison a's arena
+				if err := a.Forward(testmodel.Tokens(60, testVocab, 12), 0, make([]float32, cfg.Vocab)); err != nil { // poison a's arena
 					t.Fatal(err)
 				}
 				logits := make([]float32, cfg.Vocab)

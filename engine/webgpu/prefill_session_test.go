@@ -9,10 +9,10 @@ import (
 	"testing"
 
 	"github.com/wick-run/wick/engine"
-	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/kv"
 	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/engine/sample"
+	"github.com/wick-run/wick/internal/modeltest"
 )
 
 // stepBackend runs a model on the tests' device as an engine.Backend whose
@@ -59,14 +59,7 @@ func (s stepSeq) Fill(tokens []int32, start int) error {
 // them: the weights do not depend on it), in the float32 mode with f32.
 func stepModel(t *testing.T, dir string, window int, f32 bool, chunk int, forwards *int) *engine.Model {
 	t.Helper()
-	f, err := format.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := f.LoadWeights()
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, w := modeltest.Load(t, dir)
 	cfg := *f.Config()
 	if f32 {
 		var c *model.Config

@@ -10,6 +10,7 @@ import (
 
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/gpu/dawn"
+	"github.com/wick-run/wick/internal/modeltest"
 )
 
 // labelled is a device that remembers each kernel's label and the labels
@@ -72,9 +73,9 @@ func timedDawn(t *testing.T) gpu.Device {
 // returns: the plan's step as the device saw it.
 func profiledSequence(t *testing.T, dev gpu.Device) (*labelled, *Sequence, []string) {
 	t.Helper()
-	cfg, w := loadDir(t, "../../testdata/cai-tiny")
+	f, w := modeltest.Load(t, "../../testdata/cai-tiny")
 	d := &labelled{Device: dev, labels: map[gpu.Kernel]string{}}
-	_, s := gpuSequence(t, d, cfg, w, Options{}, 64)
+	_, s := gpuSequence(t, d, f.Config(), w, Options{}, 64)
 	if _, err := s.Greedy(5, profiledPos, 1); err != nil {
 		t.Fatal(err)
 	}

@@ -12,9 +12,9 @@ import (
 
 	"github.com/wick-run/wick/engine"
 	"github.com/wick-run/wick/engine/chat"
-	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/format/manifestpb"
 	"github.com/wick-run/wick/engine/webgpu"
+	"github.com/wick-run/wick/internal/modeltest"
 )
 
 // logitsOnly hides a sequence's Greedy, so sessions decode through Forward
@@ -68,15 +68,14 @@ func loadGPU(t *testing.T, dir string, ctx int) *engine.Model {
 // pick a real stop token, and stops inside a batch are what is under test.
 func stopAlso(t *testing.T, m *engine.Model, id int32) {
 	t.Helper()
-	f, err := format.Open(m.Dir)
+	f := modeltest.Open(t, m.Dir)
+	ct := proto.Clone(f.Manifest().GetChat()).(*manifestpb.ChatTemplate)
+	ct.StopIds = append(ct.StopIds, id)
+	tmpl, err := chat.New(ct, m.Tokenizer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ct := proto.Clone(f.Manifest().GetChat()).(*manifestpb.ChatTemplate)
-	ct.StopIds = append(ct.StopIds, id)
-	if m.Template, err = chat.New(ct, m.Tokenizer); err != nil {
-		t.Fatal(err)
-	}
+	m.Template = tmpl
 }
 
 // TestSessionGreedyOnGPU runs the same conversation twice on the WebGPU
@@ -237,10 +236,7 @@ func BenchmarkSessionDecode(b *testing.B) {
 			}
 			defer m.Close()
 			m.Backend = tc.wrap(m.Backend)
-			f, err := format.Open(m.Dir)
-			if err != nil {
-				b.Fatal(err)
-			}
+			f := modeltest.Open(b, m.Dir)
 			ct := proto.Clone(f.Manifest().GetChat()).(*manifestpb.ChatTemplate)
 			ct.StopIds = []int32{int32(m.Config.Vocab - 1)}
 			if m.Template, err = chat.New(ct, m.Tokenizer); err != nil {

@@ -291,7 +291,7 @@ func TestRestoreMatchesArenaRestore(t *testing.T) {
 // across backends.
 func TestSnapshotAcrossBackends(t *testing.T) {
 	const ctx, B, prompt, rest = 48, 8, 27, 6
-	toks := randomTokens(prompt+rest, 11)
+	toks := testmodel.Tokens(prompt+rest, testVocab, 11)
 	for _, sc := range snapConfigs {
 		t.Run(sc.name, func(t *testing.T) {
 			V := sc.cfg.Vocab

@@ -8,13 +8,13 @@ import (
 	"testing"
 
 	"github.com/wick-run/wick/bench"
-	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/kv"
 	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/engine/sample"
 	"github.com/wick-run/wick/engine/webgpu"
 	"github.com/wick-run/wick/internal/gpurecord"
+	"github.com/wick-run/wick/internal/modeltest"
 	"github.com/wick-run/wick/internal/testmodel"
 	"github.com/wick-run/wick/shaders"
 )
@@ -51,14 +51,7 @@ func plannedModels() []plannedModel {
 	var ms []plannedModel
 	for _, dir := range []string{"../../testdata/cai-tiny", "../../testdata/plain-tiny", "../../models/wick-cai-21m"} {
 		ms = append(ms, plannedModel{dir, !strings.Contains(dir, "plain"), func(t *testing.T) (*model.Config, *model.Weights) {
-			f, err := format.Open(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w, err := f.LoadWeights()
-			if err != nil {
-				t.Fatal(err)
-			}
+			f, w := modeltest.Load(t, dir)
 			return f.Config(), w
 		}})
 	}

@@ -4,13 +4,11 @@ package webgpu
 
 import (
 	"math"
-	"math/rand/v2"
 	"strconv"
 	"sync"
 	"testing"
 
 	"github.com/wick-run/wick/engine/cpu"
-	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/internal/testmodel"
@@ -49,20 +47,6 @@ func bothSequences(t *testing.T, d gpu.Device, cfg *model.Config, w *model.Weigh
 	}
 	gm, gs := gpuSequence(t, d, cfg, w, opt, ctx)
 	return cs, gm, gs
-}
-
-// loadDir reads the model directory dir: its configuration and weights.
-func loadDir(t *testing.T, dir string) (*model.Config, *model.Weights) {
-	t.Helper()
-	f, err := format.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := f.LoadWeights()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f.Config(), w
 }
 
 // gpuSequence loads w on d with opt and opens a sequence of ctx positions
@@ -136,15 +120,6 @@ func testCases() []testCase {
 // allFolds is every fold of a decode step (6 dispatches per layer).
 var allFolds = Fuse{Norm: true, Gated: true, Attention: true}
 
-func randomTokens(n int, seed uint64) []int32 {
-	r := rand.New(rand.NewPCG(seed, 1))
-	ids := make([]int32, n)
-	for i := range ids {
-		ids[i] = int32(r.IntN(testVocab))
-	}
-	return ids
-}
-
 func argmax(v []float32) int32 {
 	best := 0
 	for i, x := range v {
@@ -183,7 +158,7 @@ func TestMatchesCPU(t *testing.T) {
 				t.Fatalf("embedding in %d part(s); the test means to split it", len(gm.embed.parts))
 			}
 			V := tc.cfg.Vocab
-			ids := randomTokens(prompt, 3)
+			ids := testmodel.Tokens(prompt, testVocab, 3)
 			want, got := make([]float32, prompt*V), make([]float32, prompt*V)
 			for i := range got {
 				got[i] = float32(math.NaN())
@@ -252,7 +227,7 @@ func TestGreedyOnGPU(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cs, _, gs := bothSequences(t, device(t), tc.cfg, testmodel.Random(tc.cfg, 11), tc.opt, 128)
 			V := tc.cfg.Vocab
-			ids := randomTokens(prompt, 5)
+			ids := testmodel.Tokens(prompt, testVocab, 5)
 			l := make([]float32, V)
 			if err := gs.Forward(ids[:prompt-1], 0, l); err != nil {
 				t.Fatal(err)

@@ -103,6 +103,17 @@ func Random(c *model.Config, seed uint64) *model.Weights {
 	return w
 }
 
+// Tokens returns n token ids below vocab from a generator seeded with
+// seed: the prompts tests feed the random models.
+func Tokens(n, vocab int, seed uint64) []int32 {
+	r := rand.New(rand.NewPCG(seed, 1))
+	ids := make([]int32, n)
+	for i := range ids {
+		ids[i] = int32(r.IntN(vocab))
+	}
+	return ids
+}
+
 // FromF32 builds a Mat of the given dtype from float32 values, quantising
 // per row in int8 mode.
 func FromF32(dtype model.DType, rows, cols int, f []float32) model.Mat {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/wick-run/wick/engine/cpu"
 	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/internal/modeltest"
 	"github.com/wick-run/wick/internal/testmodel"
 )
 
@@ -83,28 +85,13 @@ func TestExportRoundTrip(t *testing.T) {
 	if err := export(writeExport(t, cfg, w, nil), testTokenizer, out, 0); err != nil {
 		t.Fatal(err)
 	}
-	f, err := format.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := f.LoadWeights()
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, got := modeltest.Load(t, out)
 	if _, err := cpu.New(f.Config(), got); err != nil {
 		t.Fatal(err)
 	}
-	if string(i8(got.Layers[3].WGate.I8)) != string(i8(w.Layers[3].WGate.I8)) || got.Embed.Scale[5] != w.Embed.Scale[5] {
+	if !slices.Equal(got.Layers[3].WGate.I8, w.Layers[3].WGate.I8) || got.Embed.Scale[5] != w.Embed.Scale[5] {
 		t.Errorf("weights changed on the way through the export")
 	}
-}
-
-func i8(v []int8) []byte {
-	b := make([]byte, len(v))
-	for i, x := range v {
-		b[i] = byte(x)
-	}
-	return b
 }
 
 // TestExportRefusesConfig checks that configs wick cannot run are refused

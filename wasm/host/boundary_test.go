@@ -8,28 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// copyModel copies the files of model directory src into dst.
-func copyModel(t *testing.T, src, dst string) {
-	t.Helper()
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	ents, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		data, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
+	"github.com/wick-run/wick/internal/modeltest"
+)
 
 // TestBadInputIsAnError sends bad input through the boundary: each call
 // returns an error to the host (an *Error, not a trap), and the next valid
@@ -38,8 +19,8 @@ func TestBadInputIsAnError(t *testing.T) {
 	ctx := testCtx(t)
 	rt := sharedRuntime(t)
 	dir := t.TempDir()
-	copyModel(t, "../../testdata/cai-tiny", filepath.Join(dir, "good"))
-	copyModel(t, "../../testdata/cai-tiny", filepath.Join(dir, "bad"))
+	modeltest.Copy(t, "../../testdata/cai-tiny", filepath.Join(dir, "good"))
+	modeltest.Copy(t, "../../testdata/cai-tiny", filepath.Join(dir, "bad"))
 	man := filepath.Join(dir, "bad", "manifest.pb")
 	data, err := os.ReadFile(man)
 	if err != nil {

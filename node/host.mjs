@@ -8,7 +8,7 @@
 //   node node/host.mjs gen   -model DIR [-prompt TEXT | -ids 1,2,3] [-system TEXT]
 //                            [-temp T -top-p P -top-k K -rep-penalty R -seed S -max-tokens N]
 //                            [-backend webgpu|cpu] [-json] [-fault]
-//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-chunk N] [-runs N] [-cache-bytes N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-plans none,norm+gated,...] [-row-attention]] [-flash-first | -flash-tile 32] [-prefill-tile 64|128 [-prefill-split]] [-page-sampling] [-json FILE]
+//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-chunk N] [-runs N] [-cache-bytes N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-plans none,norm+gated,...] [-row-attention]] [-flash-first | -flash-tile 32] [-prefill-tile 64|128 [-prefill-split]] [-page-sampling] [-warm S] [-json FILE]
 //   node node/host.mjs info [-tier all|fallback] [-experimental]
 //
 // Common flags: -experimental offers the adapter's chromium-experimental-*
@@ -61,6 +61,7 @@ const options = {
   'flash-first': { type: 'boolean', default: false },
   'flash-tile': { type: 'string', default: '0' },
   'page-sampling': { type: 'boolean', default: false },
+  warm: { type: 'string', default: '0' },
   'null-gpu': { type: 'boolean', default: false },
   'prefill-tile': { type: 'string', default: '0' },
   'prefill-split': { type: 'boolean', default: false },
@@ -213,8 +214,14 @@ function phases(c, ms) {
 // prefill of -prompt tokens, from timestamp queries (on the page's path,
 // and with -kernels in package bench's tables too, through run_timed).
 // -page-sampling draws the prefill's token as the page does by default
-// (temperature 0.8, top-p 0.95: on the host, from the logits read back)
-// rather than greedily, so the time to the first token is the page's.
+// (temperature 0.8, top-p 0.95) rather than greedily, so the time to the
+// first token is the page's. -warm S runs untimed turns for S seconds
+// before each part's timed runs: a GPU idle for a second or more runs at
+// a fraction of its clock and takes about 1.5 s of load to ramp back up
+// (an H200: 345 MHz idle, 1,980 under load), so the page's turns, with
+// idle gaps between them, are timed at whatever clock the GPU has then
+// (what a user's first prompt meets), where package bench's back-to-back
+// steps hold it up; -warm 3 gives figures to set beside package bench's.
 // -flash-first loads the model with prefill attention's first variant
 // rather than its register one, the default (webgpu.Options.FlashFirst),
 // -flash-tile 32 the register one with tiles of 32 keys (FlashTile);
@@ -238,9 +245,17 @@ async function bench(v) {
   const res = { model: v.model, flashFirst: v['flash-first'], flashTile: num(v['flash-tile'], 'flash-tile'), prefillTile: num(v['prefill-tile'], 'prefill-tile'), prefillSplit: v['prefill-split'], adapter: info.adapter, date: new Date().toISOString().slice(0, 10), vocab: info.vocab };
   const ids = (n, seed) => Array.from({ length: n }, (_, i) => 3 + ((i * 2654435761 + seed * 40503) >>> 0) % (info.vocab - 3));
   // turn(i) is run i's turn; each run counts the progress reports it got.
+  const warmMs = 1000 * Number(v.warm);
+  if (!(warmMs >= 0)) usage(`-warm ${v.warm}: seconds, at least 0`);
   const run = async (turn, n = runs, progress = false) => {
-    // One warm-up, then the median of n runs, each in a fresh session
-    // (with the fastest and slowest run's times beside it).
+    // -warm's untimed turns (each a new prompt), one warm-up, then the
+    // median of n runs, each in a fresh session (with the fastest and
+    // slowest run's times beside it).
+    for (let k = 0, until = performance.now() + warmMs; performance.now() < until; k++) {
+      const { session } = await d.handle({ op: 'open', chat: '', messages: [] });
+      await d.handle({ op: 'turn', session, kind: 'complete', turn: turn(1000 + k) });
+      await d.handle({ op: 'close', session });
+    }
     const all = [];
     for (let i = 0; i <= n; i++) {
       const { session } = await d.handle({ op: 'open', chat: '', messages: [] });
@@ -263,7 +278,7 @@ async function bench(v) {
   const pre = await run((i) => ({ ids: ids(prompt, 10 + i), max_tokens: 1, ...draw }), runs, true);
   res.prefill = { tokens: prompt, tokPerSec: prompt / (pre.stats.firstMs / 1000), steps: pre.steps, cached: pre.cached_tokens, chunk,
     runs: pre.spread.runs, minTokPerSec: prompt / (pre.spread.maxFirstMs / 1000), maxTokPerSec: prompt / (pre.spread.minFirstMs / 1000),
-    sampled: v['page-sampling'], cacheBytes: num(v['cache-bytes'], 'cache-bytes'), phases: phases(pre.stats.prefill, pre.stats.firstMs), waits: pre.stats.prefillWaits,
+    sampled: v['page-sampling'], warmS: warmMs / 1000, cacheBytes: num(v['cache-bytes'], 'cache-bytes'), phases: phases(pre.stats.prefill, pre.stats.firstMs), waits: pre.stats.prefillWaits,
     ...perToken(pre.stats.prefill, prompt) };
   // Decode: greedy and sampled (the page's defaults) from a short prompt.
   for (const [name, t] of [['greedy', { temperature: 0 }], ['sampled', { temperature: 0.8, top_p: 0.95, seed: 7 }]]) {
@@ -327,7 +342,7 @@ function printBench(r) {
     '| --- | --- | --- | --- | --- | --- | --- |',
   ];
   const p = r.prefill;
-  lines.splice(1, 0, `prefill pp${p.tokens}: ${p.steps} steps (${p.steps ? f(p.tokens / p.steps, 0) : '-'} tokens a step; -chunk ${p.chunk || 'default'}), ${p.cached} tokens restored from the prefix cache` +
+  lines.splice(1, 0, `prefill pp${p.tokens}: ${p.steps} steps (${p.steps ? f(p.tokens / p.steps, 0) : '-'} tokens a step; -chunk ${p.chunk || 'default'}), ${p.cached} tokens restored from the prefix cache${p.warmS ? `, after ${p.warmS} s of untimed turns (-warm)` : ''}` +
     `${p.cacheBytes < 0 ? ' (no prefix cache)' : ''}${p.sampled ? '; the token drawn as the page draws it (temperature 0.8, top-p 0.95)' : ''}; ${f(p.tokPerSec, 0)} tok/s the median of ${p.runs} runs, ${f(p.minTokPerSec, 0)}-${f(p.maxTokPerSec, 0)}`);
   for (const k of ['prefill', 'greedy', 'sampled']) {
     const x = r[k];

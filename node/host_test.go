@@ -125,11 +125,13 @@ func hostArgs(p sample.Params) []string {
 // TestDawnHostFirstTokenWaitsOnce runs the host's bench on a prompt that
 // the page reads in four steps (cai-tiny's rings of 8 positions end a step
 // at each 32-token block of the prefix cache) and checks the driver's
-// waits before the first token: one, for the last step's logits, with the
-// blocks of the steps before it (each step used to wait for its logits,
-// then again for its blocks).
+// waits before the first token: one, for the last step's pick (the token
+// drawn on the GPU: 8 bytes) with the blocks of the steps before it (each
+// step used to wait for its logits, then again for its blocks). With the
+// prefix cache off the prompt is one step and its wait reads the pick
+// alone, greedy and with the page's default draw: no logits come back.
 func TestDawnHostFirstTokenWaitsOnce(t *testing.T) {
-	var out struct {
+	type waits struct {
 		Vocab   int `json:"vocab"`
 		Prefill struct {
 			Steps int `json:"steps"`
@@ -139,10 +141,19 @@ func TestDawnHostFirstTokenWaitsOnce(t *testing.T) {
 			} `json:"waits"`
 		} `json:"prefill"`
 	}
+	var out waits
 	runHostJSON(t, "bench", &out, "-model", "../testdata/cai-tiny", "-prompt", "100", "-decode", "2", "-runs", "1")
 	p := out.Prefill
-	if p.Steps != 4 || len(p.Waits) != 1 || p.Waits[0].Readbacks != p.Steps || p.Waits[0].Bytes <= 4*out.Vocab {
-		t.Errorf("%d steps waited %+v before the first token; want 4 steps and one wait, for the logits (%d bytes) and the blocks of the three steps before the last", p.Steps, p.Waits, 4*out.Vocab)
+	if p.Steps != 4 || len(p.Waits) != 1 || p.Waits[0].Readbacks != p.Steps {
+		t.Errorf("%d steps waited %+v before the first token; want 4 steps and one wait, for the pick and the blocks of the three steps before the last", p.Steps, p.Waits)
+	}
+	for _, draw := range [][]string{nil, {"-page-sampling"}} {
+		var out waits
+		runHostJSON(t, "bench", &out, append([]string{"-model", "../testdata/cai-tiny", "-prompt", "100", "-decode", "2", "-runs", "1", "--cache-bytes=-1"}, draw...)...)
+		p := out.Prefill
+		if p.Steps != 1 || len(p.Waits) != 1 || p.Waits[0].Readbacks != 1 || p.Waits[0].Bytes != 8 {
+			t.Errorf("%v, no prefix cache: %d steps waited %+v before the first token; want one step and one wait, for the pick alone (8 bytes; the logits are %d)", draw, p.Steps, p.Waits, 4*out.Vocab)
+		}
 	}
 }
 

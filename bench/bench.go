@@ -50,7 +50,9 @@ type Options struct {
 	// "norm", "norm+gated+attn", "all+g64", ...), each optionally with "+reread"
 	// (webgpu.Options.RowReread; "+regs", the default, is accepted), "+attn-group-prep", "+attn-group" or
 	// "+attn-split" (webgpu.Options.Attention) and "+roomN"
-	// (webgpu.Options.AttnRoom), "+tile64" or "+tile128" (webgpu.Options.Tile:
+	// (webgpu.Options.AttnRoom), "+wholeN" (webgpu.Options.AttnWhole: decode
+	// attention over spans of up to N keys in one workgroup with no merge;
+	// "+whole0" never), "+tile64" or "+tile128" (webgpu.Options.Tile:
 	// the 64x64 tile written out, DOT4 or on the matrix tier MATRIX, or the
 	// 128x128 one, rather than the first 64x64 one), "+split"
 	// (webgpu.Options.Split: products of few rows split along their
@@ -230,6 +232,7 @@ type Plan struct {
 	Reread     bool
 	Attn       string // the decode attention path (webgpu.Options.Attention; "" the default)
 	AttnRoom   int    // its room for partial states (webgpu.Options.AttnRoom; 0 the default)
+	AttnWhole  int    // its longest span in one workgroup (webgpu.Options.AttnWhole; 0 the default, negative never)
 	Tile       int    // the prefill product's tile (webgpu.Options.Tile; 0 the default)
 	Split      bool   // split prefill products of few rows (webgpu.Options.Split = webgpu.SplitPasses)
 	FlashFirst bool   // prefill attention's first variant (webgpu.Options.FlashFirst)
@@ -247,6 +250,9 @@ func (p Plan) String() string {
 	}
 	if p.AttnRoom != 0 {
 		s += fmt.Sprintf("+room%d", p.AttnRoom)
+	}
+	if p.AttnWhole != 0 {
+		s += fmt.Sprintf("+whole%d", max(p.AttnWhole, 0))
 	}
 	if p.Tile != 0 {
 		s += fmt.Sprintf("+tile%d", p.Tile)
@@ -276,6 +282,7 @@ func ParsePlans(s string) ([]Plan, error) {
 		var folds []string
 		for _, part := range strings.Split(strings.TrimSpace(v), "+") {
 			room, isRoom := strings.CutPrefix(part, "room")
+			whole, isWhole := strings.CutPrefix(part, "whole")
 			tile, isTile := strings.CutPrefix(part, "tile")
 			attn, isAttn := strings.CutPrefix(part, "attn-")
 			switch {
@@ -308,6 +315,14 @@ func ParsePlans(s string) ([]Plan, error) {
 					return nil, fmt.Errorf("-plans %q: %q wants a positive count of partial states after room", v, part)
 				}
 				p.AttnRoom = n
+			case isWhole:
+				n, err := strconv.Atoi(whole)
+				if err != nil || n < 0 {
+					return nil, fmt.Errorf("-plans %q: %q wants a count of keys after whole (whole0: never)", v, part)
+				}
+				if p.AttnWhole = n; n == 0 {
+					p.AttnWhole = -1
+				}
 			default:
 				folds = append(folds, part)
 			}
@@ -571,7 +586,8 @@ func (b *bencher) pickGemv(c *model.Config, w *model.Weights, candidates []webgp
 // decodeTime is the fastest of pickRuns greedy decodes of pickSteps steps
 // of model c with GEMV variant g, in seconds.
 func (b *bencher) decodeTime(c *model.Config, w *model.Weights, g webgpu.Gemv, pl Plan) (float64, error) {
-	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: 1, Gemv: g, Fuse: pl.Fuse, RowReread: pl.Reread, Attention: pl.Attn, AttnRoom: pl.AttnRoom})
+	m, err := webgpu.New(b.dev, c, w, webgpu.Options{Chunk: 1, Gemv: g, Fuse: pl.Fuse, RowReread: pl.Reread, Attention: pl.Attn, AttnRoom: pl.AttnRoom,
+		AttnWhole: pl.AttnWhole})
 	if err != nil {
 		return 0, err
 	}
@@ -618,7 +634,7 @@ func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu
 		split = webgpu.SplitPasses
 	}
 	m, err := webgpu.New(dev, c, w, webgpu.Options{Chunk: chunk, Gemv: g, Fuse: pl.Fuse, RowReread: pl.Reread, RowAttention: b.rowAttention, Fallback: fallback, Tile: pl.Tile, Split: split, FlashFirst: pl.FlashFirst, FlashTile: pl.FlashK,
-		Attention: pl.Attn, AttnRoom: pl.AttnRoom})
+		Attention: pl.Attn, AttnRoom: pl.AttnRoom, AttnWhole: pl.AttnWhole})
 	if err != nil {
 		return "", "", err
 	}

@@ -73,3 +73,29 @@ func TestParsePlansEpilogue(t *testing.T) {
 		}
 	}
 }
+
+// TestParsePlansWhole reads the whole-step attention's bound (wholeN; whole0
+// never), names it back, and refuses what is no count of keys.
+func TestParsePlansWhole(t *testing.T) {
+	for _, tc := range []struct {
+		in    string
+		whole int
+	}{{"epi", 0}, {"epi+whole0", -1}, {"epi+whole512", 512}, {"none+whole1+room32", 1}, {"attn-group+whole64", 64}} {
+		ps, err := ParsePlans(tc.in)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.in, err)
+		}
+		if len(ps) != 1 || ps[0].AttnWhole != tc.whole {
+			t.Fatalf("%q read as %+v, want AttnWhole %d", tc.in, ps, tc.whole)
+		}
+		again, err := ParsePlans(ps[0].String())
+		if err != nil || again[0] != ps[0] {
+			t.Errorf("%q names itself %q, read back as %+v (%v)", tc.in, ps[0].String(), again, err)
+		}
+	}
+	for _, v := range []string{"epi+whole", "epi+whole-1", "epi+wholex", "epi+whole 8"} {
+		if _, err := ParsePlans(v); err == nil {
+			t.Errorf("%q: accepted", v)
+		}
+	}
+}

@@ -471,7 +471,9 @@ fn merged(base: u32, n: u32, w: u32, weights: bool) -> vec4<f32> {
 // reading its head's maxima and sums: no invocation walks a head alone); each
 // invocation keeps its words of the merged row (up to MW) for the
 // quantisation, and merges again the words of rows wider than that. Needs
-// HD % 4 == 0 (int8 models only).
+// HD % 4 == 0 (int8 models only). attend_group's QUANT_OUT variant does
+// this work itself where one workgroup takes a short step's every key
+// (attn_group.wgsl), and this dispatch is not planned for that step.
 @compute @workgroup_size({{WG}})
 fn combine_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
   {{SG_BEGIN}}

@@ -18,6 +18,15 @@
 // (attn.wgsl's locate: every position is read from the arena then) and
 // reads them back from there. Without PREP, q holds the prepared query rows
 // and the token's K/V are in the chunk.
+// QUANT_OUT (Key.Out "quant", int8, a model of one KV head) is the whole
+// step in one workgroup: it takes every tile of the span (grid (1, 1, 1),
+// p.splits unused), then does combine_quant's work itself: each head's
+// sums divided by its sum of exponentials, and the whole attention row
+// (every query head: the workgroup holds them all) quantised by its max
+// |x|, a workgroup reduction, into o as combine_quant writes it (packed
+// int8 words, the scale at out_scale_word). The merge's dispatch is then
+// not needed: short spans, where the merge is mostly a dispatch's fixed
+// cost, run so (webgpu.Options.AttnWhole).
 const G = {{G}}u;
 const SPL = {{SPL}}u; // invocations per key's score: KT * SPL = WG
 const Q4 = HD / 4u;   // quads per head row
@@ -200,7 +209,11 @@ fn attend_group(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
   let g = wg.y;
   let kr = keys(0u);
   let tiles = (kr.y + KT - 1u) / KT;
+#if QUANT_OUT
+  let per = tiles; // one run of every tile
+#else
   let per = (tiles + p.splits - 1u) / p.splits; // tiles per split
+#endif
   let n = (tiles + per - 1u) / per;
   if (step.n != 1u || split >= n) {
     return; // the whole workgroup
@@ -395,6 +408,36 @@ fn attend_group(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     }
   }
   let head0 = g * G;
+#if QUANT_OUT
+  // Each head's sum of exponentials, into gm: no read of gm follows the
+  // last tile's last barrier. Then the row (heads side by side, Q4 words
+  // each) divided by it, its max |x| and its int8 words.
+  if (li < G) {
+    gm[li] = lsum;
+  }
+  workgroupBarrier();
+  var mx = 0.0;
+  for (var k = 0u; k < VPT; k++) {
+    let i = li + k * {{WG}}u;
+    if (i < GQ) {
+      acc[k] = acc[k] / gm[i / Q4];
+      let v = abs(acc[k]);
+      mx = max(mx, max(max(v.x, v.y), max(v.z, v.w)));
+    }
+  }
+  let scale = quant_scale(wg_max(mx, li));
+  for (var k = 0u; k < VPT; k++) {
+    let i = li + k * {{WG}}u;
+    if (i < GQ) {
+      let v = acc[k];
+      o[head0 * Q4 + i] = pack_i8(vec4<i32>(quant_i8(v.x, scale), quant_i8(v.y, scale),
+                                            quant_i8(v.z, scale), quant_i8(v.w, scale)));
+    }
+  }
+  if (li == 0u) {
+    o[p.out_scale_word] = bitcast<u32>(scale);
+  }
+#else
   if (li < G) {
     let out = ((head0 + li) * p.splits + split) * PART;
     o[out] = bitcast<u32>(gm[li]);
@@ -410,4 +453,5 @@ fn attend_group(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
       o[out + 3u] = bitcast<u32>(acc[k].w);
     }
   }
+#endif
 }

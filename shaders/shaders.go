@@ -50,11 +50,16 @@ type Key struct {
 	// product writes act(gate)*up (and in int8 mode takes its max |x| into
 	// a word per token) instead of gate and up: act.wgsl's gated_quant
 	// then has nothing left to do. Its rows per workgroup must be even
-	// (TPR at most WG/2).
+	// (TPR at most WG/2). attend_group's "quant" is below.
 	Out string
 	// For attn's attend_group, In "qkv" folds rope.wgsl's qkv_prep in: the
 	// kernel reads the raw Q|K|V product row and prepares the query heads
-	// (and the token's K/V) itself, which saves a dispatch.
+	// (and the token's K/V) itself, which saves a dispatch. Out "quant"
+	// (int8) makes it the whole step's attention in one workgroup: every
+	// tile of the span, then combine_quant's work (each head's division by
+	// its sum, the int8 quantisation of the row of all heads into the
+	// output product's input), so the merge's dispatch is not needed.
+	// Only for models of one KV head: the row's scale is one workgroup's.
 	//
 	// Group is attn's query heads per KV head, for the decode kernel that
 	// takes all of them in one workgroup (attend_group).
@@ -159,6 +164,10 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	}
 	switch k.Out {
 	case "":
+	case "quant":
+		if k.Entry != "attend_group" || !k.Int8 {
+			return nil, nil, fmt.Errorf("shader %s: the quant epilogue is int8 attend_group's", k.Label())
+		}
 	case "gated":
 		if k.Family != "gemv" || !(k.In == "" || k.In == "norm" && k.Int8 && !k.FMA) || k.TPR > k.WG/2 {
 			return nil, nil, fmt.Errorf("shader %s: the gated epilogue is gemv's without a prologue or (int8, integer sums) with the norm prologue, at most WG/2 invocations per row", k.Label())
@@ -168,7 +177,7 @@ func (k Key) defines() (map[string]bool, map[string]string, error) {
 	}
 	flags := map[string]bool{"INT8": k.Int8, "SILU": k.SiLU, "DOT4": k.Dot4, "FMA": k.FMA,
 		"STAGED": k.In != "", "NORM_IN": k.In == "norm", "GATED_IN": k.In == "gated", "QUANT_IN": k.In == "quant",
-		"GATED_OUT": k.Out == "gated", "GATED_ACT": k.In == "gated" || k.Out == "gated", "GEMV_PARAMS": k.In != "" || k.Out != "", "GROUP": k.Group > 0, "PREP": k.In == "qkv",
+		"GATED_OUT": k.Out == "gated", "QUANT_OUT": k.Out == "quant", "GATED_ACT": k.In == "gated" || k.Out == "gated", "GEMV_PARAMS": k.In != "" || k.Out != "", "GROUP": k.Group > 0, "PREP": k.In == "qkv",
 		"SUBGROUPS": k.Subgroups, "MATRIX": k.Matrix, "FLASH": k.Entry == FlashEntry, "REGS": k.Regs != 0,
 		"BIG": k.Tile == TiledBig, "SPLIT": k.Split, "UNROLL": k.Tile == 64}
 	if k.Matrix && (k.Family != "tiled" || !k.Int8 || k.Dot4) {
@@ -362,7 +371,8 @@ const groupTileKeys = 16
 // query rows of its group of heads, a tile of K or V rows, the partial
 // scores, the scores and their exponentials, the tile's rows and scales,
 // the reductions' slots. A model whose group fits no GroupWGs gets the
-// per-head decode kernels instead.
+// per-head decode kernels instead. The whole-step variant (Out "quant")
+// takes no more: its sums reuse gm, its max |x| the reductions' slots.
 func GroupBytes(k Key) int {
 	kt := AttnTile(k)
 	words := k.Group*k.HD + // gq

@@ -5,6 +5,7 @@ package shaders
 import (
 	"encoding/binary"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/wick-run/wick/engine/cpu"
@@ -218,12 +219,80 @@ func testGroupAttention(t *testing.T) {
 			if !prep {
 				name += "/prepared"
 			}
-			runCase(t, name, func(t *testing.T) { groupAttentionCase(t, tc.cfg, tc.layer, tc.start, tc.wg, tc.room, tc.bias, prep) })
+			runCase(t, name, func(t *testing.T) {
+				groupAttentionCase(t, tc.cfg, tc.layer, tc.start, tc.wg, tc.room, tc.bias, prep, false)
+			})
 		}
 	}
 }
 
-func groupAttentionCase(t *testing.T, c *model.Config, layer, start, wg, room int, bias, prep bool) {
+// TestGroupAttentionWhole runs attend_group's whole-step variant (Key.Out
+// "quant": one workgroup takes every tile of the span, then divides by the
+// sums and quantises the row of all query heads as combine_quant would)
+// against engine/cpu's attention, with qkv_prep folded in and without:
+// MQA models (the variant's) of every group size it has, heads of 12
+// (three words a row) to 128 values, so that an invocation holds one to
+// four quads of the row; local (ring) and global layers, producers and
+// consumers, the first position, a window of several tiles, spans of one
+// to ten tiles with room for fewer partial states than that (which the
+// variant ignores: a workgroup past the first does nothing), at each
+// workgroup size the group fits. The scale and every int8 value of the
+// row, and the words around them (poisoned), are checked.
+func TestGroupAttentionWhole(t *testing.T) {
+	onDevices(t, testGroupAttentionWhole, "global-long-room3-g4", "global-long-room3-g4/prepared", "local-g8-hd128-wg64",
+		"global-g3-hd12")
+}
+
+func testGroupAttentionWhole(t *testing.T) {
+	// mqa is CAIShaped (int8) with g query heads of hd values on its one
+	// KV head, and local windows of window positions.
+	mqa := func(g, hd, window int) *model.Config {
+		c := testmodel.CAIShaped(97, model.Int8)
+		c.Heads, c.HeadDim = g, hd
+		for i := range c.Layers {
+			if c.Layers[i].Window > 0 {
+				c.Layers[i].Window = window
+			}
+		}
+		return c
+	}
+	// Each case with qkv_prep folded in or, /prepared, without: each
+	// variant is a compile of many seconds on lavapipe, so not both.
+	for _, tc := range []struct {
+		name         string
+		cfg          *model.Config
+		layer, start int
+		wg           int // 0: the planned one (GroupWG)
+		room         int // partial states per head the parameters say (0: one per tile)
+		bias         bool
+	}{
+		{"local-ring-g4", mqa(4, 16, 8), 0, 21, 0, 0, false},
+		{"local-ring-g4/prepared", mqa(4, 16, 8), 0, 21, 0, 0, false},
+		{"local-consumer-g4-wg128/prepared", mqa(4, 16, 8), 1, 21, 128, 0, false},
+		{"global-long-room3-g4", mqa(4, 16, 8), 5, 150, 0, 3, false},
+		{"global-long-room3-g4/prepared", mqa(4, 16, 8), 5, 150, 0, 3, false},
+		{"global-first-position-g4-wg64", mqa(4, 16, 8), 5, 0, 64, 0, false},
+		{"global-consumer-g4-wg256", mqa(4, 16, 8), 11, 77, 256, 2, false},
+		{"ring-window-several-tiles-g4/prepared", mqa(4, 16, 37), 0, 100, 0, 0, false},
+		{"global-g1-wg64", mqa(1, 16, 8), 5, 40, 64, 0, false},
+		{"global-g2-hd32-wg256/prepared", mqa(2, 32, 8), 5, 17, 256, 1, false},
+		{"global-g3-hd12", mqa(3, 12, 8), 5, 33, 0, 0, false},
+		{"local-g6-bias", mqa(6, 16, 20), 4, 33, 0, 0, true},
+		{"local-g7-hd12-wg64/prepared", mqa(7, 12, 8), 2, 50, 64, 0, false},
+		{"local-g8-hd128-wg64", mqa(8, 128, 24), 0, 30, 64, 0, false},
+		{"global-g8-hd128/prepared", mqa(8, 128, 8), 5, 70, 0, 2, false},
+	} {
+		prep := !strings.HasSuffix(tc.name, "/prepared")
+		runCase(t, tc.name, func(t *testing.T) {
+			groupAttentionCase(t, tc.cfg, tc.layer, tc.start, tc.wg, tc.room, tc.bias, prep, true)
+		})
+	}
+}
+
+// groupAttentionCase runs attend_group (whole: its whole-step variant)
+// on layer's attention at position start of c against engine/cpu; see
+// TestGroupAttention and TestGroupAttentionWhole.
+func groupAttentionCase(t *testing.T, c *model.Config, layer, start, wg, room int, bias, prep, whole bool) {
 	r := newRand(t)
 	m, arena, kvb, p := attnArena(t, r, c, layer, start)
 	reg := arena.Region(layer)
@@ -335,6 +404,12 @@ func groupAttentionCase(t *testing.T, c *model.Config, layer, start, wg, room in
 	if prep {
 		key.In = "qkv"
 	}
+	if whole {
+		if !int8Mode || kvh != 1 {
+			t.Fatalf("the whole-step variant is for int8 models of one KV head, not %s with %d", c.DType, kvh)
+		}
+		key.Out = "quant"
+	}
 	key.WG = wg
 	if wg == 0 {
 		key.WG = GroupWG(key)
@@ -364,18 +439,30 @@ func groupAttentionCase(t *testing.T, c *model.Config, layer, start, wg, room in
 	parts := buffer(t, nil, c.Heads*int(p.Splits)*(hd+2))
 	// One workgroup more than tiles: those past the runs do nothing.
 	grid := [3]int{tiles + 1, kvh, 1}
+	o := parts
+	if whole {
+		// One workgroup, and one more that must do nothing; the int8 row
+		// and its scale where combine_quant would write them.
+		grid = [3]int{2, 1, 1}
+		p.OutScaleWord = uint32(qd/4 + 3) // not aligned on purpose
+		o = buffer(t, nil, int(p.OutScaleWord)+3)
+	}
 	if prep {
-		dispatch(t, key, step, p, grid, buffer(t, f32bytes(raw), 0), parts, kvb,
+		dispatch(t, key, step, p, grid, buffer(t, f32bytes(raw), 0), o, kvb,
 			buffer(t, f32bytes(g), 0), buffer(t, f32bytes(table), 0))
 	} else {
-		dispatch(t, key, step, p, grid, buffer(t, f32bytes(q), 0), parts, kvb, ckb)
+		dispatch(t, key, step, p, grid, buffer(t, f32bytes(q), 0), o, kvb, ckb)
 	}
-	out := buffer(t, nil, qd)
-	dispatch(t, Key{Family: "attn", Entry: "combine", Int8: int8Mode, WG: 32, HD: hd}, step, p, [3]int{c.Heads, 1, 1}, parts, out)
-	merged := bytesF32(read(t, out, qd))
-	closeTo(t, "attention", merged, want, rel)
-	if int8Mode {
-		checkCombineQuant(t, p, step, parts, merged, qd)
+	if whole {
+		checkAttnQuant(t, o, int(p.OutScaleWord), want)
+	} else {
+		out := buffer(t, nil, qd)
+		dispatch(t, Key{Family: "attn", Entry: "combine", Int8: int8Mode, WG: 32, HD: hd}, step, p, [3]int{c.Heads, 1, 1}, parts, out)
+		merged := bytesF32(read(t, out, qd))
+		closeTo(t, "attention", merged, want, rel)
+		if int8Mode {
+			checkCombineQuant(t, p, step, parts, merged, qd)
+		}
 	}
 	if prep {
 		checkArenaSlot(t, arena, before, kvb, layer, start, producer, kf, vf)
@@ -403,6 +490,34 @@ func groupAttentionCase(t *testing.T, c *model.Config, layer, start, wg, room in
 			} else {
 				closeTo(t, a.what, bytesF32(u32bytes(words)), ref, rel)
 			}
+		}
+	}
+}
+
+// checkAttnQuant checks the int8 attention row that attend_group's
+// whole-step variant wrote into o (its words, then poison up to its scale
+// at scaleWord, then poison) against engine/cpu's attention want: the
+// scale within rel of package quant's for want, and every value within
+// half a step of x/scale, give or take attention's own tolerance (rel of
+// the row's largest |x|, which is 127 steps).
+func checkAttnQuant(t *testing.T, o gpu.Buffer, scaleWord int, want []float32) {
+	t.Helper()
+	words := len(want) / 4
+	got := bytesU32(read(t, o, scaleWord+3))
+	for i := words; i < scaleWord+3; i++ {
+		if i != scaleWord && got[i] != poison {
+			t.Fatalf("word %d past the row (%d words; scale at %d) overwritten: %#x", i, words, scaleWord, got[i])
+		}
+	}
+	ws := quant.Quantize(make([]int8, len(want)), want)
+	gs := math.Float32frombits(got[scaleWord])
+	if !(math.Abs(float64(gs-ws)) <= rel*float64(ws)) {
+		t.Fatalf("scale %v, want %v", gs, ws)
+	}
+	for i, v := range unpackI8(got, len(want)) {
+		x := float64(want[i] / ws)
+		if d := math.Abs(float64(v) - x); !(d <= 0.5+127*rel) {
+			t.Fatalf("value %d: %d, want %.4f (x = %v)", i, v, x, want[i])
 		}
 	}
 }

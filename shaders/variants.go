@@ -89,11 +89,18 @@ func Variants() []Key {
 			for _, g := range GroupSizes {
 				// Each group at the workgroup size it runs with (none where it
 				// fits no WebGPU's default workgroup memory), with qkv_prep
-				// folded in and without.
+				// folded in and without; int8 also as the whole step with
+				// the merge's quantisation (Out "quant").
+				outs := []string{""}
+				if i8 {
+					outs = append(outs, "quant")
+				}
 				for _, in := range []string{"", "qkv"} {
-					k := Key{Family: "attn", Entry: "attend_group", Int8: i8, HD: hd, Group: g, In: in}
-					if k.WG = GroupWG(k); k.WG > 0 {
-						ks = append(ks, k)
+					for _, out := range outs {
+						k := Key{Family: "attn", Entry: "attend_group", Int8: i8, HD: hd, Group: g, In: in, Out: out}
+						if k.WG = GroupWG(k); k.WG > 0 {
+							ks = append(ks, k)
+						}
 					}
 				}
 			}

@@ -21,7 +21,8 @@ import (
 // tokens; in its float32 form every prompt position's and decode step's
 // logits agree within 1e-3; with the decode plans of Options.Fuse and
 // RowReread too, and (greedy int8) prefill attention's first variant
-// (FlashFirst; the register one is the default). (TestMatchesCPU and
+// (FlashFirst; the register one is the default) and the whole-step decode
+// attention below and above its bound (AttnWhole). (TestMatchesCPU and
 // TestGreedyOnGPU check wgpu-native on random models.)
 func TestModelMatchesCPUOnDawn(t *testing.T) {
 	f8, w8 := modeltest.Load(t, "../../testdata/cai-tiny")
@@ -55,14 +56,17 @@ func TestModelMatchesCPUOnDawn(t *testing.T) {
 		// product (the default is the first 64x64 tile),
 		// and every product split along its columns (slices of one pass or
 		// more) on the large tile and on the written-out 64x64 one (MATRIX
-		// where the tier has subgroup matrices).
+		// where the tier has subgroup matrices), and the whole-step decode
+		// attention's bound crossed within the greedy batch (its global
+		// layers' spans from 40 to 71; the default's bound takes them all,
+		// and the local layers' window of 8 keeps theirs below it).
 		plans := []struct {
 			name string
 			opt  Options
 		}{{"", Options{}}, {"-fused-g4", Options{Fuse: Fuse{Norm: true, Gated: true, Attention: true, Groups: 4}}}, {"-reread", Options{RowReread: true}},
 			{"-norm-epi-g4", Options{Fuse: Fuse{Norm: true, Attention: true, Epilogue: true, Groups: 4}}}, {"-tile64", Options{Tile: 64}},
 			{"-tile128", Options{Tile: shaders.TiledBig}}, {"-split", Options{Split: 1}}, {"-tile64-split", Options{Tile: 64, Split: 1}},
-			{"-flash-first", Options{FlashFirst: true}}}
+			{"-flash-first", Options{FlashFirst: true}}, {"-whole48", Options{AttnWhole: 48}}}
 		for _, pl := range plans {
 			t.Run("int8-greedy"+pl.name, func(t *testing.T) {
 				cs, gm, gs := bothSequences(t, d, cfg8, w8, pl.opt, ctx)

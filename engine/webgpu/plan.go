@@ -17,7 +17,11 @@ import (
 // product, the next pre-norm, gate|up, the gated activation with its
 // quantisation, and down; 8 by default, where gate|up writes the gated
 // activation itself (its epilogue; in int8 mode down's prologue quantises
-// it). Options.Fuse chooses the folds, down to 6: the pre-norms into the
+// it), and 7 where the layer's span of keys is at most Options.AttnWhole
+// (int8, one KV head: Gemma 3 1B and 270M), whose attention then runs in
+// one workgroup that quantises its output itself, with no merge.
+// Options.Fuse chooses the folds, down to 6 (5 with the whole-step
+// attention): the pre-norms into the
 // products that follow (their prologues), the gated activation into
 // down's prologue or gate|up's epilogue. Longer steps (the tiled product)
 // give those prologues, the epilogue and qkv_prep dispatches of their own.
@@ -125,7 +129,8 @@ func (s *Sequence) plan() error {
 		}, whole(s.qkv), whole(m.norms), whole(s.rope), whole(s.q), at(s.chunk, cr.k, cr.end-cr.k))
 		s.attention(l, qp)
 		// 3. Output projection; its residual is the next prenorm's. A
-		// decode step's combine has quantised the attention output already.
+		// decode step's combine_quant (or attend_group's whole-step
+		// variant) has quantised the attention output already.
 		if s.fusedCombine() {
 			s.add("quant", "quantize", shaders.QuantParams{Cols: uint32(qd), RowsPerToken: 1, ScaleWord: uint32(s.qScale[s.attq])},
 				func(n, _, _ int) (int, int, int) {

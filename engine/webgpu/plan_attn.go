@@ -10,8 +10,11 @@ import (
 // partial states, fused with the output's quantisation where it can be):
 // by default a workgroup per (run of tiles, KV head) for all its query
 // heads, with qkv_prep's work folded in (attend_group; qp holds that
-// work's parameters), or as Options.Attention chooses; for longer steps,
-// a workgroup per (head, token).
+// work's parameters), or as Options.Attention chooses; where the step's
+// span of keys on the layer is short (Options.AttnWhole, int8 models of
+// one KV head), one workgroup for all of it that also does the merge's
+// quantisation, and no merge (attend_group's whole-step variant); for
+// longer steps, a workgroup per (head, token).
 func (s *Sequence) attention(l int, qp shaders.QKVParams) {
 	c := s.m.cfg
 	int8Mode := c.DType == model.Int8
@@ -66,44 +69,70 @@ func (s *Sequence) attention(l int, qp shaders.QKVParams) {
 			return g[0], g[1], g[2]
 		}, whole(s.q), whole(s.att), kv, chunk)
 	}
+	// span is the keys a decode step at start attends to on this layer.
+	span := func(start int) int {
+		if window > 0 {
+			return min(start+1, window)
+		}
+		return start + 1
+	}
 	// parts is how many partial states a decode step at start leaves: its
 	// keys' tiles in at most room runs of equally many (attn.wgsl's
 	// parts_of).
 	parts := func(start int) int {
-		keys := start + 1
-		if window > 0 {
-			keys = min(keys, window)
-		}
-		tiles := (keys + kt - 1) / kt
+		tiles := (span(start) + kt - 1) / kt
 		per := (tiles + room - 1) / room
 		return (tiles + per - 1) / per
 	}
+	// A decode step whose span is at most bound runs the whole-step
+	// variant alone (one workgroup over every tile, the merge's
+	// quantisation at its end); longer ones the pair (runs of tiles, then
+	// the merge). Both are
+	// planned, and each step's grids pick one, so a decode batch that
+	// crosses the bound switches at the step that does.
+	bound := s.attnWhole()
+	wholeStep := func(n, start int) bool { return n == 1 && span(start) <= bound }
 	decode := func(rows int) gridFunc {
 		return func(n, _, start int) (int, int, int) {
-			if n != 1 {
+			if n != 1 || wholeStep(n, start) {
 				return 0, 0, 0
 			}
 			return parts(start), rows, 1
 		}
 	}
+	wholeGrid := func(n, _, start int) (int, int, int) {
+		if !wholeStep(n, start) {
+			return 0, 0, 0
+		}
+		return 1, c.KVHeads, 1
+	}
+	ap.OutScaleWord = uint32(s.qScale[s.attq]) // the whole step's and combine_quant's
+	wk := s.groupKey()
+	wk.Out = "quant"
 	switch {
 	case s.groupPrep():
 		gp := ap
 		gp.Norm, gp.OnePlus, gp.Eps, gp.Table, gp.QNorm, gp.KNorm = qp.Norm, qp.OnePlus, qp.Eps, qp.Table, qp.QNorm, qp.KNorm
 		gp.PrepKV, gp.Bias, gp.BiasWord, gp.RotHalf = b2u(qp.KVHeads > 0), qp.Bias, qp.BiasWord, qp.RotHalf
 		// The token's K/V go straight to the arena: no chunk (see commit).
-		s.addKey(s.groupKey(), gp, decode(c.KVHeads), whole(s.qkv), whole(s.parts), at(s.arena, r.K, regEnd-r.K), whole(s.m.norms), whole(s.rope))
+		arena := at(s.arena, r.K, regEnd-r.K)
+		s.addKey(s.groupKey(), gp, decode(c.KVHeads), whole(s.qkv), whole(s.parts), arena, whole(s.m.norms), whole(s.rope))
+		if bound > 0 {
+			s.addKey(wk, gp, wholeGrid, whole(s.qkv), whole(s.attq), arena, whole(s.m.norms), whole(s.rope))
+		}
 	case s.groupAttention():
 		s.addKey(s.groupKey(), ap, decode(c.KVHeads), whole(s.q), whole(s.parts), kv, chunk)
+		if bound > 0 {
+			s.addKey(wk, ap, wholeGrid, whole(s.q), whole(s.attq), kv, chunk)
+		}
 	default:
 		s.add("attn", "attend_split", ap, decode(c.Heads), whole(s.q), whole(s.parts), kv, chunk)
 	}
 	if s.fusedCombine() {
-		ap.OutScaleWord = uint32(s.qScale[s.attq])
 		key := s.m.key("attn", "combine_quant")
 		key.WG = shaders.RowWG
-		s.addKey(key, ap, func(n, _, _ int) (int, int, int) {
-			if n != 1 {
+		s.addKey(key, ap, func(n, _, start int) (int, int, int) {
+			if n != 1 || wholeStep(n, start) {
 				return 0, 0, 0
 			}
 			return 1, 1, 1
@@ -133,6 +162,33 @@ var AttnPaths = []string{AttnGroupPrep, AttnGroup, AttnSplit}
 // get a workgroup, longer spans run several tiles per workgroup, and the
 // merge weighs at most this many states.
 const defaultAttnRoom = 64
+
+// defaultAttnWhole is Options.AttnWhole's default: the longest span of
+// keys (16 tiles) a decode step runs in one workgroup without the merge.
+// A first guess, to be measured: the merge is mostly a dispatch's fixed
+// cost at short positions (7.4 us of combine_quant on the H200 under
+// Dawn, against 13.1 us of attend_group), while one workgroup over a long
+// span leaves the GPU idle.
+const defaultAttnWhole = 256
+
+// attnWhole is the longest span of keys whose decode step runs
+// attend_group's whole-step variant (Options.AttnWhole, defaultAttnWhole
+// for 0), or 0 where none does: Options.AttnWhole is negative, or the
+// model has no such variant. The variant quantises the attention row of
+// every head by one max in one workgroup, so it takes int8 models whose
+// merge is fused with the quantisation (fusedCombine) and whose one KV
+// head puts every query head in that workgroup (Gemma 3 1B and 270M), on
+// the grouped path.
+func (s *Sequence) attnWhole() int {
+	o := s.m.opt
+	if o.AttnWhole < 0 || !s.groupAttention() || !s.fusedCombine() || s.m.cfg.KVHeads != 1 {
+		return 0
+	}
+	if o.AttnWhole == 0 {
+		return defaultAttnWhole
+	}
+	return o.AttnWhole
+}
 
 // groupKey is attend_group's variant for this model, with qkv_prep folded
 // in or not as Options.Attention says, at the workgroup size its group

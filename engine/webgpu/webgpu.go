@@ -80,6 +80,14 @@ type Options struct {
 	// step leaves for the merge (default 64): longer spans of keys run
 	// several tiles per workgroup.
 	AttnRoom int
+	// AttnWhole is the longest span of keys (min(position+1, window) on
+	// local layers, position+1 on global ones) whose decode step runs in
+	// one workgroup per layer that also does the merge's quantisation
+	// (attend_group's whole-step variant, shaders.Key.Out "quant"),
+	// leaving out the merge's dispatch; longer spans run the pair. 0 is
+	// the default bound (defaultAttnWhole), negative never. Only int8
+	// models of one KV head on the grouped path (Gemma 3 1B and 270M).
+	AttnWhole int
 	// Tile is the prefill product's tile (shaders.Tiled): 0, the default,
 	// 64 where the tier has subgroup matrices for it (Tier.MatrixTile) and
 	// the first 64x64 tile elsewhere (faster on the H200 than the large

@@ -5,6 +5,7 @@ package webgpu
 import (
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -107,6 +108,15 @@ func testCases() []testCase {
 		testCase{"cai-int8-attn-group-room2", testmodel.CAIShaped(testVocab, model.Int8), Options{Attention: AttnGroup, AttnRoom: 2}},
 		testCase{"plain-f32-attn-group", testmodel.Plain(testVocab, model.F32), Options{Attention: AttnGroup}},
 		testCase{"cai-int8-attn-split", testmodel.CAIShaped(testVocab, model.Int8), Options{Attention: AttnSplit}},
+		// The whole-step attention (int8, one KV head) below and above its
+		// bound: decode from 24 to 88 crosses 40 on the global layers,
+		// while the local layers' window of 8 keeps their spans below it;
+		// on the grouped kernel after qkv_prep too (its room of 2 is the
+		// pair's alone), and never (the default runs it on every step
+		// of these short spans).
+		testCase{"cai-int8-whole40", testmodel.CAIShaped(testVocab, model.Int8), Options{AttnWhole: 40}},
+		testCase{"cai-int8-attn-group-room2-whole40", testmodel.CAIShaped(testVocab, model.Int8), Options{Attention: AttnGroup, AttnRoom: 2, AttnWhole: 40}},
+		testCase{"cai-int8-whole-never", testmodel.CAIShaped(testVocab, model.Int8), Options{AttnWhole: -1}},
 		testCase{"plain-f32-attn-split", testmodel.Plain(testVocab, model.F32), Options{Attention: AttnSplit}},
 		// Prefill attention's register variant (the default) with chunks
 		// of 5, which leave blocks and tiles partial, its first one, and
@@ -220,10 +230,18 @@ func relDiff(a, b []float32) float64 {
 
 // TestGreedyOnGPU decodes 64 tokens with the argmax on the GPU and the ids
 // never leaving it between steps, and compares them with engine/cpu's
-// greedy tokens.
+// greedy tokens: the default plans, and the whole-step attention's bound
+// crossed within the batch (its steps from 19 to 83 switch to the pair
+// on the global layers at 40).
 func TestGreedyOnGPU(t *testing.T) {
 	const prompt, steps = 20, 64
-	for _, tc := range testCases()[:4] {
+	cases := testCases()[:4]
+	for _, tc := range testCases()[4:] {
+		if strings.Contains(tc.name, "whole40") {
+			cases = append(cases, tc)
+		}
+	}
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cs, _, gs := bothSequences(t, device(t), tc.cfg, testmodel.Random(tc.cfg, 11), tc.opt, 128)
 			V := tc.cfg.Vocab
@@ -316,6 +334,10 @@ func maxAbs(x []float32) float32 {
 // none; 6 with the norm folds and the epilogue (int8: gate|up takes its
 // pre-norm too), 7 with the float32 products of FMA. Models whose rows do
 // not fit the staging keep the separate dispatches, and a gate|up split over buffers has no epilogue.
+// Each is one fewer on a layer whose span of keys runs the whole-step
+// attention (int8, one KV head: the CAI-shaped model), with no merge: by
+// default every span here; with a bound of 16, the local layers (window
+// 8) at every position and the global ones up to position 15.
 func TestDecodeDispatches(t *testing.T) {
 	wide := testmodel.CAIShaped(testVocab, model.Int8)
 	wide.FFNHidden = 16 * 1024 // an FFN row of 16 KiB: down's input cannot be staged
@@ -323,25 +345,31 @@ func TestDecodeDispatches(t *testing.T) {
 	mid := testmodel.CAIShaped(testVocab, model.Int8)
 	mid.FFNHidden = 4096 // down's row past a 64-invocation workgroup's registers, within the staging
 	wg64 := Options{Gemv: Gemv{WG: 64, TPR: 8}}
+	const def = defaultAttnWhole
 	for _, tc := range []struct {
 		name     string
 		cfg      *model.Config
 		opt      Options
-		perLayer int
+		perLayer int // with the merge
+		whole    int // the longest span without it (0: every span has it)
 	}{
-		{"cai-int8-all", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: allFolds}, 6},
-		{"plain-int8-all", testmodel.Plain(testVocab, model.Int8), Options{Fuse: allFolds}, 6},
-		{"wide-ffn-int8-all", wide, Options{Fuse: allFolds}, 7},
-		{"cai-int8-none", testmodel.CAIShaped(testVocab, model.Int8), none, 9},
-		{"cai-int8-default", testmodel.CAIShaped(testVocab, model.Int8), Options{}, 8},
-		{"plain-int8-default", testmodel.Plain(testVocab, model.Int8), Options{}, 8},
-		{"plain-f32-none", testmodel.Plain(testVocab, model.F32), none, 9},
-		{"plain-f32-default", testmodel.Plain(testVocab, model.F32), Options{}, 8},
-		{"cai-int8-norm-epi", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: Fuse{Norm: true, Attention: true, Epilogue: true}}, 6},
-		{"cai-int8-norm-epi-fma", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: Fuse{Norm: true, Attention: true, Epilogue: true}, Gemv: Gemv{WG: 256, TPR: 8, FMA: true}}, 7},
-		{"wide-ffn-int8-default", wide, Options{}, 9},
-		{"mid-ffn-int8-wg64-default", mid, wg64, 8},                                                          // the quant prologue holds no row in registers
-		{"cai-int8-split-default", testmodel.CAIShaped(testVocab, model.Int8), Options{SplitBytes: 1000}, 0}, // as many as none
+		{"cai-int8-all", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: allFolds}, 6, def},
+		{"plain-int8-all", testmodel.Plain(testVocab, model.Int8), Options{Fuse: allFolds}, 6, 0}, // two KV heads
+		{"wide-ffn-int8-all", wide, Options{Fuse: allFolds}, 7, def},
+		{"cai-int8-none", testmodel.CAIShaped(testVocab, model.Int8), none, 9, def},
+		{"cai-int8-default", testmodel.CAIShaped(testVocab, model.Int8), Options{}, 8, def},
+		{"cai-int8-whole16", testmodel.CAIShaped(testVocab, model.Int8), Options{AttnWhole: 16}, 8, 16},
+		{"cai-int8-whole-never", testmodel.CAIShaped(testVocab, model.Int8), Options{AttnWhole: -1}, 8, 0},
+		{"cai-int8-attn-split", testmodel.CAIShaped(testVocab, model.Int8), Options{Attention: AttnSplit}, 9, 0}, // qkv_prep's own dispatch
+		{"cai-f32-default", testmodel.CAIShaped(testVocab, model.F32), Options{}, 8, 0},
+		{"plain-int8-default", testmodel.Plain(testVocab, model.Int8), Options{}, 8, 0},
+		{"plain-f32-none", testmodel.Plain(testVocab, model.F32), none, 9, 0},
+		{"plain-f32-default", testmodel.Plain(testVocab, model.F32), Options{}, 8, 0},
+		{"cai-int8-norm-epi", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: Fuse{Norm: true, Attention: true, Epilogue: true}}, 6, def},
+		{"cai-int8-norm-epi-fma", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: Fuse{Norm: true, Attention: true, Epilogue: true}, Gemv: Gemv{WG: 256, TPR: 8, FMA: true}}, 7, def},
+		{"wide-ffn-int8-default", wide, Options{}, 9, def},
+		{"mid-ffn-int8-wg64-default", mid, wg64, 8, def},                                                        // the quant prologue holds no row in registers
+		{"cai-int8-split-default", testmodel.CAIShaped(testVocab, model.Int8), Options{SplitBytes: 1000}, 0, 0}, // as many as none
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			gm, err := New(device(t), tc.cfg, testmodel.Random(tc.cfg, 1), tc.opt)
@@ -355,7 +383,21 @@ func TestDecodeDispatches(t *testing.T) {
 			}
 			defer s.Close()
 			fixed := len(gm.embed.parts) + 1 + len(gm.lmHead.parts) + 2
-			want := fixed + tc.perLayer*len(tc.cfg.Layers)
+			// want is the step's count at pos: a layer whose span is at
+			// most tc.whole has no merge.
+			want := func(pos int) int {
+				n := fixed + tc.perLayer*len(tc.cfg.Layers)
+				for _, l := range tc.cfg.Layers {
+					span := pos + 1
+					if l.Window > 0 {
+						span = min(span, l.Window)
+					}
+					if span <= tc.whole {
+						n--
+					}
+				}
+				return n
+			}
 			if tc.perLayer == 0 {
 				// Matrices split over buffers: as many as the plan without the epilogue.
 				opt := tc.opt
@@ -370,11 +412,11 @@ func TestDecodeDispatches(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer ns.Close()
-				want = ns.Dispatches(1, 0)
+				want = func(pos int) int { return ns.Dispatches(1, pos) }
 			}
-			for _, pos := range []int{0, 40} {
-				if got := s.Dispatches(1, pos); got != want {
-					t.Errorf("decode at %d: %d dispatches, want %d (%d per layer)", pos, got, want, tc.perLayer)
+			for _, pos := range []int{0, 15, 16, 40} {
+				if got := s.Dispatches(1, pos); got != want(pos) {
+					t.Errorf("decode at %d: %d dispatches, want %d (%d per layer with the merge)", pos, got, want(pos), tc.perLayer)
 				}
 			}
 		})

@@ -63,11 +63,18 @@ type Options struct {
 	// "+flash32" (the register one with tiles of 32 keys,
 	// webgpu.Options.FlashTile). "" is the default plan alone.
 	Plans string `json:"plans"`
+	// Warm is how many seconds each timed figure first repeats its work,
+	// untimed (0: once). A GPU's clock ramps under load and falls when it
+	// idles: an H200 idles at 345 MHz and needs about 1.5 s of load to
+	// reach 1,980, so a figure timed within a second of idling (after a
+	// model's weights were uploaded, say) was measured at a fraction of
+	// the clock the next one had.
+	Warm float64 `json:"warm"`
 }
 
 // Defaults are the options `wick bench` runs with.
 var Defaults = Options{
-	Model: "testdata/cai-tiny", Shapes: "270m,1b", MiB: 512, Decode: 128, Prompt: 512, Long: 4096,
+	Model: "testdata/cai-tiny", Shapes: "270m,1b", MiB: 512, Decode: 128, Prompt: 512, Long: 4096, Warm: 2,
 	Gemv: "256x8,256x16,256x32,128x16,256x16f,256x32f,128x16f,64x8f",
 }
 
@@ -80,7 +87,10 @@ func Run(dev gpu.Device, o Options, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	b := &bencher{dev: dev, rowAttention: o.RowAttention}
+	if !(o.Warm >= 0) {
+		return fmt.Errorf("warm %v: seconds, at least 0", o.Warm)
+	}
+	b := &bencher{dev: dev, rowAttention: o.RowAttention, warm: time.Duration(o.Warm * float64(time.Second))}
 	size := min(int64(o.MiB)<<20, info.Limits.MaxStorageBufferBindingSize&^(1<<20-1), info.Limits.MaxBufferSize&^(1<<20-1))
 	copyBW, err := b.copyBandwidth(size)
 	if err != nil {
@@ -141,8 +151,8 @@ func Run(dev gpu.Device, o Options, w io.Writer) error {
 	// bound a decode step meets.
 	roofBW := max(copyBW, readBW)
 	fmt.Fprintf(w, "\nmodels run with the GEMV variant that decodes them fastest (the picks follow the table); roofline = (weight bytes + KV bytes read per token) / %.0f GB/s (the larger of copy and streaming read); "+
-		"tok/s are medians of %d timed runs after a warm-up, ± half their spread (max - min) relative to the median\n\n",
-		roofBW/1e9, timedRuns)
+		"tok/s are medians of %d timed runs after %gs of warm-up (-warm), ± half their spread (max - min) relative to the median\n\n",
+		roofBW/1e9, timedRuns, o.Warm)
 	fmt.Fprintf(w, "| model | kernels | plan | weights | dispatches/token | decode tg%d tok/s | of roofline | decode from %d tok/s | of roofline | prefill pp%d tok/s | the same on a new sequence |\n", o.Decode, o.Long, o.Prompt)
 	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	var runs []namedModel
@@ -388,23 +398,42 @@ type bencher struct {
 	// rowAttention: Options.RowAttention.
 	rowAttention bool
 	enc          gpu.Encoder
+	warm         time.Duration // Options.Warm
 }
 
-// timeRuns runs cmds warm times, then reps times, waiting for the GPU after
-// each, and returns the median seconds of the timed runs.
-func (b *bencher) timeRuns(cmds []byte, warm, reps int) (float64, error) {
-	var times []float64
-	for i := 0; i < warm+reps; i++ {
-		t0 := time.Now()
+// warmUp runs f once, and again until the bencher's warm time has passed
+// since it began: what each measurement does before it is timed.
+func (b *bencher) warmUp(f func() error) error {
+	t0 := time.Now()
+	for {
+		if err := f(); err != nil {
+			return err
+		}
+		if time.Since(t0) >= b.warm {
+			return nil
+		}
+	}
+}
+
+// timeRuns runs cmds as a warm-up (warmUp), then reps times, waiting for
+// the GPU after each, and returns the median seconds of the timed runs.
+func (b *bencher) timeRuns(cmds []byte, reps int) (float64, error) {
+	run := func() error {
 		if err := b.dev.Run(cmds); err != nil {
+			return err
+		}
+		return b.dev.Poll(true)
+	}
+	if err := b.warmUp(run); err != nil {
+		return 0, err
+	}
+	var times []float64
+	for range reps {
+		t0 := time.Now()
+		if err := run(); err != nil {
 			return 0, err
 		}
-		if err := b.dev.Poll(true); err != nil {
-			return 0, err
-		}
-		if i >= warm {
-			times = append(times, time.Since(t0).Seconds())
-		}
+		times = append(times, time.Since(t0).Seconds())
 	}
 	slices.Sort(times)
 	return times[len(times)/2], nil
@@ -426,7 +455,7 @@ func (b *bencher) copyBandwidth(size int64) (float64, error) {
 	for i := 0; i < copies; i++ {
 		b.enc.Copy(src, 0, dst, 0, size)
 	}
-	t, err := b.timeRuns(b.enc.Bytes(), 3, 5)
+	t, err := b.timeRuns(b.enc.Bytes(), 5)
 	return 2 * float64(size) * copies / t, err
 }
 
@@ -465,7 +494,7 @@ func (b *bencher) dispatchTimed(k shaders.Key, params any, grid [3]int, reps int
 	if err := b.enc.Err(); err != nil {
 		return 0, err
 	}
-	t, err := b.timeRuns(b.enc.Bytes(), 3, 5)
+	t, err := b.timeRuns(b.enc.Bytes(), 5)
 	return t / float64(reps), err
 }
 
@@ -597,13 +626,19 @@ func (b *bencher) decodeTime(c *model.Config, w *model.Weights, g webgpu.Gemv, p
 		return 0, err
 	}
 	defer s.Close()
+	decode := func() error { _, err := s.Greedy(1, 0, pickSteps); return err }
+	// Each candidate's weights were just uploaded, while the GPU's clock
+	// fell: every candidate gets the same warm-up.
+	if err := b.warmUp(decode); err != nil {
+		return 0, err
+	}
 	best := 0.0
-	for i := 0; i <= pickRuns; i++ {
+	for range pickRuns {
 		t0 := time.Now()
-		if _, err := s.Greedy(1, 0, pickSteps); err != nil {
+		if err := decode(); err != nil {
 			return 0, err
 		}
-		if t := time.Since(t0).Seconds(); i > 0 && (best == 0 || t < best) {
+		if t := time.Since(t0).Seconds(); best == 0 || t < best {
 			best = t
 		}
 	}
@@ -652,7 +687,7 @@ func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu
 		tokens[i] = int32(r.IntN(c.Vocab))
 	}
 	logits := make([]float32, c.Vocab)
-	tPrefill, err := medianRuns(func() error { return s.Forward(tokens, 0, logits) })
+	tPrefill, err := b.medianRuns(func() error { return s.Forward(tokens, 0, logits) })
 	if err != nil {
 		return "", "", fmt.Errorf("prefill: %w", err)
 	}
@@ -664,11 +699,11 @@ func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu
 	if err != nil {
 		return "", "", fmt.Errorf("prefill on a new sequence: %w", err)
 	}
-	tDecode, err := medianRuns(func() error { _, err := s.Greedy(tokens[0], 0, decode); return err })
+	tDecode, err := b.medianRuns(func() error { _, err := s.Greedy(tokens[0], 0, decode); return err })
 	if err != nil {
 		return "", "", fmt.Errorf("decode: %w", err)
 	}
-	tLong, err := medianRuns(func() error { _, err := s.Greedy(tokens[0], longAt, decode); return err })
+	tLong, err := b.medianRuns(func() error { _, err := s.Greedy(tokens[0], longAt, decode); return err })
 	if err != nil {
 		return "", "", fmt.Errorf("decode from %d: %w", longAt, err)
 	}
@@ -757,18 +792,19 @@ type runTimes struct{ median, min, max float64 }
 // ± a figure is printed with.
 func (r runTimes) spread() float64 { return 50 * (r.max - r.min) / r.median }
 
-// medianRuns runs f once to warm up, then timedRuns times, and returns the
-// timed runs' median and range in seconds.
-func medianRuns(f func() error) (runTimes, error) {
+// medianRuns runs f to warm up (warmUp), then timedRuns times, and
+// returns the timed runs' median and range in seconds.
+func (b *bencher) medianRuns(f func() error) (runTimes, error) {
+	if err := b.warmUp(f); err != nil {
+		return runTimes{}, err
+	}
 	var ts []float64
-	for i := 0; i <= timedRuns; i++ {
+	for range timedRuns {
 		t0 := time.Now()
 		if err := f(); err != nil {
 			return runTimes{}, err
 		}
-		if i > 0 {
-			ts = append(ts, time.Since(t0).Seconds())
-		}
+		ts = append(ts, time.Since(t0).Seconds())
 	}
 	slices.Sort(ts)
 	return runTimes{median: ts[len(ts)/2], min: ts[0], max: ts[len(ts)-1]}, nil

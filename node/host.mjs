@@ -8,7 +8,7 @@
 //   node node/host.mjs gen   -model DIR [-prompt TEXT | -ids 1,2,3] [-system TEXT]
 //                            [-temp T -top-p P -top-k K -rep-penalty R -seed S -max-tokens N]
 //                            [-backend webgpu|cpu] [-json] [-fault]
-//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-chunk N] [-runs N] [-cache-bytes N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-plans none,norm+gated,...] [-row-attention]] [-flash-first | -flash-tile 32] [-prefill-tile 64|128 [-prefill-split]] [-page-sampling] [-warm S] [-json FILE]
+//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-chunk N] [-runs N] [-cache-bytes N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-plans none,norm+gated,...] [-row-attention]] [-flash-first | -flash-tile 32] [-prefill-tile 64|128 [-prefill-split]] [-page-sampling] [-warm S] [-gemv LIST] [-json FILE]
 //   node node/host.mjs info [-tier all|fallback] [-experimental]
 //
 // Common flags: -experimental offers the adapter's chromium-experimental-*
@@ -61,7 +61,8 @@ const options = {
   'flash-first': { type: 'boolean', default: false },
   'flash-tile': { type: 'string', default: '0' },
   'page-sampling': { type: 'boolean', default: false },
-  warm: { type: 'string', default: '0' },
+  warm: { type: 'string', default: '2' },
+  gemv: { type: 'string' },
   'null-gpu': { type: 'boolean', default: false },
   'prefill-tile': { type: 'string', default: '0' },
   'prefill-split': { type: 'boolean', default: false },
@@ -215,13 +216,14 @@ function phases(c, ms) {
 // and with -kernels in package bench's tables too, through run_timed).
 // -page-sampling draws the prefill's token as the page does by default
 // (temperature 0.8, top-p 0.95) rather than greedily, so the time to the
-// first token is the page's. -warm S runs untimed turns for S seconds
-// before each part's timed runs: a GPU idle for a second or more runs at
-// a fraction of its clock and takes about 1.5 s of load to ramp back up
-// (an H200: 345 MHz idle, 1,980 under load), so the page's turns, with
-// idle gaps between them, are timed at whatever clock the GPU has then
-// (what a user's first prompt meets), where package bench's back-to-back
-// steps hold it up; -warm 3 gives figures to set beside package bench's.
+// first token is the page's. -warm S (default 2) runs untimed turns for S
+// seconds before each part's timed runs, and package bench warms each of
+// its figures as long (bench.Options.Warm): a GPU idle for a second or
+// more runs at a fraction of its clock and takes about 1.5 s of load to
+// ramp back up (an H200: 345 MHz idle, 1,980 under load), so turns timed
+// after a pause meet whatever clock the GPU has then; -warm 0 times them
+// so, as a user's first prompt after a pause meets it. -gemv passes
+// package bench its GEMV variants (bench.Options.Gemv).
 // -flash-first loads the model with prefill attention's first variant
 // rather than its register one, the default (webgpu.Options.FlashFirst),
 // -flash-tile 32 the register one with tiles of 32 keys (FlashTile);
@@ -324,7 +326,7 @@ async function bench(v) {
   }
   if (v.kernels) {
     res.kernels = await d.handle({ op: 'bench', options: {
-      model: '', shapes: v.shapes, configs: v.configs, mib: num(v.mib, 'mib'), decode, prompt, profile: v.profile, plans: v.plans,
+      model: '', shapes: v.shapes, configs: v.configs, mib: num(v.mib, 'mib'), decode, prompt, profile: v.profile, plans: v.plans, warm: warmMs / 1000, gemv: v.gemv,
       rowAttention: v['row-attention'],
     } });
   }

@@ -142,14 +142,14 @@ func TestDawnHostFirstTokenWaitsOnce(t *testing.T) {
 		} `json:"prefill"`
 	}
 	var out waits
-	runHostJSON(t, "bench", &out, "-model", "../testdata/cai-tiny", "-prompt", "100", "-decode", "2", "-runs", "1")
+	runHostJSON(t, "bench", &out, "-model", "../testdata/cai-tiny", "-prompt", "100", "-decode", "2", "-runs", "1", "-warm", "0")
 	p := out.Prefill
 	if p.Steps != 4 || len(p.Waits) != 1 || p.Waits[0].Readbacks != p.Steps {
 		t.Errorf("%d steps waited %+v before the first token; want 4 steps and one wait, for the pick and the blocks of the three steps before the last", p.Steps, p.Waits)
 	}
 	for _, draw := range [][]string{nil, {"-page-sampling"}} {
 		var out waits
-		runHostJSON(t, "bench", &out, append([]string{"-model", "../testdata/cai-tiny", "-prompt", "100", "-decode", "2", "-runs", "1", "--cache-bytes=-1"}, draw...)...)
+		runHostJSON(t, "bench", &out, append([]string{"-model", "../testdata/cai-tiny", "-prompt", "100", "-decode", "2", "-runs", "1", "-warm", "0", "--cache-bytes=-1"}, draw...)...)
 		p := out.Prefill
 		if p.Steps != 1 || len(p.Waits) != 1 || p.Waits[0].Readbacks != 1 || p.Waits[0].Bytes != 8 {
 			t.Errorf("%v, no prefix cache: %d steps waited %+v before the first token; want one step and one wait, for the pick alone (8 bytes; the logits are %d)", draw, p.Steps, p.Waits, 4*out.Vocab)
@@ -307,7 +307,7 @@ type hostProfile struct {
 // dispatch per step) and its GPU time to the total.
 func TestDawnHostProfilesDecodeSteps(t *testing.T) {
 	var r hostProfile
-	runHostJSON(t, "bench", &r, "-model", "../testdata/cai-tiny", "-decode", "2", "-prompt", "8", "-profile")
+	runHostJSON(t, "bench", &r, "-model", "../testdata/cai-tiny", "-decode", "2", "-prompt", "8", "-profile", "-warm", "0")
 	p := r.Profile
 	if p.Steps <= 0 || len(p.Kernels) == 0 {
 		t.Fatalf("no decode profile (does the adapter lack timestamp-query?): %+v", p)

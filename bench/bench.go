@@ -242,7 +242,7 @@ type Plan struct {
 	Reread     bool
 	Attn       string // the decode attention path (webgpu.Options.Attention; "" the default)
 	AttnRoom   int    // its room for partial states (webgpu.Options.AttnRoom; 0 the default)
-	AttnWhole  int    // its longest span in one workgroup (webgpu.Options.AttnWhole; 0 the default, negative never)
+	AttnWhole  int    // its longest span in one workgroup (webgpu.Options.AttnWhole; 0 the default, none; negative never)
 	Tile       int    // the prefill product's tile (webgpu.Options.Tile; 0 the default)
 	Split      bool   // split prefill products of few rows (webgpu.Options.Split = webgpu.SplitPasses)
 	FlashFirst bool   // prefill attention's first variant (webgpu.Options.FlashFirst)

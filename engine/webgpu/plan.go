@@ -18,8 +18,8 @@ import (
 // quantisation, and down; 8 by default, where gate|up writes the gated
 // activation itself (its epilogue; in int8 mode down's prologue quantises
 // it), and 7 where the layer's span of keys is at most Options.AttnWhole
-// (int8, one KV head: Gemma 3 1B and 270M), whose attention then runs in
-// one workgroup that quantises its output itself, with no merge.
+// (opt-in; int8, one KV head: Gemma 3 1B and 270M), whose attention then
+// runs in one workgroup that quantises its output itself, with no merge.
 // Options.Fuse chooses the folds, down to 6 (5 with the whole-step
 // attention): the pre-norms into the
 // products that follow (their prologues), the gated activation into

@@ -164,12 +164,18 @@ var AttnPaths = []string{AttnGroupPrep, AttnGroup, AttnSplit}
 const defaultAttnRoom = 64
 
 // defaultAttnWhole is Options.AttnWhole's default: the longest span of
-// keys (16 tiles) a decode step runs in one workgroup without the merge.
-// A first guess, to be measured: the merge is mostly a dispatch's fixed
-// cost at short positions (7.4 us of combine_quant on the H200 under
-// Dawn, against 13.1 us of attend_group), while one workgroup over a long
-// span leaves the GPU idle.
-const defaultAttnWhole = 256
+// keys a decode step runs in one workgroup without the merge, 0: none.
+// The merge is mostly a dispatch's fixed cost at short positions (7.4 us
+// of combine_quant on the H200 under Dawn, against 13.1 us of
+// attend_group), but one workgroup over a span's tiles in turn gave that
+// back: on the H200 (2026-12-03, tg128, medians of 5 after 2 s of
+// warm-up) bounds of 128-512 read 1B 497-528 tok/s against 514 without,
+// 270M 875-890 against 837 on Dawn's dot4+subgroups tier, but 8-11%
+// slower natively (1B 485 against 525, 270M 843 against 950) and 2-4%
+// on Dawn's fallback tier, and a bound past the window (512) halved
+// decode from 4096, whose global layers then run 4,096 keys in one
+// workgroup. bench/BROWSER.md has the table.
+const defaultAttnWhole = 0
 
 // attnWhole is the longest span of keys whose decode step runs
 // attend_group's whole-step variant (Options.AttnWhole, defaultAttnWhole

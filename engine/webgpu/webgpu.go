@@ -85,8 +85,9 @@ type Options struct {
 	// one workgroup per layer that also does the merge's quantisation
 	// (attend_group's whole-step variant, shaders.Key.Out "quant"),
 	// leaving out the merge's dispatch; longer spans run the pair. 0 is
-	// the default bound (defaultAttnWhole), negative never. Only int8
-	// models of one KV head on the grouped path (Gemma 3 1B and 270M).
+	// the default (defaultAttnWhole: none, as measured), negative never.
+	// Only int8 models of one KV head on the grouped path (Gemma 3 1B and
+	// 270M).
 	AttnWhole int
 	// Tile is the prefill product's tile (shaders.Tiled): 0, the default,
 	// 64 where the tier has subgroup matrices for it (Tier.MatrixTile) and

@@ -336,8 +336,8 @@ func maxAbs(x []float32) float32 {
 // not fit the staging keep the separate dispatches, and a gate|up split over buffers has no epilogue.
 // Each is one fewer on a layer whose span of keys runs the whole-step
 // attention (int8, one KV head: the CAI-shaped model), with no merge: by
-// default every span here; with a bound of 16, the local layers (window
-// 8) at every position and the global ones up to position 15.
+// default none; with a bound of 16, the local layers (window 8) at every
+// position and the global ones up to position 15.
 func TestDecodeDispatches(t *testing.T) {
 	wide := testmodel.CAIShaped(testVocab, model.Int8)
 	wide.FFNHidden = 16 * 1024 // an FFN row of 16 KiB: down's input cannot be staged
@@ -351,7 +351,7 @@ func TestDecodeDispatches(t *testing.T) {
 		cfg      *model.Config
 		opt      Options
 		perLayer int // with the merge
-		whole    int // the longest span without it (0: every span has it)
+		whole    int // the longest span without the merge (0: none)
 	}{
 		{"cai-int8-all", testmodel.CAIShaped(testVocab, model.Int8), Options{Fuse: allFolds}, 6, def},
 		{"plain-int8-all", testmodel.Plain(testVocab, model.Int8), Options{Fuse: allFolds}, 6, 0}, // two KV heads

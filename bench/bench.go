@@ -755,8 +755,9 @@ func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu
 }
 
 // freshRuns times a Forward of tokens from position 0 on a new sequence
-// of ctx positions of m, as medianRuns does (a warm-up, then timedRuns
-// runs); making and closing each sequence is not timed. The sequences
+// of ctx positions of m: one untimed run, then timedRuns runs (it follows
+// medianRuns' prefill runs, whose warm-up has the clock up); making and
+// closing each sequence is not timed. The sequences
 // stay open until the last run, so that each is made afresh (the model
 // hands a closed one back to the next NewSequence).
 func freshRuns(m *webgpu.Model, ctx int, tokens []int32, logits []float32) (runTimes, error) {

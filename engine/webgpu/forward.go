@@ -19,20 +19,12 @@ import (
 func (s *Sequence) Forward(tokens []int32, start int, logits []float32) error {
 	c := s.m.cfg
 	n := len(tokens)
-	if n == 0 {
-		return fmt.Errorf("forward: no tokens")
-	}
-	if start < 0 || start+n > s.lay.Context {
-		return fmt.Errorf("forward: positions %d..%d outside the KV arena's context of %d", start, start+n-1, s.lay.Context)
+	if err := s.checkTokens(tokens, start); err != nil {
+		return fmt.Errorf("forward: %w", err)
 	}
 	all := len(logits) == n*c.Vocab
 	if !all && len(logits) != c.Vocab {
 		return fmt.Errorf("forward: logits buffer has %d values, want %d or %d", len(logits), c.Vocab, n*c.Vocab)
-	}
-	for i, t := range tokens {
-		if t < 0 || int(t) >= c.Vocab {
-			return fmt.Errorf("forward: token %d at index %d outside the vocabulary of %d", t, i, c.Vocab)
-		}
 	}
 	step := s.C
 	if all {
@@ -61,16 +53,8 @@ func (s *Sequence) Forward(tokens []int32, start int, logits []float32) error {
 // prompt's steps before its last run back to back on the GPU.
 func (s *Sequence) Fill(tokens []int32, start int) error {
 	n := len(tokens)
-	if n == 0 {
-		return fmt.Errorf("fill: no tokens")
-	}
-	if start < 0 || start+n > s.lay.Context {
-		return fmt.Errorf("fill: positions %d..%d outside the KV arena's context of %d", start, start+n-1, s.lay.Context)
-	}
-	for i, t := range tokens {
-		if t < 0 || int(t) >= s.m.cfg.Vocab {
-			return fmt.Errorf("fill: token %d at index %d outside the vocabulary of %d", t, i, s.m.cfg.Vocab)
-		}
+	if err := s.checkTokens(tokens, start); err != nil {
+		return fmt.Errorf("fill: %w", err)
 	}
 	for lo := 0; lo < n; lo += s.C {
 		hi := min(lo+s.C, n)
@@ -165,18 +149,9 @@ func (s *Sequence) recordStep(tokens []int32, start, first int, pick []site, wri
 // Sample's kernels with p) follow the head in the same command list, and
 // one id is read back, as a decode batch reads its picks.
 func (s *Sequence) ForwardPick(tokens []int32, start int, p sample.Params, step uint32, history []int32) (int32, error) {
-	c := s.m.cfg
 	n := len(tokens)
-	if n == 0 {
-		return -1, fmt.Errorf("forward: no tokens")
-	}
-	if start < 0 || start+n > s.lay.Context {
-		return -1, fmt.Errorf("forward: positions %d..%d outside the KV arena's context of %d", start, start+n-1, s.lay.Context)
-	}
-	for i, t := range tokens {
-		if t < 0 || int(t) >= c.Vocab {
-			return -1, fmt.Errorf("forward: token %d at index %d outside the vocabulary of %d", t, i, c.Vocab)
-		}
+	if err := s.checkTokens(tokens, start); err != nil {
+		return -1, fmt.Errorf("forward: %w", err)
 	}
 	pick, writes, err := s.pickSites(p, step, history, 1)
 	if err != nil {
@@ -185,10 +160,10 @@ func (s *Sequence) ForwardPick(tokens []int32, start int, p sample.Params, step 
 	if err := s.growBatch(1); err != nil {
 		return -1, fmt.Errorf("forward: %w", err)
 	}
-	last := (n - 1) / s.C * s.C // where the last step starts
-	for lo := 0; lo < last; lo += s.C {
-		if err := s.step(tokens[lo:lo+s.C], start+lo, s.C, nil); err != nil {
-			return -1, fmt.Errorf("forward: positions %d..%d: %w", start+lo, start+lo+s.C-1, err)
+	last := (n - 1) / s.C * s.C // where the last step starts: Forward's steps
+	if last > 0 {
+		if err := s.Fill(tokens[:last], start); err != nil {
+			return -1, fmt.Errorf("forward: %w", err)
 		}
 	}
 	k := n - last
@@ -200,6 +175,24 @@ func (s *Sequence) ForwardPick(tokens []int32, start int, p sample.Params, step 
 		return -1, fmt.Errorf("forward: positions %d..%d: %w", start+last, start+n-1, err)
 	}
 	return ids[0], nil
+}
+
+// checkTokens checks a step's input: tokens at positions start.. within the
+// arena's context, each in the vocabulary.
+func (s *Sequence) checkTokens(tokens []int32, start int) error {
+	n, vocab := len(tokens), s.m.cfg.Vocab
+	if n == 0 {
+		return fmt.Errorf("no tokens")
+	}
+	if start < 0 || start+n > s.lay.Context {
+		return fmt.Errorf("positions %d..%d outside the KV arena's context of %d", start, start+n-1, s.lay.Context)
+	}
+	for i, t := range tokens {
+		if t < 0 || int(t) >= vocab {
+			return fmt.Errorf("token %d at index %d outside the vocabulary of %d", t, i, vocab)
+		}
+	}
+	return nil
 }
 
 // commit records the copies that move the chunk's K/V into the arena, after

@@ -26,6 +26,7 @@ import (
 	"github.com/wick-run/wick/engine/format"
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/model"
+	"github.com/wick-run/wick/engine/sample"
 	"github.com/wick-run/wick/engine/webgpu"
 	"github.com/wick-run/wick/internal/testmodel"
 	"github.com/wick-run/wick/shaders"
@@ -153,8 +154,9 @@ func Run(dev gpu.Device, o Options, w io.Writer) error {
 	fmt.Fprintf(w, "\nmodels run with the GEMV variant that decodes them fastest (the picks follow the table); roofline = (weight bytes + KV bytes read per token) / %.0f GB/s (the larger of copy and streaming read); "+
 		"tok/s are medians of %d timed runs after %gs of warm-up (-warm), ± half their spread (max - min) relative to the median\n\n",
 		roofBW/1e9, timedRuns, o.Warm)
-	fmt.Fprintf(w, "| model | kernels | plan | weights | dispatches/token | decode tg%d tok/s | of roofline | decode from %d tok/s | of roofline | prefill pp%d tok/s | the same on a new sequence |\n", o.Decode, o.Long, o.Prompt)
-	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	fmt.Fprintf(w, "| model | kernels | plan | weights | dispatches/token | decode tg%d tok/s | of roofline | sampled tg%d tok/s (temperature %g, top-p %g) | decode from %d tok/s | of roofline | prefill pp%d tok/s | the same on a new sequence |\n",
+		o.Decode, o.Decode, sample.DefaultTemperature, sample.DefaultTopP, o.Long, o.Prompt)
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	var runs []namedModel
 	if o.Model != "" {
 		runs = append(runs, namedModel{name: o.Model, load: func() (*model.Config, *model.Weights, error) {
@@ -703,6 +705,15 @@ func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu
 	if err != nil {
 		return "", "", fmt.Errorf("decode: %w", err)
 	}
+	// The same steps drawn as a reply is by default (sample.Defaults: the
+	// sampling kernels after each step's logits, with top-p).
+	tSampled, err := b.medianRuns(func() error {
+		_, err := s.Sample(tokens[0], 0, decode, sample.Defaults(7), 0, nil)
+		return err
+	})
+	if err != nil {
+		return "", "", fmt.Errorf("sampled decode: %w", err)
+	}
 	tLong, err := b.medianRuns(func() error { _, err := s.Greedy(tokens[0], longAt, decode); return err })
 	if err != nil {
 		return "", "", fmt.Errorf("decode from %d: %w", longAt, err)
@@ -713,8 +724,8 @@ func (b *bencher) model(name string, c *model.Config, w *model.Weights, g webgpu
 		return bw / bytes
 	}
 	dec, long := float64(decode)/tDecode.median, float64(decode)/tLong.median
-	row = fmt.Sprintf("| %s | %s | %s | %.1f MB | %d | %.0f ±%.0f%% | %.1f%% | %.0f ±%.0f%% | %.1f%% | %.0f ±%.0f%% | %.0f ±%.0f%% |", name, tier, pl, float64(wb)/1e6, s.Dispatches(1, longAt),
-		dec, tDecode.spread(), 100*dec/roof(0), long, tLong.spread(), 100*long/roof(longAt), float64(prompt)/tPrefill.median, tPrefill.spread(),
+	row = fmt.Sprintf("| %s | %s | %s | %.1f MB | %d | %.0f ±%.0f%% | %.1f%% | %.0f ±%.0f%% | %.0f ±%.0f%% | %.1f%% | %.0f ±%.0f%% | %.0f ±%.0f%% |", name, tier, pl, float64(wb)/1e6, s.Dispatches(1, longAt),
+		dec, tDecode.spread(), 100*dec/roof(0), float64(decode)/tSampled.median, tSampled.spread(), long, tLong.spread(), 100*long/roof(longAt), float64(prompt)/tPrefill.median, tPrefill.spread(),
 		float64(prompt)/tFresh.median, tFresh.spread())
 	if busy != nil {
 		busy.counting, busy.busy = true, 0

@@ -131,11 +131,11 @@ func messageText(raw json.RawMessage, nullOK bool) (string, error) {
 // genParams turns the sampling fields into the engine's parameters, with
 // the defaults of wick's chat page and terminal (DefaultTemperature,
 // DefaultTopP) and a random seed when none is given.
-// The sampling defaults of every wick front end: the chat page, wick chat
-// and wick gen use the same.
+// The sampling defaults of every wick front end (engine/sample's): the
+// chat page, wick chat and wick gen use the same.
 const (
-	DefaultTemperature = 0.8
-	DefaultTopP        = 0.95
+	DefaultTemperature = sample.DefaultTemperature
+	DefaultTopP        = sample.DefaultTopP
 )
 
 func (req *chatRequest) genParams() (engine.GenParams, *apiError) {

@@ -15,6 +15,19 @@ import (
 	"slices"
 )
 
+// The sampling defaults of every wick front end: the chat page (web/store.js
+// holds the same two), wick chat and gen, and the OpenAI-compatible API.
+const (
+	DefaultTemperature = 0.8
+	DefaultTopP        = 0.95
+)
+
+// Defaults are the draw a reply gets where nothing is asked for; Seed is
+// left to the caller.
+func Defaults(seed uint64) Params {
+	return Params{Temperature: DefaultTemperature, TopP: DefaultTopP, Seed: seed}
+}
+
 // Params configures sampling. The zero value is greedy decoding.
 type Params struct {
 	// Temperature divides the logits; 0 means greedy (argmax).

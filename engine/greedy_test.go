@@ -264,9 +264,11 @@ func TestGreedyOnDeviceMatchesLogits(t *testing.T) {
 	}
 }
 
-// TestGreedyBatches checks the batch sizes: up to four steps per readback
-// where nothing limits them (an all-global model, no cache), and only two
-// once a ring has wrapped (cai-tiny's window of 8).
+// TestGreedyBatches checks the batch sizes: four steps per readback
+// mid-reply, on an all-global model and after cai-tiny's rings (window 8)
+// have wrapped: their kv.RingRoom slots let a batch that ran past a stop
+// token be taken back (with none, a wrapped ring took back one position,
+// and long chats decoded two steps a batch).
 func TestGreedyBatches(t *testing.T) {
 	for _, tc := range []struct {
 		dir       string
@@ -274,7 +276,7 @@ func TestGreedyBatches(t *testing.T) {
 		most      int
 	}{
 		{testModels[1], 4, 4},
-		{testModels[0], 2, 4},
+		{testModels[0], 4, 4},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			m := load(t, tc.dir, Options{CacheBytes: -1})
@@ -283,6 +285,11 @@ func TestGreedyBatches(t *testing.T) {
 			s := newSession(t, m, "")
 			if _, err := s.Send(context.Background(), "Hello.", GenParams{MaxTokens: 40}, nil); err != nil {
 				t.Fatal(err)
+			}
+			// Mid-reply, 20 tokens before the end, is past a ring's slots:
+			// the rings have wrapped.
+			if slots := 8 + kv.RingRoom; s.KVLen()-20 <= slots {
+				t.Fatalf("%d positions: too few to wrap a ring of %d slots by mid-reply", s.KVLen(), slots)
 			}
 			if n := len(log.batches); n == 0 || slices.Max(log.batches) > tc.most {
 				t.Fatalf("batches %v: want some, of at most %d steps", log.batches, tc.most)

@@ -611,8 +611,8 @@ func (b sampledBatch) Greedy(token int32, start, steps int) ([]int32, error) {
 // models/wick-cai-21m on an H200 (BenchmarkSessionDecode in engine/webgpu)
 // ran at 570 tokens/s through the logits, 585 with the argmax on the GPU
 // and a readback per step, 725 at two steps and 840 at four. A ring
-// that has wrapped allows only one position past the reply (see
-// batchSteps), so long chats on models with local layers run two.
+// that has wrapped allows kv.RingRoom+1 positions past the reply (see
+// batchSteps), so long chats on models with local layers run four too.
 //
 // A batch is one command list (engine/webgpu's runBatch), so in a browser
 // it crosses into JS twice (run and map) whatever its length: at four

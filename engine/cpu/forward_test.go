@@ -87,9 +87,10 @@ func TestDecodeMatchesRecompute(t *testing.T) {
 	}
 }
 
-// TestRingHoldsLastWindow checks that a local producer's ring holds exactly
-// the KV of the last `window` positions, each in slot pos % window, and that
-// decoding token by token leaves the same arena bytes as one prefill.
+// TestRingHoldsLastWindow checks that a local producer's ring, of its
+// window and kv.RingRoom slots, holds exactly the KV of the last positions
+// that fill them, each in slot pos % slots, and that decoding token by
+// token leaves the same arena bytes as one prefill.
 func TestRingHoldsLastWindow(t *testing.T) {
 	c := testmodel.CAIShaped(testVocab, model.Int8)
 	m := newModel(t, c)
@@ -109,8 +110,11 @@ func TestRingHoldsLastWindow(t *testing.T) {
 			continue
 		}
 		rings++
-		if r.Slots != c.Layers[r.Layer].Window {
-			t.Fatalf("region of layer %d has %d slots, want the window %d", r.Layer, r.Slots, c.Layers[r.Layer].Window)
+		if want := c.Layers[r.Layer].Window + kv.RingRoom; r.Slots != want {
+			t.Fatalf("region of layer %d has %d slots, want the window and kv.RingRoom, %d", r.Layer, r.Slots, want)
+		}
+		if n <= r.Slots {
+			t.Fatalf("%d positions do not wrap a ring of %d slots", n, r.Slots)
 		}
 		ck := seen[ri]
 		for slot := 0; slot < r.Slots; slot++ {

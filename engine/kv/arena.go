@@ -1,6 +1,6 @@
 // Package kv lays out wick's KV cache: one arena for the whole model in which
 // each producer layer owns a region. Local producers are rings of `window`
-// slots, global producers hold every position up to the context limit, and
+// slots and RingRoom more, global producers hold every position up to the context limit, and
 // consumer layers (cross-layer KV sharing) own nothing and read their
 // producer's region. The same Layout addresses the CPU arena (a []byte) and
 // the GPU arena (one storage buffer).
@@ -22,7 +22,7 @@ const Align = 256
 // head) row has a float32 scale, laid out [Slots][KVHeads].
 type Region struct {
 	Layer  int  // the producer layer
-	Slots  int  // positions held: the window (ring) or the context limit
+	Slots  int  // positions held: the window and RingRoom (ring), or the context limit
 	Ring   bool // local layer: position p lives in slot p % Slots
 	Window int  // local layer: its window (Slots is smaller when the context is)
 	// Byte offsets into the arena.
@@ -37,6 +37,19 @@ func (r *Region) Slot(pos int) int {
 	}
 	return pos
 }
+
+// RingRoom is how many slots a ring holds beyond its window: how far past
+// the end it keeps a sequence may write and still take those positions
+// back (Layout.CanRewind). Devices decode in batches of up to four steps
+// and see a stop token among the picks only after the steps behind it
+// ran; a ring of exactly `window` slots can take back one position once
+// it has wrapped, so every chat longer than the window decoded two steps
+// a batch (twice the readbacks and the GPU idling between them). Eight
+// slots, a few hundred bytes a ring, allow batches of up to ten steps.
+// Attention reads a layer's window alone (position p in slot p % Slots),
+// so the room changes no result, and a snapshot holds positions, not
+// slots.
+const RingRoom = 8
 
 // Layout places every producer's region in one arena.
 type Layout struct {
@@ -74,8 +87,8 @@ func NewLayout(c *model.Config, context int) (*Layout, error) {
 			continue
 		}
 		r := Region{Layer: i, Slots: context, Window: l.Window}
-		if l.Kind == model.Local && l.Window < context {
-			r.Slots, r.Ring = l.Window, true
+		if l.Kind == model.Local && l.Window+RingRoom < context {
+			r.Slots, r.Ring = l.Window+RingRoom, true
 		} else if l.Kind == model.Local {
 			r.Ring = true // a window wider than the context still addresses as a ring
 		}
@@ -139,16 +152,17 @@ func (a *Arena) Region(layer int) *Region { return &a.Regions[a.OfLayer[layer]] 
 
 // CanRewind reports whether a sequence whose KV holds positions [0, from)
 // can be cut back to [0, to) in place. Global regions always can. A ring of
-// W slots can while the positions attention at `to` still needs,
-// max(0, to-W+1) .. to-1, have not been overwritten: position j is
-// overwritten once j+W has been written, and the first needed position to
-// be hit is the smallest j+W, max(W, to+1).
+// S slots and window W can while the positions attention at `to` still
+// needs, max(0, to-W+1) .. to-1, have not been overwritten: position j is
+// overwritten once j+S has been written, and the first needed position to
+// be hit is the smallest, max(0, to-W+1). With S = W + RingRoom that
+// allows writing RingRoom+1 positions past `to`.
 func (l *Layout) CanRewind(from, to int) bool {
 	if to >= from || to == 0 {
 		return true
 	}
 	for _, r := range l.Regions {
-		if r.Ring && from > max(r.Slots, to+1) {
+		if r.Ring && from > max(0, to-r.Window+1)+r.Slots {
 			return false
 		}
 	}

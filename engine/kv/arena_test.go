@@ -17,26 +17,38 @@ func TestCanRewindMatchesSimulation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := c.Layers[0].Window
+	w, slots := c.Layers[0].Window, lay.Regions[0].Slots
+	if !lay.Regions[0].Ring || slots != w+kv.RingRoom {
+		t.Fatalf("layer 0's region: ring %v of %d slots, want a ring of the window %d and RingRoom %d", lay.Regions[0].Ring, slots, w, kv.RingRoom)
+	}
+	rewound := 0 // the most positions taken back past a wrapped ring
 	for from := 0; from <= 40; from++ {
-		holds := make([]int, w)
+		holds := make([]int, slots)
 		for i := range holds {
 			holds[i] = -1
 		}
 		for p := 0; p < from; p++ {
-			holds[p%w] = p
+			holds[p%slots] = p
 		}
 		for to := 0; to <= from; to++ {
 			want := true
 			for j := max(0, to-w+1); j < to; j++ {
-				if holds[j%w] != j {
+				if holds[j%slots] != j {
 					want = false
 				}
 			}
 			if got := lay.CanRewind(from, to); got != want {
 				t.Fatalf("CanRewind(%d, %d) = %v, simulation says %v", from, to, got, want)
 			}
+			if want && from > slots && to >= w {
+				rewound = max(rewound, from-to)
+			}
 		}
+	}
+	// What the room is for: a device's batch that ran past a stop token
+	// is taken back whole once the ring has wrapped.
+	if rewound != kv.RingRoom+1 {
+		t.Errorf("a wrapped ring takes back at most %d positions, want RingRoom+1 = %d", rewound, kv.RingRoom+1)
 	}
 	global, err := kv.NewLayout(testmodel.Plain(50, model.F32), 64)
 	if err != nil {

@@ -168,7 +168,7 @@ func TestSnapshotRefusesOverwrittenRing(t *testing.T) {
 		wrote  int
 		prefix int
 	}{
-		{"ring wrapped past the prefix", configs[0].cfg, false, 20, 12},
+		{"ring wrapped past the prefix", configs[0].cfg, false, 40, 12},
 		{"ring never wrapped", configs[0].cfg, true, 7, 3},
 		{"all global", configs[2].cfg, true, 20, 12},
 		{"beyond what was written", configs[2].cfg, false, 20, 21},
@@ -329,12 +329,13 @@ func liveKVBytes(c *model.Config, n int) int64 {
 	return short.KVBytes(n)
 }
 
-// TestCanCapture states when a span can still be copied out: a ring of 8
-// slots holds positions [end-8, end) after a write up to end, and a
-// snapshot of [from, to) keeps its live part, from max(from, to-7); a
-// global region holds everything written.
+// TestCanCapture states when a span can still be copied out: a ring of
+// window 8 has S = 8 + RingRoom slots and holds positions [end-S, end) after
+// a write up to end, and a snapshot of [from, to) keeps its live part, from
+// max(from, to-7); a global region holds everything written.
 func TestCanCapture(t *testing.T) {
 	const ctx = 64
+	const S = 8 + kv.RingRoom
 	cai, err := kv.NewLayout(configs[0].cfg, ctx) // rings of 8 and a global region
 	if err != nil {
 		t.Fatal(err)
@@ -351,11 +352,12 @@ func TestCanCapture(t *testing.T) {
 	}{
 		{"block at the write's end", cai, 16, 8, 16, true},
 		{"one past the block", cai, 17, 8, 16, true},
-		{"two past the block", cai, 18, 8, 16, false},
-		{"short span, ring still holding it", cai, 20, 12, 16, true},
-		{"short span, overwritten", cai, 21, 12, 16, false},
-		{"ring not wrapped", cai, 8, 0, 3, true},
-		{"first position overwritten", cai, 9, 0, 3, false},
+		{"as far past the block as the ring allows", cai, 9 + S, 8, 16, true},
+		{"one further", cai, 10 + S, 8, 16, false},
+		{"short span, ring still holding it", cai, 12 + S, 12, 16, true},
+		{"short span, overwritten", cai, 13 + S, 12, 16, false},
+		{"ring not wrapped", cai, S, 0, 3, true},
+		{"first position overwritten", cai, S + 1, 0, 3, false},
 		{"whole context written", cai, ctx, 0, ctx, true},
 		{"global, long after", plain, ctx, 0, 16, true},
 		{"past the write", plain, 16, 0, 17, false},

@@ -72,9 +72,10 @@ func TestSnapshotMatchesCapture(t *testing.T) {
 				{5, 0, 5}, {8, 0, 8}, {9, 0, 9}, {20, 0, 20}, {20, 13, 20}, {20, 16, 20}, {20, 20, 20},
 				{23, 7, 23}, {ctx, 0, ctx}, {ctx, 33, ctx},
 				{6, 0, 3}, {6, 2, 4}, // no ring has wrapped: earlier ends are fine
-				{20, 8, 16},  // a wrapped ring no longer holds 9..11: refused where there are rings
-				{20, 12, 16}, // ... but still holds 12..15
-				{17, 8, 16}, {21, 13, 16}, {21, 12, 16},
+				// A ring of 8 + kv.RingRoom slots written to 26 no longer holds
+				// 9..11: refused where there are rings; it still holds 12..15.
+				{18 + kv.RingRoom, 8, 16}, {18 + kv.RingRoom, 12, 16},
+				{17, 8, 16}, {17 + kv.RingRoom, 8, 16}, {21, 13, 16}, {21 + kv.RingRoom, 12, 16}, {20 + kv.RingRoom, 12, 16},
 				{5, 0, 6}, {5, 4, 3}, {ctx, 0, ctx + 1}, {5, -1, 5},
 			} {
 				t.Run(fmt.Sprintf("end%d/%d-%d", tc.end, tc.from, tc.to), func(t *testing.T) {
@@ -140,8 +141,9 @@ func TestSnapshotsInOneReadback(t *testing.T) {
 			for _, r := range gs.lay.Regions {
 				rings = rings || r.Ring
 			}
-			// The rings of 8 hold positions 12..19 after a write up to 20;
-			// the block [8, 16) keeps 9..15.
+			// The rings of 8 + kv.RingRoom slots hold positions 10..25 after
+			// a write up to 26; the block [8, 16) keeps 9..15.
+			gs.end = 18 + kv.RingRoom
 			_, err = gs.Snapshots([]kv.Span{{From: 16, To: 20}, {From: 8, To: 16}})
 			if (err != nil) != rings {
 				t.Errorf("a span the rings no longer hold: error %v (rings %v)", err, rings)

@@ -8,7 +8,7 @@
 //   node node/host.mjs gen   -model DIR [-prompt TEXT | -ids 1,2,3] [-system TEXT]
 //                            [-temp T -top-p P -top-k K -rep-penalty R -seed S -max-tokens N]
 //                            [-backend webgpu|cpu] [-json] [-fault]
-//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-chunk N] [-runs N] [-cache-bytes N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-plans none,norm+gated,...] [-row-attention]] [-flash-first | -flash-tile 32] [-prefill-tile 64|128 [-prefill-split]] [-page-sampling] [-warm S] [-gemv LIST] [-json FILE]
+//   node node/host.mjs bench -model DIR [-decode N] [-prompt N] [-chunk N] [-runs N] [-cache-bytes N] [-profile [-temp T -top-p P]] [-kernels [-mib N] [-shapes 270m,1b] [-configs int8,...] [-plans none,norm+gated,...] [-row-attention]] [-flash-first | -flash-tile 32] [-prefill-tile 64|128 [-prefill-split]] [-page-sampling] [-decode-after N] [-warm S] [-gemv LIST] [-json FILE]
 //   node node/host.mjs info [-tier all|fallback] [-experimental]
 //
 // Common flags: -experimental offers the adapter's chromium-experimental-*
@@ -61,6 +61,7 @@ const options = {
   'flash-first': { type: 'boolean', default: false },
   'flash-tile': { type: 'string', default: '0' },
   'page-sampling': { type: 'boolean', default: false },
+  'decode-after': { type: 'string', default: '8' },
   warm: { type: 'string', default: '2' },
   gemv: { type: 'string' },
   'null-gpu': { type: 'boolean', default: false },
@@ -214,7 +215,8 @@ function phases(c, ms) {
 // without the prefill before it, and divided by their number), and of a
 // prefill of -prompt tokens, from timestamp queries (on the page's path,
 // and with -kernels in package bench's tables too, through run_timed).
-// -page-sampling draws the prefill's token as the page does by default
+// -decode-after N starts the decode turns after a prompt of N ids (default
+// 8). -page-sampling draws the prefill's token as the page does by default
 // (temperature 0.8, top-p 0.95) rather than greedily, so the time to the
 // first token is the page's. -warm S (default 2) runs untimed turns for S
 // seconds before each part's timed runs, and package bench warms each of
@@ -282,11 +284,15 @@ async function bench(v) {
     runs: pre.spread.runs, minTokPerSec: prompt / (pre.spread.maxFirstMs / 1000), maxTokPerSec: prompt / (pre.spread.minFirstMs / 1000),
     sampled: v['page-sampling'], warmS: warmMs / 1000, cacheBytes: num(v['cache-bytes'], 'cache-bytes'), phases: phases(pre.stats.prefill, pre.stats.firstMs), waits: pre.stats.prefillWaits,
     ...perToken(pre.stats.prefill, prompt) };
-  // Decode: greedy and sampled (the page's defaults) from a short prompt.
+  // Decode: greedy and sampled (the page's defaults) after a prompt of
+  // -decode-after ids (default 8; past a local window, 512 on Gemma 3, the
+  // rings have wrapped, as in any longer chat).
+  const decodeAfter = num(v['decode-after'], 'decode-after');
+  if (decodeAfter < 1) usage(`-decode-after ${v['decode-after']}: at least one id`);
   for (const [name, t] of [['greedy', { temperature: 0 }], ['sampled', { temperature: 0.8, top_p: 0.95, seed: 7 }]]) {
-    const r = await run(() => ({ ids: ids(8, 2), max_tokens: decode, ...t }));
+    const r = await run(() => ({ ids: ids(decodeAfter, 2), max_tokens: decode, ...t }));
     const n = Math.max(1, r.stats.tokens - 1);
-    res[name] = { tokens: r.stats.tokens, finish: r.finish, tokPerSec: r.stats.decodeTokensPerSec, ...perToken(r.stats.decode || {}, n) };
+    res[name] = { tokens: r.stats.tokens, after: decodeAfter, finish: r.finish, tokPerSec: r.stats.decodeTokensPerSec, ...perToken(r.stats.decode || {}, n) };
   }
   if (v.profile) {
     const p = newDriver(v.wasm);
@@ -348,7 +354,7 @@ function printBench(r) {
     `${p.cacheBytes < 0 ? ' (no prefix cache)' : ''}${p.sampled ? '; the token drawn as the page draws it (temperature 0.8, top-p 0.95)' : ''}; ${f(p.tokPerSec, 0)} tok/s the median of ${p.runs} runs, ${f(p.minTokPerSec, 0)}-${f(p.maxTokPerSec, 0)}`);
   for (const k of ['prefill', 'greedy', 'sampled']) {
     const x = r[k];
-    lines.push(`| ${k === 'prefill' ? `prefill pp${x.tokens}` : `decode ${k} (${x.tokens} tokens)`} | ${f(x.tokPerSec, 0)} | ${f(x.crossings, 2)} | ${f(x.lists, 2)} | ${f(x.commandsPerList, 0)} | ${f(x.encodeMsPerList, 3)} | ${f(x.writeMsPerList, 3)}, ${f(x.submitMsPerList, 3)} |`);
+    lines.push(`| ${k === 'prefill' ? `prefill pp${x.tokens}` : `decode ${k} (${x.tokens} tokens after ${x.after})`} | ${f(x.tokPerSec, 0)} | ${f(x.crossings, 2)} | ${f(x.lists, 2)} | ${f(x.commandsPerList, 0)} | ${f(x.encodeMsPerList, 3)} | ${f(x.writeMsPerList, 3)}, ${f(x.submitMsPerList, 3)} |`);
   }
   if (p.phases) {
     const ph = p.phases;

@@ -99,13 +99,16 @@ func (s *Sequence) growSampling(kern [samplingKernels]gpu.Kernel, histCap int) e
 		}
 	}
 	if histCap > b.histCap {
+		// Doubling: a conversation's history grows by a batch at a time.
+		// (Taken before the old buffer goes: computed after it, from a
+		// histCap of 0, every batch past 256 ids made the buffer and its
+		// bind groups afresh, ~14 crossings into JS a batch in a browser.)
+		histCap = max(histCap, 2*b.histCap, 256)
 		s.freeSamplingGroups()
 		if b.state != 0 {
 			dev.FreeBuffer(b.state)
 			b.state, b.histCap = 0, 0
 		}
-		// Doubling: a conversation's history grows by a batch at a time.
-		histCap = max(histCap, 2*b.histCap, 256)
 		if b.state, err = s.m.newBuffer(int64(4*(2+histCap)), gpu.Storage, "sample_state"); err != nil {
 			return err
 		}

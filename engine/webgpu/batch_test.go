@@ -140,3 +140,35 @@ func TestBatchIsOneCommandList(t *testing.T) {
 		})
 	}
 }
+
+// TestSamplingHistoryGrowsByDoubling draws batches after a conversation
+// that grows by 64 ids a batch from 200 to 2,048: after the first batch
+// (which makes the sampler's buffers, its history room 256 ids), the
+// history buffer and its bind groups are made afresh three times (512,
+// 1,024, 2,048), not at every batch.
+func TestSamplingHistoryGrowsByDoubling(t *testing.T) {
+	cfg := testmodel.CAIShaped(testVocab, model.Int8)
+	cd := &countingDevice{Device: device(t)}
+	_, s := gpuSequence(t, cd, cfg, testmodel.Random(cfg, 3), Options{}, 64)
+	if err := s.Forward(testmodel.Tokens(5, testVocab, 9), 0, make([]float32, cfg.Vocab)); err != nil {
+		t.Fatal(err)
+	}
+	history := testmodel.Tokens(2048, testVocab, 4)
+	p := sample.Params{Temperature: 0.8, TopP: 0.95, Seed: 7}
+	const steps = 2
+	var before countingDevice
+	for n := 200; n+steps <= len(history); n += 64 {
+		if n == 264 {
+			before = *cd
+		}
+		// The same position each time: the history is the sampler's
+		// alone, and the KV past the prompt is rewritten.
+		if _, err := s.Sample(history[n-1], 5, steps, p, 0, history[:n]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	perGrowth := 1 + samplingKernels // the buffer and every kernel's bind group
+	if made := cd.makes - before.makes; made != 3*perGrowth {
+		t.Errorf("%d buffers and bind groups made over %d batches after the first: %.1f times the history buffer and its bind groups, want 3", made, (len(history)-264)/64, float64(made)/float64(perGrowth))
+	}
+}

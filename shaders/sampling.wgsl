@@ -6,21 +6,23 @@
 // advances, so steps run back to back with nothing read back.
 //
 // Entry points, dispatched in order with nothing read back between. The
-// _part kernels run a workgroup per PART ids (mass_part) or RUN ids
-// (prep_part, draw_part) and leave per-workgroup results in sel; the one
-// workgroup after each merges them in workgroup order, so that every walk
-// "in ascending id order" of engine/sample is a walk over parts, then
-// invocations, then ids:
+// _part kernels run a workgroup per RUN ids and leave per-workgroup
+// results in sel (prep_part, draw_part) or add them into mass
+// (mass_part*); the one workgroup after prep_part and draw_part merges
+// their parts in workgroup order, so that every walk "in ascending id
+// order" of engine/sample is a walk over parts, then invocations, then ids:
 //   prep_part, prep_merge: steps 1-3;
-//   top-p only: for each of its 4 digits (8 bits of the key), mass_part
-//     (the kept mass per bin of the digit among ids that match the prefix
-//     so far) and mass_pick (sums the parts per bin and fixes the digit;
-//     the first also sums the kept total);
-//   draw_part, draw_pick: the ties at the cut and step 5.
-// A sampled step with top-p is 2 + 4 * 2 + 2 = 12 dispatches; without
-// top-p 4; at temperature 0, 2 (prep_merge picks). Top-k's radix select
-// still walks the vocabulary in prep_merge's one workgroup (only when
-// top-k is on).
+//   top-p only: mass_part0..3, one per digit (8 bits of the key): the kept
+//     mass per bin of the digit among ids that match the digits fixed so
+//     far; each workgroup of the next kernel first fixes the digit before
+//     its own from those masses (fix_digit: every workgroup alike, the
+//     first also leaving it in sel for the kernels after);
+//   draw_part, draw_pick: the last digit (draw_part), the ties at the cut
+//     and step 5.
+// A sampled step with top-p is 2 + 4 + 2 = 8 dispatches; without top-p
+// 4; at temperature 0, 2 (prep_merge picks). Top-k's radix select still
+// walks the vocabulary in prep_merge's one workgroup (only when top-k is
+// on).
 //   1. x = the last token's logits, NaN as -inf and +inf as the largest
 //      float; penalised ids are rewritten from the history (each write
 //      computes from the logit, so a repeated id is penalised once);
@@ -32,7 +34,8 @@
 //      radix select over keys, and how many of its ties fit;
 //   5. the draw: u = Uniform(seed, step); the first kept id, walked by id,
 //      where the running sum of p passes u times the kept total.
-// engine/sample sums in float64, this in float32: a pick can differ where
+// engine/sample sums in float64, this in float32 (the top-p masses exactly,
+// in fixed point, then in float32 over bins): a pick can differ where
 // u * total (or top_p * total) falls within float32 rounding of a boundary
 // (see engine/webgpu's sampling test for how often).
 #include "common.wgsl"
@@ -54,33 +57,38 @@ struct SampleParams {
 @group(0) @binding(4) var<storage, read_write> state: array<u32>;
 @group(0) @binding(5) var<storage, read_write> x: array<f32>;
 // sel carries a pick's state from kernel to kernel: the words below, then
-// from SEL_PARTS the _part kernels' results: mass_part's sums, 256 per
-// workgroup (f32 bits); prep_part's and draw_part's, 2 per workgroup.
+// from SEL_PARTS the _part kernels' results, 2 per prep_part or draw_part
+// workgroup.
 @group(0) @binding(6) var<storage, read_write> sel: array<u32>;
+// mass holds the top-p search's masses: for each digit and bin, the kept
+// p of the ids in it, in fixed point (units of 2^-40, low word then high
+// word). WGSL has no float atomics, and sums must not depend on timing:
+// integer sums are exact in any order. prep_merge zeroes it.
+@group(0) @binding(7) var<storage, read_write> mass: array<atomic<u32>>;
 
 const SEL_DONE = 0u;   // 1: prepare made the pick (greedy, or every logit -inf)
 const SEL_MAX = 1u;    // the largest logit (f32 bits)
 const SEL_KTH = 2u;    // top-k's k-th largest key (0: top-k off)
 const SEL_KTH_ID = 3u; // the last id kept among those with key kth
-const SEL_TOTAL = 4u;  // the kept mass (f32 bits)
-const SEL_DIGIT = 5u;  // the top-p digits fixed so far
-const SEL_PREFIX = 6u; // those digits, in place
-const SEL_ABOVE = 7u;  // the kept mass of keys above the prefix's range (f32 bits)
-const SEL_PARTS = 16u;
-// PART is the ids of one _part workgroup (engine/webgpu's samplingPart):
-// 4 per invocation; mass_part stages them in workgroup memory as a bin and
-// a p each (8 KiB; with red_u, 9 KiB).
-const PART = 4u * {{WG}}u;
-// RUN is the ids of one prep_part or draw_part workgroup (engine/webgpu's
-// samplingRun), 16 per invocation: a CPU adapter (lavapipe) runs
-// workgroups one after another and pays for each one's barriers, so these
-// one-pass kernels take fewer, wider workgroups than mass_part (64 for
-// 262,144 ids).
+const SEL_TOTAL = 4u;  // the kept mass (f32 bits), once digit 0 is fixed
+// SEL_SLOT + 2k, + 2k + 1: the top-p digits fixed before digit k, in
+// place, and the kept mass of keys above their range (f32 bits); k 0 is
+// prep_merge's, k 1..3 the first workgroup's of mass_part k, k 4 (the cut)
+// draw_part's.
+const SEL_SLOT = 8u;
+const SEL_PREFIX = 16u; // slot 4: the cut's key
+const SEL_ABOVE = 17u;  // the kept mass of keys above the cut
+const SEL_PARTS = 32u;
+// RUN is the ids of one _part workgroup (engine/webgpu's samplingRun), 16
+// per invocation: a CPU adapter (lavapipe) runs workgroups one after
+// another and pays for each one's barriers, so these one-pass kernels take
+// few, wide workgroups (64 for 262,144 ids).
 const RUN = 16u * {{WG}}u;
 
 // red_f (common.wgsl) and red_u carry per-invocation values.
 var<workgroup> red_u: array<u32, {{WG}}>;
 var<workgroup> bins: array<atomic<u32>, 256>;
+var<workgroup> bins_hi: array<atomic<u32>, 256>;
 var<workgroup> wg_f: f32;
 var<workgroup> wg_u: u32;
 var<workgroup> wg_v: u32;
@@ -88,9 +96,8 @@ var<workgroup> wg_goal: f32;
 var<workgroup> run_s: array<f32, 256>;
 var<workgroup> run_t: array<u32, 256>;
 var<workgroup> wg_keep: u32;
-var<workgroup> part_bin: array<u32, PART>;
-var<workgroup> part_p: array<f32, PART>;
 var<workgroup> bin_f: array<f32, 256>;
+var<workgroup> group_f: array<f32, 16>;
 
 const NEG_INF = 0xff800000u; // -inf's bits
 
@@ -367,146 +374,180 @@ fn prep_merge(@builtin(local_invocation_index) li: u32) {
     kth_id = workgroupUniformLoad(&wg_u);
   }
 
+  // The top-p search's masses start from 0 (mass_part adds to them).
+  for (var w = li; w < 4u * 256u * 2u; w += {{WG}}u) {
+    atomicStore(&mass[w], 0u);
+  }
   if (li == 0u) {
     sel[SEL_DONE] = 0u;
     sel[SEL_MAX] = bitcast<u32>(mx);
     sel[SEL_KTH] = kth;
     sel[SEL_KTH_ID] = kth_id;
-    sel[SEL_TOTAL] = 0u; // mass_pick sums it (top-p alone needs it)
-    sel[SEL_DIGIT] = 0u;
-    sel[SEL_PREFIX] = 0u;
-    sel[SEL_ABOVE] = 0u; // 0.0
+    sel[SEL_TOTAL] = 0u; // fixing digit 0 sums it (top-p alone needs it)
+    sel[SEL_SLOT] = 0u;      // no digit fixed
+    sel[SEL_SLOT + 1u] = 0u; // 0.0
   }
 }
 
-// mass_part: the top-p search's pass for one digit over PART ids. For the
-// kept ids whose key matches the prefix so far, their p summed per bin of
-// the digit, into this workgroup's 256 parts. WGSL has no float atomics,
-// and the sums must not depend on timing: the matching ids are staged
-// with their bin in id order, and invocation b sums bin b's.
+// mass_part0..3: the top-p search's pass for digit k over RUN ids (the
+// digits before it fixed first, fix_digit): the kept ids whose key
+// matches them add their p, in fixed point, to their bin of digit k in
+// mass. Every sum is of integers, so no order of the atomic adds changes
+// it, and the search fixes the same cut on every device and tier.
 @compute @workgroup_size({{WG}})
-fn mass_part(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+fn mass_part0(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  mass_of(0u, li, wid.x);
+}
+
+@compute @workgroup_size({{WG}})
+fn mass_part1(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  mass_of(1u, li, wid.x);
+}
+
+@compute @workgroup_size({{WG}})
+fn mass_part2(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  mass_of(2u, li, wid.x);
+}
+
+@compute @workgroup_size({{WG}})
+fn mass_part3(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  mass_of(3u, li, wid.x);
+}
+
+fn mass_of(k: u32, li: u32, w: u32) {
   if (li == 0u) {
-    wg_u = sel[SEL_DONE] | u32(sel[SEL_DIGIT] >= 4u);
+    wg_u = sel[SEL_DONE];
   }
   if (workgroupUniformLoad(&wg_u) != 0u) {
     return;
   }
-  let digit = sel[SEL_DIGIT];
-  let prefix = sel[SEL_PREFIX];
+  var prefix = 0u;
+  if (k > 0u) {
+    prefix = fix_digit(k - 1u, li, w == 0u);
+  }
   let mx = bitcast<f32>(sel[SEL_MAX]);
   let kth = sel[SEL_KTH];
   let kth_id = sel[SEL_KTH_ID];
   var mask = 0u;
-  for (var d = 0u; d < digit; d++) {
+  for (var d = 0u; d < k; d++) {
     mask |= 255u << (24u - 8u * d);
   }
-  let shift = 24u - 8u * digit;
-  // The ids that count, compacted in id order (invocation li owns ids
-  // first + 4li..), so that the sums below walk them alone: after the
-  // first digit few ids match the prefix.
-  let first = wid.x * PART + 4u * li;
-  var bs: array<u32, 4>;
-  var ps: array<f32, 4>;
-  var c = 0u;
-  for (var k = 0u; k < 4u; k++) {
-    let i = first + k;
-    if (i < p.cols) {
-      let v = x[i];
-      let kk = key(v);
-      if ((kk & mask) == prefix && kept(kk, i, kth, kth_id)) {
-        bs[c] = (kk >> shift) & 255u;
-        ps[c] = prob(v, mx);
-        c++;
+  let shift = 24u - 8u * k;
+  for (var b = li; b < 256u; b += {{WG}}u) {
+    atomicStore(&bins[b], 0u);
+    atomicStore(&bins_hi[b], 0u);
+  }
+  workgroupBarrier();
+  let lo = w * RUN;
+  let hi = min(lo + RUN, p.cols);
+  for (var i = lo + li; i < hi; i += {{WG}}u) {
+    let v = x[i];
+    let kk = key(v);
+    if ((kk & mask) == prefix && kept(kk, i, kth, kth_id)) {
+      let f = fixed(prob(v, mx));
+      let b = (kk >> shift) & 255u;
+      // The carry out of the low word: the words hold the exact sum of
+      // every add, whatever their order.
+      let old = atomicAdd(&bins[b], f.y);
+      let hw = f.x + select(0u, 1u, old + f.y < old);
+      if (hw != 0u) {
+        atomicAdd(&bins_hi[b], hw);
       }
     }
-  }
-  red_u[li] = c;
-  workgroupBarrier();
-  for (var off = 1u; off < {{WG}}u; off <<= 1u) {
-    var v = 0u;
-    if (li >= off) {
-      v = red_u[li - off];
-    }
-    workgroupBarrier();
-    red_u[li] += v;
-    workgroupBarrier();
-  }
-  let at = red_u[li] - c;
-  let n = red_u[{{WG}}u - 1u];
-  for (var k = 0u; k < c; k++) {
-    part_bin[at + k] = bs[k];
-    part_p[at + k] = ps[k];
   }
   workgroupBarrier();
   for (var b = li; b < 256u; b += {{WG}}u) {
-    var s = 0.0;
-    for (var j = 0u; j < n; j++) {
-      if (part_bin[j] == b) {
-        s += part_p[j];
+    let lw = atomicLoad(&bins[b]);
+    let hw = atomicLoad(&bins_hi[b]);
+    if ((lw | hw) != 0u) {
+      let at = 2u * (256u * k + b);
+      let old = atomicAdd(&mass[at], lw);
+      let carry = hw + select(0u, 1u, old + lw < old);
+      if (carry != 0u) {
+        atomicAdd(&mass[at + 1u], carry);
       }
     }
-    sel[SEL_PARTS + wid.x * 256u + b] = bitcast<u32>(s);
   }
 }
 
-// mass_pick fixes the digit: each bin's mass summed over the parts in
-// workgroup order, then, from the top bin down, the digit of the cut (the
-// smallest key whose strictly better kept mass is below want): the first
-// bin b where the mass above the prefix's range plus the bins above b
-// stays below want and adding b's does not.
-@compute @workgroup_size({{WG}})
-fn mass_pick(@builtin(local_invocation_index) li: u32) {
-  if (li == 0u) {
-    wg_u = sel[SEL_DONE] | u32(sel[SEL_DIGIT] >= 4u);
-  }
-  if (workgroupUniformLoad(&wg_u) != 0u) {
-    return;
-  }
-  let parts = (p.cols + PART - 1u) / PART;
+// fixed is p (in [0, 1]) in units of 2^-40 as (high word, low word): the
+// scalings are by powers of two and exact, so no compiler's rounding or
+// fused multiply-add changes it; what falls below 2^-40 is dropped (at
+// most 2^-22 of the mass over 4M ids, against a kept total of at least 1).
+fn fixed(pv: f32) -> vec2<u32> {
+  let t = pv * 256.0;
+  let h = u32(t);
+  return vec2<u32>(h, u32((t - f32(h)) * 4294967296.0));
+}
+
+// mass_f is the mass of bin b of digit k as a float.
+fn mass_f(k: u32, b: u32) -> f32 {
+  let at = 2u * (256u * k + b);
+  return f32(atomicLoad(&mass[at + 1u])) * (1.0 / 256.0) + f32(atomicLoad(&mass[at])) * (1.0 / 1099511627776.0);
+}
+
+// fix_digit fixes digit k of the top-p cut, the smallest key whose strictly
+// better kept mass stays below want = top_p * total, from digit k's masses
+// and slot k: from the top bin down, the first bin b where the mass above
+// the slot's range plus the bins above b stays below want and adding b's
+// does not (bin 0 if none). It returns slot k+1's digits; with write, it
+// stores slot k+1 in sel (and, for digit 0, whose bins hold every kept id,
+// the total). The sums run in one fixed order, sixteen bins at a time, so
+// every workgroup that fixes a digit fixes the same one.
+fn fix_digit(k: u32, li: u32, write: bool) -> u32 {
   for (var b = li; b < 256u; b += {{WG}}u) {
-    // Eight sums of every eighth part, so that eight loads are in flight
-    // (one chain of dependent adds waited for each load: 256 parts of
-    // 262,144 ids took ~250 us on the H200); added in a fixed order.
-    var s8: array<f32, 8>;
-    var w = 0u;
-    for (; w + 8u <= parts; w += 8u) {
-      for (var k = 0u; k < 8u; k++) {
-        s8[k] += bitcast<f32>(sel[SEL_PARTS + (w + k) * 256u + b]);
-      }
+    bin_f[b] = mass_f(k, b);
+  }
+  workgroupBarrier();
+  for (var g = li; g < 16u; g += {{WG}}u) {
+    var s = 0.0;
+    for (var j = 0u; j < 16u; j++) {
+      s += bin_f[16u * g + 15u - j];
     }
-    for (var k = 0u; w + k < parts; k++) {
-      s8[k] += bitcast<f32>(sel[SEL_PARTS + (w + k) * 256u + b]);
-    }
-    bin_f[b] = ((s8[0] + s8[1]) + (s8[2] + s8[3])) + ((s8[4] + s8[5]) + (s8[6] + s8[7]));
+    group_f[g] = s;
   }
   workgroupBarrier();
   if (li == 0u) {
-    let digit = sel[SEL_DIGIT];
-    let shift = 24u - 8u * digit;
-    if (digit == 0u) {
-      // The first digit's bins hold every kept id: the kept total.
-      var total = 0.0;
-      for (var t = 0u; t < 256u; t++) {
-        total += bin_f[t];
+    var total = 0.0;
+    if (k == 0u) {
+      for (var j = 0u; j < 16u; j++) {
+        total += group_f[15u - j];
       }
-      sel[SEL_TOTAL] = bitcast<u32>(total);
+    } else {
+      total = bitcast<f32>(sel[SEL_TOTAL]);
     }
-    let want = p.top_p * bitcast<f32>(sel[SEL_TOTAL]);
-    var acc = bitcast<f32>(sel[SEL_ABOVE]);
-    var b = 255u;
+    let prefix = sel[SEL_SLOT + 2u * k];
+    let want = p.top_p * total;
+    var acc = bitcast<f32>(sel[SEL_SLOT + 2u * k + 1u]);
+    var g = 15u;
+    loop {
+      let c = group_f[g];
+      if (g == 0u || acc + c >= want) {
+        break;
+      }
+      acc += c;
+      g--;
+    }
+    var b = 16u * g + 15u;
     loop {
       let c = bin_f[b];
-      if (b == 0u || acc + c >= want) {
+      if (b == 16u * g || acc + c >= want) {
         break;
       }
       acc += c;
       b--;
     }
-    sel[SEL_PREFIX] = sel[SEL_PREFIX] | (b << shift);
-    sel[SEL_ABOVE] = bitcast<u32>(acc);
-    sel[SEL_DIGIT] = digit + 1u;
+    let cut = prefix | (b << (24u - 8u * k));
+    if (write) {
+      sel[SEL_SLOT + 2u * k + 2u] = cut;
+      sel[SEL_SLOT + 2u * k + 3u] = bitcast<u32>(acc);
+      if (k == 0u) {
+        sel[SEL_TOTAL] = bitcast<u32>(total);
+      }
+    }
+    wg_v = cut;
   }
+  return workgroupUniformLoad(&wg_v);
 }
 
 // draw_part: for the draw, the workgroup's RUN ids' kept mass (with
@@ -526,7 +567,10 @@ fn draw_part(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wi
   let kth = sel[SEL_KTH];
   let kth_id = sel[SEL_KTH_ID];
   let top_p = p.top_p > 0.0 && p.top_p < 1.0;
-  let cut = sel[SEL_PREFIX];
+  var cut = 0u;
+  if (top_p) {
+    cut = fix_digit(3u, li, wid.x == 0u); // the last digit: the cut's key
+  }
   let first = wid.x * RUN + 16u * li;
   var s = 0.0;
   var ties = 0u;

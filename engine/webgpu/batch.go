@@ -31,9 +31,9 @@ type batchBufs struct {
 
 	// Sampling (Sample), made by its first batch: its parameters, its
 	// state (step counter, history length, then histCap ids), scratch for
-	// the logits and the kernels' sel, bound with the sequence's buffers
+	// the logits and the kernels' sel and mass, bound with the sequence's buffers
 	// in a group per kernel.
-	sparams, state, scratch, sel gpu.Buffer
+	sparams, state, scratch, sel, mass gpu.Buffer
 	histCap                      int
 	groups                       [samplingKernels]gpu.BindGroup
 
@@ -98,6 +98,11 @@ func (s *Sequence) growSampling(kern [samplingKernels]gpu.Kernel, histCap int) e
 			return err
 		}
 	}
+	if b.mass == 0 {
+		if b.mass, err = s.m.newBuffer(massBytes, gpu.Storage, "sample_mass"); err != nil {
+			return err
+		}
+	}
 	if histCap > b.histCap {
 		// Doubling: a conversation's history grows by a batch at a time.
 		// (Taken before the old buffer goes: computed after it, from a
@@ -116,7 +121,7 @@ func (s *Sequence) growSampling(kern [samplingKernels]gpu.Kernel, histCap int) e
 	}
 	if b.groups[0] == 0 {
 		b.groups, err = bindSampling(dev, kern, samplingBufs{step: s.stepBuf, params: b.sparams, logits: s.logits,
-			ids: s.ids, state: b.state, x: b.scratch, sel: b.sel})
+			ids: s.ids, state: b.state, x: b.scratch, sel: b.sel, mass: b.mass})
 		if err != nil {
 			return err
 		}
@@ -139,7 +144,7 @@ func (s *Sequence) freeSamplingGroups() {
 func (s *Sequence) freeBatch() {
 	b, dev := &s.batch, s.m.dev
 	s.freeSamplingGroups()
-	for _, buf := range []gpu.Buffer{b.slots, b.out, b.back, b.sparams, b.state, b.scratch, b.sel} {
+	for _, buf := range []gpu.Buffer{b.slots, b.out, b.back, b.sparams, b.state, b.scratch, b.sel, b.mass} {
 		if buf != 0 {
 			dev.FreeBuffer(buf)
 		}

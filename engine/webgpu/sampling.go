@@ -12,46 +12,51 @@ import (
 
 // The kernels of shaders/sampling.wgsl, in the order a pick runs them:
 // prep_part (a workgroup per samplingRun ids) and prep_merge (one
-// workgroup), then for each of top-p's 4 digits mass_part (a workgroup per
-// samplingPart ids) and mass_pick,
-// then draw_part and draw_pick. A sampled step with top-p adds 12
-// dispatches after the logits (greedy's pick is 2); without top-p 4; at
-// temperature 0 2 (prep_merge picks).
+// workgroup), then for each of top-p's 4 digits mass_partK (a workgroup
+// per samplingRun ids, each first fixing the digit before its own), then
+// draw_part (which fixes the last) and draw_pick. A sampled step with
+// top-p adds 8 dispatches after the logits (greedy's pick is 2); without
+// top-p 4; at temperature 0 2 (prep_merge picks).
 const (
 	samplePrepPart = iota
 	samplePrepMerge
-	sampleMassPart
-	sampleMassPick
-	sampleDrawPart
-	sampleDrawPick
-	samplingKernels
+	sampleMassPart0 // then the digits' 1..3
+	sampleDrawPart  = sampleMassPart0 + massDigits
+	sampleDrawPick  = sampleDrawPart + 1
+	samplingKernels = sampleDrawPick + 1
 )
+
+// massDigits is how many 8-bit digits of a float's key the top-p search
+// fixes, a mass_part kernel each.
+const massDigits = 4
 
 var samplingKeys = [samplingKernels]shaders.Key{
 	{Family: "sampling", Entry: "prep_part", WG: shaders.RowWG},
 	{Family: "sampling", Entry: "prep_merge", WG: shaders.RowWG},
-	{Family: "sampling", Entry: "mass_part", WG: shaders.RowWG},
-	{Family: "sampling", Entry: "mass_pick", WG: shaders.RowWG},
+	{Family: "sampling", Entry: "mass_part0", WG: shaders.RowWG},
+	{Family: "sampling", Entry: "mass_part1", WG: shaders.RowWG},
+	{Family: "sampling", Entry: "mass_part2", WG: shaders.RowWG},
+	{Family: "sampling", Entry: "mass_part3", WG: shaders.RowWG},
 	{Family: "sampling", Entry: "draw_part", WG: shaders.RowWG},
 	{Family: "sampling", Entry: "draw_pick", WG: shaders.RowWG},
 }
 
-// samplingPart is the ids of one mass_part workgroup (sampling.wgsl's
-// PART), samplingRun of one prep_part or draw_part workgroup (its RUN).
-const (
-	samplingPart = 1024
-	samplingRun  = 4096
-)
+// samplingRun is the ids of one _part workgroup (sampling.wgsl's RUN).
+const samplingRun = 4096
 
 // selBytes is the size of sampling.wgsl's sel buffer for a vocabulary of
-// cols: its 16 words, then 256 sums per mass_part workgroup.
+// cols: its 32 words, then 2 per _part workgroup.
 func selBytes(cols int) int64 {
-	return 4 * (16 + 256*int64((cols+samplingPart-1)/samplingPart))
+	return 4 * (32 + 2*int64((cols+samplingRun-1)/samplingRun))
 }
+
+// massBytes is the size of sampling.wgsl's mass buffer: two words for each
+// bin of each digit.
+const massBytes = 4 * 2 * 256 * massDigits
 
 // samplingBufs are the buffers the sampling kernels bind.
 type samplingBufs struct {
-	step, params, logits, ids, state, x, sel gpu.Buffer
+	step, params, logits, ids, state, x, sel, mass gpu.Buffer
 }
 
 // bindSampling makes each sampling kernel's bind group: pipelines take the
@@ -60,13 +65,15 @@ func bindSampling(dev gpu.Device, kern [samplingKernels]gpu.Kernel, b samplingBu
 	var groups [samplingKernels]gpu.BindGroup
 	params, x, sel := gpu.Binding{Slot: 1, Buffer: b.params}, gpu.Binding{Slot: 5, Buffer: b.x}, gpu.Binding{Slot: 6, Buffer: b.sel}
 	ids, state := gpu.Binding{Slot: 3, Buffer: b.ids}, gpu.Binding{Slot: 4, Buffer: b.state}
+	mass := gpu.Binding{Slot: 7, Buffer: b.mass}
 	slots := [samplingKernels][]gpu.Binding{
 		samplePrepPart:  {{Slot: 0, Buffer: b.step, Size: 16}, params, {Slot: 2, Buffer: b.logits}, state, x, sel},
-		samplePrepMerge: {params, ids, state, x, sel},
-		sampleMassPart:  {params, x, sel},
-		sampleMassPick:  {params, sel},
-		sampleDrawPart:  {params, x, sel},
+		samplePrepMerge: {params, ids, state, x, sel, mass},
+		sampleDrawPart:  {params, x, sel, mass},
 		sampleDrawPick:  {params, ids, state, x, sel},
+	}
+	for k := range massDigits {
+		slots[sampleMassPart0+k] = []gpu.Binding{params, x, sel, mass}
 	}
 	for i, bs := range slots {
 		g, err := dev.NewBindGroup(kern[i], bs)
@@ -88,16 +95,15 @@ func samplingSitesOf(kern [samplingKernels]gpu.Kernel, groups [samplingKernels]g
 	at := func(i int, grid gridFunc) site {
 		return site{kernel: kern[i], group: groups[i], grid: grid, label: samplingKeys[i].Label()}
 	}
-	parts, runs := (cols+samplingPart-1)/samplingPart, (cols+samplingRun-1)/samplingRun
-	each := func(int, int, int) (int, int, int) { return parts, 1, 1 }
+	runs := (cols + samplingRun - 1) / samplingRun
 	eachRun := func(int, int, int) (int, int, int) { return runs, 1, 1 }
 	sites := []site{at(samplePrepPart, eachRun), at(samplePrepMerge, one)}
 	if sp.InvT == 0 {
 		return sites
 	}
 	if sp.TopP > 0 && sp.TopP < 1 {
-		for range 4 {
-			sites = append(sites, at(sampleMassPart, each), at(sampleMassPick, one))
+		for k := range massDigits {
+			sites = append(sites, at(sampleMassPart0+k, eachRun))
 		}
 	}
 	return append(sites, at(sampleDrawPart, eachRun), at(sampleDrawPick, one))

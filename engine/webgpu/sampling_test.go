@@ -44,8 +44,8 @@ func (r samplingRig) run(t *testing.T, logits []float32, p sample.Params, histor
 	stepBuf, params := mk(16, gpu.Uniform), mk(32, gpu.Uniform)
 	lg, ids, state, x := mk(int64(4*V), gpu.Storage), mk(16, gpu.Storage), mk(int64(4*(2+histCap)), gpu.Storage), mk(int64(4*V), gpu.Storage)
 	out, back := mk(int64(4*steps), gpu.Storage), mk(int64(4*steps), gpu.MapRead)
-	sel := mk(selBytes(V), gpu.Storage)
-	groups, err := bindSampling(d, r.kern, samplingBufs{step: stepBuf, params: params, logits: lg, ids: ids, state: state, x: x, sel: sel})
+	sel, mass := mk(selBytes(V), gpu.Storage), mk(massBytes, gpu.Storage)
+	groups, err := bindSampling(d, r.kern, samplingBufs{step: stepBuf, params: params, logits: lg, ids: ids, state: state, x: x, sel: sel, mass: mass})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,8 +147,8 @@ func randomLogits(r *rand.Rand, V, shape int) []float32 {
 
 // TestSampleMatchesSampler runs the sampling kernels and engine/sample's
 // Sampler on the same random logits, over vocabularies of awkward sizes
-// (smaller than the workgroup, not a multiple of it, larger; 4099 spreads
-// the top-p search over 5 mass_part workgroups, the last partial), parameter
+// (smaller than the workgroup, not a multiple of it, larger; 4099 and
+// 9000 spread every pass over 2 and 3 workgroups, the last partial), parameter
 // sets that switch each step on alone and together, and 24 steps each
 // (each pick joining the history, so the repetition penalty changes from
 // step to step). The ids must be the same. The kernel sums in float32 and
@@ -179,7 +179,7 @@ func TestSampleMatchesSampler(t *testing.T) {
 	}
 	const steps = 24
 	var picks, differ int
-	for _, V := range []int{1, 2, 7, 97, 255, 256, 257, 1000, 4099} {
+	for _, V := range []int{1, 2, 7, 97, 255, 256, 257, 1000, 4099, 9000} {
 		for pi, p := range params {
 			for shape := 0; shape < 4; shape++ {
 				if shape == 3 && p.RepetitionPenalty > 0 && p.RepetitionPenalty < 1 {

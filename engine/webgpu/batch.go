@@ -31,11 +31,11 @@ type batchBufs struct {
 
 	// Sampling (Sample), made by its first batch: its parameters, its
 	// state (step counter, history length, then histCap ids), scratch for
-	// the logits and the kernels' sel and mass, bound with the sequence's buffers
-	// in a group per kernel.
+	// the logits and the kernels' sel and mass, bound with the sequence's
+	// buffers in a group per kernel.
 	sparams, state, scratch, sel, mass gpu.Buffer
-	histCap                      int
-	groups                       [samplingKernels]gpu.BindGroup
+	histCap                            int
+	groups                             [samplingKernels]gpu.BindGroup
 
 	data []byte // the slots' bytes, reused
 }

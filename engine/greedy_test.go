@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -31,10 +32,17 @@ type deviceLog struct {
 	batches    []int // steps of each Greedy call
 	badSnaps   int   // Snapshot and Snapshots calls refused by the KV
 	deviceToks int   // positions Greedy ran
+	// clock advances by step for each step Greedy runs: a device of that
+	// speed, for a session's clock (now).
+	clock time.Time
+	step  time.Duration
 }
+
+func (l *deviceLog) now() time.Time { return l.clock }
 
 func (s deviceSeq) Greedy(token int32, start, steps int) ([]int32, error) {
 	s.log.batches = append(s.log.batches, steps)
+	s.log.clock = s.log.clock.Add(time.Duration(steps) * s.log.step)
 	ids := make([]int32, steps)
 	for i := range ids {
 		if err := s.Forward([]int32{token}, start+i, s.logits); err != nil {
@@ -264,42 +272,47 @@ func TestGreedyOnDeviceMatchesLogits(t *testing.T) {
 	}
 }
 
-// TestGreedyBatches checks the batch sizes: four steps per readback
-// mid-reply, on an all-global model and after cai-tiny's rings (window 8)
-// have wrapped: their kv.RingRoom slots let a batch that ran past a stop
-// token be taken back (with none, a wrapped ring took back one position,
-// and long chats decoded two steps a batch).
+// TestGreedyBatches checks the batch sizes a device's speed gets: a
+// session's first batch runs firstGreedySteps, and each after it as many
+// steps as the last batch ran in greedyBurst, up to maxGreedySteps, on an
+// all-global model and after cai-tiny's rings (window 8) have wrapped:
+// their kv.RingRoom slots let a batch that ran past a stop token be taken
+// back (with none, a wrapped ring took back one position, and long chats
+// decoded two steps a batch).
 func TestGreedyBatches(t *testing.T) {
-	for _, tc := range []struct {
-		dir       string
-		wantLarge int // batches of the longest size expected
-		most      int
-	}{
-		{testModels[1], 4, 4},
-		{testModels[0], 4, 4},
-	} {
-		t.Run(tc.dir, func(t *testing.T) {
-			m := load(t, tc.dir, Options{CacheBytes: -1})
-			log := &deviceLog{}
-			m.Backend = deviceBackend{m.Backend, m.Config.Vocab, log}
-			s := newSession(t, m, "")
-			if _, err := s.Send(context.Background(), "Hello.", GenParams{MaxTokens: 40}, nil); err != nil {
-				t.Fatal(err)
-			}
-			// Mid-reply, 20 tokens before the end, is past a ring's slots:
-			// the rings have wrapped.
-			if slots := 8 + kv.RingRoom; s.KVLen()-20 <= slots {
-				t.Fatalf("%d positions: too few to wrap a ring of %d slots by mid-reply", s.KVLen(), slots)
-			}
-			if n := len(log.batches); n == 0 || slices.Max(log.batches) > tc.most {
-				t.Fatalf("batches %v: want some, of at most %d steps", log.batches, tc.most)
-			}
-			// The steady state, away from the reply's start and end.
-			mid := log.batches[len(log.batches)/2]
-			if mid != tc.wantLarge {
-				t.Errorf("batches %v: want %d steps mid-reply", log.batches, tc.wantLarge)
-			}
-		})
+	for _, dir := range testModels {
+		for _, tc := range []struct {
+			step time.Duration // the device's time per step
+			mid  int           // steps of a batch mid-reply
+		}{
+			{time.Millisecond, maxGreedySteps},
+			{greedyBurst / 3, 3},
+			{greedyBurst / 2, 2},
+			{2 * greedyBurst, 1},
+		} {
+			t.Run(fmt.Sprintf("%s/%v", dir, tc.step), func(t *testing.T) {
+				m := load(t, dir, Options{CacheBytes: -1})
+				log := &deviceLog{step: tc.step}
+				m.Backend = deviceBackend{m.Backend, m.Config.Vocab, log}
+				s := newSession(t, m, "")
+				s.now = log.now
+				if _, err := s.Send(context.Background(), "Hello.", GenParams{MaxTokens: 40}, nil); err != nil {
+					t.Fatal(err)
+				}
+				// Mid-reply, 20 tokens before the end, is past a ring's slots:
+				// the rings have wrapped.
+				if slots := 8 + kv.RingRoom; s.KVLen()-20 <= slots {
+					t.Fatalf("%d positions: too few to wrap a ring of %d slots by mid-reply", s.KVLen(), slots)
+				}
+				if n := len(log.batches); n < 2 || log.batches[0] != firstGreedySteps || slices.Max(log.batches) > maxGreedySteps {
+					t.Fatalf("batches %v: want a first of %d steps, and none of more than %d", log.batches, firstGreedySteps, maxGreedySteps)
+				}
+				// The steady state, away from the reply's start and end.
+				if mid := log.batches[len(log.batches)/2]; mid != tc.mid {
+					t.Errorf("batches %v: want %d steps mid-reply", log.batches, tc.mid)
+				}
+			})
+		}
 	}
 }
 

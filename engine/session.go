@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/wick-run/wick/engine/chat"
 	"github.com/wick-run/wick/engine/kv"
@@ -92,6 +93,11 @@ type Session struct {
 	// may run past the reply's end, so it can exceed kvLen; rewinds are
 	// judged from it, since those positions overwrote ring slots.
 	written int
+	// stepTime is the last greedy batch's wall time per step (0: none
+	// yet), which sizes the next (batchSteps); now is the clock it is
+	// read from (nil: time.Now; tests set their own).
+	stepTime time.Duration
+	now      func() time.Time
 	// open is true while the last message is an assistant reply whose
 	// closing suffix has not been appended yet.
 	open bool
@@ -599,33 +605,32 @@ func (b sampledBatch) Greedy(token int32, start, steps int) ([]int32, error) {
 	return b.s.sampler.Sample(token, start, steps, b.p, uint32(len(b.r.Tokens)), b.s.toks[:start+1])
 }
 
-// maxGreedySteps is the most steps one GreedyDecoder call runs, so the most
-// tokens per readback. A browser's readback round trip (mapAsync, back to
-// the event loop, into the module again) costs milliseconds, more than a
-// decode step of a small model on a real GPU, and the GPU idles through it;
-// four steps per readback cut that to a quarter. The price is at most
-// three steps run past a stop token, once per reply, and tokens streamed
-// in bursts of four, which at tens of tokens per second reads as smooth.
-// Beyond four the gain shrinks (1/steps) while both costs grow. Natively
-// the round trip is short and still counts: 128-token replies of
-// models/wick-cai-21m on an H200 (BenchmarkSessionDecode in engine/webgpu)
-// ran at 570 tokens/s through the logits, 585 with the argmax on the GPU
-// and a readback per step, 725 at two steps and 840 at four. A ring
-// that has wrapped allows kv.RingRoom+1 positions past the reply (see
-// batchSteps), so long chats on models with local layers run four too.
+// A greedy batch (one GreedyDecoder call) runs several steps per readback.
+// A browser's readback round trip (mapAsync, back to the event loop, into
+// the module again) costs milliseconds, more than a decode step of a small
+// model on a real GPU, and the GPU idles through it. Natively the round
+// trip is short and still counts: 128-token replies of models/wick-cai-21m
+// on an H200 (BenchmarkSessionDecode in engine/webgpu) ran at 570 tokens/s
+// through the logits, 585 with the argmax on the GPU and a readback per
+// step, 725 at two steps and 840 at four. A batch is one command list
+// (engine/webgpu's runBatch), so in a browser it crosses into JS twice (run
+// and map) whatever its length.
 //
-// A batch is one command list (engine/webgpu's runBatch), so in a browser
-// it crosses into JS twice (run and map) whatever its length: at four
-// steps that is 0.5 crossings per token, within the one per token the
-// browser tier aims at, so crossings no longer argue for longer batches.
-// The round trip still does. The figures above fit a step of 1.05 ms plus
-// a round trip of 0.66 ms per batch: eight steps would gain about 5%
-// natively (about 885 tokens/s), more where the round trip is longer (a
-// browser's), at twice the burst and the steps run past a stop. That is
-// worth measuring in a browser on a real GPU before changing; a batch
-// length that follows the measured step time (bursts of a bounded
-// duration, not of a fixed count) would serve fast and slow GPUs alike.
-const maxGreedySteps = 4
+// The price of a long batch is steps run past a stop token, once per reply,
+// and tokens streamed in bursts. So a batch runs as many steps as fit in
+// greedyBurst at the session's last measured time per step, between one
+// and maxGreedySteps: eight on a fast GPU, where the page's round trip and
+// the host's work between batches cost 1.2-1.7 ms a batch beside a 1B
+// step of ~2 ms (H200, bench/BROWSER.md), and fewer on a slow one, whose
+// bursts would otherwise stall the stream for half a second. A session's
+// first batch runs firstGreedySteps. A ring that has wrapped allows
+// kv.RingRoom+1 positions past the reply (see batchSteps), more than
+// maxGreedySteps-1.
+const (
+	maxGreedySteps   = 8
+	firstGreedySteps = 4
+	greedyBurst      = 100 * time.Millisecond
+)
 
 // greedyBatch runs the token just taken (the last of s.toks, at position
 // s.kvLen; n is the reply's length with it) and the device's picks after
@@ -634,7 +639,9 @@ func (s *Session) greedyBatch(gd GreedyDecoder, n, maxTokens int) ([]int32, erro
 	s.rememberNow()
 	pos := s.kvLen
 	steps := s.batchSteps(pos, n, maxTokens)
+	t0 := s.clock()
 	ids, err := gd.Greedy(s.toks[pos], pos, steps)
+	s.stepTime = s.clock().Sub(t0) / time.Duration(steps)
 	s.wrote(pos, pos+steps)
 	if err == nil && len(ids) != steps {
 		err = fmt.Errorf("%d ids for %d steps", len(ids), steps)
@@ -651,6 +658,14 @@ func (s *Session) greedyBatch(gd GreedyDecoder, n, maxTokens int) ([]int32, erro
 	return ids, nil
 }
 
+// clock is the time on the session's clock.
+func (s *Session) clock() time.Time {
+	if s.now != nil {
+		return s.now()
+	}
+	return time.Now()
+}
+
 // batchSteps is how many steps a greedy batch from position pos runs.
 // Pick j of the batch is the reply's token n+j+1 at position pos+1+j, and
 // the batch runs it (j < steps-1) only where decoding through Forward would
@@ -659,9 +674,15 @@ func (s *Session) greedyBatch(gd GreedyDecoder, n, maxTokens int) ([]int32, erro
 // reply, and batchSteps keeps the worst case, every pick after the first
 // discarded, a rewind the layout allows. With the prefix cache on, a batch
 // ends at the next block boundary at the latest: the block is captured when
-// the sequence's last write ends there, before anything past it runs.
+// the sequence's last write ends there, before anything past it runs. It
+// runs at most as many steps as take greedyBurst at the last batch's time
+// per step (see maxGreedySteps).
 func (s *Session) batchSteps(pos, n, maxTokens int) int {
-	steps := min(maxGreedySteps, s.seq.Context()-pos-2)
+	steps := firstGreedySteps
+	if s.stepTime > 0 {
+		steps = int(min(greedyBurst/s.stepTime, maxGreedySteps))
+	}
+	steps = min(steps, s.seq.Context()-pos-2)
 	if maxTokens > 0 {
 		steps = min(steps, maxTokens-n+1)
 	}

@@ -123,8 +123,8 @@ func hostArgs(p sample.Params) []string {
 }
 
 // TestDawnHostFirstTokenWaitsOnce runs the host's bench on a prompt that
-// the page reads in four steps (cai-tiny's rings of 8 positions end a step
-// at each 32-token block of the prefix cache) and checks the driver's
+// the page reads in four steps (cai-tiny's rings, of window 8 and
+// kv.RingRoom slots, end a step at each 32-token block of the prefix cache) and checks the driver's
 // waits before the first token: one, for the last step's pick (the token
 // drawn on the GPU: 8 bytes) with the blocks of the steps before it (each
 // step used to wait for its logits, then again for its blocks). With the

@@ -273,7 +273,7 @@ func TestGreedyOnDeviceMatchesLogits(t *testing.T) {
 }
 
 // TestGreedyBatches checks the batch sizes a device's speed gets: a
-// session's first batch runs firstGreedySteps, and each after it as many
+// session's first batch runs maxGreedySteps, and each after it as many
 // steps as the last batch ran in greedyBurst, up to maxGreedySteps, on an
 // all-global model and after cai-tiny's rings (window 8) have wrapped:
 // their kv.RingRoom slots let a batch that ran past a stop token be taken
@@ -304,8 +304,8 @@ func TestGreedyBatches(t *testing.T) {
 				if slots := 8 + kv.RingRoom; s.KVLen()-20 <= slots {
 					t.Fatalf("%d positions: too few to wrap a ring of %d slots by mid-reply", s.KVLen(), slots)
 				}
-				if n := len(log.batches); n < 2 || log.batches[0] != firstGreedySteps || slices.Max(log.batches) > maxGreedySteps {
-					t.Fatalf("batches %v: want a first of %d steps, and none of more than %d", log.batches, firstGreedySteps, maxGreedySteps)
+				if n := len(log.batches); n < 2 || log.batches[0] != maxGreedySteps || slices.Max(log.batches) > maxGreedySteps {
+					t.Fatalf("batches %v: want a first of %d steps, and none of more", log.batches, maxGreedySteps)
 				}
 				// The steady state, away from the reply's start and end.
 				if mid := log.batches[len(log.batches)/2]; mid != tc.mid {

@@ -619,17 +619,19 @@ func (b sampledBatch) Greedy(token int32, start, steps int) ([]int32, error) {
 // The price of a long batch is steps run past a stop token, once per reply,
 // and tokens streamed in bursts. So a batch runs as many steps as fit in
 // greedyBurst at the session's last measured time per step, between one
-// and maxGreedySteps: eight on a fast GPU, where the page's round trip and
-// the host's work between batches cost 1.2-1.7 ms a batch beside a 1B
-// step of ~2 ms (H200, bench/BROWSER.md), and fewer on a slow one, whose
-// bursts would otherwise stall the stream for half a second. A session's
-// first batch runs firstGreedySteps. A ring that has wrapped allows
-// kv.RingRoom+1 positions past the reply (see batchSteps), more than
-// maxGreedySteps-1.
+// and maxGreedySteps (a session's first batch runs maxGreedySteps): a slow
+// GPU, at tens of ms a step, then streams a token or two at a time instead
+// of stalling for half a second between bursts. Eight steps at most were
+// measured on the page's path on an H200 (bench/BROWSER.md, 2026-12-03):
+// no faster than four, since dawn.node encoded an 8-step list of 1,553
+// commands at 8-9.5 us a command against 4.8 for a 4-step one (12-14.7 ms
+// a list against 4.1), which ate the round trips saved (1B after a
+// 600-id prompt: 383-412 tok/s greedy against 427-435). A ring that has
+// wrapped allows kv.RingRoom+1 positions past the reply (see batchSteps),
+// more than maxGreedySteps-1.
 const (
-	maxGreedySteps   = 8
-	firstGreedySteps = 4
-	greedyBurst      = 100 * time.Millisecond
+	maxGreedySteps = 4
+	greedyBurst    = 100 * time.Millisecond
 )
 
 // greedyBatch runs the token just taken (the last of s.toks, at position
@@ -678,7 +680,7 @@ func (s *Session) clock() time.Time {
 // runs at most as many steps as take greedyBurst at the last batch's time
 // per step (see maxGreedySteps).
 func (s *Session) batchSteps(pos, n, maxTokens int) int {
-	steps := firstGreedySteps
+	steps := maxGreedySteps
 	if s.stepTime > 0 {
 		steps = int(min(greedyBurst/s.stepTime, maxGreedySteps))
 	}

@@ -40,7 +40,7 @@ func (r *Region) Slot(pos int) int {
 
 // RingRoom is how many slots a ring holds beyond its window: how far past
 // the end it keeps a sequence may write and still take those positions
-// back (Layout.CanRewind). Devices decode in batches of up to eight steps
+// back (Layout.CanRewind). Devices decode in batches of up to four steps
 // and see a stop token among the picks only after the steps behind it
 // ran; a ring of exactly `window` slots can take back one position once
 // it has wrapped, so every chat longer than the window decoded two steps

@@ -142,6 +142,44 @@ type SampleDecoder interface {
 	Sample(token int32, start, steps int, p sample.Params, step uint32, history []int32) ([]int32, error)
 }
 
+// BatchPipeliner is a GreedyDecoder or SampleDecoder whose batches can be
+// submitted ahead: a session submits the next batch, which goes on from
+// the picks of the batch in flight, before it waits for those picks, so the
+// device runs it while the host takes this batch's picks and streams them.
+// A browser's round trip (mapAsync, back to the event loop, into the module
+// again) and its encoding of the next command list then overlap the GPU's
+// work instead of adding to it. engine/webgpu.Sequence implements it.
+//
+// Any pick of the batch in flight may be a stop token, so the batch after
+// it may run past the reply: a session submits ahead only where the layout
+// can take back both batches (kv.Layout.CanRewind), and never past a prefix
+// cache block boundary before that block's snapshot is taken.
+type BatchPipeliner interface {
+	// SubmitBatch submits a batch as Greedy (p greedy: temperature 0, no
+	// repetition penalty) or Sample would run it and returns without its
+	// picks; CollectBatch returns them. With b.Continues the batch's token
+	// is the last pick of the batch submitted before it, still on the
+	// device, at b.Start (the position after that batch's last), and its
+	// draws go on from that batch's step and history (b.Token, b.Step and
+	// b.History are ignored), so b.Params must be that batch's. At most two
+	// batches are in flight.
+	SubmitBatch(b Batch) error
+	// CollectBatch waits for the oldest batch submitted and not collected,
+	// and returns its picks.
+	CollectBatch() ([]int32, error)
+}
+
+// Batch is one batch of decode steps for BatchPipeliner: the arguments of
+// Greedy or Sample.
+type Batch struct {
+	Token        int32
+	Start, Steps int
+	Params       sample.Params
+	Step         uint32
+	History      []int32
+	Continues    bool
+}
+
 // FirstPicker is a Sequence that draws the token after a prompt on its
 // device, from the logits its last step leaves there: one id comes back
 // instead of the whole logits row (a megabyte at a 262k vocabulary) and the

@@ -32,6 +32,7 @@ type deviceLog struct {
 	batches    []int // steps of each Greedy call
 	badSnaps   int   // Snapshot and Snapshots calls refused by the KV
 	deviceToks int   // positions Greedy ran
+	ahead      int   // batches a pipelined device had submitted ahead
 	// clock advances by step for each step Greedy runs: a device of that
 	// speed, for a session's clock (now).
 	clock time.Time
@@ -83,6 +84,77 @@ func (b deviceBackend) NewSequence(context int) (Sequence, error) {
 		return nil, err
 	}
 	return deviceSeq{s.(*cpu.Sequence), make([]float32, b.vocab), b.log}, nil
+}
+
+// pipeSeq is a deviceSeq that also pipelines its batches
+// (BatchPipeliner): a batch runs when it is submitted, and the device's
+// clock passes its steps when its picks are collected, as a device that
+// runs the next batch while the host takes this one's picks.
+type pipeSeq struct {
+	deviceSeq
+	*pipeState
+}
+
+type pipeState struct {
+	queue [][]int32 // picks of the batches submitted, not collected
+	last  int32     // the last batch's last pick (-1: none yet)
+}
+
+func (s pipeSeq) SubmitBatch(b Batch) error {
+	if !(b.Params.Temperature == 0 && (b.Params.RepetitionPenalty == 0 || b.Params.RepetitionPenalty == 1)) {
+		return fmt.Errorf("pipeSeq draws greedily only, not with %+v", b.Params)
+	}
+	if len(s.queue) == 2 {
+		return fmt.Errorf("a third batch in flight")
+	}
+	token := b.Token
+	if b.Continues {
+		if s.last < 0 {
+			return fmt.Errorf("a batch continues none")
+		}
+		token = s.last
+		s.log.ahead++
+	}
+	clock := s.log.clock
+	ids, err := s.Greedy(token, b.Start, b.Steps)
+	s.log.clock = clock
+	if err != nil {
+		return err
+	}
+	s.last = ids[len(ids)-1]
+	s.queue = append(s.queue, ids)
+	return nil
+}
+
+func (s pipeSeq) CollectBatch() ([]int32, error) {
+	if len(s.queue) == 0 {
+		return nil, fmt.Errorf("no batch in flight")
+	}
+	ids := s.queue[0]
+	s.queue = s.queue[1:]
+	s.log.clock = s.log.clock.Add(time.Duration(len(ids)) * s.log.step)
+	return ids, nil
+}
+
+// pipeBackend makes pipeSeqs.
+type pipeBackend struct{ deviceBackend }
+
+func (b pipeBackend) NewSequence(context int) (Sequence, error) {
+	s, err := b.deviceBackend.NewSequence(context)
+	if err != nil {
+		return nil, err
+	}
+	return pipeSeq{s.(deviceSeq), &pipeState{last: -1}}, nil
+}
+
+// withDevice gives m a backend that decodes on its "device", pipelined or
+// not, logging to log.
+func withDevice(m *Model, log *deviceLog, pipelined bool) {
+	dev := deviceBackend{m.Backend, m.Config.Vocab, log}
+	m.Backend = dev
+	if pipelined {
+		m.Backend = pipeBackend{dev}
+	}
 }
 
 // withStops replaces m's template by one that also stops at extra: the
@@ -230,44 +302,49 @@ func TestGreedyOnDeviceMatchesLogits(t *testing.T) {
 			{"context limit", 160, 0, 0, -1},
 			{"context limit, stops", 160, -1, 0, 4},
 		} {
-			t.Run(fmt.Sprintf("%s/%s/cache%d", dir, tc.name, tc.cache), func(t *testing.T) {
-				opts := Options{Context: tc.context, CacheBytes: tc.cache}
-				ref := load(t, dir, opts)
-				dev := load(t, dir, opts)
-				log := &deviceLog{}
-				dev.Backend = deviceBackend{dev.Backend, dev.Config.Vocab, log}
-				p := GenParams{MaxTokens: tc.maxTokens}
-				if tc.stopAt >= 0 {
-					pick := load(t, dir, Options{CacheBytes: -1}) // leaves ref's cache empty
-					r, err := newSession(t, pick, card).Send(context.Background(), "Hello there, who are you?", GenParams{MaxTokens: 12}, nil)
-					if err != nil {
-						t.Fatal(err)
+			for _, pipelined := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/%s/cache%d/pipelined=%v", dir, tc.name, tc.cache, pipelined), func(t *testing.T) {
+					opts := Options{Context: tc.context, CacheBytes: tc.cache}
+					ref := load(t, dir, opts)
+					dev := load(t, dir, opts)
+					log := &deviceLog{}
+					withDevice(dev, log, pipelined)
+					p := GenParams{MaxTokens: tc.maxTokens}
+					if tc.stopAt >= 0 {
+						pick := load(t, dir, Options{CacheBytes: -1}) // leaves ref's cache empty
+						r, err := newSession(t, pick, card).Send(context.Background(), "Hello there, who are you?", GenParams{MaxTokens: 12}, nil)
+						if err != nil {
+							t.Fatal(err)
+						}
+						withStops(t, ref, r.Tokens[tc.stopAt])
+						withStops(t, dev, r.Tokens[tc.stopAt])
 					}
-					withStops(t, ref, r.Tokens[tc.stopAt])
-					withStops(t, dev, r.Tokens[tc.stopAt])
-				}
-				sr, sd := newSession(t, ref, card), newSession(t, dev, card)
-				for _, st := range conversation {
-					want, got := runStep(sr, st, p), runStep(sd, st, p)
+					sr, sd := newSession(t, ref, card), newSession(t, dev, card)
+					for _, st := range conversation {
+						want, got := runStep(sr, st, p), runStep(sd, st, p)
+						if d := got.diff(want); d != "" {
+							t.Fatalf("%s: on the device, then through the logits: %s", st.name, d)
+						}
+					}
+					if len(log.batches) == 0 {
+						t.Fatal("no reply decoded on the device")
+					}
+					if log.badSnaps != 0 {
+						t.Errorf("%d prefix cache snapshots refused: a block held positions run past a reply", log.badSnaps)
+					}
+					// A new chat with the same card restores as much from the
+					// cache either way.
+					want := runStep(newSession(t, ref, card), send("Hello there, who are you?"), p)
+					got := runStep(newSession(t, dev, card), send("Hello there, who are you?"), p)
 					if d := got.diff(want); d != "" {
-						t.Fatalf("%s: on the device, then through the logits: %s", st.name, d)
+						t.Errorf("a new session: on the device, then through the logits: %s", d)
 					}
-				}
-				if len(log.batches) == 0 {
-					t.Fatal("no reply decoded on the device")
-				}
-				if log.badSnaps != 0 {
-					t.Errorf("%d prefix cache snapshots refused: a block held positions run past a reply", log.badSnaps)
-				}
-				// A new chat with the same card restores as much from the
-				// cache either way.
-				want := runStep(newSession(t, ref, card), send("Hello there, who are you?"), p)
-				got := runStep(newSession(t, dev, card), send("Hello there, who are you?"), p)
-				if d := got.diff(want); d != "" {
-					t.Errorf("a new session: on the device, then through the logits: %s", d)
-				}
-				t.Logf("%d batches, %d steps on the device (%.2f per readback)", len(log.batches), log.deviceToks, float64(log.deviceToks)/float64(len(log.batches)))
-			})
+					if pipelined && (tc.maxTokens == 0 || tc.maxTokens > maxGreedySteps) && log.ahead == 0 {
+						t.Error("no batch submitted ahead")
+					}
+					t.Logf("%d batches (%d submitted ahead), %d steps on the device (%.2f per readback)", len(log.batches), log.ahead, log.deviceToks, float64(log.deviceToks)/float64(len(log.batches)))
+				})
+			}
 		}
 	}
 }
@@ -290,28 +367,33 @@ func TestGreedyBatches(t *testing.T) {
 			{greedyBurst / 2, 2},
 			{2 * greedyBurst, 1},
 		} {
-			t.Run(fmt.Sprintf("%s/%v", dir, tc.step), func(t *testing.T) {
-				m := load(t, dir, Options{CacheBytes: -1})
-				log := &deviceLog{step: tc.step}
-				m.Backend = deviceBackend{m.Backend, m.Config.Vocab, log}
-				s := newSession(t, m, "")
-				s.now = log.now
-				if _, err := s.Send(context.Background(), "Hello.", GenParams{MaxTokens: 40}, nil); err != nil {
-					t.Fatal(err)
-				}
-				// Mid-reply, 20 tokens before the end, is past a ring's slots:
-				// the rings have wrapped.
-				if slots := 8 + kv.RingRoom; s.KVLen()-20 <= slots {
-					t.Fatalf("%d positions: too few to wrap a ring of %d slots by mid-reply", s.KVLen(), slots)
-				}
-				if n := len(log.batches); n < 2 || log.batches[0] != maxGreedySteps || slices.Max(log.batches) > maxGreedySteps {
-					t.Fatalf("batches %v: want a first of %d steps, and none of more", log.batches, maxGreedySteps)
-				}
-				// The steady state, away from the reply's start and end.
-				if mid := log.batches[len(log.batches)/2]; mid != tc.mid {
-					t.Errorf("batches %v: want %d steps mid-reply", log.batches, tc.mid)
-				}
-			})
+			for _, pipelined := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/%v/pipelined=%v", dir, tc.step, pipelined), func(t *testing.T) {
+					m := load(t, dir, Options{CacheBytes: -1})
+					log := &deviceLog{step: tc.step}
+					withDevice(m, log, pipelined)
+					s := newSession(t, m, "")
+					s.now = log.now
+					if _, err := s.Send(context.Background(), "Hello.", GenParams{MaxTokens: 40}, nil); err != nil {
+						t.Fatal(err)
+					}
+					// Mid-reply, 20 tokens before the end, is past a ring's slots:
+					// the rings have wrapped.
+					if slots := 8 + kv.RingRoom; s.KVLen()-20 <= slots {
+						t.Fatalf("%d positions: too few to wrap a ring of %d slots by mid-reply", s.KVLen(), slots)
+					}
+					if n := len(log.batches); n < 2 || log.batches[0] != maxGreedySteps || slices.Max(log.batches) > maxGreedySteps {
+						t.Fatalf("batches %v: want a first of %d steps, and none of more", log.batches, maxGreedySteps)
+					}
+					// The steady state, away from the reply's start and end.
+					if mid := log.batches[len(log.batches)/2]; mid != tc.mid {
+						t.Errorf("batches %v: want %d steps mid-reply", log.batches, tc.mid)
+					}
+					if pipelined && log.ahead < len(log.batches)/2 {
+						t.Errorf("%d of %d batches submitted ahead: want most past the first", log.ahead, len(log.batches))
+					}
+				})
+			}
 		}
 	}
 }

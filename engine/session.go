@@ -501,7 +501,7 @@ func (s *Session) prefill(ctx context.Context, p GenParams) (*Reply, error) {
 // kvLen. Everything else, the tokens, the finish, kvLen and what is
 // streamed, is exactly what decoding through Forward and the sampler
 // gives; only the timing differs (a batch's tokens arrive together).
-func (s *Session) generate(ctx context.Context, r *Reply, p GenParams, onText func(string), prior []int32) error {
+func (s *Session) generate(ctx context.Context, r *Reply, p GenParams, onText func(string), prior []int32) (err error) {
 	limit := s.seq.Context()
 	sampler := sample.NewSampler(p.Sample)
 	dec := s.m.Tokenizer.NewStreamDecoder()
@@ -521,6 +521,18 @@ func (s *Session) generate(ctx context.Context, r *Reply, p GenParams, onText fu
 	}()
 	gd := s.onDevice(p.Sample, r)
 	defer func() { s.firstOK = false }()
+	var pipe *batchPipe
+	if q, ok := s.seq.(BatchPipeliner); ok && gd != nil {
+		pipe = &batchPipe{q: q, p: p.Sample}
+		defer func() {
+			// A batch submitted ahead of a stop, a cancel or the limit ran
+			// past the reply: its picks are dropped, its positions are
+			// past kvLen like any batch's past a stop token.
+			if derr := pipe.drain(); derr != nil && err == nil {
+				err = fmt.Errorf("decode batch submitted ahead: %w", derr)
+			}
+		}()
+	}
 	// ahead holds the picks of the last greedy batch not yet taken; all
 	// but the last have run.
 	var ahead []int32
@@ -561,17 +573,19 @@ func (s *Session) generate(ctx context.Context, r *Reply, p GenParams, onText fu
 			r.Finish = FinishLength
 			return nil
 		}
-		var err error
+		var stepErr error
 		switch {
 		case len(ahead) > 0: // id has run in the last batch
 			s.took()
+		case pipe != nil:
+			ahead, stepErr = s.pipelinedBatch(pipe, len(r.Tokens), p.MaxTokens)
 		case gd != nil:
-			ahead, err = s.greedyBatch(gd, len(r.Tokens), p.MaxTokens)
+			ahead, stepErr = s.greedyBatch(gd, len(r.Tokens), p.MaxTokens)
 		default:
-			err = s.advance(nil, nil, nil)
+			stepErr = s.advance(nil, nil, nil)
 		}
-		if err != nil {
-			return err
+		if stepErr != nil {
+			return stepErr
 		}
 	}
 }
@@ -645,19 +659,127 @@ func (s *Session) greedyBatch(gd GreedyDecoder, n, maxTokens int) ([]int32, erro
 	ids, err := gd.Greedy(s.toks[pos], pos, steps)
 	s.stepTime = s.clock().Sub(t0) / time.Duration(steps)
 	s.wrote(pos, pos+steps)
-	if err == nil && len(ids) != steps {
-		err = fmt.Errorf("%d ids for %d steps", len(ids), steps)
-	}
-	for i, id := range ids {
-		if err == nil && (id < 0 || int(id) >= s.m.Config.Vocab) {
-			err = fmt.Errorf("pick %d is token %d, outside the vocabulary of %d", i, id, s.m.Config.Vocab)
-		}
+	if err == nil {
+		err = s.checkPicks(ids, steps)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("greedy decode at position %d: %w", pos, err)
 	}
 	s.took()
 	return ids, nil
+}
+
+// checkPicks reports picks that are not a batch of steps vocabulary ids.
+func (s *Session) checkPicks(ids []int32, steps int) error {
+	if len(ids) != steps {
+		return fmt.Errorf("%d ids for %d steps", len(ids), steps)
+	}
+	for i, id := range ids {
+		if id < 0 || int(id) >= s.m.Config.Vocab {
+			return fmt.Errorf("pick %d is token %d, outside the vocabulary of %d", i, id, s.m.Config.Vocab)
+		}
+	}
+	return nil
+}
+
+// batchPipe is a reply's decoding on a BatchPipeliner: the batch submitted
+// ahead (ahead steps from position aheadAt; 0: none), the batches in
+// flight, and when the last picks came back.
+type batchPipe struct {
+	q         BatchPipeliner
+	p         sample.Params
+	ahead     int
+	aheadAt   int
+	inFlight  int
+	collected time.Time
+}
+
+// drain collects the batches still in flight, dropping their picks.
+func (pl *batchPipe) drain() error {
+	var errs []error
+	for ; pl.inFlight > 0; pl.inFlight-- {
+		if _, err := pl.q.CollectBatch(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	pl.ahead = 0
+	return errors.Join(errs...)
+}
+
+// pipelinedBatch is greedyBatch on a BatchPipeliner: it runs the token
+// just taken (at s.kvLen; n is the reply's length with it) and the
+// device's picks after it, in the batch the last call submitted ahead or
+// in one submitted now; submits the batch after it ahead where aheadSteps
+// allows; and returns this batch's picks. So the device runs the next
+// batch while the session streams these picks, and the host's round trip
+// and its encoding of the next list hide behind the device's work.
+func (s *Session) pipelinedBatch(pl *batchPipe, n, maxTokens int) ([]int32, error) {
+	s.rememberNow()
+	pos := s.kvLen
+	start := s.clock()
+	steps := pl.ahead
+	if steps > 0 {
+		if pl.aheadAt != pos {
+			return nil, fmt.Errorf("decode at position %d: the batch submitted ahead runs from %d", pos, pl.aheadAt)
+		}
+		// It has run since the last picks came back.
+		start, pl.ahead = pl.collected, 0
+	} else {
+		steps = s.batchSteps(pos, n, maxTokens)
+		b := Batch{Token: s.toks[pos], Start: pos, Steps: steps, Params: pl.p, Step: uint32(n), History: s.toks[:pos+1]}
+		if err := pl.q.SubmitBatch(b); err != nil {
+			return nil, fmt.Errorf("decode at position %d: %w", pos, err)
+		}
+		pl.inFlight++
+		s.wrote(pos, pos+steps)
+	}
+	if k := s.aheadSteps(pos, steps, n, maxTokens); k > 0 {
+		next := pos + steps
+		if err := pl.q.SubmitBatch(Batch{Start: next, Steps: k, Params: pl.p, Continues: true}); err != nil {
+			return nil, fmt.Errorf("decode at position %d, submitted ahead: %w", next, err)
+		}
+		pl.inFlight++
+		pl.ahead, pl.aheadAt = k, next
+		s.wrote(next, next+k)
+	}
+	ids, err := pl.q.CollectBatch()
+	pl.inFlight--
+	pl.collected = s.clock()
+	s.stepTime = pl.collected.Sub(start) / time.Duration(steps)
+	if err == nil {
+		err = s.checkPicks(ids, steps)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("decode at position %d: %w", pos, err)
+	}
+	s.took()
+	return ids, nil
+}
+
+// aheadSteps is how many steps the batch after the one at pos (steps
+// long; n is the reply's length with pos's token) may run when submitted
+// before that batch's picks are back, 0 for none. Its token, the batch's
+// last pick, must be one the reply takes and runs (MaxTokens, the context
+// limit), its steps are batchSteps' at its position, and since any pick
+// of the batch at pos may be a stop token, every position of both batches
+// after pos must be one the layout can take back. It is never submitted
+// when the batch at pos ends at a prefix cache block boundary: that block
+// is captured before anything past it runs.
+func (s *Session) aheadSteps(pos, steps, n, maxTokens int) int {
+	next := pos + steps
+	switch {
+	case maxTokens > 0 && n+steps > maxTokens:
+		return 0
+	case next+2 >= s.seq.Context():
+		return 0
+	case s.cache != nil && next%s.cache.Block() == 0:
+		return 0
+	}
+	k := s.batchSteps(next, n+steps, maxTokens)
+	for k > 0 && !s.m.layout.CanRewind(max(s.written, next+k), pos+1) {
+		k--
+	}
+	return k
 }
 
 // clock is the time on the session's clock.

@@ -131,7 +131,10 @@ type Device interface {
 	// (WebGPU's mapAsync refuses a second while the first is pending).
 	Map(b Buffer, offset, size int64, done func(data []byte, err error)) error
 	// Poll runs the callbacks of finished work; with wait, it first blocks
-	// until all submitted work is done.
+	// until every outstanding Map has completed, or until all submitted
+	// work is done when none is outstanding. (Work submitted after the
+	// last Map may still run: that is how a decode batch submitted ahead
+	// runs while the host takes the picks of the one before it.)
 	Poll(wait bool) error
 	// FreeBuffer, FreeKernel and FreeBindGroup release one object.
 	FreeBuffer(Buffer)

@@ -349,12 +349,26 @@ func (n *native) Poll(wait bool) error {
 // The sleeps grow from 10 us to 1 ms: a short wait costs little more than
 // the blocking one did, and a long one wakes the CPU at most a thousand
 // times a second.
+//
+// With readbacks outstanding it returns once they are all back, as
+// Device.Poll says: the work submitted after them (a decode batch
+// submitted ahead, see engine.BatchPipeliner) may still run.
 func (n *native) waitIdle() {
 	pause := 10 * time.Microsecond
-	for !n.dev.Poll(false, nil) {
+	for !n.dev.Poll(false, nil) && !n.mapsBack() {
 		time.Sleep(pause)
 		pause = min(2*pause, time.Millisecond)
 	}
+}
+
+// mapsBack reports whether readbacks are outstanding and all have come back.
+func (n *native) mapsBack() bool {
+	for _, pm := range n.maps {
+		if !pm.finished {
+			return false
+		}
+	}
+	return len(n.maps) > 0
 }
 
 func (n *native) FreeBuffer(b Buffer) {

@@ -526,11 +526,15 @@ export class GPUBridge {
   }
 
   // #restage maps a staging buffer again once the GPU has copied from it.
+  // settle() does not wait for it: the map resolves only once the list
+  // that copied from it has run, and a decode batch submitted ahead (see
+  // engine.BatchPipeliner) must not be waited for with the batch before
+  // it. #stageWrites takes a buffer once it is ready again.
   #restage(buf) {
     this.counters.gpuCalls++;
-    this.pending.push(buf.obj.mapAsync(GPUMapMode.WRITE).then(() => { buf.ready = true; }, () => {
+    buf.obj.mapAsync(GPUMapMode.WRITE).then(() => { buf.ready = true; }, () => {
       this.staging = this.staging.filter((b) => b !== buf);
-    }));
+    });
   }
 
   // takeStatus reports (once) what failed asynchronously since the last

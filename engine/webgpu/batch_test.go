@@ -8,6 +8,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/wick-run/wick/engine"
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/model"
 	"github.com/wick-run/wick/engine/sample"
@@ -170,5 +171,99 @@ func TestSamplingHistoryGrowsByDoubling(t *testing.T) {
 	perGrowth := 1 + samplingKernels // the buffer and every kernel's bind group
 	if made := cd.makes - before.makes; made != 3*perGrowth {
 		t.Errorf("%d buffers and bind groups made over %d batches after the first: %.1f times the history buffer and its bind groups, want 3", made, (len(history)-264)/64, float64(made)/float64(perGrowth))
+	}
+}
+
+// TestPipelinedBatchesMatchOne submits a batch and, before its picks are
+// back, one that continues it (engine.BatchPipeliner), and checks that
+// the two return the picks of one batch as long as both: the second
+// embeds the first's last pick where the GPU left it and draws on from the
+// sampler's step and history there, also where its history outgrows the
+// state buffer (grown by a copy on the GPU). Each batch is one command
+// list and one readback, and the second's readback is asked for only once
+// the first's picks are back: a host's wait delivers every readback asked
+// for, so asking earlier would wait for both.
+func TestPipelinedBatchesMatchOne(t *testing.T) {
+	cfg := testmodel.CAIShaped(testVocab, model.Int8)
+	w := testmodel.Random(cfg, 3)
+	const start, first, second = 5, 3, 4
+	prompt := testmodel.Tokens(start+1, testVocab, 9)
+	for _, tc := range []struct {
+		name    string
+		p       sample.Params
+		history int // ids of history before the prompt's last (the sampler's alone)
+	}{
+		{"greedy", sample.Params{}, 0},
+		{"sampled", sample.Params{Temperature: 0.9, TopP: 0.95, RepetitionPenalty: 1.2, Seed: 7}, 0},
+		// 256-first ids fill the first batch's state buffer exactly (256
+		// ids at least), so the second's picks need a larger one.
+		{"sampled, history grows", sample.Params{Temperature: 1.1, TopK: 40, RepetitionPenalty: 1.5, Seed: 8}, 256 - first - start - 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cd := &countingDevice{Device: device(t)}
+			_, s := gpuSequence(t, cd, cfg, w, Options{}, 64)
+			history := append(testmodel.Tokens(tc.history, testVocab, 4), prompt...)
+			prefill := func() {
+				t.Helper()
+				if err := s.Forward(prompt[:start], 0, make([]float32, cfg.Vocab)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			prefill()
+			before := *cd
+			b := engine.Batch{Token: prompt[start], Start: start, Steps: first, Params: tc.p, Step: 3, History: history}
+			if err := s.SubmitBatch(b); err != nil {
+				t.Fatal(err)
+			}
+			histCap := s.batch.histCap
+			if err := s.SubmitBatch(engine.Batch{Start: start + first, Steps: second, Params: tc.p, Continues: true}); err != nil {
+				t.Fatal(err)
+			}
+			// (Its batch buffers grow too: 4 steps after 3, while the
+			// first batch still uses the old ones.)
+			if grew := s.batch.histCap > histCap; grew != (tc.history > 0) {
+				t.Errorf("the second batch grew the sampling state (%d ids after %d): %v, want %v", s.batch.histCap, histCap, grew, tc.history > 0)
+			}
+			runs := 2
+			if tc.history > 0 {
+				runs++ // the state's copy into the larger buffer
+			}
+			if d := fmt.Sprintf("runs %d, maps %d, waits %d", cd.runs-before.runs, cd.maps-before.maps, cd.waits-before.waits); d != fmt.Sprintf("runs %d, maps 1, waits 0", runs) {
+				t.Errorf("two batches submitted: %s; want %d runs and the first's readback asked for", d, runs)
+			}
+			if err := s.SubmitBatch(engine.Batch{Start: start + first + second, Steps: 1, Params: tc.p, Continues: true}); err == nil {
+				t.Error("a third batch in flight was taken")
+			}
+			a, err := s.CollectBatch()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := fmt.Sprintf("maps %d, waits %d", cd.maps-before.maps, cd.waits-before.waits); d != "maps 2, waits 1" {
+				t.Errorf("the first batch collected: %s; want the second's readback asked for after one wait", d)
+			}
+			c, err := s.CollectBatch()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The same steps as one batch.
+			prefill()
+			want, err := s.Sample(prompt[start], start, first+second, tc.p, 3, history)
+			if tc.p.Temperature == 0 {
+				want, err = s.Greedy(prompt[start], start, first+second)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := append(a, c...); !slices.Equal(got, want) {
+				t.Errorf("batches of %d and %d picked %v %v, one batch of %d %v", first, second, a, c, first+second, want)
+			}
+			if _, err := s.CollectBatch(); err == nil {
+				t.Error("a batch was collected with none in flight")
+			}
+			// A batch that continues none in flight is refused.
+			if err := s.SubmitBatch(engine.Batch{Start: start + first + second, Steps: 1, Params: tc.p, Continues: true}); err == nil {
+				t.Error("a batch continuing none in flight was taken")
+			}
+		})
 	}
 }

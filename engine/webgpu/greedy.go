@@ -3,6 +3,7 @@ package webgpu
 import (
 	"fmt"
 
+	"github.com/wick-run/wick/engine"
 	"github.com/wick-run/wick/shaders"
 )
 
@@ -13,24 +14,26 @@ import (
 // read back once, at the end.
 // It is DESIGN.md's decode loop in its simplest form (greedy, no stop token).
 func (s *Sequence) Greedy(token int32, start, steps int) ([]int32, error) {
-	c := s.m.cfg
 	if steps <= 0 {
 		return nil, nil
 	}
-	if token < 0 || int(token) >= c.Vocab {
-		return nil, fmt.Errorf("greedy: token %d outside the vocabulary of %d", token, c.Vocab)
-	}
-	if start < 0 || start+steps > s.lay.Context {
-		return nil, fmt.Errorf("greedy: positions %d..%d outside the KV arena's context of %d", start, start+steps-1, s.lay.Context)
-	}
-	if err := s.growBatch(steps); err != nil {
+	ids, err := s.runBatch(engine.Batch{Token: token, Start: start, Steps: steps})
+	if err != nil {
 		return nil, fmt.Errorf("greedy: %w", err)
 	}
-	ids, err := s.runBatch(token, start, steps, s.pick, nil)
-	if err != nil {
-		return nil, fmt.Errorf("greedy: positions %d..%d: %w", start, start+steps-1, err)
-	}
 	return ids, nil
+}
+
+// runBatch submits batch b and waits for its picks; no other batch may be
+// in flight.
+func (s *Sequence) runBatch(b engine.Batch) ([]int32, error) {
+	if n := len(s.batch.flight); n > 0 {
+		return nil, fmt.Errorf("%d batches submitted ahead are in flight", n)
+	}
+	if err := s.SubmitBatch(b); err != nil {
+		return nil, err
+	}
+	return s.CollectBatch()
 }
 
 // recordDecode records into s.enc one decode step of the token in ids[0]

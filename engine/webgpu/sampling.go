@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/wick-run/wick/engine"
 	"github.com/wick-run/wick/engine/gpu"
 	"github.com/wick-run/wick/engine/sample"
 	"github.com/wick-run/wick/shaders"
@@ -128,29 +129,15 @@ type samplingParams struct {
 // can differ where a draw or the top-p mass falls within float32 rounding
 // of a boundary between two tokens (see TestSampleMatchesSampler).
 func (s *Sequence) Sample(token int32, start, steps int, p sample.Params, step uint32, history []int32) ([]int32, error) {
-	c := s.m.cfg
 	if steps <= 0 {
 		return nil, nil
 	}
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("sample: %w", err)
 	}
-	if token < 0 || int(token) >= c.Vocab {
-		return nil, fmt.Errorf("sample: token %d outside the vocabulary of %d", token, c.Vocab)
-	}
-	if start < 0 || start+steps > s.lay.Context {
-		return nil, fmt.Errorf("sample: positions %d..%d outside the KV arena's context of %d", start, start+steps-1, s.lay.Context)
-	}
-	if err := s.growBatch(steps); err != nil {
-		return nil, fmt.Errorf("sample: %w", err)
-	}
-	pick, writes, err := s.samplingSites(p, step, history, steps)
+	ids, err := s.runBatch(engine.Batch{Token: token, Start: start, Steps: steps, Params: p, Step: step, History: history})
 	if err != nil {
 		return nil, fmt.Errorf("sample: %w", err)
-	}
-	ids, err := s.runBatch(token, start, steps, pick, writes)
-	if err != nil {
-		return nil, fmt.Errorf("sample: positions %d..%d: %w", start, start+steps-1, err)
 	}
 	return ids, nil
 }
@@ -163,7 +150,7 @@ func (s *Sequence) pickSites(p sample.Params, step uint32, history []int32, step
 	if err := p.Validate(); err != nil {
 		return nil, nil, err
 	}
-	if p.Temperature == 0 && (p.RepetitionPenalty == 0 || p.RepetitionPenalty == 1) {
+	if greedyParams(p) {
 		return s.pick, nil, nil
 	}
 	return s.samplingSites(p, step, history, steps)
@@ -173,13 +160,9 @@ func (s *Sequence) pickSites(p sample.Params, step uint32, history []int32, step
 // from step step of its stream after history, and the writes of their
 // parameters and state; they make the sampling buffers on first use.
 func (s *Sequence) samplingSites(p sample.Params, step uint32, history []int32, steps int) ([]site, func(*gpu.Encoder), error) {
-	m, c := s.m, s.m.cfg
-	var kern [samplingKernels]gpu.Kernel
-	for i, k := range samplingKeys {
-		var err error
-		if kern[i], err = m.kernel(k); err != nil {
-			return nil, nil, err
-		}
+	kern, err := s.samplingKernels()
+	if err != nil {
+		return nil, nil, err
 	}
 	// The history and the picks, after the step counter and the length.
 	histCap := len(history) + steps
@@ -189,7 +172,56 @@ func (s *Sequence) samplingSites(p sample.Params, step uint32, history []int32, 
 	for _, id := range history {
 		state = binary.LittleEndian.AppendUint32(state, uint32(id))
 	}
-	sp := samplingParams{Cols: uint32(c.Vocab), HistCap: uint32(histCap), Penalty: p.RepetitionPenalty, TopP: p.TopP,
+	if err := s.growSampling(kern, histCap, 0); err != nil {
+		return nil, nil, err
+	}
+	b := &s.batch
+	b.histEnd = histCap
+	sp := s.samplingParamsOf(p)
+	return samplingSitesOf(kern, b.groups, s.m.cfg.Vocab, sp), func(e *gpu.Encoder) {
+		e.Write(b.sparams, 0, paramBytes(sp))
+		e.Write(b.state, 0, state)
+	}, nil
+}
+
+// continueSampling is samplingSites for a batch that continues the one
+// before it: its draws go on from the state that batch leaves on the
+// device (the step, and the history with that batch's picks), so only the
+// parameters are written, and a state buffer too small for the new picks
+// is grown by a copy on the device.
+func (s *Sequence) continueSampling(p sample.Params, steps int) ([]site, func(*gpu.Encoder), error) {
+	kern, err := s.samplingKernels()
+	if err != nil {
+		return nil, nil, err
+	}
+	b := &s.batch
+	if err := s.growSampling(kern, b.histEnd+steps, b.histEnd); err != nil {
+		return nil, nil, err
+	}
+	b.histEnd += steps
+	sp := s.samplingParamsOf(p)
+	return samplingSitesOf(kern, b.groups, s.m.cfg.Vocab, sp), func(e *gpu.Encoder) {
+		e.Write(b.sparams, 0, paramBytes(sp))
+	}, nil
+}
+
+// samplingKernels are the sampling kernels, compiled on first use.
+func (s *Sequence) samplingKernels() ([samplingKernels]gpu.Kernel, error) {
+	var kern [samplingKernels]gpu.Kernel
+	for i, k := range samplingKeys {
+		var err error
+		if kern[i], err = s.m.kernel(k); err != nil {
+			return kern, err
+		}
+	}
+	return kern, nil
+}
+
+// samplingParamsOf is the kernels' parameters for draws with p; the
+// history may fill the whole state buffer.
+func (s *Sequence) samplingParamsOf(p sample.Params) samplingParams {
+	c := s.m.cfg
+	sp := samplingParams{Cols: uint32(c.Vocab), HistCap: uint32(s.batch.histCap), Penalty: p.RepetitionPenalty, TopP: p.TopP,
 		SeedHash: pcgHash(pcgHash(uint32(p.Seed)) + uint32(p.Seed>>32))}
 	if p.Temperature > 0 {
 		sp.InvT = float32(1 / float64(p.Temperature))
@@ -197,14 +229,7 @@ func (s *Sequence) samplingSites(p sample.Params, step uint32, history []int32, 
 	if p.TopK > 0 && p.TopK < c.Vocab {
 		sp.TopK = uint32(p.TopK)
 	}
-	if err := s.growSampling(kern, histCap); err != nil {
-		return nil, nil, err
-	}
-	b := &s.batch
-	return samplingSitesOf(kern, b.groups, c.Vocab, sp), func(e *gpu.Encoder) {
-		e.Write(b.sparams, 0, paramBytes(sp))
-		e.Write(b.state, 0, state)
-	}, nil
+	return sp
 }
 
 func paramBytes(p samplingParams) []byte {

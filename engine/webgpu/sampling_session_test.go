@@ -13,7 +13,8 @@ import (
 	"github.com/wick-run/wick/engine/webgpu"
 )
 
-// counting passes Sample on and counts the calls.
+// countingSampler passes Sample and the pipelined batches on and counts
+// the calls.
 type countingSampler struct {
 	engine.Backend
 	calls *int
@@ -35,6 +36,11 @@ func (b countingSampler) NewSequence(n int) (engine.Sequence, error) {
 func (s countingSamplerSeq) Sample(token int32, start, steps int, p sample.Params, step uint32, history []int32) ([]int32, error) {
 	*s.calls++
 	return s.Sequence.Sample(token, start, steps, p, step, history)
+}
+
+func (s countingSamplerSeq) SubmitBatch(b engine.Batch) error {
+	*s.calls++
+	return s.Sequence.SubmitBatch(b)
 }
 
 // TestSessionSamplesOnGPU runs sampled conversations on the WebGPU backend

@@ -29,8 +29,8 @@ func (b logitsOnly) NewSequence(n int) (engine.Sequence, error) {
 	return struct{ engine.Sequence }{s}, nil
 }
 
-// counted passes Greedy on and counts the calls, to show the sessions
-// under test do decode on the GPU.
+// counted passes Greedy and the pipelined batches on and counts the calls,
+// to show the sessions under test do decode on the GPU.
 type counted struct {
 	engine.Backend
 	calls *int
@@ -52,6 +52,17 @@ func (b counted) NewSequence(n int) (engine.Sequence, error) {
 func (s countedSeq) Greedy(token int32, start, steps int) ([]int32, error) {
 	*s.calls++
 	return s.Sequence.(engine.GreedyDecoder).Greedy(token, start, steps)
+}
+
+// SubmitBatch and CollectBatch pass the pipelined batches on
+// (engine.BatchPipeliner), counting the submits.
+func (s countedSeq) SubmitBatch(b engine.Batch) error {
+	*s.calls++
+	return s.Sequence.(engine.BatchPipeliner).SubmitBatch(b)
+}
+
+func (s countedSeq) CollectBatch() ([]int32, error) {
+	return s.Sequence.(engine.BatchPipeliner).CollectBatch()
 }
 
 func loadGPU(t *testing.T, dir string, ctx int) *engine.Model {

@@ -15,8 +15,9 @@ import (
 )
 
 // tally counts what a GPU sequence was asked to do: tokens forwarded
-// (prefill: greedy replies decode through Greedy), Greedy calls and
-// restores. It keeps every optional interface of *webgpu.Sequence.
+// (prefill: greedy replies decode through Greedy), decode batches (Greedy
+// calls and pipelined submits) and restores. It keeps every optional
+// interface of *webgpu.Sequence.
 type tally struct{ forwarded, greedy, restores int }
 
 type tallied struct {
@@ -55,6 +56,11 @@ func (s talliedSeq) ForwardPick(tokens []int32, start int, p sample.Params, step
 func (s talliedSeq) Greedy(token int32, start, steps int) ([]int32, error) {
 	s.n.greedy++
 	return s.Sequence.Greedy(token, start, steps)
+}
+
+func (s talliedSeq) SubmitBatch(b engine.Batch) error {
+	s.n.greedy++
+	return s.Sequence.SubmitBatch(b)
 }
 
 func (s talliedSeq) Restore(parts []*kv.Snapshot) error {

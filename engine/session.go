@@ -622,13 +622,14 @@ func (b sampledBatch) Greedy(token int32, start, steps int) ([]int32, error) {
 // A greedy batch (one GreedyDecoder call) runs several steps per readback.
 // A browser's readback round trip (mapAsync, back to the event loop, into
 // the module again) costs milliseconds, more than a decode step of a small
-// model on a real GPU, and the GPU idles through it. Natively the round
-// trip is short and still counts: 128-token replies of models/wick-cai-21m
-// on an H200 (BenchmarkSessionDecode in engine/webgpu) ran at 570 tokens/s
-// through the logits, 585 with the argmax on the GPU and a readback per
-// step, 725 at two steps and 840 at four. A batch is one command list
-// (engine/webgpu's runBatch), so in a browser it crosses into JS twice (run
-// and map) whatever its length.
+// model on a real GPU, and the GPU idles through it unless the next batch
+// is already submitted (BatchPipeliner, see pipelinedBatch). Natively the
+// round trip is short and still counts: 128-token replies of
+// models/wick-cai-21m on an H200 (BenchmarkSessionDecode in engine/webgpu)
+// ran at 570 tokens/s through the logits, 585 with the argmax on the GPU
+// and a readback per step, 725 at two steps and 840 at four. A batch is
+// one command list (engine/webgpu's SubmitBatch), so in a browser it
+// crosses into JS twice (run and map) whatever its length.
 //
 // The price of a long batch is steps run past a stop token, once per reply,
 // and tokens streamed in bursts. So a batch runs as many steps as fit in

@@ -10,10 +10,13 @@ import (
 	"github.com/wick-run/wick/shaders"
 )
 
-// A batch of decode steps (Greedy, Sample) is one command list, submitted
-// with one Run and read back with one Map: in a browser every Run is a
-// crossing into JS, and a batch of k steps costs run + map + the wait's
-// status, 3 crossings for k tokens.
+// A batch of decode steps (Greedy, Sample, SubmitBatch) is one command
+// list, submitted with one Run and read back with one Map: in a browser
+// every Run is a crossing into JS, and a batch of k steps costs run + map
+// + the wait's status, 3 crossings for k tokens. A session submits the next
+// batch before it waits for this one's picks (engine.BatchPipeliner), so
+// the GPU runs it through the host's round trip and the encoding of the
+// list after it.
 //
 // A list's writes all land before its first command runs (the executors
 // apply them with queue.writeBuffer ahead of the command buffer; see

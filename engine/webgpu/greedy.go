@@ -10,7 +10,7 @@ import (
 // Greedy decodes steps tokens after token (at position start) with the
 // argmax taken on the GPU: each step's id stays in the ids buffer for the
 // next step's embedding gather, so the steps run back to back in one
-// command list (see runBatch) with no readback between them. The ids are
+// command list (see SubmitBatch) with no readback between them. The ids are
 // read back once, at the end.
 // It is DESIGN.md's decode loop in its simplest form (greedy, no stop token).
 func (s *Sequence) Greedy(token int32, start, steps int) ([]int32, error) {

@@ -123,7 +123,7 @@ type samplingParams struct {
 // history (for the repetition penalty) is history followed by the picks
 // before it. Each pick stays on the GPU for the next step's embedding and
 // is appended to a history buffer there; the steps are one command list
-// (see runBatch) and the ids are read back once.
+// (see SubmitBatch) and the ids are read back once.
 //
 // The GPU works in float32 where engine/sample works in float64, so a pick
 // can differ where a draw or the top-p mass falls within float32 rounding

@@ -354,10 +354,19 @@ type namedModel struct {
 	load func() (*model.Config, *model.Weights, error)
 }
 
-// ParseGemv reads a GEMV variant "WGxTPR", with a trailing f for FMA.
+// ParseGemv reads a GEMV variant "WGxTPR", with a trailing f for FMA and
+// then, after a slash, the fewest workgroups a product is spread over
+// (webgpu.Gemv.Groups): "256x8/512".
 func ParseGemv(s string) (webgpu.Gemv, error) {
 	var g webgpu.Gemv
 	s = strings.TrimSpace(s)
+	if v, groups, ok := strings.Cut(s, "/"); ok {
+		n, err := strconv.Atoi(groups)
+		if err != nil || n <= 0 {
+			return g, fmt.Errorf("-gemv: variant %q: %q is no count of workgroups", s, groups)
+		}
+		g.Groups, s = n, v
+	}
 	if strings.HasSuffix(s, "f") {
 		g.FMA, s = true, strings.TrimSuffix(s, "f")
 	}
@@ -385,6 +394,9 @@ func gemvKey(g webgpu.Gemv) shaders.Key {
 // gemvName names variant g as kernel k runs it (after its tier).
 func gemvName(g webgpu.Gemv, k shaders.Key) string {
 	s := fmt.Sprintf("wg%d, %d per row", g.WG, g.TPR)
+	if g.Groups > 0 {
+		s += fmt.Sprintf(", %d+ groups", g.Groups)
+	}
 	switch {
 	case k.Dot4:
 		return s + ", dot4"

@@ -9,7 +9,7 @@ import (
 // TestParseGemv reads GEMV variants as -gemv takes them, and refuses
 // malformed ones by name.
 func TestParseGemv(t *testing.T) {
-	for _, v := range []string{"", "8", "8x", "x8", "8x8x8", "ax8", "8 x 8"} {
+	for _, v := range []string{"", "8", "8x", "x8", "8x8x8", "ax8", "8 x 8", "256x8/", "256x8/0", "256x8/-4", "256x8/a", "/512"} {
 		if _, err := ParseGemv(v); err == nil {
 			t.Errorf("%q: accepted", v)
 		}
@@ -21,6 +21,14 @@ func TestParseGemv(t *testing.T) {
 		}
 		if g.WG <= 0 || g.TPR <= 0 || g.FMA != (v[len(v)-1] == 'f') {
 			t.Errorf("%q read as %+v", v, g)
+		}
+	}
+	for v, want := range map[string]webgpu.Gemv{
+		"256x8/512":    {WG: 256, TPR: 8, Groups: 512},
+		"128x16f/1024": {WG: 128, TPR: 16, FMA: true, Groups: 1024},
+	} {
+		if g, err := ParseGemv(v); err != nil || g != want {
+			t.Errorf("%q read as %+v (%v), want %+v", v, g, err, want)
 		}
 	}
 }

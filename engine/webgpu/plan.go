@@ -315,6 +315,9 @@ func (s *Sequence) project(y gpu.Buffer, w *matrix, x gpu.Buffer, fromFirst bool
 		}
 		g := m.opt.Gemv
 		minGroups := gemvMinGroups
+		if g.Groups > 0 {
+			minGroups = g.Groups
+		}
 		if in != nil && m.opt.Fuse.Groups > 0 {
 			minGroups = m.opt.Fuse.Groups
 		}

@@ -5,6 +5,7 @@ package webgpu_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"testing"
 
@@ -191,7 +192,8 @@ func TestSessionGreedyOnGPU(t *testing.T) {
 }
 
 // chunked splits every Greedy call into calls of at most n steps, each
-// with its own readback: how a session with smaller batches decodes.
+// with its own readback: how a session with smaller batches decodes. It
+// submits no batch ahead (it is no engine.BatchPipeliner).
 type chunked struct {
 	engine.Backend
 	n int
@@ -223,14 +225,19 @@ func (s chunkedSeq) Greedy(token int32, start, steps int) ([]int32, error) {
 	return ids, nil
 }
 
-// BenchmarkSessionDecode measures greedy replies of the bundled model on
-// the WebGPU backend: through the logits (a readback of the logits per
-// token), and with the argmax on the GPU at 1, 2 and 4 steps per readback
-// (4 is what sessions run where nothing limits it). Replies run to 128
-// tokens: the template's stop tokens are replaced by one the model does
-// not pick.
+// BenchmarkSessionDecode measures greedy replies of the bundled model (or
+// the model directory in $WICK_SESSION_BENCH_MODEL) on the WebGPU
+// backend: through the logits (a readback of the logits per token), with
+// the argmax on the GPU at 1, 2 and 4 steps per readback, and at 4 with
+// the next batch submitted before each readback (what sessions run where
+// nothing limits it). Replies run to 128 tokens: the template's stop
+// tokens are replaced by one the model does not pick.
 func BenchmarkSessionDecode(b *testing.B) {
 	const tokens = 128
+	dir := "../../models/wick-cai-21m"
+	if d := os.Getenv("WICK_SESSION_BENCH_MODEL"); d != "" {
+		dir = d
+	}
 	for _, tc := range []struct {
 		name string
 		wrap func(engine.Backend) engine.Backend
@@ -238,10 +245,11 @@ func BenchmarkSessionDecode(b *testing.B) {
 		{"logits", func(b engine.Backend) engine.Backend { return logitsOnly{b} }},
 		{"argmax-1", func(b engine.Backend) engine.Backend { return chunked{b, 1} }},
 		{"argmax-2", func(b engine.Backend) engine.Backend { return chunked{b, 2} }},
-		{"argmax-4", func(b engine.Backend) engine.Backend { return b }},
+		{"argmax-4", func(b engine.Backend) engine.Backend { return chunked{b, 4} }},
+		{"argmax-4-ahead", func(b engine.Backend) engine.Backend { return b }},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			m, err := engine.Load("../../models/wick-cai-21m", engine.Options{Backend: "webgpu", CacheBytes: -1})
+			m, err := engine.Load(dir, engine.Options{Backend: "webgpu", CacheBytes: -1})
 			if err != nil {
 				b.Fatal(err)
 			}

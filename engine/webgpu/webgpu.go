@@ -225,10 +225,16 @@ type Gemv struct {
 	WG  int  // invocations per workgroup: one of shaders.GemvWGs
 	TPR int  // invocations per row: a power of two up to WG
 	FMA bool // int8 products through exact float32 FMA
+	// Groups is the fewest workgroups a product of few rows is spread
+	// over, TPR doubling until it is reached (0: gemvMinGroups).
+	Groups int
 }
 
 // Validate reports a variant that package shaders has no kernels for.
 func (g Gemv) Validate() error {
+	if g.Groups < 0 {
+		return fmt.Errorf("gemv spread over at least %d workgroups: want 0 (the default) or more", g.Groups)
+	}
 	if !slices.Contains(shaders.GemvWGs, g.WG) || g.TPR <= 0 || g.TPR&(g.TPR-1) != 0 || g.TPR > g.WG {
 		return fmt.Errorf("gemv with %d invocations per row in workgroups of %d: want workgroups of %v and a power of two up to the workgroup size per row",
 			g.TPR, g.WG, shaders.GemvWGs)

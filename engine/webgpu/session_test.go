@@ -257,7 +257,8 @@ func BenchmarkSessionDecode(b *testing.B) {
 			m.Backend = tc.wrap(m.Backend)
 			f := modeltest.Open(b, m.Dir)
 			ct := proto.Clone(f.Manifest().GetChat()).(*manifestpb.ChatTemplate)
-			ct.StopIds = []int32{int32(m.Config.Vocab - 1)}
+			// The last id both the model and its tokenizer have.
+			ct.StopIds = []int32{int32(min(m.Config.Vocab, m.Tokenizer.Vocab()) - 1)}
 			if m.Template, err = chat.New(ct, m.Tokenizer); err != nil {
 				b.Fatal(err)
 			}

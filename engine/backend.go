@@ -152,8 +152,9 @@ type SampleDecoder interface {
 //
 // Any pick of the batch in flight may be a stop token, so the batch after
 // it may run past the reply: a session submits ahead only where the layout
-// can take back both batches (kv.Layout.CanRewind), and never past a prefix
-// cache block boundary before that block's snapshot is taken.
+// can take back both batches (kv.Layout.CanRewind), which also leaves a
+// prefix cache block that the first completes capturable after the second
+// has run (kv.Layout.CanCapture).
 type BatchPipeliner interface {
 	// SubmitBatch submits a batch as Greedy (p greedy: temperature 0, no
 	// repetition penalty) or Sample would run it and returns without its

@@ -763,17 +763,15 @@ func (s *Session) pipelinedBatch(pl *batchPipe, n, maxTokens int) ([]int32, erro
 // last pick, must be one the reply takes and runs (MaxTokens, the context
 // limit), its steps are batchSteps' at its position, and since any pick
 // of the batch at pos may be a stop token, every position of both batches
-// after pos must be one the layout can take back. It is never submitted
-// when the batch at pos ends at a prefix cache block boundary: that block
-// is captured before anything past it runs.
+// after pos must be one the layout can take back. A prefix cache block
+// that the batch at pos completes is captured after the batch ahead has
+// run: the rings' room keeps the block's live part (see remember).
 func (s *Session) aheadSteps(pos, steps, n, maxTokens int) int {
 	next := pos + steps
 	switch {
 	case maxTokens > 0 && n+steps > maxTokens:
 		return 0
 	case next+2 >= s.seq.Context():
-		return 0
-	case s.cache != nil && next%s.cache.Block() == 0:
 		return 0
 	}
 	k := s.batchSteps(next, n+steps, maxTokens)
@@ -975,9 +973,6 @@ const prefillChunk = 64
 // cache when their bytes are back, after the turn's first token at the
 // latest (see finishSnapshots), so the token does not wait for them.
 func (s *Session) remember(start int) {
-	if s.written != s.kvLen {
-		return // a block must never hold positions run past the reply
-	}
 	B := s.cache.Block()
 	first := (start/B + 1) * B // the first block end the write reached
 	held := s.cache.Held(s.toks[:s.kvLen])
@@ -993,6 +988,14 @@ func (s *Session) remember(start int) {
 	}
 	if len(spans) == 0 {
 		return
+	}
+	// Positions written past the reply (a batch run past a stop token, or
+	// submitted ahead) are outside every block, and leave a block
+	// capturable while the rings still hold its live part.
+	for _, sp := range spans {
+		if !s.m.layout.CanCapture(s.written, sp.From, sp.To) {
+			return
+		}
 	}
 	// The tokens as they are now: s.toks may be cut and written over
 	// before the snapshots are back.

@@ -141,7 +141,6 @@ async function downloadAndLoad(name, backend) {
     const li = await ask('load', { model: name, backend, tier: tierOverride });
     loaded = { model: name, ...li };
     hooks.loaded = loaded;
-    hooks.state = 'ready';
     if (li.gpuNote) notice(li.gpuDetails ? li.gpuNote : `${li.gpuNote} Running on the CPU.`, { details: li.gpuDetails });
     const where = li.backend.startsWith('webgpu') ? 'the GPU (WebGPU)' : 'the CPU';
     status(`Ready: ${li.name} runs on ${where}.`, `backend ${li.backend}${li.adapter ? `, adapter ${li.adapter}` : ''}; context ${li.context} tokens; started in ${secs(li.loadMs)}`);
@@ -150,6 +149,9 @@ async function downloadAndLoad(name, backend) {
     setBusy(false);
     render();
     $('input').focus();
+    // Ready once the page takes input: the saved chats listed, the box
+    // focused (tests wait for it, then type).
+    hooks.state = 'ready';
   } catch (e) {
     hooks.state = 'error';
     downloadEnded(false);

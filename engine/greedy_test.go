@@ -101,7 +101,7 @@ type pipeState struct {
 }
 
 func (s pipeSeq) SubmitBatch(b Batch) error {
-	if !(b.Params.Temperature == 0 && (b.Params.RepetitionPenalty == 0 || b.Params.RepetitionPenalty == 1)) {
+	if !b.Params.Argmax() {
 		return fmt.Errorf("pipeSeq draws greedily only, not with %+v", b.Params)
 	}
 	if len(s.queue) == 2 {

@@ -595,7 +595,7 @@ func (s *Session) generate(ctx context.Context, r *Reply, p GenParams, onText fu
 // (temperature 0, no repetition penalty), its SampleDecoder for any other
 // p, or nil.
 func (s *Session) onDevice(p sample.Params, r *Reply) GreedyDecoder {
-	greedy := p.Temperature == 0 && (p.RepetitionPenalty == 0 || p.RepetitionPenalty == 1)
+	greedy := p.Argmax()
 	switch {
 	case greedy && s.greedy != nil:
 		return s.greedy

@@ -66,6 +66,13 @@ func (p Params) Validate() error {
 	return nil
 }
 
+// Argmax reports whether p draws the argmax of the logits as they are:
+// temperature 0 and no repetition penalty (what Greedy picks, and a GPU can
+// take where the logits are).
+func (p Params) Argmax() bool {
+	return p.Temperature == 0 && (p.RepetitionPenalty == 0 || p.RepetitionPenalty == 1)
+}
+
 // Greedy returns the index of the largest logit, the lowest index among
 // equals. NaN logits are never chosen unless all are NaN (then 0); an empty
 // slice gives -1.
@@ -171,7 +178,7 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 	if n == 0 {
 		return -1
 	}
-	if r := s.p.RepetitionPenalty; s.p.Temperature == 0 && (r == 0 || r == 1) {
+	if s.p.Argmax() {
 		// Steps 1 and 3 alone: no copy of the logits (a megabyte of a
 		// 262k vocabulary, made for every reply's first token).
 		return greedyClean(logits)

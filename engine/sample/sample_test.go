@@ -129,6 +129,25 @@ func TestGreedyWithoutCopy(t *testing.T) {
 	}
 }
 
+// TestArgmax tells the parameters that draw the argmax of the logits as
+// they are (which sessions leave to a device's argmax) from the rest.
+func TestArgmax(t *testing.T) {
+	for _, tc := range []struct {
+		p    Params
+		want bool
+	}{
+		{Params{}, true},
+		{Params{RepetitionPenalty: 1, TopK: 5, TopP: 0.5, Seed: 3}, true},
+		{Params{Temperature: 0.8, TopP: 0.95}, false},
+		{Params{RepetitionPenalty: 1.3}, false},
+		{Params{Temperature: 1e-6}, false},
+	} {
+		if got := tc.p.Argmax(); got != tc.want {
+			t.Errorf("%+v: Argmax %v, want %v", tc.p, got, tc.want)
+		}
+	}
+}
+
 // TestUniform pins the random stream, so that a GPU port can be checked
 // against these values (computed independently with Python integers).
 func TestUniform(t *testing.T) {

@@ -265,7 +265,7 @@ func (s *Sequence) SubmitBatch(b engine.Batch) error {
 	var writes func(*gpu.Encoder)
 	var err error
 	switch {
-	case greedyParams(b.Params):
+	case b.Params.Argmax():
 		pick = s.pick
 	case b.Continues:
 		pick, writes, err = s.continueSampling(b.Params, b.Steps)
@@ -285,11 +285,6 @@ func (s *Sequence) SubmitBatch(b engine.Batch) error {
 	}
 	bb.chainAt, bb.chainP = b.Start+b.Steps, b.Params
 	return nil
-}
-
-// greedyParams reports whether p draws the argmax (Greedy's pick sites).
-func greedyParams(p sample.Params) bool {
-	return p.Temperature == 0 && (p.RepetitionPenalty == 0 || p.RepetitionPenalty == 1)
 }
 
 // recordBatch records into s.enc (after what it holds: a state copy of

@@ -150,7 +150,7 @@ func (s *Sequence) pickSites(p sample.Params, step uint32, history []int32, step
 	if err := p.Validate(); err != nil {
 		return nil, nil, err
 	}
-	if greedyParams(p) {
+	if p.Argmax() {
 		return s.pick, nil, nil
 	}
 	return s.samplingSites(p, step, history, steps)

@@ -73,12 +73,11 @@ func (s *Sequence) slotBytes() int64 {
 // inflight is a batch submitted and not collected: its readback, and its
 // picks once they are back.
 type inflight struct {
-	steps  int
-	back   gpu.Buffer
-	mapped bool // its readback was asked for
-	done   bool // and has come back
-	ids    []int32
-	err    error
+	steps int
+	back  gpu.Buffer
+	done  bool // its readback has come back (or failed)
+	ids   []int32
+	err   error
 }
 
 // retire frees buf, or keeps it for freeRetired while batches are in
@@ -357,9 +356,9 @@ func (s *Sequence) submitList(steps int) error {
 	return nil
 }
 
-// mapPicks asks for batch f's readback.
+// mapPicks asks for batch f's readback: the oldest batch in flight always
+// has it asked for (submitList, CollectBatch).
 func (s *Sequence) mapPicks(f *inflight) error {
-	f.mapped = true
 	err := s.m.dev.Map(f.back, 0, readbackBytes(f.steps), func(data []byte, err error) {
 		f.done, f.err = true, err
 		if err == nil {
@@ -384,10 +383,7 @@ func (s *Sequence) CollectBatch() ([]int32, error) {
 	}
 	f := b.flight[0]
 	var err error
-	if !f.mapped {
-		err = s.mapPicks(f)
-	}
-	if err == nil && !f.done {
+	if !f.done {
 		err = s.m.dev.Poll(true)
 	}
 	if err == nil && !f.done {

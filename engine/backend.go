@@ -199,6 +199,23 @@ type FirstPicker interface {
 	ForwardPick(tokens []int32, start int, p sample.Params, step uint32, history []int32) (int32, error)
 }
 
+// PickSubmitter is a FirstPicker and BatchPipeliner whose prompt pick is
+// submitted like a decode batch: the reply's first batch then continues
+// it (Batch.Continues) and is submitted before the first token is back, so
+// the device runs it while the host takes the token, as it runs every
+// later batch while the host takes the picks before it (a browser's round
+// trip and the first batch's encoding, ~5 ms of a 1B reply on an H200,
+// no longer idle the GPU once a reply). engine/webgpu.Sequence implements
+// it.
+type PickSubmitter interface {
+	FirstPicker
+	BatchPipeliner
+	// SubmitPick submits ForwardPick's work (the forward of tokens at
+	// start.. and the draw after the last of them) as a batch of one pick
+	// and returns without it; CollectBatch returns it.
+	SubmitPick(tokens []int32, start int, p sample.Params, step uint32, history []int32) error
+}
+
 // PrefillStepper is a Sequence that says how many tokens a prompt's
 // Forward should take at a time when its reading is reported (and can be
 // cancelled) step by step: a GPU forwards a step of hundreds of tokens as

@@ -33,6 +33,7 @@ type deviceLog struct {
 	badSnaps   int   // Snapshot and Snapshots calls refused by the KV
 	deviceToks int   // positions Greedy ran
 	ahead      int   // batches a pipelined device had submitted ahead
+	firstAhead int   // of them, batches submitted ahead of a prompt's pick
 	// clock advances by step for each step Greedy runs: a device of that
 	// speed, for a session's clock (now).
 	clock time.Time
@@ -87,17 +88,45 @@ func (b deviceBackend) NewSequence(context int) (Sequence, error) {
 }
 
 // pipeSeq is a deviceSeq that also pipelines its batches
-// (BatchPipeliner): a batch runs when it is submitted, and the device's
-// clock passes its steps when its picks are collected, as a device that
-// runs the next batch while the host takes this one's picks.
+// (BatchPipeliner) and draws a prompt's first token (PickSubmitter): a
+// batch runs when it is submitted, and the device's clock passes its steps
+// when its picks are collected, as a device that runs the next batch
+// while the host takes this one's picks.
 type pipeSeq struct {
 	deviceSeq
 	*pipeState
 }
 
 type pipeState struct {
-	queue [][]int32 // picks of the batches submitted, not collected
-	last  int32     // the last batch's last pick (-1: none yet)
+	queue  [][]int32 // picks of the batches submitted, not collected
+	last   int32     // the last batch's last pick (-1: none yet)
+	picked bool      // the last batch is a prompt's pick
+}
+
+func (s pipeSeq) SubmitPick(tokens []int32, start int, p sample.Params, step uint32, history []int32) error {
+	if !p.Argmax() {
+		return fmt.Errorf("pipeSeq draws greedily only, not with %+v", p)
+	}
+	if len(s.queue) == 2 {
+		return fmt.Errorf("a third batch in flight")
+	}
+	if err := s.Forward(tokens, start, s.logits); err != nil {
+		return err
+	}
+	s.last, s.picked = sample.Greedy(s.logits), true
+	s.queue = append(s.queue, []int32{s.last})
+	return nil
+}
+
+func (s pipeSeq) ForwardPick(tokens []int32, start int, p sample.Params, step uint32, history []int32) (int32, error) {
+	if err := s.SubmitPick(tokens, start, p, step, history); err != nil {
+		return -1, err
+	}
+	ids, err := s.CollectBatch()
+	if err != nil {
+		return -1, err
+	}
+	return ids[0], nil
 }
 
 func (s pipeSeq) SubmitBatch(b Batch) error {
@@ -114,6 +143,9 @@ func (s pipeSeq) SubmitBatch(b Batch) error {
 		}
 		token = s.last
 		s.log.ahead++
+		if s.picked {
+			s.log.firstAhead++
+		}
 	}
 	clock := s.log.clock
 	ids, err := s.Greedy(token, b.Start, b.Steps)
@@ -121,7 +153,7 @@ func (s pipeSeq) SubmitBatch(b Batch) error {
 	if err != nil {
 		return err
 	}
-	s.last = ids[len(ids)-1]
+	s.last, s.picked = ids[len(ids)-1], false
 	s.queue = append(s.queue, ids)
 	return nil
 }
@@ -342,7 +374,10 @@ func TestGreedyOnDeviceMatchesLogits(t *testing.T) {
 					if pipelined && (tc.maxTokens == 0 || tc.maxTokens > maxGreedySteps) && log.ahead == 0 {
 						t.Error("no batch submitted ahead")
 					}
-					t.Logf("%d batches (%d submitted ahead), %d steps on the device (%.2f per readback)", len(log.batches), log.ahead, log.deviceToks, float64(log.deviceToks)/float64(len(log.batches)))
+					if pipelined && log.firstAhead == 0 {
+						t.Error("no reply's first batch submitted ahead of its first token")
+					}
+					t.Logf("%d batches (%d submitted ahead, %d of a first token), %d steps on the device (%.2f per readback)", len(log.batches), log.ahead, log.firstAhead, log.deviceToks, float64(log.deviceToks)/float64(len(log.batches)))
 				})
 			}
 		}

@@ -127,6 +127,10 @@ type Session struct {
 	// so s.logits does not hold them.
 	first   int32
 	firstOK bool
+	// pipe is the reply's decoding on a BatchPipeliner from its prefill
+	// on, when the prefill drew the first token (pickFirst): the reply's
+	// first batch may be in flight already. generate takes it.
+	pipe *batchPipe
 }
 
 // NewSession starts a conversation; system, when not empty, is the system
@@ -480,11 +484,22 @@ func (s *Session) prefill(ctx context.Context, p GenParams) (*Reply, error) {
 	r := &Reply{CachedTokens: s.kvLen}
 	from := s.kvLen
 	var draw *sample.Params
+	s.pipe = nil
 	if s.picker != nil && s.onDevice(p.Sample, r) != nil {
 		draw = &p.Sample
+		if q, ok := s.seq.(BatchPipeliner); ok {
+			s.pipe = &batchPipe{q: q, p: p.Sample, maxTokens: p.MaxTokens}
+		}
 	}
 	err := s.advance(p.OnPrefill, ctx.Done(), draw)
 	r.PromptTokens = s.kvLen - from
+	if err != nil && s.pipe != nil {
+		// No generate follows to take the batch the pick left in flight.
+		if derr := s.pipe.drain(); derr != nil {
+			err = errors.Join(err, fmt.Errorf("decode batch submitted ahead: %w", derr))
+		}
+		s.pipe = nil
+	}
 	return r, err
 }
 
@@ -521,9 +536,12 @@ func (s *Session) generate(ctx context.Context, r *Reply, p GenParams, onText fu
 	}()
 	gd := s.onDevice(p.Sample, r)
 	defer func() { s.firstOK = false }()
-	var pipe *batchPipe
-	if q, ok := s.seq.(BatchPipeliner); ok && gd != nil {
-		pipe = &batchPipe{q: q, p: p.Sample}
+	pipe := s.pipe
+	s.pipe = nil
+	if q, ok := s.seq.(BatchPipeliner); ok && gd != nil && pipe == nil {
+		pipe = &batchPipe{q: q, p: p.Sample, maxTokens: p.MaxTokens}
+	}
+	if pipe != nil {
 		defer func() {
 			// A batch submitted ahead of a stop, a cancel or the limit ran
 			// past the reply: its picks are dropped, its positions are
@@ -578,7 +596,7 @@ func (s *Session) generate(ctx context.Context, r *Reply, p GenParams, onText fu
 		case len(ahead) > 0: // id has run in the last batch
 			s.took()
 		case pipe != nil:
-			ahead, stepErr = s.pipelinedBatch(pipe, len(r.Tokens), p.MaxTokens)
+			ahead, stepErr = s.pipelinedBatch(pipe, len(r.Tokens))
 		case gd != nil:
 			ahead, stepErr = s.greedyBatch(gd, len(r.Tokens), p.MaxTokens)
 		default:
@@ -683,12 +701,13 @@ func (s *Session) checkPicks(ids []int32, steps int) error {
 	return nil
 }
 
-// batchPipe is a reply's decoding on a BatchPipeliner: the batch submitted
-// ahead (ahead steps from position aheadAt; 0: none), the batches in
-// flight, and when the last picks came back.
+// batchPipe is a reply's decoding on a BatchPipeliner: its draw and
+// MaxTokens, the batch submitted ahead (ahead steps from position aheadAt;
+// 0: none), the batches in flight, and when the last picks came back.
 type batchPipe struct {
 	q         BatchPipeliner
 	p         sample.Params
+	maxTokens int
 	ahead     int
 	aheadAt   int
 	inFlight  int
@@ -714,7 +733,8 @@ func (pl *batchPipe) drain() error {
 // allows; and returns this batch's picks. So the device runs the next
 // batch while the session streams these picks, and the host's round trip
 // and its encoding of the next list hide behind the device's work.
-func (s *Session) pipelinedBatch(pl *batchPipe, n, maxTokens int) ([]int32, error) {
+func (s *Session) pipelinedBatch(pl *batchPipe, n int) ([]int32, error) {
+	maxTokens := pl.maxTokens
 	s.rememberNow()
 	pos := s.kvLen
 	start := s.clock()
@@ -911,6 +931,9 @@ func (s *Session) advance(progress func(done, total int), cancelled <-chan struc
 				stop = stop / B * B
 			}
 		}
+		// Recorded first: a pick submits the reply's first batch after the
+		// step (pickFirst), which writes past it.
+		s.wrote(start, stop)
 		var err error
 		if f, ok := s.seq.(KVFiller); ok && stop < end {
 			// Not the prompt's last step: its logits would be overwritten
@@ -919,7 +942,7 @@ func (s *Session) advance(progress func(done, total int), cancelled <-chan struc
 		} else if draw != nil && stop == end {
 			// The reply's first draw, at step 0 of its sampler, with the
 			// whole conversation as its history.
-			s.first, err = s.picker.ForwardPick(s.toks[start:stop], start, *draw, 0, s.toks)
+			s.first, err = s.pickFirst(s.toks[start:stop], start, *draw)
 			if err == nil && (s.first < 0 || int(s.first) >= s.m.Config.Vocab) {
 				err = fmt.Errorf("prefill: the first pick is token %d, outside the vocabulary of %d", s.first, s.m.Config.Vocab)
 			}
@@ -927,7 +950,6 @@ func (s *Session) advance(progress func(done, total int), cancelled <-chan struc
 		} else {
 			err = s.seq.Forward(s.toks[start:stop], start, s.logits)
 		}
-		s.wrote(start, stop)
 		if err != nil {
 			return err
 		}
@@ -948,6 +970,66 @@ func (s *Session) advance(progress func(done, total int), cancelled <-chan struc
 		}
 	}
 	return nil
+}
+
+// pickFirst forwards the prompt's last step, tokens at start, and returns
+// the reply's first token, drawn with p at step 0 of its sampler with the
+// conversation as history on the device (FirstPicker). On a PickSubmitter
+// the pick is submitted as a batch and the reply's first decode batch
+// after it (firstAheadSteps) before the token is back: generate then finds
+// that batch in s.pipe, as the batch submitted ahead of the token it runs.
+func (s *Session) pickFirst(tokens []int32, start int, p sample.Params) (int32, error) {
+	ps, ok := s.seq.(PickSubmitter)
+	pl := s.pipe
+	if !ok || pl == nil {
+		return s.picker.ForwardPick(tokens, start, p, 0, s.toks)
+	}
+	if err := ps.SubmitPick(tokens, start, p, 0, s.toks); err != nil {
+		return -1, err
+	}
+	pl.inFlight++
+	end := start + len(tokens)
+	if k := s.firstAheadSteps(start, end, pl.maxTokens); k > 0 {
+		if err := pl.q.SubmitBatch(Batch{Start: end, Steps: k, Params: p, Continues: true}); err != nil {
+			return -1, fmt.Errorf("the reply's first decode batch, at %d: %w", end, err)
+		}
+		pl.inFlight++
+		pl.ahead, pl.aheadAt = k, end
+		s.wrote(end, end+k)
+	}
+	ids, err := pl.q.CollectBatch()
+	pl.inFlight--
+	pl.collected = s.clock()
+	if err == nil && len(ids) != 1 {
+		err = fmt.Errorf("%d ids for one pick", len(ids))
+	}
+	if err != nil {
+		return -1, err
+	}
+	return ids[0], nil
+}
+
+// firstAheadSteps is how many steps the reply's first decode batch, from
+// end (the prompt's length, where the first token runs), may run when
+// submitted before that token is back, 0 for none: the steps batchSteps
+// gives it once the token is taken, where the token would run at all
+// (the context limit), the layout can take back every one of them (the
+// token may be a stop), and the blocks that the prompt's last step (from
+// start) completes stay capturable after them (they are taken once the
+// token is out; see rememberNow).
+func (s *Session) firstAheadSteps(start, end, maxTokens int) int {
+	if end+2 >= s.seq.Context() {
+		return 0
+	}
+	var blocks []kv.Span
+	if s.cache != nil {
+		blocks = s.blockSpans(start, end)
+	}
+	k := s.batchSteps(end, 1, maxTokens)
+	for k > 0 && (!s.m.layout.CanRewind(max(s.written, end+k), end) || !s.capturable(blocks, max(s.written, end+k))) {
+		k--
+	}
+	return k
 }
 
 // prefillStep is the most tokens one forward of a prompt takes when its
@@ -973,29 +1055,9 @@ const prefillChunk = 64
 // cache when their bytes are back, after the turn's first token at the
 // latest (see finishSnapshots), so the token does not wait for them.
 func (s *Session) remember(start int) {
-	B := s.cache.Block()
-	first := (start/B + 1) * B // the first block end the write reached
-	held := s.cache.Held(s.toks[:s.kvLen])
-	if s.startedTo > held && s.startedTo <= s.kvLen {
-		held = s.startedTo // blocks started this turn, not back yet: they go in first
-	}
-	if held+B < first {
-		return // a block before these is missing: they could not be restored
-	}
-	var spans []kv.Span
-	for b := max(first, held+B); b <= s.kvLen; b += B {
-		spans = append(spans, kv.Span{From: b - B, To: b})
-	}
-	if len(spans) == 0 {
+	spans := s.blockSpans(start, s.kvLen)
+	if len(spans) == 0 || !s.capturable(spans, s.written) {
 		return
-	}
-	// Positions written past the reply (a batch run past a stop token, or
-	// submitted ahead) are outside every block, and leave a block
-	// capturable while the rings still hold its live part.
-	for _, sp := range spans {
-		if !s.m.layout.CanCapture(s.written, sp.From, sp.To) {
-			return
-		}
 	}
 	// The tokens as they are now: s.toks may be cut and written over
 	// before the snapshots are back.
@@ -1017,6 +1079,41 @@ func (s *Session) remember(start int) {
 		return
 	}
 	insert(s.snap.Snapshots(spans))
+}
+
+// blockSpans are the blocks remember offers the cache after a write of
+// the positions [start, end): those ending in (start, end] after the
+// blocks it holds (none where a block before them is missing: they could
+// not be restored).
+func (s *Session) blockSpans(start, end int) []kv.Span {
+	B := s.cache.Block()
+	first := (start/B + 1) * B // the first block end the write reached
+	held := s.cache.Held(s.toks[:end])
+	if s.startedTo > held && s.startedTo <= end {
+		held = s.startedTo // blocks started this turn, not back yet: they go in first
+	}
+	if held+B < first {
+		return nil
+	}
+	var spans []kv.Span
+	for b := max(first, held+B); b <= end; b += B {
+		spans = append(spans, kv.Span{From: b - B, To: b})
+	}
+	return spans
+}
+
+// capturable reports whether every span can be copied out once the
+// sequence has written up to end. Positions written past the reply (a
+// batch run past a stop token, or submitted ahead) are outside every
+// block, and leave a block capturable while the rings still hold its live
+// part.
+func (s *Session) capturable(spans []kv.Span, end int) bool {
+	for _, sp := range spans {
+		if !s.m.layout.CanCapture(end, sp.From, sp.To) {
+			return false
+		}
+	}
+	return true
 }
 
 // rememberNow offers the cache the blocks of the step advance left for

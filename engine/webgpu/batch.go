@@ -405,15 +405,3 @@ func (s *Sequence) CollectBatch() ([]int32, error) {
 	}
 	return f.ids, nil
 }
-
-// readPicks ends the list in s.enc with the copy of the first steps picks
-// (batch ids) into their readback buffer, runs it, and reads them back.
-func (s *Sequence) readPicks(steps int) ([]int32, error) {
-	if len(s.batch.flight) > 0 {
-		return nil, fmt.Errorf("read ids: %d batches in flight", len(s.batch.flight))
-	}
-	if err := s.submitList(steps); err != nil {
-		return nil, err
-	}
-	return s.CollectBatch()
-}

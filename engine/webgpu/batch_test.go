@@ -267,3 +267,75 @@ func TestPipelinedBatchesMatchOne(t *testing.T) {
 		})
 	}
 }
+
+// TestPickThenBatchMatches submits a prompt's pick (SubmitPick) and the
+// first decode batch continuing it before the pick is collected, as a
+// session's reply starts, and checks them against ForwardPick and a batch
+// of the token it returned: the same first token and picks, greedy and
+// sampled (the batch draws on at step 1 from the pick's state, its
+// history the prompt and the pick). The pick's readback is asked for
+// before the batch is submitted, so the first token waits for the prompt
+// alone.
+func TestPickThenBatchMatches(t *testing.T) {
+	cfg := testmodel.CAIShaped(testVocab, model.Int8)
+	w := testmodel.Random(cfg, 4)
+	const n, steps = 21, 3
+	prompt := testmodel.Tokens(n, testVocab, 10)
+	for _, tc := range []struct {
+		name string
+		p    sample.Params
+	}{
+		{"greedy", sample.Params{}},
+		{"page defaults", sample.Params{Temperature: 0.8, TopP: 0.95, Seed: 3}},
+		{"penalty", sample.Params{Temperature: 1.1, TopK: 40, RepetitionPenalty: 1.3, Seed: 5}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cd := &countingDevice{Device: device(t)}
+			_, s := gpuSequence(t, cd, cfg, w, Options{Chunk: 16}, 64)
+			if err := s.SubmitPick(prompt, 0, tc.p, 0, prompt); err != nil {
+				t.Fatal(err)
+			}
+			maps := cd.maps
+			if err := s.SubmitBatch(engine.Batch{Start: n, Steps: steps, Params: tc.p, Continues: true}); err != nil {
+				t.Fatal(err)
+			}
+			if cd.maps != maps || cd.waits != 0 {
+				t.Errorf("the batch after the pick asked for %d readbacks and waited %d times; want the pick's alone, asked before it", cd.maps-maps, cd.waits)
+			}
+			first, err := s.CollectBatch()
+			if err != nil {
+				t.Fatal(err)
+			}
+			picks, err := s.CollectBatch()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The same through ForwardPick and a batch of its token.
+			tok, err := s.ForwardPick(prompt, 0, tc.p, 0, prompt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			history := append(slices.Clone(prompt), tok)
+			want, err := s.Sample(tok, n, steps, tc.p, 1, history)
+			if tc.p.Argmax() {
+				want, err = s.Greedy(tok, n, steps)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(first) != 1 || first[0] != tok || !slices.Equal(picks, want) {
+				t.Errorf("pick %v then a batch continuing it %v; ForwardPick %d then a batch of it %v", first, picks, tok, want)
+			}
+			// A pick with a batch in flight is refused.
+			if err := s.SubmitBatch(engine.Batch{Token: tok, Start: n, Steps: 1, Params: tc.p, Step: 1, History: history}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.SubmitPick(prompt, 0, tc.p, 0, prompt); err == nil {
+				t.Error("a pick was submitted with a batch in flight")
+			}
+			if _, err := s.CollectBatch(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -18,13 +18,14 @@ import (
 )
 
 // orderDevice logs, in order, every command list run, every wait for the
-// device and every readback's delivery with its size.
+// device, and every readback asked for and delivered, with its size.
 type orderDevice struct {
 	gpu.Device
 	log *[]string
 }
 
 func (d orderDevice) Map(b gpu.Buffer, off, size int64, done func([]byte, error)) error {
+	*d.log = append(*d.log, fmt.Sprintf("ask %d", size))
 	return d.Device.Map(b, off, size, func(data []byte, err error) {
 		*d.log = append(*d.log, fmt.Sprintf("readback %d", size))
 		done(data, err)
@@ -52,8 +53,10 @@ func (d orderDevice) Poll(wait bool) error {
 // (megabytes on a real model, which the page's first token used to wait
 // for, in a wait of their own after each step) come back beside those
 // logits, or after the token for the last step's blocks, whose copies are
-// not even submitted before the token (nothing runs between the last
-// step's pick and the token). None is lost:
+// not even submitted before the token: between the last step's pick
+// and the token only the reply's first decode batch runs, submitted after
+// the pick's readback was asked for, so the wait does not cover it
+// (engine.PickSubmitter). None is lost:
 // every block is in the cache when the turn returns, and a new chat with
 // the prompt restores them and replies the same. plain-tiny reads the
 // prompt in one step; cai-tiny, whose rings hold 8 positions, stops a step
@@ -126,7 +129,7 @@ func TestFirstTokenWaitsForPickAlone(t *testing.T) {
 				ran := false // a list run since the last wait
 				for _, e := range log[:max(first, 0)] {
 					ran = e == "run" || ran && e != "wait"
-					if e == "run" {
+					if e == "run" || strings.HasPrefix(e, "ask ") {
 						continue
 					}
 					if block(e) {
@@ -135,7 +138,13 @@ func TestFirstTokenWaitsForPickAlone(t *testing.T) {
 					got = append(got, e)
 				}
 				if ran {
-					t.Errorf("a command list ran between the last step's pick and the first token:\n%s", strings.Join(log, "\n"))
+					t.Errorf("a command list ran between the wait for the last step's pick and the first token:\n%s", strings.Join(log, "\n"))
+				}
+				// From the pick's readback asked for to the wait: one list,
+				// the reply's first decode batch.
+				ask := slices.Index(log, "ask 8")
+				if wait := slices.Index(log, "wait"); ask < 0 || wait < ask || !slices.Equal(log[ask:wait], []string{"ask 8", "run"}) {
+					t.Errorf("want the pick's readback asked for, then the first decode batch run, then the wait:\n%s", strings.Join(log, "\n"))
 				}
 				if forwards != tc.steps || !slices.Equal(got, want) {
 					t.Errorf("%d steps of the prompt did, before the first token:\n%s\nwant one wait, for the last step's pick (%s), the blocks of the steps before it beside them:\n%s",

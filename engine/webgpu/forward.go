@@ -144,37 +144,55 @@ func (s *Sequence) recordStep(tokens []int32, start, first int, pick []site, wri
 }
 
 // ForwardPick runs tokens at positions start.. like Forward and draws the
-// token after them on the GPU (engine.FirstPicker): the last step's logits
-// row stays on the device, where the sites of a pick (Greedy's argmax, or
-// Sample's kernels with p) follow the head in the same command list, and
-// one id is read back, as a decode batch reads its picks.
+// token after them on the GPU (engine.FirstPicker): SubmitPick, then
+// CollectBatch.
 func (s *Sequence) ForwardPick(tokens []int32, start int, p sample.Params, step uint32, history []int32) (int32, error) {
+	if err := s.SubmitPick(tokens, start, p, step, history); err != nil {
+		return -1, err
+	}
+	ids, err := s.CollectBatch()
+	if err != nil {
+		return -1, fmt.Errorf("forward: positions ..%d: %w", start+len(tokens)-1, err)
+	}
+	return ids[0], nil
+}
+
+// SubmitPick submits ForwardPick's work as a batch of one pick
+// (engine.PickSubmitter): the last step's logits row stays on the device,
+// where the sites of a pick (Greedy's argmax, or Sample's kernels with p)
+// follow the head in the same command list, and one id is read back, as a
+// decode batch reads its picks. A batch that continues it
+// (engine.Batch.Continues) starts from the pick where the GPU left it.
+func (s *Sequence) SubmitPick(tokens []int32, start int, p sample.Params, step uint32, history []int32) error {
 	n := len(tokens)
 	if err := s.checkTokens(tokens, start); err != nil {
-		return -1, fmt.Errorf("forward: %w", err)
+		return fmt.Errorf("forward: %w", err)
+	}
+	b := &s.batch
+	if len(b.flight) > 0 {
+		return fmt.Errorf("forward: %d batches in flight", len(b.flight))
 	}
 	pick, writes, err := s.pickSites(p, step, history, 1)
 	if err != nil {
-		return -1, fmt.Errorf("forward: %w", err)
+		return fmt.Errorf("forward: %w", err)
 	}
 	if err := s.growBatch(1); err != nil {
-		return -1, fmt.Errorf("forward: %w", err)
+		return fmt.Errorf("forward: %w", err)
 	}
 	last := (n - 1) / s.C * s.C // where the last step starts: Forward's steps
 	if last > 0 {
 		if err := s.Fill(tokens[:last], start); err != nil {
-			return -1, fmt.Errorf("forward: %w", err)
+			return fmt.Errorf("forward: %w", err)
 		}
 	}
 	k := n - last
 	s.recordStep(tokens[last:], start+last, k-1, pick, writes)
-	b := &s.batch
 	s.enc.Copy(s.ids, 0, b.out, 0, 4)
-	ids, err := s.readPicks(1)
-	if err != nil {
-		return -1, fmt.Errorf("forward: positions %d..%d: %w", start+last, start+n-1, err)
+	if err := s.submitList(1); err != nil {
+		return fmt.Errorf("forward: positions %d..%d: %w", start+last, start+n-1, err)
 	}
-	return ids[0], nil
+	b.chainAt, b.chainP = start+n, p
+	return nil
 }
 
 // checkTokens checks a step's input: tokens at positions start.. within the

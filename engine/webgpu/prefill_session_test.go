@@ -48,6 +48,13 @@ func (s stepSeq) ForwardPick(tokens []int32, start int, p sample.Params, step ui
 	return s.Sequence.ForwardPick(tokens, start, p, step, history)
 }
 
+// SubmitPick counts as a step too: ForwardPick's, with the reply's first
+// batch submitted after it before its token is collected.
+func (s stepSeq) SubmitPick(tokens []int32, start int, p sample.Params, step uint32, history []int32) error {
+	*s.forwards++
+	return s.Sequence.SubmitPick(tokens, start, p, step, history)
+}
+
 // Fill counts as a step too: a long prompt's steps before its last.
 func (s stepSeq) Fill(tokens []int32, start int) error {
 	*s.forwards++

@@ -53,6 +53,11 @@ func (s talliedSeq) ForwardPick(tokens []int32, start int, p sample.Params, step
 	return s.Sequence.ForwardPick(tokens, start, p, step, history)
 }
 
+func (s talliedSeq) SubmitPick(tokens []int32, start int, p sample.Params, step uint32, history []int32) error {
+	s.n.forwarded += len(tokens)
+	return s.Sequence.SubmitPick(tokens, start, p, step, history)
+}
+
 func (s talliedSeq) Greedy(token int32, start, steps int) ([]int32, error) {
 	s.n.greedy++
 	return s.Sequence.Greedy(token, start, steps)

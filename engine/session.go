@@ -755,17 +755,11 @@ func (s *Session) pipelinedBatch(pl *batchPipe, n int) ([]int32, error) {
 		s.wrote(pos, pos+steps)
 	}
 	if k := s.aheadSteps(pos, steps, n, maxTokens); k > 0 {
-		next := pos + steps
-		if err := pl.q.SubmitBatch(Batch{Start: next, Steps: k, Params: pl.p, Continues: true}); err != nil {
-			return nil, fmt.Errorf("decode at position %d, submitted ahead: %w", next, err)
+		if err := s.submitAhead(pl, pos+steps, k); err != nil {
+			return nil, fmt.Errorf("decode at position %d, submitted ahead: %w", pos+steps, err)
 		}
-		pl.inFlight++
-		pl.ahead, pl.aheadAt = k, next
-		s.wrote(next, next+k)
 	}
-	ids, err := pl.q.CollectBatch()
-	pl.inFlight--
-	pl.collected = s.clock()
+	ids, err := s.collect(pl)
 	s.stepTime = pl.collected.Sub(start) / time.Duration(steps)
 	if err == nil {
 		err = s.checkPicks(ids, steps)
@@ -775,6 +769,26 @@ func (s *Session) pipelinedBatch(pl *batchPipe, n int) ([]int32, error) {
 	}
 	s.took()
 	return ids, nil
+}
+
+// submitAhead submits the batch of k steps from at that continues the
+// last one submitted, before that one's picks are back.
+func (s *Session) submitAhead(pl *batchPipe, at, k int) error {
+	if err := pl.q.SubmitBatch(Batch{Start: at, Steps: k, Params: pl.p, Continues: true}); err != nil {
+		return err
+	}
+	pl.inFlight++
+	pl.ahead, pl.aheadAt = k, at
+	s.wrote(at, at+k)
+	return nil
+}
+
+// collect waits for the oldest batch in flight and returns its picks.
+func (s *Session) collect(pl *batchPipe) ([]int32, error) {
+	ids, err := pl.q.CollectBatch()
+	pl.inFlight--
+	pl.collected = s.clock()
+	return ids, err
 }
 
 // aheadSteps is how many steps the batch after the one at pos (steps
@@ -990,16 +1004,11 @@ func (s *Session) pickFirst(tokens []int32, start int, p sample.Params) (int32, 
 	pl.inFlight++
 	end := start + len(tokens)
 	if k := s.firstAheadSteps(start, end, pl.maxTokens); k > 0 {
-		if err := pl.q.SubmitBatch(Batch{Start: end, Steps: k, Params: p, Continues: true}); err != nil {
+		if err := s.submitAhead(pl, end, k); err != nil {
 			return -1, fmt.Errorf("the reply's first decode batch, at %d: %w", end, err)
 		}
-		pl.inFlight++
-		pl.ahead, pl.aheadAt = k, end
-		s.wrote(end, end+k)
 	}
-	ids, err := pl.q.CollectBatch()
-	pl.inFlight--
-	pl.collected = s.clock()
+	ids, err := s.collect(pl)
 	if err == nil && len(ids) != 1 {
 		err = fmt.Errorf("%d ids for one pick", len(ids))
 	}

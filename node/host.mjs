@@ -304,25 +304,21 @@ async function bench(v) {
     const steps = 16;
     // -temp T profiles sampled decoding (top-p from -top-p), else greedy.
     const sampled = Number(v.temp) > 0 ? { temperature: Number(v.temp), top_p: Number(v['top-p']), seed: 7 } : {};
-    // The turn reads its prompt (a prefill, whose logits are read back)
-    // before its first token, and runs one decode step for each token it
-    // takes. The profile starts afresh at the first token, when every
-    // timestamp of the prefill is in (the module waited for its readback,
-    // and the host's settle for all its timestamps) and no decode step has
-    // been submitted yet (the module is paused at the token): what it sums
-    // after is the decode steps alone.
-    let decoding = false;
-    const r = await p.handle({ op: 'turn', session, kind: 'complete', turn: { ids: ids(1, 3), max_tokens: steps, ...sampled } }, () => {
-      if (!decoding) { decoding = true; p.engine.gpu.profileTimes(); }
-    });
+    // The turn's prompt is one id, so its prefill is one step of one
+    // token, the decode step's dispatches with the first token's pick, and
+    // the turn then runs one decode step for each token it takes: the
+    // profile, started afresh before the turn, sums steps + 1 decode steps.
+    // (It cannot start afresh at the first token: the reply's first batch
+    // is submitted before that token is back.)
+    const r = await p.handle({ op: 'turn', session, kind: 'complete', turn: { ids: ids(1, 3), max_tokens: steps, ...sampled } });
     // A reply cut by a stop token would have run steps past it (a decode
     // batch is not cut short), which no count here could tell apart.
     if (r.finish !== 'length' || r.tokens.length !== steps) {
       throw new Error(`profile: the decode turn ended (${r.finish}) after ${r.tokens.length} of ${steps} tokens, so its steps cannot be counted`);
     }
     res.profile = {
-      steps, method: 'decode-only',
-      kernels: p.engine.gpu.profileTimes().map((k) => ({ label: k.label, perStep: k.count / steps, usPerStep: k.ns / 1000 / steps })),
+      steps: steps + 1, method: 'decode-only',
+      kernels: p.engine.gpu.profileTimes().map((k) => ({ label: k.label, perStep: k.count / (steps + 1), usPerStep: k.ns / 1000 / (steps + 1) })),
     };
     // Prefill by kernel: one prompt of `prompt` ids in a fresh session.
     const pre = await p.handle({ op: 'open', chat: '', messages: [] });
@@ -367,7 +363,7 @@ function printBench(r) {
   if (r.profile) {
     const total = r.profile.kernels.reduce((a, k) => a + k.usPerStep, 0);
     lines.push('', `decode step by kernel (timestamp queries, a compute pass per dispatch): ${f(total)} us of GPU time per step, ` +
-      `the GPU time of a turn's ${r.profile.steps} decode steps (from its first token on: its prefill left out) divided by ${r.profile.steps}`,
+      `the GPU time of a turn's ${r.profile.steps} one-token steps (its prompt of one id, then a step per token) divided by ${r.profile.steps}`,
       '| kernel | dispatches/step | us/step | share |', '| --- | --- | --- | --- |');
     for (const k of r.profile.kernels) lines.push(`| ${k.label} | ${f(k.perStep, 1)} | ${f(k.usPerStep)} | ${f(100 * k.usPerStep / total, 0)}% |`);
   }

@@ -66,6 +66,9 @@ func testMatrixProducts(t *testing.T) {
 		cases = append(cases,
 			tcase{g.name + "-int8", g.key, model.Int8, 67, 16 * 71, 1, 0, 0, 0, 0, 67},
 			tcase{g.name + "-int8-two-tokens", g.key, model.Int8, 131, 16 * 3, 2, 0, 0, 0, 0, 131},
+			// Many iterations of gemv's loop of two vectors and its last odd
+			// one (25 vectors an invocation at 8 a row).
+			tcase{g.name + "-int8-long-row", g.key, model.Int8, 37, 16 * 203, 1, 0, 0, 0, 0, 37},
 			tcase{g.name + "-int8-logits-part", g.key, model.Int8, 45, 16 * 5, 4, 1, 2, 30, 7, 59},
 			tcase{g.name + "-f32", g.key, model.F32, 29, 4 * 71, 3, 0, 0, 5, 0, 29},
 		)

@@ -39,6 +39,12 @@ fn gain2(i: u32) -> f32 {
 // invocations' passes wrote.
 fn finish(row: u32, base: u32, cur: u32, inv: f32, m: f32, li: u32) {
 #if INT8
+  // Other invocations wrote most of the columns a word packs, and the
+  // reductions' workgroupBarriers order workgroup memory only. (Packing
+  // the words in workgroup memory from the registers instead, each
+  // invocation or-ing its bytes in, measured 2-3% slower decode on the
+  // H200: bench/BROWSER.md.)
+  storageBarrier();
   let scale = quant_scale(m);
   let words = p.cols / 4u;
   for (var i = li; i < words; i += {{WG}}u) {

@@ -98,6 +98,9 @@ var<workgroup> run_t: array<u32, 256>;
 var<workgroup> wg_keep: u32;
 var<workgroup> bin_f: array<f32, 256>;
 var<workgroup> group_f: array<f32, 16>;
+// prep_part: a bit per id of the run (RUN = 16 * WG ids in WG words: room
+// for twice as many), set for the history's ids.
+var<workgroup> pen_bits: array<atomic<u32>, {{WG}}>;
 
 const NEG_INF = 0xff800000u; // -inf's bits
 
@@ -212,28 +215,37 @@ fn prep_part(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wi
   // The logits rows hold tokens step.first..; the last token's is the last.
   let base = (step.n - 1u - step.first) * cols;
 
-  // 1. Cleaned and penalised logits.
-  for (var i = lo + li; i < hi; i += {{WG}}u) {
-    x[i] = clean(logits[base + i]);
-  }
+  // 1. Cleaned and penalised logits. The history's ids in the run are
+  // marked in workgroup memory first, so that each id's one writer is the
+  // invocation that owns it (an id the history holds twice had two
+  // writers of x when the history's walkers wrote it), and reads it back
+  // below itself.
   let pen = p.penalty;
-  if (pen != 0.0 && pen != 1.0) {
-    // Penalised ids are rewritten after every write above (another
-    // invocation's), and read below after these.
-    storageBarrier();
+  let penalise = pen != 0.0 && pen != 1.0;
+  if (penalise) {
+    for (var w = li; w < {{WG}}u; w += {{WG}}u) {
+      atomicStore(&pen_bits[w], 0u);
+    }
+    workgroupBarrier();
     let n_hist = min(state[1], p.hist_cap);
     for (var j = li; j < n_hist; j += {{WG}}u) {
       let id = state[2u + j];
       if (id >= lo && id < hi) {
-        let v = clean(logits[base + id]);
-        if (v < 0.0) {
-          x[id] = v * pen;
-        } else {
-          x[id] = v / pen;
-        }
+        atomicOr(&pen_bits[(id - lo) / 32u], 1u << ((id - lo) % 32u));
       }
     }
-    storageBarrier();
+    workgroupBarrier();
+  }
+  for (var i = lo + li; i < hi; i += {{WG}}u) {
+    var v = clean(logits[base + i]);
+    if (penalise && (atomicLoad(&pen_bits[(i - lo) / 32u]) & (1u << ((i - lo) % 32u))) != 0u) {
+      if (v < 0.0) {
+        v = v * pen;
+      } else {
+        v = v / pen;
+      }
+    }
+    x[i] = v;
   }
 
   // 2. The workgroup's argmax.

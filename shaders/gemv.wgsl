@@ -2,7 +2,9 @@
 // streaming W. TPR invocations share a row and each reads 16 bytes of W per
 // load (16 int8 values, or 4 float32), so a workgroup covers WG/TPR rows
 // and the loads of neighbouring invocations are contiguous. The row's
-// partial sums meet in workgroup memory. Same parameters and result as
+// partial sums meet in workgroup memory, a tree of log2(TPR) barriers, or
+// in the SUBGROUPS variants within subgroups (a butterfly of shuffles, or
+// whole subgroups' sums and one barrier). Same parameters and result as
 // matmul.wgsl; W rows and x rows must be whole 16-byte vectors (cols a
 // multiple of 16 for int8, of 4 for float32), and every buffer padded to 16
 // bytes, the per-row scales included.
@@ -376,12 +378,70 @@ fn dot16(a: vec4<u32>, b: vec4<u32>) -> f32 {
 }
 #endif
 
+// red_get and red_set reach a row sum's slot in workgroup memory (int32
+// in int8 mode, float32 in float32 mode).
+#if INT8
+fn red_get(i: u32) -> i32 {
+  return red_i[i];
+}
+
+fn red_set(i: u32, v: i32) {
+  red_i[i] = v;
+}
+#else
+fn red_get(i: u32) -> f32 {
+  return red_f[i];
+}
+
+fn red_set(i: u32, v: f32) {
+  red_f[i] = v;
+}
+#endif
+
+// tree_sum adds the TPR values of each row (invocations li with li / TPR
+// its slot, li % TPR its lane) in a tree in workgroup memory; the row's
+// first invocation gets the sum. Call in uniform control flow.
+#if INT8
+fn tree_sum(v: i32, li: u32, lane: u32) -> i32 {
+#else
+fn tree_sum(v: f32, li: u32, lane: u32) -> f32 {
+#endif
+  red_set(li, v);
+  workgroupBarrier();
+  for (var s = TPR / 2u; s > 0u; s = s / 2u) {
+    if (lane < s) {
+      red_set(li, red_get(li) + red_get(li + s));
+    }
+    workgroupBarrier();
+  }
+  return red_get(li);
+}
+
 @compute @workgroup_size({{WG}})
 fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+#if SUBGROUPS
+        @builtin(subgroup_size) sg_sz: u32,
+#endif
         @builtin(local_invocation_index) li: u32{{SG_ARGS}}) {
   {{SG_BEGIN}}
-  let lane = li % TPR;
-  let slot = li / TPR;
+  var lane = li % TPR;
+  var slot = li / TPR;
+#if SUBGROUPS
+  // Where every subgroup is full (num_subgroups times subgroup_size is the
+  // workgroup: uniform values tell), the invocations take rows in the
+  // order of subgroup_id and subgroup_invocation_id, so that a row's TPR
+  // invocations are neighbouring lanes of one subgroup (TPR at most the
+  // subgroup size) or whole subgroups, and the row's sum needs no
+  // workgroup barrier (below). WebGPU promises no layout of
+  // invocations into subgroups, and this order assumes none; elsewhere
+  // rows go by local_invocation_index and a tree in workgroup memory.
+  let full = sg_n * sg_sz == {{WG}}u;
+  if (full) {
+    let lin = sg_i * sg_sz + sg_l;
+    lane = lin % TPR;
+    slot = lin / TPR;
+  }
+#endif
   let wgi = wg_linear(wg, vec3<u32>(nwg.x, nwg.y, 1u));
 #if GATED_OUT
   // Logical rows r < p.rows: slot s < HR takes gate row r, slot s + HR up row p.rows + r.
@@ -431,7 +491,6 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     acc += acc1;
 #endif
   }
-  red_i[li] = acc;
 #else
   let vecs = p.cols / 4u;
   var acc = 0.0;
@@ -441,25 +500,43 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       acc += dot(bitcast<vec4<f32>>(w[wb + i]), bitcast<vec4<f32>>(xin(t, i)));
     }
   }
-  red_f[li] = acc;
 #endif
-  workgroupBarrier();
-  for (var s = TPR / 2u; s > 0u; s = s / 2u) {
-    if (lane < s) {
-#if INT8
-      red_i[li] = red_i[li] + red_i[li + s];
-#else
-      red_f[li] = red_f[li] + red_f[li + s];
-#endif
+  // The row's sum, in its first invocation (lane 0).
+  var sum = acc;
+#if SUBGROUPS
+  if (full) {
+    if (TPR <= sg_sz) {
+      // A butterfly over the row's lanes: every one ends with the sum.
+      for (var s = 1u; s < TPR; s = s * 2u) {
+        sum += subgroupShuffleXor(sum, s);
+      }
+    } else {
+      // Whole subgroups a row (TPR a multiple of the subgroup size, both
+      // powers of two): each subgroup's sum in its slot, the row's first
+      // invocation (its first subgroup's first lane) adds its subgroups'.
+      sum = subgroupAdd(sum);
+      if (sg_l == 0u) {
+        red_set(sg_i, sum);
+      }
+      workgroupBarrier();
+      if (lane == 0u) {
+        for (var k = 1u; k < TPR / sg_sz; k++) {
+          sum += red_get(sg_i + k);
+        }
+      }
     }
-    workgroupBarrier();
+  } else {
+    sum = tree_sum(sum, li, lane);
   }
+#else
+  sum = tree_sum(sum, li, lane);
+#endif
   if (lane == 0u && valid) {
 #if INT8
     let ws = bitcast<f32>(word(w[(p.w_scale_word + row) / 4u], p.w_scale_word + row));
-    var v = f32(red_i[li]) * (x_scale(t) * ws);
+    var v = f32(sum) * (x_scale(t) * ws);
 #else
-    var v = red_f[li];
+    var v = sum;
 #endif
     if (p.softcap > 0.0) {
       v = p.softcap * tanh(clamp(v / p.softcap, -10.0, 10.0));

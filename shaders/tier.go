@@ -122,10 +122,10 @@ func (t Tier) Apply(k Key) Key {
 	return k
 }
 
-// reduces reports whether variant k reduces over its workgroup through
-// common.wgsl's wg_sum, wg_max or wg_sum_i: the variants that have a
-// Subgroups form. gemv does only in its prologues and epilogue (its rows' sums stay
-// a tree over the row's invocations).
+// reduces reports whether variant k reduces over its workgroup or its
+// subgroups: the variants that have a Subgroups form (common.wgsl's
+// wg_sum, wg_max and wg_sum_i; gemv also sums each row's invocations in
+// subgroups where they are full).
 func reduces(k Key) bool {
 	if k.Entry == FlashEntry {
 		return false // its softmax is one invocation per row
@@ -134,7 +134,9 @@ func reduces(k Key) bool {
 	case "prenorm", "quant", "act", "rope", "attn", "norm", "matmul":
 		return true
 	case "gemv":
-		return k.In != "" || k.Out != ""
+		// Every product sums each row's invocations; the float32-FMA
+		// products are left plain (Variants).
+		return k.In != "" || k.Out != "" || !k.FMA
 	}
 	return false
 }

@@ -223,9 +223,7 @@ fn prep_part(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wi
   let pen = p.penalty;
   let penalise = pen != 0.0 && pen != 1.0;
   if (penalise) {
-    for (var w = li; w < {{WG}}u; w += {{WG}}u) {
-      atomicStore(&pen_bits[w], 0u);
-    }
+    atomicStore(&pen_bits[li], 0u); // a word an invocation
     workgroupBarrier();
     let n_hist = min(state[1], p.hist_cap);
     for (var j = li; j < n_hist; j += {{WG}}u) {
